@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Idempotent set-up: installs torch==2.11.0 from PyPI into a venv outside the repo and
+# points tch at it through the repo-local `.torch` link that .cargo/config.toml reads.
+# A second run only checks and returns in seconds.
+#
+#   CRPO_TORCH_VENV   where the venv lives (default ~/.cache/crpo/torch-2.11.0)
+#   CRPO_PYTHON       the python used to create the venv (default python3)
+#   CRPO_WITH_TRANSFORMERS=1  also install transformers (used by comparison tests)
+set -euo pipefail
+
+TORCH_VERSION="2.11.0"
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${CRPO_TORCH_VENV:-$HOME/.cache/crpo/torch-$TORCH_VERSION}"
+python="${CRPO_PYTHON:-python3}"
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "setup: creating venv $venv"
+  mkdir -p "$(dirname "$venv")"
+  "$python" -m venv "$venv"
+fi
+
+installed="$("$venv/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)"
+if [ "$installed" != "$TORCH_VERSION" ]; then
+  echo "setup: installing torch==$TORCH_VERSION into $venv (about 4.7 GB)"
+  "$venv/bin/python" -m pip install --quiet --upgrade pip
+  "$venv/bin/python" -m pip install --quiet "torch==$TORCH_VERSION" numpy
+fi
+
+if [ "${CRPO_WITH_TRANSFORMERS:-0}" = "1" ] &&
+  ! "$venv/bin/python" -c 'import transformers' 2>/dev/null; then
+  echo "setup: installing transformers into $venv"
+  "$venv/bin/python" -m pip install --quiet transformers safetensors
+fi
+
+# The committed .cargo/config.toml sets LIBTORCH to the repo-relative `.torch`, so this link
+# is all tch needs, wherever CRPO_TORCH_VENV put the venv.
+torch_dir="$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
+ln -sfn "$torch_dir" "$repo_root/.torch"
+echo "setup: torch $("$venv/bin/python" -c 'import torch; print(torch.__version__)') ready; .torch -> $torch_dir"
