@@ -1,0 +1,124 @@
+//! The ABI-stable boundary (abi_stable) between the host and a plugin library (cdylib).
+//!
+//! `Ffi*` types are what crosses; the host's `Foreign*` adapters turn them back into the
+//! sdk's traits, and the `*Export` adapters here turn a plugin author's trait impls into
+//! them, catching panics on the way (a panic must never unwind across `extern "C"`).
+//! Examples cross as JSON so the sdk can add fields to them in a minor version.
+
+mod dataset;
+mod panic;
+mod reward;
+
+pub use dataset::{export_datasets, FfiDatasetPlugin, FfiDatasetPluginBox, FfiDatasetPlugin_TO};
+pub use panic::catch_panic;
+pub use reward::{
+    export_rewards, FfiRewardObjective, FfiRewardObjectiveBox, FfiRewardObjective_TO, FfiRewardPlugin,
+    FfiRewardPluginBox, FfiRewardPlugin_TO, FfiScore,
+};
+
+use abi_stable::library::RootModule;
+use abi_stable::sabi_types::VersionStrings;
+use abi_stable::std_types::{RResult, RStr, RString, RVec};
+use abi_stable::{declare_root_module_statics, package_version_strings, StableAbi};
+
+/// The name of the static every plugin library exports, as abi_stable's
+/// `#[export_root_module]` would name it (asserted in a test below); the sdk's export macro
+/// writes it out so that plugin crates need no direct abi_stable dependency.
+#[doc(hidden)]
+pub const ROOT_MODULE_SYMBOL: &str = "_1as_0lib_1header_0root_bmodule_bloader";
+
+/// Name, version and description of one plugin.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FfiPluginInfo {
+    pub name: RString,
+    pub version: RString,
+    pub description: RString,
+}
+
+impl From<crate::PluginInfo> for FfiPluginInfo {
+    fn from(info: crate::PluginInfo) -> Self {
+        FfiPluginInfo {
+            name: info.name.into(),
+            version: info.version.into(),
+            description: info.description.into(),
+        }
+    }
+}
+
+impl From<FfiPluginInfo> for crate::PluginInfo {
+    fn from(info: FfiPluginInfo) -> Self {
+        crate::PluginInfo {
+            name: info.name.into(),
+            version: info.version.into(),
+            description: info.description.into(),
+        }
+    }
+}
+
+/// A plugin's info; a panic in `info()` cannot be returned as an error, so the name says so.
+fn exported_info(info: impl FnOnce() -> crate::PluginInfo) -> FfiPluginInfo {
+    match catch_panic("info", || Ok(info())) {
+        RResult::ROk(info) => info.into(),
+        RResult::RErr(message) => FfiPluginInfo {
+            name: "<info panicked>".into(),
+            version: RString::new(),
+            description: message,
+        },
+    }
+}
+
+/// The root module of a plugin library. A prefix type: a later minor version of the sdk may
+/// add fields after the last prefix field, and the host reads them as `Option` from older
+/// libraries, so plugins built against an older minor version keep loading.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginLibraryRef)))]
+#[sabi(missing_field(option))]
+pub struct PluginLibrary {
+    /// The plugin library's own crate name and version.
+    pub library_name: RStr<'static>,
+    pub library_version: RStr<'static>,
+    pub reward_plugins: extern "C" fn() -> RResult<RVec<FfiRewardPluginBox>, RString>,
+    #[sabi(last_prefix_field)]
+    pub dataset_plugins: extern "C" fn() -> RResult<RVec<FfiDatasetPluginBox>, RString>,
+}
+
+impl RootModule for PluginLibraryRef {
+    declare_root_module_statics! {PluginLibraryRef}
+    const BASE_NAME: &'static str = "crpo_plugin";
+    const NAME: &'static str = "crpo plugin library";
+    /// The sdk's crate version is the ABI version: a different major version is refused.
+    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}
+
+type PluginList<T> = extern "C" fn() -> RResult<RVec<T>, RString>;
+
+/// Used by [`crate::export_plugin_library!`]: the root module of the calling library.
+#[doc(hidden)]
+pub fn plugin_library(
+    library_name: &'static str,
+    library_version: &'static str,
+    reward_plugins: PluginList<FfiRewardPluginBox>,
+    dataset_plugins: PluginList<FfiDatasetPluginBox>,
+) -> PluginLibraryRef {
+    use abi_stable::prefix_type::PrefixTypeTrait;
+    PluginLibrary {
+        library_name: library_name.into(),
+        library_version: library_version.into(),
+        reward_plugins,
+        dataset_plugins,
+    }
+    .leak_into_prefix()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn root_module_symbol_matches_abi_stable() {
+        assert_eq!(
+            super::ROOT_MODULE_SYMBOL,
+            abi_stable::library::ROOT_MODULE_LOADER_NAME
+        );
+    }
+}

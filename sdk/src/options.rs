@@ -1,0 +1,83 @@
+//! Plugin options: the TOML table of a plugin in the run config, handed over as JSON.
+
+use crate::error::PluginError;
+use serde::de::DeserializeOwned;
+
+/// Parses a plugin's options into its own options struct (use `#[serde(deny_unknown_fields)]`
+/// on it). The error names the offending option by its path, e.g. `budget` or `drugs[2].name`.
+/// A missing table (`null`) parses as an empty one so that all-default options work.
+pub fn parse_options<T: DeserializeOwned>(options: &serde_json::Value) -> Result<T, PluginError> {
+    let empty = serde_json::Value::Object(Default::default());
+    let options = if options.is_null() { &empty } else { options };
+    serde_path_to_error::deserialize(options).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner().to_string();
+        // serde reports an unknown or missing key at the enclosing path: name the key itself.
+        let option = quoted_key(&inner).unwrap_or(path);
+        PluginError::InvalidOption {
+            option,
+            message: inner,
+        }
+    })
+}
+
+fn quoted_key(message: &str) -> Option<String> {
+    let is_key_error = message.starts_with("unknown field") || message.starts_with("missing field");
+    if !is_key_error {
+        return None;
+    }
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use serde_json::json;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct LengthOptions {
+        budget: usize,
+        #[serde(default)]
+        penalty: f32,
+    }
+
+    #[test]
+    fn parses_valid_options() {
+        let parsed: LengthOptions = parse_options(&json!({"budget": 256})).unwrap();
+        assert_eq!(
+            parsed,
+            LengthOptions {
+                budget: 256,
+                penalty: 0.0
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_option_is_named() {
+        let err = parse_options::<LengthOptions>(&json!({"budjet": 256})).unwrap_err();
+        match err {
+            PluginError::InvalidOption { option, message } => {
+                assert_eq!(option, "budjet");
+                assert!(message.contains("unknown field"), "{message}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ill_typed_option_is_named() {
+        let err = parse_options::<LengthOptions>(&json!({"budget": "long"})).unwrap_err();
+        assert!(matches!(err, PluginError::InvalidOption { ref option, .. } if option == "budget"));
+    }
+
+    #[test]
+    fn missing_option_is_named() {
+        let err = parse_options::<LengthOptions>(&serde_json::Value::Null).unwrap_err();
+        assert!(matches!(err, PluginError::InvalidOption { ref option, .. } if option == "budget"));
+    }
+}

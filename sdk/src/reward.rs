@@ -1,0 +1,74 @@
+//! Reward objectives: rule-based scores of completions, the heart of CRPO.
+//!
+//! A [`RewardPlugin`] is what a library provides (a kind of objective, e.g. a length
+//! penalty); [`RewardPlugin::create`] makes a configured [`RewardObjective`] from the options
+//! the run config gives it, so one plugin can serve several differently-configured objectives.
+
+use crate::error::{PluginError, Result};
+use crate::example::Example;
+use crate::PluginInfo;
+
+/// One group of completions of one prompt, scored in one call so an objective can compare
+/// completions or amortise per-example work.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreRequest<'a> {
+    pub example: &'a Example,
+    /// The prompt exactly as the policy saw it (after the chat template).
+    pub prompt: &'a str,
+    /// Decoded completion texts (no prompt).
+    pub completions: &'a [&'a str],
+}
+
+/// The score of one completion, with optional named diagnostics (e.g. `boxes = 2`) that
+/// `crpo-host score` prints and the trainer logs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Score {
+    pub value: f32,
+    pub diagnostics: Vec<(String, f32)>,
+}
+
+impl Score {
+    pub fn new(value: f32) -> Self {
+        Score {
+            value,
+            diagnostics: Vec::new(),
+        }
+    }
+
+    pub fn with(mut self, name: &str, value: f32) -> Self {
+        self.diagnostics.push((name.to_string(), value));
+        self
+    }
+}
+
+impl From<f32> for Score {
+    fn from(value: f32) -> Self {
+        Score::new(value)
+    }
+}
+
+/// A configured objective. Must return exactly one finite score per completion; the host
+/// checks this and fails the step naming the objective otherwise.
+pub trait RewardObjective: Send + Sync {
+    fn score_group(&self, request: &ScoreRequest<'_>) -> Result<Vec<Score>>;
+}
+
+/// A kind of reward objective, as a library ships it.
+pub trait RewardPlugin: Send + Sync {
+    fn info(&self) -> PluginInfo;
+    /// The weight used when the run config gives none.
+    fn default_weight(&self) -> f32 {
+        1.0
+    }
+    /// Builds the objective from its options (JSON; `null` when the config gives none).
+    /// Validate them here, e.g. with [`crate::parse_options`].
+    fn create(&self, options: &serde_json::Value) -> Result<Box<dyn RewardObjective>>;
+}
+
+/// Scores each completion on its own: the common case, with no state shared across a group.
+pub fn score_each(
+    request: &ScoreRequest<'_>,
+    mut score_one: impl FnMut(&str) -> Score,
+) -> Result<Vec<Score>, PluginError> {
+    Ok(request.completions.iter().map(|c| score_one(c)).collect())
+}
