@@ -1,0 +1,135 @@
+//! `accuracy` (REWARD_RULES §1, the released code's `calculate_accuracy_reward`).
+//!
+//! With `n` occurrences of `\boxed` in the preprocessed text: `n != 1` scores `-n`; else the
+//! first `\boxed{…}` on one line is read: no such match scores −1, exactly one upper-case
+//! ASCII letter scores 1 if it is the gold letter and 0 otherwise, anything else −0.5.
+//! Examples (gold `B`): `\boxed{B}` → 1, `\boxed{C}` → 0, `\boxed{b}` → −0.5,
+//! `\boxed B` → −1, `\boxed{B} \boxed{B}` → −2, no box → 0.
+
+use crate::text::preprocess;
+use crate::NoOptions;
+use crpo_sdk::{
+    parse_options, score_each, PluginError, PluginInfo, RewardObjective, RewardPlugin, Score, ScoreRequest,
+};
+use regex::Regex;
+use std::sync::LazyLock;
+
+static BOXED: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\\boxed\{(.*?)\}").unwrap());
+
+/// The accuracy score of one completion against the gold option letter.
+pub fn accuracy(completion: &str, gold: &str) -> f32 {
+    let text = preprocess(completion);
+    let boxes = text.matches("\\boxed").count();
+    if boxes != 1 {
+        return -(boxes as f32);
+    }
+    let Some(captured) = BOXED.captures(text).map(|c| c.get(1).map_or("", |m| m.as_str())) else {
+        return -1.0;
+    };
+    let mut chars = captured.chars();
+    match (chars.next(), chars.next()) {
+        (Some(letter), None) if letter.is_ascii_uppercase() => {
+            if captured == gold {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        _ => -0.5,
+    }
+}
+
+pub struct AccuracyPlugin;
+
+impl RewardPlugin for AccuracyPlugin {
+    fn info(&self) -> PluginInfo {
+        PluginInfo::new(
+            "accuracy",
+            env!("CARGO_PKG_VERSION"),
+            "1 if the single \\boxed{X} is the gold letter, 0 if another letter; -0.5 non-letter, -1 unreadable box, -n for n boxes (n != 1)",
+        )
+    }
+
+    fn default_weight(&self) -> f32 {
+        10.0
+    }
+
+    fn create(&self, options: &serde_json::Value) -> Result<Box<dyn RewardObjective>, PluginError> {
+        parse_options::<NoOptions>(options)?;
+        Ok(Box::new(Accuracy))
+    }
+}
+
+struct Accuracy;
+
+impl RewardObjective for Accuracy {
+    fn score_group(&self, request: &ScoreRequest<'_>) -> Result<Vec<Score>, PluginError> {
+        let gold = request.example.answer.as_deref().ok_or_else(|| {
+            PluginError::failed(format!("example `{}` has no gold answer", request.example.id))
+        })?;
+        score_each(request, |c| Score::new(accuracy(c, gold)))
+    }
+}
+
+crpo_sdk::register_reward!(AccuracyPlugin);
+
+#[cfg(test)]
+mod tests {
+    use super::accuracy;
+
+    #[test]
+    fn correct_and_wrong_letters() {
+        assert_eq!(accuracy("<think>x</think><answer>\\boxed{B}</answer>", "B"), 1.0);
+        assert_eq!(accuracy("\\boxed{C}", "B"), 0.0);
+        assert_eq!(
+            accuracy("\\boxed{F}", "B"),
+            0.0,
+            "any upper-case letter counts as a letter"
+        );
+    }
+
+    #[test]
+    fn box_counts() {
+        assert_eq!(accuracy("no box at all", "B"), 0.0);
+        assert_eq!(accuracy("\\boxed{B} and \\boxed{B}", "B"), -2.0);
+        assert_eq!(accuracy("\\boxed{A}\\boxed{B}\\boxed{C}", "B"), -3.0);
+        assert_eq!(accuracy("\\boxed", "B"), -1.0, "one box marker without braces");
+    }
+
+    #[test]
+    fn unreadable_or_non_letter_boxes() {
+        assert_eq!(accuracy("\\boxed B", "B"), -1.0);
+        assert_eq!(
+            accuracy("\\boxed{\nB}", "B"),
+            -1.0,
+            "'.' does not cross a newline"
+        );
+        assert_eq!(accuracy("\\boxed{b}", "B"), -0.5, "lower case");
+        assert_eq!(accuracy("\\boxed{ B }", "B"), -0.5, "not trimmed");
+        assert_eq!(accuracy("\\boxed{}", "B"), -0.5);
+        assert_eq!(accuracy("\\boxed{{B}", "B"), -0.5);
+        assert_eq!(
+            accuracy("\\boxed{Heparin}", "B"),
+            -0.5,
+            "option text instead of its letter"
+        );
+        assert_eq!(accuracy("\\boxed{В}", "B"), -0.5, "Cyrillic look-alike");
+        assert_eq!(accuracy("\\boxed{Ｂ}", "B"), -0.5, "full-width look-alike");
+    }
+
+    #[test]
+    fn preprocessing_applies() {
+        assert_eq!(
+            accuracy("\\boxed{B}<|im_end|>\\boxed{C}", "B"),
+            1.0,
+            "text after EOS is ignored"
+        );
+        assert_eq!(accuracy("   \n\\boxed{B}\n  ", "B"), 1.0);
+    }
+
+    #[test]
+    fn very_long_output() {
+        let long = format!("{}\\boxed{{B}}", "reasoning ".repeat(50_000));
+        assert_eq!(accuracy(&long, "B"), 1.0);
+    }
+}

@@ -1,0 +1,13 @@
+//! Built-in clinical reward objectives. The four of the Clinical-R1 paper and its released
+//! code follow `REWARD_RULES.md` exactly; each module's header states its rule.
+
+pub mod accuracy;
+pub mod clinical_reasoning;
+pub mod consistency;
+pub mod format_code;
+pub mod text;
+
+/// The options of an objective that takes none: an empty table, anything else is an error.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoOptions {}
