@@ -1,0 +1,13 @@
+//! # crpo-host — the crpo runtime
+//!
+//! The plugin runtime (built-in and loaded plugins behind the sdk traits), the commands of
+//! the `crpo-host` binary and, as they land, the rollout engine and the CRPO trainer.
+
+pub mod commands;
+pub mod plugins;
+pub mod torch_info;
+
+// Built-in plugin crates register themselves with `inventory`; naming them here keeps the
+// linker from dropping their registrations.
+use crpo_plugins_datasets as _;
+use crpo_plugins_rewards as _;

@@ -1,0 +1,57 @@
+use clap::{Parser, Subcommand};
+use crpo_host::commands;
+use crpo_host::plugins::PluginRegistry;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// crpo: multi-objective verifiable RL (CRPO) for language models.
+#[derive(Parser)]
+#[command(name = "crpo-host", version)]
+struct Cli {
+    /// Directory of plugin libraries to load (repeatable). CRPO_PLUGIN_PATH (colon-separated)
+    /// adds more.
+    #[arg(long = "plugins", value_name = "DIR", global = true)]
+    plugin_dirs: Vec<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Versions, libtorch, CUDA devices, cuDNN, threads and plugin directories.
+    Doctor,
+    /// List every plugin: kind, name, version, origin and description.
+    Plugins,
+    /// Score existing completions with reward objectives (JSONL in, JSONL out).
+    Score(commands::score::ScoreArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut dirs = cli.plugin_dirs;
+    if let Some(path) = std::env::var_os("CRPO_PLUGIN_PATH") {
+        dirs.extend(std::env::split_paths(&path).filter(|p| !p.as_os_str().is_empty()));
+    }
+    match cli.command {
+        Command::Doctor => commands::doctor::run(&dirs),
+        Command::Plugins => {
+            commands::plugins::run(&PluginRegistry::load(&dirs)?);
+            Ok(())
+        }
+        Command::Score(args) => commands::score::run(&PluginRegistry::load(&dirs)?, &args),
+    }
+}

@@ -1,0 +1,107 @@
+//! Finding and loading plugin libraries from `--plugins DIR` with abi_stable.
+
+use super::foreign::{ForeignDatasetPlugin, ForeignRewardPlugin};
+use super::{Origin, PluginLoadError as LoadError, Registered};
+use abi_stable::library::{lib_header_from_path, LibraryError};
+use crpo_sdk::ffi::PluginLibraryRef;
+use crpo_sdk::{DatasetPlugin, RewardPlugin};
+use std::path::{Path, PathBuf};
+
+/// The plugins one library provides.
+pub struct LoadedLibrary {
+    pub rewards: Vec<Registered<dyn RewardPlugin>>,
+    pub datasets: Vec<Registered<dyn DatasetPlugin>>,
+}
+
+/// Dynamic libraries in `dir`, sorted so loading order (and so error order) is stable.
+/// Other files (READMEs, licences) are left alone.
+pub fn library_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Directory {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|source| LoadError::Directory {
+                dir: dir.to_path_buf(),
+                source,
+            })?
+            .path();
+        let is_library = path.extension().and_then(|e| e.to_str()) == Some(std::env::consts::DLL_EXTENSION);
+        if is_library && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Loads one library: checks it is a crpo plugin library of a compatible sdk version and type
+/// layout, then asks it for its plugins. Libraries are never unloaded (abi_stable leaks them).
+pub fn load_library(path: &Path) -> Result<LoadedLibrary, LoadError> {
+    let fail = |reason: String| LoadError::Library {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let header = lib_header_from_path(path).map_err(|e| fail(describe(e)))?;
+    let root = header
+        .init_root_module::<PluginLibraryRef>()
+        .map_err(|e| fail(describe(e)))?;
+    let origin = Origin::Library {
+        path: path.to_path_buf(),
+        library: format!("{} {}", root.library_name(), root.library_version()),
+    };
+    let rewards = (root.reward_plugins())()
+        .into_result()
+        .map_err(|e| fail(e.into()))?
+        .into_iter()
+        .map(|p| {
+            let plugin = ForeignRewardPlugin(p);
+            Registered::owned(
+                plugin.info(),
+                Box::new(plugin) as Box<dyn RewardPlugin>,
+                origin.clone(),
+            )
+        })
+        .collect();
+    let datasets = (root.dataset_plugins())()
+        .into_result()
+        .map_err(|e| fail(e.into()))?
+        .into_iter()
+        .map(|p| {
+            let plugin = ForeignDatasetPlugin(p);
+            Registered::owned(
+                plugin.info(),
+                Box::new(plugin) as Box<dyn DatasetPlugin>,
+                origin.clone(),
+            )
+        })
+        .collect();
+    Ok(LoadedLibrary { rewards, datasets })
+}
+
+/// abi_stable's errors, in the plugin user's terms.
+fn describe(error: LibraryError) -> String {
+    let host = crpo_sdk::SDK_VERSION;
+    let host_major = host.split('.').next().unwrap_or(host);
+    match error {
+        LibraryError::OpenError { err, .. } => format!("not a loadable library: {err}"),
+        LibraryError::GetSymbolError { .. } => "not a crpo plugin library (it exports no crpo root module; \
+             did the crate call crpo_sdk::export_plugin_library!?)"
+            .to_string(),
+        LibraryError::IncompatibleVersionNumber { actual_version, .. } => format!(
+            "built against crpo-sdk {actual_version}, but this host loads plugins built \
+             against crpo-sdk {host_major}.x (it has {host}); rebuild the plugin with \
+             crpo-sdk = \"{host_major}\""
+        ),
+        LibraryError::AbiInstability(errors) => format!(
+            "its types do not match this host's crpo-sdk (an incompatible build of the sdk):\n{errors}"
+        ),
+        LibraryError::InvalidAbiHeader(header) => {
+            format!("built with an incompatible abi_stable ({header:?})")
+        }
+        LibraryError::RootModule { err, .. } => format!("its root module failed: {err}"),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,184 @@
+//! The plugin runtime: built-in plugins (inventory) and libraries from `--plugins DIR`
+//! (abi_stable), seen through the same sdk traits.
+
+mod foreign;
+pub mod loader;
+mod objective;
+
+pub use objective::{ConfiguredObjective, ObjectiveSpec};
+
+use crpo_sdk::registry::{builtin_plugins, BuiltinPlugin};
+use crpo_sdk::{DatasetPlugin, PluginInfo, RewardPlugin};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where a plugin came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Builtin,
+    Library { path: PathBuf, library: String },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Builtin => f.write_str("builtin"),
+            Origin::Library { path, .. } => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginLoadError {
+    #[error("plugin directory {}: {source}", dir.display())]
+    Directory { dir: PathBuf, source: std::io::Error },
+    #[error("plugin library {}: {reason}", path.display())]
+    Library { path: PathBuf, reason: String },
+    #[error("two {kind} plugins are named `{name}`: one from {first}, one from {second}")]
+    DuplicateName {
+        kind: &'static str,
+        name: String,
+        first: String,
+        second: String,
+    },
+    #[error("no {kind} plugin named `{name}`; available: {available}")]
+    Unknown {
+        kind: &'static str,
+        name: String,
+        available: String,
+    },
+}
+
+/// A plugin of one kind with its info (read once) and origin. Built-ins are `'static`;
+/// loaded ones are owned (their library stays loaded for the life of the process).
+pub struct Registered<T: ?Sized + 'static> {
+    pub info: PluginInfo,
+    pub origin: Origin,
+    plugin: PluginRef<T>,
+}
+
+enum PluginRef<T: ?Sized + 'static> {
+    Static(&'static T),
+    Owned(Box<T>),
+}
+
+impl<T: ?Sized> Registered<T> {
+    pub fn plugin(&self) -> &T {
+        match &self.plugin {
+            PluginRef::Static(p) => p,
+            PluginRef::Owned(p) => p,
+        }
+    }
+}
+
+impl<T: ?Sized> Registered<T> {
+    pub(crate) fn owned(info: PluginInfo, plugin: Box<T>, origin: Origin) -> Self {
+        Registered {
+            info,
+            origin,
+            plugin: PluginRef::Owned(plugin),
+        }
+    }
+}
+
+/// Every plugin this run can use.
+pub struct PluginRegistry {
+    rewards: Vec<Registered<dyn RewardPlugin>>,
+    datasets: Vec<Registered<dyn DatasetPlugin>>,
+}
+
+impl PluginRegistry {
+    /// The built-ins plus every library in each of `dirs`.
+    pub fn load(dirs: &[PathBuf]) -> Result<Self, PluginLoadError> {
+        let mut registry = PluginRegistry::builtin_only();
+        for dir in dirs {
+            for path in loader::library_files(dir)? {
+                registry.add_library(&path)?;
+            }
+        }
+        Ok(registry)
+    }
+
+    pub fn builtin_only() -> Self {
+        let mut rewards = Vec::new();
+        let mut datasets = Vec::new();
+        for builtin in builtin_plugins() {
+            match builtin {
+                BuiltinPlugin::Reward(p) => rewards.push(Registered {
+                    info: p.info(),
+                    origin: Origin::Builtin,
+                    plugin: PluginRef::Static(*p),
+                }),
+                BuiltinPlugin::Dataset(p) => datasets.push(Registered {
+                    info: p.info(),
+                    origin: Origin::Builtin,
+                    plugin: PluginRef::Static(*p),
+                }),
+            }
+        }
+        PluginRegistry { rewards, datasets }
+    }
+
+    /// Loads one library and adds its plugins, refusing a name that is already taken.
+    pub fn add_library(&mut self, path: &Path) -> Result<(), PluginLoadError> {
+        let library = loader::load_library(path)?;
+        for reward in library.rewards {
+            push_unique(&mut self.rewards, reward, "reward")?;
+        }
+        for dataset in library.datasets {
+            push_unique(&mut self.datasets, dataset, "dataset")?;
+        }
+        Ok(())
+    }
+
+    pub fn rewards(&self) -> &[Registered<dyn RewardPlugin>] {
+        &self.rewards
+    }
+
+    pub fn datasets(&self) -> &[Registered<dyn DatasetPlugin>] {
+        &self.datasets
+    }
+
+    pub fn reward(&self, name: &str) -> Result<&Registered<dyn RewardPlugin>, PluginLoadError> {
+        find(&self.rewards, name, "reward")
+    }
+
+    pub fn dataset(&self, name: &str) -> Result<&Registered<dyn DatasetPlugin>, PluginLoadError> {
+        find(&self.datasets, name, "dataset")
+    }
+}
+
+fn push_unique<T: ?Sized>(
+    list: &mut Vec<Registered<T>>,
+    plugin: Registered<T>,
+    kind: &'static str,
+) -> Result<(), PluginLoadError> {
+    if let Some(existing) = list.iter().find(|p| p.info.name == plugin.info.name) {
+        return Err(PluginLoadError::DuplicateName {
+            kind,
+            name: plugin.info.name.clone(),
+            first: existing.origin.to_string(),
+            second: plugin.origin.to_string(),
+        });
+    }
+    list.push(plugin);
+    Ok(())
+}
+
+fn find<'a, T: ?Sized>(
+    list: &'a [Registered<T>],
+    name: &str,
+    kind: &'static str,
+) -> Result<&'a Registered<T>, PluginLoadError> {
+    list.iter()
+        .find(|p| p.info.name == name)
+        .ok_or_else(|| PluginLoadError::Unknown {
+            kind,
+            name: name.to_string(),
+            available: list
+                .iter()
+                .map(|p| p.info.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}

@@ -1,0 +1,94 @@
+//! MedQA (USMLE), JSONL: `{"question", "answer" (text), "options": {"A": …}, "answer_idx": "C",
+//! "meta_info", "metamap_phrases"}`. 4- and 5-option variants alike.
+
+use crate::FieldError;
+use crpo_sdk::{AnswerOption, Example, Prompt};
+use serde_json::{Map, Value};
+
+pub fn looks_like(record: &Map<String, Value>) -> bool {
+    record.contains_key("question")
+        && record.get("options").is_some_and(Value::is_object)
+        && (record.contains_key("answer_idx") || !record.contains_key("label"))
+}
+
+pub fn parse(record: &Map<String, Value>, id: &str) -> Result<Example, FieldError> {
+    let question = string_field(record, "question")?;
+    let Some(Value::Object(raw_options)) = record.get("options") else {
+        return Err((
+            "options".into(),
+            "missing or not an object of letter → text".into(),
+        ));
+    };
+    let mut options = Vec::with_capacity(raw_options.len());
+    for (key, text) in raw_options {
+        let text = text
+            .as_str()
+            .ok_or_else(|| (format!("options.{key}"), "not a string".to_string()))?;
+        options.push(AnswerOption {
+            key: key.clone(),
+            text: text.to_string(),
+        });
+    }
+    options.sort_by(|a, b| a.key.cmp(&b.key));
+    let answer = string_field(record, "answer_idx")?;
+    if !options.iter().any(|o| o.key == answer) {
+        return Err((
+            "answer_idx".into(),
+            format!("`{answer}` is not one of the options"),
+        ));
+    }
+    let mut metadata = record.clone();
+    for key in ["question", "options", "answer_idx"] {
+        metadata.remove(key);
+    }
+    Ok(Example {
+        id: id.to_string(),
+        prompt: Prompt::Text(question.to_string()),
+        answer: Some(answer.to_string()),
+        options,
+        reference_completion: None,
+        metadata,
+    })
+}
+
+pub(crate) fn string_field<'a>(record: &'a Map<String, Value>, field: &str) -> Result<&'a str, FieldError> {
+    match record.get(field) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err((field.into(), "not a string".into())),
+        None => Err((field.into(), "missing".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_a_medqa_record() {
+        let record = json!({"question": "A 45-year-old…?", "answer": "Heparin", "answer_idx": "B",
+            "options": {"B": "Heparin", "A": "Aspirin", "C": "Warfarin", "D": "Alteplase"},
+            "meta_info": "step1"});
+        let example = parse(record.as_object().unwrap(), "medqa.jsonl:1").unwrap();
+        assert_eq!(example.answer.as_deref(), Some("B"));
+        assert_eq!(
+            example.options.iter().map(|o| o.key.as_str()).collect::<String>(),
+            "ABCD"
+        );
+        assert_eq!(example.metadata["meta_info"], "step1");
+    }
+
+    #[test]
+    fn names_the_bad_field() {
+        let record = json!({"question": "q", "options": {"A": "x"}, "answer_idx": "E"});
+        assert_eq!(
+            parse(record.as_object().unwrap(), "x").unwrap_err().0,
+            "answer_idx"
+        );
+        let record = json!({"question": "q", "options": {"A": 3}, "answer_idx": "A"});
+        assert_eq!(
+            parse(record.as_object().unwrap(), "x").unwrap_err().0,
+            "options.A"
+        );
+    }
+}
