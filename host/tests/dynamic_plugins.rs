@@ -1,0 +1,288 @@
+//! Plugins loaded from `--plugins DIR` through the real loader: they work exactly like
+//! built-ins, and every kind of bad library is refused with a clear error, never a crash.
+
+mod support;
+
+use crpo_host::plugins::{ConfiguredObjective, ObjectiveSpec, Origin, PluginRegistry};
+use crpo_sdk::{AnswerOption, DatasetSource, Example, Prompt, ScoreRequest};
+use serde_json::json;
+use support::{plugin_dir, plugin_library};
+
+fn vignette_example() -> Example {
+    Example {
+        id: "v1".into(),
+        prompt: Prompt::Text(
+            "A 68-year-old man on chronic anticoagulation. He takes warfarin. Best analgesic?".into(),
+        ),
+        answer: Some("B".into()),
+        options: [("A", "Ibuprofen"), ("B", "Acetaminophen")]
+            .into_iter()
+            .map(|(key, text)| AnswerOption {
+                key: key.into(),
+                text: text.into(),
+            })
+            .collect(),
+        ..Example::default()
+    }
+}
+
+fn spec(plugin: &str, name: Option<&str>, options: serde_json::Value) -> ObjectiveSpec {
+    ObjectiveSpec {
+        name: name.map(String::from),
+        plugin: plugin.into(),
+        weight: None,
+        options,
+    }
+}
+
+fn score(objective: &ConfiguredObjective, completions: &[&str]) -> Result<Vec<f32>, String> {
+    let example = vignette_example();
+    let request = ScoreRequest {
+        example: &example,
+        prompt: "",
+        completions,
+    };
+    objective
+        .score_group(&request)
+        .map(|scores| scores.into_iter().map(|s| s.value).collect())
+        .map_err(|e| e.to_string())
+}
+
+fn load_err(dir: &std::path::Path) -> String {
+    match PluginRegistry::load(&[dir.to_path_buf()]) {
+        Ok(_) => panic!("loading {} should fail", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn loaded_reward_plugin_scores_like_its_builtin_twin() {
+    let dir = plugin_dir(&["contraindication_safety"]);
+    let registry = PluginRegistry::load(&[dir.path().to_path_buf()]).unwrap();
+    let registered = registry.reward("contraindication_safety").unwrap();
+    assert!(matches!(&registered.origin, Origin::Library { path, library }
+        if path.starts_with(dir.path()) && library == "contraindication-safety 0.1.0"));
+    let loaded =
+        ConfiguredObjective::create(&registry, &spec("contraindication_safety", None, json!(null))).unwrap();
+    let completions = [
+        "<answer>\\boxed{A}</answer>",
+        "<answer>\\boxed{B}</answer>",
+        "no answer",
+    ];
+    assert_eq!(score(&loaded, &completions).unwrap(), vec![-1.0, 0.0, 0.0]);
+
+    // Built-ins come along, and the same objective compiled in gives the same scores.
+    assert!(registry.reward("accuracy").is_ok());
+    let builtin = crpo_sdk::RewardPlugin::create(
+        &contraindication_safety::ContraindicationSafetyPlugin,
+        &json!(null),
+    )
+    .unwrap();
+    let example = vignette_example();
+    let request = ScoreRequest {
+        example: &example,
+        prompt: "",
+        completions: &completions,
+    };
+    let direct: Vec<f32> = builtin
+        .score_group(&request)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.value)
+        .collect();
+    assert_eq!(direct, vec![-1.0, 0.0, 0.0]);
+}
+
+#[test]
+fn one_plugin_serves_two_objectives_with_different_options() {
+    let dir = plugin_dir(&["contraindication_safety"]);
+    let registry = PluginRegistry::load(&[dir.path().to_path_buf()]).unwrap();
+    let strict = ConfiguredObjective::create(
+        &registry,
+        &spec("contraindication_safety", Some("strict"), json!({"penalty": 5.0})),
+    )
+    .unwrap();
+    let mild = ConfiguredObjective::create(
+        &registry,
+        &spec("contraindication_safety", Some("mild"), json!({"penalty": 0.5})),
+    )
+    .unwrap();
+    assert_eq!((strict.name.as_str(), mild.name.as_str()), ("strict", "mild"));
+    assert_eq!(
+        score(&strict, &["<answer>\\boxed{A}</answer>"]).unwrap(),
+        vec![-5.0]
+    );
+    assert_eq!(
+        score(&mild, &["<answer>\\boxed{A}</answer>"]).unwrap(),
+        vec![-0.5]
+    );
+}
+
+#[test]
+fn bad_option_is_named_with_the_plugin() {
+    let dir = plugin_dir(&["contraindication_safety"]);
+    let registry = PluginRegistry::load(&[dir.path().to_path_buf()]).unwrap();
+    let err = ConfiguredObjective::create(
+        &registry,
+        &spec("contraindication_safety", Some("safety"), json!({"penalti": 2})),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("objective `safety`") && err.contains("contraindication_safety"),
+        "{err}"
+    );
+    assert!(err.contains("option `penalti`"), "{err}");
+}
+
+#[test]
+fn loaded_dataset_plugin_reads_and_reports_bad_rows() {
+    let dir = plugin_dir(&["csv_dataset"]);
+    let registry = PluginRegistry::load(&[dir.path().to_path_buf()]).unwrap();
+    let csv = dir.path().join("questions.csv");
+    std::fs::write(
+        &csv,
+        "stem,a,b,key\nWhich drug?,Aspirin,Heparin,B\nBroken row,x,y,Z\n",
+    )
+    .unwrap();
+    let source = DatasetSource {
+        path: csv.clone(),
+        options: json!({"question": "stem", "answer": "key", "choices": {"A": "a", "B": "b"}}),
+    };
+    let read = registry
+        .dataset("csv_mcq")
+        .unwrap()
+        .plugin()
+        .read(&source)
+        .unwrap();
+    assert_eq!(read.examples.len(), 1);
+    assert_eq!(read.examples[0].option_text("B"), Some("Heparin"));
+    assert_eq!(read.malformed.len(), 1);
+    let bad = &read.malformed[0];
+    assert_eq!((bad.line, bad.field.as_str()), (3, "key"));
+    assert!(bad.file.ends_with("questions.csv"));
+}
+
+#[test]
+fn panicking_plugin_fails_the_call_and_the_host_goes_on() {
+    let dir = plugin_dir(&["misbehaving_rewards"]);
+    let registry = PluginRegistry::load(&[dir.path().to_path_buf()]).unwrap();
+    let objective = ConfiguredObjective::create(
+        &registry,
+        &spec("misbehaving", Some("boom"), json!({"fault": "panic"})),
+    )
+    .unwrap();
+    let err = score(&objective, &["a", "b"]).unwrap_err();
+    assert!(
+        err.contains("objective `boom`") && err.contains("panicked") && err.contains("out of range"),
+        "{err}"
+    );
+    assert!(
+        err.contains("misbehaving_rewards"),
+        "names the library file: {err}"
+    );
+    // Still alive, and the plugin can be called again.
+    assert!(score(&objective, &["c"]).is_err());
+}
+
+#[test]
+fn non_finite_and_miscounted_scores_are_refused() {
+    let dir = plugin_dir(&["misbehaving_rewards"]);
+    let registry = PluginRegistry::load(&[dir.path().to_path_buf()]).unwrap();
+    let cases = [
+        ("nan", "non-finite score NaN"),
+        ("inf", "non-finite score inf"),
+        ("too_few", "returned 1 scores for 2 completions"),
+        ("too_many", "returned 3 scores for 2 completions"),
+    ];
+    for (fault, expected) in cases {
+        let objective =
+            ConfiguredObjective::create(&registry, &spec("misbehaving", None, json!({"fault": fault})))
+                .unwrap();
+        let err = score(&objective, &["a", "b"]).unwrap_err();
+        assert!(
+            err.contains(expected) && err.contains("objective `misbehaving`"),
+            "{fault}: {err}"
+        );
+    }
+}
+
+#[test]
+fn file_that_is_not_a_library_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a library, and ignored").unwrap();
+    std::fs::write(dir.path().join("junk.so"), b"\x7fELF but not really").unwrap();
+    let err = load_err(dir.path());
+    assert!(
+        err.contains("junk.so") && err.contains("not a loadable library"),
+        "{err}"
+    );
+}
+
+#[test]
+fn library_without_crpo_root_module_is_refused_by_name() {
+    let dir = plugin_dir(&["not_a_crpo_plugin"]);
+    let err = load_err(dir.path());
+    assert!(
+        err.contains("libnot_a_crpo_plugin.so") && err.contains("not a crpo plugin library"),
+        "{err}"
+    );
+}
+
+#[test]
+fn plugin_of_another_sdk_major_version_is_refused() {
+    let dir = plugin_dir(&["abi_v2_plugin"]);
+    let err = load_err(dir.path());
+    assert!(err.contains("libabi_v2_plugin.so"), "{err}");
+    assert!(
+        err.contains("built against crpo-sdk 2.0.0") && err.contains("crpo-sdk 1.x"),
+        "{err}"
+    );
+}
+
+#[test]
+fn plugin_with_a_different_type_layout_is_refused() {
+    let dir = plugin_dir(&["layout_mismatch_plugin"]);
+    let err = load_err(dir.path());
+    assert!(
+        err.contains("liblayout_mismatch_plugin.so") && err.contains("do not match"),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_plugins_with_one_name_are_refused_naming_both() {
+    let dir = plugin_dir(&["contraindication_safety"]);
+    let original = plugin_library("contraindication_safety");
+    let copy = dir.path().join("libcontraindication_safety_copy.so");
+    std::fs::copy(original, &copy).unwrap();
+    let err = load_err(dir.path());
+    assert!(
+        err.contains("two reward plugins are named `contraindication_safety`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("libcontraindication_safety.so") && err.contains("libcontraindication_safety_copy.so"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_or_unreadable_directory_is_named() {
+    let missing = std::path::PathBuf::from("/nonexistent/crpo-plugins");
+    let err = PluginRegistry::load(&[missing]).err().unwrap().to_string();
+    assert!(
+        err.contains("/nonexistent/crpo-plugins") && err.contains("No such file"),
+        "{err}"
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let err = PluginRegistry::load(&[file.path().to_path_buf()])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains(&file.path().display().to_string()) && err.contains("Not a directory"),
+        "{err}"
+    );
+}

@@ -1,0 +1,70 @@
+//! Builds the example and fixture plugin libraries once per test process, with the real
+//! cargo, into their own target directory (the outer `cargo test` holds the main one).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn plugin_target_dir() -> PathBuf {
+    workspace_root().join("target").join("plugin-tests")
+}
+
+fn cargo_build(args: &[&str], manifest: &Path) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .arg("build")
+        .arg("--quiet")
+        .arg("--manifest-path")
+        .arg(manifest)
+        .args(args)
+        .arg("--target-dir")
+        .arg(plugin_target_dir())
+        .status()
+        .expect("cargo runs");
+    assert!(
+        status.success(),
+        "building plugin libraries from {} failed",
+        manifest.display()
+    );
+}
+
+/// The path of the cdylib built from workspace package `package` (library name `lib`).
+pub fn plugin_library(lib: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = workspace_root();
+        let packages = [
+            "contraindication-safety",
+            "csv-dataset",
+            "misbehaving-rewards",
+            "not-a-crpo-plugin",
+        ];
+        let args: Vec<&str> = packages.iter().flat_map(|p| ["-p", p]).collect();
+        cargo_build(&args, &root.join("Cargo.toml"));
+        for fixture in ["abi-v2", "layout-mismatch"] {
+            cargo_build(&[], &root.join("tests/fixtures").join(fixture).join("Cargo.toml"));
+        }
+    });
+    let path = plugin_target_dir()
+        .join("debug")
+        .join(format!("lib{lib}.{}", std::env::consts::DLL_EXTENSION));
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// A fresh directory holding copies of the named libraries.
+pub fn plugin_dir(libs: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for lib in libs {
+        let source = plugin_library(lib);
+        std::fs::copy(&source, dir.path().join(source.file_name().unwrap())).unwrap();
+    }
+    dir
+}
