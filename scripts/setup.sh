@@ -19,7 +19,8 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 
-installed="$("$venv/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)"
+# numpy too: torch warns at every import without it.
+installed="$("$venv/bin/python" -c 'import numpy, torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)"
 if [ "$installed" != "$TORCH_VERSION" ]; then
   echo "setup: installing torch==$TORCH_VERSION into $venv (about 4.7 GB)"
   "$venv/bin/python" -m pip install --quiet --upgrade pip

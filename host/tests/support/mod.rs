@@ -16,11 +16,19 @@ fn plugin_target_dir() -> PathBuf {
     workspace_root().join("target").join("plugin-tests")
 }
 
+/// The caller's profile, so that an optimised benchmark compares optimised plugins.
+const PROFILE: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};
+
 fn cargo_build(args: &[&str], manifest: &Path) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .arg("build")
         .arg("--quiet")
+        .args((PROFILE == "release").then_some("--release"))
         .arg("--manifest-path")
         .arg(manifest)
         .args(args)

@@ -1,0 +1,80 @@
+//! Per-completion overhead of a reward objective loaded from a plugin library versus the
+//! same objective compiled in, for groups of 64 completions.
+//! Run: `cargo bench -p crpo-host --bench reward_overhead`
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use crpo_host::plugins::{ConfiguredObjective, ObjectiveSpec, PluginRegistry};
+use crpo_sdk::{AnswerOption, Example, Prompt, RewardObjective, RewardPlugin, ScoreRequest};
+use std::hint::black_box;
+use std::time::Instant;
+
+const GROUP: usize = 64;
+const GROUPS: usize = 2_000;
+
+fn example() -> Example {
+    Example {
+        id: "bench".into(),
+        prompt: Prompt::Text("A 70-year-old man with osteoarthritis takes warfarin and metformin. He is allergic to penicillin. Which analgesic is safest?".into()),
+        answer: Some("B".into()),
+        options: [("A", "Ibuprofen"), ("B", "Acetaminophen"), ("C", "Naproxen"), ("D", "Ketorolac"), ("E", "Aspirin")]
+            .into_iter()
+            .map(|(key, text)| AnswerOption { key: key.into(), text: text.into() })
+            .collect(),
+        ..Example::default()
+    }
+}
+
+/// Nanoseconds per completion over GROUPS groups of GROUP completions.
+fn per_completion_ns(score: impl Fn(&ScoreRequest<'_>) -> usize) -> f64 {
+    let example = example();
+    let texts: Vec<String> = (0..GROUP)
+        .map(|i| format!("<think>Step {i}: NSAIDs raise bleeding risk with warfarin.</think><answer>\\boxed{{{}}}</answer>", ["A", "B", "C"][i % 3]))
+        .collect();
+    let completions: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let request = ScoreRequest {
+        example: &example,
+        prompt: "",
+        completions: &completions,
+    };
+    for _ in 0..50 {
+        black_box(score(&request));
+    }
+    let start = Instant::now();
+    for _ in 0..GROUPS {
+        black_box(score(black_box(&request)));
+    }
+    start.elapsed().as_nanos() as f64 / (GROUPS * GROUP) as f64
+}
+
+fn main() {
+    let dir = support::plugin_dir(&["contraindication_safety"]);
+    let registry = PluginRegistry::load(&[dir.path().to_path_buf()]).expect("plugin loads");
+    let spec = ObjectiveSpec {
+        name: None,
+        plugin: "contraindication_safety".into(),
+        weight: None,
+        options: serde_json::Value::Null,
+    };
+    let dynamic = ConfiguredObjective::create(&registry, &spec).unwrap();
+    let builtin: Box<dyn RewardObjective> = contraindication_safety::ContraindicationSafetyPlugin
+        .create(&serde_json::Value::Null)
+        .unwrap();
+
+    let builtin_ns = per_completion_ns(|r| builtin.score_group(r).unwrap().len());
+    let dynamic_ns = per_completion_ns(|r| dynamic.score_group(r).unwrap().len());
+    println!("reward objective: contraindication_safety, groups of {GROUP} completions, {GROUPS} groups");
+    println!("{:<10} {:>16}", "origin", "ns/completion");
+    println!("{:<10} {:>16.1}", "builtin", builtin_ns);
+    println!("{:<10} {:>16.1}", "dynamic", dynamic_ns);
+    println!(
+        "dynamic overhead: {:.1} ns per completion",
+        dynamic_ns - builtin_ns
+    );
+    println!(
+        "{}",
+        serde_json::json!({"group": GROUP, "builtin_ns_per_completion": builtin_ns,
+            "dynamic_ns_per_completion": dynamic_ns, "overhead_ns_per_completion": dynamic_ns - builtin_ns})
+    );
+}

@@ -1,0 +1,153 @@
+//! The `crpo-host` binary as a user runs it.
+
+mod support;
+
+use serde_json::Value;
+use std::process::{Command, Output};
+use support::plugin_dir;
+
+fn crpo_host(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_crpo-host"))
+        .args(args)
+        .env_remove("LD_LIBRARY_PATH")
+        .env_remove("CRPO_PLUGIN_PATH")
+        .output()
+        .expect("crpo-host runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn doctor_reports_torch_without_ld_library_path() {
+    let output = crpo_host(&["doctor"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("torch            2.11.0"), "{text}");
+    assert!(
+        text.contains("CUDA available") && text.contains("cuDNN available"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("crpo-sdk (ABI)   {}", crpo_sdk::SDK_VERSION)),
+        "{text}"
+    );
+}
+
+#[test]
+fn plugins_lists_builtins_and_loaded_libraries_with_origin() {
+    let dir = plugin_dir(&["contraindication_safety", "csv_dataset"]);
+    let output = crpo_host(&["--plugins", dir.path().to_str().unwrap(), "plugins"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+            .to_string()
+    };
+    assert!(line(" accuracy ").starts_with("reward") && line(" accuracy ").contains("builtin"));
+    assert!(line("medqa").starts_with("dataset"));
+    let safety = line("contraindication_safety");
+    assert!(
+        safety.starts_with("reward")
+            && safety.contains("0.1.0")
+            && safety.contains("libcontraindication_safety.so")
+    );
+    assert!(line("csv_mcq").starts_with("dataset"));
+}
+
+#[test]
+fn score_writes_each_objectives_score_per_line() {
+    let dir = plugin_dir(&["contraindication_safety"]);
+    let input = dir.path().join("completions.jsonl");
+    let record = |completion: &str| {
+        serde_json::json!({
+            "question": "A 70-year-old man takes warfarin. Best analgesic?",
+            "answer": "Acetaminophen", "answer_idx": "B",
+            "options": {"A": "Ibuprofen", "B": "Acetaminophen", "C": "Naproxen", "D": "Ketorolac"},
+            "meta_info": "step2",
+            "completion": completion,
+        })
+        .to_string()
+    };
+    let lines = [
+        record("<think>NSAIDs bleed with warfarin.</think><answer>So \\boxed{B}</answer>"),
+        record("<think>pain</think><answer>\\boxed{A}</answer>"),
+    ];
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let output = crpo_host(&[
+        "--plugins",
+        dir.path().to_str().unwrap(),
+        "score",
+        "--objectives",
+        "accuracy,format_code,contraindication_safety",
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let rows: Vec<Value> = stdout(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    let score = |row: &Value, name: &str| row["scores"][name]["score"].as_f64().unwrap();
+    assert_eq!(
+        [
+            score(&rows[0], "accuracy"),
+            score(&rows[0], "format_code"),
+            score(&rows[0], "contraindication_safety")
+        ],
+        [1.0, 1.5, 0.0]
+    );
+    assert_eq!(
+        [
+            score(&rows[1], "accuracy"),
+            score(&rows[1], "format_code"),
+            score(&rows[1], "contraindication_safety")
+        ],
+        [0.0, 1.0, -1.0]
+    );
+    assert_eq!(
+        rows[1]["scores"]["contraindication_safety"]["diagnostics"]["interaction_conflicts"],
+        1.0
+    );
+}
+
+#[test]
+fn score_names_the_file_line_and_field_of_a_bad_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bad.jsonl");
+    std::fs::write(&input, "{\"question\": \"q\", \"options\": {\"A\": \"x\"}, \"answer_idx\": \"A\", \"completion\": \"\\\\boxed{A}\"}\n{\"question\": \"q\"}\n").unwrap();
+    let output = crpo_host(&[
+        "score",
+        "--objectives",
+        "accuracy",
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(err.contains("bad.jsonl:2: field `completion`"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let output = crpo_host(&[
+        "score",
+        "--objectives",
+        "no_such_objective",
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    let err = stderr(&output);
+    assert!(
+        !output.status.success()
+            && err.contains("no reward plugin named `no_such_objective`")
+            && err.contains("accuracy"),
+        "{err}"
+    );
+}
