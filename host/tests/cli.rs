@@ -87,6 +87,8 @@ fn score_writes_each_objectives_score_per_line() {
         "score",
         "--objectives",
         "accuracy,format_code,contraindication_safety",
+        "--options",
+        r#"{"contraindication_safety": {"penalty": 2.0}}"#,
         "--input",
         input.to_str().unwrap(),
     ]);
@@ -111,7 +113,7 @@ fn score_writes_each_objectives_score_per_line() {
             score(&rows[1], "format_code"),
             score(&rows[1], "contraindication_safety")
         ],
-        [0.0, 1.0, -1.0]
+        [0.0, 1.0, -2.0]
     );
     assert_eq!(
         rows[1]["scores"]["contraindication_safety"]["diagnostics"]["interaction_conflicts"],
@@ -135,6 +137,21 @@ fn score_names_the_file_line_and_field_of_a_bad_record() {
     let err = stderr(&output);
     assert!(err.contains("bad.jsonl:2: field `completion`"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+
+    let output = crpo_host(&[
+        "score",
+        "--objectives",
+        "accuracy",
+        "--options",
+        r#"{"acuracy": {}}"#,
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    let err = stderr(&output);
+    assert!(
+        !output.status.success() && err.contains("`acuracy`, which is not among --objectives"),
+        "{err}"
+    );
 
     let output = crpo_host(&[
         "score",

@@ -17,12 +17,20 @@ pub struct ScoreArgs {
     /// JSONL file: one record per line with a `completion` field.
     #[arg(long)]
     pub input: PathBuf,
+    /// Options per objective, as a JSON object: `{"length_budget": {"budget": 512}}`.
+    #[arg(long, value_name = "JSON")]
+    pub options: Option<String>,
     /// Where to write the scored JSONL (default: standard output).
     #[arg(long)]
     pub output: Option<PathBuf>,
 }
 
 pub fn run(registry: &PluginRegistry, args: &ScoreArgs) -> anyhow::Result<()> {
+    let mut options = match &args.options {
+        Some(json) => serde_json::from_str::<Map<String, Value>>(json)
+            .context("--options must be a JSON object of objective name to its options")?,
+        None => Map::new(),
+    };
     let objectives = args
         .objectives
         .iter()
@@ -31,11 +39,14 @@ pub fn run(registry: &PluginRegistry, args: &ScoreArgs) -> anyhow::Result<()> {
                 name: None,
                 plugin: plugin.clone(),
                 weight: None,
-                options: Value::Null,
+                options: options.remove(plugin).unwrap_or(Value::Null),
             };
             ConfiguredObjective::create(registry, &spec)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(unused) = options.keys().next() {
+        bail!("--options names `{unused}`, which is not among --objectives");
+    }
     let file =
         std::fs::File::open(&args.input).with_context(|| format!("cannot open {}", args.input.display()))?;
     let mut out: Box<dyn Write> = match &args.output {
