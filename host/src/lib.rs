@@ -4,6 +4,7 @@
 //! the `crpo-host` binary and, as they land, the rollout engine and the CRPO trainer.
 
 pub mod commands;
+pub mod device;
 pub mod plugins;
 pub mod torch_info;
 

@@ -24,6 +24,10 @@ enum Command {
     Plugins,
     /// Score existing completions with reward objectives (JSONL in, JSONL out).
     Score(commands::score::ScoreArgs),
+    /// Write a small model as a Hugging Face directory (random weights, trained tokenizer).
+    InitModel(commands::model::InitModelArgs),
+    /// Generate a completion with a Hugging Face model directory.
+    Generate(commands::model::GenerateArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,5 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Score(args) => commands::score::run(&PluginRegistry::load(&dirs)?, &args),
+        Command::InitModel(args) => commands::model::init_model(&args),
+        Command::Generate(args) => commands::model::generate(&args),
     }
 }

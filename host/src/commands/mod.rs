@@ -1,3 +1,4 @@
 pub mod doctor;
+pub mod model;
 pub mod plugins;
 pub mod score;

@@ -1,0 +1,3 @@
+fn main() {
+    crpo_torch_link::link_libtorch();
+}

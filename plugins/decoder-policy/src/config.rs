@@ -1,0 +1,180 @@
+//! The model configuration, read straight from a Hugging Face `config.json` (Qwen2 and Llama;
+//! transformers 4 and 5 layouts alike).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecoderConfig {
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    /// Grouped-query attention: fewer key/value heads than query heads (defaults to MHA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<usize>,
+    #[serde(default = "default_rms_norm_eps")]
+    pub rms_norm_eps: f64,
+    /// transformers 4 writes `rope_theta` at the top level; transformers 5 under `rope_parameters`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_theta: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_parameters: Option<RopeParameters>,
+    #[serde(default = "default_max_positions")]
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Llama's switch for q/k/v/o biases; Qwen2 always has q/k/v biases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_bias: Option<bool>,
+    #[serde(default = "default_hidden_act")]
+    pub hidden_act: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bos_token_id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eos_token_id: Option<TokenIds>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub torch_dtype: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<String>,
+    /// Keys this implementation does not use (`architectures`, `use_cache`, …), kept so that a
+    /// saved config.json is the one that was loaded.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RopeParameters {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_theta: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_type: Option<String>,
+}
+
+/// `eos_token_id` is a number or a list of numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TokenIds {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl TokenIds {
+    pub fn to_vec(&self) -> Vec<u32> {
+        match self {
+            TokenIds::One(id) => vec![*id],
+            TokenIds::Many(ids) => ids.clone(),
+        }
+    }
+}
+
+fn default_model_type() -> String {
+    "qwen2".into()
+}
+fn default_rms_norm_eps() -> f64 {
+    1e-6
+}
+fn default_max_positions() -> usize {
+    32768
+}
+fn default_hidden_act() -> String {
+    "silu".into()
+}
+
+impl DecoderConfig {
+    pub fn num_kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    pub fn rope_theta(&self) -> f64 {
+        self.rope_theta
+            .or_else(|| self.rope_parameters.as_ref().and_then(|p| p.rope_theta))
+            .unwrap_or(10_000.0)
+    }
+
+    /// q/k/v projections carry biases (always in Qwen2; per `attention_bias` in Llama).
+    pub fn qkv_bias(&self) -> bool {
+        self.attention_bias.unwrap_or(self.model_type == "qwen2")
+    }
+
+    /// Only Llama's `attention_bias` puts a bias on the output projection.
+    pub fn o_bias(&self) -> bool {
+        self.model_type != "qwen2" && self.attention_bias.unwrap_or(false)
+    }
+
+    /// Checks what this implementation supports, naming the offending key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !matches!(self.model_type.as_str(), "qwen2" | "llama") {
+            return Err(format!(
+                "model_type `{}` is not supported (qwen2, llama)",
+                self.model_type
+            ));
+        }
+        if self.hidden_act != "silu" {
+            return Err(format!(
+                "hidden_act `{}` is not supported (silu)",
+                self.hidden_act
+            ));
+        }
+        if let Some(kind) = self.rope_parameters.as_ref().and_then(|p| p.rope_type.as_deref()) {
+            if kind != "default" {
+                return Err(format!(
+                    "rope_parameters.rope_type `{kind}` is not supported (default)"
+                ));
+            }
+        }
+        if !self.num_attention_heads.is_multiple_of(self.num_kv_heads()) {
+            return Err("num_attention_heads must be a multiple of num_key_value_heads".into());
+        }
+        if !self.head_dim().is_multiple_of(2) {
+            return Err("head_dim must be even for rotary embeddings".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_transformers_4_and_5_rope_layouts() {
+        let v4: DecoderConfig = serde_json::from_str(
+            r#"{"model_type":"qwen2","vocab_size":151936,"hidden_size":2048,"intermediate_size":11008,
+                "num_hidden_layers":36,"num_attention_heads":16,"num_key_value_heads":2,"rope_theta":1000000.0,
+                "tie_word_embeddings":true,"eos_token_id":151645,"torch_dtype":"bfloat16"}"#,
+        )
+        .unwrap();
+        assert_eq!((v4.rope_theta(), v4.num_kv_heads(), v4.head_dim()), (1e6, 2, 128));
+        assert!(v4.qkv_bias() && !v4.o_bias());
+        let v5: DecoderConfig = serde_json::from_str(
+            r#"{"model_type":"llama","vocab_size":32000,"hidden_size":64,"intermediate_size":128,
+                "num_hidden_layers":2,"num_attention_heads":4,"rope_parameters":{"rope_theta":500000.0,"rope_type":"default"},
+                "eos_token_id":[1,2],"dtype":"float32"}"#,
+        )
+        .unwrap();
+        assert_eq!((v5.rope_theta(), v5.num_kv_heads()), (5e5, 4));
+        assert_eq!(v5.eos_token_id.as_ref().unwrap().to_vec(), vec![1, 2]);
+        assert!(!v5.qkv_bias());
+    }
+
+    #[test]
+    fn unsupported_settings_are_named() {
+        let mut config: DecoderConfig = serde_json::from_str(
+            r#"{"vocab_size":10,"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2}"#,
+        )
+        .unwrap();
+        assert!(config.validate().is_ok());
+        config.hidden_act = "gelu".into();
+        assert!(config.validate().unwrap_err().contains("hidden_act"));
+    }
+}

@@ -1,0 +1,146 @@
+//! Batched sampling with a KV cache: B prompts of different lengths (left-padded, which
+//! changes no sequence's result) decoded together, each stopping at its own EOS.
+
+use crate::qwen2::{DecoderModel, KvCache};
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingConfig {
+    pub max_new_tokens: usize,
+    /// 0 (or `greedy`) takes the most likely token.
+    pub temperature: f64,
+    /// Keep the smallest set of tokens whose probability reaches `top_p` (1.0 = all).
+    pub top_p: f64,
+    /// Keep the `top_k` most likely tokens (0 = all).
+    pub top_k: usize,
+    pub greedy: bool,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        SamplingConfig {
+            max_new_tokens: 128,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            greedy: false,
+        }
+    }
+}
+
+/// One generated completion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// Generated ids, the EOS included when one was produced.
+    pub ids: Vec<i64>,
+    /// Whether it ended with EOS (otherwise it was cut at `max_new_tokens`).
+    pub finished: bool,
+}
+
+/// Left-pads `sequences` with `pad_id` into `[B, T]` ids and a `[B, T]` 0/1 mask.
+pub fn left_pad(sequences: &[Vec<i64>], pad_id: i64, device: Device) -> (Tensor, Tensor) {
+    let width = sequences.iter().map(Vec::len).max().unwrap_or(0);
+    let mut ids = Vec::with_capacity(sequences.len() * width);
+    let mut mask = Vec::with_capacity(sequences.len() * width);
+    for seq in sequences {
+        let pad = width - seq.len();
+        ids.extend(std::iter::repeat_n(pad_id, pad).chain(seq.iter().copied()));
+        mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1, seq.len())));
+    }
+    let shape = [sequences.len() as i64, width as i64];
+    (
+        Tensor::from_slice(&ids).view(shape).to_device(device),
+        Tensor::from_slice(&mask).view(shape).to_device(device),
+    )
+}
+
+/// Picks the next token of each row of `logits` `[B, V]` (f32).
+pub fn sample_next(logits: &Tensor, config: &SamplingConfig) -> Tensor {
+    if config.greedy || config.temperature <= 0.0 {
+        return logits.argmax(-1, false);
+    }
+    let mut logits = logits / config.temperature;
+    let vocab = logits.size()[1];
+    if config.top_k > 0 && (config.top_k as i64) < vocab {
+        let (kth, _) = logits.topk(config.top_k as i64, -1, true, true);
+        let threshold = kth.narrow(-1, config.top_k as i64 - 1, 1);
+        logits = logits.masked_fill(&logits.lt_tensor(&threshold), f64::NEG_INFINITY);
+    }
+    if config.top_p < 1.0 {
+        let (sorted, order) = logits.sort(-1, true);
+        let cumulative = sorted.softmax(-1, Kind::Float).cumsum(-1, Kind::Float);
+        // Drop a token when the tokens before it already reach top_p (the first always stays).
+        let before = &cumulative - sorted.softmax(-1, Kind::Float);
+        let drop_sorted = before.ge(config.top_p);
+        let drop = drop_sorted.scatter(-1, &order, &drop_sorted);
+        logits = logits.masked_fill(&drop, f64::NEG_INFINITY);
+    }
+    logits
+        .softmax(-1, Kind::Float)
+        .multinomial(1, false)
+        .squeeze_dim(-1)
+}
+
+/// Generates one completion per prompt. `usable_vocab` excludes padded embedding rows that no
+/// tokenizer id maps to. Call `tch::manual_seed` first for reproducible sampling.
+pub fn generate(
+    model: &DecoderModel,
+    prompts: &[Vec<i64>],
+    eos_ids: &[u32],
+    pad_id: u32,
+    usable_vocab: usize,
+    config: &SamplingConfig,
+) -> Vec<Completion> {
+    let _no_grad = tch::no_grad_guard();
+    let device = model.device();
+    let (ids, mask) = left_pad(prompts, pad_id as i64, device);
+    let batch = prompts.len();
+    let mut cache = KvCache::default();
+    let mut logits = model.forward(&ids, &mask, Some(&mut cache)).select(1, -1);
+    let mut completions: Vec<Completion> = vec![
+        Completion {
+            ids: Vec::new(),
+            finished: false
+        };
+        batch
+    ];
+    let eos: Vec<i64> = eos_ids.iter().map(|&id| id as i64).collect();
+    for _ in 0..config.max_new_tokens {
+        let scores = logits.to_kind(Kind::Float);
+        let vocab = scores.size()[1];
+        if (usable_vocab as i64) < vocab {
+            let _ = scores
+                .narrow(1, usable_vocab as i64, vocab - usable_vocab as i64)
+                .fill_(f64::NEG_INFINITY);
+        }
+        let next: Vec<i64> =
+            Vec::<i64>::try_from(sample_next(&scores, config).to_device(Device::Cpu)).unwrap();
+        let mut step_ids = Vec::with_capacity(batch);
+        let mut step_mask = Vec::with_capacity(batch);
+        for (completion, &token) in completions.iter_mut().zip(&next) {
+            if completion.finished {
+                // Finished rows are fed padding that nothing attends to.
+                step_ids.push(pad_id as i64);
+                step_mask.push(0i64);
+            } else {
+                completion.ids.push(token);
+                completion.finished = eos.contains(&token);
+                step_ids.push(token);
+                step_mask.push(1);
+            }
+        }
+        if completions.iter().all(|c| c.finished) {
+            break;
+        }
+        let step_ids = Tensor::from_slice(&step_ids)
+            .view([batch as i64, 1])
+            .to_device(device);
+        let step_mask = Tensor::from_slice(&step_mask)
+            .view([batch as i64, 1])
+            .to_device(device);
+        logits = model
+            .forward(&step_ids, &step_mask, Some(&mut cache))
+            .select(1, -1);
+    }
+    completions
+}

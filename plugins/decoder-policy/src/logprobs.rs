@@ -1,0 +1,73 @@
+//! Per-token log-probabilities and entropies of completions given their prompts: what the
+//! CRPO loss needs from the policy (with grad) and the frozen reference (call under no_grad).
+
+use crate::qwen2::DecoderModel;
+use tch::{Device, Kind, Tensor};
+
+/// `[B, C]` tensors over completion tokens (C = longest completion); `mask` is 1 on real tokens.
+#[derive(Debug)]
+pub struct TokenLogProbs {
+    pub logprobs: Tensor,
+    pub entropies: Tensor,
+    pub mask: Tensor,
+}
+
+/// Lays out `[pad… prompt | completion …pad]` so every completion starts in the same column,
+/// runs one forward pass, and reads each completion token's log-prob from the previous column.
+pub fn completion_logprobs(
+    model: &DecoderModel,
+    prompts: &[Vec<i64>],
+    completions: &[Vec<i64>],
+    pad_id: i64,
+) -> TokenLogProbs {
+    assert_eq!(prompts.len(), completions.len(), "one completion per prompt");
+    let device = model.device();
+    let prompt_width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let completion_width = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let width = prompt_width + completion_width;
+    let (mut ids, mut mask) = (
+        Vec::with_capacity(prompts.len() * width),
+        Vec::with_capacity(prompts.len() * width),
+    );
+    for (prompt, completion) in prompts.iter().zip(completions) {
+        let (left, right) = (prompt_width - prompt.len(), completion_width - completion.len());
+        ids.extend(std::iter::repeat_n(pad_id, left));
+        ids.extend(prompt.iter().chain(completion).copied());
+        ids.extend(std::iter::repeat_n(pad_id, right));
+        mask.extend(std::iter::repeat_n(0i64, left));
+        mask.extend(std::iter::repeat_n(1i64, prompt.len() + completion.len()));
+        mask.extend(std::iter::repeat_n(0i64, right));
+    }
+    let shape = [prompts.len() as i64, width as i64];
+    let ids = Tensor::from_slice(&ids).view(shape).to_device(device);
+    let mask = Tensor::from_slice(&mask).view(shape).to_device(device);
+    let logits = model.forward(&ids, &mask, None);
+    // Column prompt_width-1+j predicts completion token j.
+    let predicting = logits
+        .narrow(1, prompt_width as i64 - 1, completion_width as i64)
+        .to_kind(Kind::Float);
+    let targets = ids.narrow(1, prompt_width as i64, completion_width as i64);
+    let log_softmax = predicting.log_softmax(-1, Kind::Float);
+    let logprobs = log_softmax
+        .gather(-1, &targets.unsqueeze(-1), false)
+        .squeeze_dim(-1);
+    let entropies = -(log_softmax.exp() * &log_softmax).sum_dim_intlist(-1, false, Kind::Float);
+    let completion_mask = mask
+        .narrow(1, prompt_width as i64, completion_width as i64)
+        .to_kind(Kind::Float);
+    TokenLogProbs {
+        logprobs: logprobs * &completion_mask,
+        entropies: entropies * &completion_mask,
+        mask: completion_mask,
+    }
+}
+
+/// Moves `[B, C]` rows to plain vectors of each completion's own length (for tests and logs).
+pub fn rows(tensor: &Tensor, lengths: &[usize]) -> Vec<Vec<f64>> {
+    let tensor = tensor.to_device(Device::Cpu).to_kind(Kind::Double);
+    lengths
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| Vec::<f64>::try_from(tensor.get(i as i64).narrow(0, 0, len as i64)).unwrap())
+        .collect()
+}

@@ -1,0 +1,319 @@
+//! The Qwen2 decoder (and Llama, which differs only by configuration) in tch.
+//!
+//! Reference: Qwen2 Technical Report (arXiv 2407.10671) and transformers' `modeling_qwen2.py`:
+//! pre-norm blocks with RMSNorm, rotary position embeddings (non-interleaved halves),
+//! grouped-query attention, a SwiGLU MLP, and a tied or separate LM head. Variable names match
+//! the Hugging Face checkpoint (`model.layers.0.self_attn.q_proj.weight`, …) so safetensors
+//! files load directly into the `VarStore`.
+
+use crate::config::DecoderConfig;
+use tch::nn::{self, Module};
+use tch::{Device, Kind, Tensor};
+
+/// Root-mean-square layer norm, computed in f32 as transformers does.
+#[derive(Debug)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn new(path: nn::Path, size: usize, eps: f64) -> Self {
+        RmsNorm {
+            weight: path.ones("weight", &[size as i64]),
+            eps,
+        }
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Tensor {
+        let kind = xs.kind();
+        let xs32 = xs.to_kind(Kind::Float);
+        let variance = xs32.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+        let normed = (xs32 * (variance + self.eps).rsqrt()).to_kind(kind);
+        normed * &self.weight
+    }
+}
+
+/// Rotary embeddings: `cos`/`sin` for arbitrary (per-sequence) positions.
+#[derive(Debug)]
+pub struct Rotary {
+    inv_freq: Tensor,
+}
+
+impl Rotary {
+    pub fn new(head_dim: usize, theta: f64, device: Device) -> Self {
+        let half = (head_dim / 2) as i64;
+        let exponents = Tensor::arange(half, (Kind::Float, device)) * (2.0 / head_dim as f64);
+        let inv_freq = Tensor::from(theta as f32)
+            .to_device(device)
+            .pow(&exponents)
+            .reciprocal();
+        Rotary { inv_freq }
+    }
+
+    /// `(cos, sin)` of shape `[B, 1, T, head_dim]` for positions `[B, T]`.
+    pub fn cos_sin(&self, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
+        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * &self.inv_freq;
+        let angles = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
+        (angles.cos().to_kind(kind), angles.sin().to_kind(kind))
+    }
+}
+
+/// `x·cos + rotate_half(x)·sin`, with `rotate_half([a, b]) = [-b, a]` over the last dim.
+pub fn apply_rotary(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+    let half = xs.size().last().copied().unwrap() / 2;
+    let first = xs.narrow(-1, 0, half);
+    let second = xs.narrow(-1, half, half);
+    let rotated = Tensor::cat(&[&(-second), &first], -1);
+    xs * cos + rotated * sin
+}
+
+#[derive(Debug)]
+struct Attention {
+    q_proj: nn::Linear,
+    k_proj: nn::Linear,
+    v_proj: nn::Linear,
+    o_proj: nn::Linear,
+    num_heads: i64,
+    num_kv_heads: i64,
+    head_dim: i64,
+}
+
+impl Attention {
+    fn new(path: nn::Path, config: &DecoderConfig) -> Self {
+        let hidden = config.hidden_size as i64;
+        let head_dim = config.head_dim() as i64;
+        let heads = config.num_attention_heads as i64;
+        let kv_heads = config.num_kv_heads() as i64;
+        let qkv = nn::LinearConfig {
+            bias: config.qkv_bias(),
+            ..Default::default()
+        };
+        let o = nn::LinearConfig {
+            bias: config.o_bias(),
+            ..Default::default()
+        };
+        Attention {
+            q_proj: nn::linear(&path / "q_proj", hidden, heads * head_dim, qkv),
+            k_proj: nn::linear(&path / "k_proj", hidden, kv_heads * head_dim, qkv),
+            v_proj: nn::linear(&path / "v_proj", hidden, kv_heads * head_dim, qkv),
+            o_proj: nn::linear(&path / "o_proj", heads * head_dim, hidden, o),
+            num_heads: heads,
+            num_kv_heads: kv_heads,
+            head_dim,
+        }
+    }
+
+    fn forward(
+        &self,
+        xs: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        cache: &mut Option<(Tensor, Tensor)>,
+    ) -> Tensor {
+        let (b, t, _) = xs.size3().unwrap();
+        let split = |proj: &nn::Linear, heads: i64| {
+            proj.forward(xs)
+                .view([b, t, heads, self.head_dim])
+                .transpose(1, 2)
+        };
+        let q = apply_rotary(&split(&self.q_proj, self.num_heads), cos, sin);
+        let k = apply_rotary(&split(&self.k_proj, self.num_kv_heads), cos, sin);
+        let v = split(&self.v_proj, self.num_kv_heads);
+        let (k, v) = match cache.take() {
+            Some((past_k, past_v)) => (Tensor::cat(&[past_k, k], 2), Tensor::cat(&[past_v, v], 2)),
+            None => (k, v),
+        };
+        *cache = Some((k.shallow_clone(), v.shallow_clone()));
+        // enable_gqa shares each key/value head among num_heads / num_kv_heads query heads.
+        let gqa = self.num_heads != self.num_kv_heads;
+        let out = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, gqa);
+        self.o_proj.forward(
+            &out.transpose(1, 2)
+                .reshape([b, t, self.num_heads * self.head_dim]),
+        )
+    }
+}
+
+#[derive(Debug)]
+struct Mlp {
+    gate_proj: nn::Linear,
+    up_proj: nn::Linear,
+    down_proj: nn::Linear,
+}
+
+impl Mlp {
+    fn new(path: nn::Path, config: &DecoderConfig) -> Self {
+        let (h, i) = (config.hidden_size as i64, config.intermediate_size as i64);
+        let no_bias = nn::LinearConfig {
+            bias: false,
+            ..Default::default()
+        };
+        Mlp {
+            gate_proj: nn::linear(&path / "gate_proj", h, i, no_bias),
+            up_proj: nn::linear(&path / "up_proj", h, i, no_bias),
+            down_proj: nn::linear(&path / "down_proj", i, h, no_bias),
+        }
+    }
+
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        self.down_proj
+            .forward(&(self.gate_proj.forward(xs).silu() * self.up_proj.forward(xs)))
+    }
+}
+
+#[derive(Debug)]
+struct DecoderLayer {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+/// One layer's cached keys and values, `[B, kv_heads, T_past, head_dim]` each.
+pub type LayerCache = Option<(Tensor, Tensor)>;
+
+/// The key/value cache of a batch being decoded, plus which cached positions are real tokens.
+#[derive(Debug, Default)]
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    /// `[B, T_past]`, true where the cached position is a real token (not padding).
+    key_mask: Option<Tensor>,
+}
+
+impl KvCache {
+    pub fn len(&self) -> i64 {
+        self.key_mask.as_ref().map_or(0, |m| m.size()[1])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn clear(&mut self) {
+        *self = KvCache::default();
+    }
+}
+
+#[derive(Debug)]
+pub struct DecoderModel {
+    config: DecoderConfig,
+    embed_tokens: nn::Embedding,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Option<nn::Linear>,
+    rotary: Rotary,
+}
+
+impl DecoderModel {
+    /// Creates the variables under `root` (the VarStore's root) with tch's default init.
+    pub fn new(root: &nn::Path, config: &DecoderConfig) -> Self {
+        let model = root / "model";
+        let (v, h) = (config.vocab_size as i64, config.hidden_size as i64);
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| {
+                let layer = &model / "layers" / i;
+                DecoderLayer {
+                    input_layernorm: RmsNorm::new(
+                        &layer / "input_layernorm",
+                        config.hidden_size,
+                        config.rms_norm_eps,
+                    ),
+                    self_attn: Attention::new(&layer / "self_attn", config),
+                    post_attention_layernorm: RmsNorm::new(
+                        &layer / "post_attention_layernorm",
+                        config.hidden_size,
+                        config.rms_norm_eps,
+                    ),
+                    mlp: Mlp::new(&layer / "mlp", config),
+                }
+            })
+            .collect();
+        let lm_head = (!config.tie_word_embeddings).then(|| {
+            nn::linear(
+                root / "lm_head",
+                h,
+                v,
+                nn::LinearConfig {
+                    bias: false,
+                    ..Default::default()
+                },
+            )
+        });
+        DecoderModel {
+            config: config.clone(),
+            embed_tokens: nn::embedding(&model / "embed_tokens", v, h, Default::default()),
+            layers,
+            norm: RmsNorm::new(&model / "norm", config.hidden_size, config.rms_norm_eps),
+            lm_head,
+            rotary: Rotary::new(config.head_dim(), config.rope_theta(), root.device()),
+        }
+    }
+
+    pub fn config(&self) -> &DecoderConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> Device {
+        self.embed_tokens.ws.device()
+    }
+
+    /// Logits `[B, T, vocab]` for `input_ids` `[B, T]`. `attention_mask` `[B, T]` marks real
+    /// tokens (1) and padding (0); positions count real tokens only, so a left-padded sequence
+    /// gets exactly the logits it would get alone. With a cache, `input_ids` continue the
+    /// cached sequences and the cache is extended.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor {
+        let t = input_ids.size()[1];
+        let device = input_ids.device();
+        let new_mask = attention_mask.to_kind(Kind::Bool);
+        let mut scratch = KvCache::default();
+        let cache = cache.unwrap_or(&mut scratch);
+        if cache.layers.is_empty() {
+            cache.layers = (0..self.layers.len()).map(|_| None).collect();
+        }
+        let past = cache.len();
+        let key_mask = match &cache.key_mask {
+            Some(past_mask) => Tensor::cat(&[past_mask, &new_mask], 1),
+            None => new_mask.shallow_clone(),
+        };
+        // Position of each new token = number of real tokens before it.
+        let positions = (key_mask.to_kind(Kind::Int64).cumsum(1, Kind::Int64) - 1)
+            .clamp_min(0)
+            .narrow(1, past, t);
+
+        // mask[b, 0, i, j]: query i (absolute past+i) may see key j if j <= past+i and j is real.
+        // Each query may always see itself, so no row is fully masked (padding rows stay finite).
+        let query_pos = Tensor::arange_start(past, past + t, (Kind::Int64, device)).view([t, 1]);
+        let key_pos = Tensor::arange(past + t, (Kind::Int64, device)).view([1, past + t]);
+        let causal = key_pos.le_tensor(&query_pos);
+        let itself = key_pos.eq_tensor(&query_pos);
+        let mask = (causal.unsqueeze(0).logical_and(&key_mask.unsqueeze(1))).logical_or(&itself.unsqueeze(0));
+        let mask = mask.unsqueeze(1);
+
+        let mut xs = self.embed_tokens.forward(input_ids);
+        let (cos, sin) = self.rotary.cos_sin(&positions, xs.kind());
+        for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let attended = layer.self_attn.forward(
+                &layer.input_layernorm.forward(&xs),
+                &cos,
+                &sin,
+                &mask,
+                layer_cache,
+            );
+            xs += attended;
+            xs = &xs + layer.mlp.forward(&layer.post_attention_layernorm.forward(&xs));
+        }
+        cache.key_mask = Some(key_mask);
+        let xs = self.norm.forward(&xs);
+        match &self.lm_head {
+            Some(head) => head.forward(&xs),
+            None => xs.matmul(&self.embed_tokens.ws.transpose(0, 1)),
+        }
+    }
+}

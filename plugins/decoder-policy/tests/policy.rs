@@ -1,0 +1,265 @@
+//! The policy through the path users take: a Hugging Face directory (the tiny preset, written
+//! by the project) loaded, generating, scored, saved and loaded again.
+
+use crpo_plugins_policy::generation::SamplingConfig;
+use crpo_plugins_policy::logprobs::{completion_logprobs, rows};
+use crpo_plugins_policy::policy::Policy;
+use crpo_plugins_policy::tiny::write_tiny;
+use crpo_plugins_policy::tokenizer::Message;
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+fn tiny_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny(dir.path(), 3).unwrap();
+    dir
+}
+
+fn load(dir: &Path) -> Policy {
+    Policy::load(dir, Device::Cpu, Kind::Float).unwrap()
+}
+
+fn greedy(max_new_tokens: usize) -> SamplingConfig {
+    SamplingConfig {
+        max_new_tokens,
+        greedy: true,
+        ..SamplingConfig::default()
+    }
+}
+
+#[test]
+fn tokenizer_and_chat_template_work() {
+    let dir = tiny_dir();
+    let policy = load(dir.path());
+    let text = "A patient presents with fever, productive cough and focal crackles.";
+    let ids = policy.tokenizer.encode(text).unwrap();
+    assert!(
+        ids.len() < text.len() / 2,
+        "the trained BPE merges common clinical words: {} ids",
+        ids.len()
+    );
+    assert_eq!(policy.tokenizer.decode(&ids).unwrap(), text);
+    let messages = [
+        Message {
+            role: "system".into(),
+            content: "Answer briefly.".into(),
+        },
+        Message {
+            role: "user".into(),
+            content: "Which test?".into(),
+        },
+    ];
+    let rendered = policy.tokenizer.render_chat(&messages, true).unwrap();
+    assert_eq!(
+        rendered,
+        "<|im_start|>system\nAnswer briefly.<|im_end|>\n<|im_start|>user\nWhich test?<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let eos = policy.tokenizer.encode("<|im_end|>").unwrap();
+    assert_eq!(eos.len(), 1, "special tokens are single ids");
+    assert_eq!(policy.tokenizer.eos_ids(), &[eos[0] as u32]);
+}
+
+#[test]
+fn generation_is_deterministic_when_greedy_and_reproducible_when_seeded() {
+    let dir = tiny_dir();
+    let policy = load(dir.path());
+    let prompts = vec!["The most likely diagnosis is".to_string()];
+    let first = policy.generate_texts(&prompts, &greedy(12)).unwrap();
+    let second = policy.generate_texts(&prompts, &greedy(12)).unwrap();
+    assert_eq!(first, second);
+    let sampling = SamplingConfig {
+        max_new_tokens: 12,
+        temperature: 1.0,
+        top_p: 0.95,
+        top_k: 50,
+        greedy: false,
+    };
+    tch::manual_seed(11);
+    let a = policy.generate_texts(&prompts, &sampling).unwrap();
+    tch::manual_seed(11);
+    let b = policy.generate_texts(&prompts, &sampling).unwrap();
+    assert_eq!(a, b);
+    let completion = &a[0].1;
+    assert!(completion.finished || completion.ids.len() == 12);
+    let vocab = policy.tokenizer.vocab_size() as i64;
+    assert!(
+        completion.ids.iter().all(|&id| id < vocab),
+        "never samples padded embedding rows"
+    );
+}
+
+#[test]
+fn batched_generation_equals_generating_each_prompt_alone() {
+    let dir = tiny_dir();
+    let policy = load(dir.path());
+    let prompts = vec![
+        "First-line management of gout is".to_string(),
+        "Vital signs: temperature 38.9 C, pulse 112/min, respirations 24/min.".to_string(),
+        "Which?".to_string(),
+    ];
+    let batch = policy.generate_texts(&prompts, &greedy(10)).unwrap();
+    for (prompt, batched) in prompts.iter().zip(&batch) {
+        let alone = policy
+            .generate_texts(std::slice::from_ref(prompt), &greedy(10))
+            .unwrap()
+            .remove(0);
+        assert_eq!(&alone, batched, "prompt {prompt:?}");
+    }
+}
+
+#[test]
+fn save_then_load_round_trips_exactly() {
+    let dir = tiny_dir();
+    let policy = load(dir.path());
+    let out = tempfile::tempdir().unwrap();
+    policy.save(out.path()).unwrap();
+    let reloaded = load(out.path());
+    let original = policy.vs.variables();
+    let copy = reloaded.vs.variables();
+    assert_eq!(original.len(), copy.len());
+    for (name, tensor) in &original {
+        assert!(tensor.equal(&copy[name]), "{name} differs after save/load");
+    }
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        saved["architectures"][0], "Qwen2ForCausalLM",
+        "unknown keys are kept"
+    );
+    assert!(
+        saved.get("head_dim").is_none(),
+        "absent options are not written as null"
+    );
+    assert!(out.path().join("tokenizer.json").exists() && out.path().join("tokenizer_config.json").exists());
+}
+
+#[test]
+fn missing_or_misshapen_tensor_is_named() {
+    let dir = tiny_dir();
+    let policy = load(dir.path());
+    // Drop one tensor and rewrite the file.
+    let broken = tempfile::tempdir().unwrap();
+    policy.save(broken.path()).unwrap();
+    let path = broken.path().join("model.safetensors");
+    let tensors: Vec<(String, Tensor)> = Tensor::read_safetensors(&path)
+        .unwrap()
+        .into_iter()
+        .filter(|(name, _)| name != "model.layers.1.mlp.up_proj.weight")
+        .collect();
+    Tensor::write_safetensors(&tensors, &path).unwrap();
+    let err = Policy::load(broken.path(), Device::Cpu, Kind::Float)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("`model.layers.1.mlp.up_proj.weight` is missing"),
+        "{err}"
+    );
+
+    let reshaped: Vec<(String, Tensor)> = tensors
+        .into_iter()
+        .map(|(name, t)| {
+            if name == "model.norm.weight" {
+                (name, Tensor::ones([3], (Kind::Float, Device::Cpu)))
+            } else {
+                (name, t)
+            }
+        })
+        .collect();
+    Tensor::write_safetensors(&reshaped, &path).unwrap();
+    let err = Policy::load(broken.path(), Device::Cpu, Kind::Float)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("`model.norm.weight`") && err.contains("[3]") && err.contains("[64]"),
+        "{err}"
+    );
+
+    std::fs::remove_file(&path).unwrap();
+    let err = Policy::load(broken.path(), Device::Cpu, Kind::Float)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("no model.safetensors or model.safetensors.index.json"),
+        "{err}"
+    );
+}
+
+#[test]
+fn logprobs_agree_with_greedy_choices_and_ignore_padding() {
+    let dir = tiny_dir();
+    let policy = load(dir.path());
+    let prompts: Vec<Vec<i64>> = ["The best initial test is", "Which?"]
+        .iter()
+        .map(|p| policy.tokenizer.encode(p).unwrap())
+        .collect();
+    let completions: Vec<Vec<i64>> = prompts
+        .iter()
+        .map(|p| {
+            crpo_plugins_policy::generation::generate(
+                &policy.model,
+                std::slice::from_ref(p),
+                &[u32::MAX],
+                0,
+                10_000,
+                &greedy(5),
+            )
+            .remove(0)
+            .ids
+        })
+        .collect();
+    let pad = policy.tokenizer.pad_id() as i64;
+    let batch = tch::no_grad(|| completion_logprobs(&policy.model, &prompts, &completions, pad));
+    let lengths: Vec<usize> = completions.iter().map(Vec::len).collect();
+    let batch_rows = rows(&batch.logprobs, &lengths);
+    for (i, (prompt, completion)) in prompts.iter().zip(&completions).enumerate() {
+        let alone = tch::no_grad(|| {
+            completion_logprobs(
+                &policy.model,
+                std::slice::from_ref(prompt),
+                std::slice::from_ref(completion),
+                pad,
+            )
+        });
+        let alone_row = rows(&alone.logprobs, &lengths[i..=i]).remove(0);
+        for (a, b) in alone_row.iter().zip(&batch_rows[i]) {
+            assert!((a - b).abs() < 1e-5, "padding changed a log-prob: {a} vs {b}");
+        }
+        // Greedy tokens are the most likely ones: their log-prob is at least log(1/V) and the
+        // entropy bounds hold.
+        assert!(alone_row
+            .iter()
+            .all(|&lp| lp <= 0.0 && lp > -(policy.config.vocab_size as f64).ln()));
+    }
+    assert_eq!(
+        batch.mask.sum(Kind::Float).double_value(&[]) as usize,
+        lengths.iter().sum::<usize>()
+    );
+    let entropies = rows(&batch.entropies, &lengths);
+    assert!(entropies
+        .iter()
+        .flatten()
+        .all(|&e| e >= 0.0 && e <= (policy.config.vocab_size as f64).ln() + 1e-4));
+}
+
+#[test]
+fn loads_in_bf16_with_logits_close_to_f32() {
+    let dir = tiny_dir();
+    let f32_policy = load(dir.path());
+    let bf16_policy = Policy::load(dir.path(), Device::Cpu, Kind::BFloat16).unwrap();
+    let ids = Tensor::from_slice(
+        &f32_policy
+            .tokenizer
+            .encode("Gout is treated with colchicine")
+            .unwrap(),
+    )
+    .unsqueeze(0);
+    let mask = ids.ones_like();
+    let a = tch::no_grad(|| f32_policy.model.forward(&ids, &mask, None));
+    let b = tch::no_grad(|| bf16_policy.model.forward(&ids, &mask, None)).to_kind(Kind::Float);
+    assert_eq!(b.kind(), Kind::Float);
+    let diff = (&a - &b).abs().max().double_value(&[]);
+    assert!(diff < 0.05, "bf16 logits drift {diff}");
+}
