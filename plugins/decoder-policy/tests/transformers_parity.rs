@@ -1,0 +1,99 @@
+//! Our decoder against transformers' Qwen2 on the same random checkpoint: logits and greedy
+//! output. Needs Python transformers in the set-up venv (`.ci/run` installs it); without it the
+//! test prints why and returns.
+
+use crpo_plugins_policy::generation::{generate, SamplingConfig};
+use crpo_plugins_policy::policy::read_config;
+use crpo_plugins_policy::qwen2::DecoderModel;
+use crpo_plugins_policy::weights;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tch::{nn::VarStore, Device, Tensor};
+
+/// The set-up venv's python: `.torch` links to `<venv>/lib/pythonX.Y/site-packages/torch`.
+fn venv_python() -> Option<PathBuf> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let torch = std::fs::canonicalize(workspace.join(".torch")).ok()?;
+    let python = torch.ancestors().nth(4)?.join("bin/python");
+    python.exists().then_some(python)
+}
+
+fn transformers_python() -> Result<PathBuf, String> {
+    let python = venv_python().ok_or("no set-up venv (.torch link); run scripts/setup.sh")?;
+    let probe = Command::new(&python)
+        .args(["-c", "import transformers"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if probe.status.success() {
+        Ok(python)
+    } else {
+        Err(format!(
+            "transformers is not installed in {} (CRPO_WITH_TRANSFORMERS=1 scripts/setup.sh)",
+            python.display()
+        ))
+    }
+}
+
+fn compare(tie: bool) {
+    let python = match transformers_python() {
+        Ok(python) => python,
+        Err(reason) => {
+            println!("skipped: {reason}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transformers_reference.py");
+    let output = Command::new(&python)
+        .arg(&script)
+        .arg(dir.path())
+        .arg(if tie { "tie" } else { "separate" })
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "reference script failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("expected.json")).unwrap()).unwrap();
+
+    let config = read_config(dir.path()).unwrap();
+    let mut vs = VarStore::new(Device::Cpu);
+    let model = DecoderModel::new(&vs.root(), &config);
+    weights::load(&mut vs, dir.path()).unwrap();
+
+    let prompt: Vec<i64> = serde_json::from_value(expected["prompt"].clone()).unwrap();
+    let ids = Tensor::from_slice(&prompt).unsqueeze(0);
+    let ours = tch::no_grad(|| model.forward(&ids, &ids.ones_like(), None)).get(0);
+    let theirs: Vec<Vec<f32>> = serde_json::from_value(expected["logits"].clone()).unwrap();
+    let theirs = Tensor::from_slice(&theirs.concat()).view([prompt.len() as i64, -1]);
+    let diff = (&ours - &theirs).abs().max().double_value(&[]);
+    let scale = theirs.abs().max().double_value(&[]);
+    assert!(
+        diff < 1e-4 * scale.max(1.0),
+        "tie={tie}: logits differ by {diff} (scale {scale})"
+    );
+
+    let greedy = SamplingConfig {
+        max_new_tokens: 8,
+        greedy: true,
+        ..SamplingConfig::default()
+    };
+    let ours = generate(&model, &[prompt], &[], 0, config.vocab_size, &greedy)
+        .remove(0)
+        .ids;
+    let theirs: Vec<i64> = serde_json::from_value(expected["greedy"].clone()).unwrap();
+    assert_eq!(ours, theirs, "tie={tie}: greedy output differs");
+    assert_eq!(model.config().tie_word_embeddings, tie);
+}
+
+#[test]
+fn logits_and_greedy_output_match_transformers_with_separate_lm_head() {
+    compare(false);
+}
+
+#[test]
+fn logits_and_greedy_output_match_transformers_with_tied_embeddings() {
+    compare(true);
+}
