@@ -51,7 +51,7 @@ fn plugins_lists_builtins_and_loaded_libraries_with_origin() {
             .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
             .to_string()
     };
-    assert!(line(" accuracy ").starts_with("reward") && line(" accuracy ").contains("builtin"));
+    assert!(line(" accuracy ").starts_with("reward   cheap") && line(" accuracy ").contains("builtin"));
     assert!(line("medqa").starts_with("dataset"));
     let safety = line("contraindication_safety");
     assert!(

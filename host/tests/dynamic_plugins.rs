@@ -286,3 +286,30 @@ fn missing_or_unreadable_directory_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn plugin_built_against_an_older_minor_sdk_loads_and_works() {
+    let dir = plugin_dir(&["legacy_plugin"]);
+    let registry = PluginRegistry::load(&[dir.path().to_path_buf()]).unwrap();
+    let registered = registry.reward("non_empty").unwrap();
+    assert!(
+        matches!(&registered.origin, Origin::Library { library, .. } if library == "legacy-plugin 1.0.0")
+    );
+    // `is_cheap` arrived in sdk 1.1: the 1.0 library's vtable lacks it and the default answers.
+    assert!(crpo_sdk::SDK_VERSION.starts_with("1.") && crpo_sdk::SDK_VERSION != "1.0.0");
+    assert!(registered.plugin().is_cheap());
+    let objective = ConfiguredObjective::create(&registry, &spec("non_empty", None, json!(null))).unwrap();
+    assert_eq!(score(&objective, &["an answer", "   "]).unwrap(), vec![1.0, 0.0]);
+}
+
+#[test]
+fn cost_declared_by_a_current_plugin_crosses_the_boundary() {
+    let dir = plugin_dir(&["misbehaving_rewards", "contraindication_safety"]);
+    let registry = PluginRegistry::load(&[dir.path().to_path_buf()]).unwrap();
+    assert!(!registry.reward("misbehaving").unwrap().plugin().is_cheap());
+    assert!(registry
+        .reward("contraindication_safety")
+        .unwrap()
+        .plugin()
+        .is_cheap());
+}

@@ -60,6 +60,12 @@ pub trait RewardPlugin: Send + Sync {
     fn default_weight(&self) -> f32 {
         1.0
     }
+    /// Whether scoring is fast enough to run inline in the training loop. Return `false` for
+    /// an objective that takes long (a model call, a remote check): the trainer then runs it
+    /// off the rollout thread. Since sdk 1.1; libraries built on 1.0 report `true`.
+    fn is_cheap(&self) -> bool {
+        true
+    }
     /// Builds the objective from its options (JSON; `null` when the config gives none).
     /// Validate them here, e.g. with [`crate::parse_options`].
     fn create(&self, options: &serde_json::Value) -> Result<Box<dyn RewardObjective>>;

@@ -3,10 +3,12 @@
 use crate::plugins::PluginRegistry;
 
 pub fn run(registry: &PluginRegistry) {
-    let mut rows: Vec<[String; 5]> = Vec::new();
+    let mut rows: Vec<[String; 6]> = Vec::new();
     for p in registry.rewards() {
+        let cost = if p.plugin().is_cheap() { "cheap" } else { "slow" };
         rows.push([
             "reward".into(),
+            cost.into(),
             p.info.name.clone(),
             p.info.version.clone(),
             p.origin.to_string(),
@@ -16,6 +18,7 @@ pub fn run(registry: &PluginRegistry) {
     for p in registry.datasets() {
         rows.push([
             "dataset".into(),
+            "-".into(),
             p.info.name.clone(),
             p.info.version.clone(),
             p.origin.to_string(),
@@ -23,28 +26,34 @@ pub fn run(registry: &PluginRegistry) {
         ]);
     }
     rows.sort();
-    let header = ["KIND", "NAME", "VERSION", "ORIGIN", "DESCRIPTION"].map(String::from);
-    let widths: Vec<usize> = (0..4)
+    let header = ["KIND", "COST", "NAME", "VERSION", "ORIGIN", "DESCRIPTION"].map(String::from);
+    print_table(&header, &rows);
+}
+
+/// Left-aligned columns, each as wide as its widest cell; the last is not padded.
+fn print_table<const N: usize>(header: &[String; N], rows: &[[String; N]]) {
+    let widths: Vec<usize> = (0..N)
         .map(|c| {
             rows.iter()
-                .chain([&header])
+                .chain([header])
                 .map(|r| r[c].chars().count())
                 .max()
                 .unwrap_or(0)
         })
         .collect();
-    for row in [&header].into_iter().chain(&rows) {
-        println!(
-            "{:w0$}  {:w1$}  {:w2$}  {:w3$}  {}",
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            row[4],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-            w3 = widths[3]
-        );
+    for row in [header].into_iter().chain(rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(c, (cell, &width))| {
+                if c + 1 == N {
+                    cell.clone()
+                } else {
+                    format!("{cell:width$}")
+                }
+            })
+            .collect();
+        println!("{}", cells.join("  "));
     }
 }

@@ -2,6 +2,7 @@
 //! so the trainer cannot tell a loaded plugin from a built-in one.
 
 use abi_stable::std_types::{RResult, RStr};
+use crpo_sdk::ffi::extension;
 use crpo_sdk::ffi::{FfiDatasetPluginBox, FfiRewardObjectiveBox, FfiRewardPluginBox, FfiScore};
 use crpo_sdk::{
     DatasetPlugin, DatasetRead, DatasetSource, PluginError, PluginInfo, RewardObjective, RewardPlugin, Score,
@@ -23,6 +24,24 @@ impl RewardPlugin for ForeignRewardPlugin {
 
     fn default_weight(&self) -> f32 {
         self.0.default_weight()
+    }
+
+    /// Libraries built before sdk 1.1 do not know the extension and get the default.
+    fn is_cheap(&self) -> bool {
+        let answer = self
+            .0
+            .extension(RStr::from_str(extension::REWARD_IS_CHEAP), RStr::from_str("null"));
+        match answer.into_result() {
+            Ok(json) => json.as_str() != "false",
+            Err(error) if extension::is_unknown(error.as_str()) => true,
+            Err(error) => {
+                tracing::warn!(
+                    "reward plugin `{}`: is_cheap failed ({error}); assuming cheap",
+                    self.info().name
+                );
+                true
+            }
+        }
     }
 
     fn create(&self, options: &serde_json::Value) -> Result<Box<dyn RewardObjective>, PluginError> {

@@ -59,6 +59,10 @@ pub fn plugin_library(lib: &str) -> PathBuf {
         for fixture in ["abi-v2", "layout-mismatch"] {
             cargo_build(&[], &root.join("tests/fixtures").join(fixture).join("Cargo.toml"));
         }
+        cargo_build(
+            &["-p", "legacy-plugin"],
+            &root.join("tests/fixtures/sdk-1.0/Cargo.toml"),
+        );
     });
     let path = plugin_target_dir()
         .join("debug")

@@ -306,7 +306,12 @@ impl DecoderModel {
                 &mask,
                 layer_cache,
             );
-            xs += attended;
+            // Out of place on purpose: tch's `+=` is an in-place add_, which would overwrite a
+            // tensor autograd saved for the backward pass.
+            #[allow(clippy::assign_op_pattern)]
+            {
+                xs = xs + attended;
+            }
             xs = &xs + layer.mlp.forward(&layer.post_attention_layernorm.forward(&xs));
         }
         cache.key_mask = Some(key_mask);

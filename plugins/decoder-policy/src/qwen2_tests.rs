@@ -127,3 +127,24 @@ fn padded_batch_gives_each_sequence_its_own_logits() {
     assert!(max_diff(&step.get(0).get(0), &long_next.get(0).get(5)) < 1e-5);
     assert!(max_diff(&step.get(1).get(0), &short_next.get(0).get(2)) < 1e-5);
 }
+
+#[test]
+fn backward_reaches_every_parameter() {
+    let (vs, model) = model(false);
+    let ids = Tensor::from_slice(&[3i64, 17, 5, 42, 8, 0, 0, 9, 21, 4]).view([2, 5]);
+    let mask = Tensor::from_slice(&[1i64, 1, 1, 1, 1, 0, 0, 1, 1, 1]).view([2, 5]);
+    let loss = model
+        .forward(&ids, &mask, None)
+        .log_softmax(-1, Kind::Float)
+        .mean(Kind::Float);
+    loss.backward();
+    for (name, var) in vs.variables() {
+        let grad = var.grad();
+        assert!(grad.defined(), "{name} has no gradient");
+        assert_eq!(
+            grad.isfinite().all().int64_value(&[]),
+            1,
+            "{name} has a non-finite gradient"
+        );
+    }
+}

@@ -263,3 +263,39 @@ fn loads_in_bf16_with_logits_close_to_f32() {
     let diff = (&a - &b).abs().max().double_value(&[]);
     assert!(diff < 0.05, "bf16 logits drift {diff}");
 }
+
+#[test]
+fn sharded_checkpoint_loads_like_a_single_file() {
+    let dir = tiny_dir();
+    let policy = load(dir.path());
+    let sharded = tempfile::tempdir().unwrap();
+    policy.save(sharded.path()).unwrap();
+    // Split model.safetensors into two shards with an index, as transformers writes them.
+    let single = sharded.path().join("model.safetensors");
+    let tensors = Tensor::read_safetensors(&single).unwrap();
+    std::fs::remove_file(&single).unwrap();
+    let (first, second): (Vec<_>, Vec<_>) = tensors
+        .into_iter()
+        .partition(|(name, _)| name.contains("layers.0."));
+    let mut weight_map = serde_json::Map::new();
+    for (file, shard) in [
+        ("model-00001-of-00002.safetensors", &first),
+        ("model-00002-of-00002.safetensors", &second),
+    ] {
+        Tensor::write_safetensors(shard, sharded.path().join(file)).unwrap();
+        for (name, _) in shard.iter() {
+            weight_map.insert(name.clone(), file.into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": weight_map});
+    std::fs::write(
+        sharded.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+
+    let reloaded = load(sharded.path());
+    for (name, tensor) in policy.vs.variables() {
+        assert!(tensor.equal(&reloaded.vs.variables()[&name]), "{name} differs");
+    }
+}

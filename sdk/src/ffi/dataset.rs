@@ -13,8 +13,10 @@ use abi_stable::std_types::{RBox, RResult, RStr, RString, RVec};
 #[sabi_trait]
 pub trait FfiDatasetPlugin: Send + Sync {
     fn info(&self) -> FfiPluginInfo;
-    #[sabi(last_prefix_field)]
     fn read(&self, path: RStr<'_>, options_json: RStr<'_>) -> RResult<RString, RString>;
+    /// What later minor versions add, by name (see [`super::extension`]).
+    #[sabi(last_prefix_field)]
+    fn extension(&self, name: RStr<'_>, request_json: RStr<'_>) -> RResult<RString, RString>;
 }
 
 pub type FfiDatasetPluginBox = FfiDatasetPlugin_TO<'static, RBox<()>>;
@@ -24,6 +26,10 @@ struct DatasetPluginExport(Box<dyn DatasetPlugin>);
 impl FfiDatasetPlugin for DatasetPluginExport {
     fn info(&self) -> FfiPluginInfo {
         exported_info(|| self.0.info())
+    }
+
+    fn extension(&self, name: RStr<'_>, _request_json: RStr<'_>) -> RResult<RString, RString> {
+        RResult::RErr(super::extension::unknown(name.as_str()))
     }
 
     fn read(&self, path: RStr<'_>, options_json: RStr<'_>) -> RResult<RString, RString> {

@@ -6,6 +6,7 @@
 //! Examples cross as JSON so the sdk can add fields to them in a minor version.
 
 mod dataset;
+pub mod extension;
 mod panic;
 mod reward;
 

@@ -62,8 +62,10 @@ pub type FfiRewardObjectiveBox = FfiRewardObjective_TO<'static, RBox<()>>;
 pub trait FfiRewardPlugin: Send + Sync {
     fn info(&self) -> FfiPluginInfo;
     fn default_weight(&self) -> f32;
-    #[sabi(last_prefix_field)]
     fn create(&self, options_json: RStr<'_>) -> RResult<FfiRewardObjectiveBox, RString>;
+    /// What later minor versions add, by name (see [`super::extension`]).
+    #[sabi(last_prefix_field)]
+    fn extension(&self, name: RStr<'_>, request_json: RStr<'_>) -> RResult<RString, RString>;
 }
 
 pub type FfiRewardPluginBox = FfiRewardPlugin_TO<'static, RBox<()>>;
@@ -78,6 +80,15 @@ impl FfiRewardPlugin for RewardPluginExport {
 
     fn default_weight(&self) -> f32 {
         catch_panic("default_weight", || Ok(self.0.default_weight())).unwrap_or(f32::NAN)
+    }
+
+    fn extension(&self, name: RStr<'_>, _request_json: RStr<'_>) -> RResult<RString, RString> {
+        match name.as_str() {
+            super::extension::REWARD_IS_CHEAP => {
+                catch_panic("is_cheap", || Ok(self.0.is_cheap().to_string().into()))
+            }
+            other => RResult::RErr(super::extension::unknown(other)),
+        }
     }
 
     fn create(&self, options_json: RStr<'_>) -> RResult<FfiRewardObjectiveBox, RString> {

@@ -1,0 +1,85 @@
+//! Generation and log-prob throughput of the decoder on random weights.
+//! Run: `cargo bench -p crpo-plugins-policy --bench throughput [-- tiny|0.5b]`
+//! Prompts of 32 tokens, 16 new tokens each (no EOS, so every sequence runs to the end).
+
+use crpo_plugins_policy::config::DecoderConfig;
+use crpo_plugins_policy::generation::{generate, SamplingConfig};
+use crpo_plugins_policy::logprobs::completion_logprobs;
+use crpo_plugins_policy::qwen2::DecoderModel;
+use std::time::Instant;
+use tch::{nn::VarStore, Device, Kind};
+
+const PROMPT: usize = 32;
+const NEW: usize = 16;
+
+fn config(name: &str) -> DecoderConfig {
+    let json = match name {
+        // The tiny preset's shape (vocab as the trained tokenizer gives).
+        "tiny" => serde_json::json!({"vocab_size": 704, "hidden_size": 64, "intermediate_size": 176,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "tie_word_embeddings": true}),
+        // Qwen2.5-0.5B's shape.
+        "0.5b" => serde_json::json!({"vocab_size": 151936, "hidden_size": 896, "intermediate_size": 4864,
+            "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
+            "rope_theta": 1000000.0, "tie_word_embeddings": true}),
+        other => panic!("unknown config {other} (tiny, 0.5b)"),
+    };
+    serde_json::from_value(json).unwrap()
+}
+
+fn main() {
+    let which: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let names = if which.is_empty() {
+        vec!["tiny".to_string(), "0.5b".to_string()]
+    } else {
+        which
+    };
+    println!(
+        "threads: {}; prompt {PROMPT} tokens, {NEW} new tokens",
+        tch::get_num_threads()
+    );
+    println!(
+        "{:<6} {:>5} {:>16} {:>18} {:>22}",
+        "config", "batch", "generate tok/s", "logprob fwd tok/s", "logprob fwd+bwd tok/s"
+    );
+    let mut records = Vec::new();
+    for name in &names {
+        let config = config(name);
+        tch::manual_seed(0);
+        let vs = VarStore::new(Device::Cpu);
+        let model = DecoderModel::new(&vs.root(), &config);
+        let batches = [1usize, 16, 64];
+        for batch in batches {
+            let prompts: Vec<Vec<i64>> = (0..batch)
+                .map(|b| (0..PROMPT).map(|t| ((b * 31 + t * 7) % 500) as i64 + 1).collect())
+                .collect();
+            let sampling = SamplingConfig {
+                max_new_tokens: NEW,
+                temperature: 1.0,
+                ..SamplingConfig::default()
+            };
+            let start = Instant::now();
+            let completions = generate(&model, &prompts, &[], 0, config.vocab_size, &sampling);
+            let generate_rate = (batch * NEW) as f64 / start.elapsed().as_secs_f64();
+            let completion_ids: Vec<Vec<i64>> = completions.into_iter().map(|c| c.ids).collect();
+
+            let tokens = (batch * (PROMPT + NEW)) as f64;
+            let start = Instant::now();
+            let _ = tch::no_grad(|| completion_logprobs(&model, &prompts, &completion_ids, 0));
+            let forward_rate = tokens / start.elapsed().as_secs_f64();
+            let start = Instant::now();
+            let out = completion_logprobs(&model, &prompts, &completion_ids, 0);
+            out.logprobs.sum(Kind::Float).backward();
+            let backward_rate = tokens / start.elapsed().as_secs_f64();
+            vs.variables().values().for_each(|v| {
+                let mut grad = v.grad();
+                if grad.defined() {
+                    let _ = grad.zero_();
+                }
+            });
+            println!("{name:<6} {batch:>5} {generate_rate:>16.1} {forward_rate:>18.1} {backward_rate:>22.1}");
+            records.push(serde_json::json!({"config": name, "batch": batch, "generate_tokens_per_s": generate_rate,
+                "logprob_forward_tokens_per_s": forward_rate, "logprob_forward_backward_tokens_per_s": backward_rate}));
+        }
+    }
+    println!("{}", serde_json::Value::Array(records));
+}
