@@ -168,3 +168,67 @@ fn score_names_the_file_line_and_field_of_a_bad_record() {
         "{err}"
     );
 }
+
+#[test]
+fn init_model_then_generate_with_the_chat_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny");
+    let output = crpo_host(&[
+        "init-model",
+        "--preset",
+        "tiny",
+        "--out",
+        model.to_str().unwrap(),
+        "--seed",
+        "4",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        assert!(model.join(file).exists(), "{file} missing");
+    }
+    let generate = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "Which test?",
+            "--max-new-tokens",
+            "8",
+        ];
+        args.extend_from_slice(extra);
+        let output = crpo_host(&args);
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output)
+    };
+    assert_eq!(
+        generate(&["--chat", "--greedy"]),
+        generate(&["--chat", "--greedy"])
+    );
+    assert_eq!(generate(&["--seed", "9"]), generate(&["--seed", "9"]));
+
+    let output = crpo_host(&[
+        "generate",
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--prompt",
+        "x",
+    ]);
+    let err = stderr(&output);
+    assert!(!output.status.success() && err.contains("config.json"), "{err}");
+    let output = crpo_host(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "x",
+        "--device",
+        "tpu",
+    ]);
+    assert!(stderr(&output).contains("device `tpu`"));
+}

@@ -144,3 +144,91 @@ pub fn generate(
     }
     completions
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logits() -> Tensor {
+        // Probabilities 0.5, 0.3, 0.15, 0.05 (as log-probs), twice.
+        let row = [0.5f32, 0.3, 0.15, 0.05].map(f32::ln);
+        Tensor::from_slice(&[row, row].concat()).view([2, 4])
+    }
+
+    fn draws(config: &SamplingConfig, n: usize) -> Vec<i64> {
+        tch::manual_seed(5);
+        (0..n)
+            .flat_map(|_| Vec::<i64>::try_from(sample_next(&logits(), config)).unwrap())
+            .collect()
+    }
+
+    fn sampling(top_k: usize, top_p: f64) -> SamplingConfig {
+        SamplingConfig {
+            temperature: 1.0,
+            top_k,
+            top_p,
+            ..SamplingConfig::default()
+        }
+    }
+
+    #[test]
+    fn greedy_and_zero_temperature_take_the_argmax() {
+        let greedy = SamplingConfig {
+            greedy: true,
+            ..SamplingConfig::default()
+        };
+        assert_eq!(
+            Vec::<i64>::try_from(sample_next(&logits(), &greedy)).unwrap(),
+            vec![0, 0]
+        );
+        let cold = SamplingConfig {
+            temperature: 0.0,
+            ..SamplingConfig::default()
+        };
+        assert_eq!(
+            Vec::<i64>::try_from(sample_next(&logits(), &cold)).unwrap(),
+            vec![0, 0]
+        );
+    }
+
+    #[test]
+    fn top_k_keeps_only_the_k_most_likely() {
+        assert!(draws(&sampling(1, 1.0), 50).iter().all(|&t| t == 0));
+        let two = draws(&sampling(2, 1.0), 200);
+        assert!(two.iter().all(|&t| t < 2) && two.contains(&1));
+    }
+
+    #[test]
+    fn top_p_keeps_the_smallest_set_reaching_p() {
+        // 0.5 alone does not reach 0.7; 0.5 + 0.3 does: tokens 0 and 1 only.
+        let kept = draws(&sampling(0, 0.7), 300);
+        assert!(kept.iter().all(|&t| t < 2) && kept.contains(&0) && kept.contains(&1));
+        // A tiny p keeps the most likely token, never nothing.
+        assert!(draws(&sampling(0, 1e-6), 50).iter().all(|&t| t == 0));
+    }
+
+    #[test]
+    fn full_sampling_follows_the_distribution() {
+        let all = draws(&sampling(0, 1.0), 2000);
+        let share = |token| all.iter().filter(|&&t| t == token).count() as f64 / all.len() as f64;
+        assert!(
+            (share(0) - 0.5).abs() < 0.05 && (share(3) - 0.05).abs() < 0.03,
+            "{} {}",
+            share(0),
+            share(3)
+        );
+    }
+
+    #[test]
+    fn left_pad_aligns_sequences_right() {
+        let (ids, mask) = left_pad(&[vec![7, 8, 9], vec![5]], 0, Device::Cpu);
+        assert_eq!(
+            Vec::<i64>::try_from(ids.view([-1])).unwrap(),
+            vec![7, 8, 9, 0, 0, 5]
+        );
+        assert_eq!(
+            Vec::<i64>::try_from(mask.view([-1])).unwrap(),
+            vec![1, 1, 1, 0, 0, 1]
+        );
+    }
+}

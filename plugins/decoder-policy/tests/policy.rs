@@ -299,3 +299,53 @@ fn sharded_checkpoint_loads_like_a_single_file() {
         assert!(tensor.equal(&reloaded.vs.variables()[&name]), "{name} differs");
     }
 }
+
+#[test]
+fn each_sequence_stops_at_its_own_eos() {
+    let dir = tiny_dir();
+    let policy = load(dir.path());
+    let prompts: Vec<Vec<i64>> = ["Gout is", "The best initial test for suspected"]
+        .iter()
+        .map(|p| policy.tokenizer.encode(p).unwrap())
+        .collect();
+    let free = crpo_plugins_policy::generation::generate(&policy.model, &prompts, &[], 0, 10_000, &greedy(6));
+    // Declare the first prompt's third greedy token an EOS: that sequence stops there, finished,
+    // while the other (if it never produces that token) runs to max_new_tokens.
+    let eos = free[0].ids[2];
+    let stopped = crpo_plugins_policy::generation::generate(
+        &policy.model,
+        &prompts,
+        &[eos as u32],
+        0,
+        10_000,
+        &greedy(6),
+    );
+    let first_eos = free[0].ids.iter().position(|&t| t == eos).unwrap();
+    assert_eq!(stopped[0].ids, free[0].ids[..=first_eos].to_vec());
+    assert!(stopped[0].finished);
+    match free[1].ids.iter().position(|&t| t == eos) {
+        Some(at) => assert_eq!(stopped[1].ids, free[1].ids[..=at].to_vec()),
+        None => assert!(stopped[1].ids == free[1].ids && !stopped[1].finished),
+    }
+}
+
+#[test]
+fn bf16_checkpoint_files_load() {
+    let dir = tiny_dir();
+    let bf16 = Policy::load(dir.path(), Device::Cpu, Kind::BFloat16).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    bf16.save(out.path()).unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(saved["torch_dtype"], "bfloat16");
+    // Read back into an f32 model: every value is the bf16 value, exactly.
+    let f32_policy = load(out.path());
+    for (name, tensor) in bf16.vs.variables() {
+        assert!(
+            tensor
+                .to_kind(Kind::Float)
+                .equal(&f32_policy.vs.variables()[&name]),
+            "{name}"
+        );
+    }
+}
