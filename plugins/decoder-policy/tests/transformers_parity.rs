@@ -5,6 +5,7 @@
 use crpo_plugins_policy::generation::{generate, SamplingConfig};
 use crpo_plugins_policy::policy::read_config;
 use crpo_plugins_policy::qwen2::DecoderModel;
+use crpo_plugins_policy::tokenizer::{ChatTokenizer, Message};
 use crpo_plugins_policy::weights;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -96,4 +97,73 @@ fn logits_and_greedy_output_match_transformers_with_separate_lm_head() {
 #[test]
 fn logits_and_greedy_output_match_transformers_with_tied_embeddings() {
     compare(true);
+}
+
+/// A Qwen2.5-style template: whitespace control, `loop.first`, indexing, filters, a default
+/// system prompt and Python string methods.
+const QWEN_STYLE_TEMPLATE: &str = "{%- if messages[0]['role'] == 'system' %}\n    {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n{%- else %}\n    {{- '<|im_start|>system\\nYou are a careful clinician.<|im_end|>\\n' }}\n{%- endif %}\n{%- for message in messages %}\n    {%- if (message.role == 'user') or (message.role == 'system' and not loop.first) or (message.role == 'assistant') %}\n        {{- '<|im_start|>' + message.role + '\\n' + message.content.strip() | trim + '<|im_end|>' + '\\n' }}\n    {%- endif %}\n{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}\n";
+
+#[test]
+fn chat_templates_render_as_transformers_renders_them() {
+    let python = match transformers_python() {
+        Ok(python) => python,
+        Err(reason) => {
+            println!("skipped: {reason}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    crpo_plugins_policy::tiny::write_tiny(dir.path(), 1).unwrap();
+    let conversations = [
+        vec![("user", "A 45-year-old man has chest pain. Which test first?")],
+        vec![
+            ("system", "Answer with a letter."),
+            ("user", "  Which drug?  "),
+            ("assistant", "B"),
+            ("user", "Why?"),
+        ],
+    ];
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/chat_template_reference.py");
+    for template in [None, Some(QWEN_STYLE_TEMPLATE)] {
+        if let Some(template) = template {
+            let path = dir.path().join("tokenizer_config.json");
+            let mut config: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            config["chat_template"] = template.into();
+            std::fs::write(&path, config.to_string()).unwrap();
+        }
+        let tokenizer = ChatTokenizer::from_dir(dir.path()).unwrap();
+        for conversation in &conversations {
+            let messages: Vec<Message> = conversation
+                .iter()
+                .map(|(role, content)| Message {
+                    role: role.to_string(),
+                    content: content.to_string(),
+                })
+                .collect();
+            let json = serde_json::Value::Array(
+                conversation
+                    .iter()
+                    .map(|(role, content)| serde_json::json!({"role": role, "content": content}))
+                    .collect(),
+            );
+            let output = Command::new(&python)
+                .arg(&script)
+                .arg(dir.path())
+                .arg(json.to_string())
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let expected: Vec<String> = String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(tokenizer.render_chat(&messages, true).unwrap(), expected[0]);
+            assert_eq!(tokenizer.render_chat(&messages, false).unwrap(), expected[1]);
+        }
+    }
 }
