@@ -11,4 +11,5 @@ pub mod torch_info;
 // Built-in plugin crates register themselves with `inventory`; naming them here keeps the
 // linker from dropping their registrations.
 use crpo_plugins_datasets as _;
+use crpo_plugins_policy as _;
 use crpo_plugins_rewards as _;

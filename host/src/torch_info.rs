@@ -16,23 +16,7 @@ pub fn loaded_libtorch_dir() -> Option<PathBuf> {
         .and_then(|path| Path::new(path).parent().map(Path::to_path_buf))
 }
 
-/// The torch version of a libtorch lib dir: `version.py` of a pip-installed torch, or the
-/// `build-version` file of a libtorch archive.
-pub fn torch_version(lib_dir: &Path) -> Option<String> {
-    let root = lib_dir.parent()?;
-    if let Ok(text) = std::fs::read_to_string(root.join("version.py")) {
-        return parse_version_py(&text);
-    }
-    std::fs::read_to_string(root.join("build-version"))
-        .ok()
-        .map(|v| v.trim().to_string())
-}
-
-fn parse_version_py(text: &str) -> Option<String> {
-    let line = text.lines().find(|l| l.starts_with("__version__"))?;
-    let value = line.split_once('=')?.1.trim();
-    Some(value.trim_matches(|c| c == '\'' || c == '"').to_string())
-}
+pub use crpo_torch_link::torch_version;
 
 /// One CUDA device as the driver describes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,12 +82,6 @@ pub fn cuda_devices() -> Result<Vec<CudaDevice>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_pip_version_file() {
-        let text = "from typing import Optional\n__version__ = '2.11.0+cu130'\ngit_version = 'abc'\n";
-        assert_eq!(parse_version_py(text).as_deref(), Some("2.11.0+cu130"));
-    }
 
     #[test]
     fn finds_the_libtorch_this_test_runs_on() {

@@ -313,3 +313,90 @@ fn cost_declared_by_a_current_plugin_crosses_the_boundary() {
         .plugin()
         .is_cheap());
 }
+
+#[test]
+fn loaded_policy_plugin_trains_through_tensor_handles() {
+    use crpo_sdk::policy::{PolicyLoad, PolicyModel};
+    use tch::{Device, Kind, Tensor};
+    let dir = plugin_dir(&["bigram_policy"]);
+    let registry = PluginRegistry::load(&[dir.path().to_path_buf()]).unwrap();
+    let registered = registry.policy("bigram").unwrap();
+    assert!(
+        matches!(&registered.origin, Origin::Library { library, .. } if library == "bigram-policy 0.1.0")
+    );
+    assert!(
+        registry.policy("qwen2").is_ok(),
+        "the built-in decoder is a policy plugin too"
+    );
+
+    let model_dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        model_dir.path().join("config.json"),
+        r#"{"model_type": "bigram", "vocab_size": 6}"#,
+    )
+    .unwrap();
+    let options = json!(null);
+    let load = |dir: &std::path::Path| -> Box<dyn PolicyModel> {
+        let request = PolicyLoad {
+            dir,
+            device: Device::Cpu,
+            kind: Kind::Float,
+            options: &options,
+        };
+        registered.plugin().load(&request).unwrap()
+    };
+    let model = load(model_dir.path());
+
+    // Teach it "after 1 comes 2": the host computes the loss and steps the plugin's table.
+    let ids = Tensor::from_slice(&[1i64, 2, 1, 2]).view([1, 4]);
+    let mask = ids.ones_like();
+    let targets = Tensor::from_slice(&[2i64, 1, 2, 1]).view([1, 4]);
+    let loss_of = |model: &dyn PolicyModel| {
+        let logits = model.forward(&ids, &mask, None).unwrap();
+        logits
+            .log_softmax(-1, Kind::Float)
+            .gather(-1, &targets.unsqueeze(-1), false)
+            .mean(Kind::Float)
+            .neg()
+    };
+    let parameters = model.parameters();
+    assert_eq!(parameters.len(), 1);
+    let before = loss_of(model.as_ref()).double_value(&[]);
+    assert!((before - 6f64.ln()).abs() < 1e-5, "starts uniform: {before}");
+    for _ in 0..20 {
+        let loss = loss_of(model.as_ref());
+        loss.backward();
+        tch::no_grad(|| {
+            for (_, p) in &parameters {
+                let mut grad = p.grad();
+                let _ = p.shallow_clone().f_sub_(&(&grad * 1.0)).unwrap();
+                let _ = grad.zero_();
+            }
+        });
+    }
+    let after = loss_of(model.as_ref()).double_value(&[]);
+    assert!(
+        after < before / 2.0,
+        "the plugin's model learned through the boundary: {before} -> {after}"
+    );
+
+    // Saved by the plugin, loaded again: the same model.
+    let saved = tempfile::tempdir().unwrap();
+    model.save(saved.path()).unwrap();
+    let reloaded = load(saved.path());
+    assert!((loss_of(reloaded.as_ref()).double_value(&[]) - after).abs() < 1e-6);
+    let bad = json!({"unknown": 1});
+    let request = PolicyLoad {
+        dir: model_dir.path(),
+        device: Device::Cpu,
+        kind: Kind::Float,
+        options: &bad,
+    };
+    assert!(registered
+        .plugin()
+        .load(&request)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("unknown"));
+}

@@ -6,6 +6,7 @@
 /// crpo_sdk::export_plugin_library! {
 ///     rewards: [ContraindicationSafety],
 ///     datasets: [],
+///     // policies: [MyPolicy],   (with the sdk's `tch` feature)
 /// }
 /// ```
 ///
@@ -16,6 +17,25 @@
 #[macro_export]
 macro_rules! export_plugin_library {
     (rewards: [$($reward:expr),* $(,)?], datasets: [$($dataset:expr),* $(,)?] $(,)?) => {
+        $crate::export_plugin_library! {
+            @library [$($reward),*] [$($dataset),*] $crate::ffi::no_policies
+        }
+    };
+    // Policy plugins need the sdk's `tch` feature.
+    (rewards: [$($reward:expr),* $(,)?], datasets: [$($dataset:expr),* $(,)?], policies: [$($policy:expr),* $(,)?] $(,)?) => {
+        $crate::export_plugin_library! {
+            @library [$($reward),*] [$($dataset),*] policy_plugins
+        }
+        extern "C" fn policy_plugins() -> $crate::abi_stable::std_types::RResult<
+            $crate::abi_stable::std_types::RVec<$crate::ffi::FfiPolicyPluginBox>,
+            $crate::abi_stable::std_types::RString,
+        > {
+            $crate::ffi::export_policies(|| {
+                ::std::vec![$(::std::boxed::Box::new($policy) as ::std::boxed::Box<dyn $crate::policy::PolicyPlugin>),*]
+            })
+        }
+    };
+    (@library [$($reward:expr),*] [$($dataset:expr),*] $policies:path) => {
         // The same static abi_stable's `#[export_root_module]` emits (see ffi::ROOT_MODULE_SYMBOL).
         #[doc(hidden)]
         #[unsafe(export_name = "_1as_0lib_1header_0root_bmodule_bloader")]
@@ -40,8 +60,7 @@ macro_rules! export_plugin_library {
                 $crate::ffi::plugin_library(
                     ::std::env!("CARGO_PKG_NAME"),
                     ::std::env!("CARGO_PKG_VERSION"),
-                    reward_plugins,
-                    dataset_plugins,
+                    $crate::ffi::PluginLists { rewards: reward_plugins, datasets: dataset_plugins, policies: $policies },
                 )
             }
             extern "C" fn erased_root_module() -> $crate::abi_stable::library::RootModuleResult {

@@ -13,6 +13,8 @@ pub mod example;
 mod export;
 pub mod ffi;
 pub mod options;
+#[cfg(feature = "tch")]
+pub mod policy;
 pub mod registry;
 pub mod reward;
 

@@ -4,12 +4,16 @@
 //! (`use crpo_plugins_x as _;`). Dynamic libraries use the exported root module instead.
 
 use crate::dataset::DatasetPlugin;
+#[cfg(feature = "tch")]
+use crate::policy::PolicyPlugin;
 use crate::reward::RewardPlugin;
 
 /// One built-in plugin, submitted by [`crate::register_reward!`] or [`crate::register_dataset!`].
 pub enum BuiltinPlugin {
     Reward(&'static dyn RewardPlugin),
     Dataset(&'static dyn DatasetPlugin),
+    #[cfg(feature = "tch")]
+    Policy(&'static dyn PolicyPlugin),
 }
 
 inventory::collect!(BuiltinPlugin);
@@ -33,5 +37,13 @@ macro_rules! register_reward {
 macro_rules! register_dataset {
     ($plugin:expr) => {
         $crate::inventory::submit! { $crate::registry::BuiltinPlugin::Dataset(&$plugin) }
+    };
+}
+
+/// Registers a policy plugin as built in (feature `tch`): `crpo_sdk::register_policy!(Qwen2Plugin);`
+#[macro_export]
+macro_rules! register_policy {
+    ($plugin:expr) => {
+        $crate::inventory::submit! { $crate::registry::BuiltinPlugin::Policy(&$plugin) }
     };
 }

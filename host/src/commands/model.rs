@@ -54,7 +54,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 0)]
     pub top_k: usize,
     #[arg(long, default_value_t = 0)]
-    pub seed: i64,
+    pub seed: u64,
     /// auto | cpu | cuda | cuda:N
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -90,8 +90,8 @@ pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
         top_p: args.top_p,
         top_k: args.top_k,
         greedy: args.greedy,
+        seed: args.seed,
     };
-    tch::manual_seed(args.seed);
     let (text, _) = policy.generate_texts(&[prompt], &sampling)?.remove(0);
     println!("{text}");
     Ok(())

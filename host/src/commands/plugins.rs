@@ -25,6 +25,16 @@ pub fn run(registry: &PluginRegistry) {
             p.info.description.clone(),
         ]);
     }
+    for p in registry.policies() {
+        rows.push([
+            "policy".into(),
+            "-".into(),
+            p.info.name.clone(),
+            p.info.version.clone(),
+            p.origin.to_string(),
+            p.info.description.clone(),
+        ]);
+    }
     rows.sort();
     let header = ["KIND", "COST", "NAME", "VERSION", "ORIGIN", "DESCRIPTION"].map(String::from);
     print_table(&header, &rows);

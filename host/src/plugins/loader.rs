@@ -1,9 +1,10 @@
 //! Finding and loading plugin libraries from `--plugins DIR` with abi_stable.
 
-use super::foreign::{ForeignDatasetPlugin, ForeignRewardPlugin};
+use super::foreign::{ForeignDatasetPlugin, ForeignPolicyPlugin, ForeignRewardPlugin};
 use super::{Origin, PluginLoadError as LoadError, Registered};
 use abi_stable::library::{lib_header_from_path, LibraryError};
-use crpo_sdk::ffi::PluginLibraryRef;
+use crpo_sdk::ffi::{FfiPolicyPluginBox, PluginLibraryRef};
+use crpo_sdk::policy::{PolicyPlugin, BUILT_TORCH_VERSION, TCH_SERIES};
 use crpo_sdk::{DatasetPlugin, RewardPlugin};
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,25 @@ use std::path::{Path, PathBuf};
 pub struct LoadedLibrary {
     pub rewards: Vec<Registered<dyn RewardPlugin>>,
     pub datasets: Vec<Registered<dyn DatasetPlugin>>,
+    pub policies: Vec<Registered<dyn PolicyPlugin>>,
+}
+
+/// Policy plugins exchange libtorch tensor handles, which is only sound between builds
+/// against the same torch and tch: anything else is refused before a tensor crosses.
+pub fn check_policy_build(torch_version: &str, tch_series: &str) -> Result<(), String> {
+    if torch_version == BUILT_TORCH_VERSION && tch_series == TCH_SERIES {
+        return Ok(());
+    }
+    let theirs = if torch_version.is_empty() {
+        "no torch (built without crpo-sdk's `tch` feature)".to_string()
+    } else {
+        format!("torch {torch_version} with tch {tch_series}")
+    };
+    Err(format!(
+        "its policy plugins were built against {theirs}, but this host runs torch {BUILT_TORCH_VERSION} with tch \
+         {TCH_SERIES}; tensors can only cross between identical builds: rebuild the plugin against torch \
+         {BUILT_TORCH_VERSION} and tch {TCH_SERIES}"
+    ))
 }
 
 /// Dynamic libraries in `dir`, sorted so loading order (and so error order) is stable.
@@ -78,7 +98,30 @@ pub fn load_library(path: &Path) -> Result<LoadedLibrary, LoadError> {
             )
         })
         .collect();
-    Ok(LoadedLibrary { rewards, datasets })
+    let policies: Vec<FfiPolicyPluginBox> = (root.policy_plugins())()
+        .into_result()
+        .map_err(|e| fail(e.into()))?
+        .into_iter()
+        .collect();
+    if !policies.is_empty() {
+        check_policy_build(root.torch_version().as_str(), root.tch_series().as_str()).map_err(fail)?;
+    }
+    let policies = policies
+        .into_iter()
+        .map(|p| {
+            let plugin = ForeignPolicyPlugin(p);
+            Registered::owned(
+                plugin.info(),
+                Box::new(plugin) as Box<dyn PolicyPlugin>,
+                origin.clone(),
+            )
+        })
+        .collect();
+    Ok(LoadedLibrary {
+        rewards,
+        datasets,
+        policies,
+    })
 }
 
 /// abi_stable's errors, in the plugin user's terms.
@@ -103,5 +146,26 @@ fn describe(error: LibraryError) -> String {
         }
         LibraryError::RootModule { err, .. } => format!("its root module failed: {err}"),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_libraries_must_match_this_build() {
+        assert!(check_policy_build(BUILT_TORCH_VERSION, TCH_SERIES).is_ok());
+        let err = check_policy_build("2.10.0+cu128", TCH_SERIES).unwrap_err();
+        assert!(
+            err.contains("torch 2.10.0+cu128") && err.contains(BUILT_TORCH_VERSION),
+            "{err}"
+        );
+        assert!(check_policy_build(BUILT_TORCH_VERSION, "0.23")
+            .unwrap_err()
+            .contains("tch 0.23"));
+        assert!(check_policy_build("", "")
+            .unwrap_err()
+            .contains("without crpo-sdk's `tch` feature"));
     }
 }

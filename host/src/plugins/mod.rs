@@ -7,6 +7,7 @@ mod objective;
 
 pub use objective::{ConfiguredObjective, ObjectiveSpec};
 
+use crpo_sdk::policy::PolicyPlugin;
 use crpo_sdk::registry::{builtin_plugins, BuiltinPlugin};
 use crpo_sdk::{DatasetPlugin, PluginInfo, RewardPlugin};
 use std::fmt;
@@ -85,6 +86,7 @@ impl<T: ?Sized> Registered<T> {
 pub struct PluginRegistry {
     rewards: Vec<Registered<dyn RewardPlugin>>,
     datasets: Vec<Registered<dyn DatasetPlugin>>,
+    policies: Vec<Registered<dyn PolicyPlugin>>,
 }
 
 impl PluginRegistry {
@@ -102,6 +104,7 @@ impl PluginRegistry {
     pub fn builtin_only() -> Self {
         let mut rewards = Vec::new();
         let mut datasets = Vec::new();
+        let mut policies = Vec::new();
         for builtin in builtin_plugins() {
             match builtin {
                 BuiltinPlugin::Reward(p) => rewards.push(Registered {
@@ -114,9 +117,18 @@ impl PluginRegistry {
                     origin: Origin::Builtin,
                     plugin: PluginRef::Static(*p),
                 }),
+                BuiltinPlugin::Policy(p) => policies.push(Registered {
+                    info: p.info(),
+                    origin: Origin::Builtin,
+                    plugin: PluginRef::Static(*p),
+                }),
             }
         }
-        PluginRegistry { rewards, datasets }
+        PluginRegistry {
+            rewards,
+            datasets,
+            policies,
+        }
     }
 
     /// Loads one library and adds its plugins, refusing a name that is already taken.
@@ -128,6 +140,9 @@ impl PluginRegistry {
         for dataset in library.datasets {
             push_unique(&mut self.datasets, dataset, "dataset")?;
         }
+        for policy in library.policies {
+            push_unique(&mut self.policies, policy, "policy")?;
+        }
         Ok(())
     }
 
@@ -137,6 +152,14 @@ impl PluginRegistry {
 
     pub fn datasets(&self) -> &[Registered<dyn DatasetPlugin>] {
         &self.datasets
+    }
+
+    pub fn policies(&self) -> &[Registered<dyn PolicyPlugin>] {
+        &self.policies
+    }
+
+    pub fn policy(&self, name: &str) -> Result<&Registered<dyn PolicyPlugin>, PluginLoadError> {
+        find(&self.policies, name, "policy")
     }
 
     pub fn reward(&self, name: &str) -> Result<&Registered<dyn RewardPlugin>, PluginLoadError> {

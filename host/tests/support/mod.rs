@@ -51,6 +51,7 @@ pub fn plugin_library(lib: &str) -> PathBuf {
         let packages = [
             "contraindication-safety",
             "csv-dataset",
+            "bigram-policy",
             "misbehaving-rewards",
             "not-a-crpo-plugin",
         ];

@@ -25,8 +25,31 @@ pub fn link_libtorch() {
     }
 }
 
+/// The version of the libtorch in `lib_dir`: `version.py` of a pip-installed torch
+/// (`2.11.0+cu130`), or the `build-version` file of a libtorch archive.
+pub fn torch_version(lib_dir: &Path) -> Option<String> {
+    let root = lib_dir.parent()?;
+    if let Ok(text) = std::fs::read_to_string(root.join("version.py")) {
+        let line = text.lines().find(|l| l.starts_with("__version__"))?;
+        let value = line.split_once('=')?.1.trim();
+        return Some(value.trim_matches(|c| c == '\'' || c == '"').to_string());
+    }
+    std::fs::read_to_string(root.join("build-version"))
+        .ok()
+        .map(|v| v.trim().to_string())
+}
+
+/// For a build script: sets `CRPO_BUILT_TORCH_VERSION` for the crate being built, the version of
+/// the libtorch it compiles against (`unknown` if it has no version file).
+pub fn export_torch_version() {
+    let lib_dir = libtorch_lib_dir()
+        .unwrap_or_else(|why| panic!("crpo: cannot find libtorch ({why}); run scripts/setup.sh first"));
+    let version = torch_version(&lib_dir).unwrap_or_else(|| "unknown".to_string());
+    println!("cargo:rustc-env=CRPO_BUILT_TORCH_VERSION={version}");
+}
+
 /// The directory holding libtorch.so, found the way torch-sys finds it.
-fn libtorch_lib_dir() -> Result<PathBuf, String> {
+pub fn libtorch_lib_dir() -> Result<PathBuf, String> {
     if env::var_os("LIBTORCH_USE_PYTORCH").is_some() {
         return python_torch_lib_dir();
     }
@@ -55,4 +78,22 @@ fn python_torch_lib_dir() -> Result<PathBuf, String> {
         return Err(format!("{python} cannot import torch"));
     }
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_pip_version_file() {
+        let dir = std::env::temp_dir().join(format!("crpo-torch-link-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("lib")).unwrap();
+        std::fs::write(
+            dir.join("version.py"),
+            "from x import y\n__version__ = '2.11.0+cu130'\ngit = 'a'\n",
+        )
+        .unwrap();
+        assert_eq!(torch_version(&dir.join("lib")).as_deref(), Some("2.11.0+cu130"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

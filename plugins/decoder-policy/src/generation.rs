@@ -1,7 +1,13 @@
 //! Batched sampling with a KV cache: B prompts of different lengths (left-padded, which
 //! changes no sequence's result) decoded together, each stopping at its own EOS.
+//!
+//! Randomness is drawn per sequence, from ChaCha stream `i` of the configured seed for the
+//! `i`-th prompt, never from libtorch's process-wide generator: a sequence's sample depends
+//! only on the seed, its index and the model, whatever else runs in the process.
 
 use crate::qwen2::{DecoderModel, KvCache};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -14,6 +20,8 @@ pub struct SamplingConfig {
     /// Keep the `top_k` most likely tokens (0 = all).
     pub top_k: usize,
     pub greedy: bool,
+    /// Seed of the per-sequence random streams.
+    pub seed: u64,
 }
 
 impl Default for SamplingConfig {
@@ -24,8 +32,20 @@ impl Default for SamplingConfig {
             top_p: 1.0,
             top_k: 0,
             greedy: false,
+            seed: 0,
         }
     }
+}
+
+/// One random stream per sequence of a batch (see the module docs).
+pub fn sequence_rngs(seed: u64, batch: usize) -> Vec<ChaCha8Rng> {
+    (0..batch)
+        .map(|i| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            rng.set_stream(i as u64);
+            rng
+        })
+        .collect()
 }
 
 /// One generated completion.
@@ -54,10 +74,10 @@ pub fn left_pad(sequences: &[Vec<i64>], pad_id: i64, device: Device) -> (Tensor,
     )
 }
 
-/// Picks the next token of each row of `logits` `[B, V]` (f32).
-pub fn sample_next(logits: &Tensor, config: &SamplingConfig) -> Tensor {
+/// Picks the next token of each row of `logits` `[B, V]` (f32), row `i` drawing from `rngs[i]`.
+pub fn sample_next(logits: &Tensor, config: &SamplingConfig, rngs: &mut [ChaCha8Rng]) -> Vec<i64> {
     if config.greedy || config.temperature <= 0.0 {
-        return logits.argmax(-1, false);
+        return Vec::<i64>::try_from(logits.argmax(-1, false).to_device(Device::Cpu)).expect("int64 ids");
     }
     let mut logits = logits / config.temperature;
     let vocab = logits.size()[1];
@@ -75,10 +95,27 @@ pub fn sample_next(logits: &Tensor, config: &SamplingConfig) -> Tensor {
         let drop = drop_sorted.scatter(-1, &order, &drop_sorted);
         logits = logits.masked_fill(&drop, f64::NEG_INFINITY);
     }
-    logits
-        .softmax(-1, Kind::Float)
-        .multinomial(1, false)
-        .squeeze_dim(-1)
+    // Filtering ran on the model's device; the draw is an inverse-CDF lookup per row.
+    let probabilities = logits.softmax(-1, Kind::Float).to_device(Device::Cpu);
+    let probabilities = Vec::<f32>::try_from(probabilities.view([-1])).expect("f32 probabilities");
+    probabilities
+        .chunks(vocab as usize)
+        .zip(rngs.iter_mut())
+        .map(|(row, rng)| draw(row, rng.random::<f32>()))
+        .collect()
+}
+
+/// The index where the cumulative probability first exceeds `u` × total (u in [0, 1)).
+fn draw(row: &[f32], u: f32) -> i64 {
+    let target = u * row.iter().sum::<f32>();
+    let mut cumulative = 0.0;
+    let last_possible = row.iter().rposition(|&p| p > 0.0).unwrap_or(0);
+    row.iter()
+        .position(|&p| {
+            cumulative += p;
+            p > 0.0 && cumulative > target
+        })
+        .unwrap_or(last_possible) as i64
 }
 
 /// Generates one completion per prompt. `usable_vocab` excludes padded embedding rows that no
@@ -105,6 +142,7 @@ pub fn generate(
         batch
     ];
     let eos: Vec<i64> = eos_ids.iter().map(|&id| id as i64).collect();
+    let mut rngs = sequence_rngs(config.seed, batch);
     for _ in 0..config.max_new_tokens {
         let scores = logits.to_kind(Kind::Float);
         let vocab = scores.size()[1];
@@ -113,8 +151,7 @@ pub fn generate(
                 .narrow(1, usable_vocab as i64, vocab - usable_vocab as i64)
                 .fill_(f64::NEG_INFINITY);
         }
-        let next: Vec<i64> =
-            Vec::<i64>::try_from(sample_next(&scores, config).to_device(Device::Cpu)).unwrap();
+        let next = sample_next(&scores, config, &mut rngs);
         let mut step_ids = Vec::with_capacity(batch);
         let mut step_mask = Vec::with_capacity(batch);
         for (completion, &token) in completions.iter_mut().zip(&next) {
@@ -156,9 +193,9 @@ mod tests {
     }
 
     fn draws(config: &SamplingConfig, n: usize) -> Vec<i64> {
-        tch::manual_seed(5);
+        let mut rngs = sequence_rngs(5, 2);
         (0..n)
-            .flat_map(|_| Vec::<i64>::try_from(sample_next(&logits(), config)).unwrap())
+            .flat_map(|_| sample_next(&logits(), config, &mut rngs))
             .collect()
     }
 
@@ -177,18 +214,13 @@ mod tests {
             greedy: true,
             ..SamplingConfig::default()
         };
-        assert_eq!(
-            Vec::<i64>::try_from(sample_next(&logits(), &greedy)).unwrap(),
-            vec![0, 0]
-        );
+        let mut rngs = sequence_rngs(0, 2);
+        assert_eq!(sample_next(&logits(), &greedy, &mut rngs), vec![0, 0]);
         let cold = SamplingConfig {
             temperature: 0.0,
             ..SamplingConfig::default()
         };
-        assert_eq!(
-            Vec::<i64>::try_from(sample_next(&logits(), &cold)).unwrap(),
-            vec![0, 0]
-        );
+        assert_eq!(sample_next(&logits(), &cold, &mut rngs), vec![0, 0]);
     }
 
     #[test]
@@ -217,6 +249,32 @@ mod tests {
             share(0),
             share(3)
         );
+    }
+
+    #[test]
+    fn draw_inverts_the_cumulative_distribution() {
+        let row = [0.5f32, 0.0, 0.3, 0.2];
+        assert_eq!(draw(&row, 0.0), 0);
+        assert_eq!(draw(&row, 0.49), 0);
+        assert_eq!(draw(&row, 0.51), 2, "a zero-probability token is never drawn");
+        assert_eq!(draw(&row, 0.81), 3);
+        assert_eq!(draw(&row, 0.999_999_9), 3);
+    }
+
+    #[test]
+    fn each_sequence_has_its_own_stream() {
+        let config = sampling(0, 1.0);
+        let mut pair = sequence_rngs(3, 2);
+        let mut alone = sequence_rngs(3, 1);
+        let (mut row0, mut row1, mut solo) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..20 {
+            let both = sample_next(&logits(), &config, &mut pair);
+            row0.push(both[0]);
+            row1.push(both[1]);
+            solo.push(sample_next(&logits().narrow(0, 0, 1), &config, &mut alone)[0]);
+        }
+        assert_eq!(row0, solo, "row 0 does not depend on row 1");
+        assert_ne!(row0, row1, "rows draw from different streams");
     }
 
     #[test]

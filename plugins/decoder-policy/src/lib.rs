@@ -5,6 +5,7 @@ pub mod config;
 pub mod error;
 pub mod generation;
 pub mod logprobs;
+pub mod plugin;
 pub mod policy;
 pub mod qwen2;
 pub mod tiny;

@@ -73,12 +73,21 @@ fn generation_is_deterministic_when_greedy_and_reproducible_when_seeded() {
         top_p: 0.95,
         top_k: 50,
         greedy: false,
+        seed: 11,
     };
-    tch::manual_seed(11);
     let a = policy.generate_texts(&prompts, &sampling).unwrap();
-    tch::manual_seed(11);
     let b = policy.generate_texts(&prompts, &sampling).unwrap();
     assert_eq!(a, b);
+    let other_seed = policy
+        .generate_texts(
+            &prompts,
+            &SamplingConfig {
+                seed: 12,
+                ..sampling.clone()
+            },
+        )
+        .unwrap();
+    assert_ne!(a, other_seed, "another seed samples differently");
     let completion = &a[0].1;
     assert!(completion.finished || completion.ids.len() == 12);
     let vocab = policy.tokenizer.vocab_size() as i64;
@@ -348,4 +357,69 @@ fn bf16_checkpoint_files_load() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn the_builtin_policy_plugin_serves_the_decoder_through_the_sdk_interface() {
+    use crpo_plugins_policy::plugin::Qwen2PolicyPlugin;
+    use crpo_sdk::policy::{PolicyLoad, PolicyPlugin};
+    let dir = tiny_dir();
+    let options = serde_json::Value::Null;
+    let request = PolicyLoad {
+        dir: dir.path(),
+        device: Device::Cpu,
+        kind: Kind::Float,
+        options: &options,
+    };
+    let model = Qwen2PolicyPlugin.load(&request).unwrap();
+    let ids = Tensor::from_slice(&[5i64, 9, 13, 2, 7]).unsqueeze(0);
+    let ones = ids.ones_like();
+    let full = tch::no_grad(|| model.forward(&ids, &ones, None)).unwrap();
+    let cache = model.new_cache();
+    let head =
+        tch::no_grad(|| model.forward(&ids.narrow(1, 0, 3), &ones.narrow(1, 0, 3), Some(cache))).unwrap();
+    let tail =
+        tch::no_grad(|| model.forward(&ids.narrow(1, 3, 2), &ones.narrow(1, 3, 2), Some(cache))).unwrap();
+    let diff = (&full - Tensor::cat(&[head, tail], 1))
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(
+        diff < 1e-4,
+        "cached decoding through the plugin differs by {diff}"
+    );
+    model.drop_cache(cache);
+    assert!(
+        model.forward(&ids, &ones, Some(cache)).is_err(),
+        "a dropped cache is gone"
+    );
+
+    // Parameters share storage with the model: a step on them changes its output.
+    let parameters = model.parameters();
+    assert_eq!(parameters.len(), policy_variable_count(dir.path()));
+    tch::no_grad(|| {
+        for (_, p) in &parameters {
+            let _ = p.shallow_clone().fill_(0.01);
+        }
+    });
+    let after = tch::no_grad(|| model.forward(&ids, &ones, None)).unwrap();
+    assert!((&after - &full).abs().max().double_value(&[]) > 1e-3);
+
+    let bad = serde_json::json!({"lora": 8});
+    let request = PolicyLoad {
+        dir: dir.path(),
+        device: Device::Cpu,
+        kind: Kind::Float,
+        options: &bad,
+    };
+    assert!(Qwen2PolicyPlugin
+        .load(&request)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("lora"));
+}
+
+fn policy_variable_count(dir: &Path) -> usize {
+    load(dir).vs.variables().len()
 }

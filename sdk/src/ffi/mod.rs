@@ -8,10 +8,16 @@
 mod dataset;
 pub mod extension;
 mod panic;
+pub mod policy;
+#[cfg(feature = "tch")]
+mod policy_export;
 mod reward;
 
 pub use dataset::{export_datasets, FfiDatasetPlugin, FfiDatasetPluginBox, FfiDatasetPlugin_TO};
 pub use panic::catch_panic;
+pub use policy::{FfiPolicyModelBox, FfiPolicyPluginBox};
+#[cfg(feature = "tch")]
+pub use policy_export::export_policies;
 pub use reward::{
     export_rewards, FfiRewardObjective, FfiRewardObjectiveBox, FfiRewardObjective_TO, FfiRewardPlugin,
     FfiRewardPluginBox, FfiRewardPlugin_TO, FfiScore,
@@ -81,8 +87,15 @@ pub struct PluginLibrary {
     pub library_name: RStr<'static>,
     pub library_version: RStr<'static>,
     pub reward_plugins: extern "C" fn() -> RResult<RVec<FfiRewardPluginBox>, RString>,
-    #[sabi(last_prefix_field)]
     pub dataset_plugins: extern "C" fn() -> RResult<RVec<FfiDatasetPluginBox>, RString>,
+    pub policy_plugins: extern "C" fn() -> RResult<RVec<FfiPolicyPluginBox>, RString>,
+    /// The torch and tch versions the library was built with (empty without the `tch`
+    /// feature). Tensor handles only cross between equal builds: the host checks both.
+    pub torch_version: RStr<'static>,
+    pub tch_series: RStr<'static>,
+    /// What later minor versions add at the library level, by name (see [`extension`]).
+    #[sabi(last_prefix_field)]
+    pub extension: extern "C" fn(RStr<'_>, RStr<'_>) -> RResult<RString, RString>,
 }
 
 impl RootModule for PluginLibraryRef {
@@ -95,20 +108,45 @@ impl RootModule for PluginLibraryRef {
 
 type PluginList<T> = extern "C" fn() -> RResult<RVec<T>, RString>;
 
+/// The plugin lists a library exports.
+#[doc(hidden)]
+pub struct PluginLists {
+    pub rewards: PluginList<FfiRewardPluginBox>,
+    pub datasets: PluginList<FfiDatasetPluginBox>,
+    pub policies: PluginList<FfiPolicyPluginBox>,
+}
+
+/// Used by [`crate::export_plugin_library!`] for a library without policies.
+#[doc(hidden)]
+pub extern "C" fn no_policies() -> RResult<RVec<FfiPolicyPluginBox>, RString> {
+    RResult::ROk(RVec::new())
+}
+
+extern "C" fn library_extension(name: RStr<'_>, _request: RStr<'_>) -> RResult<RString, RString> {
+    RResult::RErr(extension::unknown(name.as_str()))
+}
+
 /// Used by [`crate::export_plugin_library!`]: the root module of the calling library.
 #[doc(hidden)]
 pub fn plugin_library(
     library_name: &'static str,
     library_version: &'static str,
-    reward_plugins: PluginList<FfiRewardPluginBox>,
-    dataset_plugins: PluginList<FfiDatasetPluginBox>,
+    lists: PluginLists,
 ) -> PluginLibraryRef {
     use abi_stable::prefix_type::PrefixTypeTrait;
+    #[cfg(feature = "tch")]
+    let (torch_version, tch_series) = (crate::policy::BUILT_TORCH_VERSION, crate::policy::TCH_SERIES);
+    #[cfg(not(feature = "tch"))]
+    let (torch_version, tch_series) = ("", "");
     PluginLibrary {
         library_name: library_name.into(),
         library_version: library_version.into(),
-        reward_plugins,
-        dataset_plugins,
+        reward_plugins: lists.rewards,
+        dataset_plugins: lists.datasets,
+        policy_plugins: lists.policies,
+        torch_version: torch_version.into(),
+        tch_series: tch_series.into(),
+        extension: library_extension,
     }
     .leak_into_prefix()
 }

@@ -1,0 +1,98 @@
+//! The decoder as the built-in `qwen2` policy plugin, so the trainer reaches it through the
+//! same interface as a policy loaded from a library.
+
+use crate::policy::Policy;
+use crate::qwen2::KvCache;
+use crpo_sdk::policy::{CacheId, PolicyLoad, PolicyModel, PolicyPlugin};
+use crpo_sdk::{parse_options, PluginError, PluginInfo};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use tch::Tensor;
+
+pub struct Qwen2PolicyPlugin;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoOptions {}
+
+impl PolicyPlugin for Qwen2PolicyPlugin {
+    fn info(&self) -> PluginInfo {
+        PluginInfo::new(
+            "qwen2",
+            env!("CARGO_PKG_VERSION"),
+            "Qwen2/Llama decoder from a Hugging Face model directory (config.json, safetensors, tokenizer.json)",
+        )
+    }
+
+    fn load(&self, request: &PolicyLoad<'_>) -> Result<Box<dyn PolicyModel>, PluginError> {
+        parse_options::<NoOptions>(request.options)?;
+        let policy = Policy::load(request.dir, request.device, request.kind).map_err(PluginError::failed)?;
+        Ok(Box::new(LoadedPolicy {
+            policy,
+            caches: Mutex::default(),
+            next_cache: AtomicU64::new(1),
+        }))
+    }
+}
+
+crpo_sdk::register_policy!(Qwen2PolicyPlugin);
+
+struct LoadedPolicy {
+    policy: Policy,
+    caches: Mutex<HashMap<u64, KvCache>>,
+    next_cache: AtomicU64,
+}
+
+impl PolicyModel for LoadedPolicy {
+    fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        cache: Option<CacheId>,
+    ) -> Result<Tensor, PluginError> {
+        let Some(CacheId(id)) = cache else {
+            return Ok(self.policy.model.forward(input_ids, attention_mask, None));
+        };
+        let mut caches = self
+            .caches
+            .lock()
+            .map_err(|_| PluginError::failed("a cache lock was poisoned"))?;
+        let cache = caches
+            .get_mut(&id)
+            .ok_or_else(|| PluginError::failed(format!("no cache {id}")))?;
+        Ok(self.policy.model.forward(input_ids, attention_mask, Some(cache)))
+    }
+
+    fn new_cache(&self) -> CacheId {
+        let id = self.next_cache.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut caches) = self.caches.lock() {
+            caches.insert(id, KvCache::default());
+        }
+        CacheId(id)
+    }
+
+    fn drop_cache(&self, cache: CacheId) {
+        if let Ok(mut caches) = self.caches.lock() {
+            caches.remove(&cache.0);
+        }
+    }
+
+    fn parameters(&self) -> Vec<(String, Tensor)> {
+        // A query, not a fixed list: frozen variables (e.g. under LoRA) are left out.
+        let mut named: Vec<(String, Tensor)> = self
+            .policy
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        named
+    }
+
+    fn save(&self, dir: &Path) -> Result<(), PluginError> {
+        self.policy.save(dir).map_err(PluginError::failed)
+    }
+}

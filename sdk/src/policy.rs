@@ -1,0 +1,134 @@
+//! Policy models (feature `tch`): a trainable causal LM the trainer samples from and updates.
+//!
+//! The trainer owns the optimizer: it takes the model's parameters (tensors sharing storage
+//! with the model's), computes losses on `forward`'s logits and steps them. The tokenizer is
+//! read by the host from the model directory (`tokenizer.json`), like any data file.
+
+use crate::error::{PluginError, Result};
+use crate::PluginInfo;
+use std::path::Path;
+pub use tch;
+use tch::{Device, Kind, Tensor};
+
+/// A key/value cache kept inside the model, named by id across calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CacheId(pub u64);
+
+/// What to load: the model directory, where, in which dtype, and the plugin's options.
+pub struct PolicyLoad<'a> {
+    pub dir: &'a Path,
+    pub device: Device,
+    pub kind: Kind,
+    pub options: &'a serde_json::Value,
+}
+
+pub trait PolicyModel: Send {
+    /// Logits `[B, T, vocab]` for `input_ids` `[B, T]` and a 0/1 `attention_mask` `[B, T]`
+    /// (left padding allowed). With a cache, the ids continue those cached and extend it.
+    fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor, cache: Option<CacheId>) -> Result<Tensor>;
+    fn new_cache(&self) -> CacheId;
+    fn drop_cache(&self, cache: CacheId);
+    /// Trainable parameters by name, sharing storage with the model (shallow clones).
+    fn parameters(&self) -> Vec<(String, Tensor)>;
+    /// Writes the model as a directory loadable by `PolicyPlugin::load`.
+    fn save(&self, dir: &Path) -> Result<()>;
+}
+
+pub trait PolicyPlugin: Send + Sync {
+    fn info(&self) -> PluginInfo;
+    fn load(&self, request: &PolicyLoad<'_>) -> Result<Box<dyn PolicyModel>>;
+}
+
+/// The torch version this sdk build compiled against (`2.11.0+cu130`).
+pub const BUILT_TORCH_VERSION: &str = env!("CRPO_BUILT_TORCH_VERSION");
+
+/// The tch minor series this sdk build uses; tensor handles cross only between equal series.
+pub const TCH_SERIES: &str = "0.24";
+
+pub fn device_code(device: Device) -> i64 {
+    match device {
+        Device::Cuda(index) => index as i64,
+        _ => -1,
+    }
+}
+
+pub fn device_from_code(code: i64) -> Device {
+    if code < 0 {
+        Device::Cpu
+    } else {
+        Device::Cuda(code as usize)
+    }
+}
+
+pub fn kind_name(kind: Kind) -> Result<&'static str> {
+    match kind {
+        Kind::Float => Ok("f32"),
+        Kind::BFloat16 => Ok("bf16"),
+        Kind::Half => Ok("f16"),
+        other => Err(PluginError::failed(format!(
+            "dtype {other:?} is not supported for policies"
+        ))),
+    }
+}
+
+pub fn kind_from_code(code: i32) -> Result<Kind> {
+    match code {
+        0 => Ok(Kind::Float),
+        1 => Ok(Kind::BFloat16),
+        2 => Ok(Kind::Half),
+        other => Err(PluginError::failed(format!("unknown dtype code {other}"))),
+    }
+}
+
+/// Lends a tensor to the other side for the duration of a call.
+pub fn lend_tensor(tensor: &Tensor) -> usize {
+    tensor.as_ptr() as usize
+}
+
+/// Borrows a lent tensor: a shallow clone sharing storage and autograd graph.
+///
+/// # Safety
+/// `handle` must come from [`lend_tensor`] on a tensor alive for this call, in a process whose
+/// both sides use the same libtorch build.
+pub unsafe fn borrow_tensor(handle: usize) -> Tensor {
+    Tensor::clone_from_ptr(handle as *mut _)
+}
+
+/// Hands a tensor over; the receiver must [`take_tensor`] it exactly once.
+pub fn give_tensor(mut tensor: Tensor) -> usize {
+    let handle = tensor.as_mut_ptr() as usize;
+    std::mem::forget(tensor);
+    handle
+}
+
+/// Takes ownership of a tensor handed over with [`give_tensor`].
+///
+/// # Safety
+/// `handle` must come from [`give_tensor`] and not have been taken before.
+pub unsafe fn take_tensor(handle: usize) -> Tensor {
+    Tensor::from_ptr(handle as *mut _)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_share_storage_and_transfer_ownership() {
+        let original = Tensor::from_slice(&[1.0f32, 2.0]);
+        let borrowed = unsafe { borrow_tensor(lend_tensor(&original)) };
+        let _ = tch::no_grad(|| borrowed.shallow_clone().fill_(5.0));
+        assert_eq!(
+            original.double_value(&[0]),
+            5.0,
+            "a borrowed tensor shares storage"
+        );
+        let taken = unsafe { take_tensor(give_tensor(Tensor::from_slice(&[3.0f32]))) };
+        assert_eq!(taken.double_value(&[0]), 3.0);
+    }
+
+    #[test]
+    fn built_torch_version_is_recorded() {
+        assert!(BUILT_TORCH_VERSION.starts_with("2.11.0"), "{BUILT_TORCH_VERSION}");
+    }
+}
