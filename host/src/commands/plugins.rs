@@ -3,38 +3,34 @@
 use crate::plugins::PluginRegistry;
 
 pub fn run(registry: &PluginRegistry) {
+    let row = |kind: &str, cost: &str, info: &crpo_sdk::PluginInfo, origin: &crate::plugins::Origin| {
+        [
+            kind,
+            cost,
+            &info.name,
+            &info.version,
+            &origin.to_string(),
+            &info.description,
+        ]
+        .map(String::from)
+    };
     let mut rows: Vec<[String; 6]> = Vec::new();
     for p in registry.rewards() {
         let cost = if p.plugin().is_cheap() { "cheap" } else { "slow" };
-        rows.push([
-            "reward".into(),
-            cost.into(),
-            p.info.name.clone(),
-            p.info.version.clone(),
-            p.origin.to_string(),
-            p.info.description.clone(),
-        ]);
+        rows.push(row("reward", cost, &p.info, &p.origin));
     }
-    for p in registry.datasets() {
-        rows.push([
-            "dataset".into(),
-            "-".into(),
-            p.info.name.clone(),
-            p.info.version.clone(),
-            p.origin.to_string(),
-            p.info.description.clone(),
-        ]);
-    }
-    for p in registry.policies() {
-        rows.push([
-            "policy".into(),
-            "-".into(),
-            p.info.name.clone(),
-            p.info.version.clone(),
-            p.origin.to_string(),
-            p.info.description.clone(),
-        ]);
-    }
+    rows.extend(
+        registry
+            .datasets()
+            .iter()
+            .map(|p| row("dataset", "-", &p.info, &p.origin)),
+    );
+    rows.extend(
+        registry
+            .policies()
+            .iter()
+            .map(|p| row("policy", "-", &p.info, &p.origin)),
+    );
     rows.sort();
     let header = ["KIND", "COST", "NAME", "VERSION", "ORIGIN", "DESCRIPTION"].map(String::from);
     print_table(&header, &rows);

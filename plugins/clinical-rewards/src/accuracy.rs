@@ -6,11 +6,9 @@
 //! Examples (gold `B`): `\boxed{B}` → 1, `\boxed{C}` → 0, `\boxed{b}` → −0.5,
 //! `\boxed B` → −1, `\boxed{B} \boxed{B}` → −2, no box → 0.
 
+use crate::rule::RuleObjective;
 use crate::text::preprocess;
-use crate::NoOptions;
-use crpo_sdk::{
-    parse_options, score_each, PluginError, PluginInfo, RewardObjective, RewardPlugin, Score, ScoreRequest,
-};
+use crpo_sdk::{PluginError, Score};
 use regex::Regex;
 use std::sync::LazyLock;
 
@@ -39,39 +37,18 @@ pub fn accuracy(completion: &str, gold: &str) -> f32 {
     }
 }
 
-pub struct AccuracyPlugin;
-
-impl RewardPlugin for AccuracyPlugin {
-    fn info(&self) -> PluginInfo {
-        PluginInfo::new(
-            "accuracy",
-            env!("CARGO_PKG_VERSION"),
-            "1 if the single \\boxed{X} is the gold letter, 0 if another letter; -0.5 non-letter, -1 unreadable box, -n for n boxes (n != 1)",
-        )
-    }
-
-    fn default_weight(&self) -> f32 {
-        10.0
-    }
-
-    fn create(&self, options: &serde_json::Value) -> Result<Box<dyn RewardObjective>, PluginError> {
-        parse_options::<NoOptions>(options)?;
-        Ok(Box::new(Accuracy))
-    }
-}
-
-struct Accuracy;
-
-impl RewardObjective for Accuracy {
-    fn score_group(&self, request: &ScoreRequest<'_>) -> Result<Vec<Score>, PluginError> {
-        let gold = request.example.answer.as_deref().ok_or_else(|| {
-            PluginError::failed(format!("example `{}` has no gold answer", request.example.id))
+pub static ACCURACY: RuleObjective = RuleObjective {
+    name: "accuracy",
+    description: "1 if the single \\boxed{X} is the gold letter, 0 if another letter; -0.5 non-letter, -1 unreadable box, -n for n boxes (n != 1)",
+    default_weight: 10.0,
+    rule: |example, completion| {
+        let gold = example.answer.as_deref().ok_or_else(|| {
+            PluginError::failed(format!("example `{}` has no gold answer", example.id))
         })?;
-        score_each(request, |c| Score::new(accuracy(c, gold)))
-    }
-}
-
-crpo_sdk::register_reward!(AccuracyPlugin);
+        Ok(Score::new(accuracy(completion, gold)))
+    },
+};
+crpo_sdk::register_reward!(ACCURACY);
 
 #[cfg(test)]
 mod tests {

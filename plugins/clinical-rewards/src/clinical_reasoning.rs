@@ -10,12 +10,9 @@
 //! Example: `<dx>System 1: looks like pneumonia. System 2: fever and consolidation fit
 //! pneumonia.</dx><conclusion>\boxed{B}</conclusion>` with B = Pneumonia → 1.5.
 
+use crate::rule::RuleObjective;
 use crate::text::{preprocess, python_strip, PY_SPACE};
-use crate::NoOptions;
-use crpo_sdk::{
-    parse_options, score_each, AnswerOption, PluginError, PluginInfo, RewardObjective, RewardPlugin, Score,
-    ScoreRequest,
-};
+use crpo_sdk::{AnswerOption, Score};
 use regex::Regex;
 use std::sync::LazyLock;
 
@@ -126,37 +123,18 @@ pub fn is_named(option_text: &str, segment: &str) -> bool {
     false
 }
 
-pub struct ClinicalReasoningPlugin;
-
-impl RewardPlugin for ClinicalReasoningPlugin {
-    fn info(&self) -> PluginInfo {
-        PluginInfo::new(
-            "clinical_reasoning",
-            env!("CARGO_PKG_VERSION"),
-            "1 for <dx> with System 1 then System 2 reasoning + <conclusion>; +0.5 when the chosen option is named in <dx>",
-        )
-    }
-
-    fn create(&self, options: &serde_json::Value) -> Result<Box<dyn RewardObjective>, PluginError> {
-        parse_options::<NoOptions>(options)?;
-        Ok(Box::new(ClinicalReasoningObjective))
-    }
-}
-
-struct ClinicalReasoningObjective;
-
-impl RewardObjective for ClinicalReasoningObjective {
-    fn score_group(&self, request: &ScoreRequest<'_>) -> Result<Vec<Score>, PluginError> {
-        score_each(request, |c| {
-            let result = clinical_reasoning(c, &request.example.options);
-            Score::new(result.score())
-                .with("format", f32::from(u8::from(result.format)))
-                .with("cross_reference", f32::from(u8::from(result.cross_reference)))
-        })
-    }
-}
-
-crpo_sdk::register_reward!(ClinicalReasoningPlugin);
+pub static CLINICAL_REASONING: RuleObjective = RuleObjective {
+    name: "clinical_reasoning",
+    description: "1 for <dx> with System 1 then System 2 reasoning + <conclusion>; +0.5 when the chosen option is named in <dx>",
+    default_weight: 1.0,
+    rule: |example, completion| {
+        let result = clinical_reasoning(completion, &example.options);
+        Ok(Score::new(result.score())
+            .with("format", f32::from(u8::from(result.format)))
+            .with("cross_reference", f32::from(u8::from(result.cross_reference))))
+    },
+};
+crpo_sdk::register_reward!(CLINICAL_REASONING);
 
 #[cfg(test)]
 mod tests {

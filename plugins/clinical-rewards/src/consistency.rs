@@ -4,11 +4,9 @@
 //! (U+0020..U+007E) or LF; 0 for empty text. TAB and CR are not allowed.
 //! Examples: `"abc"` → 1.0, `"ab中文"` → 0.5, `"a\tb"` → 2/3.
 
+use crate::rule::RuleObjective;
 use crate::text::preprocess;
-use crate::NoOptions;
-use crpo_sdk::{
-    parse_options, score_each, PluginError, PluginInfo, RewardObjective, RewardPlugin, Score, ScoreRequest,
-};
+use crpo_sdk::Score;
 
 pub fn consistency(completion: &str) -> f32 {
     let text = preprocess(completion);
@@ -26,36 +24,13 @@ pub fn consistency(completion: &str) -> f32 {
     }
 }
 
-pub struct ConsistencyPlugin;
-
-impl RewardPlugin for ConsistencyPlugin {
-    fn info(&self) -> PluginInfo {
-        PluginInfo::new(
-            "consistency",
-            env!("CARGO_PKG_VERSION"),
-            "share of characters that are printable ASCII or newline (against language mixing and junk)",
-        )
-    }
-
-    fn default_weight(&self) -> f32 {
-        0.5
-    }
-
-    fn create(&self, options: &serde_json::Value) -> Result<Box<dyn RewardObjective>, PluginError> {
-        parse_options::<NoOptions>(options)?;
-        Ok(Box::new(Consistency))
-    }
-}
-
-struct Consistency;
-
-impl RewardObjective for Consistency {
-    fn score_group(&self, request: &ScoreRequest<'_>) -> Result<Vec<Score>, PluginError> {
-        score_each(request, |c| Score::new(consistency(c)))
-    }
-}
-
-crpo_sdk::register_reward!(ConsistencyPlugin);
+pub static CONSISTENCY: RuleObjective = RuleObjective {
+    name: "consistency",
+    description: "share of characters that are printable ASCII or newline (against language mixing and junk)",
+    default_weight: 0.5,
+    rule: |_, completion| Ok(Score::new(consistency(completion))),
+};
+crpo_sdk::register_reward!(CONSISTENCY);
 
 #[cfg(test)]
 mod tests {

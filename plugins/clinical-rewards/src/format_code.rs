@@ -6,11 +6,9 @@
 //! Examples: `<think>r</think><answer>So \boxed{B}</answer>` → 1.5;
 //! `<think>r</think><answer>\boxed{B}</answer>` → 1.0; `<answer>\boxed{B}</answer>` → 0.
 
+use crate::rule::RuleObjective;
 use crate::text::{preprocess, python_strip, PY_SPACE};
-use crate::NoOptions;
-use crpo_sdk::{
-    parse_options, score_each, PluginError, PluginInfo, RewardObjective, RewardPlugin, Score, ScoreRequest,
-};
+use crpo_sdk::Score;
 use regex::Regex;
 use std::sync::LazyLock;
 
@@ -36,32 +34,13 @@ pub fn format_code(completion: &str) -> f32 {
     }
 }
 
-pub struct FormatCodePlugin;
-
-impl RewardPlugin for FormatCodePlugin {
-    fn info(&self) -> PluginInfo {
-        PluginInfo::new(
-            "format_code",
-            env!("CARGO_PKG_VERSION"),
-            "1 for <think>..</think><answer>..</answer>, 1.5 when the answer has one \\boxed{} and a summary; else 0",
-        )
-    }
-
-    fn create(&self, options: &serde_json::Value) -> Result<Box<dyn RewardObjective>, PluginError> {
-        parse_options::<NoOptions>(options)?;
-        Ok(Box::new(FormatCode))
-    }
-}
-
-struct FormatCode;
-
-impl RewardObjective for FormatCode {
-    fn score_group(&self, request: &ScoreRequest<'_>) -> Result<Vec<Score>, PluginError> {
-        score_each(request, |c| Score::new(format_code(c)))
-    }
-}
-
-crpo_sdk::register_reward!(FormatCodePlugin);
+pub static FORMAT_CODE: RuleObjective = RuleObjective {
+    name: "format_code",
+    description: "1 for <think>..</think><answer>..</answer>, 1.5 when the answer has one \\boxed{} and a summary; else 0",
+    default_weight: 1.0,
+    rule: |_, completion| Ok(Score::new(format_code(completion))),
+};
+crpo_sdk::register_reward!(FORMAT_CODE);
 
 #[cfg(test)]
 mod tests {

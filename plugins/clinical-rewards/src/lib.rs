@@ -5,9 +5,5 @@ pub mod accuracy;
 pub mod clinical_reasoning;
 pub mod consistency;
 pub mod format_code;
+pub mod rule;
 pub mod text;
-
-/// The options of an objective that takes none: an empty table, anything else is an error.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoOptions {}

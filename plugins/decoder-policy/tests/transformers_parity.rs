@@ -35,13 +35,16 @@ fn transformers_python() -> Result<PathBuf, String> {
     }
 }
 
+/// The venv python with transformers, or `None` after printing why the test is skipped.
+fn transformers_or_skip() -> Option<PathBuf> {
+    transformers_python()
+        .map_err(|reason| println!("skipped: {reason}"))
+        .ok()
+}
+
 fn compare(tie: bool) {
-    let python = match transformers_python() {
-        Ok(python) => python,
-        Err(reason) => {
-            println!("skipped: {reason}");
-            return;
-        }
+    let Some(python) = transformers_or_skip() else {
+        return;
     };
     let dir = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transformers_reference.py");
@@ -105,12 +108,8 @@ const QWEN_STYLE_TEMPLATE: &str = "{%- if messages[0]['role'] == 'system' %}\n  
 
 #[test]
 fn chat_templates_render_as_transformers_renders_them() {
-    let python = match transformers_python() {
-        Ok(python) => python,
-        Err(reason) => {
-            println!("skipped: {reason}");
-            return;
-        }
+    let Some(python) = transformers_or_skip() else {
+        return;
     };
     let dir = tempfile::tempdir().unwrap();
     crpo_plugins_policy::tiny::write_tiny(dir.path(), 1).unwrap();
