@@ -7,6 +7,7 @@ pub mod commands;
 pub mod device;
 pub mod plugins;
 pub mod torch_info;
+pub mod train;
 
 // Built-in plugin crates register themselves with `inventory`; naming them here keeps the
 // linker from dropping their registrations.

@@ -28,11 +28,23 @@ enum Command {
     InitModel(commands::model::InitModelArgs),
     /// Generate a completion with a Hugging Face model directory.
     Generate(commands::model::GenerateArgs),
+    /// Train a policy with CRPO (config: see docs/config.md).
+    Train(commands::train::RunArgs),
+    /// Cold-start supervised fine-tuning on the data's reference completions.
+    Sft(commands::train::RunArgs),
+    /// Accuracy and every objective's mean on held-out questions.
+    Eval(commands::train::EvalArgs),
+    /// Write the bundled synthetic clinical MCQ set (MedQA format).
+    DemoData(commands::train::DemoDataArgs),
 }
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        // Step summaries are info; RUST_LOG overrides (e.g. RUST_LOG=warn for quiet runs).
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -59,5 +71,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(args) => commands::score::run(&PluginRegistry::load(&dirs)?, &args),
         Command::InitModel(args) => commands::model::init_model(&args),
         Command::Generate(args) => commands::model::generate(&args),
+        Command::Train(args) => commands::train::train(&dirs, &args),
+        Command::Sft(args) => commands::train::sft(&dirs, &args),
+        Command::Eval(args) => commands::train::eval(&dirs, &args),
+        Command::DemoData(args) => commands::train::demo_data(&args),
     }
 }

@@ -14,26 +14,57 @@ use std::sync::LazyLock;
 
 static BOXED: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\\boxed\{(.*?)\}").unwrap());
 
-/// The accuracy score of one completion against the gold option letter.
-pub fn accuracy(completion: &str, gold: &str) -> f32 {
+/// What the accuracy rule reads from a completion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoxedAnswer {
+    /// `n` occurrences of `\boxed` (n ≠ 1).
+    NotOneBox(usize),
+    /// One `\boxed` without a one-line `{…}`.
+    Unreadable,
+    /// One box holding a single upper-case ASCII letter.
+    Letter(char),
+    /// One box holding anything else.
+    NotALetter,
+}
+
+/// Reads a completion's boxed answer as the accuracy rule does.
+pub fn boxed_answer(completion: &str) -> BoxedAnswer {
     let text = preprocess(completion);
     let boxes = text.matches("\\boxed").count();
     if boxes != 1 {
-        return -(boxes as f32);
+        return BoxedAnswer::NotOneBox(boxes);
     }
     let Some(captured) = BOXED.captures(text).map(|c| c.get(1).map_or("", |m| m.as_str())) else {
-        return -1.0;
+        return BoxedAnswer::Unreadable;
     };
     let mut chars = captured.chars();
     match (chars.next(), chars.next()) {
-        (Some(letter), None) if letter.is_ascii_uppercase() => {
-            if captured == gold {
+        (Some(letter), None) if letter.is_ascii_uppercase() => BoxedAnswer::Letter(letter),
+        _ => BoxedAnswer::NotALetter,
+    }
+}
+
+/// The option letter a completion answers, if it answers one the way `accuracy` accepts.
+pub fn chosen_letter(completion: &str) -> Option<char> {
+    match boxed_answer(completion) {
+        BoxedAnswer::Letter(letter) => Some(letter),
+        _ => None,
+    }
+}
+
+/// The accuracy score of one completion against the gold option letter.
+pub fn accuracy(completion: &str, gold: &str) -> f32 {
+    match boxed_answer(completion) {
+        BoxedAnswer::NotOneBox(boxes) => -(boxes as f32),
+        BoxedAnswer::Unreadable => -1.0,
+        BoxedAnswer::Letter(letter) => {
+            if gold.len() == 1 && gold.starts_with(letter) {
                 1.0
             } else {
                 0.0
             }
         }
-        _ => -0.5,
+        BoxedAnswer::NotALetter => -0.5,
     }
 }
 

@@ -119,7 +119,7 @@ fn draw(row: &[f32], u: f32) -> i64 {
 }
 
 /// Generates one completion per prompt. `usable_vocab` excludes padded embedding rows that no
-/// tokenizer id maps to. Call `tch::manual_seed` first for reproducible sampling.
+/// tokenizer id maps to.
 pub fn generate(
     model: &DecoderModel,
     prompts: &[Vec<i64>],
@@ -128,12 +128,43 @@ pub fn generate(
     usable_vocab: usize,
     config: &SamplingConfig,
 ) -> Vec<Completion> {
-    let _no_grad = tch::no_grad_guard();
-    let device = model.device();
-    let (ids, mask) = left_pad(prompts, pad_id as i64, device);
-    let batch = prompts.len();
     let mut cache = KvCache::default();
-    let mut logits = model.forward(&ids, &mask, Some(&mut cache)).select(1, -1);
+    let mut step = |ids: &Tensor, mask: &Tensor| {
+        Ok::<_, std::convert::Infallible>(model.forward(ids, mask, Some(&mut cache)))
+    };
+    let tokens = TokenSpace {
+        eos_ids,
+        pad_id,
+        usable_vocab,
+    };
+    match generate_with(&mut step, model.device(), prompts, &tokens, config) {
+        Ok(completions) => completions,
+    }
+}
+
+/// The tokenizer facts generation needs.
+pub struct TokenSpace<'a> {
+    pub eos_ids: &'a [u32],
+    pub pad_id: u32,
+    /// Ids at or above this are padded embedding rows no tokenizer id maps to: never sampled.
+    pub usable_vocab: usize,
+}
+
+/// Generation over any cached forward: `step(ids, mask)` returns logits `[B, T, V]` and
+/// extends its own KV cache (the first call gets the left-padded prompts, then one column per
+/// token). Policies loaded from plugin libraries generate through this.
+pub fn generate_with<E>(
+    step: &mut dyn FnMut(&Tensor, &Tensor) -> Result<Tensor, E>,
+    device: Device,
+    prompts: &[Vec<i64>],
+    tokens: &TokenSpace<'_>,
+    config: &SamplingConfig,
+) -> Result<Vec<Completion>, E> {
+    let _no_grad = tch::no_grad_guard();
+    let pad_id = tokens.pad_id as i64;
+    let (ids, mask) = left_pad(prompts, pad_id, device);
+    let batch = prompts.len();
+    let mut logits = step(&ids, &mask)?.select(1, -1);
     let mut completions: Vec<Completion> = vec![
         Completion {
             ids: Vec::new(),
@@ -141,14 +172,15 @@ pub fn generate(
         };
         batch
     ];
-    let eos: Vec<i64> = eos_ids.iter().map(|&id| id as i64).collect();
+    let eos: Vec<i64> = tokens.eos_ids.iter().map(|&id| id as i64).collect();
+    let usable_vocab = tokens.usable_vocab as i64;
     let mut rngs = sequence_rngs(config.seed, batch);
     for _ in 0..config.max_new_tokens {
         let scores = logits.to_kind(Kind::Float);
         let vocab = scores.size()[1];
-        if (usable_vocab as i64) < vocab {
+        if usable_vocab < vocab {
             let _ = scores
-                .narrow(1, usable_vocab as i64, vocab - usable_vocab as i64)
+                .narrow(1, usable_vocab, vocab - usable_vocab)
                 .fill_(f64::NEG_INFINITY);
         }
         let next = sample_next(&scores, config, &mut rngs);
@@ -157,7 +189,7 @@ pub fn generate(
         for (completion, &token) in completions.iter_mut().zip(&next) {
             if completion.finished {
                 // Finished rows are fed padding that nothing attends to.
-                step_ids.push(pad_id as i64);
+                step_ids.push(pad_id);
                 step_mask.push(0i64);
             } else {
                 completion.ids.push(token);
@@ -175,11 +207,9 @@ pub fn generate(
         let step_mask = Tensor::from_slice(&step_mask)
             .view([batch as i64, 1])
             .to_device(device);
-        logits = model
-            .forward(&step_ids, &step_mask, Some(&mut cache))
-            .select(1, -1);
+        logits = step(&step_ids, &step_mask)?.select(1, -1);
     }
-    completions
+    Ok(completions)
 }
 
 #[cfg(test)]

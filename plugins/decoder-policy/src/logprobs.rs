@@ -20,8 +20,23 @@ pub fn completion_logprobs(
     completions: &[Vec<i64>],
     pad_id: i64,
 ) -> TokenLogProbs {
+    let forward =
+        |ids: &Tensor, mask: &Tensor| Ok::<_, std::convert::Infallible>(model.forward(ids, mask, None));
+    match completion_logprobs_with(forward, model.device(), prompts, completions, pad_id) {
+        Ok(logprobs) => logprobs,
+    }
+}
+
+/// [`completion_logprobs`] over any forward `(ids, mask) → logits [B, T, V]` (no cache), so
+/// policies loaded from plugin libraries are scored the same way.
+pub fn completion_logprobs_with<E>(
+    forward: impl FnOnce(&Tensor, &Tensor) -> Result<Tensor, E>,
+    device: Device,
+    prompts: &[Vec<i64>],
+    completions: &[Vec<i64>],
+    pad_id: i64,
+) -> Result<TokenLogProbs, E> {
     assert_eq!(prompts.len(), completions.len(), "one completion per prompt");
-    let device = model.device();
     let prompt_width = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let completion_width = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
     let width = prompt_width + completion_width;
@@ -41,7 +56,7 @@ pub fn completion_logprobs(
     let shape = [prompts.len() as i64, width as i64];
     let ids = Tensor::from_slice(&ids).view(shape).to_device(device);
     let mask = Tensor::from_slice(&mask).view(shape).to_device(device);
-    let logits = model.forward(&ids, &mask, None);
+    let logits = forward(&ids, &mask)?;
     // Column prompt_width-1+j predicts completion token j.
     let predicting = logits
         .narrow(1, prompt_width as i64 - 1, completion_width as i64)
@@ -55,11 +70,11 @@ pub fn completion_logprobs(
     let completion_mask = mask
         .narrow(1, prompt_width as i64, completion_width as i64)
         .to_kind(Kind::Float);
-    TokenLogProbs {
+    Ok(TokenLogProbs {
         logprobs: logprobs * &completion_mask,
         entropies: entropies * &completion_mask,
         mask: completion_mask,
-    }
+    })
 }
 
 /// Moves `[B, C]` rows to plain vectors of each completion's own length (for tests and logs).

@@ -19,6 +19,15 @@ pub struct Message {
     pub content: String,
 }
 
+impl Message {
+    pub fn new(role: &str, content: &str) -> Self {
+        Message {
+            role: role.to_string(),
+            content: content.to_string(),
+        }
+    }
+}
+
 pub struct ChatTokenizer {
     tokenizer: Tokenizer,
     chat_template: String,

@@ -1,6 +1,7 @@
 //! Built-in medical dataset readers. Each format module turns one record into an
 //! [`Example`]; [`JsonlReader`] reads a file of such records line by line.
 
+pub mod demo;
 pub mod medqa;
 
 use crpo_sdk::{DatasetPlugin, DatasetRead, DatasetSource, Example, PluginError, PluginInfo, RecordError};

@@ -1,5 +1,6 @@
 //! MedQA (USMLE), JSONL: `{"question", "answer" (text), "options": {"A": …}, "answer_idx": "C",
-//! "meta_info", "metamap_phrases"}`. 4- and 5-option variants alike.
+//! "meta_info", "metamap_phrases"}`. 4- and 5-option variants alike. crpo's own extension: an
+//! optional `"reference_completion"` string, the target of the supervised cold start.
 
 use crate::FieldError;
 use crpo_sdk::{AnswerOption, Example, Prompt};
@@ -37,8 +38,13 @@ pub fn parse(record: &Map<String, Value>, id: &str) -> Result<Example, FieldErro
             format!("`{answer}` is not one of the options"),
         ));
     }
+    let reference_completion = match record.get("reference_completion") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => Some(text.clone()),
+        Some(_) => return Err(("reference_completion".into(), "not a string".into())),
+    };
     let mut metadata = record.clone();
-    for key in ["question", "options", "answer_idx"] {
+    for key in ["question", "options", "answer_idx", "reference_completion"] {
         metadata.remove(key);
     }
     Ok(Example {
@@ -46,7 +52,7 @@ pub fn parse(record: &Map<String, Value>, id: &str) -> Result<Example, FieldErro
         prompt: Prompt::Text(question.to_string()),
         answer: Some(answer.to_string()),
         options,
-        reference_completion: None,
+        reference_completion,
         metadata,
     })
 }

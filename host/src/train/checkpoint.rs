@@ -1,0 +1,188 @@
+//! Checkpoints: `<run>/checkpoints/step-NNNNNN/` holding the policy as a Hugging Face
+//! directory (`model/`), the optimizer state, the trainer state and the config. Each is
+//! written into a temporary directory, synced, then renamed into place, so a run killed at
+//! any moment leaves either a complete checkpoint or none (stray temporaries are removed on
+//! the next start).
+
+use super::data::DataCursor;
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+pub const MODEL_DIR: &str = "model";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const STATE_FILE: &str = "trainer_state.json";
+pub const CONFIG_FILE: &str = "config.toml";
+const TEMP_PREFIX: &str = ".tmp-";
+
+/// Everything besides tensors that a resume needs. All randomness derives from the seed and
+/// the step, so the seed and the step are the random state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainerState {
+    /// Steps completed.
+    pub step: usize,
+    /// Optimizer updates taken (the scheduler's position).
+    pub optimizer_updates: i64,
+    pub cursor: DataCursor,
+    pub seed: u64,
+    /// What the run trains (`train` or `sft`); a resume of the other kind is refused.
+    pub mode: String,
+}
+
+pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoints")
+}
+
+fn step_name(step: usize) -> String {
+    format!("step-{step:06}")
+}
+
+fn step_of(name: &str) -> Option<usize> {
+    name.strip_prefix("step-")?.parse().ok()
+}
+
+/// Complete checkpoints, oldest first.
+pub fn list(run_dir: &Path) -> anyhow::Result<Vec<(usize, PathBuf)>> {
+    let dir = checkpoints_dir(run_dir);
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if let Some(step) = step_of(&name) {
+            if entry.path().join(STATE_FILE).exists() {
+                found.push((step, entry.path()));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Removes temporaries a killed run left behind.
+pub fn remove_temporaries(run_dir: &Path) -> anyhow::Result<()> {
+    let dir = checkpoints_dir(run_dir);
+    if !dir.exists() {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(&dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            std::fs::remove_dir_all(entry.path()).with_context(|| {
+                format!("cannot remove the partial checkpoint {}", entry.path().display())
+            })?;
+        }
+    }
+    Ok(())
+}
+
+pub fn latest(run_dir: &Path) -> anyhow::Result<Option<(usize, PathBuf)>> {
+    Ok(list(run_dir)?.pop())
+}
+
+pub fn read_state(checkpoint: &Path) -> anyhow::Result<TrainerState> {
+    let path = checkpoint.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a trainer state", path.display()))
+}
+
+/// Writes a checkpoint atomically: `write_contents` fills the temporary directory (model and
+/// optimizer); the state and config are added, everything is synced, then renamed. The
+/// oldest checkpoints beyond `keep` are deleted afterwards.
+pub fn save(
+    run_dir: &Path,
+    state: &TrainerState,
+    config_toml: &str,
+    keep: usize,
+    write_contents: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<PathBuf> {
+    let dir = checkpoints_dir(run_dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = step_name(state.step);
+    let temp = dir.join(format!("{TEMP_PREFIX}{name}"));
+    if temp.exists() {
+        std::fs::remove_dir_all(&temp)?;
+    }
+    std::fs::create_dir_all(&temp)?;
+    write_contents(&temp)?;
+    std::fs::write(temp.join(STATE_FILE), serde_json::to_string_pretty(state)?)?;
+    std::fs::write(temp.join(CONFIG_FILE), config_toml)?;
+    sync_tree(&temp)?;
+    let target = dir.join(&name);
+    if target.exists() {
+        bail!("checkpoint {} already exists", target.display());
+    }
+    std::fs::rename(&temp, &target)
+        .with_context(|| format!("cannot move the checkpoint to {}", target.display()))?;
+    File::open(&dir)?.sync_all()?;
+    let all = list(run_dir)?;
+    for (_, old) in &all[..all.len().saturating_sub(keep)] {
+        std::fs::remove_dir_all(old)
+            .with_context(|| format!("cannot remove the old checkpoint {}", old.display()))?;
+    }
+    Ok(target)
+}
+
+/// fsyncs every file and directory under `root` so the rename publishes durable contents.
+fn sync_tree(root: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(root)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            File::open(&path)?.sync_all()?;
+        }
+    }
+    File::open(root)?.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(step: usize) -> TrainerState {
+        TrainerState {
+            step,
+            optimizer_updates: step as i64,
+            cursor: DataCursor::default(),
+            seed: 0,
+            mode: "train".into(),
+        }
+    }
+
+    fn write_weights(dir: &Path) -> anyhow::Result<()> {
+        std::fs::write(dir.join("weights.bin"), b"w")?;
+        Ok(())
+    }
+
+    #[test]
+    fn keeps_the_last_k_and_finds_the_latest() {
+        let run = tempfile::tempdir().unwrap();
+        for step in [2, 4, 6] {
+            save(run.path(), &state(step), "", 2, write_weights).unwrap();
+        }
+        let steps: Vec<usize> = list(run.path()).unwrap().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(steps, vec![4, 6]);
+        let (step, dir) = latest(run.path()).unwrap().unwrap();
+        assert_eq!(step, 6);
+        assert_eq!(read_state(&dir).unwrap(), state(6));
+        assert!(dir.join("weights.bin").exists());
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_checkpoint_and_temporaries_are_cleared() {
+        let run = tempfile::tempdir().unwrap();
+        let failed = save(run.path(), &state(2), "", 2, |_| anyhow::bail!("disk full"));
+        assert!(failed.is_err());
+        assert!(
+            latest(run.path()).unwrap().is_none(),
+            "a partial checkpoint is never listed"
+        );
+        remove_temporaries(run.path()).unwrap();
+        assert_eq!(std::fs::read_dir(checkpoints_dir(run.path())).unwrap().count(), 0);
+    }
+}

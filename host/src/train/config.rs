@@ -1,0 +1,561 @@
+//! The run config (`run.toml`): what `train`, `sft` and `eval` read. Every table denies
+//! unknown keys, so a typo is an error naming the key, its line and the file, never a
+//! silently ignored setting. Every default lives here, next to its key (docs/config.md
+//! lists them).
+
+use super::presets::Preset;
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    #[serde(default)]
+    pub run: RunSection,
+    pub model: ModelSection,
+    pub data: DataSection,
+    #[serde(default)]
+    pub reward: RewardSection,
+    #[serde(default)]
+    pub algorithm: AlgorithmConfig,
+    #[serde(default)]
+    pub sft: SftConfig,
+    #[serde(default)]
+    pub eval: EvalSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunSection {
+    /// Where checkpoints, metrics and samples go.
+    pub output_dir: PathBuf,
+    /// Seeds data order and sampling; every random draw derives from it and the step.
+    pub seed: u64,
+    /// Optimizer steps of `train` (one step = one batch of rollouts).
+    pub max_steps: usize,
+    /// Write a checkpoint every N steps (and at the end).
+    pub save_steps: usize,
+    /// Checkpoints kept (the oldest are deleted); at least 1.
+    pub save_total_limit: usize,
+    /// Write a sample of completions with their scores every N steps (0 = never).
+    pub sample_steps: usize,
+    /// Completions per sample.
+    pub sample_count: usize,
+    /// More plugin directories, searched with `--plugins`.
+    pub plugin_dirs: Vec<PathBuf>,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        RunSection {
+            output_dir: PathBuf::from("runs/run"),
+            seed: 0,
+            max_steps: 100,
+            save_steps: 50,
+            save_total_limit: 2,
+            sample_steps: 10,
+            sample_count: 4,
+            plugin_dirs: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Policy plugin (`qwen2` is built in: Qwen2 and Llama directories).
+    #[serde(default = "default_policy")]
+    pub policy: String,
+    /// A Hugging Face model directory.
+    pub path: PathBuf,
+    /// The policy plugin's options.
+    #[serde(default)]
+    pub options: toml::Table,
+    /// auto | cpu | cuda | cuda:N
+    #[serde(default = "default_auto")]
+    pub device: String,
+    /// auto (bf16 on CUDA, f32 on CPU) | f32 | bf16
+    #[serde(default = "default_auto")]
+    pub dtype: String,
+}
+
+fn default_policy() -> String {
+    "qwen2".into()
+}
+
+fn default_auto() -> String {
+    "auto".into()
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        ModelSection {
+            policy: default_policy(),
+            path: PathBuf::new(),
+            options: toml::Table::new(),
+            device: default_auto(),
+            dtype: default_auto(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// Dataset plugin: `medqa` and the other built-in readers, or a loaded one.
+    #[serde(default = "default_dataset")]
+    pub dataset: String,
+    /// Training file.
+    pub path: PathBuf,
+    /// The reader's options.
+    #[serde(default)]
+    pub options: toml::Table,
+    /// A separate evaluation file (same reader). Without it, `eval_fraction` of the training
+    /// file is held out.
+    #[serde(default)]
+    pub eval_path: Option<PathBuf>,
+    /// Share of examples held out for evaluation when there is no `eval_path`.
+    #[serde(default = "default_eval_fraction")]
+    pub eval_fraction: f64,
+    /// Shuffle the training examples (seeded by `run.seed` and the epoch).
+    #[serde(default = "default_true")]
+    pub shuffle: bool,
+    /// Skip and count malformed records instead of stopping at the first.
+    #[serde(default)]
+    pub skip_malformed: bool,
+    /// The user message: `{question}` and `{options}` (one `A. text` line per option) are
+    /// replaced. Examples whose prompt is already chat messages are used as they are.
+    #[serde(default = "default_prompt_template")]
+    pub prompt_template: String,
+    /// The system message; the reward preset's when unset.
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    /// Prompts longer than this many tokens are cut from the left (the question end is kept).
+    #[serde(default = "default_max_prompt_length")]
+    pub max_prompt_length: usize,
+}
+
+fn default_dataset() -> String {
+    "medqa".into()
+}
+fn default_eval_fraction() -> f64 {
+    0.1
+}
+fn default_true() -> bool {
+    true
+}
+pub fn default_prompt_template() -> String {
+    "{question}\n\n{options}".into()
+}
+fn default_max_prompt_length() -> usize {
+    512
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        DataSection {
+            dataset: default_dataset(),
+            path: PathBuf::new(),
+            options: toml::Table::new(),
+            eval_path: None,
+            eval_fraction: default_eval_fraction(),
+            shuffle: true,
+            skip_malformed: false,
+            prompt_template: default_prompt_template(),
+            system_prompt: None,
+            max_prompt_length: default_max_prompt_length(),
+        }
+    }
+}
+
+/// The reward: a preset, objectives of one's own, or a preset plus more objectives.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardSection {
+    /// `crpo` | `crpo-code` | `grpo-baseline` (see docs/objectives.md).
+    #[serde(default)]
+    pub preset: Option<Preset>,
+    #[serde(default)]
+    pub objectives: Vec<ObjectiveConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectiveConfig {
+    /// The reward plugin.
+    pub plugin: String,
+    /// The name in metrics (defaults to the plugin's); lets one plugin serve twice.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Defaults to the plugin's default weight.
+    #[serde(default)]
+    pub weight: Option<f32>,
+    #[serde(default)]
+    pub options: toml::Table,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossType {
+    /// Token mean per sequence, then mean over sequences.
+    Grpo,
+    /// Token mean over the micro-batch.
+    Bnpo,
+    /// Token sum over (sequences × max_completion_length).
+    DrGrpo,
+    /// Token mean over every token of the optimizer step (all accumulated micro-batches).
+    Dapo,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScaleRewards {
+    Group,
+    Batch,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregation {
+    /// The paper's: weighted sum of objectives, then group-normalised.
+    SumThenNormalize,
+    /// GDPO: each objective normalised in its group, weighted sum, then batch-normalised.
+    NormalizeThenSum,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    Constant,
+    Linear,
+    Cosine,
+}
+
+/// The CRPO algorithm. Names follow TRL's GRPOConfig where they fit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlgorithmConfig {
+    /// G: completions sampled per prompt.
+    pub num_generations: usize,
+    /// Prompts per step (each gives a group of G).
+    pub prompts_per_step: usize,
+    /// PPO epochs over each batch of rollouts.
+    pub num_iterations: usize,
+    /// Completions per forward/backward pass.
+    pub mini_batch_size: usize,
+    /// Micro-batches per optimizer update.
+    pub gradient_accumulation_steps: usize,
+    pub learning_rate: f64,
+    /// Linear warm-up, in optimizer updates.
+    pub warmup_steps: usize,
+    pub lr_scheduler_type: LrSchedule,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_epsilon: f64,
+    pub weight_decay: f64,
+    /// Gradients are scaled so their global L2 norm is at most this (0 = no clipping).
+    pub max_grad_norm: f64,
+    /// KL coefficient (k3 estimator). 0 loads no reference model.
+    pub beta: f64,
+    /// Lower clip: ratio ≥ 1 − epsilon.
+    pub epsilon: f64,
+    /// Upper clip: ratio ≤ 1 + epsilon_high (clip-higher); defaults to epsilon.
+    pub epsilon_high: Option<f64>,
+    /// Entropy bonus coefficient.
+    pub entropy_coeff: f64,
+    pub loss_type: LossType,
+    pub scale_rewards: ScaleRewards,
+    pub aggregation: Aggregation,
+    /// Drop groups whose rewards all tie and sample more prompts to refill the batch.
+    pub dynamic_sampling: bool,
+    /// Most extra sampling rounds per step under dynamic sampling.
+    pub max_resample_rounds: usize,
+    /// DAPO's soft overlong penalty over the last `overlong_buffer_length` tokens of the budget
+    /// (0 = off); reported as the objective `overlong`.
+    pub overlong_buffer_length: usize,
+    pub overlong_penalty_factor: f32,
+    pub temperature: f64,
+    pub top_p: f64,
+    /// 0 = no top-k filter.
+    pub top_k: usize,
+    pub max_completion_length: usize,
+}
+
+impl Default for AlgorithmConfig {
+    fn default() -> Self {
+        AlgorithmConfig {
+            num_generations: 8,
+            prompts_per_step: 8,
+            num_iterations: 1,
+            mini_batch_size: 16,
+            gradient_accumulation_steps: 4,
+            learning_rate: 1e-6,
+            warmup_steps: 0,
+            lr_scheduler_type: LrSchedule::Constant,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_epsilon: 1e-8,
+            weight_decay: 0.0,
+            max_grad_norm: 1.0,
+            beta: 0.001,
+            epsilon: 0.2,
+            epsilon_high: None,
+            entropy_coeff: 0.0,
+            loss_type: LossType::Dapo,
+            scale_rewards: ScaleRewards::Group,
+            aggregation: Aggregation::SumThenNormalize,
+            dynamic_sampling: false,
+            max_resample_rounds: 3,
+            overlong_buffer_length: 0,
+            overlong_penalty_factor: 1.0,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            max_completion_length: 256,
+        }
+    }
+}
+
+impl AlgorithmConfig {
+    pub fn epsilon_high(&self) -> f64 {
+        self.epsilon_high.unwrap_or(self.epsilon)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let positive = [
+            ("num_generations", self.num_generations),
+            ("prompts_per_step", self.prompts_per_step),
+            ("num_iterations", self.num_iterations),
+            ("mini_batch_size", self.mini_batch_size),
+            ("gradient_accumulation_steps", self.gradient_accumulation_steps),
+            ("max_completion_length", self.max_completion_length),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                bail!("algorithm.{key} must be at least 1");
+            }
+        }
+        if self.num_generations < 2 {
+            bail!(
+                "algorithm.num_generations must be at least 2: advantages compare completions within a group"
+            );
+        }
+        if self.learning_rate.is_nan() || self.learning_rate <= 0.0 {
+            bail!("algorithm.learning_rate must be positive");
+        }
+        if self.overlong_buffer_length > self.max_completion_length {
+            bail!("algorithm.overlong_buffer_length cannot exceed algorithm.max_completion_length");
+        }
+        for (key, value) in [
+            ("beta", self.beta),
+            ("epsilon", self.epsilon),
+            ("entropy_coeff", self.entropy_coeff),
+        ] {
+            if value.is_nan() || value < 0.0 {
+                bail!("algorithm.{key} must be a number ≥ 0");
+            }
+        }
+        if !self.epsilon_high().is_finite() || self.epsilon_high() < 0.0 {
+            bail!("algorithm.epsilon_high must be a finite number ≥ 0");
+        }
+        if self.top_p.is_nan() || self.top_p <= 0.0 || self.top_p > 1.0 {
+            bail!("algorithm.top_p must be in (0, 1]");
+        }
+        Ok(())
+    }
+}
+
+/// Cold-start supervised fine-tuning on reference completions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftConfig {
+    pub learning_rate: f64,
+    pub epochs: usize,
+    /// Examples per optimizer update.
+    pub batch_size: usize,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    pub max_grad_norm: f64,
+    /// Reference completions longer than this many tokens are cut.
+    pub max_completion_length: usize,
+    /// Where the fine-tuned model goes (default: `<output_dir>/sft`).
+    pub output_dir: Option<PathBuf>,
+}
+
+impl Default for SftConfig {
+    fn default() -> Self {
+        SftConfig {
+            learning_rate: 1e-4,
+            epochs: 1,
+            batch_size: 8,
+            warmup_steps: 0,
+            weight_decay: 0.0,
+            max_grad_norm: 1.0,
+            max_completion_length: 512,
+            output_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSection {
+    /// Samples per question; with more than one, the answer is their majority vote.
+    pub samples: usize,
+    /// 0 decodes greedily (with one sample).
+    pub temperature: f64,
+    pub max_completion_length: usize,
+    /// Questions per generation batch.
+    pub batch_size: usize,
+    /// Evaluate at most this many questions (0 = all).
+    pub limit: usize,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        EvalSection {
+            samples: 1,
+            temperature: 0.0,
+            max_completion_length: 256,
+            batch_size: 16,
+            limit: 0,
+        }
+    }
+}
+
+impl RunConfig {
+    /// Reads and checks a config; relative paths are taken from the config's directory.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut config = Self::parse(&text).with_context(|| format!("in {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text (paths left as written).
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let config: RunConfig = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.run.output_dir);
+        self.run.plugin_dirs.iter_mut().for_each(resolve);
+        resolve(&mut self.model.path);
+        resolve(&mut self.data.path);
+        if let Some(p) = self.data.eval_path.as_mut() {
+            resolve(p);
+        }
+        if let Some(p) = self.sft.output_dir.as_mut() {
+            resolve(p);
+        }
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.algorithm.validate()?;
+        if self.run.save_total_limit == 0 {
+            bail!("run.save_total_limit must be at least 1");
+        }
+        if self.run.save_steps == 0 {
+            bail!("run.save_steps must be at least 1");
+        }
+        if !(0.0..1.0).contains(&self.data.eval_fraction) {
+            bail!("data.eval_fraction must be in [0, 1)");
+        }
+        if self.reward.preset.is_none() && self.reward.objectives.is_empty() {
+            bail!("[reward] needs a `preset` or at least one [[reward.objectives]]");
+        }
+        if self.sft.epochs == 0 || self.sft.batch_size == 0 {
+            bail!("sft.epochs and sft.batch_size must be at least 1");
+        }
+        if self.eval.samples == 0 || self.eval.batch_size == 0 {
+            bail!("eval.samples and eval.batch_size must be at least 1");
+        }
+        if self.eval.samples > 1 && self.eval.temperature <= 0.0 {
+            bail!("eval.samples > 1 needs eval.temperature > 0 (greedy samples would all be the same)");
+        }
+        Ok(())
+    }
+
+    /// The system message: the config's, else the preset's.
+    pub fn system_prompt(&self) -> Option<String> {
+        self.data
+            .system_prompt
+            .clone()
+            .or_else(|| self.reward.preset.map(|p| p.system_prompt().to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [model]
+        path = "models/tiny"
+        [data]
+        path = "data/train.jsonl"
+        [reward]
+        preset = "crpo"
+    "#;
+
+    #[test]
+    fn a_minimal_config_takes_the_documented_defaults() {
+        let config = RunConfig::parse(MINIMAL).unwrap();
+        assert_eq!(config.model.policy, "qwen2");
+        assert_eq!(config.algorithm.loss_type, LossType::Dapo);
+        assert_eq!(config.algorithm.epsilon_high(), 0.2);
+        assert_eq!(config.reward.preset, Some(Preset::Crpo));
+        assert!(config.system_prompt().unwrap().contains("<dx>"));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let text = format!("{MINIMAL}\n[algorithm]\nnum_generation = 4\n");
+        let err = format!("{:#}", RunConfig::parse(&text).unwrap_err());
+        assert!(err.contains("num_generation") && err.contains("line 10"), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_type_is_named() {
+        let text = format!("{MINIMAL}\n[algorithm]\nbeta = \"high\"\n");
+        let err = format!("{:#}", RunConfig::parse(&text).unwrap_err());
+        assert!(err.contains("beta") && err.contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_key() {
+        let text = format!("{MINIMAL}\n[algorithm]\nnum_generations = 1\n");
+        let err = RunConfig::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("algorithm.num_generations"), "{err}");
+        let no_reward = MINIMAL.replace("preset = \"crpo\"", "");
+        assert!(RunConfig::parse(&no_reward)
+            .unwrap_err()
+            .to_string()
+            .contains("[reward]"));
+    }
+
+    #[test]
+    fn paths_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.toml");
+        std::fs::write(&path, MINIMAL).unwrap();
+        let config = RunConfig::load(&path).unwrap();
+        assert_eq!(config.model.path, dir.path().join("models/tiny"));
+        let err = format!(
+            "{:#}",
+            RunConfig::load(&dir.path().join("missing.toml")).unwrap_err()
+        );
+        assert!(err.contains("missing.toml"), "{err}");
+    }
+}

@@ -1,0 +1,227 @@
+//! Examples for a run: read through the dataset plugin, split into train and eval, ordered
+//! by a seeded shuffle per epoch, and rendered into prompts with the model's chat template.
+
+use super::config::RunConfig;
+use crate::plugins::PluginRegistry;
+use anyhow::{bail, Context};
+use crpo_plugins_policy::tokenizer::{ChatTokenizer, Message};
+use crpo_sdk::{DatasetSource, Example, Prompt};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Reads one file with the configured reader. A malformed record is an error naming its
+/// file, line and field, unless `skip_malformed` (then it is counted and logged).
+pub fn read_examples(
+    registry: &PluginRegistry,
+    config: &RunConfig,
+    path: &Path,
+) -> anyhow::Result<Vec<Example>> {
+    let plugin = registry.dataset(&config.data.dataset)?;
+    let source = DatasetSource {
+        path: path.to_path_buf(),
+        options: serde_json::to_value(&config.data.options)?,
+    };
+    let read = plugin
+        .plugin()
+        .read(&source)
+        .with_context(|| format!("dataset `{}` cannot read {}", config.data.dataset, path.display()))?;
+    if let Some(first) = read.malformed.first() {
+        if !config.data.skip_malformed {
+            bail!(
+                "malformed record {first} ({} malformed in all; set data.skip_malformed = true to skip them)",
+                read.malformed.len()
+            );
+        }
+        tracing::warn!(
+            "skipped {} malformed records of {} (first: {first})",
+            read.malformed.len(),
+            path.display()
+        );
+    }
+    if read.examples.is_empty() {
+        bail!("{} has no usable examples", path.display());
+    }
+    Ok(read.examples)
+}
+
+/// The train and eval examples of a run.
+pub struct Splits {
+    pub train: Vec<Example>,
+    pub eval: Vec<Example>,
+}
+
+pub fn load_splits(registry: &PluginRegistry, config: &RunConfig) -> anyhow::Result<Splits> {
+    let mut train = read_examples(registry, config, &config.data.path)?;
+    let eval = match &config.data.eval_path {
+        Some(path) => read_examples(registry, config, path)?,
+        None => {
+            // A fixed held-out set: seeded by the run seed, independent of the epoch order.
+            train.shuffle(&mut ChaCha8Rng::seed_from_u64(config.run.seed ^ 0x5eed_e7a1));
+            let held_out = (train.len() as f64 * config.data.eval_fraction).round() as usize;
+            if held_out >= train.len() {
+                bail!("data.eval_fraction leaves no training examples");
+            }
+            train.split_off(train.len() - held_out)
+        }
+    };
+    Ok(Splits { train, eval })
+}
+
+/// Where the run is in its data: epoch and index into that epoch's order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataCursor {
+    pub epoch: u64,
+    pub index: usize,
+}
+
+/// The order of epoch `epoch`: a permutation seeded by the run seed and the epoch.
+pub fn epoch_order(len: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    if shuffle {
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+            seed.wrapping_add(epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        ));
+    }
+    order
+}
+
+/// Takes the next `count` example indices, starting a new epoch when one runs out.
+pub fn next_indices(
+    cursor: &mut DataCursor,
+    len: usize,
+    count: usize,
+    seed: u64,
+    shuffle: bool,
+) -> Vec<usize> {
+    let mut taken = Vec::with_capacity(count);
+    let mut order = epoch_order(len, seed, cursor.epoch, shuffle);
+    while taken.len() < count {
+        if cursor.index >= len {
+            cursor.epoch += 1;
+            cursor.index = 0;
+            order = epoch_order(len, seed, cursor.epoch, shuffle);
+        }
+        taken.push(order[cursor.index]);
+        cursor.index += 1;
+    }
+    taken
+}
+
+/// The user message for an example: the template with `{question}` and `{options}`.
+pub fn user_message(example: &Example, template: &str) -> String {
+    let options: Vec<String> = example
+        .options
+        .iter()
+        .map(|o| format!("{}. {}", o.key, o.text))
+        .collect();
+    template
+        .replace("{question}", example.prompt.question())
+        .replace("{options}", &options.join("\n"))
+}
+
+/// The chat messages an example is asked with.
+pub fn messages(example: &Example, template: &str, system: Option<&str>) -> Vec<Message> {
+    let mut messages = Vec::new();
+    match &example.prompt {
+        Prompt::Messages(given) => {
+            if let Some(system) = system.filter(|_| !given.iter().any(|m| m.role == "system")) {
+                messages.push(Message::new("system", system));
+            }
+            messages.extend(given.iter().map(|m| Message::new(&m.role, &m.content)));
+        }
+        Prompt::Text(_) => {
+            if let Some(system) = system {
+                messages.push(Message::new("system", system));
+            }
+            messages.push(Message::new("user", &user_message(example, template)));
+        }
+    }
+    messages
+}
+
+/// How examples become prompts for a run.
+pub struct PromptFormat {
+    pub template: String,
+    pub system: Option<String>,
+    pub max_tokens: usize,
+}
+
+impl PromptFormat {
+    pub fn from_config(config: &RunConfig) -> Self {
+        PromptFormat {
+            template: config.data.prompt_template.clone(),
+            system: config.system_prompt(),
+            max_tokens: config.data.max_prompt_length,
+        }
+    }
+
+    /// The rendered prompt and its ids, keeping the last `max_tokens` tokens.
+    pub fn render(&self, tokenizer: &ChatTokenizer, example: &Example) -> anyhow::Result<(String, Vec<i64>)> {
+        let text = tokenizer.render_chat(&messages(example, &self.template, self.system.as_deref()), true)?;
+        let mut ids = tokenizer.encode(&text)?;
+        if ids.len() > self.max_tokens {
+            ids.drain(..ids.len() - self.max_tokens);
+        }
+        Ok((text, ids))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crpo_sdk::AnswerOption;
+
+    #[test]
+    fn epochs_visit_every_example_once_in_a_seeded_order() {
+        let mut cursor = DataCursor::default();
+        let first: Vec<usize> = next_indices(&mut cursor, 5, 5, 7, true);
+        let mut sorted = first.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![0, 1, 2, 3, 4]);
+        assert_eq!(cursor, DataCursor { epoch: 0, index: 5 });
+        let next = next_indices(&mut cursor, 5, 2, 7, true);
+        assert_eq!(cursor, DataCursor { epoch: 1, index: 2 });
+        assert_eq!(next, epoch_order(5, 7, 1, true)[..2]);
+        assert_eq!(epoch_order(4, 1, 0, false), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_resumed_cursor_continues_the_same_sequence() {
+        let mut straight = DataCursor::default();
+        let all = next_indices(&mut straight, 7, 12, 3, true);
+        let mut resumed = DataCursor::default();
+        let mut parts = next_indices(&mut resumed, 7, 5, 3, true);
+        let saved = resumed;
+        let mut again = saved;
+        parts.extend(next_indices(&mut again, 7, 7, 3, true));
+        assert_eq!(all, parts);
+    }
+
+    #[test]
+    fn the_user_message_lists_the_options() {
+        let example = Example {
+            prompt: Prompt::Text("Which drug?".into()),
+            options: vec![
+                AnswerOption {
+                    key: "A".into(),
+                    text: "Aspirin".into(),
+                },
+                AnswerOption {
+                    key: "B".into(),
+                    text: "Heparin".into(),
+                },
+            ],
+            ..Example::default()
+        };
+        assert_eq!(
+            user_message(&example, "{question}\n\n{options}"),
+            "Which drug?\n\nA. Aspirin\nB. Heparin"
+        );
+        let with_system = messages(&example, "{question}", Some("Be brief."));
+        assert_eq!(with_system[0].role, "system");
+        assert_eq!(with_system[1].content, "Which drug?");
+    }
+}

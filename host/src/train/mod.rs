@@ -1,0 +1,16 @@
+//! The CRPO trainer: run config, maths, optimizer, rollouts, checkpoints and metrics.
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod eval;
+pub mod maths;
+pub mod metrics;
+pub mod optimizer;
+pub mod policy;
+pub mod presets;
+pub mod progress;
+pub mod reward;
+pub mod rollout;
+pub mod sft;
+pub mod trainer;

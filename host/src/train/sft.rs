@@ -1,0 +1,212 @@
+//! Cold-start supervised fine-tuning (the paper's recipe: SFT, then CRPO): next-token loss
+//! on the reference completion's tokens only, with the trainer's checkpoints and resume.
+//! The result is published as `<sft dir>/model`, a Hugging Face directory.
+
+use super::checkpoint::{self, TrainerState};
+use super::config::RunConfig;
+use super::data::{load_splits, next_indices, DataCursor, PromptFormat};
+use super::maths::masked_mean;
+use super::metrics::{JsonlLog, METRICS_FILE};
+use super::optimizer::{learning_rate, AdamW, AdamWSettings};
+use super::policy::LoadedPolicy;
+use crate::plugins::PluginRegistry;
+use anyhow::{bail, Context};
+use crpo_sdk::Example;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub const MODE: &str = "sft";
+
+pub struct SftSummary {
+    pub run_dir: PathBuf,
+    pub model_dir: PathBuf,
+    pub steps: usize,
+    pub first_loss: Option<f64>,
+    pub last_loss: Option<f64>,
+}
+
+/// Where `sft` writes: `sft.output_dir`, else `<run.output_dir>/sft`.
+pub fn sft_dir(config: &RunConfig) -> PathBuf {
+    config
+        .sft
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| config.run.output_dir.join("sft"))
+}
+
+pub fn run(registry: &PluginRegistry, config: &RunConfig, resume: bool) -> anyhow::Result<SftSummary> {
+    let run_dir = sft_dir(config);
+    checkpoint::remove_temporaries(&run_dir)?;
+    let latest = checkpoint::latest(&run_dir)?;
+    let state = match (&latest, resume) {
+        (Some((_, dir)), true) => {
+            let state = checkpoint::read_state(dir)?;
+            if state.mode != MODE {
+                bail!(
+                    "{} is a `{}` checkpoint, not an `{MODE}` one",
+                    dir.display(),
+                    state.mode
+                );
+            }
+            Some(state)
+        }
+        (Some((_, dir)), false) => bail!(
+            "{} already has checkpoints (latest {}): pass --resume, or set another sft.output_dir",
+            run_dir.display(),
+            dir.display()
+        ),
+        (None, _) => None,
+    };
+    let model_dir = match (&latest, &state) {
+        (Some((_, dir)), Some(_)) => dir.join(checkpoint::MODEL_DIR),
+        _ => config.model.path.clone(),
+    };
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
+    let policy = LoadedPolicy::load(registry, &config.model, &model_dir)?;
+    let examples: Vec<Example> = load_splits(registry, config)?
+        .train
+        .into_iter()
+        .filter(|e| e.reference_completion.is_some())
+        .collect();
+    if examples.is_empty() {
+        bail!(
+            "{} has no reference completions to fine-tune on (MedQA records carry them as `reference_completion`)",
+            config.data.path.display()
+        );
+    }
+    let sft = &config.sft;
+    let mut optimizer = AdamW::new(
+        policy.parameters(),
+        AdamWSettings {
+            beta1: config.algorithm.adam_beta1,
+            beta2: config.algorithm.adam_beta2,
+            eps: config.algorithm.adam_epsilon,
+            weight_decay: sft.weight_decay,
+        },
+    );
+    if let (Some((_, dir)), Some(_)) = (&latest, &state) {
+        optimizer.load(&dir.join(checkpoint::OPTIMIZER_FILE))?;
+    }
+    let total_steps = sft.epochs * examples.len().div_ceil(sft.batch_size);
+    let format = PromptFormat::from_config(config);
+    let eos = *policy
+        .tokenizer
+        .eos_ids()
+        .first()
+        .context("the tokenizer has no end-of-sequence token")? as i64;
+    let metrics = JsonlLog::open(&run_dir, METRICS_FILE, state.as_ref().map(|s| s.step))?;
+    let mut cursor = state.as_ref().map_or_else(DataCursor::default, |s| s.cursor);
+    let mut step = state.as_ref().map_or(0, |s| s.step);
+    let (mut first_loss, mut last_loss) = (None, None);
+    let progress = super::progress::bar(total_steps as u64, step as u64, "sft");
+    let config_toml = toml::to_string(config)?;
+    while step < total_steps {
+        let started = Instant::now();
+        let indices = next_indices(
+            &mut cursor,
+            examples.len(),
+            sft.batch_size,
+            config.run.seed,
+            config.data.shuffle,
+        );
+        let (mut prompts, mut completions) = (Vec::new(), Vec::new());
+        for &i in &indices {
+            let (_, prompt) = format.render(&policy.tokenizer, &examples[i])?;
+            let reference = examples[i].reference_completion.as_deref().unwrap_or_default();
+            let mut ids = policy.tokenizer.encode(reference)?;
+            ids.truncate(sft.max_completion_length.saturating_sub(1));
+            ids.push(eos);
+            prompts.push(prompt);
+            completions.push(ids);
+        }
+        let scored = policy.logprobs(&prompts, &completions)?;
+        let loss = -masked_mean(&scored.logprobs, &scored.mask);
+        loss.backward();
+        let grad_norm = optimizer.clip_grad_norm(sft.max_grad_norm);
+        if !grad_norm.is_finite() {
+            bail!(
+                "sft step {}: the gradient norm is {grad_norm} (try a lower sft.learning_rate)",
+                step + 1
+            );
+        }
+        let lr = learning_rate(
+            sft.learning_rate,
+            config.algorithm.lr_scheduler_type,
+            sft.warmup_steps,
+            step,
+            total_steps,
+        );
+        optimizer.step(lr);
+        optimizer.zero_grad();
+        step += 1;
+        let loss = loss.double_value(&[]);
+        first_loss.get_or_insert(loss);
+        last_loss = Some(loss);
+        let tokens: usize = prompts.iter().chain(&completions).map(Vec::len).sum();
+        let seconds = started.elapsed().as_secs_f64();
+        let record = json!({
+            "step": step, "loss": loss, "learning_rate": lr, "grad_norm": grad_norm,
+            "epoch": cursor.epoch, "train_tokens_per_s": tokens as f64 / seconds.max(1e-9), "step_time_s": seconds,
+        });
+        metrics.append(&record)?;
+        progress.suspend(|| {
+            tracing::info!("sft step {step}/{total_steps}: loss {loss:.4}, lr {lr:.2e}, {seconds:.2} s")
+        });
+        progress.inc(1);
+        if step.is_multiple_of(config.run.save_steps) || step == total_steps {
+            let state = TrainerState {
+                step,
+                optimizer_updates: optimizer.steps,
+                cursor,
+                seed: config.run.seed,
+                mode: MODE.into(),
+            };
+            checkpoint::save(
+                &run_dir,
+                &state,
+                &config_toml,
+                config.run.save_total_limit,
+                |dir| {
+                    policy.save(&dir.join(checkpoint::MODEL_DIR))?;
+                    optimizer.save(&dir.join(checkpoint::OPTIMIZER_FILE))
+                },
+            )?;
+        }
+    }
+    progress.finish_and_clear();
+    let model_dir = run_dir.join(checkpoint::MODEL_DIR);
+    publish_model(&policy, &model_dir)?;
+    Ok(SftSummary {
+        run_dir,
+        model_dir,
+        steps: step,
+        first_loss,
+        last_loss,
+    })
+}
+
+/// Writes the model to `target` atomically: into a temporary sibling, then renamed over.
+pub fn publish_model(policy: &LoadedPolicy, target: &Path) -> anyhow::Result<()> {
+    let parent = target.parent().unwrap_or(Path::new("."));
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let temp = parent.join(format!(".tmp-{name}"));
+    let old = parent.join(format!(".old-{name}"));
+    for stale in [&temp, &old] {
+        if stale.exists() {
+            std::fs::remove_dir_all(stale)?;
+        }
+    }
+    policy.save(&temp)?;
+    if target.exists() {
+        std::fs::rename(target, &old)?;
+    }
+    std::fs::rename(&temp, target).with_context(|| format!("cannot publish {}", target.display()))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old)?;
+    }
+    Ok(())
+}
