@@ -105,6 +105,26 @@ pub fn clipped_surrogate(
     }
 }
 
+/// The per-token loss to minimise: −surrogate + β·KL − entropy_coeff·entropy (the KL term
+/// only with a reference). Out of place throughout: tch's `+=` is in-place, which autograd
+/// must not see.
+pub fn per_token_loss(
+    surrogate: &Tensor,
+    kl: Option<&Tensor>,
+    beta: f64,
+    entropies: &Tensor,
+    entropy_coeff: f64,
+) -> Tensor {
+    let mut loss = -surrogate;
+    if let Some(kl) = kl {
+        loss = loss.g_add(&(kl * beta));
+    }
+    if entropy_coeff > 0.0 {
+        loss = loss.g_sub(&(entropies * entropy_coeff));
+    }
+    loss
+}
+
 /// Reduces a per-token loss `[N, C]` with its 0/1 `mask` to a scalar.
 /// `max_completion_length` is dr_grpo's constant; `step_tokens` is dapo's normaliser (the
 /// active tokens of the whole optimizer update).
@@ -279,6 +299,18 @@ mod tests {
             0.2,
         );
         assert_close(&s.objective, &[0.670_32]);
+    }
+
+    #[test]
+    fn the_per_token_loss_adds_kl_and_subtracts_the_entropy_bonus() {
+        // −0.5 + 0.1·0.2 − 0.01·1.5 = −0.495; without a reference: −0.5 − 0.015 = −0.515.
+        let (surrogate, kl, entropy) = (t(&[0.5]), t(&[0.2]), t(&[1.5]));
+        assert_close(
+            &per_token_loss(&surrogate, Some(&kl), 0.1, &entropy, 0.01),
+            &[-0.495],
+        );
+        assert_close(&per_token_loss(&surrogate, None, 0.1, &entropy, 0.01), &[-0.515]);
+        assert_close(&per_token_loss(&surrogate, None, 0.1, &entropy, 0.0), &[-0.5]);
     }
 
     #[test]

@@ -387,16 +387,19 @@ impl Trainer {
                         algorithm.epsilon,
                         algorithm.epsilon_high(),
                     );
-                    let mut per_token = -&surrogate.objective;
-                    if let Some(reference_logprobs) = reference.get(m) {
-                        let kl = maths::k3_kl(&current.logprobs, reference_logprobs);
-                        kl_sum += (&kl * &current.mask).sum(Kind::Float).double_value(&[]);
-                        // Out of place: tch's `+=` is in-place, which autograd must not see here.
-                        per_token = per_token.g_add(&(kl * algorithm.beta));
+                    let kl = reference
+                        .get(m)
+                        .map(|reference_logprobs| maths::k3_kl(&current.logprobs, reference_logprobs));
+                    if let Some(kl) = &kl {
+                        kl_sum += (kl * &current.mask).sum(Kind::Float).double_value(&[]);
                     }
-                    if algorithm.entropy_coeff > 0.0 {
-                        per_token = per_token.g_sub(&(&current.entropies * algorithm.entropy_coeff));
-                    }
+                    let per_token = maths::per_token_loss(
+                        &surrogate.objective,
+                        kl.as_ref(),
+                        algorithm.beta,
+                        &current.entropies,
+                        algorithm.entropy_coeff,
+                    );
                     let mut loss = maths::reduce_loss(
                         &per_token,
                         &current.mask,

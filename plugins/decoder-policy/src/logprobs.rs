@@ -62,11 +62,7 @@ pub fn completion_logprobs_with<E>(
         .narrow(1, prompt_width as i64 - 1, completion_width as i64)
         .to_kind(Kind::Float);
     let targets = ids.narrow(1, prompt_width as i64, completion_width as i64);
-    let log_softmax = predicting.log_softmax(-1, Kind::Float);
-    let logprobs = log_softmax
-        .gather(-1, &targets.unsqueeze(-1), false)
-        .squeeze_dim(-1);
-    let entropies = -(log_softmax.exp() * &log_softmax).sum_dim_intlist(-1, false, Kind::Float);
+    let (logprobs, entropies) = target_logprobs_and_entropies(&predicting, &targets);
     let completion_mask = mask
         .narrow(1, prompt_width as i64, completion_width as i64)
         .to_kind(Kind::Float);
@@ -77,6 +73,17 @@ pub fn completion_logprobs_with<E>(
     })
 }
 
+/// From logits `[B, C, V]` (f32) and target ids `[B, C]`: each target's log-probability and
+/// each position's entropy −Σ p·log p, both `[B, C]`.
+pub fn target_logprobs_and_entropies(logits: &Tensor, targets: &Tensor) -> (Tensor, Tensor) {
+    let log_softmax = logits.log_softmax(-1, Kind::Float);
+    let logprobs = log_softmax
+        .gather(-1, &targets.unsqueeze(-1), false)
+        .squeeze_dim(-1);
+    let entropies = -(log_softmax.exp() * &log_softmax).sum_dim_intlist(-1, false, Kind::Float);
+    (logprobs, entropies)
+}
+
 /// Moves `[B, C]` rows to plain vectors of each completion's own length (for tests and logs).
 pub fn rows(tensor: &Tensor, lengths: &[usize]) -> Vec<Vec<f64>> {
     let tensor = tensor.to_device(Device::Cpu).to_kind(Kind::Double);
@@ -85,4 +92,20 @@ pub fn rows(tensor: &Tensor, lengths: &[usize]) -> Vec<Vec<f64>> {
         .enumerate()
         .map(|(i, &len)| Vec::<f64>::try_from(tensor.get(i as i64).narrow(0, 0, len as i64)).unwrap())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_probs_and_entropy_by_hand() {
+        // p = (0.5, 0.25, 0.25): log p(token 1) = ln 0.25 = −1.386294;
+        // H = −(0.5 ln 0.5 + 2 · 0.25 ln 0.25) = 1.039721.
+        let logits = Tensor::from_slice(&[0.5f32, 0.25, 0.25]).log().view([1, 1, 3]) + 7.0;
+        let (logprobs, entropies) =
+            target_logprobs_and_entropies(&logits, &Tensor::from_slice(&[1i64]).view([1, 1]));
+        assert!((logprobs.double_value(&[0, 0]) + 1.386_294).abs() < 1e-5);
+        assert!((entropies.double_value(&[0, 0]) - 1.039_721).abs() < 1e-5);
+    }
 }
