@@ -11,7 +11,8 @@ setup:
 
 # The main job. For now: what this installation runs on (the clinical demo replaces it).
 demo: setup
-	cargo run -p crpo-host -- doctor
+	cargo build -p crpo-host --bins
+	target/debug/crpo-host doctor
 
 test: setup
 	cargo test $(addprefix -p ,$(SDK_ONLY))

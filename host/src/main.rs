@@ -39,6 +39,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`crpo-host plugins | head`) as command-line tools do,
+    // instead of Rust's default of failing the next print with a panic.
+    // SAFETY: restoring a signal's default disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         // Step summaries are info; RUST_LOG overrides (e.g. RUST_LOG=warn for quiet runs).
         .with_env_filter(

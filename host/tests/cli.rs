@@ -232,3 +232,45 @@ fn init_model_then_generate_with_the_chat_template() {
     ]);
     assert!(stderr(&output).contains("device `tpu`"));
 }
+
+#[test]
+fn a_missing_libtorch_is_a_clear_error_not_a_loader_failure() {
+    let missing = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_crpo-host"))
+        .arg("doctor")
+        .env("CRPO_LIBTORCH_DIR", missing.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(
+        text.contains("cannot load libtorch from")
+            && text.contains("libtorch_cpu.so")
+            && text.contains("scripts/setup.sh"),
+        "{text}"
+    );
+    // A file that is not a library is reported with the loader's reason.
+    std::fs::write(missing.path().join("libtorch_cpu.so"), b"not an ELF file").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_crpo-host"))
+        .arg("doctor")
+        .env("CRPO_LIBTORCH_DIR", missing.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    assert!(stderr(&output).contains("libtorch_cpu.so"), "{}", stderr(&output));
+}
+
+#[test]
+fn the_launcher_passes_arguments_and_exit_status_through() {
+    let output = crpo_host(&["no-such-command"]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "clap's usage error, from the runtime"
+    );
+    assert!(
+        stderr(&output).contains("unrecognized subcommand"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -9,19 +9,48 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Emits an rpath to libtorch's lib dir and links torch_cuda with `--no-as-needed` when the
-/// libtorch found has it. Call it from `build.rs`; it panics with a set-up hint otherwise,
-/// which is how a build script reports a fatal error.
+/// libtorch found has it, for every target of the crate. Call it from `build.rs`; it panics
+/// with a set-up hint otherwise, which is how a build script reports a fatal error.
 pub fn link_libtorch() {
+    emit_link_args("cargo:rustc-link-arg=");
+}
+
+/// [`link_libtorch`] where a crate also has a binary that must start without libtorch (a
+/// launcher): the rpath goes to every target (a search path makes no library required, and
+/// the lib's unit tests need it), torch_cuda only to the named binaries, tests and benches.
+pub fn link_libtorch_for_bins(bins: &[&str]) {
+    let lib_dir = lib_dir_or_panic();
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
+    let mut prefixes: Vec<String> = bins
+        .iter()
+        .map(|bin| format!("cargo:rustc-link-arg-bin={bin}="))
+        .collect();
+    prefixes.extend(["tests", "benches"].map(|kind| format!("cargo:rustc-link-arg-{kind}=")));
+    for prefix in prefixes {
+        emit_cuda_link_args(&prefix, &lib_dir);
+    }
+}
+
+/// The canonical libtorch lib dir, or a build failure with the set-up hint.
+pub fn lib_dir_or_panic() -> PathBuf {
     for var in ["LIBTORCH", "LIBTORCH_LIB", "LIBTORCH_USE_PYTORCH", "VIRTUAL_ENV"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     let lib_dir = libtorch_lib_dir()
         .unwrap_or_else(|why| panic!("crpo: cannot find libtorch ({why}); run scripts/setup.sh first"));
-    let lib_dir = lib_dir.canonicalize().unwrap_or(lib_dir);
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
+    lib_dir.canonicalize().unwrap_or(lib_dir)
+}
+
+fn emit_link_args(prefix: &str) {
+    let lib_dir = lib_dir_or_panic();
+    println!("{prefix}-Wl,-rpath,{}", lib_dir.display());
+    emit_cuda_link_args(prefix, &lib_dir);
+}
+
+fn emit_cuda_link_args(prefix: &str, lib_dir: &Path) {
     if lib_dir.join("libtorch_cuda.so").exists() {
-        println!("cargo:rustc-link-arg=-L{}", lib_dir.display());
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+        println!("{prefix}-L{}", lib_dir.display());
+        println!("{prefix}-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
     }
 }
 

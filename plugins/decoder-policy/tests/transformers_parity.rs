@@ -176,13 +176,22 @@ fn saved_policies_load_in_transformers() {
     };
     let dir = tempfile::tempdir().unwrap();
     crpo_plugins_policy::tiny::write_tiny(&dir.path().join("tiny"), 3).unwrap();
-    let policy = crpo_plugins_policy::policy::Policy::load(&dir.path().join("tiny"), Device::Cpu, tch::Kind::Float).unwrap();
+    let policy =
+        crpo_plugins_policy::policy::Policy::load(&dir.path().join("tiny"), Device::Cpu, tch::Kind::Float)
+            .unwrap();
     let saved = dir.path().join("saved");
     policy.save(&saved).unwrap();
-    let ids = policy.tokenizer.encode("Fever and cough suggest pneumonia.").unwrap();
+    let ids = policy
+        .tokenizer
+        .encode("Fever and cough suggest pneumonia.")
+        .unwrap();
     let ours = tch::no_grad(|| {
         let ids = Tensor::from_slice(&ids).unsqueeze(0);
-        policy.model.forward(&ids, &ids.ones_like(), None).get(0).select(0, -1)
+        policy
+            .model
+            .forward(&ids, &ids.ones_like(), None)
+            .get(0)
+            .select(0, -1)
     });
     let script = r#"
 import json, sys, torch
@@ -194,12 +203,24 @@ with torch.no_grad():
     logits = model(torch.tensor([ids])).logits[0, -1]
 print(json.dumps({"ids": ids, "logits": logits.tolist()}))
 "#;
-    let output = Command::new(&python).arg("-c").arg(script).arg(&saved).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&saved)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let theirs: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let their_ids: Vec<i64> = serde_json::from_value(theirs["ids"].clone()).unwrap();
     assert_eq!(their_ids, ids, "the saved tokenizer encodes the same ids");
     let their_logits: Vec<f32> = serde_json::from_value(theirs["logits"].clone()).unwrap();
-    let diff = (&ours - Tensor::from_slice(&their_logits)).abs().max().double_value(&[]);
+    let diff = (&ours - Tensor::from_slice(&their_logits))
+        .abs()
+        .max()
+        .double_value(&[]);
     assert!(diff < 1e-4, "logits differ by {diff}");
 }
