@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct InitModelArgs {
-    /// The preset to write (tiny: 2 layers, 64 wide, a BPE tokenizer trained on a clinical corpus).
+    /// The preset to write: tiny (2 layers, 64 wide), small (4 layers, 256 wide) or
+    /// qwen2.5-0.5b-shape (Qwen2.5-0.5B's shape); random weights, a BPE tokenizer trained on a
+    /// clinical corpus.
     #[arg(long, default_value = "tiny")]
     pub preset: String,
     /// Output directory (a Hugging Face model directory).
@@ -20,12 +22,15 @@ pub struct InitModelArgs {
 }
 
 pub fn init_model(args: &InitModelArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.preset == "tiny",
-        "preset `{}`: the only preset is `tiny`",
-        args.preset
-    );
-    crpo_plugins_policy::tiny::write_tiny(&args.out, args.seed)?;
+    use crpo_plugins_policy::tiny::{write_preset, Preset};
+    let preset = Preset::from_name(&args.preset).ok_or_else(|| {
+        anyhow::anyhow!(
+            "preset `{}`: expected one of {}",
+            args.preset,
+            Preset::NAMES.join(", ")
+        )
+    })?;
+    write_preset(&args.out, preset, args.seed)?;
     println!("wrote the {} preset to {}", args.preset, args.out.display());
     Ok(())
 }

@@ -3,7 +3,11 @@
 
 pub mod accuracy;
 pub mod clinical_reasoning;
+pub mod comprehensiveness;
 pub mod consistency;
+pub mod faithfulness;
 pub mod format_code;
+pub mod length_penalty;
+pub mod reasoning;
 pub mod rule;
 pub mod text;

@@ -1,4 +1,4 @@
-//! The shape all four rule objectives share: no options, each completion scored on its own by
+//! The shape the rule objectives share: no options, each completion scored on its own by
 //! a pure function of the example and the completion.
 
 use crpo_sdk::{
@@ -17,6 +17,13 @@ pub struct RuleObjective {
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NoOptions {}
+
+impl RuleObjective {
+    /// One completion's score (NaN if the rule fails): for tests and examples in docs.
+    pub fn score_one(&self, example: &Example, completion: &str) -> f32 {
+        (self.rule)(example, completion).map_or(f32::NAN, |s| s.value)
+    }
+}
 
 impl RewardPlugin for RuleObjective {
     fn info(&self) -> PluginInfo {

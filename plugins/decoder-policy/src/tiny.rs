@@ -1,5 +1,6 @@
-//! The `tiny` preset: a real Hugging Face-format model directory made by the project, so tests
-//! and the demo go through exactly the loading path users use. The tokenizer is a byte-level
+//! Model presets (`tiny`, `small`, `qwen2.5-0.5b-shape`): real Hugging Face-format model
+//! directories made by the project, so tests, the demo and the benchmarks go through exactly
+//! the loading path users use. The tokenizer is a byte-level
 //! BPE trained with the tokenizers crate on the clinical-style corpus in `assets/`; the weights
 //! are a seeded random init (normal, std 0.02, as transformers initialises Qwen2).
 
@@ -19,27 +20,63 @@ pub const CORPUS: &str = include_str!("../assets/clinical_corpus.txt");
 pub const SPECIAL_TOKENS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
 const BPE_VOCAB: usize = 700;
 
-/// Shape of the tiny preset; `vocab_size` is filled in from the trained tokenizer.
-fn tiny_config(vocab_size: usize, eos: u32, bos: u32) -> DecoderConfig {
+/// Model shapes the project can create (random weights, the trained tokenizer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// 2 layers, 64 wide (~0.1M parameters): tests.
+    Tiny,
+    /// 4 layers, 256 wide (~3.3M parameters): the CPU demo.
+    Small,
+    /// Qwen2.5-0.5B's shape (24 layers, 896 wide, 151,936-row embedding; ~494M parameters)
+    /// with random weights: benchmarks at a real model's cost.
+    Qwen05bShape,
+}
+
+impl Preset {
+    pub const NAMES: [&'static str; 3] = ["tiny", "small", "qwen2.5-0.5b-shape"];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "tiny" => Some(Preset::Tiny),
+            "small" => Some(Preset::Small),
+            "qwen2.5-0.5b-shape" => Some(Preset::Qwen05bShape),
+            _ => None,
+        }
+    }
+
+    /// (hidden, intermediate, layers, heads, kv heads, tied embeddings, vocab rows or None).
+    fn shape(self) -> (usize, usize, usize, usize, usize, bool, Option<usize>) {
+        match self {
+            Preset::Tiny => (64, 176, 2, 4, 2, true, None),
+            Preset::Small => (256, 704, 4, 8, 4, true, None),
+            Preset::Qwen05bShape => (896, 4864, 24, 14, 2, true, Some(151_936)),
+        }
+    }
+}
+
+/// The preset's config; `vocab_size` is the trained tokenizer's, padded, unless the preset
+/// fixes it.
+fn preset_config(preset: Preset, vocab_size: usize, eos: u32, bos: u32) -> DecoderConfig {
+    let (hidden, intermediate, layers, heads, kv_heads, tie, vocab) = preset.shape();
     serde_json::from_value(serde_json::json!({
         "architectures": ["Qwen2ForCausalLM"],
         "model_type": "qwen2",
-        "vocab_size": vocab_size,
-        "hidden_size": 64,
-        "intermediate_size": 176,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        "vocab_size": vocab.unwrap_or(vocab_size),
+        "hidden_size": hidden,
+        "intermediate_size": intermediate,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
         "max_position_embeddings": 2048,
         "rope_theta": 10000.0,
         "rms_norm_eps": 1e-6,
-        "tie_word_embeddings": true,
+        "tie_word_embeddings": tie,
         "hidden_act": "silu",
         "bos_token_id": bos,
         "eos_token_id": eos,
         "torch_dtype": "float32"
     }))
-    .expect("the tiny config is valid")
+    .expect("the preset configs are valid")
 }
 
 /// Trains the byte-level BPE tokenizer on the shipped corpus.
@@ -70,9 +107,14 @@ pub fn train_tokenizer(dir: &Path) -> Result<Tokenizer> {
     Ok(tokenizer)
 }
 
-/// Writes the tiny preset to `dir`: config.json, model.safetensors, tokenizer.json,
-/// tokenizer_config.json (with the ChatML chat template) and generation_config.json.
+/// Writes the tiny preset to `dir` (see [`write_preset`]).
 pub fn write_tiny(dir: &Path, seed: i64) -> Result<()> {
+    write_preset(dir, Preset::Tiny, seed)
+}
+
+/// Writes a preset to `dir`: config.json, model.safetensors, tokenizer.json,
+/// tokenizer_config.json (with the ChatML chat template) and generation_config.json.
+pub fn write_preset(dir: &Path, preset: Preset, seed: i64) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let tokenizer = train_tokenizer(dir)?;
     let id = |token: &str| {
@@ -83,7 +125,7 @@ pub fn write_tiny(dir: &Path, seed: i64) -> Result<()> {
     let (eos, bos) = (id("<|im_end|>"), id("<|endoftext|>"));
     // Pad the embedding to a multiple of 64, as Qwen2.5 does: ids past the tokenizer are unused.
     let vocab_size = tokenizer.get_vocab_size(true).div_ceil(64) * 64;
-    let config = tiny_config(vocab_size, eos, bos);
+    let config = preset_config(preset, vocab_size, eos, bos);
     let tokenizer_path = dir.join("tokenizer.json");
     tokenizer
         .save(&tokenizer_path, true)

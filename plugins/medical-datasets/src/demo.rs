@@ -177,18 +177,20 @@ fn record(rng: &mut ChaCha8Rng, index: usize, ask: Ask) -> Value {
         .iter()
         .position(|&i| i == index)
         .expect("the answer is an option")];
-    let others: Vec<&str> = choices
+    let others: Vec<String> = choices
         .iter()
-        .filter(|&&i| i != index)
-        .map(|&i| ask.fact(&KNOWLEDGE[i]))
+        .zip(letters)
+        .filter(|(&i, _)| i != index)
+        .map(|(&i, letter)| format!("{letter} ({})", ask.fact(&KNOWLEDGE[i])))
         .collect();
-    // Short on purpose: the demo's tiny model learns it in minutes on a CPU.
+    // Short on purpose (the demo's tiny model learns it in minutes on a CPU): the dx names
+    // the fitting option with its letter first, then rules out the others.
     let reference = format!(
-        "<dx>System 1: {} suggest {}. System 2: {} do not fit; {} does.</dx>\n<conclusion>{} \\boxed{{{gold}}}</conclusion>",
+        "<dx>System 1: {} suggest {}. System 2: {gold} ({}) fits; {} do not.</dx>\n<conclusion>{} \\boxed{{{gold}}}</conclusion>",
         condition.findings,
         condition.name,
-        others.join(", "),
         ask.fact(condition),
+        others.join(", "),
         ask.fact(condition),
     );
     json!({

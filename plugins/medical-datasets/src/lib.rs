@@ -2,11 +2,21 @@
 //! [`Example`]; [`JsonlReader`] reads a file of such records line by line.
 
 pub mod demo;
+pub mod generic;
+pub mod medmcqa;
 pub mod medqa;
+pub mod medxpertqa;
+pub mod pubmedqa;
+pub mod records;
 
 use crpo_sdk::{DatasetPlugin, DatasetRead, DatasetSource, Example, PluginError, PluginInfo, RecordError};
 use serde_json::{Map, Value};
 use std::io::{BufRead, BufReader};
+
+/// Options of a reader that takes none (any key is refused by name).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoOptions {}
 
 /// A record problem: the field and what is wrong with it.
 pub type FieldError = (String, String);

@@ -1,0 +1,265 @@
+//! `jsonl`: any JSONL (or JSON array) of questions, with the field names given as options.
+//!
+//! ```toml
+//! [data]
+//! dataset = "jsonl"
+//! path = "my_questions.jsonl"
+//! options = { question = "prompt", options = "choices", answer = "label", answer_format = "index0" }
+//! ```
+//!
+//! - `question` (default `"question"`): the question text.
+//! - `options` (default `"options"`, optional in records): an object of key → text, or a list
+//!   of texts (keys A, B, C, … in order). Without it, the answer is a free label.
+//! - `answer` (default `"answer"`): the gold answer; `answer_format` says how to read it:
+//!   `key` (default: an option key or label as is), `index0` / `index1` (a 0- or 1-based
+//!   position in the options), `text` (the text of one of the options).
+//! - `id`, `reference_completion` (optional): fields holding the record id and a reference
+//!   completion for the supervised cold start.
+
+use crate::records::{letter, metadata_without, read_records, string_field};
+use crate::FieldError;
+use crpo_sdk::{
+    parse_options, AnswerOption, DatasetPlugin, DatasetRead, DatasetSource, Example, PluginError, PluginInfo,
+    Prompt,
+};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Debug, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerFormat {
+    #[default]
+    Key,
+    Index0,
+    Index1,
+    Text,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct FieldMapping {
+    #[serde(default = "default_question")]
+    pub question: String,
+    #[serde(default = "default_options")]
+    pub options: String,
+    #[serde(default = "default_answer")]
+    pub answer: String,
+    #[serde(default)]
+    pub answer_format: AnswerFormat,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub reference_completion: Option<String>,
+}
+
+fn default_question() -> String {
+    "question".into()
+}
+fn default_options() -> String {
+    "options".into()
+}
+fn default_answer() -> String {
+    "answer".into()
+}
+
+impl FieldMapping {
+    pub fn parse(&self, record: &Map<String, Value>, id: &str) -> Result<Example, FieldError> {
+        let question = string_field(record, &self.question)?;
+        let options: Vec<AnswerOption> = match record.get(&self.options) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Object(map)) => {
+                let mut options = map
+                    .iter()
+                    .map(|(key, text)| {
+                        text.as_str()
+                            .map(|t| AnswerOption {
+                                key: key.clone(),
+                                text: t.to_string(),
+                            })
+                            .ok_or_else(|| (format!("{}.{key}", self.options), "not a string".to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                options.sort_by(|a, b| a.key.cmp(&b.key));
+                options
+            }
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    text.as_str()
+                        .map(|t| AnswerOption {
+                            key: letter(i),
+                            text: t.to_string(),
+                        })
+                        .ok_or_else(|| (format!("{}[{i}]", self.options), "not a string".to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(_) => {
+                return Err((
+                    self.options.clone(),
+                    "not an object or a list of option texts".into(),
+                ))
+            }
+        };
+        let answer = self.answer(record, &options)?;
+        let id = self
+            .id
+            .as_ref()
+            .and_then(|field| match record.get(field) {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            })
+            .unwrap_or_else(|| id.to_string());
+        let reference_completion = match &self.reference_completion {
+            Some(field) => Some(string_field(record, field)?.to_string()),
+            None => None,
+        };
+        let mut consumed = vec![
+            self.question.as_str(),
+            self.options.as_str(),
+            self.answer.as_str(),
+        ];
+        consumed.extend(self.id.as_deref());
+        consumed.extend(self.reference_completion.as_deref());
+        Ok(Example {
+            id,
+            prompt: Prompt::Text(question.to_string()),
+            answer: Some(answer),
+            options,
+            reference_completion,
+            metadata: metadata_without(record, &consumed),
+        })
+    }
+
+    fn answer(&self, record: &Map<String, Value>, options: &[AnswerOption]) -> Result<String, FieldError> {
+        let field = self.answer.as_str();
+        let raw = record
+            .get(field)
+            .ok_or_else(|| (field.to_string(), "missing".to_string()))?;
+        let fail = |message: String| (field.to_string(), message);
+        let key = match self.answer_format {
+            AnswerFormat::Key => match raw {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => return Err(fail("not a string".into())),
+            },
+            AnswerFormat::Index0 | AnswerFormat::Index1 => {
+                let base = if self.answer_format == AnswerFormat::Index1 {
+                    1
+                } else {
+                    0
+                };
+                let index = raw
+                    .as_i64()
+                    .or_else(|| raw.as_str().and_then(|s| s.trim().parse().ok()))
+                    .ok_or_else(|| fail("not an integer".into()))?;
+                let option = usize::try_from(index - base)
+                    .ok()
+                    .and_then(|i| options.get(i))
+                    .ok_or_else(|| fail(format!("{index} is not a {base}-based option position")))?;
+                option.key.clone()
+            }
+            AnswerFormat::Text => {
+                let text = raw.as_str().ok_or_else(|| fail("not a string".into()))?;
+                options
+                    .iter()
+                    .find(|o| o.text.trim() == text.trim())
+                    .map(|o| o.key.clone())
+                    .ok_or_else(|| fail(format!("`{text}` is not the text of an option")))?
+            }
+        };
+        if !options.is_empty() && !options.iter().any(|o| o.key == key) {
+            return Err(fail(format!("`{key}` is not one of the option keys")));
+        }
+        Ok(key)
+    }
+}
+
+pub struct GenericJsonlReader;
+
+impl DatasetPlugin for GenericJsonlReader {
+    fn info(&self) -> PluginInfo {
+        PluginInfo::new(
+            "jsonl",
+            env!("CARGO_PKG_VERSION"),
+            "Any JSONL of questions; field names and answer format as options",
+        )
+    }
+
+    fn read(&self, source: &DatasetSource) -> Result<DatasetRead, PluginError> {
+        let mapping: FieldMapping = parse_options(&source.options)?;
+        read_records(&source.path, |record, id| mapping.parse(record, id))
+    }
+}
+
+pub static GENERIC_JSONL: GenericJsonlReader = GenericJsonlReader;
+crpo_sdk::register_dataset!(GENERIC_JSONL);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn mapping(options: Value) -> FieldMapping {
+        parse_options(&options).unwrap()
+    }
+
+    #[test]
+    fn maps_fields_and_reads_each_answer_format() {
+        let record =
+            json!({"q": "Which?", "choices": ["aspirin", "heparin"], "gold": 1, "uid": 7, "why": "ref"});
+        let m = mapping(
+            json!({"question": "q", "options": "choices", "answer": "gold", "answer_format": "index0",
+                               "id": "uid", "reference_completion": "why"}),
+        );
+        let example = m.parse(record.as_object().unwrap(), "f:1").unwrap();
+        assert_eq!((example.id.as_str(), example.answer.as_deref()), ("7", Some("B")));
+        assert_eq!(example.reference_completion.as_deref(), Some("ref"));
+        let one_based = mapping(
+            json!({"question": "q", "options": "choices", "answer": "gold", "answer_format": "index1"}),
+        );
+        assert_eq!(
+            one_based
+                .parse(record.as_object().unwrap(), "f:1")
+                .unwrap()
+                .answer
+                .as_deref(),
+            Some("A")
+        );
+        let by_text =
+            json!({"question": "Which?", "options": {"A": "aspirin", "B": "heparin"}, "answer": "heparin"});
+        let text = mapping(json!({"answer_format": "text"}));
+        assert_eq!(
+            text.parse(by_text.as_object().unwrap(), "f:1")
+                .unwrap()
+                .answer
+                .as_deref(),
+            Some("B")
+        );
+    }
+
+    #[test]
+    fn names_the_bad_field_and_option() {
+        let m = mapping(json!({}));
+        let record = json!({"question": "Which?", "options": {"A": "x"}, "answer": "C"});
+        assert_eq!(
+            m.parse(record.as_object().unwrap(), "f:1").unwrap_err().0,
+            "answer"
+        );
+        let err = parse_options::<FieldMapping>(&json!({"questoin": "q"}))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("questoin"), "{err}");
+        let free = json!({"question": "Is it?", "answer": "yes"});
+        assert_eq!(
+            m.parse(free.as_object().unwrap(), "f:1")
+                .unwrap()
+                .answer
+                .as_deref(),
+            Some("yes")
+        );
+    }
+}

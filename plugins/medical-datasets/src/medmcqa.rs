@@ -1,0 +1,197 @@
+//! MedMCQA, JSONL: `{"id", "question", "opa", "opb", "opc", "opd", "cop", "choice_type", "exp",
+//! "subject_name", "topic_name"}`. The answer `cop` is 1–4 in the original release and 0–3 in
+//! the Hugging Face export. Option `cop_base` says which: `"auto"` (default) decides per file
+//! — a 0 anywhere means 0–3, a 4 anywhere means 1–4, and a file with neither is refused as
+//! ambiguous; `1` or `0` state it. Records without an answer (the test split) are malformed.
+//! `exp`, the explanation, becomes the reference completion's reasoning when present.
+
+use crate::records::{metadata_without, read_records, string_field};
+use crate::FieldError;
+use crpo_sdk::{
+    parse_options, AnswerOption, DatasetPlugin, DatasetRead, DatasetSource, Example, PluginError, PluginInfo,
+    Prompt,
+};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+const OPTION_FIELDS: [(&str, &str); 4] = [("A", "opa"), ("B", "opb"), ("C", "opc"), ("D", "opd")];
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Options {
+    /// `"auto"` (or absent), 0 or 1.
+    #[serde(default)]
+    cop_base: Option<Value>,
+}
+
+fn cop(record: &Map<String, Value>) -> Result<i64, FieldError> {
+    match record.get("cop") {
+        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| ("cop".into(), "not an integer".into())),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map_err(|_| ("cop".into(), format!("`{s}` is not an integer"))),
+        None | Some(Value::Null) => Err((
+            "cop".into(),
+            "missing: no answer (the test split has none)".into(),
+        )),
+        Some(_) => Err(("cop".into(), "not an integer".into())),
+    }
+}
+
+fn parse(record: &Map<String, Value>, id: &str, base: i64) -> Result<Example, FieldError> {
+    let question = string_field(record, "question")?;
+    let mut options = Vec::with_capacity(4);
+    for (key, field) in OPTION_FIELDS {
+        options.push(AnswerOption {
+            key: key.into(),
+            text: string_field(record, field)?.to_string(),
+        });
+    }
+    let index = cop(record)? - base;
+    if !(0..4).contains(&index) {
+        return Err((
+            "cop".into(),
+            format!("{} is out of range for {base}-based answers", index + base),
+        ));
+    }
+    let answer = OPTION_FIELDS[index as usize].0.to_string();
+    let id = record.get("id").and_then(Value::as_str).unwrap_or(id).to_string();
+    Ok(Example {
+        id,
+        prompt: Prompt::Text(question.to_string()),
+        answer: Some(answer),
+        options,
+        reference_completion: None,
+        metadata: metadata_without(record, &["question", "opa", "opb", "opc", "opd", "cop", "id"]),
+    })
+}
+
+pub struct MedMcqaReader;
+
+impl DatasetPlugin for MedMcqaReader {
+    fn info(&self) -> PluginInfo {
+        PluginInfo::new(
+            "medmcqa",
+            env!("CARGO_PKG_VERSION"),
+            "MedMCQA JSONL: question, opa..opd, cop (1-4 original or 0-3 Hugging Face, detected; option cop_base)",
+        )
+    }
+
+    fn read(&self, source: &DatasetSource) -> Result<DatasetRead, PluginError> {
+        let options: Options = parse_options(&source.options)?;
+        let base = match options.cop_base {
+            None => detect_base(&source.path)?,
+            Some(Value::String(s)) if s == "auto" => detect_base(&source.path)?,
+            Some(Value::Number(n)) if n.as_i64() == Some(0) || n.as_i64() == Some(1) => {
+                n.as_i64().unwrap_or(1)
+            }
+            Some(other) => {
+                return Err(PluginError::InvalidOption {
+                    option: "cop_base".into(),
+                    message: format!("{other}: expected \"auto\", 0 or 1"),
+                })
+            }
+        };
+        read_records(&source.path, |record, id| parse(record, id, base))
+    }
+}
+
+/// 0 if any answer is 0, 1 if any is 4; otherwise the file cannot tell.
+fn detect_base(path: &std::path::Path) -> Result<i64, PluginError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| PluginError::failed(format!("cannot read {}: {e}", path.display())))?;
+    let answers: Vec<i64> = crate::records::records(&text)
+        .into_iter()
+        .filter_map(|(_, record)| record.ok())
+        .filter_map(|record| record.as_object().and_then(|r| cop(r).ok()))
+        .collect();
+    if answers.contains(&0) {
+        Ok(0)
+    } else if answers.contains(&4) || answers.is_empty() {
+        // No answers at all: every record is malformed anyway, whatever the base.
+        Ok(1)
+    } else {
+        Err(PluginError::failed(format!(
+            "{}: the answers (`cop`) are all 1-3, so the file does not show whether they are 1-based (original \
+             release) or 0-based (Hugging Face export); set the dataset option cop_base = 1 or 0",
+            path.display()
+        )))
+    }
+}
+
+pub static MEDMCQA: MedMcqaReader = MedMcqaReader;
+crpo_sdk::register_dataset!(MEDMCQA);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn source(lines: &[Value], options: Value) -> (tempfile::TempDir, DatasetSource) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("medmcqa.jsonl");
+        std::fs::write(&path, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+        (dir, DatasetSource { path, options })
+    }
+
+    fn record(cop: Value) -> Value {
+        json!({"id": "q1", "question": "Drug of choice?", "opa": "a", "opb": "b", "opc": "c", "opd": "d",
+               "cop": cop, "choice_type": "single", "exp": "because", "subject_name": "Pharmacology"})
+    }
+
+    #[test]
+    fn detects_one_based_and_zero_based_answers() {
+        let (_d, one_based) = source(&[record(json!(4)), record(json!(1))], Value::Null);
+        let read = MEDMCQA.read(&one_based).unwrap();
+        assert_eq!(
+            read.examples
+                .iter()
+                .map(|e| e.answer.clone().unwrap())
+                .collect::<Vec<_>>(),
+            ["D", "A"]
+        );
+        let (_d, zero_based) = source(&[record(json!(0)), record(json!(1))], Value::Null);
+        let read = MEDMCQA.read(&zero_based).unwrap();
+        assert_eq!(
+            read.examples
+                .iter()
+                .map(|e| e.answer.clone().unwrap())
+                .collect::<Vec<_>>(),
+            ["A", "B"]
+        );
+        assert_eq!(read.examples[0].id, "q1");
+        assert_eq!(read.examples[0].metadata["subject_name"], "Pharmacology");
+    }
+
+    #[test]
+    fn an_ambiguous_file_asks_for_cop_base_which_then_decides() {
+        let (_d, ambiguous) = source(&[record(json!(2)), record(json!(3))], Value::Null);
+        let err = MEDMCQA.read(&ambiguous).unwrap_err().to_string();
+        assert!(err.contains("cop_base"), "{err}");
+        let (_d, stated) = source(&[record(json!(2)), record(json!("3"))], json!({"cop_base": 0}));
+        let read = MEDMCQA.read(&stated).unwrap();
+        assert_eq!(
+            read.examples
+                .iter()
+                .map(|e| e.answer.clone().unwrap())
+                .collect::<Vec<_>>(),
+            ["C", "D"]
+        );
+        let (_d, bad) = source(&[record(json!(2))], json!({"cop_base": 2}));
+        assert!(MEDMCQA.read(&bad).unwrap_err().to_string().contains("cop_base"));
+    }
+
+    #[test]
+    fn test_split_records_without_answers_are_malformed_with_their_line() {
+        let mut no_answer = record(json!(1));
+        no_answer.as_object_mut().unwrap().remove("cop");
+        let (_d, src) = source(&[record(json!(4)), no_answer], Value::Null);
+        let read = MEDMCQA.read(&src).unwrap();
+        assert_eq!(read.examples.len(), 1);
+        assert_eq!(
+            (read.malformed[0].line, read.malformed[0].field.as_str()),
+            (2, "cop")
+        );
+    }
+}

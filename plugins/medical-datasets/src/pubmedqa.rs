@@ -1,0 +1,225 @@
+//! PubMedQA, in either layout people have:
+//! - the original `ori_pqal.json`: ONE JSON object keyed by PMID, each value `{"QUESTION",
+//!   "CONTEXTS": […], "LABELS", "MESHES", "YEAR", "reasoning_required_pred",
+//!   "reasoning_free_pred", "final_decision", "LONG_ANSWER"}`;
+//! - the Hugging Face export (`pqa_labeled`), JSONL or a JSON array of `{"pubid", "question",
+//!   "context": {"contexts", "labels", "meshes"}, "long_answer", "final_decision"}`.
+//!
+//! The answer `final_decision` (yes | no | maybe) becomes option A (yes), B (no) or C (maybe),
+//! so the letter rules of the objectives apply unchanged. The question is asked after its
+//! abstract contexts unless the option `include_context = false`.
+
+use crate::records::{metadata_without, object_start_lines, read_records, string_field};
+use crate::FieldError;
+use crpo_sdk::{
+    parse_options, AnswerOption, DatasetPlugin, DatasetRead, DatasetSource, Example, PluginError, PluginInfo,
+    Prompt, RecordError,
+};
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+const DECISIONS: [(&str, &str); 3] = [("A", "yes"), ("B", "no"), ("C", "maybe")];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Options {
+    #[serde(default = "yes")]
+    include_context: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn contexts(value: Option<&Value>, field: &str) -> Result<Vec<String>, FieldError> {
+    match value {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| (field.to_string(), "not a list of strings".to_string()))
+            })
+            .collect(),
+        Some(_) => Err((field.into(), "not a list of strings".into())),
+    }
+}
+
+fn example(
+    id: String,
+    question: &str,
+    contexts: &[String],
+    decision: &str,
+    include_context: bool,
+    metadata: Map<String, Value>,
+) -> Result<Example, FieldError> {
+    let decision = decision.trim().to_lowercase();
+    let Some((answer, _)) = DECISIONS.iter().find(|(_, d)| *d == decision) else {
+        return Err((
+            "final_decision".into(),
+            format!("`{decision}`: expected yes, no or maybe"),
+        ));
+    };
+    let prompt = if include_context && !contexts.is_empty() {
+        format!("Context:\n{}\n\nQuestion: {question}", contexts.join("\n"))
+    } else {
+        question.to_string()
+    };
+    Ok(Example {
+        id,
+        prompt: Prompt::Text(prompt),
+        answer: Some(answer.to_string()),
+        options: DECISIONS
+            .iter()
+            .map(|(key, text)| AnswerOption {
+                key: key.to_string(),
+                text: text.to_string(),
+            })
+            .collect(),
+        reference_completion: None,
+        metadata,
+    })
+}
+
+/// A Hugging Face export row.
+fn parse_row(record: &Map<String, Value>, id: &str, include_context: bool) -> Result<Example, FieldError> {
+    let question = string_field(record, "question")?;
+    let contexts = contexts(
+        record.get("context").and_then(|c| c.get("contexts")),
+        "context.contexts",
+    )?;
+    let id = match record.get("pubid") {
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        _ => id.to_string(),
+    };
+    let decision = string_field(record, "final_decision")?;
+    example(
+        id,
+        question,
+        &contexts,
+        decision,
+        include_context,
+        metadata_without(record, &["question", "context", "final_decision", "pubid"]),
+    )
+}
+
+/// A value of the original file, keyed by its PMID.
+fn parse_original(
+    pmid: &str,
+    record: &Map<String, Value>,
+    include_context: bool,
+) -> Result<Example, FieldError> {
+    let question = string_field(record, "QUESTION")?;
+    let contexts = contexts(record.get("CONTEXTS"), "CONTEXTS")?;
+    let decision = string_field(record, "final_decision")?;
+    example(
+        pmid.to_string(),
+        question,
+        &contexts,
+        decision,
+        include_context,
+        metadata_without(record, &["QUESTION", "CONTEXTS", "final_decision"]),
+    )
+}
+
+pub struct PubMedQaReader;
+
+impl DatasetPlugin for PubMedQaReader {
+    fn info(&self) -> PluginInfo {
+        PluginInfo::new(
+            "pubmedqa",
+            env!("CARGO_PKG_VERSION"),
+            "PubMedQA: ori_pqal.json (object keyed by PMID) or the Hugging Face rows; yes/no/maybe as A/B/C",
+        )
+    }
+
+    fn read(&self, source: &DatasetSource) -> Result<DatasetRead, PluginError> {
+        let options: Options = parse_options(&source.options)?;
+        let file = source.path.display().to_string();
+        let text = std::fs::read_to_string(&source.path)
+            .map_err(|e| PluginError::failed(format!("cannot read {file}: {e}")))?;
+        // The original is one object whose values are records with a QUESTION; anything else
+        // is rows.
+        let by_pmid = serde_json::from_str::<IndexMap<String, Value>>(&text)
+            .ok()
+            .filter(|map| map.values().any(|v| v.get("QUESTION").is_some()));
+        let Some(by_pmid) = by_pmid else {
+            return read_records(&source.path, |record, id| {
+                parse_row(record, id, options.include_context)
+            });
+        };
+        let lines = object_start_lines(&text, 1);
+        let mut read = DatasetRead::default();
+        for (index, (pmid, value)) in by_pmid.iter().enumerate() {
+            let line = lines.get(index).copied().unwrap_or(1);
+            let parsed = match value {
+                Value::Object(record) => parse_original(pmid, record, options.include_context),
+                _ => Err((pmid.clone(), "not a JSON object".into())),
+            };
+            match parsed {
+                Ok(example) => read.examples.push(example),
+                Err((field, message)) => read.malformed.push(RecordError {
+                    file: file.clone(),
+                    line,
+                    field: format!("{pmid}.{field}"),
+                    message,
+                }),
+            }
+        }
+        Ok(read)
+    }
+}
+
+pub static PUBMEDQA: PubMedQaReader = PubMedQaReader;
+crpo_sdk::register_dataset!(PUBMEDQA);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn read(text: &str, options: Value) -> DatasetRead {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pubmedqa.json");
+        std::fs::write(&path, text).unwrap();
+        PUBMEDQA.read(&DatasetSource { path, options }).unwrap()
+    }
+
+    #[test]
+    fn reads_the_original_object_keyed_by_pmid_in_file_order() {
+        let text = r#"{
+  "21645374": {"QUESTION": "Do mitochondria play a role?", "CONTEXTS": ["Programmed cell death...", "Results {show}"],
+               "LABELS": ["BACKGROUND", "RESULTS"], "YEAR": "2011", "final_decision": "yes", "LONG_ANSWER": "Yes."},
+  "16418930": {"QUESTION": "Is it useful?", "CONTEXTS": ["..."], "final_decision": "perhaps"},
+  "11111111": {"QUESTION": "Does X?", "CONTEXTS": [], "final_decision": "maybe"}
+}"#;
+        let read = read(text, Value::Null);
+        assert_eq!(read.examples.len(), 2);
+        assert_eq!(read.examples[0].id, "21645374");
+        assert_eq!(read.examples[0].answer.as_deref(), Some("A"));
+        assert!(read.examples[0]
+            .prompt
+            .question()
+            .starts_with("Context:\nProgrammed cell death"));
+        assert_eq!(read.examples[0].metadata["LONG_ANSWER"], "Yes.");
+        assert_eq!(read.examples[1].answer.as_deref(), Some("C"));
+        let bad = &read.malformed[0];
+        assert_eq!((bad.line, bad.field.as_str()), (4, "16418930.final_decision"));
+    }
+
+    #[test]
+    fn reads_hugging_face_rows_with_or_without_context() {
+        let row = json!({"pubid": 25429730, "question": "Are group 2 ILCs required?",
+            "context": {"contexts": ["Chronic rhinosinusitis..."], "labels": ["BACKGROUND"], "meshes": []},
+            "long_answer": "...", "final_decision": "no"});
+        let read = read(&format!("{row}\n{row}\n"), json!({"include_context": false}));
+        assert_eq!(read.examples.len(), 2);
+        assert_eq!(read.examples[0].id, "25429730");
+        assert_eq!(read.examples[0].answer.as_deref(), Some("B"));
+        assert_eq!(read.examples[0].prompt.question(), "Are group 2 ILCs required?");
+        assert_eq!(read.examples[0].option_text("C"), Some("maybe"));
+    }
+}

@@ -1,0 +1,137 @@
+//! Reading a file of records: JSONL (one object a line), or a whole-file JSON array of
+//! objects (as `datasets` exports save them too). Each record goes through a parser; a bad
+//! one becomes a malformed entry with file, line and field.
+
+use crate::FieldError;
+use crpo_sdk::{DatasetRead, Example, PluginError, RecordError};
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// Reads `path` and parses each record with `parse(record, id)`.
+pub fn read_records(
+    path: &Path,
+    mut parse: impl FnMut(&Map<String, Value>, &str) -> Result<Example, FieldError>,
+) -> Result<DatasetRead, PluginError> {
+    let file_name = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| PluginError::failed(format!("cannot read {file_name}: {e}")))?;
+    let mut read = DatasetRead::default();
+    for (line_no, record) in records(&text) {
+        let malformed = |field: String, message: String| RecordError {
+            file: file_name.clone(),
+            line: line_no,
+            field,
+            message,
+        };
+        match record {
+            Ok(Value::Object(record)) => match parse(&record, &format!("{file_name}:{line_no}")) {
+                Ok(example) => read.examples.push(example),
+                Err((field, message)) => read.malformed.push(malformed(field, message)),
+            },
+            Ok(_) => read
+                .malformed
+                .push(malformed("record".into(), "not a JSON object".into())),
+            Err(message) => read.malformed.push(malformed("record".into(), message)),
+        }
+    }
+    Ok(read)
+}
+
+/// The records of a JSONL text or a JSON array, each with the line it starts on.
+pub fn records(text: &str) -> Vec<(usize, Result<Value, String>)> {
+    if text.trim_start().starts_with('[') {
+        return match serde_json::from_str::<Vec<Value>>(text) {
+            Ok(values) => {
+                let starts = object_start_lines(text, 1);
+                values
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| (starts.get(i).copied().unwrap_or(1), Ok(v)))
+                    .collect()
+            }
+            Err(e) => vec![(e.line(), Err(format!("invalid JSON: {e}")))],
+        };
+    }
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            (
+                i + 1,
+                serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}")),
+            )
+        })
+        .collect()
+}
+
+/// 1-based lines where each object at nesting `depth` (1 = inside the top-level array or
+/// object) opens, skipping braces inside strings.
+pub fn object_start_lines(text: &str, depth: usize) -> Vec<usize> {
+    let (mut lines, mut line, mut level, mut in_string, mut escaped) = (Vec::new(), 1, 0usize, false, false);
+    for c in text.chars() {
+        if c == '\n' {
+            line += 1;
+        }
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '{' | '[' => {
+                if c == '{' && level == depth {
+                    lines.push(line);
+                }
+                level += 1;
+            }
+            '}' | ']' => level = level.saturating_sub(1),
+            _ => {}
+        }
+    }
+    lines
+}
+
+/// A string field of a record.
+pub fn string_field<'a>(record: &'a Map<String, Value>, field: &str) -> Result<&'a str, FieldError> {
+    match record.get(field) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err((field.into(), "not a string".into())),
+        None => Err((field.into(), "missing".into())),
+    }
+}
+
+/// The record without the fields a parser consumed: the example's metadata.
+pub fn metadata_without(record: &Map<String, Value>, consumed: &[&str]) -> Map<String, Value> {
+    let mut metadata = record.clone();
+    for key in consumed {
+        metadata.remove(*key);
+    }
+    metadata
+}
+
+/// Option keys for a list of options: A, B, C, …
+pub fn letter(index: usize) -> String {
+    char::from(b'A' + index as u8).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jsonl_and_json_arrays_give_records_with_their_lines() {
+        let jsonl = "{\"a\": 1}\n\n{\"a\": 2}\nnot json\n";
+        let lines: Vec<usize> = records(jsonl).iter().map(|(l, _)| *l).collect();
+        assert_eq!(lines, vec![1, 3, 4]);
+        assert!(records(jsonl)[2].1.is_err());
+        let array = "[\n  {\"a\": \"{\"},\n  {\"a\": {\"b\": 2}}\n]";
+        let parsed = records(array);
+        assert_eq!(parsed.iter().map(|(l, _)| *l).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(parsed[1].1.as_ref().unwrap()["a"]["b"], 2);
+    }
+}
