@@ -34,6 +34,8 @@ enum Command {
     Sft(commands::train::RunArgs),
     /// Accuracy and every objective's mean on held-out questions.
     Eval(commands::train::EvalArgs),
+    /// The whole recipe on the bundled demo: small model, cold start, CRPO, evaluation.
+    Demo(commands::demo::DemoArgs),
     /// Write the bundled synthetic clinical MCQ set (MedQA format).
     DemoData(commands::train::DemoDataArgs),
 }
@@ -81,5 +83,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sft(args) => commands::train::sft(&dirs, &args),
         Command::Eval(args) => commands::train::eval(&dirs, &args),
         Command::DemoData(args) => commands::train::demo_data(&args),
+        Command::Demo(args) => commands::demo::run(&dirs, &args),
     }
 }

@@ -274,3 +274,45 @@ fn the_launcher_passes_arguments_and_exit_status_through() {
         stderr(&output)
     );
 }
+
+#[test]
+fn demo_runs_the_whole_recipe_and_prints_the_table() {
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().join("demo");
+    let output = crpo_host(&[
+        "demo",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--compare-grpo",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for row in [
+        "cold start (SFT) / demo eval",
+        "CRPO / demo eval",
+        "GRPO baseline / demo eval",
+    ] {
+        assert!(text.contains(row), "{text}");
+    }
+    for column in [
+        "accuracy",
+        "clinical_reasoning",
+        "faithfulness",
+        "comprehensiveness",
+    ] {
+        assert!(text.contains(column), "{text}");
+    }
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report.as_array().unwrap().len(), 3);
+    assert!(out_dir
+        .join("crpo/checkpoints/step-000002/model/config.json")
+        .exists());
+    let again = crpo_host(&["demo", "--out", out_dir.to_str().unwrap(), "--steps", "2"]);
+    assert!(
+        !again.status.success() && stderr(&again).contains("--overwrite"),
+        "a previous demo is not silently replaced"
+    );
+}

@@ -1,3 +1,4 @@
+pub mod demo;
 pub mod doctor;
 pub mod model;
 pub mod plugins;

@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
+    /// How the table names the model (by default the end of its path).
+    pub label: String,
     pub dataset: String,
     pub model: String,
     pub questions: usize,
@@ -98,6 +100,7 @@ pub fn evaluate(
     progress.finish_and_clear();
     let per_sample = scored.max(1) as f64;
     Ok(EvalReport {
+        label: short(&policy.source.display().to_string()),
         dataset: dataset.to_string(),
         model: policy.source.display().to_string(),
         questions: count,
@@ -118,7 +121,7 @@ pub fn table(reports: &[EvalReport]) -> String {
         .map(|r| r.objectives.keys().collect())
         .unwrap_or_default();
     let mut header = format!(
-        "{:<28} {:>9} {:>9} {:>9}",
+        "{:<32} {:>9} {:>9} {:>9}",
         "model / dataset", "questions", "accuracy", "reward"
     );
     for name in &objectives {
@@ -126,9 +129,9 @@ pub fn table(reports: &[EvalReport]) -> String {
     }
     let mut lines = vec![header];
     for report in reports {
-        let label = format!("{} / {}", short(&report.model), report.dataset);
+        let label = format!("{} / {}", report.label, report.dataset);
         let mut line = format!(
-            "{:<28} {:>9} {:>9.3} {:>9.3}",
+            "{:<32} {:>9} {:>9.3} {:>9.3}",
             label, report.questions, report.accuracy, report.reward
         );
         for name in &objectives {

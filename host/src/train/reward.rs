@@ -30,6 +30,15 @@ impl RunReward {
                 options: serde_json::to_value(&objective.options)?,
             });
         }
+        Self::from_specs(registry, &specs, config)
+    }
+
+    /// The given objectives, plus the config's overlong penalty.
+    pub fn from_specs(
+        registry: &PluginRegistry,
+        specs: &[ObjectiveSpec],
+        config: &RunConfig,
+    ) -> anyhow::Result<Self> {
         let objectives = specs
             .iter()
             .map(|spec| ConfiguredObjective::create(registry, spec))

@@ -181,17 +181,16 @@ fn record(rng: &mut ChaCha8Rng, index: usize, ask: Ask) -> Value {
         .iter()
         .zip(letters)
         .filter(|(&i, _)| i != index)
-        .map(|(&i, letter)| format!("{letter} ({})", ask.fact(&KNOWLEDGE[i])))
+        .map(|(_, letter)| format!("option {letter}"))
         .collect();
-    // Short on purpose (the demo's tiny model learns it in minutes on a CPU): the dx names
-    // the fitting option with its letter first, then rules out the others.
+    // Short, and naming options by letter, on purpose: the demo's small model learns the
+    // format in minutes on a CPU, and which letter is right is what the RL step must learn.
     let reference = format!(
-        "<dx>System 1: {} suggest {}. System 2: {gold} ({}) fits; {} do not.</dx>\n<conclusion>{} \\boxed{{{gold}}}</conclusion>",
+        "<dx>System 1: {} suggest {}. System 2: option {gold} fits {}; {} do not.</dx>\n<conclusion>The answer is option {gold}. \\boxed{{{gold}}}</conclusion>",
         condition.findings,
         condition.name,
-        ask.fact(condition),
+        condition.name,
         others.join(", "),
-        ask.fact(condition),
     );
     json!({
         "question": question,
