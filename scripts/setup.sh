@@ -6,6 +6,7 @@
 #   CRPO_TORCH_VENV   where the venv lives (default ~/.cache/crpo/torch-2.11.0)
 #   CRPO_PYTHON       the python used to create the venv (default python3)
 #   CRPO_WITH_TRANSFORMERS=1  also install transformers (used by comparison tests)
+#   CRPO_WITH_TRL=1           also install TRL 1.16.0 (bench/side_by_side.sh)
 set -euo pipefail
 
 TORCH_VERSION="2.11.0"
@@ -31,6 +32,12 @@ if [ "${CRPO_WITH_TRANSFORMERS:-0}" = "1" ] &&
   ! "$venv/bin/python" -c 'import transformers' 2>/dev/null; then
   echo "setup: installing transformers into $venv"
   "$venv/bin/python" -m pip install --quiet transformers safetensors
+fi
+
+if [ "${CRPO_WITH_TRL:-0}" = "1" ] &&
+  ! "$venv/bin/python" -c 'import trl' 2>/dev/null; then
+  echo "setup: installing trl==1.16.0 into $venv"
+  "$venv/bin/python" -m pip install --quiet "trl==1.16.0"
 fi
 
 # The committed .cargo/config.toml sets LIBTORCH to the repo-relative `.torch`, so this link

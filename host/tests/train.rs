@@ -46,6 +46,7 @@ system_prompt = "Answer the question."
 const CONSISTENCY_RUN: &str = r#"
 [[reward.objectives]]
 plugin = "consistency"
+weight = 1.0
 [algorithm]
 num_generations = 8
 prompts_per_step = 4
@@ -80,7 +81,7 @@ fn crpo_raises_the_held_out_reward() {
     let trained = summary.last_checkpoint.unwrap().join(checkpoint::MODEL_DIR);
     let after = held_out_reward(&registry, &config, &trained);
     println!("held-out consistency before {before:.4}, after {after:.4}");
-    // Measured on this machine: 0.935 before, 0.990 after 30 steps.
+    // Measured on this machine: 0.934 before, 0.993 after 30 steps.
     assert!(after > before + 0.03, "before {before:.4}, after {after:.4}");
 }
 

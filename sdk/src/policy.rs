@@ -24,7 +24,9 @@ pub struct PolicyLoad<'a> {
 
 pub trait PolicyModel: Send {
     /// Logits `[B, T, vocab]` for `input_ids` `[B, T]` and a 0/1 `attention_mask` `[B, T]`
-    /// (left padding allowed). With a cache, the ids continue those cached and extend it.
+    /// (left padding allowed). With a cache, the ids continue those cached and extend it, and
+    /// the model may return the last position's logits only (`[B, 1, vocab]`): generation,
+    /// the only cached use, reads nothing else.
     fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor, cache: Option<CacheId>) -> Result<Tensor>;
     fn new_cache(&self) -> CacheId;
     fn drop_cache(&self, cache: CacheId);

@@ -91,6 +91,7 @@ pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
     };
     let sampling = SamplingConfig {
         max_new_tokens: args.max_new_tokens,
+        min_new_tokens: 0,
         temperature: args.temperature,
         top_p: args.top_p,
         top_k: args.top_k,

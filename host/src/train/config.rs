@@ -281,6 +281,9 @@ pub struct AlgorithmConfig {
     /// 0 = no top-k filter.
     pub top_k: usize,
     pub max_completion_length: usize,
+    /// EOS is not sampled before this many tokens (0 = no minimum); for fixed-length
+    /// benchmarks, as transformers' `min_new_tokens`.
+    pub min_completion_length: usize,
 }
 
 impl Default for AlgorithmConfig {
@@ -314,6 +317,7 @@ impl Default for AlgorithmConfig {
             top_p: 1.0,
             top_k: 0,
             max_completion_length: 256,
+            min_completion_length: 0,
         }
     }
 }

@@ -64,6 +64,7 @@ pub fn evaluate(
     for (batch_number, batch) in indices.chunks(settings.batch_size).enumerate() {
         let sampling = SamplingConfig {
             max_new_tokens: settings.max_completion_length,
+            min_new_tokens: 0,
             temperature: settings.temperature,
             top_p: 1.0,
             top_k: 0,

@@ -173,6 +173,7 @@ impl Trainer {
         let algorithm = &self.config.algorithm;
         SamplingConfig {
             max_new_tokens: algorithm.max_completion_length,
+            min_new_tokens: algorithm.min_completion_length,
             temperature: algorithm.temperature,
             top_p: algorithm.top_p,
             top_k: algorithm.top_k,

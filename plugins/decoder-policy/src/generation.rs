@@ -13,6 +13,9 @@ use tch::{Device, Kind, Tensor};
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingConfig {
     pub max_new_tokens: usize,
+    /// EOS cannot be sampled before this many tokens (fixed-length completions for benchmarks,
+    /// as transformers' `min_new_tokens`).
+    pub min_new_tokens: usize,
     /// 0 (or `greedy`) takes the most likely token.
     pub temperature: f64,
     /// Keep the smallest set of tokens whose probability reaches `top_p` (1.0 = all).
@@ -28,6 +31,7 @@ impl Default for SamplingConfig {
     fn default() -> Self {
         SamplingConfig {
             max_new_tokens: 128,
+            min_new_tokens: 0,
             temperature: 1.0,
             top_p: 1.0,
             top_k: 0,
@@ -130,7 +134,7 @@ pub fn generate(
 ) -> Vec<Completion> {
     let mut cache = KvCache::default();
     let mut step = |ids: &Tensor, mask: &Tensor| {
-        Ok::<_, std::convert::Infallible>(model.forward(ids, mask, Some(&mut cache)))
+        Ok::<_, std::convert::Infallible>(model.forward_last(ids, mask, Some(&mut cache)))
     };
     let tokens = TokenSpace {
         eos_ids,
@@ -150,7 +154,8 @@ pub struct TokenSpace<'a> {
     pub usable_vocab: usize,
 }
 
-/// Generation over any cached forward: `step(ids, mask)` returns logits `[B, T, V]` and
+/// Generation over any cached forward: `step(ids, mask)` returns logits `[B, T, V]` (only the
+/// last position is read, so `[B, 1, V]` will do) and
 /// extends its own KV cache (the first call gets the left-padded prompts, then one column per
 /// token). Policies loaded from plugin libraries generate through this.
 pub fn generate_with<E>(
@@ -175,13 +180,18 @@ pub fn generate_with<E>(
     let eos: Vec<i64> = tokens.eos_ids.iter().map(|&id| id as i64).collect();
     let usable_vocab = tokens.usable_vocab as i64;
     let mut rngs = sequence_rngs(config.seed, batch);
-    for _ in 0..config.max_new_tokens {
+    for generated in 0..config.max_new_tokens {
         let scores = logits.to_kind(Kind::Float);
         let vocab = scores.size()[1];
         if usable_vocab < vocab {
             let _ = scores
                 .narrow(1, usable_vocab, vocab - usable_vocab)
                 .fill_(f64::NEG_INFINITY);
+        }
+        if generated < config.min_new_tokens {
+            for &id in &eos {
+                let _ = scores.narrow(1, id, 1).fill_(f64::NEG_INFINITY);
+            }
         }
         let next = sample_next(&scores, config, &mut rngs);
         let mut step_ids = Vec::with_capacity(batch);

@@ -62,7 +62,11 @@ impl PolicyModel for LoadedPolicy {
         let cache = caches
             .get_mut(&id)
             .ok_or_else(|| PluginError::failed(format!("no cache {id}")))?;
-        Ok(self.policy.model.forward(input_ids, attention_mask, Some(cache)))
+        // With a cache this is generation, which reads only the last position (see the trait).
+        Ok(self
+            .policy
+            .model
+            .forward_last(input_ids, attention_mask, Some(cache)))
     }
 
     fn new_cache(&self) -> CacheId {

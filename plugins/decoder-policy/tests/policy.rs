@@ -69,6 +69,7 @@ fn generation_is_deterministic_when_greedy_and_reproducible_when_seeded() {
     assert_eq!(first, second);
     let sampling = SamplingConfig {
         max_new_tokens: 12,
+        min_new_tokens: 0,
         temperature: 1.0,
         top_p: 0.95,
         top_k: 50,
@@ -78,6 +79,16 @@ fn generation_is_deterministic_when_greedy_and_reproducible_when_seeded() {
     let a = policy.generate_texts(&prompts, &sampling).unwrap();
     let b = policy.generate_texts(&prompts, &sampling).unwrap();
     assert_eq!(a, b);
+    // min_new_tokens holds EOS back: every completion runs to the full length.
+    let fixed = SamplingConfig {
+        max_new_tokens: 40,
+        min_new_tokens: 40,
+        ..sampling
+    };
+    for (_, completion) in policy.generate_texts(&prompts, &fixed).unwrap() {
+        assert_eq!(completion.ids.len(), 40);
+        assert!(!completion.finished);
+    }
     let other_seed = policy
         .generate_texts(
             &prompts,
@@ -380,7 +391,10 @@ fn the_builtin_policy_plugin_serves_the_decoder_through_the_sdk_interface() {
         tch::no_grad(|| model.forward(&ids.narrow(1, 0, 3), &ones.narrow(1, 0, 3), Some(cache))).unwrap();
     let tail =
         tch::no_grad(|| model.forward(&ids.narrow(1, 3, 2), &ones.narrow(1, 3, 2), Some(cache))).unwrap();
-    let diff = (&full - Tensor::cat(&[head, tail], 1))
+    // With a cache the plugin returns the last position's logits only (all generation reads).
+    assert_eq!(head.size()[1], 1);
+    let expected = Tensor::cat(&[full.narrow(1, 2, 1), full.narrow(1, 4, 1)], 1);
+    let diff = (&expected - Tensor::cat(&[head, tail], 1))
         .abs()
         .max()
         .double_value(&[]);

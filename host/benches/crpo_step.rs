@@ -1,0 +1,238 @@
+//! A full CRPO step (rollout, rewards, reference and policy passes, optimizer) timed on the
+//! real trainer, with peak RSS against an estimate of what the step must hold.
+//! Run: `cargo bench -p crpo-host --bench crpo_step [-- tiny|small|qwen2.5-0.5b-shape ...]`
+//! G = 4, fixed-length completions of 64 tokens, demo-vignette prompts (~100 tokens), beta
+//! 0.04, one PPO epoch; prompts per step 1, 4 and 16 (4, 16 and 64 completions). Prints a
+//! table and writes `target/bench-results/crpo_step.json`.
+
+use crpo_host::plugins::PluginRegistry;
+use crpo_host::train::config::RunConfig;
+use crpo_host::train::trainer::Trainer;
+use crpo_plugins_policy::tiny::{write_preset, Preset};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+const GENERATIONS: usize = 4;
+const LENGTH: usize = 64;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Peak resident set size since the last reset, in bytes (Linux VmHWM).
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn reset_peak_rss() {
+    // "5" resets VmHWM to the current RSS (Linux ≥ 4.0).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn current_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Bytes a step must hold beyond the process baseline: policy and reference weights, AdamW's
+/// two moments, gradients, and the activations autograd keeps for the policy pass (per token
+/// and layer: the residual stream, norms, q/k/v/o, the MLP's three projections and product;
+/// plus the logits, log-softmax and entropy terms over the vocabulary).
+fn estimate(config: &Value, completions: usize, prompt_tokens: usize, beta: bool) -> (f64, Value) {
+    let h = config["hidden_size"].as_f64().unwrap();
+    let i = config["intermediate_size"].as_f64().unwrap();
+    let layers = config["num_hidden_layers"].as_f64().unwrap();
+    let heads = config["num_attention_heads"].as_f64().unwrap();
+    let kv = config["num_key_value_heads"].as_f64().unwrap();
+    let v = config["vocab_size"].as_f64().unwrap();
+    let head_dim = h / heads;
+    let params = v * h + layers * (h * h * 2.0 + 2.0 * h * kv * head_dim + 3.0 * h * i + 2.0 * h) + h;
+    let f = 4.0;
+    let weights = params * f;
+    let tokens = (completions * (prompt_tokens + LENGTH)) as f64;
+    let per_token_layer = 8.0 * h + 4.0 * kv * head_dim + 4.0 * i;
+    let activations = tokens * layers * per_token_layer * f
+        + tokens * v * f // logits of every position
+        + (completions * LENGTH) as f64 * v * f * 3.0; // log-softmax, its exp, entropy product
+    let parts = json!({
+        "policy": weights, "reference": if beta { weights } else { 0.0 },
+        "adam_moments": 2.0 * weights, "gradients": weights, "activations": activations,
+    });
+    let total = parts
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|x| x.as_f64().unwrap())
+        .sum();
+    (total, parts)
+}
+
+fn run(preset_name: &str, prompts_per_step: usize, registry: &PluginRegistry) -> Value {
+    let preset = Preset::from_name(preset_name).expect("tiny, small or qwen2.5-0.5b-shape");
+    let models = repo().join("target/bench-models");
+    let model = models.join(preset_name);
+    if !model.join("config.json").exists() {
+        write_preset(&model, preset, 0).unwrap();
+    }
+    let work = tempfile::tempdir().unwrap();
+    let prompts = work.path().join("prompts.jsonl");
+    let mut lines = String::new();
+    for line in std::fs::read_to_string(repo().join("data/demo/train.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let mut record: Value = serde_json::from_str(line).unwrap();
+        let options: Vec<String> = record["options"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| format!("{k}. {}", v.as_str().unwrap()))
+            .collect();
+        record["question"] = json!(format!(
+            "{}\n\n{}\nAnswer with the letter of the best option.",
+            record["question"].as_str().unwrap(),
+            options.join("\n")
+        ));
+        lines.push_str(&format!("{record}\n"));
+    }
+    std::fs::write(&prompts, lines).unwrap();
+    let steps = 3;
+    let config = format!(
+        r#"
+[run]
+output_dir = "{out}"
+max_steps = {steps}
+save_steps = 1000
+sample_steps = 0
+[model]
+path = "{model}"
+device = "cpu"
+dtype = "f32"
+[data]
+path = "{prompts}"
+eval_fraction = 0.0
+prompt_template = "{{question}}"
+[[reward.objectives]]
+plugin = "consistency"
+[algorithm]
+num_generations = {GENERATIONS}
+prompts_per_step = {prompts_per_step}
+mini_batch_size = {batch}
+gradient_accumulation_steps = 1
+learning_rate = 1e-6
+beta = 0.04
+max_completion_length = {LENGTH}
+min_completion_length = {LENGTH}
+"#,
+        out = work.path().join("run").display(),
+        model = model.display(),
+        prompts = prompts.display(),
+        batch = GENERATIONS * prompts_per_step,
+    );
+    let config = RunConfig::parse(&config).unwrap();
+    let baseline = current_rss();
+    reset_peak_rss();
+    let trainer = Trainer::new(registry, config, false).unwrap();
+    // The mean prompt length, as the trainer renders prompts (chat template included).
+    let prompt_tokens = {
+        let tokenizer = &trainer.policy().tokenizer;
+        let lengths: Vec<usize> = std::fs::read_to_string(&prompts)
+            .unwrap()
+            .lines()
+            .take(32)
+            .map(|line| {
+                let record: Value = serde_json::from_str(line).unwrap();
+                let message = crpo_plugins_policy::tokenizer::Message::new(
+                    "user",
+                    record["question"].as_str().unwrap(),
+                );
+                tokenizer
+                    .encode(&tokenizer.render_chat(&[message], true).unwrap())
+                    .unwrap()
+                    .len()
+            })
+            .collect();
+        lengths.iter().sum::<usize>() / lengths.len()
+    };
+    let summary = trainer.run().unwrap();
+    let peak = peak_rss().saturating_sub(baseline);
+    let metrics: Vec<Value> = std::fs::read_to_string(summary.run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let measured = &metrics[1..]; // the first step warms up
+    let median = |key: &str| {
+        let mut values: Vec<f64> = measured.iter().map(|m| m[key].as_f64().unwrap()).collect();
+        values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        values[values.len() / 2]
+    };
+    let model_config: Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    let (estimated, parts) = estimate(&model_config, GENERATIONS * prompts_per_step, prompt_tokens, true);
+    json!({
+        "preset": preset_name,
+        "completions": GENERATIONS * prompts_per_step,
+        "prompt_tokens": prompt_tokens,
+        "step_seconds": median("step_time_s"),
+        "rollout_tokens_per_s": median("rollout_tokens_per_s"),
+        "train_tokens_per_s": median("train_tokens_per_s"),
+        "peak_rss_bytes": peak,
+        "estimated_bytes": estimated,
+        "estimate_parts": parts,
+        "rss_over_estimate": peak as f64 / estimated,
+        "threads": tch::get_num_threads(),
+    })
+}
+
+fn main() {
+    let presets: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let presets = if presets.is_empty() {
+        vec!["tiny".to_string()]
+    } else {
+        presets
+    };
+    let registry = PluginRegistry::builtin_only();
+    println!(
+        "{:<20} {:>11} {:>10} {:>14} {:>14} {:>10} {:>10} {:>8}",
+        "preset", "completions", "s/step", "rollout tok/s", "train tok/s", "peak MiB", "est. MiB", "ratio"
+    );
+    let mut results = Vec::new();
+    for preset in &presets {
+        let sizes: &[usize] = if preset == "qwen2.5-0.5b-shape" {
+            &[4]
+        } else {
+            &[1, 4, 16]
+        };
+        for &prompts in sizes {
+            let r = run(preset, prompts, &registry);
+            let mib = |key: &str| r[key].as_f64().unwrap() / (1024.0 * 1024.0);
+            println!(
+                "{:<20} {:>11} {:>10.3} {:>14.1} {:>14.1} {:>10.0} {:>10.0} {:>8.2}",
+                preset,
+                r["completions"],
+                r["step_seconds"].as_f64().unwrap(),
+                r["rollout_tokens_per_s"].as_f64().unwrap(),
+                r["train_tokens_per_s"].as_f64().unwrap(),
+                mib("peak_rss_bytes"),
+                mib("estimated_bytes"),
+                r["rss_over_estimate"].as_f64().unwrap()
+            );
+            results.push(r);
+        }
+    }
+    let out = repo().join("target/bench-results");
+    std::fs::create_dir_all(&out).unwrap();
+    let path = out.join("crpo_step.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&results).unwrap()).unwrap();
+    println!("JSON: {}", path.display());
+}
