@@ -316,3 +316,49 @@ fn demo_runs_the_whole_recipe_and_prints_the_table() {
         "a previous demo is not silently replaced"
     );
 }
+
+#[test]
+fn train_loads_reward_plugins_from_the_configs_plugin_dirs() {
+    let plugins = plugin_dir(&["contraindication_safety"]);
+    let dir = tempfile::tempdir().unwrap();
+    crpo_plugins_policy::tiny::write_tiny(&dir.path().join("model"), 0).unwrap();
+    let data = support::workspace_root().join("data/demo/train.jsonl");
+    let config = format!(
+        r#"
+[run]
+output_dir = "run"
+max_steps = 1
+plugin_dirs = ["{plugins}"]
+[model]
+path = "model"
+[data]
+path = "{data}"
+[reward]
+preset = "crpo"
+[[reward.objectives]]
+plugin = "contraindication_safety"
+[algorithm]
+num_generations = 2
+prompts_per_step = 2
+mini_batch_size = 4
+gradient_accumulation_steps = 1
+max_completion_length = 8
+"#,
+        plugins = plugins.path().display(),
+        data = data.display()
+    );
+    let path = dir.path().join("run.toml");
+    std::fs::write(&path, config).unwrap();
+    let output = crpo_host(&["train", "--config", path.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let metrics = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
+    let record: Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    assert!(
+        record["objectives"]["contraindication_safety"]["mean"].is_number(),
+        "{record}"
+    );
+    assert!(
+        record["objectives"]["clinical_reasoning"]["mean"].is_number(),
+        "{record}"
+    );
+}

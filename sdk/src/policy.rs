@@ -28,6 +28,16 @@ pub trait PolicyModel: Send {
     /// the model may return the last position's logits only (`[B, 1, vocab]`): generation,
     /// the only cached use, reads nothing else.
     fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor, cache: Option<CacheId>) -> Result<Tensor>;
+    /// Logits of positions `first..T` only, `[B, T - first, vocab]`, without a cache: what a
+    /// log-prob pass over completions needs (their prompts' positions need no LM head). The
+    /// default runs `forward` and narrows; a model overrides it to skip the LM head on the
+    /// positions before `first`. (Since sdk 1.2; a Rust-level default, so loaded plugins are
+    /// unaffected.)
+    fn forward_from(&self, input_ids: &Tensor, attention_mask: &Tensor, first: i64) -> Result<Tensor> {
+        let logits = self.forward(input_ids, attention_mask, None)?;
+        let width = logits.size()[1];
+        Ok(logits.narrow(1, first, width - first))
+    }
     fn new_cache(&self) -> CacheId;
     fn drop_cache(&self, cache: CacheId);
     /// Trainable parameters by name, sharing storage with the model (shallow clones).

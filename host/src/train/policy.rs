@@ -99,7 +99,7 @@ impl LoadedPolicy {
         prompts: &[Vec<i64>],
         completions: &[Vec<i64>],
     ) -> Result<TokenLogProbs, PluginError> {
-        let forward = |ids: &Tensor, mask: &Tensor| self.model.forward(ids, mask, None);
+        let forward = |ids: &Tensor, mask: &Tensor, first: i64| self.model.forward_from(ids, mask, first);
         completion_logprobs_with(
             forward,
             self.device,

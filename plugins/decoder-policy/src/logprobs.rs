@@ -20,17 +20,21 @@ pub fn completion_logprobs(
     completions: &[Vec<i64>],
     pad_id: i64,
 ) -> TokenLogProbs {
-    let forward =
-        |ids: &Tensor, mask: &Tensor| Ok::<_, std::convert::Infallible>(model.forward(ids, mask, None));
+    let forward = |ids: &Tensor, mask: &Tensor, first: i64| {
+        let hidden = model.hidden_states(ids, mask, None);
+        let width = hidden.size()[1];
+        Ok::<_, std::convert::Infallible>(model.logits(&hidden.narrow(1, first, width - first)))
+    };
     match completion_logprobs_with(forward, model.device(), prompts, completions, pad_id) {
         Ok(logprobs) => logprobs,
     }
 }
 
-/// [`completion_logprobs`] over any forward `(ids, mask) → logits [B, T, V]` (no cache), so
-/// policies loaded from plugin libraries are scored the same way.
+/// [`completion_logprobs`] over any forward `(ids, mask, first) → logits of positions first..T`
+/// `[B, T - first, V]` (no cache), so policies loaded from plugin libraries are scored the
+/// same way and no LM head runs over prompt positions.
 pub fn completion_logprobs_with<E>(
-    forward: impl FnOnce(&Tensor, &Tensor) -> Result<Tensor, E>,
+    forward: impl FnOnce(&Tensor, &Tensor, i64) -> Result<Tensor, E>,
     device: Device,
     prompts: &[Vec<i64>],
     completions: &[Vec<i64>],
@@ -56,11 +60,14 @@ pub fn completion_logprobs_with<E>(
     let shape = [prompts.len() as i64, width as i64];
     let ids = Tensor::from_slice(&ids).view(shape).to_device(device);
     let mask = Tensor::from_slice(&mask).view(shape).to_device(device);
-    let logits = forward(&ids, &mask)?;
-    // Column prompt_width-1+j predicts completion token j.
-    let predicting = logits
-        .narrow(1, prompt_width as i64 - 1, completion_width as i64)
-        .to_kind(Kind::Float);
+    assert!(
+        prompt_width > 0,
+        "every completion needs a prompt to condition on"
+    );
+    // Column prompt_width-1+j predicts completion token j: logits from there on only.
+    let first = prompt_width as i64 - 1;
+    let logits = forward(&ids, &mask, first)?;
+    let predicting = logits.narrow(1, 0, completion_width as i64).to_kind(Kind::Float);
     let targets = ids.narrow(1, prompt_width as i64, completion_width as i64);
     let (logprobs, entropies) = target_logprobs_and_entropies(&predicting, &targets);
     let completion_mask = mask

@@ -69,6 +69,17 @@ impl PolicyModel for LoadedPolicy {
             .forward_last(input_ids, attention_mask, Some(cache)))
     }
 
+    fn forward_from(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        first: i64,
+    ) -> Result<Tensor, PluginError> {
+        let hidden = self.policy.model.hidden_states(input_ids, attention_mask, None);
+        let width = hidden.size()[1];
+        Ok(self.policy.model.logits(&hidden.narrow(1, first, width - first)))
+    }
+
     fn new_cache(&self) -> CacheId {
         let id = self.next_cache.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut caches) = self.caches.lock() {

@@ -59,6 +59,36 @@ impl Rotary {
     }
 }
 
+/// Rows at or below which a projection is computed as `W·xᵀ` (see [`project_weight`]).
+const FEW_ROWS: i64 = 64;
+
+/// `xs · Wᵀ + b` for a linear layer (see [`project_weight`]).
+pub fn project(linear: &nn::Linear, xs: &Tensor) -> Tensor {
+    project_weight(&linear.ws, linear.bs.as_ref(), xs)
+}
+
+/// `xs · Wᵀ + b` with `W` `[out, in]`. For a few rows (decoding) it is computed as `(W · xsᵀ)ᵀ`:
+/// MKL then streams the weight once instead of packing a transposed copy of it first, which
+/// measured 1.7x faster for Qwen2.5-0.5B's projections and LM head at 16 rows on CPU. Many
+/// rows (prefill, training) take the usual path.
+pub fn project_weight(weight: &Tensor, bias: Option<&Tensor>, xs: &Tensor) -> Tensor {
+    let mut shape = xs.size();
+    let inputs = *shape.last().expect("a projection input has a feature dimension");
+    let rows = xs.numel() as i64 / inputs.max(1);
+    let out = if rows <= FEW_ROWS && !xs.device().is_cuda() {
+        let flat = xs.reshape([rows, inputs]);
+        let projected = weight.matmul(&flat.transpose(0, 1)).transpose(0, 1);
+        *shape.last_mut().expect("non-empty shape") = weight.size()[0];
+        projected.reshape(shape.as_slice())
+    } else {
+        xs.matmul(&weight.transpose(0, 1))
+    };
+    match bias {
+        Some(bias) => out + bias,
+        None => out,
+    }
+}
+
 /// `x·cos + rotate_half(x)·sin`, with `rotate_half([a, b]) = [-b, a]` over the last dim.
 pub fn apply_rotary(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
     let half = xs.size().last().copied().unwrap() / 2;
@@ -114,7 +144,7 @@ impl Attention {
     ) -> Tensor {
         let (b, t, _) = xs.size3().unwrap();
         let split = |proj: &nn::Linear, heads: i64| {
-            proj.forward(xs)
+            project(proj, xs)
                 .view([b, t, heads, self.head_dim])
                 .transpose(1, 2)
         };
@@ -129,7 +159,8 @@ impl Attention {
         // enable_gqa shares each key/value head among num_heads / num_kv_heads query heads.
         let gqa = self.num_heads != self.num_kv_heads;
         let out = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, gqa);
-        self.o_proj.forward(
+        project(
+            &self.o_proj,
             &out.transpose(1, 2)
                 .reshape([b, t, self.num_heads * self.head_dim]),
         )
@@ -158,8 +189,10 @@ impl Mlp {
     }
 
     fn forward(&self, xs: &Tensor) -> Tensor {
-        self.down_proj
-            .forward(&(self.gate_proj.forward(xs).silu() * self.up_proj.forward(xs)))
+        project(
+            &self.down_proj,
+            &(project(&self.gate_proj, xs).silu() * project(&self.up_proj, xs)),
+        )
     }
 }
 
@@ -288,8 +321,8 @@ impl DecoderModel {
     /// Logits for final hidden states `[B, T, H]`.
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => hidden.matmul(&self.embed_tokens.ws.transpose(0, 1)),
+            Some(head) => project(head, hidden),
+            None => project_weight(&self.embed_tokens.ws, None, hidden),
         }
     }
 
