@@ -16,7 +16,7 @@
 //! - `id`, `reference_completion` (optional): fields holding the record id and a reference
 //!   completion for the supervised cold start.
 
-use crate::records::{letter, metadata_without, read_records, string_field};
+use crate::records::{letter, metadata_without, options_from_object, read_records, string_field};
 use crate::FieldError;
 use crpo_sdk::{
     parse_options, AnswerOption, DatasetPlugin, DatasetRead, DatasetSource, Example, PluginError, PluginInfo,
@@ -67,21 +67,7 @@ impl FieldMapping {
         let question = string_field(record, &self.question)?;
         let options: Vec<AnswerOption> = match record.get(&self.options) {
             None | Some(Value::Null) => Vec::new(),
-            Some(Value::Object(map)) => {
-                let mut options = map
-                    .iter()
-                    .map(|(key, text)| {
-                        text.as_str()
-                            .map(|t| AnswerOption {
-                                key: key.clone(),
-                                text: t.to_string(),
-                            })
-                            .ok_or_else(|| (format!("{}.{key}", self.options), "not a string".to_string()))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                options.sort_by(|a, b| a.key.cmp(&b.key));
-                options
-            }
+            Some(Value::Object(_)) => options_from_object(record, &self.options)?,
             Some(Value::Array(items)) => items
                 .iter()
                 .enumerate()

@@ -1,5 +1,5 @@
 //! Built-in medical dataset readers. Each format module turns one record into an
-//! [`Example`]; [`JsonlReader`] reads a file of such records line by line.
+//! [`Example`]; [`records::read_records`] reads a file of such records (JSONL or a JSON array).
 
 pub mod demo;
 pub mod generic;
@@ -9,9 +9,8 @@ pub mod medxpertqa;
 pub mod pubmedqa;
 pub mod records;
 
-use crpo_sdk::{DatasetPlugin, DatasetRead, DatasetSource, Example, PluginError, PluginInfo, RecordError};
+use crpo_sdk::{DatasetPlugin, DatasetRead, DatasetSource, Example, PluginError, PluginInfo};
 use serde_json::{Map, Value};
-use std::io::{BufRead, BufReader};
 
 /// Options of a reader that takes none (any key is refused by name).
 #[derive(serde::Deserialize)]
@@ -41,7 +40,7 @@ pub fn example_from_any_record(record: &Value, id: &str) -> Result<Example, Fiel
     ))
 }
 
-/// A JSONL dataset whose records one parser understands.
+/// A JSONL (or JSON array) dataset whose records one parser understands.
 pub struct JsonlReader {
     name: &'static str,
     description: &'static str,
@@ -54,36 +53,7 @@ impl DatasetPlugin for JsonlReader {
     }
 
     fn read(&self, source: &DatasetSource) -> Result<DatasetRead, PluginError> {
-        let file_name = source.path.display().to_string();
-        let file = std::fs::File::open(&source.path)
-            .map_err(|e| PluginError::failed(format!("cannot open {file_name}: {e}")))?;
-        let mut read = DatasetRead::default();
-        for (index, line) in BufReader::new(file).lines().enumerate() {
-            let line_no = index + 1;
-            let line = line.map_err(|e| PluginError::failed(format!("{file_name}:{line_no}: {e}")))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let malformed = |field: String, message: String| RecordError {
-                file: file_name.clone(),
-                line: line_no,
-                field,
-                message,
-            };
-            match serde_json::from_str::<Value>(&line) {
-                Ok(Value::Object(record)) => match (self.parse)(&record, &format!("{file_name}:{line_no}")) {
-                    Ok(example) => read.examples.push(example),
-                    Err((field, message)) => read.malformed.push(malformed(field, message)),
-                },
-                Ok(_) => read
-                    .malformed
-                    .push(malformed("record".into(), "not a JSON object".into())),
-                Err(e) => read
-                    .malformed
-                    .push(malformed("record".into(), format!("invalid JSON: {e}"))),
-            }
-        }
-        Ok(read)
+        records::read_records(&source.path, self.parse)
     }
 }
 

@@ -5,7 +5,7 @@
 //! ambiguous; `1` or `0` state it. Records without an answer (the test split) are malformed.
 //! `exp`, the explanation, becomes the reference completion's reasoning when present.
 
-use crate::records::{metadata_without, read_records, string_field};
+use crate::records::{metadata_without, parse_records, read_text, string_field};
 use crate::FieldError;
 use crpo_sdk::{
     parse_options, AnswerOption, DatasetPlugin, DatasetRead, DatasetSource, Example, PluginError, PluginInfo,
@@ -80,9 +80,11 @@ impl DatasetPlugin for MedMcqaReader {
 
     fn read(&self, source: &DatasetSource) -> Result<DatasetRead, PluginError> {
         let options: Options = parse_options(&source.options)?;
+        let file_name = source.path.display().to_string();
+        let text = read_text(&source.path)?;
         let base = match options.cop_base {
-            None => detect_base(&source.path)?,
-            Some(Value::String(s)) if s == "auto" => detect_base(&source.path)?,
+            None => detect_base(&file_name, &text)?,
+            Some(Value::String(s)) if s == "auto" => detect_base(&file_name, &text)?,
             Some(Value::Number(n)) if n.as_i64() == Some(0) || n.as_i64() == Some(1) => {
                 n.as_i64().unwrap_or(1)
             }
@@ -93,15 +95,15 @@ impl DatasetPlugin for MedMcqaReader {
                 })
             }
         };
-        read_records(&source.path, |record, id| parse(record, id, base))
+        Ok(parse_records(&file_name, &text, |record, id| {
+            parse(record, id, base)
+        }))
     }
 }
 
 /// 0 if any answer is 0, 1 if any is 4; otherwise the file cannot tell.
-fn detect_base(path: &std::path::Path) -> Result<i64, PluginError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| PluginError::failed(format!("cannot read {}: {e}", path.display())))?;
-    let answers: Vec<i64> = crate::records::records(&text)
+fn detect_base(file_name: &str, text: &str) -> Result<i64, PluginError> {
+    let answers: Vec<i64> = crate::records::records(text)
         .into_iter()
         .filter_map(|(_, record)| record.ok())
         .filter_map(|record| record.as_object().and_then(|r| cop(r).ok()))
@@ -115,7 +117,7 @@ fn detect_base(path: &std::path::Path) -> Result<i64, PluginError> {
         Err(PluginError::failed(format!(
             "{}: the answers (`cop`) are all 1-3, so the file does not show whether they are 1-based (original \
              release) or 0-based (Hugging Face export); set the dataset option cop_base = 1 or 0",
-            path.display()
+            file_name
         )))
     }
 }

@@ -2,8 +2,9 @@
 //! "meta_info", "metamap_phrases"}`. 4- and 5-option variants alike. crpo's own extension: an
 //! optional `"reference_completion"` string, the target of the supervised cold start.
 
+use crate::records::{metadata_without, options_from_object, string_field};
 use crate::FieldError;
-use crpo_sdk::{AnswerOption, Example, Prompt};
+use crpo_sdk::{Example, Prompt};
 use serde_json::{Map, Value};
 
 pub fn looks_like(record: &Map<String, Value>) -> bool {
@@ -14,23 +15,7 @@ pub fn looks_like(record: &Map<String, Value>) -> bool {
 
 pub fn parse(record: &Map<String, Value>, id: &str) -> Result<Example, FieldError> {
     let question = string_field(record, "question")?;
-    let Some(Value::Object(raw_options)) = record.get("options") else {
-        return Err((
-            "options".into(),
-            "missing or not an object of letter → text".into(),
-        ));
-    };
-    let mut options = Vec::with_capacity(raw_options.len());
-    for (key, text) in raw_options {
-        let text = text
-            .as_str()
-            .ok_or_else(|| (format!("options.{key}"), "not a string".to_string()))?;
-        options.push(AnswerOption {
-            key: key.clone(),
-            text: text.to_string(),
-        });
-    }
-    options.sort_by(|a, b| a.key.cmp(&b.key));
+    let options = options_from_object(record, "options")?;
     let answer = string_field(record, "answer_idx")?;
     if !options.iter().any(|o| o.key == answer) {
         return Err((
@@ -43,10 +28,10 @@ pub fn parse(record: &Map<String, Value>, id: &str) -> Result<Example, FieldErro
         Some(Value::String(text)) => Some(text.clone()),
         Some(_) => return Err(("reference_completion".into(), "not a string".into())),
     };
-    let mut metadata = record.clone();
-    for key in ["question", "options", "answer_idx", "reference_completion"] {
-        metadata.remove(key);
-    }
+    let metadata = metadata_without(
+        record,
+        &["question", "options", "answer_idx", "reference_completion"],
+    );
     Ok(Example {
         id: id.to_string(),
         prompt: Prompt::Text(question.to_string()),
@@ -55,14 +40,6 @@ pub fn parse(record: &Map<String, Value>, id: &str) -> Result<Example, FieldErro
         reference_completion,
         metadata,
     })
-}
-
-pub(crate) fn string_field<'a>(record: &'a Map<String, Value>, field: &str) -> Result<&'a str, FieldError> {
-    match record.get(field) {
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err((field.into(), "not a string".into())),
-        None => Err((field.into(), "missing".into())),
-    }
 }
 
 #[cfg(test)]

@@ -3,33 +3,16 @@
 //! text already lists the options, so the prompt template's `{options}` should be left out
 //! for this reader (docs/datasets.md); the options are still given to the objectives.
 
-use crate::records::{metadata_without, read_records, string_field};
+use crate::records::{metadata_without, options_from_object, read_records, string_field};
 use crate::FieldError;
 use crpo_sdk::{
-    parse_options, AnswerOption, DatasetPlugin, DatasetRead, DatasetSource, Example, PluginError, PluginInfo,
-    Prompt,
+    parse_options, DatasetPlugin, DatasetRead, DatasetSource, Example, PluginError, PluginInfo, Prompt,
 };
 use serde_json::{Map, Value};
 
 pub fn parse(record: &Map<String, Value>, id: &str) -> Result<Example, FieldError> {
     let question = string_field(record, "question")?;
-    let Some(Value::Object(raw)) = record.get("options") else {
-        return Err((
-            "options".into(),
-            "missing or not an object of letter → text".into(),
-        ));
-    };
-    let mut options = Vec::with_capacity(raw.len());
-    for (key, text) in raw {
-        let text = text
-            .as_str()
-            .ok_or_else(|| (format!("options.{key}"), "not a string".to_string()))?;
-        options.push(AnswerOption {
-            key: key.clone(),
-            text: text.to_string(),
-        });
-    }
-    options.sort_by(|a, b| a.key.cmp(&b.key));
+    let options = options_from_object(record, "options")?;
     let label = string_field(record, "label")?;
     if !options.iter().any(|o| o.key == label) {
         return Err(("label".into(), format!("`{label}` is not one of the options")));

@@ -9,7 +9,7 @@
 //! so the letter rules of the objectives apply unchanged. The question is asked after its
 //! abstract contexts unless the option `include_context = false`.
 
-use crate::records::{metadata_without, object_start_lines, read_records, string_field};
+use crate::records::{metadata_without, object_start_lines, parse_records, read_text, string_field};
 use crate::FieldError;
 use crpo_sdk::{
     parse_options, AnswerOption, DatasetPlugin, DatasetRead, DatasetSource, Example, PluginError, PluginInfo,
@@ -139,17 +139,16 @@ impl DatasetPlugin for PubMedQaReader {
     fn read(&self, source: &DatasetSource) -> Result<DatasetRead, PluginError> {
         let options: Options = parse_options(&source.options)?;
         let file = source.path.display().to_string();
-        let text = std::fs::read_to_string(&source.path)
-            .map_err(|e| PluginError::failed(format!("cannot read {file}: {e}")))?;
+        let text = read_text(&source.path)?;
         // The original is one object whose values are records with a QUESTION; anything else
         // is rows.
         let by_pmid = serde_json::from_str::<IndexMap<String, Value>>(&text)
             .ok()
             .filter(|map| map.values().any(|v| v.get("QUESTION").is_some()));
         let Some(by_pmid) = by_pmid else {
-            return read_records(&source.path, |record, id| {
+            return Ok(parse_records(&file, &text, |record, id| {
                 parse_row(record, id, options.include_context)
-            });
+            }));
         };
         let lines = object_start_lines(&text, 1);
         let mut read = DatasetRead::default();

@@ -3,22 +3,38 @@
 //! one becomes a malformed entry with file, line and field.
 
 use crate::FieldError;
-use crpo_sdk::{DatasetRead, Example, PluginError, RecordError};
+use crpo_sdk::{AnswerOption, DatasetRead, Example, PluginError, RecordError};
 use serde_json::{Map, Value};
 use std::path::Path;
 
 /// Reads `path` and parses each record with `parse(record, id)`.
 pub fn read_records(
     path: &Path,
-    mut parse: impl FnMut(&Map<String, Value>, &str) -> Result<Example, FieldError>,
+    parse: impl FnMut(&Map<String, Value>, &str) -> Result<Example, FieldError>,
 ) -> Result<DatasetRead, PluginError> {
-    let file_name = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| PluginError::failed(format!("cannot read {file_name}: {e}")))?;
+    Ok(parse_records(
+        &path.display().to_string(),
+        &read_text(path)?,
+        parse,
+    ))
+}
+
+/// A dataset file's whole text.
+pub fn read_text(path: &Path) -> Result<String, PluginError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| PluginError::failed(format!("cannot read {}: {e}", path.display())))
+}
+
+/// Parses each record of `text` (read from `file_name`) with `parse(record, id)`.
+pub fn parse_records(
+    file_name: &str,
+    text: &str,
+    mut parse: impl FnMut(&Map<String, Value>, &str) -> Result<Example, FieldError>,
+) -> DatasetRead {
     let mut read = DatasetRead::default();
-    for (line_no, record) in records(&text) {
+    for (line_no, record) in records(text) {
         let malformed = |field: String, message: String| RecordError {
-            file: file_name.clone(),
+            file: file_name.to_string(),
             line: line_no,
             field,
             message,
@@ -34,7 +50,7 @@ pub fn read_records(
             Err(message) => read.malformed.push(malformed("record".into(), message)),
         }
     }
-    Ok(read)
+    read
 }
 
 /// The records of a JSONL text or a JSON array, each with the line it starts on.
@@ -103,6 +119,29 @@ pub fn string_field<'a>(record: &'a Map<String, Value>, field: &str) -> Result<&
         Some(_) => Err((field.into(), "not a string".into())),
         None => Err((field.into(), "missing".into())),
     }
+}
+
+/// The options of a record's `field` holding an object of key → text, sorted by key.
+pub fn options_from_object(
+    record: &Map<String, Value>,
+    field: &str,
+) -> Result<Vec<AnswerOption>, FieldError> {
+    let Some(Value::Object(raw)) = record.get(field) else {
+        return Err((field.into(), "missing or not an object of letter → text".into()));
+    };
+    let mut options = raw
+        .iter()
+        .map(|(key, text)| {
+            text.as_str()
+                .map(|t| AnswerOption {
+                    key: key.clone(),
+                    text: t.to_string(),
+                })
+                .ok_or_else(|| (format!("{field}.{key}"), "not a string".to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    options.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(options)
 }
 
 /// The record without the fields a parser consumed: the example's metadata.
