@@ -83,6 +83,38 @@ pub fn latest(run_dir: &Path) -> anyhow::Result<Option<(usize, PathBuf)>> {
     Ok(list(run_dir)?.pop())
 }
 
+/// Where a run starts: `Some((state, checkpoint dir))` to resume from the latest checkpoint,
+/// `None` for a fresh start. Clears stray temporaries first. A directory with checkpoints is
+/// only continued with `resume` (never overwritten), and only by the command (`mode`) that
+/// wrote them; `setting` names the config key that moves the run elsewhere.
+pub fn resume_point(
+    run_dir: &Path,
+    resume: bool,
+    mode: &str,
+    setting: &str,
+) -> anyhow::Result<Option<(TrainerState, PathBuf)>> {
+    remove_temporaries(run_dir)?;
+    let Some((_, dir)) = latest(run_dir)? else {
+        return Ok(None);
+    };
+    if !resume {
+        bail!(
+            "{} already has checkpoints (latest {}): pass --resume to continue it, or choose another {setting}",
+            run_dir.display(),
+            dir.display()
+        );
+    }
+    let state = read_state(&dir)?;
+    if state.mode != mode {
+        bail!(
+            "{} is a checkpoint of `{}`, not of `{mode}`",
+            dir.display(),
+            state.mode
+        );
+    }
+    Ok(Some((state, dir)))
+}
+
 pub fn read_state(checkpoint: &Path) -> anyhow::Result<TrainerState> {
     let path = checkpoint.join(STATE_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;

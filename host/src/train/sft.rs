@@ -37,31 +37,11 @@ pub fn sft_dir(config: &RunConfig) -> PathBuf {
 
 pub fn run(registry: &PluginRegistry, config: &RunConfig, resume: bool) -> anyhow::Result<SftSummary> {
     let run_dir = sft_dir(config);
-    checkpoint::remove_temporaries(&run_dir)?;
-    let latest = checkpoint::latest(&run_dir)?;
-    let state = match (&latest, resume) {
-        (Some((_, dir)), true) => {
-            let state = checkpoint::read_state(dir)?;
-            if state.mode != MODE {
-                bail!(
-                    "{} is a `{}` checkpoint, not an `{MODE}` one",
-                    dir.display(),
-                    state.mode
-                );
-            }
-            Some(state)
-        }
-        (Some((_, dir)), false) => bail!(
-            "{} already has checkpoints (latest {}): pass --resume, or set another sft.output_dir",
-            run_dir.display(),
-            dir.display()
-        ),
-        (None, _) => None,
-    };
-    let model_dir = match (&latest, &state) {
-        (Some((_, dir)), Some(_)) => dir.join(checkpoint::MODEL_DIR),
-        _ => config.model.path.clone(),
-    };
+    let resumed = checkpoint::resume_point(&run_dir, resume, MODE, "sft.output_dir")?;
+    let model_dir = resumed.as_ref().map_or_else(
+        || config.model.path.clone(),
+        |(_, dir)| dir.join(checkpoint::MODEL_DIR),
+    );
     std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
     let policy = LoadedPolicy::load(registry, &config.model, &model_dir)?;
     let examples: Vec<Example> = load_splits(registry, config)?
@@ -85,9 +65,10 @@ pub fn run(registry: &PluginRegistry, config: &RunConfig, resume: bool) -> anyho
             weight_decay: sft.weight_decay,
         },
     );
-    if let (Some((_, dir)), Some(_)) = (&latest, &state) {
+    if let Some((_, dir)) = &resumed {
         optimizer.load(&dir.join(checkpoint::OPTIMIZER_FILE))?;
     }
+    let state = resumed.map(|(state, _)| state);
     let total_steps = sft.epochs * examples.len().div_ceil(sft.batch_size);
     let format = PromptFormat::from_config(config);
     let eos = *policy

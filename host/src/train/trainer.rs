@@ -79,23 +79,11 @@ impl Trainer {
     /// Sets up a run; with `resume`, from the run directory's latest checkpoint.
     pub fn new(registry: &PluginRegistry, config: RunConfig, resume: bool) -> anyhow::Result<Self> {
         let run_dir = config.run.output_dir.clone();
-        checkpoint::remove_temporaries(&run_dir)?;
-        let latest = checkpoint::latest(&run_dir)?;
-        let (state, model_dir) = match (&latest, resume) {
-            (Some((_, dir)), true) => {
-                let state = checkpoint::read_state(dir)?;
-                if state.mode != MODE {
-                    bail!("{} is a `{}` checkpoint, not a `{MODE}` one", dir.display(), state.mode);
-                }
-                (Some(state), dir.join(checkpoint::MODEL_DIR))
-            }
-            (Some((_, dir)), false) => bail!(
-                "{} already has checkpoints (latest {}): pass --resume to continue it, or choose another run.output_dir",
-                run_dir.display(),
-                dir.display()
-            ),
-            (None, _) => (None, config.model.path.clone()),
-        };
+        let resumed = checkpoint::resume_point(&run_dir, resume, MODE, "run.output_dir")?;
+        let model_dir = resumed.as_ref().map_or_else(
+            || config.model.path.clone(),
+            |(_, dir)| dir.join(checkpoint::MODEL_DIR),
+        );
         std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
         let policy = LoadedPolicy::load(registry, &config.model, &model_dir)?;
         // The reference is the initial model, frozen; with beta = 0 it is not needed at all.
@@ -118,9 +106,10 @@ impl Trainer {
                 weight_decay: algorithm.weight_decay,
             },
         );
-        if let Some((_, dir)) = latest.as_ref().filter(|_| resume) {
+        if let Some((_, dir)) = &resumed {
             optimizer.load(&dir.join(checkpoint::OPTIMIZER_FILE))?;
         }
+        let state = resumed.map(|(state, _)| state);
         let splits = load_splits(registry, &config)?;
         let format = PromptFormat::from_config(&config);
         let keep_through = state.as_ref().map(|s| s.step);
