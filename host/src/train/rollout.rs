@@ -1,10 +1,12 @@
 //! Rollouts: G sampled completions per prompt, decoded and scored by every objective.
 
 use super::data::PromptFormat;
+use super::maths::zero_std_group_fraction;
 use super::policy::LoadedPolicy;
 use super::reward::{RunReward, ScoreRow};
 use crpo_plugins_policy::generation::SamplingConfig;
 use crpo_sdk::Example;
+use tch::Tensor;
 
 /// One prompt's group of completions with their scores.
 pub struct Group {
@@ -30,7 +32,7 @@ impl Group {
     /// Whether every completion got the same total: no learning signal.
     pub fn is_tied(&self, weights: &[f32]) -> bool {
         let totals = self.totals(weights);
-        totals.iter().all(|t| (t - totals[0]).abs() <= 1e-6)
+        zero_std_group_fraction(&Tensor::from_slice(&totals), totals.len()) == 1.0
     }
 }
 
