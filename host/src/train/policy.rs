@@ -14,14 +14,8 @@ use crpo_sdk::PluginError;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
-/// Files of the model directory the host owns (the plugin writes config and weights).
-const TOKENIZER_FILES: [&str; 5] = [
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "chat_template.jinja",
-    "special_tokens_map.json",
-];
+// Files of the model directory the host owns (the plugin writes config and weights).
+use crpo_plugins_policy::policy::COPIED_FILES as TOKENIZER_FILES;
 
 pub struct LoadedPolicy {
     pub model: Box<dyn PolicyModel>,

@@ -10,8 +10,9 @@ use crate::weights;
 use std::path::{Path, PathBuf};
 use tch::{nn::VarStore, Device, Kind};
 
-/// Tokenizer and generation files copied as they are when a policy is saved.
-const COPIED_FILES: [&str; 5] = [
+/// Tokenizer and generation files of a model directory, copied as they are when a policy is
+/// saved (the host carries the same set for policies of any plugin).
+pub const COPIED_FILES: [&str; 5] = [
     "tokenizer.json",
     "tokenizer_config.json",
     "chat_template.jinja",
