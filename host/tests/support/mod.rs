@@ -65,8 +65,10 @@ pub fn plugin_library(lib: &str) -> PathBuf {
             &root.join("tests/fixtures/sdk-1.0/Cargo.toml"),
         );
     });
+    // The profile the libraries were just built with: a release benchmark must load the
+    // release build, not a debug one left by the tests.
     let path = plugin_target_dir()
-        .join("debug")
+        .join(PROFILE)
         .join(format!("lib{lib}.{}", std::env::consts::DLL_EXTENSION));
     assert!(path.exists(), "{} was not built", path.display());
     path
