@@ -38,6 +38,50 @@ pub trait PolicyModel: Send {
         let width = logits.size()[1];
         Ok(logits.narrow(1, first, width - first))
     }
+    /// Prefills `cache` with prompts `[P, T]` (left-padded, 0/1 mask) of which prompt `p` is the
+    /// start of `repeats[p]` consecutive sequences, and returns the last position's logits of
+    /// every sequence, `[Σ repeats, 1, vocab]`; the cache then continues `Σ repeats` rows.
+    /// G samples of one prompt share its prefill this way. The default repeats the prompts'
+    /// rows and runs `forward`; a model overrides it to run each prompt once and repeat its
+    /// cached keys and values. (Since sdk 1.3; a Rust-level default, so loaded plugins are
+    /// unaffected.)
+    fn prefill_repeated(
+        &self,
+        prompt_ids: &Tensor,
+        prompt_mask: &Tensor,
+        repeats: &[i64],
+        cache: CacheId,
+    ) -> Result<Tensor> {
+        let rows = repeat_index(repeats, prompt_ids.device())?;
+        self.forward(
+            &prompt_ids.index_select(0, &rows),
+            &prompt_mask.index_select(0, &rows),
+            Some(cache),
+        )
+    }
+    /// Logits predicting every continuation token, `[N, C, vocab]` (column `j` is the
+    /// distribution of continuation token `j`), without a cache, for prompts `[P, Tp]`
+    /// (left-padded, 0/1 mask) and continuations `[N, C]` (right-padded, 0/1 mask), where rows
+    /// `Σ repeats[..p] .. Σ repeats[..=p]` continue prompt `p`: the log-prob pass over a
+    /// step's groups. The default lays every row out in full (`[prompt | continuation]`) and
+    /// calls `forward_from`; a model overrides it to run each prompt once and let its
+    /// continuations attend to the shared keys and values (gradients flow through them the
+    /// same). (Since sdk 1.3; a Rust-level default.)
+    fn forward_continuations(
+        &self,
+        prompt_ids: &Tensor,
+        prompt_mask: &Tensor,
+        repeats: &[i64],
+        continuation_ids: &Tensor,
+        continuation_mask: &Tensor,
+    ) -> Result<Tensor> {
+        let rows = repeat_index(repeats, prompt_ids.device())?;
+        let ids = Tensor::cat(&[&prompt_ids.index_select(0, &rows), continuation_ids], 1);
+        let mask = Tensor::cat(&[&prompt_mask.index_select(0, &rows), continuation_mask], 1);
+        let first = prompt_ids.size()[1] - 1;
+        let logits = self.forward_from(&ids, &mask, first)?;
+        Ok(logits.narrow(1, 0, continuation_ids.size()[1]))
+    }
     fn new_cache(&self) -> CacheId;
     fn drop_cache(&self, cache: CacheId);
     /// Trainable parameters by name, sharing storage with the model (shallow clones).
@@ -49,6 +93,22 @@ pub trait PolicyModel: Send {
 pub trait PolicyPlugin: Send + Sync {
     fn info(&self) -> PluginInfo;
     fn load(&self, request: &PolicyLoad<'_>) -> Result<Box<dyn PolicyModel>>;
+}
+
+/// The row of the prompt each sequence continues: `[0, 0, 1, …]` for `repeats` `[2, 1, …]`
+/// (int64, on `device`). Refuses negative counts and an empty prompt list with continuations.
+pub fn repeat_index(repeats: &[i64], device: Device) -> Result<Tensor> {
+    if let Some(bad) = repeats.iter().find(|&&r| r < 0) {
+        return Err(PluginError::failed(format!(
+            "a prompt cannot be repeated {bad} times"
+        )));
+    }
+    let index: Vec<i64> = repeats
+        .iter()
+        .enumerate()
+        .flat_map(|(prompt, &count)| std::iter::repeat_n(prompt as i64, count as usize))
+        .collect();
+    Ok(Tensor::from_slice(&index).to_device(device))
 }
 
 /// The torch version this sdk build compiled against (`2.11.0+cu130`).
@@ -124,6 +184,13 @@ pub unsafe fn take_tensor(handle: usize) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeat_index_maps_each_sequence_to_its_prompt() {
+        let index = repeat_index(&[2, 0, 3], Device::Cpu).unwrap();
+        assert_eq!(Vec::<i64>::try_from(index).unwrap(), vec![0, 0, 2, 2, 2]);
+        assert!(repeat_index(&[1, -1], Device::Cpu).is_err());
+    }
 
     #[test]
     fn handles_share_storage_and_transfer_ownership() {

@@ -7,7 +7,7 @@ use crate::device::{parse_device, parse_dtype};
 use crate::plugins::PluginRegistry;
 use anyhow::Context;
 use crpo_plugins_policy::generation::{generate_with, Completion, SamplingConfig, TokenSpace};
-use crpo_plugins_policy::logprobs::{completion_logprobs_with, TokenLogProbs};
+use crpo_plugins_policy::logprobs::{completion_logprobs_with, ContinuationBatch, TokenLogProbs};
 use crpo_plugins_policy::tokenizer::ChatTokenizer;
 use crpo_sdk::policy::{PolicyLoad, PolicyModel};
 use crpo_sdk::PluginError;
@@ -75,7 +75,10 @@ impl LoadedPolicy {
         sampling: &SamplingConfig,
     ) -> Result<Vec<Completion>, PluginError> {
         let cache = self.model.new_cache();
-        let mut step = |ids: &Tensor, mask: &Tensor| self.model.forward(ids, mask, Some(cache));
+        let mut step = |ids: &Tensor, mask: &Tensor, repeats: Option<&[i64]>| match repeats {
+            Some(repeats) => self.model.prefill_repeated(ids, mask, repeats, cache),
+            None => self.model.forward(ids, mask, Some(cache)),
+        };
         let tokens = TokenSpace {
             eos_ids: self.tokenizer.eos_ids(),
             pad_id: self.tokenizer.pad_id(),
@@ -86,21 +89,26 @@ impl LoadedPolicy {
         result
     }
 
-    /// Per-token log-probs and entropies of completions given prompts (with grad unless the
-    /// caller holds a no-grad guard).
+    /// Per-token log-probs and entropies of completions given their prompts (row by row; equal
+    /// consecutive prompts run once), with grad unless the caller holds a no-grad guard. The
+    /// entropies carry grad only with `entropy_grad` (an entropy bonus in the loss).
     pub fn logprobs(
         &self,
         prompts: &[Vec<i64>],
         completions: &[Vec<i64>],
+        entropy_grad: bool,
     ) -> Result<TokenLogProbs, PluginError> {
-        let forward = |ids: &Tensor, mask: &Tensor, first: i64| self.model.forward_from(ids, mask, first);
-        completion_logprobs_with(
-            forward,
-            self.device,
-            prompts,
-            completions,
-            self.tokenizer.pad_id() as i64,
-        )
+        let batch = ContinuationBatch::new(prompts, completions, self.tokenizer.pad_id() as i64, self.device);
+        let forward = |batch: &ContinuationBatch| {
+            self.model.forward_continuations(
+                &batch.prompt_ids,
+                &batch.prompt_mask,
+                &batch.repeats,
+                &batch.continuation_ids,
+                &batch.continuation_mask,
+            )
+        };
+        completion_logprobs_with(forward, &batch, entropy_grad)
     }
 
     pub fn decode(&self, ids: &[i64]) -> anyhow::Result<String> {

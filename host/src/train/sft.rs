@@ -101,7 +101,7 @@ pub fn run(registry: &PluginRegistry, config: &RunConfig, resume: bool) -> anyho
             prompts.push(prompt);
             completions.push(ids);
         }
-        let scored = policy.logprobs(&prompts, &completions)?;
+        let scored = policy.logprobs(&prompts, &completions, false)?;
         let loss = -masked_mean(&scored.logprobs, &scored.mask);
         loss.backward();
         let grad_norm = optimizer.clip_grad_norm(sft.max_grad_norm);

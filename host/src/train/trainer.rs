@@ -335,10 +335,10 @@ impl Trainer {
             for rows in &micro {
                 let (prompts, completions) = (pick(rows, &batch.prompts), pick(rows, &batch.completions));
                 if !single_update {
-                    old.push(self.policy.logprobs(&prompts, &completions)?.logprobs);
+                    old.push(self.policy.logprobs(&prompts, &completions, false)?.logprobs);
                 }
                 if let Some(reference_model) = &self.reference {
-                    reference.push(reference_model.logprobs(&prompts, &completions)?.logprobs);
+                    reference.push(reference_model.logprobs(&prompts, &completions, false)?.logprobs);
                 }
             }
         }
@@ -364,7 +364,9 @@ impl Trainer {
                     let (prompts, completions) = (pick(rows, &batch.prompts), pick(rows, &batch.completions));
                     let advantages: Vec<f32> = rows.iter().map(|&i| batch.advantages[i]).collect();
                     let advantages = Tensor::from_slice(&advantages).to_device(self.policy.device);
-                    let current = self.policy.logprobs(&prompts, &completions)?;
+                    let current =
+                        self.policy
+                            .logprobs(&prompts, &completions, algorithm.entropy_coeff > 0.0)?;
                     let old_logprobs = if single_update {
                         current.logprobs.detach()
                     } else {

@@ -1,6 +1,9 @@
 //! Generation and log-prob throughput of the decoder on random weights.
 //! Run: `cargo bench -p crpo-plugins-policy --bench throughput [-- tiny|0.5b]`
-//! Prompts of 32 tokens, 16 new tokens each (no EOS, so every sequence runs to the end).
+//! Prompts of 32 tokens, 16 new tokens each (no EOS, so every sequence runs to the end). Rows
+//! of group 1 have distinct prompts; group 4 is a CRPO batch: 4 samples of each prompt, which
+//! share its prefill and its log-prob pass. Rates count every row's prompt and new tokens, so
+//! a group's rate against group 1 at the same batch is the sharing's gain.
 
 use crpo_plugins_policy::config::DecoderConfig;
 use crpo_plugins_policy::generation::{generate, SamplingConfig};
@@ -27,6 +30,10 @@ fn config(name: &str) -> DecoderConfig {
 }
 
 fn main() {
+    // As crpo-host does (host/src/memory.rs): libtorch's huge-page allocations.
+    if std::env::var_os("THP_MEM_ALLOC_ENABLE").is_none() {
+        std::env::set_var("THP_MEM_ALLOC_ENABLE", "1");
+    }
     let which: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let names = if which.is_empty() {
         vec!["tiny".to_string(), "0.5b".to_string()]
@@ -38,8 +45,8 @@ fn main() {
         tch::get_num_threads()
     );
     println!(
-        "{:<6} {:>5} {:>16} {:>18} {:>22}",
-        "config", "batch", "generate tok/s", "logprob fwd tok/s", "logprob fwd+bwd tok/s"
+        "{:<6} {:>5} {:>5} {:>16} {:>18} {:>22}",
+        "config", "batch", "group", "generate tok/s", "logprob fwd tok/s", "logprob fwd+bwd tok/s"
     );
     let mut records = Vec::new();
     for name in &names {
@@ -47,9 +54,9 @@ fn main() {
         tch::manual_seed(0);
         let vs = VarStore::new(Device::Cpu);
         let model = DecoderModel::new(&vs.root(), &config);
-        let batches = [1usize, 16, 64];
-        for batch in batches {
+        for (batch, group) in [(1usize, 1usize), (16, 1), (16, 4), (64, 1)] {
             let prompts: Vec<Vec<i64>> = (0..batch)
+                .map(|row| row / group)
                 .map(|b| (0..PROMPT).map(|t| ((b * 31 + t * 7) % 500) as i64 + 1).collect())
                 .collect();
             let sampling = SamplingConfig {
@@ -64,10 +71,10 @@ fn main() {
 
             let tokens = (batch * (PROMPT + NEW)) as f64;
             let start = Instant::now();
-            let _ = tch::no_grad(|| completion_logprobs(&model, &prompts, &completion_ids, 0));
+            let _ = tch::no_grad(|| completion_logprobs(&model, &prompts, &completion_ids, 0, false));
             let forward_rate = tokens / start.elapsed().as_secs_f64();
             let start = Instant::now();
-            let out = completion_logprobs(&model, &prompts, &completion_ids, 0);
+            let out = completion_logprobs(&model, &prompts, &completion_ids, 0, false);
             out.logprobs.sum(Kind::Float).backward();
             let backward_rate = tokens / start.elapsed().as_secs_f64();
             vs.variables().values().for_each(|v| {
@@ -76,8 +83,8 @@ fn main() {
                     let _ = grad.zero_();
                 }
             });
-            println!("{name:<6} {batch:>5} {generate_rate:>16.1} {forward_rate:>18.1} {backward_rate:>22.1}");
-            records.push(serde_json::json!({"config": name, "batch": batch, "generate_tokens_per_s": generate_rate,
+            println!("{name:<6} {batch:>5} {group:>5} {generate_rate:>16.1} {forward_rate:>18.1} {backward_rate:>22.1}");
+            records.push(serde_json::json!({"config": name, "batch": batch, "group": group, "generate_tokens_per_s": generate_rate,
                 "logprob_forward_tokens_per_s": forward_rate, "logprob_forward_backward_tokens_per_s": backward_rate}));
         }
     }

@@ -133,8 +133,17 @@ pub fn generate(
     config: &SamplingConfig,
 ) -> Vec<Completion> {
     let mut cache = KvCache::default();
-    let mut step = |ids: &Tensor, mask: &Tensor| {
-        Ok::<_, std::convert::Infallible>(model.forward_last(ids, mask, Some(&mut cache)))
+    let mut step = |ids: &Tensor, mask: &Tensor, repeats: Option<&[i64]>| {
+        let logits = model.forward_last(ids, mask, Some(&mut cache));
+        Ok::<_, std::convert::Infallible>(match repeats {
+            Some(repeats) => {
+                let rows = crpo_sdk::policy::repeat_index(repeats, model.device())
+                    .expect("prompt runs are never negative");
+                cache.select_rows(&rows);
+                logits.index_select(0, &rows)
+            }
+            None => logits,
+        })
     };
     let tokens = TokenSpace {
         eos_ids,
@@ -154,12 +163,34 @@ pub struct TokenSpace<'a> {
     pub usable_vocab: usize,
 }
 
-/// Generation over any cached forward: `step(ids, mask)` returns logits `[B, T, V]` (only the
-/// last position is read, so `[B, 1, V]` will do) and
-/// extends its own KV cache (the first call gets the left-padded prompts, then one column per
-/// token). Policies loaded from plugin libraries generate through this.
+/// Runs of equal consecutive rows (a step's G copies of one prompt): each distinct row once,
+/// with its count.
+pub fn runs(rows: &[Vec<i64>]) -> (Vec<Vec<i64>>, Vec<i64>) {
+    let (mut distinct, mut counts): (Vec<Vec<i64>>, Vec<i64>) = (Vec::new(), Vec::new());
+    for row in rows {
+        match (distinct.last(), counts.last_mut()) {
+            (Some(last), Some(count)) if last == row => *count += 1,
+            _ => {
+                distinct.push(row.clone());
+                counts.push(1);
+            }
+        }
+    }
+    (distinct, counts)
+}
+
+/// One cached forward of generation: `(ids, mask, repeats) → logits` (see [`generate_with`]).
+pub type CachedStep<'a, E> = dyn FnMut(&Tensor, &Tensor, Option<&[i64]>) -> Result<Tensor, E> + 'a;
+
+/// Generation over any cached forward `step(ids, mask, repeats)`, which returns logits
+/// `[B, T, V]` (only the last position is read, so `[B, 1, V]` will do) and extends its own
+/// KV cache. The first call gets each distinct run of equal consecutive prompts once
+/// (left-padded) with `Some(repeats)`, and must return and cache `repeats[p]` rows for prompt
+/// `p` (`PolicyModel::prefill_repeated`): G samples of a prompt share one prefill. Later
+/// calls get one column per sequence and `None`. Policies loaded from plugin libraries
+/// generate through this.
 pub fn generate_with<E>(
-    step: &mut dyn FnMut(&Tensor, &Tensor) -> Result<Tensor, E>,
+    step: &mut CachedStep<'_, E>,
     device: Device,
     prompts: &[Vec<i64>],
     tokens: &TokenSpace<'_>,
@@ -167,9 +198,10 @@ pub fn generate_with<E>(
 ) -> Result<Vec<Completion>, E> {
     let _no_grad = tch::no_grad_guard();
     let pad_id = tokens.pad_id as i64;
-    let (ids, mask) = left_pad(prompts, pad_id, device);
+    let (distinct, repeats) = runs(prompts);
+    let (ids, mask) = left_pad(&distinct, pad_id, device);
     let batch = prompts.len();
-    let mut logits = step(&ids, &mask)?.select(1, -1);
+    let mut logits = step(&ids, &mask, Some(&repeats))?.select(1, -1);
     let mut completions: Vec<Completion> = vec![
         Completion {
             ids: Vec::new(),
@@ -217,7 +249,7 @@ pub fn generate_with<E>(
         let step_mask = Tensor::from_slice(&step_mask)
             .view([batch as i64, 1])
             .to_device(device);
-        logits = step(&step_ids, &step_mask)?.select(1, -1);
+        logits = step(&step_ids, &step_mask, None)?.select(1, -1);
     }
     Ok(completions)
 }
@@ -315,6 +347,14 @@ mod tests {
         }
         assert_eq!(row0, solo, "row 0 does not depend on row 1");
         assert_ne!(row0, row1, "rows draw from different streams");
+    }
+
+    #[test]
+    fn runs_group_equal_consecutive_prompts() {
+        let rows = [vec![1, 2], vec![1, 2], vec![3], vec![1, 2]];
+        let (distinct, counts) = runs(&rows);
+        assert_eq!(distinct, vec![vec![1, 2], vec![3], vec![1, 2]]);
+        assert_eq!(counts, vec![2, 1, 1]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Per-token log-probabilities and entropies of completions given their prompts: what the
 //! CRPO loss needs from the policy (with grad) and the frozen reference (call under no_grad).
 
+use crate::generation::{left_pad, runs};
 use crate::qwen2::DecoderModel;
 use tch::{Device, Kind, Tensor};
 
@@ -12,82 +13,120 @@ pub struct TokenLogProbs {
     pub mask: Tensor,
 }
 
-/// Lays out `[pad… prompt | completion …pad]` so every completion starts in the same column,
-/// runs one forward pass, and reads each completion token's log-prob from the previous column.
+/// Prompts and their completions as a grouped forward takes them: each distinct run of equal
+/// consecutive prompts once (`[P, Tp]`, left-padded) with how many completions continue it,
+/// and the completions `[N, C]` (right-padded). A step's G completions of one prompt so share
+/// one prompt pass.
+#[derive(Debug)]
+pub struct ContinuationBatch {
+    pub prompt_ids: Tensor,
+    pub prompt_mask: Tensor,
+    /// Completions continuing each prompt row, in order (sums to N).
+    pub repeats: Vec<i64>,
+    pub continuation_ids: Tensor,
+    pub continuation_mask: Tensor,
+}
+
+impl ContinuationBatch {
+    /// `prompts[i]` is the prompt of `completions[i]`.
+    pub fn new(prompts: &[Vec<i64>], completions: &[Vec<i64>], pad_id: i64, device: Device) -> Self {
+        assert_eq!(prompts.len(), completions.len(), "one completion per prompt");
+        assert!(
+            prompts.iter().all(|p| !p.is_empty()),
+            "every completion needs a prompt to condition on"
+        );
+        let (distinct, repeats) = runs(prompts);
+        let (prompt_ids, prompt_mask) = left_pad(&distinct, pad_id, device);
+        let width = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let (mut ids, mut mask) = (
+            Vec::with_capacity(completions.len() * width),
+            Vec::with_capacity(completions.len() * width),
+        );
+        for completion in completions {
+            let right = width - completion.len();
+            ids.extend(
+                completion
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(pad_id, right)),
+            );
+            mask.extend(std::iter::repeat_n(1i64, completion.len()).chain(std::iter::repeat_n(0, right)));
+        }
+        let shape = [completions.len() as i64, width as i64];
+        ContinuationBatch {
+            prompt_ids,
+            prompt_mask,
+            repeats,
+            continuation_ids: Tensor::from_slice(&ids).view(shape).to_device(device),
+            continuation_mask: Tensor::from_slice(&mask).view(shape).to_device(device),
+        }
+    }
+}
+
+/// Log-probs and entropies of `completions` given `prompts` (row by row) under `model`; the
+/// entropies carry no gradient unless `entropy_grad`.
 pub fn completion_logprobs(
     model: &DecoderModel,
     prompts: &[Vec<i64>],
     completions: &[Vec<i64>],
     pad_id: i64,
+    entropy_grad: bool,
 ) -> TokenLogProbs {
-    let forward = |ids: &Tensor, mask: &Tensor, first: i64| {
-        let hidden = model.hidden_states(ids, mask, None);
-        let width = hidden.size()[1];
-        Ok::<_, std::convert::Infallible>(model.logits(&hidden.narrow(1, first, width - first)))
+    let batch = ContinuationBatch::new(prompts, completions, pad_id, model.device());
+    let forward = |batch: &ContinuationBatch| {
+        let rows = crpo_sdk::policy::repeat_index(&batch.repeats, model.device())
+            .expect("counts of a ContinuationBatch are never negative");
+        Ok::<_, std::convert::Infallible>(model.forward_continuations(
+            &batch.prompt_ids,
+            &batch.prompt_mask,
+            &rows,
+            &batch.continuation_ids,
+            &batch.continuation_mask,
+        ))
     };
-    match completion_logprobs_with(forward, model.device(), prompts, completions, pad_id) {
+    match completion_logprobs_with(forward, &batch, entropy_grad) {
         Ok(logprobs) => logprobs,
     }
 }
 
-/// [`completion_logprobs`] over any forward `(ids, mask, first) → logits of positions first..T`
-/// `[B, T - first, V]` (no cache), so policies loaded from plugin libraries are scored the
-/// same way and no LM head runs over prompt positions.
+/// [`completion_logprobs`] over any grouped forward `batch → logits [N, C, V]` predicting each
+/// completion token (`PolicyModel::forward_continuations`), so policies loaded from plugin
+/// libraries are scored the same way.
 pub fn completion_logprobs_with<E>(
-    forward: impl FnOnce(&Tensor, &Tensor, i64) -> Result<Tensor, E>,
-    device: Device,
-    prompts: &[Vec<i64>],
-    completions: &[Vec<i64>],
-    pad_id: i64,
+    forward: impl FnOnce(&ContinuationBatch) -> Result<Tensor, E>,
+    batch: &ContinuationBatch,
+    entropy_grad: bool,
 ) -> Result<TokenLogProbs, E> {
-    assert_eq!(prompts.len(), completions.len(), "one completion per prompt");
-    let prompt_width = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let completion_width = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
-    let width = prompt_width + completion_width;
-    let (mut ids, mut mask) = (
-        Vec::with_capacity(prompts.len() * width),
-        Vec::with_capacity(prompts.len() * width),
-    );
-    for (prompt, completion) in prompts.iter().zip(completions) {
-        let (left, right) = (prompt_width - prompt.len(), completion_width - completion.len());
-        ids.extend(std::iter::repeat_n(pad_id, left));
-        ids.extend(prompt.iter().chain(completion).copied());
-        ids.extend(std::iter::repeat_n(pad_id, right));
-        mask.extend(std::iter::repeat_n(0i64, left));
-        mask.extend(std::iter::repeat_n(1i64, prompt.len() + completion.len()));
-        mask.extend(std::iter::repeat_n(0i64, right));
-    }
-    let shape = [prompts.len() as i64, width as i64];
-    let ids = Tensor::from_slice(&ids).view(shape).to_device(device);
-    let mask = Tensor::from_slice(&mask).view(shape).to_device(device);
-    assert!(
-        prompt_width > 0,
-        "every completion needs a prompt to condition on"
-    );
-    // Column prompt_width-1+j predicts completion token j: logits from there on only.
-    let first = prompt_width as i64 - 1;
-    let logits = forward(&ids, &mask, first)?;
-    let predicting = logits.narrow(1, 0, completion_width as i64).to_kind(Kind::Float);
-    let targets = ids.narrow(1, prompt_width as i64, completion_width as i64);
-    let (logprobs, entropies) = target_logprobs_and_entropies(&predicting, &targets);
-    let completion_mask = mask
-        .narrow(1, prompt_width as i64, completion_width as i64)
-        .to_kind(Kind::Float);
+    let logits = forward(batch)?.to_kind(Kind::Float);
+    let (logprobs, entropies) = target_logprobs_and_entropies(&logits, &batch.continuation_ids, entropy_grad);
+    let mask = batch.continuation_mask.to_kind(Kind::Float);
     Ok(TokenLogProbs {
-        logprobs: logprobs * &completion_mask,
-        entropies: entropies * &completion_mask,
-        mask: completion_mask,
+        logprobs: logprobs * &mask,
+        entropies: entropies * &mask,
+        mask,
     })
 }
 
 /// From logits `[B, C, V]` (f32) and target ids `[B, C]`: each target's log-probability and
-/// each position's entropy −Σ p·log p, both `[B, C]`.
-pub fn target_logprobs_and_entropies(logits: &Tensor, targets: &Tensor) -> (Tensor, Tensor) {
+/// each position's entropy −Σ p·log p, both `[B, C]`. Without `entropy_grad` the entropy is
+/// computed outside the graph: a loss without an entropy bonus then keeps no vocabulary-sized
+/// tensors for it until the backward pass.
+pub fn target_logprobs_and_entropies(
+    logits: &Tensor,
+    targets: &Tensor,
+    entropy_grad: bool,
+) -> (Tensor, Tensor) {
     let log_softmax = logits.log_softmax(-1, Kind::Float);
     let logprobs = log_softmax
         .gather(-1, &targets.unsqueeze(-1), false)
         .squeeze_dim(-1);
-    let entropies = -(log_softmax.exp() * &log_softmax).sum_dim_intlist(-1, false, Kind::Float);
+    let entropy =
+        |log_softmax: &Tensor| -(log_softmax.exp() * log_softmax).sum_dim_intlist(-1, false, Kind::Float);
+    let entropies = if entropy_grad {
+        entropy(&log_softmax)
+    } else {
+        tch::no_grad(|| entropy(&log_softmax.detach()))
+    };
     (logprobs, entropies)
 }
 
@@ -111,8 +150,37 @@ mod tests {
         // H = −(0.5 ln 0.5 + 2 · 0.25 ln 0.25) = 1.039721.
         let logits = Tensor::from_slice(&[0.5f32, 0.25, 0.25]).log().view([1, 1, 3]) + 7.0;
         let (logprobs, entropies) =
-            target_logprobs_and_entropies(&logits, &Tensor::from_slice(&[1i64]).view([1, 1]));
+            target_logprobs_and_entropies(&logits, &Tensor::from_slice(&[1i64]).view([1, 1]), true);
         assert!((logprobs.double_value(&[0, 0]) + 1.386_294).abs() < 1e-5);
         assert!((entropies.double_value(&[0, 0]) - 1.039_721).abs() < 1e-5);
+    }
+
+    #[test]
+    fn entropy_leaves_the_graph_unless_asked() {
+        let logits = Tensor::from_slice(&[0.1f32, 0.7, -0.3])
+            .view([1, 1, 3])
+            .set_requires_grad(true);
+        let targets = Tensor::from_slice(&[2i64]).view([1, 1]);
+        let (logprobs, detached) = target_logprobs_and_entropies(&logits, &targets, false);
+        assert!(logprobs.requires_grad() && !detached.requires_grad());
+        let (_, tracked) = target_logprobs_and_entropies(&logits, &targets, true);
+        assert!(tracked.requires_grad());
+        assert!((tracked.double_value(&[0, 0]) - detached.double_value(&[0, 0])).abs() < 1e-7);
+    }
+
+    #[test]
+    fn continuation_batch_pads_prompts_left_and_completions_right() {
+        let batch = ContinuationBatch::new(
+            &[vec![7, 8], vec![7, 8], vec![9]],
+            &[vec![1], vec![2, 3], vec![4]],
+            0,
+            Device::Cpu,
+        );
+        let flat = |t: &Tensor| Vec::<i64>::try_from(t.view([-1])).unwrap();
+        assert_eq!(flat(&batch.prompt_ids), vec![7, 8, 0, 9]);
+        assert_eq!(flat(&batch.prompt_mask), vec![1, 1, 0, 1]);
+        assert_eq!(batch.repeats, vec![2, 1]);
+        assert_eq!(flat(&batch.continuation_ids), vec![1, 0, 2, 3, 4, 0]);
+        assert_eq!(flat(&batch.continuation_mask), vec![1, 0, 1, 1, 1, 0]);
     }
 }

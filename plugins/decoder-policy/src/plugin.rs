@@ -3,7 +3,7 @@
 
 use crate::policy::Policy;
 use crate::qwen2::KvCache;
-use crpo_sdk::policy::{CacheId, PolicyLoad, PolicyModel, PolicyPlugin};
+use crpo_sdk::policy::{repeat_index, CacheId, PolicyLoad, PolicyModel, PolicyPlugin};
 use crpo_sdk::{parse_options, PluginError, PluginInfo};
 use std::collections::HashMap;
 use std::path::Path;
@@ -45,6 +45,14 @@ struct LoadedPolicy {
     next_cache: AtomicU64,
 }
 
+impl LoadedPolicy {
+    fn lock_caches(&self) -> Result<std::sync::MutexGuard<'_, HashMap<u64, KvCache>>, PluginError> {
+        self.caches
+            .lock()
+            .map_err(|_| PluginError::failed("a cache lock was poisoned"))
+    }
+}
+
 impl PolicyModel for LoadedPolicy {
     fn forward(
         &self,
@@ -55,10 +63,7 @@ impl PolicyModel for LoadedPolicy {
         let Some(CacheId(id)) = cache else {
             return Ok(self.policy.model.forward(input_ids, attention_mask, None));
         };
-        let mut caches = self
-            .caches
-            .lock()
-            .map_err(|_| PluginError::failed("a cache lock was poisoned"))?;
+        let mut caches = self.lock_caches()?;
         let cache = caches
             .get_mut(&id)
             .ok_or_else(|| PluginError::failed(format!("no cache {id}")))?;
@@ -78,6 +83,44 @@ impl PolicyModel for LoadedPolicy {
         let hidden = self.policy.model.hidden_states(input_ids, attention_mask, None);
         let width = hidden.size()[1];
         Ok(self.policy.model.logits(&hidden.narrow(1, first, width - first)))
+    }
+
+    fn prefill_repeated(
+        &self,
+        prompt_ids: &Tensor,
+        prompt_mask: &Tensor,
+        repeats: &[i64],
+        cache: CacheId,
+    ) -> Result<Tensor, PluginError> {
+        let rows = repeat_index(repeats, prompt_ids.device())?;
+        let mut caches = self.lock_caches()?;
+        let cache = caches
+            .get_mut(&cache.0)
+            .ok_or_else(|| PluginError::failed(format!("no cache {}", cache.0)))?;
+        let logits = self
+            .policy
+            .model
+            .forward_last(prompt_ids, prompt_mask, Some(cache));
+        cache.select_rows(&rows);
+        Ok(logits.index_select(0, &rows))
+    }
+
+    fn forward_continuations(
+        &self,
+        prompt_ids: &Tensor,
+        prompt_mask: &Tensor,
+        repeats: &[i64],
+        continuation_ids: &Tensor,
+        continuation_mask: &Tensor,
+    ) -> Result<Tensor, PluginError> {
+        let rows = repeat_index(repeats, prompt_ids.device())?;
+        Ok(self.policy.model.forward_continuations(
+            prompt_ids,
+            prompt_mask,
+            &rows,
+            continuation_ids,
+            continuation_mask,
+        ))
     }
 
     fn new_cache(&self) -> CacheId {

@@ -227,6 +227,19 @@ impl KvCache {
     pub fn clear(&mut self) {
         *self = KvCache::default();
     }
+
+    /// Keeps row `rows[i]` of the cache as its row `i` (`rows` int64 `[N]`): G continuations
+    /// of one prompt then share the prompt's prefill. Differentiable, so a training pass sends
+    /// every continuation's gradient back through the one prompt pass.
+    pub fn select_rows(&mut self, rows: &Tensor) {
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.index_select(0, rows);
+            *v = v.index_select(0, rows);
+        }
+        if let Some(mask) = &mut self.key_mask {
+            *mask = mask.index_select(0, rows);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -316,6 +329,38 @@ impl DecoderModel {
     ) -> Tensor {
         let hidden = self.hidden_states(input_ids, attention_mask, cache);
         self.logits(&hidden.narrow(1, hidden.size()[1] - 1, 1))
+    }
+
+    /// Logits predicting each continuation token, `[N, C, V]`: prompts `[P, Tp]` (left-padded)
+    /// run once; sequence `i` continues prompt `rows[i]` with `continuation_ids[i]`
+    /// (right-padded), attending to the prompt's shared keys and values. Column 0 comes from
+    /// the prompt's last position, column `j > 0` from continuation position `j - 1`, exactly
+    /// as if each `[prompt | continuation]` row were run in full, at a fraction of the work
+    /// when G continuations share a prompt.
+    pub fn forward_continuations(
+        &self,
+        prompt_ids: &Tensor,
+        prompt_mask: &Tensor,
+        rows: &Tensor,
+        continuation_ids: &Tensor,
+        continuation_mask: &Tensor,
+    ) -> Tensor {
+        let mut cache = KvCache::default();
+        let prompt_hidden = self.hidden_states(prompt_ids, prompt_mask, Some(&mut cache));
+        let prompt_width = prompt_hidden.size()[1];
+        let last_prompt = prompt_hidden.narrow(1, prompt_width - 1, 1).index_select(0, rows);
+        cache.select_rows(rows);
+        let width = continuation_ids.size()[1];
+        if width <= 1 {
+            return self.logits(&last_prompt);
+        }
+        // The last continuation token predicts nothing: it is not run.
+        let continuation_hidden = self.hidden_states(
+            &continuation_ids.narrow(1, 0, width - 1),
+            &continuation_mask.narrow(1, 0, width - 1),
+            Some(&mut cache),
+        );
+        self.logits(&Tensor::cat(&[&last_prompt, &continuation_hidden], 1))
     }
 
     /// Logits for final hidden states `[B, T, H]`.

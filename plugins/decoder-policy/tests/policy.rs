@@ -231,7 +231,7 @@ fn logprobs_agree_with_greedy_choices_and_ignore_padding() {
         })
         .collect();
     let pad = policy.tokenizer.pad_id() as i64;
-    let batch = tch::no_grad(|| completion_logprobs(&policy.model, &prompts, &completions, pad));
+    let batch = tch::no_grad(|| completion_logprobs(&policy.model, &prompts, &completions, pad, false));
     let lengths: Vec<usize> = completions.iter().map(Vec::len).collect();
     let batch_rows = rows(&batch.logprobs, &lengths);
     for (i, (prompt, completion)) in prompts.iter().zip(&completions).enumerate() {
@@ -241,6 +241,7 @@ fn logprobs_agree_with_greedy_choices_and_ignore_padding() {
                 std::slice::from_ref(prompt),
                 std::slice::from_ref(completion),
                 pad,
+                false,
             )
         });
         let alone_row = rows(&alone.logprobs, &lengths[i..=i]).remove(0);
