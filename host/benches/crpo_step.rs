@@ -44,9 +44,12 @@ fn current_rss() -> u64 {
 }
 
 /// Bytes a step must hold beyond the process baseline: policy and reference weights, AdamW's
-/// two moments, gradients, and the activations autograd keeps for the policy pass (per token
-/// and layer: the residual stream, norms, q/k/v/o, the MLP's three projections and product;
-/// plus the logits, log-softmax and entropy terms over the vocabulary).
+/// two moments, gradients, and what autograd keeps for the policy pass. That pass runs each
+/// prompt once for its G completions (`forward_continuations`), so the activations (per token
+/// and layer: the residual stream, norms, q/k/v/o, the MLP's three projections and product)
+/// are those of `prompts × prompt_tokens + completions × LENGTH` tokens; the vocabulary-sized
+/// terms cover completion positions only (the LM head skips prompts): the log-softmax autograd
+/// keeps, and the two gradients of its backward.
 fn estimate(config: &Value, completions: usize, prompt_tokens: usize, beta: bool) -> (f64, Value) {
     let h = config["hidden_size"].as_f64().unwrap();
     let i = config["intermediate_size"].as_f64().unwrap();
@@ -58,11 +61,10 @@ fn estimate(config: &Value, completions: usize, prompt_tokens: usize, beta: bool
     let params = v * h + layers * (h * h * 2.0 + 2.0 * h * kv * head_dim + 3.0 * h * i + 2.0 * h) + h;
     let f = 4.0;
     let weights = params * f;
-    let tokens = (completions * (prompt_tokens + LENGTH)) as f64;
+    let prompts = completions / GENERATIONS;
+    let tokens = (prompts * prompt_tokens + completions * LENGTH) as f64;
     let per_token_layer = 8.0 * h + 4.0 * kv * head_dim + 4.0 * i;
-    let activations = tokens * layers * per_token_layer * f
-        + tokens * v * f // logits of every position
-        + (completions * LENGTH) as f64 * v * f * 3.0; // log-softmax, its exp, entropy product
+    let activations = tokens * layers * per_token_layer * f + (completions * LENGTH) as f64 * v * f * 3.0;
     let parts = json!({
         "policy": weights, "reference": if beta { weights } else { 0.0 },
         "adam_moments": 2.0 * weights, "gradients": weights, "activations": activations,
@@ -196,6 +198,7 @@ min_completion_length = {LENGTH}
 }
 
 fn main() {
+    crpo_host::memory::configure_for_training();
     let presets: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let presets = if presets.is_empty() {
         vec!["tiny".to_string()]

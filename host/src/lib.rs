@@ -5,6 +5,7 @@
 
 pub mod commands;
 pub mod device;
+pub mod memory;
 pub mod plugins;
 pub mod torch_info;
 pub mod train;

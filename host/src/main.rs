@@ -47,6 +47,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    crpo_host::memory::configure_for_training();
     tracing_subscriber::fmt()
         // Step summaries are info; RUST_LOG overrides (e.g. RUST_LOG=warn for quiet runs).
         .with_env_filter(
