@@ -4,7 +4,7 @@
 # Same model directory (made by crpo-host init-model; transformers loads it), same prompts,
 # G = 4, 4 prompts per step (16 completions), fixed-length completions of 64 tokens, beta 0.04,
 # one PPO epoch, CPU, fp32 — TRL's GRPOTrainer, then crpo's trainer; then transformers'
-# generate against crpo's rollout on the same batch. Prints seconds per step and the ratios,
+# generate against crpo's rollout on a batch of the same shape (4 prompts, each 4 times). Prints seconds per step and the ratios,
 # and writes target/side-by-side/<preset>/result.json. The first step of each is a warm-up
 # and is not counted.
 set -euo pipefail
@@ -77,9 +77,9 @@ echo "TRL: $((steps + 1)) steps ($preset)" >&2
 trl_json="$("$python" "$repo/bench/trl_grpo.py" --model "$work/model" --data "$work/prompts.jsonl" \
   --generations $generations --prompts $prompts --completion-length $length --steps $((steps + 1)) \
   --out "$work/trl" 2>"$work/trl.log" | tail -1)"
-echo "transformers generate: $((generations * prompts)) x $length tokens" >&2
+echo "transformers generate: $prompts prompts x $generations samples x $length tokens" >&2
 hf_json="$("$python" "$repo/bench/hf_generate.py" --model "$work/model" --data "$work/prompts.jsonl" \
-  --batch $((generations * prompts)) --new-tokens $length 2>>"$work/trl.log" | tail -1)"
+  --batch $((generations * prompts)) --group $generations --new-tokens $length 2>>"$work/trl.log" | tail -1)"
 
 "$python" - "$preset" "$crpo_json" "$trl_json" "$hf_json" "$work/result.json" <<'PY'
 import json, platform, statistics, sys
