@@ -4,9 +4,11 @@
 # Same model directory (made by crpo-host init-model; transformers loads it), same prompts,
 # G = 4, 4 prompts per step (16 completions), fixed-length completions of 64 tokens, beta 0.04,
 # one PPO epoch, CPU, fp32 — TRL's GRPOTrainer, then crpo's trainer; then transformers'
-# generate against crpo's rollout on a batch of the same shape (4 prompts, each 4 times). Prints seconds per step and the ratios,
+# generate against crpo's rollout on a batch of the same shape (4 prompts, each 4 times).
+# Prints seconds per step and the ratios,
 # and writes target/side-by-side/<preset>/result.json. The first step of each is a warm-up
-# and is not counted.
+# and is not counted. TRL runs without gradient checkpointing (GRPOConfig's default is on),
+# so both sides do the same work; TRL_ARGS=--gradient-checkpointing measures TRL's default.
 set -euo pipefail
 preset="${1:-tiny}"
 steps="${2:-3}"
@@ -76,7 +78,7 @@ PY
 echo "TRL: $((steps + 1)) steps ($preset)" >&2
 trl_json="$("$python" "$repo/bench/trl_grpo.py" --model "$work/model" --data "$work/prompts.jsonl" \
   --generations $generations --prompts $prompts --completion-length $length --steps $((steps + 1)) \
-  --out "$work/trl" 2>"$work/trl.log" | tail -1)"
+  --out "$work/trl" ${TRL_ARGS:-} 2>"$work/trl.log" | tail -1)"
 echo "transformers generate: $prompts prompts x $generations samples x $length tokens" >&2
 hf_json="$("$python" "$repo/bench/hf_generate.py" --model "$work/model" --data "$work/prompts.jsonl" \
   --batch $((generations * prompts)) --group $generations --new-tokens $length 2>>"$work/trl.log" | tail -1)"

@@ -48,6 +48,9 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--beta", type=float, default=0.04)
     parser.add_argument("--threads", type=int, default=0)
+    # GRPOConfig turns gradient checkpointing on by default (recomputing the forward in the
+    # backward); crpo does not checkpoint, so the equal-work comparison turns it off.
+    parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--out", default="/tmp/trl-grpo-bench")
     args = parser.parse_args()
     if args.threads:
@@ -78,6 +81,7 @@ def main():
         report_to=[],
         seed=0,
         dataloader_num_workers=0,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
     timer = StepTimer()
     trainer = GRPOTrainer(
@@ -93,6 +97,7 @@ def main():
         "trainer": "trl",
         "seconds_per_step": timer.times,
         "threads": torch.get_num_threads(),
+        "gradient_checkpointing": args.gradient_checkpointing,
         "completions_per_step": batch,
     }))
 

@@ -1,9 +1,10 @@
 //! A full CRPO step (rollout, rewards, reference and policy passes, optimizer) timed on the
 //! real trainer, with peak RSS against an estimate of what the step must hold.
 //! Run: `cargo bench -p crpo-host --bench crpo_step [-- tiny|small|qwen2.5-0.5b-shape ...]`
-//! G = 4, fixed-length completions of 64 tokens, demo-vignette prompts (~100 tokens), beta
-//! 0.04, one PPO epoch; prompts per step 1, 4 and 16 (4, 16 and 64 completions). Prints a
-//! table and writes `target/bench-results/crpo_step.json`.
+//! G = 4, fixed-length completions of 64 tokens, demo-vignette prompts (~150 tokens), beta
+//! 0.04, one PPO epoch; prompts per step 1, 4 and 16 (4, 16 and 64 completions; 1 and 4 at the
+//! 0.5B shape), each in a process of its own. Prints a table and writes
+//! `target/bench-results/crpo_step.json`.
 
 use crpo_host::plugins::PluginRegistry;
 use crpo_host::train::config::RunConfig;
@@ -197,28 +198,52 @@ min_completion_length = {LENGTH}
     })
 }
 
+/// Child-process mode: one configuration, its result as one JSON line on stdout.
+const ONE: &str = "--one-configuration";
+
+/// Runs `preset` × `prompts` in a fresh process: peak RSS is per process, and the allocator
+/// keeps what an earlier configuration freed (host/src/memory.rs).
+fn run_in_child(preset: &str, prompts: usize) -> Value {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([ONE, preset, &prompts.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{preset} with {prompts} prompts failed");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
 fn main() {
     crpo_host::memory::configure_for_training();
-    let presets: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, preset, prompts] = args.as_slice() {
+        if flag == ONE {
+            let r = run(preset, prompts.parse().unwrap(), &PluginRegistry::builtin_only());
+            println!("{r}");
+            return;
+        }
+    }
+    let presets: Vec<String> = args.into_iter().filter(|a| !a.starts_with('-')).collect();
     let presets = if presets.is_empty() {
         vec!["tiny".to_string()]
     } else {
         presets
     };
-    let registry = PluginRegistry::builtin_only();
     println!(
         "{:<20} {:>11} {:>10} {:>14} {:>14} {:>10} {:>10} {:>8}",
         "preset", "completions", "s/step", "rollout tok/s", "train tok/s", "peak MiB", "est. MiB", "ratio"
     );
     let mut results = Vec::new();
     for preset in &presets {
+        // 64 completions of the 0.5B shape in one micro-batch need more than 24 GB.
         let sizes: &[usize] = if preset == "qwen2.5-0.5b-shape" {
-            &[4]
+            &[1, 4]
         } else {
             &[1, 4, 16]
         };
         for &prompts in sizes {
-            let r = run(preset, prompts, &registry);
+            let r = run_in_child(preset, prompts);
             let mib = |key: &str| r[key].as_f64().unwrap() / (1024.0 * 1024.0);
             println!(
                 "{:<20} {:>11} {:>10.3} {:>14.1} {:>14.1} {:>10.0} {:>10.0} {:>8.2}",

@@ -61,28 +61,31 @@ impl Rotary {
 
 /// Rows at or below which a projection is computed as `W·xᵀ` (see [`project_weight`]).
 const FEW_ROWS: i64 = 64;
+/// Weights of at least this many elements (1 MiB in f32) are worth that detour; smaller ones
+/// take one fused `linear` call, since per-call overhead is what costs at small sizes.
+const LARGE_WEIGHT: i64 = 1 << 18;
 
 /// `xs · Wᵀ + b` for a linear layer (see [`project_weight`]).
 pub fn project(linear: &nn::Linear, xs: &Tensor) -> Tensor {
     project_weight(&linear.ws, linear.bs.as_ref(), xs)
 }
 
-/// `xs · Wᵀ + b` with `W` `[out, in]`. For a few rows (decoding) it is computed as `(W · xsᵀ)ᵀ`:
-/// MKL then streams the weight once instead of packing a transposed copy of it first, which
-/// measured 1.7x faster for Qwen2.5-0.5B's projections and LM head at 16 rows on CPU. Many
-/// rows (prefill, training) take the usual path.
+/// `xs · Wᵀ + b` with `W` `[out, in]`. For a few rows (decoding) and a large weight it is
+/// computed as `(W · xsᵀ)ᵀ`: MKL then streams the weight once instead of packing a transposed
+/// copy of it first, which measured 1.7x faster for Qwen2.5-0.5B's projections and LM head at
+/// 16 rows on CPU. Everything else is one `linear` call (bias fused).
 pub fn project_weight(weight: &Tensor, bias: Option<&Tensor>, xs: &Tensor) -> Tensor {
     let mut shape = xs.size();
     let inputs = *shape.last().expect("a projection input has a feature dimension");
     let rows = xs.numel() as i64 / inputs.max(1);
-    let out = if rows <= FEW_ROWS && !xs.device().is_cuda() {
-        let flat = xs.reshape([rows, inputs]);
-        let projected = weight.matmul(&flat.transpose(0, 1)).transpose(0, 1);
-        *shape.last_mut().expect("non-empty shape") = weight.size()[0];
-        projected.reshape(shape.as_slice())
-    } else {
-        xs.matmul(&weight.transpose(0, 1))
-    };
+    let streamed = rows <= FEW_ROWS && weight.numel() as i64 >= LARGE_WEIGHT && !xs.device().is_cuda();
+    if !streamed {
+        return xs.linear(weight, bias);
+    }
+    let flat = xs.reshape([rows, inputs]);
+    let projected = weight.matmul(&flat.transpose(0, 1)).transpose(0, 1);
+    *shape.last_mut().expect("non-empty shape") = weight.size()[0];
+    let out = projected.reshape(shape.as_slice());
     match bias {
         Some(bias) => out + bias,
         None => out,
