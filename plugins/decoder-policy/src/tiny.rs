@@ -2,15 +2,19 @@
 //! directories made by the project, so tests, the demo and the benchmarks go through exactly
 //! the loading path users use. The tokenizer is a byte-level
 //! BPE trained with the tokenizers crate on the clinical-style corpus in `assets/`; the weights
-//! are a seeded random init (normal, std 0.02, as transformers initialises Qwen2).
+//! are a seeded random init (normal, std 0.02, as transformers initialises Qwen2), the same
+//! for the same seed in any process.
 
 use crate::config::DecoderConfig;
 use crate::error::{invalid, io, Result};
 use crate::qwen2::DecoderModel;
 use crate::tokenizer::CHATML_TEMPLATE;
 use crate::weights;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
 use std::path::Path;
-use tch::{nn::VarStore, Device};
+use tch::{nn::VarStore, Device, Tensor};
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::models::TrainerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -131,17 +135,24 @@ pub fn write_preset(dir: &Path, preset: Preset, seed: i64) -> Result<()> {
         .save(&tokenizer_path, true)
         .map_err(|e| invalid(&tokenizer_path, e))?;
 
-    tch::manual_seed(seed);
     let vs = VarStore::new(Device::Cpu);
     let _model = DecoderModel::new(&vs.root(), &config);
+    // Drawn in name order from a stream of the seed's own, not libtorch's process-wide
+    // generator (which anything else in the process may draw from meanwhile) and not in
+    // `variables()` order (a HashMap's, different in every run).
+    let mut variables: Vec<_> = vs.variables().into_iter().collect();
+    variables.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut rng = ChaCha8Rng::seed_from_u64(seed as u64);
+    let normal = Normal::new(0.0f32, 0.02).expect("a positive standard deviation");
     tch::no_grad(|| {
-        for (name, mut var) in vs.variables() {
+        for (name, mut var) in variables {
             if name.ends_with("norm.weight") {
                 let _ = var.fill_(1.0);
             } else if name.ends_with(".bias") {
                 let _ = var.zero_();
             } else {
-                let _ = var.normal_(0.0, 0.02);
+                let values: Vec<f32> = (0..var.numel()).map(|_| normal.sample(&mut rng)).collect();
+                var.copy_(&Tensor::from_slice(&values).view(var.size().as_slice()));
             }
         }
     });

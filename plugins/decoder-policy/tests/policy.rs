@@ -438,3 +438,18 @@ fn the_builtin_policy_plugin_serves_the_decoder_through_the_sdk_interface() {
 fn policy_variable_count(dir: &Path) -> usize {
     load(dir).vs.variables().len()
 }
+
+#[test]
+fn the_same_seed_writes_the_same_weights() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_tiny(a.path(), 7).unwrap();
+    write_tiny(b.path(), 7).unwrap();
+    let bytes = |dir: &Path| std::fs::read(dir.join("model.safetensors")).unwrap();
+    assert!(
+        bytes(a.path()) == bytes(b.path()),
+        "seed 7 wrote two different models"
+    );
+    let c = tempfile::tempdir().unwrap();
+    write_tiny(c.path(), 8).unwrap();
+    assert!(bytes(a.path()) != bytes(c.path()), "another seed, other weights");
+}
