@@ -134,15 +134,13 @@ pub fn generate(
 ) -> Vec<Completion> {
     let mut cache = KvCache::default();
     let mut step = |ids: &Tensor, mask: &Tensor, repeats: Option<&[i64]>| {
-        let logits = model.forward_last(ids, mask, Some(&mut cache));
         Ok::<_, std::convert::Infallible>(match repeats {
             Some(repeats) => {
                 let rows = crpo_sdk::policy::repeat_index(repeats, model.device())
                     .expect("prompt runs are never negative");
-                cache.select_rows(&rows);
-                logits.index_select(0, &rows)
+                model.prefill_repeated(ids, mask, &rows, &mut cache)
             }
-            None => logits,
+            None => model.forward_last(ids, mask, Some(&mut cache)),
         })
     };
     let tokens = TokenSpace {

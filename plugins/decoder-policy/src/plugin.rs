@@ -46,10 +46,16 @@ struct LoadedPolicy {
 }
 
 impl LoadedPolicy {
-    fn lock_caches(&self) -> Result<std::sync::MutexGuard<'_, HashMap<u64, KvCache>>, PluginError> {
-        self.caches
+    /// Runs `f` on cache `id`, or names what is missing.
+    fn with_cache<T>(&self, id: u64, f: impl FnOnce(&mut KvCache) -> T) -> Result<T, PluginError> {
+        let mut caches = self
+            .caches
             .lock()
-            .map_err(|_| PluginError::failed("a cache lock was poisoned"))
+            .map_err(|_| PluginError::failed("a cache lock was poisoned"))?;
+        let cache = caches
+            .get_mut(&id)
+            .ok_or_else(|| PluginError::failed(format!("no cache {id}")))?;
+        Ok(f(cache))
     }
 }
 
@@ -63,15 +69,12 @@ impl PolicyModel for LoadedPolicy {
         let Some(CacheId(id)) = cache else {
             return Ok(self.policy.model.forward(input_ids, attention_mask, None));
         };
-        let mut caches = self.lock_caches()?;
-        let cache = caches
-            .get_mut(&id)
-            .ok_or_else(|| PluginError::failed(format!("no cache {id}")))?;
         // With a cache this is generation, which reads only the last position (see the trait).
-        Ok(self
-            .policy
-            .model
-            .forward_last(input_ids, attention_mask, Some(cache)))
+        self.with_cache(id, |cache| {
+            self.policy
+                .model
+                .forward_last(input_ids, attention_mask, Some(cache))
+        })
     }
 
     fn forward_from(
@@ -93,16 +96,11 @@ impl PolicyModel for LoadedPolicy {
         cache: CacheId,
     ) -> Result<Tensor, PluginError> {
         let rows = repeat_index(repeats, prompt_ids.device())?;
-        let mut caches = self.lock_caches()?;
-        let cache = caches
-            .get_mut(&cache.0)
-            .ok_or_else(|| PluginError::failed(format!("no cache {}", cache.0)))?;
-        let logits = self
-            .policy
-            .model
-            .forward_last(prompt_ids, prompt_mask, Some(cache));
-        cache.select_rows(&rows);
-        Ok(logits.index_select(0, &rows))
+        self.with_cache(cache.0, |cache| {
+            self.policy
+                .model
+                .prefill_repeated(prompt_ids, prompt_mask, &rows, cache)
+        })
     }
 
     fn forward_continuations(

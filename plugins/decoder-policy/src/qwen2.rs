@@ -334,6 +334,21 @@ impl DecoderModel {
         self.logits(&hidden.narrow(1, hidden.size()[1] - 1, 1))
     }
 
+    /// Prefills `cache` with prompts `[P, T]` once and leaves it holding row `rows[i]` as row
+    /// `i`; returns the last position's logits of every row, `[N, 1, V]`. G samples of one
+    /// prompt so share its prefill.
+    pub fn prefill_repeated(
+        &self,
+        prompt_ids: &Tensor,
+        prompt_mask: &Tensor,
+        rows: &Tensor,
+        cache: &mut KvCache,
+    ) -> Tensor {
+        let logits = self.forward_last(prompt_ids, prompt_mask, Some(cache));
+        cache.select_rows(rows);
+        logits.index_select(0, rows)
+    }
+
     /// Logits predicting each continuation token, `[N, C, V]`: prompts `[P, Tp]` (left-padded)
     /// run once; sequence `i` continues prompt `rows[i]` with `continuation_ids[i]`
     /// (right-padded), attending to the prompt's shared keys and values. Column 0 comes from
