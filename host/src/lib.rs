@@ -3,6 +3,7 @@
 //! The plugin runtime (built-in and loaded plugins behind the sdk traits), the commands of
 //! the `crpo-host` binary and, as they land, the rollout engine and the CRPO trainer.
 
+pub mod atomic_file;
 pub mod commands;
 pub mod device;
 pub mod memory;

@@ -33,11 +33,11 @@ enum Command {
     /// Cold-start supervised fine-tuning on the data's reference completions.
     Sft(commands::train::RunArgs),
     /// Accuracy and every objective's mean on held-out questions.
-    Eval(commands::train::EvalArgs),
-    /// The whole recipe on the bundled demo: small model, cold start, CRPO, evaluation.
+    Eval(commands::eval::EvalArgs),
+    /// What CRPO does, on the bundled clinical task: cold start, GRPO and CRPO arms, evaluation.
     Demo(commands::demo::DemoArgs),
-    /// Write the bundled synthetic clinical MCQ set (MedQA format).
-    DemoData(commands::train::DemoDataArgs),
+    /// Write the demo task (MedQA format), with its knobs.
+    DemoData(commands::demo_data::DemoDataArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,8 +82,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => commands::model::generate(&args),
         Command::Train(args) => commands::train::train(&dirs, &args),
         Command::Sft(args) => commands::train::sft(&dirs, &args),
-        Command::Eval(args) => commands::train::eval(&dirs, &args),
-        Command::DemoData(args) => commands::train::demo_data(&args),
+        Command::Eval(args) => commands::eval::run(&dirs, &args),
+        Command::DemoData(args) => commands::demo_data::run(&args),
         Command::Demo(args) => commands::demo::run(&dirs, &args),
     }
 }

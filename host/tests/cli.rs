@@ -276,41 +276,87 @@ fn the_launcher_passes_arguments_and_exit_status_through() {
 }
 
 #[test]
-fn demo_runs_the_whole_recipe_and_prints_the_table() {
+fn demo_runs_the_matched_arms_and_prints_every_table() {
     let out = tempfile::tempdir().unwrap();
     let out_dir = out.path().join("demo");
-    let output = crpo_host(&[
+    let args = [
         "demo",
         "--out",
         out_dir.to_str().unwrap(),
         "--steps",
         "2",
-        "--compare-grpo",
-    ]);
+        "--sft-epochs",
+        "1",
+        "--eval-questions",
+        "8",
+        "--eval-samples",
+        "2",
+    ];
+    let output = crpo_host(&args);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
-    for row in [
-        "cold start (SFT) / demo eval",
-        "CRPO / demo eval",
-        "GRPO baseline / demo eval",
+    for expected in [
+        "| cold start (SFT) | greedy",
+        "| GRPO             | T=1, k=2 (vote)",
+        "| CRPO             | greedy",
+        "comprehensiveness (mean)",
+        "faithfulness (mean)",
+        "frac_reward_zero_std",
+        "difficulty=hard",
+        "kind=diagnosis",
     ] {
-        assert!(text.contains(row), "{text}");
-    }
-    for column in [
-        "accuracy",
-        "clinical_reasoning",
-        "faithfulness",
-        "comprehensiveness",
-    ] {
-        assert!(text.contains(column), "{text}");
+        assert!(text.contains(expected), "`{expected}` missing:\n{text}");
     }
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report.as_array().unwrap().len(), 3);
-    assert!(out_dir
-        .join("crpo/checkpoints/step-000002/model/config.json")
-        .exists());
-    let again = crpo_host(&["demo", "--out", out_dir.to_str().unwrap(), "--steps", "2"]);
+    assert_eq!(
+        report["evaluations"].as_array().unwrap().len(),
+        6,
+        "3 models × greedy/sampled"
+    );
+    assert_eq!(report["training"].as_array().unwrap().len(), 2);
+    for arm in ["grpo", "crpo-full"] {
+        let config = std::fs::read_to_string(out_dir.join(format!("{arm}.toml"))).unwrap();
+        assert!(
+            config.contains("max_steps = 2") && config.contains(&format!("preset = \"{arm}\"")),
+            "{config}"
+        );
+        assert!(out_dir
+            .join(format!("{arm}/checkpoints/step-000002/model/config.json"))
+            .exists());
+    }
+
+    // Every hint the demo prints runs as printed (here: the GRPO arm again, and its eval).
+    let hints: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("crpo-host "))
+        .collect();
+    assert_eq!(hints.len(), 4, "{text}");
+    for hint in [hints[1], hints[3]] {
+        let words: Vec<&str> = hint.split_whitespace().collect();
+        let again = crpo_host(&words);
+        assert!(again.status.success(), "crpo-host {hint}: {}", stderr(&again));
+    }
+    let metrics = |dir: &str| {
+        std::fs::read_to_string(out_dir.join(dir).join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: Value = serde_json::from_str(l).unwrap();
+                for key in ["rollout_tokens_per_s", "train_tokens_per_s", "step_time_s"] {
+                    v.as_object_mut().unwrap().remove(key);
+                }
+                v
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        metrics("grpo"),
+        metrics("grpo-again"),
+        "the printed command reproduces the arm"
+    );
+
+    let again = crpo_host(&args);
     assert!(
         !again.status.success() && stderr(&again).contains("--overwrite"),
         "a previous demo is not silently replaced"

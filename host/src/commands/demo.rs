@@ -1,133 +1,264 @@
-//! `crpo-host demo`: the Clinical-R1 recipe end to end on the bundled synthetic MCQ set, on
-//! CPU in minutes: make a small model, cold-start SFT, CRPO training, evaluation before and
-//! after (and, with `--compare-grpo`, the GRPO baseline from the same cold start, as the
-//! paper's Table 1 compares them).
+//! `crpo-host demo`: what CRPO does, shown on the bundled clinical task on a CPU in minutes.
+//! One seed sets the task, the initial model and the runs; a small model is fine-tuned on
+//! the imperfect teacher's references (the cold start), then trained from that one cold start
+//! by matched arms — same prompt, format and settings, only the reward differs — and the
+//! cold start and each arm are evaluated on held-out questions, greedy and sampled.
 
-use crate::plugins::{ObjectiveSpec, PluginRegistry};
-use crate::train::config::RunConfig;
+use super::demo_data::{write_task, DemoTaskArgs};
+use crate::atomic_file;
+use crate::plugins::PluginRegistry;
+use crate::train::config::{EvalSection, RunConfig};
 use crate::train::data::load_splits;
-use crate::train::eval::{evaluate, table, EvalReport};
+use crate::train::eval::{decoding, evaluate, EvalReport};
+use crate::train::metrics::METRICS_FILE;
 use crate::train::policy::LoadedPolicy;
 use crate::train::presets::Preset;
+use crate::train::progress::text_table;
 use crate::train::reward::RunReward;
 use crate::train::{checkpoint, sft, trainer::Trainer};
 use anyhow::{bail, Context};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The demo's run config, written next to its outputs.
-pub const DEMO_CONFIG: &str = include_str!("demo/crpo.toml");
+/// The run config the demo writes for the cold start and for each arm.
+const RUN_TEMPLATE: &str = include_str!("demo/run.toml");
+
+/// The objectives every model is evaluated on (the `crpo-full` preset's, all of them).
+const REPORTED: Preset = Preset::CrpoFull;
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// Where the model, data, runs and reports go.
+    /// Where the task, the models, the runs and the report go.
     #[arg(long, default_value = "runs/demo")]
     pub out: PathBuf,
     /// Replace what a previous demo left in --out.
     #[arg(long)]
     pub overwrite: bool,
-    /// Also train the grpo-baseline preset from the same cold start and compare.
-    #[arg(long)]
-    pub compare_grpo: bool,
+    /// Seeds the task, the initial model and every run.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The arms trained from the cold start: reward presets (grpo, crpo, crpo-full, …).
+    #[arg(long, value_delimiter = ',', default_value = "grpo,crpo-full")]
+    pub arms: Vec<String>,
+    /// RL steps per arm.
+    #[arg(long, default_value_t = 150)]
+    pub steps: usize,
+    /// SFT epochs of the cold start.
+    #[arg(long, default_value_t = 10)]
+    pub sft_epochs: usize,
+    /// Samples per held-out question in the sampled evaluation (temperature 1, majority vote).
+    #[arg(long, default_value_t = 8)]
+    pub eval_samples: usize,
     /// Model preset: tiny or small.
     #[arg(long, default_value = "tiny")]
-    pub preset: String,
-    /// CRPO steps (default: the demo config's).
-    #[arg(long)]
-    pub steps: Option<usize>,
+    pub model: String,
+    #[command(flatten)]
+    pub task: DemoTaskArgs,
 }
 
-/// Objectives reported by the demo's evaluation: the preset's, weighted as in `crpo` (so
-/// `reward` is the paper's reward), and the beyond-paper ones with weight 0 (shown, not summed).
-fn report_objectives() -> Vec<ObjectiveSpec> {
-    let weighted = [
-        ("accuracy", 10.0),
-        ("clinical_reasoning", 1.0),
-        ("consistency", 0.5),
-        ("format_code", 0.0),
-        ("faithfulness", 0.0),
-        ("comprehensiveness", 0.0),
-    ];
-    weighted
-        .iter()
-        .map(|&(plugin, weight)| ObjectiveSpec {
-            name: None,
-            plugin: plugin.into(),
-            weight: Some(weight),
-            options: serde_json::Value::Null,
-        })
-        .collect()
+/// A model the demo evaluates: the cold start or an arm.
+struct Entrant {
+    label: String,
+    config: RunConfig,
+    model: PathBuf,
+    /// The arm's run directory (None for the cold start).
+    run_dir: Option<PathBuf>,
+}
+
+/// What the demo writes to report.json.
+#[derive(Serialize)]
+struct DemoReport {
+    seed: u64,
+    steps: usize,
+    evaluations: Vec<EvalReport>,
+    training: Vec<TrainingTrend>,
+}
+
+/// An arm's training means per objective over its first and last steps.
+#[derive(Serialize)]
+struct TrainingTrend {
+    arm: String,
+    window: usize,
+    /// name → (mean of the first `window` steps, mean of the last `window` steps).
+    means: BTreeMap<String, (f64, f64)>,
+    frac_reward_zero_std: (f64, f64),
 }
 
 pub fn run(dirs: &[PathBuf], args: &DemoArgs) -> anyhow::Result<()> {
+    let arms = parse_arms(&args.arms)?;
+    let model_preset = crpo_plugins_policy::tiny::Preset::from_name(&args.model)
+        .filter(|p| *p != crpo_plugins_policy::tiny::Preset::Qwen05bShape)
+        .with_context(|| format!("--model {}: expected tiny or small", args.model))?;
+    if args.steps == 0 || args.sft_epochs == 0 {
+        bail!("--steps and --sft-epochs must be at least 1");
+    }
+    let task = args.task.task(args.seed)?;
     let out = &args.out;
     prepare_directory(out, args.overwrite)?;
     let registry = PluginRegistry::load(dirs)?;
-    crate::commands::train::demo_data(&crate::commands::train::DemoDataArgs {
-        out: out.join("data"),
-    })?;
-    let preset = crpo_plugins_policy::tiny::Preset::from_name(&args.preset)
-        .filter(|p| *p != crpo_plugins_policy::tiny::Preset::Qwen05bShape)
-        .with_context(|| format!("--preset {}: expected tiny or small", args.preset))?;
-    crpo_plugins_policy::tiny::write_preset(&out.join("model"), preset, 0)?;
-    let config_path = out.join("crpo.toml");
-    std::fs::write(&config_path, DEMO_CONFIG)
-        .with_context(|| format!("cannot write {}", config_path.display()))?;
-    let mut crpo = RunConfig::load(&config_path)?;
-    if let Some(steps) = args.steps {
-        crpo.run.max_steps = steps;
-    }
+    write_task(&task, &out.join("data"), true)?;
+    crpo_plugins_policy::tiny::write_preset(&out.join("model"), model_preset, args.seed as i64)?;
 
-    println!("1/4 cold start: supervised fine-tuning on the reference completions");
-    let mut cold = crpo.clone();
-    cold.model.path = out.join("model");
-    let sft = sft::run(&registry, &cold, false)?;
+    let cold_config = write_config(
+        out,
+        "sft",
+        "the cold start (supervised fine-tuning)",
+        "model",
+        Preset::CrpoFull,
+        args,
+    )?;
+    println!(
+        "1/{} cold start: supervised fine-tuning of a {} model on the teacher's reference completions",
+        arms.len() + 2,
+        args.model
+    );
+    let sft = sft::run(&registry, &cold_config, false)?;
     println!(
         "    {} updates, loss {:.3} → {:.3}",
         sft.steps,
         sft.first_loss.unwrap_or(f64::NAN),
         sft.last_loss.unwrap_or(f64::NAN)
     );
-
-    println!("2/4 CRPO (preset crpo: 10·accuracy + clinical_reasoning + 0.5·consistency)");
-    let crpo_model = train(&registry, &crpo)?;
-    let mut models = vec![
-        ("cold start (SFT)".to_string(), sft.model_dir.clone()),
-        ("CRPO".to_string(), crpo_model),
-    ];
-    if args.compare_grpo {
-        println!("3/4 GRPO baseline (preset grpo-baseline: 10·accuracy + format_code), same cold start");
-        let mut grpo = crpo.clone();
-        grpo.run.output_dir = out.join("grpo");
-        grpo.reward.preset = Some(Preset::GrpoBaseline);
-        models.push(("GRPO baseline".to_string(), train(&registry, &grpo)?));
-    } else {
-        println!("3/4 GRPO baseline: skipped (pass --compare-grpo)");
+    let mut entrants = vec![Entrant {
+        label: "cold start (SFT)".into(),
+        config: cold_config,
+        model: sft.model_dir.clone(),
+        run_dir: None,
+    }];
+    for (index, &arm) in arms.iter().enumerate() {
+        let label = arm_label(arm);
+        let what = format!("the {label} arm, reward {}", arm.formula());
+        let config = write_config(out, arm.name(), &what, "sft/model", arm, args)?;
+        println!(
+            "{}/{} {label}: {} steps from the cold start, reward = {}",
+            index + 2,
+            arms.len() + 2,
+            args.steps,
+            arm.formula()
+        );
+        let summary = Trainer::new(&registry, config.clone(), false)?.run()?;
+        let checkpoint = summary.last_checkpoint.context("the run wrote no checkpoint")?;
+        if let Some(last) = &summary.last_metrics {
+            println!("    {}", crate::train::progress::summary_line(last));
+        }
+        entrants.push(Entrant {
+            label,
+            model: checkpoint.join(checkpoint::MODEL_DIR),
+            run_dir: Some(summary.run_dir),
+            config,
+        });
     }
 
-    println!("4/4 evaluation on the held-out questions (greedy)");
-    let reports = evaluate_models(&registry, &crpo, &models)?;
-    let report_path = out.join("report.json");
-    std::fs::write(&report_path, serde_json::to_string_pretty(&reports)?)?;
-    println!("\n{}\n", table(&reports));
-    println!("reward = 10·accuracy + clinical_reasoning + 0.5·consistency (the paper's); the other objectives are shown, not summed.");
-    println!("outputs in {}:", out.display());
     println!(
-        "  crpo.toml               the run config (reuse it: crpo-host train --config {})",
-        config_path.display()
+        "{}/{} evaluation on the held-out questions: greedy, and {} samples at temperature 1 (majority vote)",
+        arms.len() + 2,
+        arms.len() + 2,
+        args.eval_samples
     );
-    println!("  data/                   the synthetic MCQ set (MedQA format)");
-    println!("  model/  sft/model/      the initial model and the cold-start model");
-    println!("  crpo/metrics.jsonl      per-step metrics, each objective's mean and std");
-    println!("  crpo/samples.jsonl      completions with their scores and advantages");
-    println!("  crpo/checkpoints/       checkpoints (Hugging Face model directories inside)");
-    if args.compare_grpo {
-        println!("  grpo/                   the GRPO baseline's run");
+    let evaluations = evaluate_entrants(&registry, &entrants, args.eval_samples)?;
+    let training = entrants
+        .iter()
+        .filter_map(|e| {
+            e.run_dir
+                .as_ref()
+                .map(|dir| trend(&e.label, &dir.join(METRICS_FILE)))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    println!();
+    println!("{}", results_table(&evaluations));
+    println!("acc = share of held-out questions answered right (greedy, or the vote of the samples);");
+    println!("the other columns are each objective's mean over completions (accuracy's is 1 right, 0 wrong, negative for broken answers).");
+    println!();
+    println!(
+        "Training: each objective's mean over the first → last {} steps",
+        training.first().map_or(0, |t| t.window)
+    );
+    for line in training.iter().map(trend_line) {
+        println!("  {line}");
     }
-    println!("  report.json             the table above as JSON");
+    println!();
+    println!("{}", breakdown_table(&evaluations));
+    let report = DemoReport {
+        seed: args.seed,
+        steps: args.steps,
+        evaluations,
+        training,
+    };
+    let report_path = out.join("report.json");
+    atomic_file::write(&report_path, serde_json::to_string_pretty(&report)?)?;
+    print_outputs(out, &entrants, &report_path);
     Ok(())
 }
 
-/// Refuses to mix with an earlier demo's files unless asked to replace them.
+fn parse_arms(names: &[String]) -> anyhow::Result<Vec<Preset>> {
+    let arms = names
+        .iter()
+        .map(|name| {
+            Preset::from_name(name.trim()).with_context(|| {
+                let known: Vec<&str> = Preset::ALL.iter().map(|p| p.name()).collect();
+                format!("--arms: `{name}` is not a reward preset ({})", known.join(", "))
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if arms.is_empty() {
+        bail!("--arms needs at least one reward preset");
+    }
+    if let Some(arm) = arms
+        .iter()
+        .find(|a| a.system_prompt() != Preset::CrpoFull.system_prompt())
+    {
+        bail!(
+            "--arms: `{}` asks for another format than the cold start learns, so it would not be a matched arm",
+            arm.name()
+        );
+    }
+    let mut unique = arms.clone();
+    unique.dedup();
+    if unique.len() != arms.len() {
+        bail!("--arms names a preset twice");
+    }
+    Ok(arms)
+}
+
+/// "GRPO" for `grpo`, "CRPO" for `crpo-full`, the preset's name otherwise.
+fn arm_label(arm: Preset) -> String {
+    match arm {
+        Preset::Grpo => "GRPO".into(),
+        Preset::CrpoFull => "CRPO".into(),
+        Preset::Crpo => "CRPO (paper)".into(),
+        other => other.name().into(),
+    }
+}
+
+/// Writes `<out>/<name>.toml` from the template and loads it back, as a user would.
+fn write_config(
+    out: &Path,
+    name: &str,
+    what: &str,
+    model: &str,
+    preset: Preset,
+    args: &DemoArgs,
+) -> anyhow::Result<RunConfig> {
+    let path = out.join(format!("{name}.toml"));
+    let command = if name == "sft" { "sft" } else { "train" };
+    let text = RUN_TEMPLATE
+        .replace("{what}", what)
+        .replace("{command}", command)
+        .replace("{file}", &path.display().to_string())
+        .replace("{output_dir}", name)
+        .replace("{model}", model)
+        .replace("{preset}", preset.name())
+        .replace("{seed}", &args.seed.to_string())
+        .replace("{steps}", &args.steps.to_string())
+        .replace("{sft_epochs}", &args.sft_epochs.to_string());
+    atomic_file::write(&path, text)?;
+    RunConfig::load(&path)
+}
+
+/// Refuses to mix with other files unless asked to replace an earlier demo's.
 fn prepare_directory(out: &Path, overwrite: bool) -> anyhow::Result<()> {
     let occupied = out.exists() && std::fs::read_dir(out)?.next().is_some();
     if occupied {
@@ -137,44 +268,200 @@ fn prepare_directory(out: &Path, overwrite: bool) -> anyhow::Result<()> {
                 out.display()
             );
         }
-        for part in ["data", "model", "sft", "crpo", "grpo", "crpo.toml", "report.json"] {
-            let path = out.join(part);
-            if path.is_dir() {
-                std::fs::remove_dir_all(&path)?;
-            } else if path.exists() {
-                std::fs::remove_file(&path)?;
-            }
+        let looks_like_demo = out.join("sft.toml").exists() || out.join("report.json").exists();
+        if !looks_like_demo {
+            bail!(
+                "{} holds files that are not a demo's: choose another --out (--overwrite only replaces an earlier demo)",
+                out.display()
+            );
         }
+        std::fs::remove_dir_all(out).with_context(|| format!("cannot clear {}", out.display()))?;
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))
 }
 
-/// Trains one config and returns its final model directory.
-fn train(registry: &PluginRegistry, config: &RunConfig) -> anyhow::Result<PathBuf> {
-    let summary = Trainer::new(registry, config.clone(), false)?.run()?;
-    let checkpoint = summary.last_checkpoint.context("the run wrote no checkpoint")?;
-    if let Some(last) = &summary.last_metrics {
-        println!("    {}", crate::train::progress::summary_line(last));
-    }
-    Ok(checkpoint.join(checkpoint::MODEL_DIR))
-}
-
-fn evaluate_models(
+/// Each entrant greedy, then sampled, on the held-out split with every clinical objective.
+fn evaluate_entrants(
     registry: &PluginRegistry,
-    config: &RunConfig,
-    models: &[(String, PathBuf)],
+    entrants: &[Entrant],
+    samples: usize,
 ) -> anyhow::Result<Vec<EvalReport>> {
-    let mut eval_config = config.clone();
-    eval_config.reward.preset = None;
-    eval_config.reward.objectives.clear();
-    let reward = RunReward::from_specs(registry, &report_objectives(), &eval_config)?;
-    let examples = load_splits(registry, &eval_config)?.eval;
     let mut reports = Vec::new();
-    for (label, dir) in models {
-        let policy = LoadedPolicy::load(registry, &eval_config.model, dir)?;
-        let mut report = evaluate(&policy, &reward, &eval_config, &examples, "demo eval")?;
-        report.label = label.clone();
-        reports.push(report);
+    for entrant in entrants {
+        let config = &entrant.config;
+        let reward = RunReward::from_specs(registry, &REPORTED.objectives(), &config.algorithm)?;
+        let examples = load_splits(registry, config)?.eval;
+        let policy = LoadedPolicy::load(registry, &config.model, &entrant.model)?;
+        let greedy = EvalSection {
+            samples: 1,
+            temperature: 0.0,
+            ..config.eval.clone()
+        };
+        let sampled = EvalSection {
+            samples,
+            temperature: 1.0,
+            ..config.eval.clone()
+        };
+        for settings in [greedy, sampled] {
+            let mut report = evaluate(&policy, &reward, config, &settings, &examples, "held-out", None)?;
+            report.label = entrant.label.clone();
+            reports.push(report);
+        }
     }
     Ok(reports)
+}
+
+/// One row per model and decoding: the share of questions right and each objective's mean.
+fn results_table(reports: &[EvalReport]) -> String {
+    let names: Vec<&str> = REPORTED.weighted_objectives().iter().map(|(n, _)| *n).collect();
+    let mut header = vec!["model".to_string(), "decoding".into(), "acc".into()];
+    header.extend(names.iter().map(|n| format!("{n} (mean)")));
+    let rows = reports.iter().map(|r| {
+        let mut row = vec![r.label.clone(), decoding(r), format!("{:.3}", r.accuracy)];
+        row.extend(
+            names
+                .iter()
+                .map(|n| format!("{:.3}", r.objectives.get(*n).copied().unwrap_or(f64::NAN))),
+        );
+        row
+    });
+    text_table(header, rows)
+}
+
+/// Accuracy per `meta_info` group: a row per group, a column per model (greedy / vote).
+fn breakdown_table(reports: &[EvalReport]) -> String {
+    let mut labels: Vec<&str> = Vec::new();
+    for report in reports {
+        if !labels.contains(&report.label.as_str()) {
+            labels.push(&report.label);
+        }
+    }
+    let groups: Vec<(&String, usize)> = reports
+        .first()
+        .map(|r| r.by_meta.iter().map(|(k, v)| (k, v.questions)).collect())
+        .unwrap_or_default();
+    let mut header = vec!["acc by meta_info".to_string(), "questions".into()];
+    header.extend(labels.iter().map(|l| format!("{l}: greedy / vote")));
+    let rows = groups.iter().map(|(group, questions)| {
+        let mut row = vec![group.to_string(), questions.to_string()];
+        for label in &labels {
+            let cell: Vec<String> = reports
+                .iter()
+                .filter(|r| r.label == *label)
+                .map(|r| {
+                    r.by_meta
+                        .get(*group)
+                        .map_or("-".into(), |g| format!("{:.2}", g.accuracy))
+                })
+                .collect();
+            row.push(cell.join(" / "));
+        }
+        row
+    });
+    text_table(header, rows)
+}
+
+/// Reads an arm's metrics.jsonl into its first-vs-last means.
+fn trend(label: &str, metrics: &Path) -> anyhow::Result<TrainingTrend> {
+    let text =
+        std::fs::read_to_string(metrics).with_context(|| format!("cannot read {}", metrics.display()))?;
+    let records: Vec<Value> = text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} is not JSONL", metrics.display()))?;
+    let window = (records.len() / 10).clamp(1, 10);
+    let mean_of = |slice: &[Value], get: &dyn Fn(&Value) -> Option<f64>| {
+        let values: Vec<f64> = slice.iter().filter_map(get).collect();
+        values.iter().sum::<f64>() / values.len().max(1) as f64
+    };
+    let (first, last) = (
+        &records[..window.min(records.len())],
+        &records[records.len().saturating_sub(window)..],
+    );
+    let names: Vec<&str> = REPORTED.weighted_objectives().iter().map(|(n, _)| *n).collect();
+    let means = names
+        .iter()
+        .map(|name| {
+            let get = |r: &Value| r["objectives"][*name]["mean"].as_f64();
+            (name.to_string(), (mean_of(first, &get), mean_of(last, &get)))
+        })
+        .collect();
+    let zero_std = |r: &Value| r["frac_reward_zero_std"].as_f64();
+    Ok(TrainingTrend {
+        arm: label.to_string(),
+        window,
+        means,
+        frac_reward_zero_std: (mean_of(first, &zero_std), mean_of(last, &zero_std)),
+    })
+}
+
+fn trend_line(trend: &TrainingTrend) -> String {
+    let mut parts: Vec<String> = REPORTED
+        .weighted_objectives()
+        .iter()
+        .filter_map(|(name, _)| {
+            trend
+                .means
+                .get(*name)
+                .map(|(a, b)| format!("{name} {a:.2} → {b:.2}"))
+        })
+        .collect();
+    let (a, b) = trend.frac_reward_zero_std;
+    parts.push(format!("frac_reward_zero_std {a:.2} → {b:.2}"));
+    format!("{:<14} {}", trend.arm, parts.join(" | "))
+}
+
+fn print_outputs(out: &Path, entrants: &[Entrant], report: &Path) {
+    let show = |p: &Path| p.display().to_string();
+    println!("outputs in {}:", out.display());
+    println!(
+        "  data/                  the task (MedQA format; meta_info marks hard/easy and the question kind)"
+    );
+    println!("  model/  sft/model/     the initial model and the cold start");
+    for entrant in entrants.iter().filter(|e| e.run_dir.is_some()) {
+        let dir = entrant.run_dir.as_deref().unwrap_or(Path::new(""));
+        println!(
+            "  {:<22} the {} arm: metrics.jsonl, samples.jsonl, checkpoints/",
+            format!(
+                "{}/",
+                dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+            ),
+            entrant.label
+        );
+    }
+    println!("  report.json            the tables above as JSON");
+    println!("run one part again (the same seed gives the same run), or evaluate a model:");
+    println!(
+        "  crpo-host sft   --config {} --output-dir {}",
+        show(&out.join("sft.toml")),
+        show(&out.join("sft-again"))
+    );
+    for entrant in entrants.iter().filter(|e| e.run_dir.is_some()) {
+        let dir = entrant.run_dir.as_deref().unwrap_or(Path::new(""));
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        println!(
+            "  crpo-host train --config {} --output-dir {}",
+            show(&out.join(format!("{name}.toml"))),
+            show(&out.join(format!("{name}-again")))
+        );
+    }
+    if let Some(last) = entrants.last() {
+        let name = last
+            .run_dir
+            .as_deref()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().to_string());
+        if let Some(name) = name {
+            println!(
+                "  crpo-host eval  --config {} --model {} --samples 8 --temperature 1",
+                show(&out.join(format!("{name}.toml"))),
+                show(&last.model)
+            );
+        }
+    }
+    println!("report: {}", report.display());
 }

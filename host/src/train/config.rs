@@ -380,6 +380,8 @@ pub struct SftConfig {
     /// Examples per optimizer update.
     pub batch_size: usize,
     pub warmup_steps: usize,
+    /// The learning-rate schedule (default: `algorithm.lr_scheduler_type`).
+    pub lr_scheduler_type: Option<LrSchedule>,
     pub weight_decay: f64,
     pub max_grad_norm: f64,
     /// Reference completions longer than this many tokens are cut.
@@ -395,6 +397,7 @@ impl Default for SftConfig {
             epochs: 1,
             batch_size: 8,
             warmup_steps: 0,
+            lr_scheduler_type: None,
             weight_decay: 0.0,
             max_grad_norm: 1.0,
             max_completion_length: 512,

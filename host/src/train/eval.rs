@@ -1,15 +1,18 @@
-//! Evaluation: generate answers to held-out questions (k samples each, majority-voted), and
-//! report accuracy and every objective's mean.
+//! Evaluation: generate answers to held-out questions (greedy, or k samples each and their
+//! majority vote), with the prompt format the run trained with, and report the share of
+//! questions answered right, every objective's mean, and both per `meta_info` group. Each
+//! question's completions, scores and chosen answers can be kept as JSONL.
 
-use super::config::RunConfig;
+use super::config::{EvalSection, RunConfig};
 use super::data::PromptFormat;
 use super::policy::LoadedPolicy;
 use super::reward::RunReward;
-use super::rollout::sample_groups;
+use super::rollout::{sample_groups, Group};
 use crpo_plugins_policy::generation::SamplingConfig;
 use crpo_plugins_rewards::accuracy::chosen_letter;
 use crpo_sdk::Example;
 use serde::Serialize;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Serialize)]
@@ -19,13 +22,26 @@ pub struct EvalReport {
     pub dataset: String,
     pub model: String,
     pub questions: usize,
+    /// Completions per question; with more than one, the answer is their majority vote.
     pub samples: usize,
-    /// Share of questions whose (majority-voted) boxed letter is the gold option.
+    /// 0 = greedy.
+    pub temperature: f64,
+    /// Share of questions whose (majority-voted) answer is the gold option.
     pub accuracy: f64,
-    /// Each objective's unweighted mean over every sample.
+    /// Each objective's unweighted mean over every completion.
     pub objectives: BTreeMap<String, f64>,
     /// The weighted total's mean.
     pub reward: f64,
+    /// Questions and accuracy per `meta_info` group (`step1`, or `difficulty=hard` for an
+    /// object's fields).
+    pub by_meta: BTreeMap<String, GroupAccuracy>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct GroupAccuracy {
+    pub questions: usize,
+    pub correct: usize,
+    pub accuracy: f64,
 }
 
 /// The most frequent answer; ties go to the one given first.
@@ -41,24 +57,64 @@ pub fn majority_vote(answers: &[Option<char>]) -> Option<char> {
     counts.into_iter().find(|(_, n)| *n == best).map(|(a, _)| a)
 }
 
+/// The groups an example counts in: its `meta_info` string, or each scalar field of a
+/// `meta_info` object as `field=value`.
+pub fn meta_groups(example: &Example) -> Vec<String> {
+    let scalar = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
+        _ => None,
+    };
+    match example.metadata.get("meta_info") {
+        Some(Value::Object(fields)) => fields
+            .iter()
+            .filter_map(|(k, v)| scalar(v).map(|v| format!("{k}={v}")))
+            .collect(),
+        Some(other) => scalar(other).into_iter().collect(),
+        None => Vec::new(),
+    }
+}
+
+/// Checks the evaluation settings: a greedy decoder gives k identical samples.
+pub fn check_settings(settings: &EvalSection) -> anyhow::Result<()> {
+    if settings.samples == 0 {
+        anyhow::bail!("eval needs at least 1 sample per question");
+    }
+    if settings.samples > 1 && settings.temperature <= 0.0 {
+        anyhow::bail!(
+            "{} samples per question need a temperature > 0 (greedy samples would all be the same): set eval.temperature or pass --temperature",
+            settings.samples
+        );
+    }
+    Ok(())
+}
+
+/// Evaluates `policy` on `examples` with `settings` (the prompt as the run's config makes it);
+/// `completions` receives one JSON record per question when given.
 pub fn evaluate(
     policy: &LoadedPolicy,
     reward: &RunReward,
     config: &RunConfig,
+    settings: &EvalSection,
     examples: &[Example],
     dataset: &str,
+    mut completions: Option<&mut dyn FnMut(Value) -> anyhow::Result<()>>,
 ) -> anyhow::Result<EvalReport> {
-    let settings = &config.eval;
+    check_settings(settings)?;
     let count = if settings.limit > 0 {
         settings.limit.min(examples.len())
     } else {
         examples.len()
     };
+    if count == 0 {
+        anyhow::bail!("{dataset}: there are no questions to evaluate");
+    }
     let format = PromptFormat::from_config(config);
     let names = reward.names();
     let weights = reward.weights();
     let (mut sums, mut reward_sum, mut correct, mut scored) =
         (vec![0.0f64; names.len()], 0.0f64, 0usize, 0usize);
+    let mut by_meta: BTreeMap<String, GroupAccuracy> = BTreeMap::new();
     let indices: Vec<usize> = (0..count).collect();
     let progress = super::progress::bar(count as u64, 0, "eval");
     for (batch_number, batch) in indices.chunks(settings.batch_size).enumerate() {
@@ -88,17 +144,26 @@ pub fn evaluate(
                 scored += 1;
             }
             reward_sum += group.totals(&weights).iter().map(|&t| t as f64).sum::<f64>();
+            let example = &examples[group.example];
             let answers: Vec<Option<char>> = group.texts.iter().map(|t| chosen_letter(t)).collect();
-            let gold = examples[group.example].answer.as_deref();
-            if let (Some(vote), Some(gold)) = (majority_vote(&answers), gold) {
-                if gold.len() == 1 && gold.starts_with(vote) {
-                    correct += 1;
-                }
+            let vote = majority_vote(&answers);
+            let right = is_gold(example, vote);
+            correct += usize::from(right);
+            for key in meta_groups(example) {
+                let entry = by_meta.entry(key).or_default();
+                entry.questions += 1;
+                entry.correct += usize::from(right);
+            }
+            if let Some(write) = completions.as_mut() {
+                write(question_record(example, group, &names, &answers, vote, right))?;
             }
         }
         progress.inc(batch.len() as u64);
     }
     progress.finish_and_clear();
+    for group in by_meta.values_mut() {
+        group.accuracy = group.correct as f64 / group.questions as f64;
+    }
     let per_sample = scored.max(1) as f64;
     Ok(EvalReport {
         label: short(&policy.source.display().to_string()),
@@ -106,44 +171,97 @@ pub fn evaluate(
         model: policy.source.display().to_string(),
         questions: count,
         samples: settings.samples,
-        accuracy: correct as f64 / count.max(1) as f64,
+        temperature: settings.temperature,
+        accuracy: correct as f64 / count as f64,
         objectives: names
             .into_iter()
             .zip(sums.iter().map(|s| s / per_sample))
             .collect(),
         reward: reward_sum / per_sample,
+        by_meta,
     })
 }
 
-/// A readable table: one row per report, accuracy and each objective's mean.
+fn is_gold(example: &Example, answer: Option<char>) -> bool {
+    match (answer, example.answer.as_deref()) {
+        (Some(answer), Some(gold)) => gold.len() == answer.len_utf8() && gold.starts_with(answer),
+        _ => false,
+    }
+}
+
+/// One question's record for `--output-completions`.
+fn question_record(
+    example: &Example,
+    group: &Group,
+    names: &[String],
+    answers: &[Option<char>],
+    vote: Option<char>,
+    correct: bool,
+) -> Value {
+    let completions: Vec<Value> = group
+        .texts
+        .iter()
+        .zip(&group.scores)
+        .zip(answers)
+        .map(|((text, row), answer)| {
+            let scores: serde_json::Map<String, Value> = names
+                .iter()
+                .zip(row)
+                .map(|(n, v)| (n.clone(), json!(v)))
+                .collect();
+            json!({"completion": text, "answer": answer.map(String::from), "scores": scores})
+        })
+        .collect();
+    json!({
+        "id": example.id,
+        "gold": example.answer,
+        "meta_info": example.metadata.get("meta_info"),
+        "prompt": group.prompt_text,
+        "answer": vote.map(String::from),
+        "correct": correct,
+        "completions": completions,
+    })
+}
+
+/// How a report's decoding reads in a table: `greedy` or `T=1, k=8 (vote)`.
+pub fn decoding(report: &EvalReport) -> String {
+    if report.temperature <= 0.0 {
+        "greedy".into()
+    } else {
+        format!("T={}, k={} (vote)", report.temperature, report.samples)
+    }
+}
+
+/// A table: one row per report with the share of questions right and each objective's mean.
 pub fn table(reports: &[EvalReport]) -> String {
     let objectives: Vec<&String> = reports
         .first()
         .map(|r| r.objectives.keys().collect())
         .unwrap_or_default();
-    let mut header = format!(
-        "{:<32} {:>9} {:>9} {:>9}",
-        "model / dataset", "questions", "accuracy", "reward"
-    );
-    for name in &objectives {
-        header.push_str(&format!(" {:>18}", name));
-    }
-    let mut lines = vec![header];
-    for report in reports {
-        let label = format!("{} / {}", report.label, report.dataset);
-        let mut line = format!(
-            "{:<32} {:>9} {:>9.3} {:>9.3}",
-            label, report.questions, report.accuracy, report.reward
+    let mut header = vec![
+        "model / dataset".to_string(),
+        "decoding".into(),
+        "questions".into(),
+        "acc (questions right)".into(),
+        "reward (weighted)".into(),
+    ];
+    header.extend(objectives.iter().map(|name| format!("{name} (mean)")));
+    let rows = reports.iter().map(|report| {
+        let mut row = vec![
+            format!("{} / {}", report.label, report.dataset),
+            decoding(report),
+            report.questions.to_string(),
+            format!("{:.3}", report.accuracy),
+            format!("{:.3}", report.reward),
+        ];
+        row.extend(
+            objectives
+                .iter()
+                .map(|name| format!("{:.3}", report.objectives.get(*name).copied().unwrap_or(f64::NAN))),
         );
-        for name in &objectives {
-            line.push_str(&format!(
-                " {:>18.3}",
-                report.objectives.get(*name).copied().unwrap_or(f64::NAN)
-            ));
-        }
-        lines.push(line);
-    }
-    lines.join("\n")
+        row
+    });
+    super::progress::text_table(header, rows)
 }
 
 /// The last two components of a path, enough to tell models apart in a table.
@@ -161,5 +279,39 @@ mod tests {
         assert_eq!(majority_vote(&[Some('B'), Some('C'), Some('B')]), Some('B'));
         assert_eq!(majority_vote(&[Some('C'), None, Some('B')]), Some('C'));
         assert_eq!(majority_vote(&[None, None]), None);
+    }
+
+    #[test]
+    fn meta_groups_read_a_string_or_an_object_s_fields() {
+        let mut example = Example::default();
+        assert!(meta_groups(&example).is_empty());
+        example.metadata.insert("meta_info".into(), json!("step1"));
+        assert_eq!(meta_groups(&example), vec!["step1"]);
+        example.metadata.insert(
+            "meta_info".into(),
+            json!({"difficulty": "hard", "kind": "test", "x": [1]}),
+        );
+        assert_eq!(meta_groups(&example), vec!["difficulty=hard", "kind=test"]);
+    }
+
+    #[test]
+    fn greedy_decoding_cannot_take_several_samples() {
+        let settings = EvalSection {
+            samples: 4,
+            temperature: 0.0,
+            ..EvalSection::default()
+        };
+        let err = check_settings(&settings).unwrap_err().to_string();
+        assert!(err.contains("4 samples") && err.contains("temperature"), "{err}");
+    }
+
+    #[test]
+    fn only_the_gold_letter_is_right() {
+        let example = Example {
+            answer: Some("B".into()),
+            ..Example::default()
+        };
+        assert!(is_gold(&example, Some('B')));
+        assert!(!is_gold(&example, Some('C')) && !is_gold(&example, None));
     }
 }

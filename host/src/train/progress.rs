@@ -38,3 +38,17 @@ pub fn summary_line(record: &Value) -> String {
         number(&record["step_time_s"]),
     )
 }
+
+/// A plain-text table (Markdown-style borders, so it reads the same in a terminal, a log file
+/// and docs), wrapped to the terminal's width when there is one.
+pub fn text_table(header: Vec<String>, rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::ASCII_MARKDOWN)
+        .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+        .set_header(header);
+    for row in rows {
+        table.add_row(row);
+    }
+    table.to_string()
+}

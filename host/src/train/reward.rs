@@ -1,7 +1,7 @@
 //! The run's reward: its named, weighted objectives (a preset's and the config's own) plus
 //! the optional overlong penalty, scoring a group of completions into a `[G, K]` table.
 
-use super::config::RunConfig;
+use super::config::{AlgorithmConfig, RunConfig};
 use super::maths::overlong_penalty;
 use crate::plugins::{ConfiguredObjective, ObjectiveSpec, PluginRegistry};
 use anyhow::bail;
@@ -30,20 +30,19 @@ impl RunReward {
                 options: serde_json::to_value(&objective.options)?,
             });
         }
-        Self::from_specs(registry, &specs, config)
+        Self::from_specs(registry, &specs, &config.algorithm)
     }
 
-    /// The given objectives, plus the config's overlong penalty.
+    /// The given objectives, plus the algorithm's overlong penalty.
     pub fn from_specs(
         registry: &PluginRegistry,
         specs: &[ObjectiveSpec],
-        config: &RunConfig,
+        algorithm: &AlgorithmConfig,
     ) -> anyhow::Result<Self> {
         let objectives = specs
             .iter()
             .map(|spec| ConfiguredObjective::create(registry, spec))
             .collect::<Result<Vec<_>, _>>()?;
-        let algorithm = &config.algorithm;
         let overlong = (algorithm.overlong_buffer_length > 0).then_some((
             algorithm.overlong_buffer_length,
             algorithm.max_completion_length,

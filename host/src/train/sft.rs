@@ -113,7 +113,8 @@ pub fn run(registry: &PluginRegistry, config: &RunConfig, resume: bool) -> anyho
         }
         let lr = learning_rate(
             sft.learning_rate,
-            config.algorithm.lr_scheduler_type,
+            sft.lr_scheduler_type
+                .unwrap_or(config.algorithm.lr_scheduler_type),
             sft.warmup_steps,
             step,
             total_steps,

@@ -22,7 +22,7 @@ use tokenizers::{AddedToken, Tokenizer};
 
 pub const CORPUS: &str = include_str!("../assets/clinical_corpus.txt");
 pub const SPECIAL_TOKENS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
-const BPE_VOCAB: usize = 700;
+const BPE_VOCAB: usize = 1280;
 
 /// Model shapes the project can create (random weights, the trained tokenizer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

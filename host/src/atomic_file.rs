@@ -1,0 +1,106 @@
+//! Files written whole or not at all: into a temporary sibling, then renamed over the target,
+//! so a failure or a kill never leaves a half-written file where a user's file was.
+
+use anyhow::Context;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// A file being written; it appears at its path only on [`AtomicFile::commit`].
+pub struct AtomicFile {
+    path: PathBuf,
+    writer: BufWriter<tempfile::NamedTempFile>,
+}
+
+impl AtomicFile {
+    pub fn create(path: &Path) -> anyhow::Result<Self> {
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        // A replaced file keeps its permissions; a new one gets a plain file's (the temporary
+        // is created private).
+        let permissions = match std::fs::metadata(path) {
+            Ok(existing) => existing.permissions(),
+            Err(_) => std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        };
+        let temp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .permissions(permissions)
+            .tempfile_in(parent)
+            .with_context(|| format!("cannot create a file in {}", parent.display()))?;
+        Ok(AtomicFile {
+            path: path.to_path_buf(),
+            writer: BufWriter::new(temp),
+        })
+    }
+
+    pub fn writer(&mut self) -> &mut impl Write {
+        &mut self.writer
+    }
+
+    /// Writes one JSON value as a line.
+    pub fn write_line(&mut self, value: &serde_json::Value) -> anyhow::Result<()> {
+        writeln!(self.writer, "{value}").with_context(|| format!("cannot write {}", self.path.display()))
+    }
+
+    /// Flushes, syncs and renames the file into place.
+    pub fn commit(self) -> anyhow::Result<()> {
+        let path = self.path;
+        let temp = self
+            .writer
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        temp.as_file()
+            .sync_all()
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        temp.persist(&path)
+            .map_err(|e| e.error)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to `path` atomically.
+pub fn write(path: &Path, bytes: impl AsRef<[u8]>) -> anyhow::Result<()> {
+    let mut file = AtomicFile::create(path)?;
+    file.writer()
+        .write_all(bytes.as_ref())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_target_changes_only_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, "old\n").unwrap();
+        let mut file = AtomicFile::create(&path).unwrap();
+        file.write_line(&serde_json::json!({"a": 1})).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old\n");
+        drop(file);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "old\n",
+            "dropped uncommitted"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+        write(&path, "new\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
+        use std::os::unix::fs::PermissionsExt;
+        let fresh = dir.path().join("fresh.txt");
+        write(&fresh, "x").unwrap();
+        assert_eq!(
+            std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! `crpo-host eval`: the share of questions right and each objective's mean, for one or more
+//! models on one or more files, asked exactly as the config's run trained (system prompt,
+//! preset, template).
+
+use crate::atomic_file::{self, AtomicFile};
+use crate::plugins::PluginRegistry;
+use crate::train::config::{EvalSection, RunConfig};
+use crate::train::data::{load_splits, read_examples};
+use crate::train::eval::{evaluate, table, EvalReport};
+use crate::train::policy::LoadedPolicy;
+use crate::train::reward::RunReward;
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// The run config whose model, prompt format, objectives and `[eval]` settings are used.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Model directories to evaluate (repeatable; default: the config's model).
+    #[arg(long)]
+    pub model: Vec<PathBuf>,
+    /// Files to evaluate, read with the config's dataset reader (repeatable; default: the
+    /// config's eval split).
+    #[arg(long)]
+    pub data: Vec<PathBuf>,
+    /// Samples per question, majority-voted (overrides eval.samples; needs a temperature > 0).
+    #[arg(long)]
+    pub samples: Option<usize>,
+    /// Sampling temperature (overrides eval.temperature; 0 = greedy).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Evaluate at most this many questions per file (overrides eval.limit; 0 = all).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Write the reports as JSON here.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Write every question's completions, scores and chosen answer here (JSONL).
+    #[arg(long, value_name = "FILE")]
+    pub output_completions: Option<PathBuf>,
+}
+
+pub fn run(dirs: &[PathBuf], args: &EvalArgs) -> anyhow::Result<()> {
+    let (mut config, registry) = super::train::load(dirs, &args.config)?;
+    let settings = &mut config.eval;
+    if let Some(samples) = args.samples {
+        settings.samples = samples;
+    }
+    if let Some(temperature) = args.temperature {
+        settings.temperature = temperature;
+    }
+    if let Some(limit) = args.limit {
+        settings.limit = limit;
+    }
+    crate::train::eval::check_settings(settings)?;
+    let mut completions = args
+        .output_completions
+        .as_deref()
+        .map(AtomicFile::create)
+        .transpose()?;
+    let reports = run_eval(
+        &registry,
+        &config,
+        &config.eval,
+        &args.model,
+        &args.data,
+        completions.as_mut(),
+    )?;
+    println!("{}", table(&reports));
+    if let (Some(file), Some(path)) = (completions, &args.output_completions) {
+        file.commit()?;
+        println!("completions written to {}", path.display());
+    }
+    if let Some(path) = &args.output {
+        atomic_file::write(path, serde_json::to_string_pretty(&reports)?)?;
+        println!("reports written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Evaluates each model on each dataset (the config's eval split when `data` is empty) with
+/// the config's objectives and prompt format; question records go to `completions`, tagged
+/// with the model and dataset.
+pub fn run_eval(
+    registry: &PluginRegistry,
+    config: &RunConfig,
+    settings: &EvalSection,
+    models: &[PathBuf],
+    data: &[PathBuf],
+    mut completions: Option<&mut AtomicFile>,
+) -> anyhow::Result<Vec<EvalReport>> {
+    let reward = RunReward::from_config(registry, config)?;
+    let datasets = if data.is_empty() {
+        vec![("eval".to_string(), load_splits(registry, config)?.eval)]
+    } else {
+        data.iter()
+            .map(|path| {
+                let name = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                Ok((name, read_examples(registry, config, path)?))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    let models = if models.is_empty() {
+        vec![config.model.path.clone()]
+    } else {
+        models.to_vec()
+    };
+    let keep_completions = completions.is_some();
+    let mut reports = Vec::new();
+    for model in &models {
+        let policy = LoadedPolicy::load(registry, &config.model, model)?;
+        for (name, examples) in &datasets {
+            let mut tagged = |mut record: serde_json::Value| match completions.as_mut() {
+                Some(file) => {
+                    record["model"] = json!(model);
+                    record["dataset"] = json!(name);
+                    file.write_line(&record)
+                }
+                None => Ok(()),
+            };
+            let sink: Option<&mut dyn FnMut(serde_json::Value) -> anyhow::Result<()>> =
+                if keep_completions { Some(&mut tagged) } else { None };
+            reports.push(evaluate(
+                &policy, &reward, config, settings, examples, name, sink,
+            )?);
+        }
+    }
+    Ok(reports)
+}
