@@ -1,11 +1,6 @@
 # The two commands of the README. Each runs the idempotent set-up first (seconds when done).
 .PHONY: setup demo doctor test
 
-# Crates that depend on crpo-sdk without its `tch` feature: tested in their own cargo run, so
-# that the host's use of the feature (which links libtorch) is not unified into them, just as
-# a third-party plugin author builds them.
-SDK_ONLY = crpo-sdk crpo-plugins-rewards crpo-plugins-datasets contraindication-safety csv-dataset
-
 setup:
 	bash scripts/setup.sh
 
@@ -21,6 +16,7 @@ doctor: setup
 	cargo build -p crpo-host --bins
 	target/debug/crpo-host doctor
 
+# The whole suite: plain `cargo test --workspace` (reward and dataset crates depend on crpo-sdk
+# alone and never link libtorch; policy crates use crpo-policy-sdk).
 test: setup
-	cargo test $(addprefix -p ,$(SDK_ONLY))
-	cargo test --workspace $(addprefix --exclude ,$(filter-out crpo-sdk,$(SDK_ONLY)))
+	cargo test --workspace

@@ -1,15 +1,20 @@
 //! A full CRPO step (rollout, rewards, reference and policy passes, optimizer) timed on the
 //! real trainer, with peak RSS against an estimate of what the step must hold.
-//! Run: `cargo bench -p crpo-host --bench crpo_step [-- tiny|small|qwen2.5-0.5b-shape ...]`
-//! G = 4, fixed-length completions of 64 tokens, demo-vignette prompts (~150 tokens), beta
-//! 0.04, one PPO epoch; prompts per step 1, 4 and 16 (4, 16 and 64 completions; 1 and 4 at the
-//! 0.5B shape), each in a process of its own. Prints a table and writes
-//! `target/bench-results/crpo_step.json`.
+//! Run: `cargo bench -p crpo-host --bench crpo_step [-- tiny|small|qwen2.5-0.5b-shape ...]
+//! [--policy qwen2|qwen2-library]`. G = 4, fixed-length completions of 64 tokens, demo-vignette
+//! prompts (~150 tokens), beta 0.04, one PPO epoch; prompts per step 1, 4 and 16 (4, 16 and 64
+//! completions; 1 and 4 at the 0.5B shape), each in a process of its own. `--policy
+//! qwen2-library` runs the same decoder loaded from a plugin library
+//! (`examples/qwen2-library`): the loaded path must match the built-in's speed. Prints a table
+//! and writes `target/bench-results/crpo_step[-POLICY].json`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use crpo_host::plugins::PluginRegistry;
+use crpo_host::rollout::tokenizer::Message;
 use crpo_host::train::config::RunConfig;
 use crpo_host::train::trainer::Trainer;
-use crpo_plugins_policy::tiny::{write_preset, Preset};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -79,12 +84,12 @@ fn estimate(config: &Value, completions: usize, prompt_tokens: usize, beta: bool
     (total, parts)
 }
 
-fn run(preset_name: &str, prompts_per_step: usize, registry: &PluginRegistry) -> Value {
-    let preset = Preset::from_name(preset_name).expect("tiny, small or qwen2.5-0.5b-shape");
+fn run(preset_name: &str, prompts_per_step: usize, policy: &str, registry: &PluginRegistry) -> Value {
     let models = repo().join("target/bench-models");
     let model = models.join(preset_name);
     if !model.join("config.json").exists() {
-        write_preset(&model, preset, 0).unwrap();
+        let qwen2 = registry.policy("qwen2").unwrap().plugin();
+        qwen2.write_preset(preset_name, &model, 0).unwrap();
     }
     let work = tempfile::tempdir().unwrap();
     let prompts = work.path().join("prompts.jsonl");
@@ -109,7 +114,7 @@ fn run(preset_name: &str, prompts_per_step: usize, registry: &PluginRegistry) ->
     }
     std::fs::write(&prompts, lines).unwrap();
     // One warm-up step, then measured ones (one only at 0.5B scale: a step takes minutes here).
-    let steps = if preset == Preset::Qwen05bShape { 2 } else { 3 };
+    let steps = if preset_name == "qwen2.5-0.5b-shape" { 2 } else { 3 };
     let config = format!(
         r#"
 [run]
@@ -118,6 +123,7 @@ max_steps = {steps}
 save_steps = 1000
 sample_steps = 0
 [model]
+policy = "{policy}"
 path = "{model}"
 device = "cpu"
 dtype = "f32"
@@ -155,10 +161,7 @@ min_completion_length = {LENGTH}
             .take(32)
             .map(|line| {
                 let record: Value = serde_json::from_str(line).unwrap();
-                let message = crpo_plugins_policy::tokenizer::Message::new(
-                    "user",
-                    record["question"].as_str().unwrap(),
-                );
+                let message = Message::new("user", record["question"].as_str().unwrap());
                 tokenizer
                     .encode(&tokenizer.render_chat(&[message], true).unwrap())
                     .unwrap()
@@ -185,6 +188,7 @@ min_completion_length = {LENGTH}
     let (estimated, parts) = estimate(&model_config, GENERATIONS * prompts_per_step, prompt_tokens, true);
     json!({
         "preset": preset_name,
+        "policy": policy,
         "completions": GENERATIONS * prompts_per_step,
         "prompt_tokens": prompt_tokens,
         "step_seconds": median("step_time_s"),
@@ -203,9 +207,9 @@ const ONE: &str = "--one-configuration";
 
 /// Runs `preset` × `prompts` in a fresh process: peak RSS is per process, and the allocator
 /// keeps what an earlier configuration freed (host/src/memory.rs).
-fn run_in_child(preset: &str, prompts: usize) -> Value {
+fn run_in_child(preset: &str, prompts: usize, policy: &str) -> Value {
     let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([ONE, preset, &prompts.to_string()])
+        .args([ONE, preset, &prompts.to_string(), policy])
         .stderr(std::process::Stdio::inherit())
         .output()
         .unwrap();
@@ -217,14 +221,30 @@ fn run_in_child(preset: &str, prompts: usize) -> Value {
 fn main() {
     crpo_host::memory::configure_for_training();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [flag, preset, prompts] = args.as_slice() {
+    if let [flag, preset, prompts, policy] = args.as_slice() {
         if flag == ONE {
-            let r = run(preset, prompts.parse().unwrap(), &PluginRegistry::builtin_only());
+            let registry = if policy == "qwen2" {
+                PluginRegistry::builtin_only()
+            } else {
+                let libraries = support::plugin_dir(&["qwen2_library"]);
+                PluginRegistry::load(&[libraries.path().to_path_buf()]).unwrap()
+            };
+            let r = run(preset, prompts.parse().unwrap(), policy, &registry);
             println!("{r}");
             return;
         }
     }
-    let presets: Vec<String> = args.into_iter().filter(|a| !a.starts_with('-')).collect();
+    let policy = args
+        .iter()
+        .position(|a| a == "--policy")
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| "qwen2".into());
+    let presets: Vec<String> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| !a.starts_with('-') && (*i == 0 || args[i - 1] != "--policy"))
+        .map(|(_, a)| a.clone())
+        .collect();
     let presets = if presets.is_empty() {
         vec!["tiny".to_string()]
     } else {
@@ -243,7 +263,7 @@ fn main() {
             &[1, 4, 16]
         };
         for &prompts in sizes {
-            let r = run_in_child(preset, prompts);
+            let r = run_in_child(preset, prompts, &policy);
             let mib = |key: &str| r[key].as_f64().unwrap() / (1024.0 * 1024.0);
             println!(
                 "{:<20} {:>11} {:>10.3} {:>14.1} {:>14.1} {:>10.0} {:>10.0} {:>8.2}",
@@ -261,7 +281,12 @@ fn main() {
     }
     let out = repo().join("target/bench-results");
     std::fs::create_dir_all(&out).unwrap();
-    let path = out.join("crpo_step.json");
+    let name = if policy == "qwen2" {
+        "crpo_step.json".to_string()
+    } else {
+        format!("crpo_step-{policy}.json")
+    };
+    let path = out.join(name);
     std::fs::write(&path, serde_json::to_string_pretty(&results).unwrap()).unwrap();
     println!("JSON: {}", path.display());
 }

@@ -5,9 +5,11 @@
 
 pub mod atomic_file;
 pub mod commands;
+pub mod demo_task;
 pub mod device;
 pub mod memory;
 pub mod plugins;
+pub mod rollout;
 pub mod torch_info;
 pub mod train;
 

@@ -24,9 +24,9 @@ enum Command {
     Plugins,
     /// Score existing completions with reward objectives (JSONL in, JSONL out).
     Score(commands::score::ScoreArgs),
-    /// Write a small model as a Hugging Face directory (random weights, trained tokenizer).
+    /// Write a policy plugin's preset model (random weights, trained tokenizer).
     InitModel(commands::model::InitModelArgs),
-    /// Generate a completion with a Hugging Face model directory.
+    /// Generate a completion with a model directory, through a policy plugin.
     Generate(commands::model::GenerateArgs),
     /// Train a policy with CRPO (config: see docs/config.md).
     Train(commands::train::RunArgs),
@@ -78,8 +78,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Score(args) => commands::score::run(&PluginRegistry::load(&dirs)?, &args),
-        Command::InitModel(args) => commands::model::init_model(&args),
-        Command::Generate(args) => commands::model::generate(&args),
+        Command::InitModel(args) => commands::model::init_model(&PluginRegistry::load(&dirs)?, &args),
+        Command::Generate(args) => commands::model::generate(&PluginRegistry::load(&dirs)?, &args),
         Command::Train(args) => commands::train::train(&dirs, &args),
         Command::Sft(args) => commands::train::sft(&dirs, &args),
         Command::Eval(args) => commands::eval::run(&dirs, &args),

@@ -367,7 +367,7 @@ fn demo_runs_the_matched_arms_and_prints_every_table() {
 fn train_loads_reward_plugins_from_the_configs_plugin_dirs() {
     let plugins = plugin_dir(&["contraindication_safety"]);
     let dir = tempfile::tempdir().unwrap();
-    crpo_plugins_policy::tiny::write_tiny(&dir.path().join("model"), 0).unwrap();
+    crpo_plugins_policy::presets::write_tiny(&dir.path().join("model"), 0).unwrap();
     let data = support::workspace_root().join("data/demo/train.jsonl");
     let config = format!(
         r#"

@@ -316,7 +316,7 @@ fn cost_declared_by_a_current_plugin_crosses_the_boundary() {
 
 #[test]
 fn loaded_policy_plugin_trains_through_tensor_handles() {
-    use crpo_sdk::policy::{PolicyLoad, PolicyModel};
+    use crpo_policy_sdk::{PolicyLoad, PolicyModel};
     use tch::{Device, Kind, Tensor};
     let dir = plugin_dir(&["bigram_policy"]);
     let registry = PluginRegistry::load(&[dir.path().to_path_buf()]).unwrap();
@@ -352,7 +352,7 @@ fn loaded_policy_plugin_trains_through_tensor_handles() {
     let mask = ids.ones_like();
     let targets = Tensor::from_slice(&[2i64, 1, 2, 1]).view([1, 4]);
     let loss_of = |model: &dyn PolicyModel| {
-        let logits = model.forward(&ids, &mask, None).unwrap();
+        let logits = model.forward(&ids, &mask).unwrap();
         logits
             .log_softmax(-1, Kind::Float)
             .gather(-1, &targets.unsqueeze(-1), false)

@@ -19,7 +19,7 @@ fn repo() -> PathBuf {
 /// the `[reward]`, `[algorithm]`… tables.
 fn setup(run: &str, tables: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    crpo_plugins_policy::tiny::write_tiny(&dir.path().join("model"), 0).unwrap();
+    crpo_plugins_policy::presets::write_tiny(&dir.path().join("model"), 0).unwrap();
     let data = repo().join("data/demo");
     let config = format!(
         r#"

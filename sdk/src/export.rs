@@ -6,36 +6,24 @@
 /// crpo_sdk::export_plugin_library! {
 ///     rewards: [ContraindicationSafety],
 ///     datasets: [],
-///     // policies: [MyPolicy],   (with the sdk's `tch` feature)
 /// }
 /// ```
 ///
 /// Each entry is an expression building a plugin value. The library's name and version are
 /// the crate's own (`CARGO_PKG_NAME`, `CARGO_PKG_VERSION`). Every entry point is wrapped in
 /// `catch_unwind`, so a panicking plugin fails the call with an error instead of aborting.
-/// Use it once, at the crate root, in a crate with `crate-type = ["cdylib"]`.
+/// Use it once, at the crate root, in a crate with `crate-type = ["cdylib"]`. A library with
+/// policy models uses `crpo_policy_sdk::export_plugin_library!` instead, which also takes
+/// `policies: [...]`.
 #[macro_export]
 macro_rules! export_plugin_library {
     (rewards: [$($reward:expr),* $(,)?], datasets: [$($dataset:expr),* $(,)?] $(,)?) => {
         $crate::export_plugin_library! {
-            @library [$($reward),*] [$($dataset),*] $crate::ffi::no_policies
+            @library [$($reward),*] [$($dataset),*] $crate::ffi::no_policies,
+            $crate::ffi::TorchBuild { torch_version: "", tch_series: "" }
         }
     };
-    // Policy plugins need the sdk's `tch` feature.
-    (rewards: [$($reward:expr),* $(,)?], datasets: [$($dataset:expr),* $(,)?], policies: [$($policy:expr),* $(,)?] $(,)?) => {
-        $crate::export_plugin_library! {
-            @library [$($reward),*] [$($dataset),*] policy_plugins
-        }
-        extern "C" fn policy_plugins() -> $crate::abi_stable::std_types::RResult<
-            $crate::abi_stable::std_types::RVec<$crate::ffi::FfiPolicyPluginBox>,
-            $crate::abi_stable::std_types::RString,
-        > {
-            $crate::ffi::export_policies(|| {
-                ::std::vec![$(::std::boxed::Box::new($policy) as ::std::boxed::Box<dyn $crate::policy::PolicyPlugin>),*]
-            })
-        }
-    };
-    (@library [$($reward:expr),*] [$($dataset:expr),*] $policies:path) => {
+    (@library [$($reward:expr),*] [$($dataset:expr),*] $policies:path, $torch:expr) => {
         // The same static abi_stable's `#[export_root_module]` emits (see ffi::ROOT_MODULE_SYMBOL).
         #[doc(hidden)]
         #[unsafe(export_name = "_1as_0lib_1header_0root_bmodule_bloader")]
@@ -61,6 +49,7 @@ macro_rules! export_plugin_library {
                     ::std::env!("CARGO_PKG_NAME"),
                     ::std::env!("CARGO_PKG_VERSION"),
                     $crate::ffi::PluginLists { rewards: reward_plugins, datasets: dataset_plugins, policies: $policies },
+                    $torch,
                 )
             }
             extern "C" fn erased_root_module() -> $crate::abi_stable::library::RootModuleResult {

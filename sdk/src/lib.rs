@@ -1,9 +1,10 @@
 //! # crpo-sdk — the plugin API of crpo
 //!
 //! Three plugin kinds feed the CRPO trainer: reward objectives ([`RewardPlugin`]), datasets
-//! ([`DatasetPlugin`]) and, with the `tch` feature, policy models. A plugin is either built
-//! into the host ([`register_reward!`], [`register_dataset!`]) or shipped as a cdylib that
-//! calls [`export_plugin_library!`] and is loaded from `crpo-host --plugins DIR`.
+//! ([`DatasetPlugin`]) and policy models (in `crpo-policy-sdk`, which adds libtorch). A plugin
+//! is either built into the host ([`register_reward!`], [`register_dataset!`]) or shipped as
+//! a cdylib that calls [`export_plugin_library!`] and is loaded from `crpo-host --plugins DIR`.
+//! This crate also holds the ABI ([`ffi`]) every plugin library exports.
 //!
 //! This crate has no libtorch dependency: a reward or dataset plugin needs nothing else.
 
@@ -13,8 +14,7 @@ pub mod example;
 mod export;
 pub mod ffi;
 pub mod options;
-#[cfg(feature = "tch")]
-pub mod policy;
+pub mod preset;
 pub mod registry;
 pub mod reward;
 
@@ -22,6 +22,7 @@ pub use dataset::{DatasetPlugin, DatasetRead, DatasetSource};
 pub use error::{PluginError, RecordError, Result};
 pub use example::{AnswerOption, ChatMessage, Example, Prompt};
 pub use options::parse_options;
+pub use preset::RewardPreset;
 pub use reward::{score_each, RewardObjective, RewardPlugin, Score, ScoreRequest};
 
 #[doc(hidden)]

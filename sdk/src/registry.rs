@@ -4,16 +4,15 @@
 //! (`use crpo_plugins_x as _;`). Dynamic libraries use the exported root module instead.
 
 use crate::dataset::DatasetPlugin;
-#[cfg(feature = "tch")]
-use crate::policy::PolicyPlugin;
+use crate::preset::RewardPreset;
 use crate::reward::RewardPlugin;
 
-/// One built-in plugin, submitted by [`crate::register_reward!`] or [`crate::register_dataset!`].
+/// One built-in plugin, submitted by [`crate::register_reward!`], [`crate::register_dataset!`]
+/// or [`crate::register_preset!`].
 pub enum BuiltinPlugin {
     Reward(&'static dyn RewardPlugin),
     Dataset(&'static dyn DatasetPlugin),
-    #[cfg(feature = "tch")]
-    Policy(&'static dyn PolicyPlugin),
+    Preset(&'static RewardPreset),
 }
 
 inventory::collect!(BuiltinPlugin);
@@ -40,10 +39,10 @@ macro_rules! register_dataset {
     };
 }
 
-/// Registers a policy plugin as built in (feature `tch`): `crpo_sdk::register_policy!(Qwen2Plugin);`
+/// Registers a reward preset as built in: `crpo_sdk::register_preset!(CRPO);`
 #[macro_export]
-macro_rules! register_policy {
-    ($plugin:expr) => {
-        $crate::inventory::submit! { $crate::registry::BuiltinPlugin::Policy(&$plugin) }
+macro_rules! register_preset {
+    ($preset:expr) => {
+        $crate::inventory::submit! { $crate::registry::BuiltinPlugin::Preset(&$preset) }
     };
 }

@@ -20,11 +20,17 @@ pub struct ScoreRequest<'a> {
 }
 
 /// The score of one completion, with optional named diagnostics (e.g. `boxes = 2`) that
-/// `crpo-host score` prints and the trainer logs.
+/// `crpo-host score` prints and the trainer averages per step into metrics.jsonl and keeps
+/// per completion in samples.jsonl, and optionally the answer the completion gives.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Score {
     pub value: f32,
     pub diagnostics: Vec<(String, f32)>,
+    /// The answer this completion gives, as the objective reads it (an option key, a label, a
+    /// normalised free-text answer); `None` when it gives none or the objective reads none.
+    /// Evaluation votes over the answers of the objective named `accuracy` and compares the
+    /// vote with the example's gold answer. (Since sdk 1.4.)
+    pub answer: Option<String>,
 }
 
 impl Score {
@@ -32,11 +38,18 @@ impl Score {
         Score {
             value,
             diagnostics: Vec::new(),
+            answer: None,
         }
     }
 
     pub fn with(mut self, name: &str, value: f32) -> Self {
         self.diagnostics.push((name.to_string(), value));
+        self
+    }
+
+    /// Records the answer the completion gives (see [`Score::answer`]).
+    pub fn with_answer(mut self, answer: Option<impl Into<String>>) -> Self {
+        self.answer = answer.map(Into::into);
         self
     }
 }

@@ -2,14 +2,17 @@
 //! vocab × vocab table indexed by the current token. The model directory holds `config.json`
 //! (`{"model_type": "bigram", "vocab_size": N}`) and, once trained, `bigram.safetensors`; a
 //! directory without weights starts uniform (all logits 0). The host owns the optimizer: it
-//! steps the table through the handle `parameters()` returns.
+//! steps the table through the handle `parameters()` returns, and the generation loop: the
+//! model only reads the current token, so its key/value cache has no layers (it still marks
+//! the positions it was given).
 
-use crpo_sdk::policy::tch::{Device, Kind, Tensor};
-use crpo_sdk::policy::{CacheId, PolicyLoad, PolicyModel, PolicyPlugin};
-use crpo_sdk::{parse_options, PluginError, PluginInfo};
+use crpo_policy_sdk::sdk::parse_options;
+use crpo_policy_sdk::tch::{Device, Kind, Tensor};
+use crpo_policy_sdk::{
+    CacheLayout, KeyValues, KvCache, PluginError, PluginInfo, PolicyLoad, PolicyModel, PolicyPlugin,
+};
 use serde::Deserialize;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 const WEIGHTS: &str = "bigram.safetensors";
 const TABLE: &str = "bigram.weight";
@@ -76,7 +79,6 @@ impl PolicyPlugin for BigramPlugin {
         Ok(Box::new(Bigram {
             table,
             vocab_size: config.vocab_size,
-            next_cache: AtomicU64::new(1),
         }))
     }
 }
@@ -84,17 +86,19 @@ impl PolicyPlugin for BigramPlugin {
 struct Bigram {
     table: Tensor,
     vocab_size: i64,
-    next_cache: AtomicU64,
 }
 
 impl PolicyModel for Bigram {
-    fn forward(
-        &self,
-        input_ids: &Tensor,
-        _attention_mask: &Tensor,
-        _cache: Option<CacheId>,
-    ) -> Result<Tensor, PluginError> {
-        // Only the current token matters, so a cache has nothing to keep.
+    fn cache_layout(&self) -> Option<CacheLayout> {
+        // Only the current token matters: no layer keeps keys or values.
+        Some(CacheLayout {
+            layers: 0,
+            kv_heads: 0,
+            head_dim: 0,
+        })
+    }
+
+    fn forward(&self, input_ids: &Tensor, _attention_mask: &Tensor) -> Result<Tensor, PluginError> {
         let (b, t) = input_ids.size2().map_err(PluginError::failed)?;
         Ok(self
             .table
@@ -102,11 +106,15 @@ impl PolicyModel for Bigram {
             .view([b, t, self.vocab_size]))
     }
 
-    fn new_cache(&self) -> CacheId {
-        CacheId(self.next_cache.fetch_add(1, Ordering::Relaxed))
+    fn forward_cached(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        cache: &mut KvCache,
+    ) -> Result<Tensor, PluginError> {
+        cache.extend(attention_mask)?;
+        Ok(self.table.index_select(0, &input_ids.select(1, -1)))
     }
-
-    fn drop_cache(&self, _cache: CacheId) {}
 
     fn parameters(&self) -> Vec<(String, Tensor)> {
         vec![(TABLE.to_string(), self.table.shallow_clone())]
@@ -122,7 +130,7 @@ impl PolicyModel for Bigram {
     }
 }
 
-crpo_sdk::export_plugin_library! {
+crpo_policy_sdk::export_plugin_library! {
     rewards: [],
     datasets: [],
     policies: [BigramPlugin],

@@ -7,16 +7,16 @@
 use super::demo_data::{write_task, DemoTaskArgs};
 use crate::atomic_file;
 use crate::plugins::PluginRegistry;
+use crate::rollout::Policy;
 use crate::train::config::{EvalSection, RunConfig};
 use crate::train::data::load_splits;
 use crate::train::eval::{decoding, evaluate, EvalReport};
 use crate::train::metrics::METRICS_FILE;
-use crate::train::policy::LoadedPolicy;
-use crate::train::presets::Preset;
 use crate::train::progress::text_table;
-use crate::train::reward::RunReward;
+use crate::train::reward::{preset_objectives, RunReward};
 use crate::train::{checkpoint, sft, trainer::Trainer};
 use anyhow::{bail, Context};
+use crpo_sdk::RewardPreset;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -25,8 +25,9 @@ use std::path::{Path, PathBuf};
 /// The run config the demo writes for the cold start and for each arm.
 const RUN_TEMPLATE: &str = include_str!("demo/run.toml");
 
-/// The objectives every model is evaluated on (the `crpo-full` preset's, all of them).
-const REPORTED: Preset = Preset::CrpoFull;
+/// The preset whose objectives every model is evaluated on (all the clinical ones) and whose
+/// prompt and format every arm shares.
+const REPORTED: &str = "crpo-full";
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -87,26 +88,30 @@ struct TrainingTrend {
 }
 
 pub fn run(dirs: &[PathBuf], args: &DemoArgs) -> anyhow::Result<()> {
-    let arms = parse_arms(&args.arms)?;
-    let model_preset = crpo_plugins_policy::tiny::Preset::from_name(&args.model)
-        .filter(|p| *p != crpo_plugins_policy::tiny::Preset::Qwen05bShape)
-        .with_context(|| format!("--model {}: expected tiny or small", args.model))?;
+    if !["tiny", "small"].contains(&args.model.as_str()) {
+        bail!("--model {}: expected tiny or small", args.model);
+    }
     if args.steps == 0 || args.sft_epochs == 0 {
         bail!("--steps and --sft-epochs must be at least 1");
     }
     let task = args.task.task(args.seed)?;
     let out = &args.out;
-    prepare_directory(out, args.overwrite)?;
     let registry = PluginRegistry::load(dirs)?;
+    let reported = registry.preset(REPORTED)?;
+    let arms = parse_arms(&registry, &args.arms, reported)?;
+    prepare_directory(out, args.overwrite)?;
     write_task(&task, &out.join("data"), true)?;
-    crpo_plugins_policy::tiny::write_preset(&out.join("model"), model_preset, args.seed as i64)?;
+    registry
+        .policy("qwen2")?
+        .plugin()
+        .write_preset(&args.model, &out.join("model"), args.seed)?;
 
     let cold_config = write_config(
         out,
         "sft",
         "the cold start (supervised fine-tuning)",
         "model",
-        Preset::CrpoFull,
+        reported,
         args,
     )?;
     println!(
@@ -127,10 +132,10 @@ pub fn run(dirs: &[PathBuf], args: &DemoArgs) -> anyhow::Result<()> {
         model: sft.model_dir.clone(),
         run_dir: None,
     }];
-    for (index, &arm) in arms.iter().enumerate() {
+    for (index, arm) in arms.iter().enumerate() {
         let label = arm_label(arm);
         let what = format!("the {label} arm, reward {}", arm.formula());
-        let config = write_config(out, arm.name(), &what, "sft/model", arm, args)?;
+        let config = write_config(out, arm.name, &what, "sft/model", arm, args)?;
         println!(
             "{}/{} {label}: {} steps from the cold start, reward = {}",
             index + 2,
@@ -157,18 +162,18 @@ pub fn run(dirs: &[PathBuf], args: &DemoArgs) -> anyhow::Result<()> {
         arms.len() + 2,
         args.eval_samples
     );
-    let evaluations = evaluate_entrants(&registry, &entrants, args.eval_samples)?;
+    let evaluations = evaluate_entrants(&registry, reported, &entrants, args.eval_samples)?;
     let training = entrants
         .iter()
         .filter_map(|e| {
             e.run_dir
                 .as_ref()
-                .map(|dir| trend(&e.label, &dir.join(METRICS_FILE)))
+                .map(|dir| trend(reported, &e.label, &dir.join(METRICS_FILE)))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
 
     println!();
-    println!("{}", results_table(&evaluations));
+    println!("{}", results_table(reported, &evaluations));
     println!("acc = share of held-out questions answered right (greedy, or the vote of the samples);");
     println!("the other columns are each objective's mean over completions (accuracy's is 1 right, 0 wrong, negative for broken answers).");
     println!();
@@ -176,7 +181,7 @@ pub fn run(dirs: &[PathBuf], args: &DemoArgs) -> anyhow::Result<()> {
         "Training: each objective's mean over the first → last {} steps",
         training.first().map_or(0, |t| t.window)
     );
-    for line in training.iter().map(trend_line) {
+    for line in training.iter().map(|t| trend_line(reported, t)) {
         println!("  {line}");
     }
     println!();
@@ -193,29 +198,26 @@ pub fn run(dirs: &[PathBuf], args: &DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_arms(names: &[String]) -> anyhow::Result<Vec<Preset>> {
+fn parse_arms(
+    registry: &PluginRegistry,
+    names: &[String],
+    reported: &'static RewardPreset,
+) -> anyhow::Result<Vec<&'static RewardPreset>> {
     let arms = names
         .iter()
-        .map(|name| {
-            Preset::from_name(name.trim()).with_context(|| {
-                let known: Vec<&str> = Preset::ALL.iter().map(|p| p.name()).collect();
-                format!("--arms: `{name}` is not a reward preset ({})", known.join(", "))
-            })
-        })
+        .map(|name| registry.preset(name.trim()).context("--arms"))
         .collect::<anyhow::Result<Vec<_>>>()?;
     if arms.is_empty() {
         bail!("--arms needs at least one reward preset");
     }
-    if let Some(arm) = arms
-        .iter()
-        .find(|a| a.system_prompt() != Preset::CrpoFull.system_prompt())
-    {
+    if let Some(arm) = arms.iter().find(|a| a.system_prompt != reported.system_prompt) {
         bail!(
             "--arms: `{}` asks for another format than the cold start learns, so it would not be a matched arm",
-            arm.name()
+            arm.name
         );
     }
-    let mut unique = arms.clone();
+    let mut unique: Vec<&str> = arms.iter().map(|a| a.name).collect();
+    unique.sort();
     unique.dedup();
     if unique.len() != arms.len() {
         bail!("--arms names a preset twice");
@@ -224,12 +226,12 @@ fn parse_arms(names: &[String]) -> anyhow::Result<Vec<Preset>> {
 }
 
 /// "GRPO" for `grpo`, "CRPO" for `crpo-full`, the preset's name otherwise.
-fn arm_label(arm: Preset) -> String {
-    match arm {
-        Preset::Grpo => "GRPO".into(),
-        Preset::CrpoFull => "CRPO".into(),
-        Preset::Crpo => "CRPO (paper)".into(),
-        other => other.name().into(),
+fn arm_label(arm: &RewardPreset) -> String {
+    match arm.name {
+        "grpo" => "GRPO".into(),
+        "crpo-full" => "CRPO".into(),
+        "crpo" => "CRPO (paper)".into(),
+        other => other.into(),
     }
 }
 
@@ -239,7 +241,7 @@ fn write_config(
     name: &str,
     what: &str,
     model: &str,
-    preset: Preset,
+    preset: &RewardPreset,
     args: &DemoArgs,
 ) -> anyhow::Result<RunConfig> {
     let path = out.join(format!("{name}.toml"));
@@ -250,7 +252,7 @@ fn write_config(
         .replace("{file}", &path.display().to_string())
         .replace("{output_dir}", name)
         .replace("{model}", model)
-        .replace("{preset}", preset.name())
+        .replace("{preset}", preset.name)
         .replace("{seed}", &args.seed.to_string())
         .replace("{steps}", &args.steps.to_string())
         .replace("{sft_epochs}", &args.sft_epochs.to_string());
@@ -283,15 +285,16 @@ fn prepare_directory(out: &Path, overwrite: bool) -> anyhow::Result<()> {
 /// Each entrant greedy, then sampled, on the held-out split with every clinical objective.
 fn evaluate_entrants(
     registry: &PluginRegistry,
+    reported: &RewardPreset,
     entrants: &[Entrant],
     samples: usize,
 ) -> anyhow::Result<Vec<EvalReport>> {
     let mut reports = Vec::new();
     for entrant in entrants {
         let config = &entrant.config;
-        let reward = RunReward::from_specs(registry, &REPORTED.objectives(), &config.algorithm)?;
+        let reward = RunReward::from_specs(registry, &preset_objectives(reported), &config.algorithm)?;
         let examples = load_splits(registry, config)?.eval;
-        let policy = LoadedPolicy::load(registry, &config.model, &entrant.model)?;
+        let policy = Policy::load(registry, &config.model, &entrant.model)?;
         let greedy = EvalSection {
             samples: 1,
             temperature: 0.0,
@@ -303,7 +306,9 @@ fn evaluate_entrants(
             ..config.eval.clone()
         };
         for settings in [greedy, sampled] {
-            let mut report = evaluate(&policy, &reward, config, &settings, &examples, "held-out", None)?;
+            let mut report = evaluate(
+                registry, &policy, &reward, config, &settings, &examples, "held-out", None,
+            )?;
             report.label = entrant.label.clone();
             reports.push(report);
         }
@@ -312,8 +317,8 @@ fn evaluate_entrants(
 }
 
 /// One row per model and decoding: the share of questions right and each objective's mean.
-fn results_table(reports: &[EvalReport]) -> String {
-    let names: Vec<&str> = REPORTED.weighted_objectives().iter().map(|(n, _)| *n).collect();
+fn results_table(reported: &RewardPreset, reports: &[EvalReport]) -> String {
+    let names: Vec<&str> = reported.objectives.iter().map(|(n, _)| *n).collect();
     let mut header = vec!["model".to_string(), "decoding".into(), "acc".into()];
     header.extend(names.iter().map(|n| format!("{n} (mean)")));
     let rows = reports.iter().map(|r| {
@@ -362,7 +367,7 @@ fn breakdown_table(reports: &[EvalReport]) -> String {
 }
 
 /// Reads an arm's metrics.jsonl into its first-vs-last means.
-fn trend(label: &str, metrics: &Path) -> anyhow::Result<TrainingTrend> {
+fn trend(reported: &RewardPreset, label: &str, metrics: &Path) -> anyhow::Result<TrainingTrend> {
     let text =
         std::fs::read_to_string(metrics).with_context(|| format!("cannot read {}", metrics.display()))?;
     let records: Vec<Value> = text
@@ -379,7 +384,7 @@ fn trend(label: &str, metrics: &Path) -> anyhow::Result<TrainingTrend> {
         &records[..window.min(records.len())],
         &records[records.len().saturating_sub(window)..],
     );
-    let names: Vec<&str> = REPORTED.weighted_objectives().iter().map(|(n, _)| *n).collect();
+    let names: Vec<&str> = reported.objectives.iter().map(|(n, _)| *n).collect();
     let means = names
         .iter()
         .map(|name| {
@@ -396,9 +401,9 @@ fn trend(label: &str, metrics: &Path) -> anyhow::Result<TrainingTrend> {
     })
 }
 
-fn trend_line(trend: &TrainingTrend) -> String {
-    let mut parts: Vec<String> = REPORTED
-        .weighted_objectives()
+fn trend_line(reported: &RewardPreset, trend: &TrainingTrend) -> String {
+    let mut parts: Vec<String> = reported
+        .objectives
         .iter()
         .filter_map(|(name, _)| {
             trend

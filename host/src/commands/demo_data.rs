@@ -2,8 +2,8 @@
 //! with its knobs on the command line; the defaults give the bundled `data/demo`.
 
 use crate::atomic_file;
+use crate::demo_task::{self as demo, Ask, DemoTask, StyleWeights};
 use anyhow::{bail, Context};
-use crpo_plugins_datasets::demo::{self, Ask, DemoTask, StyleWeights};
 use std::path::{Path, PathBuf};
 
 /// The demo task's knobs (shared by `demo-data` and `demo`).

@@ -4,10 +4,10 @@
 
 use crate::atomic_file::{self, AtomicFile};
 use crate::plugins::PluginRegistry;
+use crate::rollout::Policy;
 use crate::train::config::{EvalSection, RunConfig};
 use crate::train::data::{load_splits, read_examples};
 use crate::train::eval::{evaluate, table, EvalReport};
-use crate::train::policy::LoadedPolicy;
 use crate::train::reward::RunReward;
 use serde_json::json;
 use std::path::PathBuf;
@@ -112,7 +112,7 @@ pub fn run_eval(
     let keep_completions = completions.is_some();
     let mut reports = Vec::new();
     for model in &models {
-        let policy = LoadedPolicy::load(registry, &config.model, model)?;
+        let policy = Policy::load(registry, &config.model, model)?;
         for (name, examples) in &datasets {
             let mut tagged = |mut record: serde_json::Value| match completions.as_mut() {
                 Some(file) => {
@@ -125,7 +125,7 @@ pub fn run_eval(
             let sink: Option<&mut dyn FnMut(serde_json::Value) -> anyhow::Result<()>> =
                 if keep_completions { Some(&mut tagged) } else { None };
             reports.push(evaluate(
-                &policy, &reward, config, settings, examples, name, sink,
+                registry, &policy, &reward, config, settings, examples, name, sink,
             )?);
         }
     }

@@ -1,15 +1,19 @@
-//! `crpo-host init-model` and `crpo-host generate`.
+//! `crpo-host init-model` and `crpo-host generate`, through the policy plugins of the registry.
 
 use crate::device::{parse_device, parse_dtype};
-use anyhow::Context;
-use crpo_plugins_policy::generation::SamplingConfig;
-use crpo_plugins_policy::policy::Policy;
-use crpo_plugins_policy::tokenizer::Message;
+use crate::plugins::PluginRegistry;
+use crate::rollout::sampling::SamplingConfig;
+use crate::rollout::tokenizer::Message;
+use crate::rollout::Policy;
+use anyhow::{bail, Context};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct InitModelArgs {
-    /// The preset to write: tiny (2 layers, 64 wide), small (4 layers, 256 wide) or
+    /// The policy plugin whose preset to write.
+    #[arg(long, default_value = "qwen2")]
+    pub policy: String,
+    /// The preset to write; qwen2's: tiny (2 layers, 64 wide), small (4 layers, 256 wide) or
     /// qwen2.5-0.5b-shape (Qwen2.5-0.5B's shape); random weights, a BPE tokenizer trained on a
     /// clinical corpus.
     #[arg(long, default_value = "tiny")]
@@ -17,29 +21,43 @@ pub struct InitModelArgs {
     /// Output directory (a Hugging Face model directory).
     #[arg(long)]
     pub out: PathBuf,
+    /// Seeds the weights: the same seed writes the same files.
     #[arg(long, default_value_t = 0)]
-    pub seed: i64,
+    pub seed: u64,
 }
 
-pub fn init_model(args: &InitModelArgs) -> anyhow::Result<()> {
-    use crpo_plugins_policy::tiny::{write_preset, Preset};
-    let preset = Preset::from_name(&args.preset).ok_or_else(|| {
-        anyhow::anyhow!(
-            "preset `{}`: expected one of {}",
+pub fn init_model(registry: &PluginRegistry, args: &InitModelArgs) -> anyhow::Result<()> {
+    let plugin = registry.policy(&args.policy)?.plugin();
+    let presets = plugin.presets();
+    if !presets.contains(&args.preset) {
+        bail!(
+            "policy `{}` has no preset `{}`: expected one of {}",
+            args.policy,
             args.preset,
-            Preset::NAMES.join(", ")
-        )
-    })?;
-    write_preset(&args.out, preset, args.seed)?;
+            presets.join(", ")
+        );
+    }
+    plugin
+        .write_preset(&args.preset, &args.out, args.seed)
+        .with_context(|| {
+            format!(
+                "cannot write the {} preset to {}",
+                args.preset,
+                args.out.display()
+            )
+        })?;
     println!("wrote the {} preset to {}", args.preset, args.out.display());
     Ok(())
 }
 
 #[derive(clap::Args)]
 pub struct GenerateArgs {
-    /// A Hugging Face model directory (config.json, safetensors, tokenizer.json).
+    /// A model directory the policy plugin reads (for qwen2: a Hugging Face directory).
     #[arg(long)]
     pub model: PathBuf,
+    /// The policy plugin that loads --model.
+    #[arg(long, default_value = "qwen2")]
+    pub policy: String,
     #[arg(long)]
     pub prompt: String,
     /// Wrap the prompt as a user message in the model's chat template.
@@ -68,23 +86,26 @@ pub struct GenerateArgs {
     pub dtype: String,
 }
 
-pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
+pub fn generate(registry: &PluginRegistry, args: &GenerateArgs) -> anyhow::Result<()> {
+    if args.system.is_some() && !args.chat {
+        bail!("--system needs --chat: a system message is part of the chat template");
+    }
     let device = parse_device(&args.device)?;
     let kind = parse_dtype(&args.dtype, device)?;
-    let policy = Policy::load(&args.model, device, kind)
-        .with_context(|| format!("cannot load the model in {}", args.model.display()))?;
+    let policy = Policy::load_with(
+        registry,
+        &args.policy,
+        &args.model,
+        device,
+        kind,
+        &serde_json::Value::Null,
+    )?;
     let prompt = if args.chat {
         let mut messages = Vec::new();
         if let Some(system) = &args.system {
-            messages.push(Message {
-                role: "system".into(),
-                content: system.clone(),
-            });
+            messages.push(Message::new("system", system));
         }
-        messages.push(Message {
-            role: "user".into(),
-            content: args.prompt.clone(),
-        });
+        messages.push(Message::new("user", &args.prompt));
         policy.tokenizer.render_chat(&messages, true)?
     } else {
         args.prompt.clone()
@@ -98,7 +119,8 @@ pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
         greedy: args.greedy,
         seed: args.seed,
     };
-    let (text, _) = policy.generate_texts(&[prompt], &sampling)?.remove(0);
-    println!("{text}");
+    let ids = policy.tokenizer.encode(&prompt)?;
+    let (completions, _) = policy.generate(&[ids], &sampling)?;
+    println!("{}", policy.decode(&completions[0].ids)?);
     Ok(())
 }

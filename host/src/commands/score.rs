@@ -1,13 +1,15 @@
 //! `crpo-host score`: scores completions that already exist, so plugin authors can debug an
-//! objective on real outputs. Each input line is a dataset record (any format the built-in
-//! readers know, or crpo's own example JSON under `example`) plus a `completion` string.
+//! objective on real outputs. Each input line is a dataset record plus a `completion` string:
+//! crpo's own example JSON under `example`, or a record the `--dataset` reader reads (MedQA by
+//! default). The output is written whole or not at all, never over the input.
 
+use crate::atomic_file::AtomicFile;
 use crate::plugins::{ConfiguredObjective, ObjectiveSpec, PluginRegistry};
 use anyhow::{bail, Context};
-use crpo_sdk::ScoreRequest;
+use crpo_sdk::{DatasetSource, Example, ScoreRequest};
 use serde_json::{json, Map, Value};
-use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct ScoreArgs {
@@ -17,10 +19,13 @@ pub struct ScoreArgs {
     /// JSONL file: one record per line with a `completion` field.
     #[arg(long)]
     pub input: PathBuf,
+    /// The dataset reader for records that are not crpo's own `{"example": …}` form.
+    #[arg(long, default_value = "medqa")]
+    pub dataset: String,
     /// Options per objective, as a JSON object: `{"length_budget": {"budget": 512}}`.
     #[arg(long, value_name = "JSON")]
     pub options: Option<String>,
-    /// Where to write the scored JSONL (default: standard output).
+    /// Where to write the scored JSONL (default: standard output); never the input.
     #[arg(long)]
     pub output: Option<PathBuf>,
 }
@@ -47,46 +52,128 @@ pub fn run(registry: &PluginRegistry, args: &ScoreArgs) -> anyhow::Result<()> {
     if let Some(unused) = options.keys().next() {
         bail!("--options names `{unused}`, which is not among --objectives");
     }
-    let file =
-        std::fs::File::open(&args.input).with_context(|| format!("cannot open {}", args.input.display()))?;
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-        )),
-        None => Box::new(BufWriter::new(std::io::stdout().lock())),
-    };
-    let input = args.input.display().to_string();
-    for (index, line) in BufReader::new(file).lines().enumerate() {
-        let line_no = index + 1;
-        let line = line.with_context(|| format!("{input}:{line_no}: cannot read"))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let record = score_line(&objectives, &line, &input, line_no)?;
-        serde_json::to_writer(&mut out, &record)?;
-        out.write_all(b"\n")?;
+    if let Some(output) = &args.output {
+        refuse_same_file(&args.input, output)?;
     }
-    out.flush()?;
+    let records = read_records(registry, &args.dataset, &args.input)?;
+    let input = args.input.display().to_string();
+    let scored = records
+        .iter()
+        .map(|record| score_record(&objectives, record, &input))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    match &args.output {
+        Some(path) => {
+            let mut file = AtomicFile::create(path)?;
+            for record in &scored {
+                file.write_line(record)?;
+            }
+            file.commit()
+        }
+        None => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for record in &scored {
+                writeln!(out, "{record}")?;
+            }
+            out.flush().context("cannot write to standard output")
+        }
+    }
+}
+
+/// Refuses an output that is the input (the same file by any path).
+fn refuse_same_file(input: &Path, output: &Path) -> anyhow::Result<()> {
+    if let (Ok(a), Ok(b)) = (input.canonicalize(), output.canonicalize()) {
+        if a == b {
+            bail!(
+                "--output {} is the input file: choose another path (the input would be lost)",
+                output.display()
+            );
+        }
+    }
     Ok(())
 }
 
-fn score_line(
-    objectives: &[ConfiguredObjective],
-    line: &str,
-    input: &str,
-    line_no: usize,
-) -> anyhow::Result<Value> {
-    let record: Value =
-        serde_json::from_str(line).with_context(|| format!("{input}:{line_no}: not valid JSON"))?;
-    let Some(completion) = record.get("completion").and_then(Value::as_str) else {
-        bail!("{input}:{line_no}: field `completion`: missing or not a string");
-    };
-    let example = crpo_plugins_datasets::example_from_any_record(&record, &format!("{input}:{line_no}"))
-        .map_err(|(field, message)| anyhow::anyhow!("{input}:{line_no}: field `{field}`: {message}"))?;
-    let prompt = example.prompt.question().to_string();
-    let completions = [completion];
+/// One record to score: its line, example and completion.
+struct Record {
+    line: usize,
+    example: Example,
+    completion: String,
+}
+
+/// Reads every record of `path`: crpo's own examples, or the dataset reader's (which names a
+/// malformed record's line and field).
+fn read_records(registry: &PluginRegistry, dataset: &str, path: &Path) -> anyhow::Result<Vec<Record>> {
+    let input = path.display().to_string();
+    let text = std::fs::read(path).with_context(|| format!("cannot read {input}"))?;
+    let text = String::from_utf8(text).map_err(|e| {
+        let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        anyhow::anyhow!("{input}:{line}: not UTF-8 text")
+    })?;
+    let mut lines = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let line_no = index + 1;
+        let record: Value =
+            serde_json::from_str(line).with_context(|| format!("{input}:{line_no}: not valid JSON"))?;
+        let Some(completion) = record.get("completion").and_then(Value::as_str) else {
+            bail!("{input}:{line_no}: field `completion`: missing or not a string");
+        };
+        lines.push((line_no, record.get("example").cloned(), completion.to_string()));
+    }
+    let own_form = lines.iter().any(|(_, example, _)| example.is_some());
+    if own_form {
+        return lines
+            .into_iter()
+            .map(|(line, example, completion)| {
+                let example = example.with_context(|| format!("{input}:{line}: field `example`: missing"))?;
+                let example: Example = serde_json::from_value(example)
+                    .with_context(|| format!("{input}:{line}: field `example`"))?;
+                Ok(Record {
+                    line,
+                    example,
+                    completion,
+                })
+            })
+            .collect();
+    }
+    let read = registry
+        .dataset(dataset)?
+        .plugin()
+        .read(&DatasetSource {
+            path: path.to_path_buf(),
+            options: Value::Null,
+        })
+        .with_context(|| format!("dataset `{dataset}` cannot read {input}"))?;
+    if let Some(first) = read.malformed.first() {
+        bail!("malformed record {first} (read with --dataset {dataset})");
+    }
+    if read.examples.len() != lines.len() {
+        bail!(
+            "{input}: dataset `{dataset}` read {} examples from {} records; every record must be one example",
+            read.examples.len(),
+            lines.len()
+        );
+    }
+    Ok(lines
+        .into_iter()
+        .zip(read.examples)
+        .map(|((line, _, completion), example)| Record {
+            line,
+            example,
+            completion,
+        })
+        .collect())
+}
+
+fn score_record(objectives: &[ConfiguredObjective], record: &Record, input: &str) -> anyhow::Result<Value> {
+    let prompt = record.example.prompt.question().to_string();
+    let completions = [record.completion.as_str()];
     let request = ScoreRequest {
-        example: &example,
+        example: &record.example,
         prompt: &prompt,
         completions: &completions,
     };
@@ -94,7 +181,7 @@ fn score_line(
     for objective in objectives {
         let score = objective
             .score_group(&request)
-            .with_context(|| format!("{input}:{line_no}"))?
+            .with_context(|| format!("{input}:{}", record.line))?
             .remove(0);
         let diagnostics: Map<String, Value> = score
             .diagnostics
@@ -103,8 +190,13 @@ fn score_line(
             .collect();
         scores.insert(
             objective.name.clone(),
-            json!({"score": score.value, "diagnostics": diagnostics}),
+            json!({"score": score.value, "answer": score.answer, "diagnostics": diagnostics}),
         );
     }
-    Ok(json!({"line": line_no, "id": example.id, "completion": completion, "scores": scores}))
+    Ok(json!({
+        "line": record.line,
+        "id": record.example.id,
+        "completion": record.completion,
+        "scores": scores,
+    }))
 }

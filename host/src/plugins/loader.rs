@@ -1,10 +1,13 @@
 //! Finding and loading plugin libraries from `--plugins DIR` with abi_stable.
 
-use super::foreign::{ForeignDatasetPlugin, ForeignPolicyPlugin, ForeignRewardPlugin};
 use super::{Origin, PluginLoadError as LoadError, Registered};
+use abi_stable::abi_stability::abi_checking::{check_layout_compatibility_with_globals, CheckingGlobals};
+use abi_stable::library::LibHeader;
 use abi_stable::library::{lib_header_from_path, LibraryError};
-use crpo_sdk::ffi::{FfiPolicyPluginBox, PluginLibraryRef};
-use crpo_sdk::policy::{PolicyPlugin, BUILT_TORCH_VERSION, TCH_SERIES};
+use abi_stable::StableAbi;
+use crpo_policy_sdk::ffi::ForeignPolicyPlugin;
+use crpo_policy_sdk::{PolicyPlugin, BUILT_TORCH_VERSION, TCH_SERIES};
+use crpo_sdk::ffi::{FfiPolicyPluginBox, ForeignDatasetPlugin, ForeignRewardPlugin, PluginLibraryRef};
 use crpo_sdk::{DatasetPlugin, RewardPlugin};
 use std::path::{Path, PathBuf};
 
@@ -22,7 +25,7 @@ pub fn check_policy_build(torch_version: &str, tch_series: &str) -> Result<(), S
         return Ok(());
     }
     let theirs = if torch_version.is_empty() {
-        "no torch (built without crpo-sdk's `tch` feature)".to_string()
+        "no torch (built with crpo_sdk::export_plugin_library!, not crpo_policy_sdk's)".to_string()
     } else {
         format!("torch {torch_version} with tch {tch_series}")
     };
@@ -65,9 +68,7 @@ pub fn load_library(path: &Path) -> Result<LoadedLibrary, LoadError> {
         reason,
     };
     let header = lib_header_from_path(path).map_err(|e| fail(describe(e)))?;
-    let root = header
-        .init_root_module::<PluginLibraryRef>()
-        .map_err(|e| fail(describe(e)))?;
+    let root = init_root_module(header).map_err(|e| fail(describe(e)))?;
     let origin = Origin::Library {
         path: path.to_path_buf(),
         library: format!("{} {}", root.library_name(), root.library_version()),
@@ -124,6 +125,39 @@ pub fn load_library(path: &Path) -> Result<LoadedLibrary, LoadError> {
     })
 }
 
+/// The library's root module, its types checked against the host's. abi_stable's own check
+/// lets a library be a newer minor version than its loader (its vtables may have more
+/// methods); a library of an older minor version — the host's vtables have methods added
+/// after their `last_prefix_field` since — is checked the other way round: its types must be
+/// a prefix of the host's. The host then reads the methods the library lacks as absent, and
+/// the sdk's trait defaults stand in for them (`#[sabi(missing_field)]`, sabi_trait's default
+/// fallback). Any other difference is refused.
+fn init_root_module(header: &LibHeader) -> Result<PluginLibraryRef, LibraryError> {
+    match header.init_root_module::<PluginLibraryRef>() {
+        Err(LibraryError::AbiInstability(error)) => {
+            let Some(library_layout) = header.layout() else {
+                return Err(LibraryError::AbiInstability(error));
+            };
+            // Checked apart from abi_stable's process-wide record of prefix types, which keeps
+            // the newest layout of each: an older library's is checked against it, not merged in.
+            let apart = CheckingGlobals::new();
+            let reversed = check_layout_compatibility_with_globals(
+                library_layout,
+                <PluginLibraryRef as StableAbi>::LAYOUT,
+                &apart,
+            );
+            if reversed.is_err() {
+                return Err(LibraryError::AbiInstability(error));
+            }
+            // SAFETY: the library's types were just checked to be a prefix of the host's: every
+            // field the library has is laid out as the host expects, and the host reaches the
+            // fields it lacks only through accessors that check the vtable's own length.
+            unsafe { header.init_root_module_with_unchecked_layout::<PluginLibraryRef>() }
+        }
+        other => other,
+    }
+}
+
 /// abi_stable's errors, in the plugin user's terms.
 fn describe(error: LibraryError) -> String {
     let host = crpo_sdk::SDK_VERSION;
@@ -166,6 +200,6 @@ mod tests {
             .contains("tch 0.23"));
         assert!(check_policy_build("", "")
             .unwrap_err()
-            .contains("without crpo-sdk's `tch` feature"));
+            .contains("not crpo_policy_sdk's"));
     }
 }

@@ -1,15 +1,15 @@
 //! The plugin runtime: built-in plugins (inventory) and libraries from `--plugins DIR`
 //! (abi_stable), seen through the same sdk traits.
 
-mod foreign;
 pub mod loader;
 mod objective;
 
 pub use objective::{ConfiguredObjective, ObjectiveSpec};
 
-use crpo_sdk::policy::PolicyPlugin;
+use crpo_policy_sdk::registry::builtin_policies;
+use crpo_policy_sdk::PolicyPlugin;
 use crpo_sdk::registry::{builtin_plugins, BuiltinPlugin};
-use crpo_sdk::{DatasetPlugin, PluginInfo, RewardPlugin};
+use crpo_sdk::{DatasetPlugin, PluginInfo, RewardPlugin, RewardPreset};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -87,6 +87,8 @@ pub struct PluginRegistry {
     rewards: Vec<Registered<dyn RewardPlugin>>,
     datasets: Vec<Registered<dyn DatasetPlugin>>,
     policies: Vec<Registered<dyn PolicyPlugin>>,
+    /// Reward presets of the built-in crates.
+    presets: Vec<&'static RewardPreset>,
 }
 
 impl PluginRegistry {
@@ -105,6 +107,7 @@ impl PluginRegistry {
         let mut rewards = Vec::new();
         let mut datasets = Vec::new();
         let mut policies = Vec::new();
+        let mut presets = Vec::new();
         for builtin in builtin_plugins() {
             match builtin {
                 BuiltinPlugin::Reward(p) => rewards.push(Registered {
@@ -117,17 +120,22 @@ impl PluginRegistry {
                     origin: Origin::Builtin,
                     plugin: PluginRef::Static(*p),
                 }),
-                BuiltinPlugin::Policy(p) => policies.push(Registered {
-                    info: p.info(),
-                    origin: Origin::Builtin,
-                    plugin: PluginRef::Static(*p),
-                }),
+                BuiltinPlugin::Preset(p) => presets.push(*p),
             }
         }
+        for p in builtin_policies() {
+            policies.push(Registered {
+                info: p.info(),
+                origin: Origin::Builtin,
+                plugin: PluginRef::Static(p),
+            });
+        }
+        presets.sort_by_key(|p| p.name);
         PluginRegistry {
             rewards,
             datasets,
             policies,
+            presets,
         }
     }
 
@@ -168,6 +176,22 @@ impl PluginRegistry {
 
     pub fn dataset(&self, name: &str) -> Result<&Registered<dyn DatasetPlugin>, PluginLoadError> {
         find(&self.datasets, name, "dataset")
+    }
+
+    pub fn presets(&self) -> &[&'static RewardPreset] {
+        &self.presets
+    }
+
+    pub fn preset(&self, name: &str) -> Result<&'static RewardPreset, PluginLoadError> {
+        self.presets
+            .iter()
+            .copied()
+            .find(|p| p.name == name)
+            .ok_or_else(|| PluginLoadError::Unknown {
+                kind: "reward preset",
+                name: name.to_string(),
+                available: self.presets.iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
+            })
     }
 }
 

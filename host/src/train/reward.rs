@@ -4,7 +4,7 @@
 use super::config::{AlgorithmConfig, RunConfig};
 use super::maths::overlong_penalty;
 use crate::plugins::{ConfiguredObjective, ObjectiveSpec, PluginRegistry};
-use anyhow::bail;
+use anyhow::{bail, Context};
 use crpo_sdk::{Example, ScoreRequest};
 
 /// The name the overlong penalty is reported under.
@@ -19,9 +19,23 @@ pub struct RunReward {
 /// One scored completion's objective values, in [`RunReward::names`] order.
 pub type ScoreRow = Vec<f32>;
 
+/// A group's scores: each completion's objective values, diagnostics and answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GroupScores {
+    /// `[G][K]` objective values, in [`RunReward::names`] order.
+    pub values: Vec<ScoreRow>,
+    /// Per completion, each objective's diagnostics as `objective/diagnostic` → value.
+    pub diagnostics: Vec<Vec<(String, f32)>>,
+    /// Per completion, the answer the answer-reading objective read ([`RunReward::answers_from`]).
+    pub answers: Vec<Option<String>>,
+}
+
 impl RunReward {
     pub fn from_config(registry: &PluginRegistry, config: &RunConfig) -> anyhow::Result<Self> {
-        let mut specs: Vec<ObjectiveSpec> = config.reward.preset.map(|p| p.objectives()).unwrap_or_default();
+        let mut specs: Vec<ObjectiveSpec> = match &config.reward.preset {
+            Some(name) => preset_objectives(registry.preset(name).context("reward.preset")?),
+            None => Vec::new(),
+        };
         for objective in &config.reward.objectives {
             specs.push(ObjectiveSpec {
                 name: objective.name.clone(),
@@ -76,6 +90,15 @@ impl RunReward {
         weights
     }
 
+    /// The objective whose answers evaluation votes on: the one named `accuracy`, else the
+    /// first in the run's order (an objective that reads no answer gives none).
+    pub fn answers_from(&self) -> Option<usize> {
+        self.objectives
+            .iter()
+            .position(|o| o.name == "accuracy")
+            .or((!self.objectives.is_empty()).then_some(0))
+    }
+
     /// Scores one group: `texts` are the decoded completions, `lengths` their token counts.
     pub fn score_group(
         &self,
@@ -83,23 +106,51 @@ impl RunReward {
         prompt: &str,
         texts: &[&str],
         lengths: &[usize],
-    ) -> anyhow::Result<Vec<ScoreRow>> {
+    ) -> anyhow::Result<GroupScores> {
         let request = ScoreRequest {
             example,
             prompt,
             completions: texts,
         };
-        let mut rows: Vec<ScoreRow> = vec![Vec::with_capacity(self.names().len()); texts.len()];
-        for objective in &self.objectives {
-            for (row, score) in rows.iter_mut().zip(objective.score_group(&request)?) {
-                row.push(score.value);
+        let mut scores = GroupScores {
+            values: vec![Vec::with_capacity(self.names().len()); texts.len()],
+            diagnostics: vec![Vec::new(); texts.len()],
+            answers: vec![None; texts.len()],
+        };
+        let answers_from = self.answers_from();
+        for (index, objective) in self.objectives.iter().enumerate() {
+            for (i, score) in objective.score_group(&request)?.into_iter().enumerate() {
+                scores.values[i].push(score.value);
+                scores.diagnostics[i].extend(
+                    score
+                        .diagnostics
+                        .into_iter()
+                        .map(|(name, value)| (format!("{}/{name}", objective.name), value)),
+                );
+                if Some(index) == answers_from {
+                    scores.answers[i] = score.answer;
+                }
             }
         }
         if let Some((buffer, max_length, _)) = self.overlong {
-            for (row, &length) in rows.iter_mut().zip(lengths) {
+            for (row, &length) in scores.values.iter_mut().zip(lengths) {
                 row.push(overlong_penalty(length, max_length, buffer));
             }
         }
-        Ok(rows)
+        Ok(scores)
     }
+}
+
+/// A preset's objectives with their weights.
+pub fn preset_objectives(preset: &crpo_sdk::RewardPreset) -> Vec<ObjectiveSpec> {
+    preset
+        .objectives
+        .iter()
+        .map(|&(plugin, weight)| ObjectiveSpec {
+            name: None,
+            plugin: plugin.to_string(),
+            weight: Some(weight),
+            options: serde_json::Value::Null,
+        })
+        .collect()
 }

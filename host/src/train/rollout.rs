@@ -2,9 +2,9 @@
 
 use super::data::PromptFormat;
 use super::maths::zero_std_group_fraction;
-use super::policy::LoadedPolicy;
 use super::reward::{RunReward, ScoreRow};
-use crpo_plugins_policy::generation::SamplingConfig;
+use crate::rollout::sampling::SamplingConfig;
+use crate::rollout::Policy;
 use crpo_sdk::Example;
 use tch::Tensor;
 
@@ -18,6 +18,10 @@ pub struct Group {
     pub texts: Vec<String>,
     /// `[G][K]` objective values.
     pub scores: Vec<ScoreRow>,
+    /// Per completion, each objective's diagnostics (`objective/diagnostic` → value).
+    pub diagnostics: Vec<Vec<(String, f32)>>,
+    /// Per completion, the answer the accuracy objective read.
+    pub answers: Vec<Option<String>>,
 }
 
 impl Group {
@@ -39,7 +43,7 @@ impl Group {
 /// Samples `group_size` completions for each example in `indices` in one generation batch
 /// and scores them.
 pub fn sample_groups(
-    policy: &LoadedPolicy,
+    policy: &Policy,
     reward: &RunReward,
     examples: &[Example],
     indices: &[usize],
@@ -55,7 +59,7 @@ pub fn sample_groups(
         .iter()
         .flat_map(|(_, ids)| std::iter::repeat_n(ids.clone(), group_size))
         .collect();
-    let mut completions = policy.generate(&batch, sampling)?.into_iter();
+    let mut completions = policy.generate(&batch, sampling)?.0.into_iter();
     let mut groups = Vec::with_capacity(indices.len());
     for (&example, (prompt_text, prompt_ids)) in indices.iter().zip(prompts) {
         let generated: Vec<_> = completions.by_ref().take(group_size).collect();
@@ -65,7 +69,7 @@ pub fn sample_groups(
             .collect::<anyhow::Result<Vec<_>>>()?;
         let lengths: Vec<usize> = generated.iter().map(|c| c.ids.len()).collect();
         let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let scores = reward.score_group(&examples[example], &prompt_text, &text_refs, &lengths)?;
+        let scored = reward.score_group(&examples[example], &prompt_text, &text_refs, &lengths)?;
         groups.push(Group {
             example,
             prompt_text,
@@ -73,7 +77,9 @@ pub fn sample_groups(
             finished: generated.iter().map(|c| c.finished).collect(),
             completions: generated.into_iter().map(|c| c.ids).collect(),
             texts,
-            scores,
+            scores: scored.values,
+            diagnostics: scored.diagnostics,
+            answers: scored.answers,
         });
     }
     Ok(groups)

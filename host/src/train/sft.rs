@@ -8,8 +8,8 @@ use super::data::{load_splits, next_indices, DataCursor, PromptFormat};
 use super::maths::masked_mean;
 use super::metrics::{JsonlLog, METRICS_FILE};
 use super::optimizer::{learning_rate, AdamW, AdamWSettings};
-use super::policy::LoadedPolicy;
 use crate::plugins::PluginRegistry;
+use crate::rollout::Policy;
 use anyhow::{bail, Context};
 use crpo_sdk::Example;
 use serde_json::json;
@@ -43,7 +43,7 @@ pub fn run(registry: &PluginRegistry, config: &RunConfig, resume: bool) -> anyho
         |(_, dir)| dir.join(checkpoint::MODEL_DIR),
     );
     std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
-    let policy = LoadedPolicy::load(registry, &config.model, &model_dir)?;
+    let policy = Policy::load(registry, &config.model, &model_dir)?;
     let examples: Vec<Example> = load_splits(registry, config)?
         .train
         .into_iter()
@@ -70,7 +70,7 @@ pub fn run(registry: &PluginRegistry, config: &RunConfig, resume: bool) -> anyho
     }
     let state = resumed.map(|(state, _)| state);
     let total_steps = sft.epochs * examples.len().div_ceil(sft.batch_size);
-    let format = PromptFormat::from_config(config);
+    let format = PromptFormat::from_config(config, registry)?;
     let eos = *policy
         .tokenizer
         .eos_ids()
@@ -169,7 +169,7 @@ pub fn run(registry: &PluginRegistry, config: &RunConfig, resume: bool) -> anyho
 }
 
 /// Writes the model to `target` atomically: into a temporary sibling, then renamed over.
-pub fn publish_model(policy: &LoadedPolicy, target: &Path) -> anyhow::Result<()> {
+pub fn publish_model(policy: &Policy, target: &Path) -> anyhow::Result<()> {
     let parent = target.parent().unwrap_or(Path::new("."));
     let name = target
         .file_name()

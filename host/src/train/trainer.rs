@@ -8,12 +8,12 @@ use super::data::{load_splits, next_indices, DataCursor, PromptFormat, Splits};
 use super::maths;
 use super::metrics::{mean_std, JsonlLog, METRICS_FILE, SAMPLES_FILE};
 use super::optimizer::{learning_rate, AdamW, AdamWSettings};
-use super::policy::LoadedPolicy;
 use super::reward::RunReward;
 use super::rollout::{sample_groups, Group};
 use crate::plugins::PluginRegistry;
+use crate::rollout::sampling::SamplingConfig;
+use crate::rollout::Policy;
 use anyhow::{bail, Context};
-use crpo_plugins_policy::generation::SamplingConfig;
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -41,8 +41,8 @@ pub fn sampling_seed(seed: u64, step: usize, round: usize) -> u64 {
 pub struct Trainer {
     config: RunConfig,
     config_toml: String,
-    policy: LoadedPolicy,
-    reference: Option<LoadedPolicy>,
+    policy: Policy,
+    reference: Option<Policy>,
     reward: RunReward,
     optimizer: AdamW,
     splits: Splits,
@@ -85,13 +85,10 @@ impl Trainer {
             |(_, dir)| dir.join(checkpoint::MODEL_DIR),
         );
         std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
-        let policy = LoadedPolicy::load(registry, &config.model, &model_dir)?;
+        let policy = Policy::load(registry, &config.model, &model_dir)?;
         // The reference is the initial model, frozen; with beta = 0 it is not needed at all.
         let reference = if config.algorithm.beta > 0.0 {
-            Some(
-                LoadedPolicy::load(registry, &config.model, &config.model.path)
-                    .context("the reference model")?,
-            )
+            Some(Policy::load(registry, &config.model, &config.model.path).context("the reference model")?)
         } else {
             None
         };
@@ -111,7 +108,7 @@ impl Trainer {
         }
         let state = resumed.map(|(state, _)| state);
         let splits = load_splits(registry, &config)?;
-        let format = PromptFormat::from_config(&config);
+        let format = PromptFormat::from_config(&config, registry)?;
         let keep_through = state.as_ref().map(|s| s.step);
         let config_toml = toml::to_string(&config)?;
         Ok(Trainer {
@@ -130,7 +127,7 @@ impl Trainer {
         })
     }
 
-    pub fn policy(&self) -> &LoadedPolicy {
+    pub fn policy(&self) -> &Policy {
         &self.policy
     }
 

@@ -52,6 +52,7 @@ pub fn plugin_library(lib: &str) -> PathBuf {
             "contraindication-safety",
             "csv-dataset",
             "bigram-policy",
+            "qwen2-library",
             "misbehaving-rewards",
             "not-a-crpo-plugin",
         ];
@@ -63,6 +64,10 @@ pub fn plugin_library(lib: &str) -> PathBuf {
         cargo_build(
             &["-p", "legacy-plugin"],
             &root.join("tests/fixtures/sdk-1.0/Cargo.toml"),
+        );
+        cargo_build(
+            &["-p", "legacy-policy"],
+            &root.join("tests/fixtures/sdk-1.3/Cargo.toml"),
         );
     });
     // The profile the libraries were just built with: a release benchmark must load the

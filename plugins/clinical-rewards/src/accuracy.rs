@@ -76,14 +76,26 @@ pub static ACCURACY: RuleObjective = RuleObjective {
         let gold = example.answer.as_deref().ok_or_else(|| {
             PluginError::failed(format!("example `{}` has no gold answer", example.id))
         })?;
-        Ok(Score::new(accuracy(completion, gold)))
+        // The chosen letter is the answer evaluation votes on.
+        Ok(Score::new(accuracy(completion, gold)).with_answer(chosen_letter(completion).map(String::from)))
     },
 };
 crpo_sdk::register_reward!(ACCURACY);
 
 #[cfg(test)]
 mod tests {
-    use super::accuracy;
+    use super::*;
+
+    #[test]
+    fn the_score_carries_the_chosen_letter_as_the_answer() {
+        let example = crpo_sdk::Example {
+            answer: Some("B".into()),
+            ..crpo_sdk::Example::default()
+        };
+        let score = (ACCURACY.rule)(&example, "so \\boxed{C}").unwrap();
+        assert_eq!((score.value, score.answer.as_deref()), (0.0, Some("C")));
+        assert_eq!((ACCURACY.rule)(&example, "no box").unwrap().answer, None);
+    }
 
     #[test]
     fn correct_and_wrong_letters() {

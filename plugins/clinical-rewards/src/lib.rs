@@ -1,5 +1,5 @@
 //! Built-in clinical reward objectives. The four of the Clinical-R1 paper and its released
-//! code follow `REWARD_RULES.md` exactly; each module's header states its rule.
+//! code follow `docs/reward-rules.md` (REWARD_RULES) exactly; each module's header states its rule.
 
 pub mod accuracy;
 pub mod clinical_reasoning;
@@ -8,6 +8,7 @@ pub mod consistency;
 pub mod faithfulness;
 pub mod format_code;
 pub mod length_penalty;
+pub mod presets;
 pub mod reasoning;
 pub mod rule;
 pub mod text;

@@ -7,6 +7,7 @@
 //! files load directly into the `VarStore`.
 
 use crate::config::DecoderConfig;
+use crpo_policy_sdk::{CacheLayout, GrowingKvCache, KeyValues, Result};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
@@ -143,7 +144,8 @@ impl Attention {
         cos: &Tensor,
         sin: &Tensor,
         mask: &Tensor,
-        cache: &mut Option<(Tensor, Tensor)>,
+        cache: &mut dyn KeyValues,
+        layer: usize,
     ) -> Tensor {
         let (b, t, _) = xs.size3().unwrap();
         let split = |proj: &nn::Linear, heads: i64| {
@@ -154,11 +156,7 @@ impl Attention {
         let q = apply_rotary(&split(&self.q_proj, self.num_heads), cos, sin);
         let k = apply_rotary(&split(&self.k_proj, self.num_kv_heads), cos, sin);
         let v = split(&self.v_proj, self.num_kv_heads);
-        let (k, v) = match cache.take() {
-            Some((past_k, past_v)) => (Tensor::cat(&[past_k, k], 2), Tensor::cat(&[past_v, v], 2)),
-            None => (k, v),
-        };
-        *cache = Some((k.shallow_clone(), v.shallow_clone()));
+        let (k, v) = cache.store(layer, &k, &v);
         // enable_gqa shares each key/value head among num_heads / num_kv_heads query heads.
         let gqa = self.num_heads != self.num_kv_heads;
         let out = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, gqa);
@@ -205,44 +203,6 @@ struct DecoderLayer {
     self_attn: Attention,
     post_attention_layernorm: RmsNorm,
     mlp: Mlp,
-}
-
-/// One layer's cached keys and values, `[B, kv_heads, T_past, head_dim]` each.
-pub type LayerCache = Option<(Tensor, Tensor)>;
-
-/// The key/value cache of a batch being decoded, plus which cached positions are real tokens.
-#[derive(Debug, Default)]
-pub struct KvCache {
-    layers: Vec<LayerCache>,
-    /// `[B, T_past]`, true where the cached position is a real token (not padding).
-    key_mask: Option<Tensor>,
-}
-
-impl KvCache {
-    pub fn len(&self) -> i64 {
-        self.key_mask.as_ref().map_or(0, |m| m.size()[1])
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn clear(&mut self) {
-        *self = KvCache::default();
-    }
-
-    /// Keeps row `rows[i]` of the cache as its row `i` (`rows` int64 `[N]`): G continuations
-    /// of one prompt then share the prompt's prefill. Differentiable, so a training pass sends
-    /// every continuation's gradient back through the one prompt pass.
-    pub fn select_rows(&mut self, rows: &Tensor) {
-        for (k, v) in self.layers.iter_mut().flatten() {
-            *k = k.index_select(0, rows);
-            *v = v.index_select(0, rows);
-        }
-        if let Some(mask) = &mut self.key_mask {
-            *mask = mask.index_select(0, rows);
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -308,45 +268,43 @@ impl DecoderModel {
         self.embed_tokens.ws.device()
     }
 
+    /// The key/value cache generation needs: one per layer, `num_key_value_heads` ×
+    /// `head_dim` per position.
+    pub fn cache_layout(&self) -> CacheLayout {
+        CacheLayout {
+            layers: self.layers.len(),
+            kv_heads: self.config.num_kv_heads(),
+            head_dim: self.config.head_dim(),
+        }
+    }
+
     /// Logits `[B, T, vocab]` for `input_ids` `[B, T]`. `attention_mask` `[B, T]` marks real
     /// tokens (1) and padding (0); positions count real tokens only, so a left-padded sequence
-    /// gets exactly the logits it would get alone. With a cache, `input_ids` continue the
-    /// cached sequences and the cache is extended.
-    pub fn forward(
+    /// gets exactly the logits it would get alone.
+    pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+        let hidden = self.hidden_states(input_ids, attention_mask, &mut GrowingKvCache::default())?;
+        Ok(self.logits(&hidden))
+    }
+
+    /// A generation step: `input_ids` continue the sequences in `cache`, which grows by them;
+    /// the logits of the last position only, `[B, V]`. The LM head is the largest matrix of
+    /// small models (Qwen2.5-0.5B: 136M of 494M parameters), so prefilling a prompt through it
+    /// at every position would waste most of the prefill.
+    pub fn forward_cached(
         &self,
         input_ids: &Tensor,
         attention_mask: &Tensor,
-        cache: Option<&mut KvCache>,
-    ) -> Tensor {
-        self.logits(&self.hidden_states(input_ids, attention_mask, cache))
+        cache: &mut dyn KeyValues,
+    ) -> Result<Tensor> {
+        let hidden = self.hidden_states(input_ids, attention_mask, cache)?;
+        Ok(self.logits(&hidden.select(1, -1)))
     }
 
-    /// Logits of the last position only, `[B, 1, V]`: all generation needs. The LM head is the
-    /// largest matrix of small models (Qwen2.5-0.5B: 136M of 494M parameters), so prefilling a
-    /// prompt through it at every position would waste most of the prefill.
-    pub fn forward_last(
-        &self,
-        input_ids: &Tensor,
-        attention_mask: &Tensor,
-        cache: Option<&mut KvCache>,
-    ) -> Tensor {
-        let hidden = self.hidden_states(input_ids, attention_mask, cache);
-        self.logits(&hidden.narrow(1, hidden.size()[1] - 1, 1))
-    }
-
-    /// Prefills `cache` with prompts `[P, T]` once and leaves it holding row `rows[i]` as row
-    /// `i`; returns the last position's logits of every row, `[N, 1, V]`. G samples of one
-    /// prompt so share its prefill.
-    pub fn prefill_repeated(
-        &self,
-        prompt_ids: &Tensor,
-        prompt_mask: &Tensor,
-        rows: &Tensor,
-        cache: &mut KvCache,
-    ) -> Tensor {
-        let logits = self.forward_last(prompt_ids, prompt_mask, Some(cache));
-        cache.select_rows(rows);
-        logits.index_select(0, rows)
+    /// Logits of positions `first..T` only (the LM head skips the positions before).
+    pub fn forward_from(&self, input_ids: &Tensor, attention_mask: &Tensor, first: i64) -> Result<Tensor> {
+        let hidden = self.hidden_states(input_ids, attention_mask, &mut GrowingKvCache::default())?;
+        let width = hidden.size()[1];
+        Ok(self.logits(&hidden.narrow(1, first, width - first)))
     }
 
     /// Logits predicting each continuation token, `[N, C, V]`: prompts `[P, Tp]` (left-padded)
@@ -354,7 +312,7 @@ impl DecoderModel {
     /// (right-padded), attending to the prompt's shared keys and values. Column 0 comes from
     /// the prompt's last position, column `j > 0` from continuation position `j - 1`, exactly
     /// as if each `[prompt | continuation]` row were run in full, at a fraction of the work
-    /// when G continuations share a prompt.
+    /// when G continuations share a prompt; gradients flow back through the one prompt pass.
     pub fn forward_continuations(
         &self,
         prompt_ids: &Tensor,
@@ -362,23 +320,23 @@ impl DecoderModel {
         rows: &Tensor,
         continuation_ids: &Tensor,
         continuation_mask: &Tensor,
-    ) -> Tensor {
-        let mut cache = KvCache::default();
-        let prompt_hidden = self.hidden_states(prompt_ids, prompt_mask, Some(&mut cache));
+    ) -> Result<Tensor> {
+        let mut cache = GrowingKvCache::default();
+        let prompt_hidden = self.hidden_states(prompt_ids, prompt_mask, &mut cache)?;
         let prompt_width = prompt_hidden.size()[1];
         let last_prompt = prompt_hidden.narrow(1, prompt_width - 1, 1).index_select(0, rows);
         cache.select_rows(rows);
         let width = continuation_ids.size()[1];
         if width <= 1 {
-            return self.logits(&last_prompt);
+            return Ok(self.logits(&last_prompt));
         }
         // The last continuation token predicts nothing: it is not run.
         let continuation_hidden = self.hidden_states(
             &continuation_ids.narrow(1, 0, width - 1),
             &continuation_mask.narrow(1, 0, width - 1),
-            Some(&mut cache),
-        );
-        self.logits(&Tensor::cat(&[&last_prompt, &continuation_hidden], 1))
+            &mut cache,
+        )?;
+        Ok(self.logits(&Tensor::cat(&[&last_prompt, &continuation_hidden], 1)))
     }
 
     /// Logits for final hidden states `[B, T, H]`.
@@ -389,49 +347,24 @@ impl DecoderModel {
         }
     }
 
-    /// The final (normed) hidden states `[B, T, H]`.
+    /// The final (normed) hidden states `[B, T, H]` of `input_ids` continuing `cache`.
     pub fn hidden_states(
         &self,
         input_ids: &Tensor,
         attention_mask: &Tensor,
-        cache: Option<&mut KvCache>,
-    ) -> Tensor {
-        let t = input_ids.size()[1];
-        let device = input_ids.device();
-        let new_mask = attention_mask.to_kind(Kind::Bool);
-        let mut scratch = KvCache::default();
-        let cache = cache.unwrap_or(&mut scratch);
-        if cache.layers.is_empty() {
-            cache.layers = (0..self.layers.len()).map(|_| None).collect();
-        }
-        let past = cache.len();
-        let key_mask = match &cache.key_mask {
-            Some(past_mask) => Tensor::cat(&[past_mask, &new_mask], 1),
-            None => new_mask.shallow_clone(),
-        };
-        // Position of each new token = number of real tokens before it.
-        let positions = (key_mask.to_kind(Kind::Int64).cumsum(1, Kind::Int64) - 1)
-            .clamp_min(0)
-            .narrow(1, past, t);
-
-        // mask[b, 0, i, j]: query i (absolute past+i) may see key j if j <= past+i and j is real.
-        // Each query may always see itself, so no row is fully masked (padding rows stay finite).
-        let query_pos = Tensor::arange_start(past, past + t, (Kind::Int64, device)).view([t, 1]);
-        let key_pos = Tensor::arange(past + t, (Kind::Int64, device)).view([1, past + t]);
-        let causal = key_pos.le_tensor(&query_pos);
-        let itself = key_pos.eq_tensor(&query_pos);
-        let mask = (causal.unsqueeze(0).logical_and(&key_mask.unsqueeze(1))).logical_or(&itself.unsqueeze(0));
-        let mask = mask.unsqueeze(1);
-
+        cache: &mut dyn KeyValues,
+    ) -> Result<Tensor> {
+        let step = cache.extend(attention_mask)?;
         let mut xs = self.embed_tokens.forward(input_ids);
-        let (cos, sin) = self.rotary.cos_sin(&positions, xs.kind());
-        for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
+        let (cos, sin) = self.rotary.cos_sin(&step.positions, xs.kind());
+        for (index, layer) in self.layers.iter().enumerate() {
             let attended = layer.self_attn.forward(
                 &layer.input_layernorm.forward(&xs),
                 &cos,
                 &sin,
-                &mask,
-                layer_cache,
+                &step.attention_mask,
+                cache,
+                index,
             );
             // Out of place on purpose: tch's `+=` is an in-place add_, which would overwrite a
             // tensor autograd saved for the backward pass.
@@ -441,7 +374,6 @@ impl DecoderModel {
             }
             xs = &xs + layer.mlp.forward(&layer.post_attention_layernorm.forward(&xs));
         }
-        cache.key_mask = Some(key_mask);
-        self.norm.forward(&xs)
+        Ok(self.norm.forward(&xs))
     }
 }

@@ -1,7 +1,8 @@
 //! The decoder's blocks against hand-computed values, and its cache and padding invariants.
 
 use crate::config::DecoderConfig;
-use crate::qwen2::{apply_rotary, DecoderModel, KvCache, RmsNorm, Rotary};
+use crate::qwen2::{apply_rotary, DecoderModel, RmsNorm, Rotary};
+use crpo_policy_sdk::{KeyValues, KvCache};
 use tch::{nn, Device, Kind, Tensor};
 
 pub fn tiny_config(tie: bool) -> DecoderConfig {
@@ -76,15 +77,18 @@ fn incremental_decoding_with_cache_equals_full_forward() {
         let (_vs, model) = model(tie);
         let ids = Tensor::from_slice(&[3i64, 17, 5, 42, 8, 11, 29]).view([1, 7]);
         let ones = Tensor::ones([1, 7], (Kind::Int64, Device::Cpu));
-        let full = tch::no_grad(|| model.forward(&ids, &ones, None));
-        let mut cache = KvCache::default();
-        let mut steps = vec![tch::no_grad(|| {
-            model.forward(&ids.narrow(1, 0, 4), &ones.narrow(1, 0, 4), Some(&mut cache))
-        })];
+        let full = tch::no_grad(|| model.forward(&ids, &ones)).unwrap();
+        // The engine's preallocated cache, written in place.
+        let mut cache = KvCache::new(model.cache_layout(), 1, 9, Kind::Float, Device::Cpu);
+        let prefill =
+            tch::no_grad(|| model.hidden_states(&ids.narrow(1, 0, 4), &ones.narrow(1, 0, 4), &mut cache))
+                .unwrap();
+        let mut steps = vec![model.logits(&prefill)];
         for i in 4..7 {
-            steps.push(tch::no_grad(|| {
-                model.forward(&ids.narrow(1, i, 1), &ones.narrow(1, i, 1), Some(&mut cache))
-            }));
+            let last = tch::no_grad(|| {
+                model.forward_cached(&ids.narrow(1, i, 1), &ones.narrow(1, i, 1), &mut cache)
+            });
+            steps.push(last.unwrap().unsqueeze(1));
         }
         assert_eq!(cache.len(), 7);
         let incremental = Tensor::cat(&steps, 1);
@@ -103,12 +107,12 @@ fn padded_batch_gives_each_sequence_its_own_logits() {
     let short = [9i64, 21];
     let alone = |seq: &[i64]| {
         let ids = Tensor::from_slice(seq).view([1, seq.len() as i64]);
-        tch::no_grad(|| model.forward(&ids, &ids.ones_like(), None))
+        tch::no_grad(|| model.forward(&ids, &ids.ones_like())).unwrap()
     };
     // Left padding (pad id 0) as generation uses.
     let ids = Tensor::from_slice(&[long.to_vec(), vec![0, 0, 0], short.to_vec()].concat()).view([2, 5]);
     let mask = Tensor::from_slice(&[1i64, 1, 1, 1, 1, 0, 0, 0, 1, 1]).view([2, 5]);
-    let batch = tch::no_grad(|| model.forward(&ids, &mask, None));
+    let batch = tch::no_grad(|| model.forward(&ids, &mask)).unwrap();
     assert!(max_diff(&batch.get(0), &alone(&long).get(0)) < 1e-5);
     assert!(max_diff(&batch.get(1).narrow(0, 3, 2), &alone(&short).get(0)) < 1e-5);
     assert_eq!(
@@ -118,14 +122,14 @@ fn padded_batch_gives_each_sequence_its_own_logits() {
     );
 
     // And decoding a token more with the cache keeps them equal.
-    let mut cache = KvCache::default();
-    let _prompt_logits = tch::no_grad(|| model.forward(&ids, &mask, Some(&mut cache)));
+    let mut cache = KvCache::new(model.cache_layout(), 2, 6, Kind::Float, Device::Cpu);
+    let _prompt_logits = tch::no_grad(|| model.forward_cached(&ids, &mask, &mut cache)).unwrap();
     let next = Tensor::from_slice(&[7i64, 7]).view([2, 1]);
-    let step = tch::no_grad(|| model.forward(&next, &next.ones_like(), Some(&mut cache)));
+    let step = tch::no_grad(|| model.forward_cached(&next, &next.ones_like(), &mut cache)).unwrap();
     let long_next = alone(&[long.as_slice(), &[7]].concat());
     let short_next = alone(&[short.as_slice(), &[7]].concat());
-    assert!(max_diff(&step.get(0).get(0), &long_next.get(0).get(5)) < 1e-5);
-    assert!(max_diff(&step.get(1).get(0), &short_next.get(0).get(2)) < 1e-5);
+    assert!(max_diff(&step.get(0), &long_next.get(0).get(5)) < 1e-5);
+    assert!(max_diff(&step.get(1), &short_next.get(0).get(2)) < 1e-5);
 }
 
 #[test]
@@ -134,7 +138,8 @@ fn backward_reaches_every_parameter() {
     let ids = Tensor::from_slice(&[3i64, 17, 5, 42, 8, 0, 0, 9, 21, 4]).view([2, 5]);
     let mask = Tensor::from_slice(&[1i64, 1, 1, 1, 1, 0, 0, 1, 1, 1]).view([2, 5]);
     let loss = model
-        .forward(&ids, &mask, None)
+        .forward(&ids, &mask)
+        .unwrap()
         .log_softmax(-1, Kind::Float)
         .mean(Kind::Float);
     loss.backward();

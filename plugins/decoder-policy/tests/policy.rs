@@ -1,11 +1,10 @@
-//! The policy through the path users take: a Hugging Face directory (the tiny preset, written
-//! by the project) loaded, generating, scored, saved and loaded again.
+//! The model through the path users take: a Hugging Face directory (the tiny preset, written
+//! by the project) loaded, run, saved and loaded again, and served through the sdk interface.
+//! (Tokenizer, generation and log-prob passes are the host's engine: host/tests/rollout.rs.)
 
-use crpo_plugins_policy::generation::SamplingConfig;
-use crpo_plugins_policy::logprobs::{completion_logprobs, rows};
 use crpo_plugins_policy::policy::Policy;
-use crpo_plugins_policy::tiny::write_tiny;
-use crpo_plugins_policy::tokenizer::Message;
+use crpo_plugins_policy::presets::write_tiny;
+use crpo_policy_sdk::{KeyValues, KvCache};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
@@ -17,114 +16,6 @@ fn tiny_dir() -> tempfile::TempDir {
 
 fn load(dir: &Path) -> Policy {
     Policy::load(dir, Device::Cpu, Kind::Float).unwrap()
-}
-
-fn greedy(max_new_tokens: usize) -> SamplingConfig {
-    SamplingConfig {
-        max_new_tokens,
-        greedy: true,
-        ..SamplingConfig::default()
-    }
-}
-
-#[test]
-fn tokenizer_and_chat_template_work() {
-    let dir = tiny_dir();
-    let policy = load(dir.path());
-    let text = "A patient presents with fever, productive cough and focal crackles.";
-    let ids = policy.tokenizer.encode(text).unwrap();
-    assert!(
-        ids.len() < text.len() / 2,
-        "the trained BPE merges common clinical words: {} ids",
-        ids.len()
-    );
-    assert_eq!(policy.tokenizer.decode(&ids).unwrap(), text);
-    let messages = [
-        Message {
-            role: "system".into(),
-            content: "Answer briefly.".into(),
-        },
-        Message {
-            role: "user".into(),
-            content: "Which test?".into(),
-        },
-    ];
-    let rendered = policy.tokenizer.render_chat(&messages, true).unwrap();
-    assert_eq!(
-        rendered,
-        "<|im_start|>system\nAnswer briefly.<|im_end|>\n<|im_start|>user\nWhich test?<|im_end|>\n<|im_start|>assistant\n"
-    );
-    let eos = policy.tokenizer.encode("<|im_end|>").unwrap();
-    assert_eq!(eos.len(), 1, "special tokens are single ids");
-    assert_eq!(policy.tokenizer.eos_ids(), &[eos[0] as u32]);
-}
-
-#[test]
-fn generation_is_deterministic_when_greedy_and_reproducible_when_seeded() {
-    let dir = tiny_dir();
-    let policy = load(dir.path());
-    let prompts = vec!["The most likely diagnosis is".to_string()];
-    let first = policy.generate_texts(&prompts, &greedy(12)).unwrap();
-    let second = policy.generate_texts(&prompts, &greedy(12)).unwrap();
-    assert_eq!(first, second);
-    let sampling = SamplingConfig {
-        max_new_tokens: 12,
-        min_new_tokens: 0,
-        temperature: 1.0,
-        top_p: 0.95,
-        top_k: 50,
-        greedy: false,
-        seed: 11,
-    };
-    let a = policy.generate_texts(&prompts, &sampling).unwrap();
-    let b = policy.generate_texts(&prompts, &sampling).unwrap();
-    assert_eq!(a, b);
-    // min_new_tokens holds EOS back: every completion runs to the full length.
-    let fixed = SamplingConfig {
-        max_new_tokens: 40,
-        min_new_tokens: 40,
-        ..sampling
-    };
-    for (_, completion) in policy.generate_texts(&prompts, &fixed).unwrap() {
-        assert_eq!(completion.ids.len(), 40);
-        assert!(!completion.finished);
-    }
-    let other_seed = policy
-        .generate_texts(
-            &prompts,
-            &SamplingConfig {
-                seed: 12,
-                ..sampling.clone()
-            },
-        )
-        .unwrap();
-    assert_ne!(a, other_seed, "another seed samples differently");
-    let completion = &a[0].1;
-    assert!(completion.finished || completion.ids.len() == 12);
-    let vocab = policy.tokenizer.vocab_size() as i64;
-    assert!(
-        completion.ids.iter().all(|&id| id < vocab),
-        "never samples padded embedding rows"
-    );
-}
-
-#[test]
-fn batched_generation_equals_generating_each_prompt_alone() {
-    let dir = tiny_dir();
-    let policy = load(dir.path());
-    let prompts = vec![
-        "First-line management of gout is".to_string(),
-        "Vital signs: temperature 38.9 C, pulse 112/min, respirations 24/min.".to_string(),
-        "Which?".to_string(),
-    ];
-    let batch = policy.generate_texts(&prompts, &greedy(10)).unwrap();
-    for (prompt, batched) in prompts.iter().zip(&batch) {
-        let alone = policy
-            .generate_texts(std::slice::from_ref(prompt), &greedy(10))
-            .unwrap()
-            .remove(0);
-        assert_eq!(&alone, batched, "prompt {prompt:?}");
-    }
 }
 
 #[test]
@@ -150,7 +41,7 @@ fn save_then_load_round_trips_exactly() {
         saved.get("head_dim").is_none(),
         "absent options are not written as null"
     );
-    assert!(out.path().join("tokenizer.json").exists() && out.path().join("tokenizer_config.json").exists());
+    assert!(out.path().join("model.safetensors").exists());
 }
 
 #[test]
@@ -208,78 +99,16 @@ fn missing_or_misshapen_tensor_is_named() {
 }
 
 #[test]
-fn logprobs_agree_with_greedy_choices_and_ignore_padding() {
-    let dir = tiny_dir();
-    let policy = load(dir.path());
-    let prompts: Vec<Vec<i64>> = ["The best initial test is", "Which?"]
-        .iter()
-        .map(|p| policy.tokenizer.encode(p).unwrap())
-        .collect();
-    let completions: Vec<Vec<i64>> = prompts
-        .iter()
-        .map(|p| {
-            crpo_plugins_policy::generation::generate(
-                &policy.model,
-                std::slice::from_ref(p),
-                &[u32::MAX],
-                0,
-                10_000,
-                &greedy(5),
-            )
-            .remove(0)
-            .ids
-        })
-        .collect();
-    let pad = policy.tokenizer.pad_id() as i64;
-    let batch = tch::no_grad(|| completion_logprobs(&policy.model, &prompts, &completions, pad, false));
-    let lengths: Vec<usize> = completions.iter().map(Vec::len).collect();
-    let batch_rows = rows(&batch.logprobs, &lengths);
-    for (i, (prompt, completion)) in prompts.iter().zip(&completions).enumerate() {
-        let alone = tch::no_grad(|| {
-            completion_logprobs(
-                &policy.model,
-                std::slice::from_ref(prompt),
-                std::slice::from_ref(completion),
-                pad,
-                false,
-            )
-        });
-        let alone_row = rows(&alone.logprobs, &lengths[i..=i]).remove(0);
-        for (a, b) in alone_row.iter().zip(&batch_rows[i]) {
-            assert!((a - b).abs() < 1e-5, "padding changed a log-prob: {a} vs {b}");
-        }
-        // Greedy tokens are the most likely ones: their log-prob is at least log(1/V) and the
-        // entropy bounds hold.
-        assert!(alone_row
-            .iter()
-            .all(|&lp| lp <= 0.0 && lp > -(policy.config.vocab_size as f64).ln()));
-    }
-    assert_eq!(
-        batch.mask.sum(Kind::Float).double_value(&[]) as usize,
-        lengths.iter().sum::<usize>()
-    );
-    let entropies = rows(&batch.entropies, &lengths);
-    assert!(entropies
-        .iter()
-        .flatten()
-        .all(|&e| e >= 0.0 && e <= (policy.config.vocab_size as f64).ln() + 1e-4));
-}
-
-#[test]
 fn loads_in_bf16_with_logits_close_to_f32() {
     let dir = tiny_dir();
     let f32_policy = load(dir.path());
     let bf16_policy = Policy::load(dir.path(), Device::Cpu, Kind::BFloat16).unwrap();
-    let ids = Tensor::from_slice(
-        &f32_policy
-            .tokenizer
-            .encode("Gout is treated with colchicine")
-            .unwrap(),
-    )
-    .unsqueeze(0);
+    let ids = Tensor::from_slice(&[17i64, 230, 5, 901, 44, 12]).unsqueeze(0);
     let mask = ids.ones_like();
-    let a = tch::no_grad(|| f32_policy.model.forward(&ids, &mask, None));
-    let b = tch::no_grad(|| bf16_policy.model.forward(&ids, &mask, None)).to_kind(Kind::Float);
+    let a = tch::no_grad(|| f32_policy.model.forward(&ids, &mask)).unwrap();
+    let b = tch::no_grad(|| bf16_policy.model.forward(&ids, &mask))
+        .unwrap()
+        .to_kind(Kind::Float);
     assert_eq!(b.kind(), Kind::Float);
     let diff = (&a - &b).abs().max().double_value(&[]);
     assert!(diff < 0.05, "bf16 logits drift {diff}");
@@ -322,35 +151,6 @@ fn sharded_checkpoint_loads_like_a_single_file() {
 }
 
 #[test]
-fn each_sequence_stops_at_its_own_eos() {
-    let dir = tiny_dir();
-    let policy = load(dir.path());
-    let prompts: Vec<Vec<i64>> = ["Gout is", "The best initial test for suspected"]
-        .iter()
-        .map(|p| policy.tokenizer.encode(p).unwrap())
-        .collect();
-    let free = crpo_plugins_policy::generation::generate(&policy.model, &prompts, &[], 0, 10_000, &greedy(6));
-    // Declare the first prompt's third greedy token an EOS: that sequence stops there, finished,
-    // while the other (if it never produces that token) runs to max_new_tokens.
-    let eos = free[0].ids[2];
-    let stopped = crpo_plugins_policy::generation::generate(
-        &policy.model,
-        &prompts,
-        &[eos as u32],
-        0,
-        10_000,
-        &greedy(6),
-    );
-    let first_eos = free[0].ids.iter().position(|&t| t == eos).unwrap();
-    assert_eq!(stopped[0].ids, free[0].ids[..=first_eos].to_vec());
-    assert!(stopped[0].finished);
-    match free[1].ids.iter().position(|&t| t == eos) {
-        Some(at) => assert_eq!(stopped[1].ids, free[1].ids[..=at].to_vec()),
-        None => assert!(stopped[1].ids == free[1].ids && !stopped[1].finished),
-    }
-}
-
-#[test]
 fn bf16_checkpoint_files_load() {
     let dir = tiny_dir();
     let bf16 = Policy::load(dir.path(), Device::Cpu, Kind::BFloat16).unwrap();
@@ -374,7 +174,7 @@ fn bf16_checkpoint_files_load() {
 #[test]
 fn the_builtin_policy_plugin_serves_the_decoder_through_the_sdk_interface() {
     use crpo_plugins_policy::plugin::Qwen2PolicyPlugin;
-    use crpo_sdk::policy::{PolicyLoad, PolicyPlugin};
+    use crpo_policy_sdk::{PolicyLoad, PolicyPlugin};
     let dir = tiny_dir();
     let options = serde_json::Value::Null;
     let request = PolicyLoad {
@@ -386,16 +186,19 @@ fn the_builtin_policy_plugin_serves_the_decoder_through_the_sdk_interface() {
     let model = Qwen2PolicyPlugin.load(&request).unwrap();
     let ids = Tensor::from_slice(&[5i64, 9, 13, 2, 7]).unsqueeze(0);
     let ones = ids.ones_like();
-    let full = tch::no_grad(|| model.forward(&ids, &ones, None)).unwrap();
-    let cache = model.new_cache();
-    let head =
-        tch::no_grad(|| model.forward(&ids.narrow(1, 0, 3), &ones.narrow(1, 0, 3), Some(cache))).unwrap();
-    let tail =
-        tch::no_grad(|| model.forward(&ids.narrow(1, 3, 2), &ones.narrow(1, 3, 2), Some(cache))).unwrap();
-    // With a cache the plugin returns the last position's logits only (all generation reads).
-    assert_eq!(head.size()[1], 1);
-    let expected = Tensor::cat(&[full.narrow(1, 2, 1), full.narrow(1, 4, 1)], 1);
-    let diff = (&expected - Tensor::cat(&[head, tail], 1))
+    let full = tch::no_grad(|| model.forward(&ids, &ones)).unwrap();
+    // The engine's cache, allocated from the model's layout; each step returns the last
+    // position's logits (all generation reads).
+    let layout = model.cache_layout().unwrap();
+    assert_eq!((layout.layers, layout.kv_heads, layout.head_dim), (2, 2, 16));
+    let mut cache = KvCache::new(layout, 1, 5, Kind::Float, Device::Cpu);
+    let head = tch::no_grad(|| model.forward_cached(&ids.narrow(1, 0, 3), &ones.narrow(1, 0, 3), &mut cache))
+        .unwrap();
+    let tail = tch::no_grad(|| model.forward_cached(&ids.narrow(1, 3, 2), &ones.narrow(1, 3, 2), &mut cache))
+        .unwrap();
+    assert_eq!(head.size(), vec![1, full.size()[2]]);
+    let expected = Tensor::cat(&[full.select(1, 2), full.select(1, 4)], 0);
+    let diff = (&expected - Tensor::cat(&[head, tail], 0))
         .abs()
         .max()
         .double_value(&[]);
@@ -403,11 +206,10 @@ fn the_builtin_policy_plugin_serves_the_decoder_through_the_sdk_interface() {
         diff < 1e-4,
         "cached decoding through the plugin differs by {diff}"
     );
-    model.drop_cache(cache);
-    assert!(
-        model.forward(&ids, &ones, Some(cache)).is_err(),
-        "a dropped cache is gone"
-    );
+    assert_eq!(cache.len(), 5);
+    let full_cache =
+        tch::no_grad(|| model.forward_cached(&ids.narrow(1, 0, 1), &ones.narrow(1, 0, 1), &mut cache));
+    assert!(full_cache.is_err(), "a full cache is an error, not a panic");
 
     // Parameters share storage with the model: a step on them changes its output.
     let parameters = model.parameters();
@@ -417,7 +219,7 @@ fn the_builtin_policy_plugin_serves_the_decoder_through_the_sdk_interface() {
             let _ = p.shallow_clone().fill_(0.01);
         }
     });
-    let after = tch::no_grad(|| model.forward(&ids, &ones, None)).unwrap();
+    let after = tch::no_grad(|| model.forward(&ids, &ones)).unwrap();
     assert!((&after - &full).abs().max().double_value(&[]) > 1e-3);
 
     let bad = serde_json::json!({"lora": 8});
@@ -433,6 +235,9 @@ fn the_builtin_policy_plugin_serves_the_decoder_through_the_sdk_interface() {
         .unwrap()
         .to_string()
         .contains("lora"));
+    assert!(Qwen2PolicyPlugin.presets().contains(&"tiny".to_string()));
+    let unknown = Qwen2PolicyPlugin.write_preset("huge", dir.path(), 0).unwrap_err();
+    assert!(unknown.to_string().contains("no preset `huge`"), "{unknown}");
 }
 
 fn policy_variable_count(dir: &Path) -> usize {

@@ -1,7 +1,6 @@
 //! Built-in medical dataset readers. Each format module turns one record into an
 //! [`Example`]; [`records::read_records`] reads a file of such records (JSONL or a JSON array).
 
-pub mod demo;
 pub mod generic;
 pub mod medmcqa;
 pub mod medqa;
@@ -21,24 +20,6 @@ pub struct NoOptions {}
 pub type FieldError = (String, String);
 
 type RecordParser = fn(&Map<String, Value>, &str) -> Result<Example, FieldError>;
-
-/// Turns a record of any format the built-in readers know (or crpo's own example JSON under
-/// `example`) into an example; used where the format is not configured, as by `crpo-host score`.
-pub fn example_from_any_record(record: &Value, id: &str) -> Result<Example, FieldError> {
-    let Value::Object(record) = record else {
-        return Err(("record".into(), "not a JSON object".into()));
-    };
-    if let Some(example) = record.get("example") {
-        return serde_json::from_value(example.clone()).map_err(|e| ("example".into(), e.to_string()));
-    }
-    if medqa::looks_like(record) {
-        return medqa::parse(record, id);
-    }
-    Err((
-        "record".into(),
-        "not a known dataset format (MedQA, or crpo's `example`)".into(),
-    ))
-}
 
 /// A JSONL (or JSON array) dataset whose records one parser understands.
 pub struct JsonlReader {

@@ -1,26 +1,29 @@
 //! The ABI-stable boundary (abi_stable) between the host and a plugin library (cdylib).
 //!
-//! `Ffi*` types are what crosses; the host's `Foreign*` adapters turn them back into the
-//! sdk's traits, and the `*Export` adapters here turn a plugin author's trait impls into
-//! them, catching panics on the way (a panic must never unwind across `extern "C"`).
-//! Examples cross as JSON so the sdk can add fields to them in a minor version.
+//! One file per concept, each with both sides: `Ffi*` types are what crosses, `*Export`
+//! adapters turn a plugin author's trait impls into them (catching panics on the way: a panic
+//! must never unwind across `extern "C"`), and `Foreign*` adapters turn them back into the
+//! sdk's traits for the host — each file tests the round trip in one process. Policy models'
+//! adapters are in `crpo-policy-sdk` (they need libtorch). Examples cross as JSON so the sdk
+//! can add fields to them in a minor version; vtables grow by typed methods after their
+//! `last_prefix_field`, with defaults for libraries built before them.
 
 mod dataset;
+pub mod error;
 pub mod extension;
 mod panic;
 pub mod policy;
-#[cfg(feature = "tch")]
-mod policy_export;
 mod reward;
 
-pub use dataset::{export_datasets, FfiDatasetPlugin, FfiDatasetPluginBox, FfiDatasetPlugin_TO};
-pub use panic::catch_panic;
+pub use dataset::{
+    export_datasets, FfiDatasetPlugin, FfiDatasetPluginBox, FfiDatasetPlugin_TO, ForeignDatasetPlugin,
+};
+pub use error::{FfiErrorKind, FfiPluginError};
+pub use panic::{catch_panic, catch_panic_typed};
 pub use policy::{FfiPolicyModelBox, FfiPolicyPluginBox};
-#[cfg(feature = "tch")]
-pub use policy_export::export_policies;
 pub use reward::{
-    export_rewards, FfiRewardObjective, FfiRewardObjectiveBox, FfiRewardObjective_TO, FfiRewardPlugin,
-    FfiRewardPluginBox, FfiRewardPlugin_TO, FfiScore,
+    export_rewards, FfiAnsweredScore, FfiRewardObjective, FfiRewardObjectiveBox, FfiRewardObjective_TO,
+    FfiRewardPlugin, FfiRewardPluginBox, FfiRewardPlugin_TO, FfiScore, ForeignRewardPlugin,
 };
 
 use abi_stable::library::RootModule;
@@ -64,7 +67,8 @@ impl From<FfiPluginInfo> for crate::PluginInfo {
 }
 
 /// A plugin's info; a panic in `info()` cannot be returned as an error, so the name says so.
-fn exported_info(info: impl FnOnce() -> crate::PluginInfo) -> FfiPluginInfo {
+#[doc(hidden)]
+pub fn exported_info(info: impl FnOnce() -> crate::PluginInfo) -> FfiPluginInfo {
     match catch_panic("info", || Ok(info())) {
         RResult::ROk(info) => info.into(),
         RResult::RErr(message) => FfiPluginInfo {
@@ -89,8 +93,8 @@ pub struct PluginLibrary {
     pub reward_plugins: extern "C" fn() -> RResult<RVec<FfiRewardPluginBox>, RString>,
     pub dataset_plugins: extern "C" fn() -> RResult<RVec<FfiDatasetPluginBox>, RString>,
     pub policy_plugins: extern "C" fn() -> RResult<RVec<FfiPolicyPluginBox>, RString>,
-    /// The torch and tch versions the library was built with (empty without the `tch`
-    /// feature). Tensor handles only cross between equal builds: the host checks both.
+    /// The torch and tch versions the library was built with (empty for a library without
+    /// policies). Tensor handles only cross between equal builds: the host checks both.
     pub torch_version: RStr<'static>,
     pub tch_series: RStr<'static>,
     /// What later minor versions add at the library level, by name (see [`extension`]).
@@ -126,18 +130,26 @@ extern "C" fn library_extension(name: RStr<'_>, _request: RStr<'_>) -> RResult<R
     RResult::RErr(extension::unknown(name.as_str()))
 }
 
+/// The torch build a library's policies run on (both empty without policies).
+#[doc(hidden)]
+pub struct TorchBuild {
+    pub torch_version: &'static str,
+    pub tch_series: &'static str,
+}
+
 /// Used by [`crate::export_plugin_library!`]: the root module of the calling library.
 #[doc(hidden)]
 pub fn plugin_library(
     library_name: &'static str,
     library_version: &'static str,
     lists: PluginLists,
+    torch: TorchBuild,
 ) -> PluginLibraryRef {
     use abi_stable::prefix_type::PrefixTypeTrait;
-    #[cfg(feature = "tch")]
-    let (torch_version, tch_series) = (crate::policy::BUILT_TORCH_VERSION, crate::policy::TCH_SERIES);
-    #[cfg(not(feature = "tch"))]
-    let (torch_version, tch_series) = ("", "");
+    let TorchBuild {
+        torch_version,
+        tch_series,
+    } = torch;
     PluginLibrary {
         library_name: library_name.into(),
         library_version: library_version.into(),

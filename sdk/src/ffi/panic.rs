@@ -1,4 +1,7 @@
+use super::error::FfiPluginError;
+use crate::error::PluginError;
 use abi_stable::std_types::{RResult, RString};
+use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Runs a plugin entry point, turning a panic into an error instead of letting it reach
@@ -7,15 +10,29 @@ pub fn catch_panic<T>(what: &str, call: impl FnOnce() -> Result<T, String>) -> R
     match catch_unwind(AssertUnwindSafe(call)) {
         Ok(Ok(value)) => RResult::ROk(value),
         Ok(Err(message)) => RResult::RErr(message.into()),
-        Err(payload) => {
-            let reason = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic payload".to_string());
-            RResult::RErr(format!("{what} panicked: {reason}").into())
-        }
+        Err(payload) => RResult::RErr(panicked(what, payload).into()),
     }
+}
+
+/// [`catch_panic`] for the typed entry points of sdk 1.4: the error keeps its kind and fields.
+pub fn catch_panic_typed<T>(
+    what: &str,
+    call: impl FnOnce() -> Result<T, PluginError>,
+) -> RResult<T, FfiPluginError> {
+    match catch_unwind(AssertUnwindSafe(call)) {
+        Ok(Ok(value)) => RResult::ROk(value),
+        Ok(Err(error)) => RResult::RErr(error.into()),
+        Err(payload) => RResult::RErr(FfiPluginError::failed(panicked(what, payload))),
+    }
+}
+
+fn panicked(what: &str, payload: Box<dyn Any + Send>) -> String {
+    let reason = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic payload".to_string());
+    format!("{what} panicked: {reason}")
 }
 
 #[cfg(test)]

@@ -1,0 +1,165 @@
+//! Generation: B prompts of different lengths (left-padded) decoded together over a key/value
+//! cache the engine allocates once for the batch, each sequence stopping at its own EOS.
+//!
+//! - G samples of one prompt share its prefill: each distinct run of equal consecutive
+//!   prompts is run once and its cache rows repeated.
+//! - Finished sequences leave the batch: once a quarter of the rows still decoded have
+//!   finished, the cache keeps only the live rows, so a step costs what its live rows cost
+//!   (a few compactions per generation, each one cache copy).
+//! - A model that keeps its own cache (a library built before sdk 1.4) is fed every row to
+//!   the end, finished ones as padding nothing attends to.
+
+use super::padding::{left_pad, runs};
+use super::sampling::{sample_next, sequence_rngs, SamplingConfig};
+use crpo_policy_sdk::{repeat_index, KeyValues, KvCache, PolicyModel};
+use tch::{Device, Kind, Tensor};
+
+/// One generated completion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// Generated ids, the EOS included when one was produced.
+    pub ids: Vec<i64>,
+    /// Whether it ended with EOS (otherwise it was cut at `max_new_tokens`).
+    pub finished: bool,
+}
+
+/// The tokenizer facts generation needs.
+pub struct TokenSpace<'a> {
+    pub eos_ids: &'a [u32],
+    pub pad_id: u32,
+    /// Ids at or above this are padded embedding rows no tokenizer id maps to: never sampled.
+    pub usable_vocab: usize,
+}
+
+/// What a generation cost, for metrics and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GenerationStats {
+    /// Decode steps after the prefill.
+    pub decode_steps: usize,
+    /// Rows run summed over decode steps (finished rows still in the batch included).
+    pub row_steps: usize,
+    /// Bytes of the key/value cache as allocated.
+    pub kv_cache_bytes: usize,
+}
+
+/// Generates one completion per prompt with `model` (its weights in `kind` on `device`).
+pub fn generate(
+    model: &dyn PolicyModel,
+    kind: Kind,
+    device: Device,
+    prompts: &[Vec<i64>],
+    tokens: &TokenSpace<'_>,
+    config: &SamplingConfig,
+) -> crpo_policy_sdk::Result<(Vec<Completion>, GenerationStats)> {
+    let _no_grad = tch::no_grad_guard();
+    let batch = prompts.len();
+    let mut completions = vec![
+        Completion {
+            ids: Vec::new(),
+            finished: false,
+        };
+        batch
+    ];
+    let mut stats = GenerationStats::default();
+    if batch == 0 {
+        return Ok((completions, stats));
+    }
+    let pad_id = tokens.pad_id as i64;
+    let (distinct, repeats) = runs(prompts);
+    let (ids, mask) = left_pad(&distinct, pad_id, device);
+    let capacity = ids.size()[1] + config.max_new_tokens as i64;
+    let rows = repeat_index(&repeats, device)?;
+    let mut cache = match model.cache_layout() {
+        Some(layout) => KvCache::new(layout, distinct.len() as i64, capacity, kind, device),
+        None => KvCache::kept_by_model(batch as i64, capacity, device),
+    };
+    stats.kv_cache_bytes = cache.bytes() * batch / distinct.len();
+    let result = decode(
+        model,
+        &mut cache,
+        (&ids, &mask, &rows),
+        tokens,
+        config,
+        &mut completions,
+        &mut stats,
+    );
+    model.release_cache(&mut cache);
+    result.map(|()| (completions, stats))
+}
+
+/// The prefill and decode loop of [`generate`].
+fn decode(
+    model: &dyn PolicyModel,
+    cache: &mut KvCache,
+    (ids, mask, rows): (&Tensor, &Tensor, &Tensor),
+    tokens: &TokenSpace<'_>,
+    config: &SamplingConfig,
+    completions: &mut [Completion],
+    stats: &mut GenerationStats,
+) -> crpo_policy_sdk::Result<()> {
+    let device = ids.device();
+    let pad_id = tokens.pad_id as i64;
+    let mut logits = if cache.is_owned_by_engine() {
+        let last = model.forward_cached(ids, mask, cache)?;
+        cache.select_rows(rows);
+        last.index_select(0, rows)
+    } else {
+        model.forward_cached(&ids.index_select(0, rows), &mask.index_select(0, rows), cache)?
+    };
+    let eos: Vec<i64> = tokens.eos_ids.iter().map(|&id| id as i64).collect();
+    let usable_vocab = tokens.usable_vocab as i64;
+    let mut rngs = sequence_rngs(config.seed, completions.len());
+    // The sequence each cache row decodes.
+    let mut live: Vec<usize> = (0..completions.len()).collect();
+    for generated in 0..config.max_new_tokens {
+        let scores = logits.to_kind(Kind::Float);
+        let vocab = scores.size()[1];
+        if usable_vocab < vocab {
+            let _ = scores
+                .narrow(1, usable_vocab, vocab - usable_vocab)
+                .fill_(f64::NEG_INFINITY);
+        }
+        if generated < config.min_new_tokens {
+            for &id in &eos {
+                let _ = scores.narrow(1, id, 1).fill_(f64::NEG_INFINITY);
+            }
+        }
+        let next = sample_next(&scores, config, &mut rngs, &live);
+        let (mut step_ids, mut step_mask) = (Vec::with_capacity(live.len()), Vec::with_capacity(live.len()));
+        for (&sequence, &token) in live.iter().zip(&next) {
+            let completion = &mut completions[sequence];
+            if completion.finished {
+                // Finished rows still in the batch are fed padding that nothing attends to.
+                step_ids.push(pad_id);
+                step_mask.push(0i64);
+            } else {
+                completion.ids.push(token);
+                completion.finished = eos.contains(&token);
+                step_ids.push(token);
+                step_mask.push(1);
+            }
+        }
+        let running: Vec<usize> = (0..live.len())
+            .filter(|&row| !completions[live[row]].finished)
+            .collect();
+        if running.is_empty() || generated + 1 == config.max_new_tokens {
+            break;
+        }
+        let (mut step_ids, mut step_mask) = (step_ids, step_mask);
+        if cache.is_owned_by_engine() && (live.len() - running.len()) * 4 >= live.len() {
+            let keep =
+                Tensor::from_slice(&running.iter().map(|&r| r as i64).collect::<Vec<_>>()).to_device(device);
+            cache.select_rows(&keep);
+            step_ids = running.iter().map(|&r| step_ids[r]).collect();
+            step_mask = running.iter().map(|&r| step_mask[r]).collect();
+            live = running.iter().map(|&r| live[r]).collect();
+        }
+        let shape = [live.len() as i64, 1];
+        let step_ids = Tensor::from_slice(&step_ids).view(shape).to_device(device);
+        let step_mask = Tensor::from_slice(&step_mask).view(shape).to_device(device);
+        logits = model.forward_cached(&step_ids, &step_mask, cache)?;
+        stats.decode_steps += 1;
+        stats.row_steps += live.len();
+    }
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! Per-token log-probabilities and entropies of completions given their prompts: what the
+//! CRPO loss needs from the policy (with grad) and the frozen reference (call under no_grad),
+//! through the model's shared-prompt pass (`PolicyModel::forward_continuations`).
+
+use super::padding::{left_pad, runs};
+use crpo_policy_sdk::PolicyModel;
+use tch::{Device, Kind, Tensor};
+
+/// `[B, C]` tensors over completion tokens (C = longest completion); `mask` is 1 on real tokens.
+#[derive(Debug)]
+pub struct TokenLogProbs {
+    pub logprobs: Tensor,
+    pub entropies: Tensor,
+    pub mask: Tensor,
+}
+
+/// Prompts and their completions as a grouped forward takes them: each distinct run of equal
+/// consecutive prompts once (`[P, Tp]`, left-padded) with how many completions continue it,
+/// and the completions `[N, C]` (right-padded). A step's G completions of one prompt so share
+/// one prompt pass.
+#[derive(Debug)]
+pub struct ContinuationBatch {
+    pub prompt_ids: Tensor,
+    pub prompt_mask: Tensor,
+    /// Completions continuing each prompt row, in order (sums to N).
+    pub repeats: Vec<i64>,
+    pub continuation_ids: Tensor,
+    pub continuation_mask: Tensor,
+}
+
+impl ContinuationBatch {
+    /// `prompts[i]` is the prompt of `completions[i]`.
+    pub fn new(
+        prompts: &[Vec<i64>],
+        completions: &[Vec<i64>],
+        pad_id: i64,
+        device: Device,
+    ) -> anyhow::Result<Self> {
+        if prompts.len() != completions.len() {
+            anyhow::bail!("{} prompts for {} completions", prompts.len(), completions.len());
+        }
+        if prompts.iter().any(Vec::is_empty) {
+            anyhow::bail!("a completion's prompt is empty: every completion needs a prompt to condition on");
+        }
+        let (distinct, repeats) = runs(prompts);
+        let (prompt_ids, prompt_mask) = left_pad(&distinct, pad_id, device);
+        let width = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let (mut ids, mut mask) = (
+            Vec::with_capacity(completions.len() * width),
+            Vec::with_capacity(completions.len() * width),
+        );
+        for completion in completions {
+            let right = width - completion.len();
+            ids.extend(
+                completion
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(pad_id, right)),
+            );
+            mask.extend(std::iter::repeat_n(1i64, completion.len()).chain(std::iter::repeat_n(0, right)));
+        }
+        let shape = [completions.len() as i64, width as i64];
+        Ok(ContinuationBatch {
+            prompt_ids,
+            prompt_mask,
+            repeats,
+            continuation_ids: Tensor::from_slice(&ids).view(shape).to_device(device),
+            continuation_mask: Tensor::from_slice(&mask).view(shape).to_device(device),
+        })
+    }
+}
+
+/// Log-probs and entropies of `batch`'s completions under `model`; the entropies carry no
+/// gradient unless `entropy_grad`.
+pub fn completion_logprobs(
+    model: &dyn PolicyModel,
+    batch: &ContinuationBatch,
+    entropy_grad: bool,
+) -> crpo_policy_sdk::Result<TokenLogProbs> {
+    let logits = model
+        .forward_continuations(
+            &batch.prompt_ids,
+            &batch.prompt_mask,
+            &batch.repeats,
+            &batch.continuation_ids,
+            &batch.continuation_mask,
+        )?
+        .to_kind(Kind::Float);
+    let (logprobs, entropies) = target_logprobs_and_entropies(&logits, &batch.continuation_ids, entropy_grad);
+    let mask = batch.continuation_mask.to_kind(Kind::Float);
+    Ok(TokenLogProbs {
+        logprobs: logprobs * &mask,
+        entropies: entropies * &mask,
+        mask,
+    })
+}
+
+/// From logits `[B, C, V]` (f32) and target ids `[B, C]`: each target's log-probability and
+/// each position's entropy −Σ p·log p, both `[B, C]`. Without `entropy_grad` the entropy is
+/// computed outside the graph: a loss without an entropy bonus then keeps no vocabulary-sized
+/// tensors for it until the backward pass.
+pub fn target_logprobs_and_entropies(
+    logits: &Tensor,
+    targets: &Tensor,
+    entropy_grad: bool,
+) -> (Tensor, Tensor) {
+    let log_softmax = logits.log_softmax(-1, Kind::Float);
+    let logprobs = log_softmax
+        .gather(-1, &targets.unsqueeze(-1), false)
+        .squeeze_dim(-1);
+    let entropy =
+        |log_softmax: &Tensor| -(log_softmax.exp() * log_softmax).sum_dim_intlist(-1, false, Kind::Float);
+    let entropies = if entropy_grad {
+        entropy(&log_softmax)
+    } else {
+        tch::no_grad(|| entropy(&log_softmax.detach()))
+    };
+    (logprobs, entropies)
+}
+
+/// Moves `[B, C]` rows to plain vectors of each completion's own length (for tests and logs).
+pub fn rows(tensor: &Tensor, lengths: &[usize]) -> Vec<Vec<f64>> {
+    let tensor = tensor.to_device(Device::Cpu).to_kind(Kind::Double);
+    lengths
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| Vec::<f64>::try_from(tensor.get(i as i64).narrow(0, 0, len as i64)).unwrap())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_probs_and_entropy_by_hand() {
+        // p = (0.5, 0.25, 0.25): log p(token 1) = ln 0.25 = −1.386294;
+        // H = −(0.5 ln 0.5 + 2 · 0.25 ln 0.25) = 1.039721.
+        let logits = Tensor::from_slice(&[0.5f32, 0.25, 0.25]).log().view([1, 1, 3]) + 7.0;
+        let (logprobs, entropies) =
+            target_logprobs_and_entropies(&logits, &Tensor::from_slice(&[1i64]).view([1, 1]), true);
+        assert!((logprobs.double_value(&[0, 0]) + 1.386_294).abs() < 1e-5);
+        assert!((entropies.double_value(&[0, 0]) - 1.039_721).abs() < 1e-5);
+    }
+
+    #[test]
+    fn entropy_leaves_the_graph_unless_asked() {
+        let logits = Tensor::from_slice(&[0.1f32, 0.7, -0.3])
+            .view([1, 1, 3])
+            .set_requires_grad(true);
+        let targets = Tensor::from_slice(&[2i64]).view([1, 1]);
+        let (logprobs, detached) = target_logprobs_and_entropies(&logits, &targets, false);
+        assert!(logprobs.requires_grad() && !detached.requires_grad());
+        let (_, tracked) = target_logprobs_and_entropies(&logits, &targets, true);
+        assert!(tracked.requires_grad());
+        assert!((tracked.double_value(&[0, 0]) - detached.double_value(&[0, 0])).abs() < 1e-7);
+    }
+
+    #[test]
+    fn continuation_batch_pads_prompts_left_and_completions_right() {
+        let batch = ContinuationBatch::new(
+            &[vec![7, 8], vec![7, 8], vec![9]],
+            &[vec![1], vec![2, 3], vec![4]],
+            0,
+            Device::Cpu,
+        )
+        .unwrap();
+        let flat = |t: &Tensor| Vec::<i64>::try_from(t.view([-1])).unwrap();
+        assert_eq!(flat(&batch.prompt_ids), vec![7, 8, 0, 9]);
+        assert_eq!(flat(&batch.prompt_mask), vec![1, 1, 0, 1]);
+        assert_eq!(batch.repeats, vec![2, 1]);
+        assert_eq!(flat(&batch.continuation_ids), vec![1, 0, 2, 3, 4, 0]);
+        assert_eq!(flat(&batch.continuation_mask), vec![1, 0, 1, 1, 1, 0]);
+    }
+}

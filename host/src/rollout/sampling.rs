@@ -1,0 +1,199 @@
+//! Sampling the next token: greedy, or temperature with top-k / top-p filtering, drawn by
+//! inverse CDF from a random stream per sequence.
+//!
+//! Randomness is drawn per sequence, from ChaCha stream `i` of the configured seed for the
+//! `i`-th sequence of a batch, never from libtorch's process-wide generator: a sequence's
+//! sample depends only on the seed, its index and the model, whatever else runs in the
+//! process or whichever rows still run beside it.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingConfig {
+    pub max_new_tokens: usize,
+    /// EOS cannot be sampled before this many tokens (fixed-length completions for benchmarks,
+    /// as transformers' `min_new_tokens`).
+    pub min_new_tokens: usize,
+    /// 0 (or `greedy`) takes the most likely token.
+    pub temperature: f64,
+    /// Keep the smallest set of tokens whose probability reaches `top_p` (1.0 = all).
+    pub top_p: f64,
+    /// Keep the `top_k` most likely tokens (0 = all).
+    pub top_k: usize,
+    pub greedy: bool,
+    /// Seed of the per-sequence random streams.
+    pub seed: u64,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        SamplingConfig {
+            max_new_tokens: 128,
+            min_new_tokens: 0,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            greedy: false,
+            seed: 0,
+        }
+    }
+}
+
+/// One random stream per sequence of a batch (see the module docs).
+pub fn sequence_rngs(seed: u64, batch: usize) -> Vec<ChaCha8Rng> {
+    (0..batch)
+        .map(|i| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            rng.set_stream(i as u64);
+            rng
+        })
+        .collect()
+}
+
+/// Picks the next token of each row of `logits` `[B, V]` (f32); row `i` is sequence `rows[i]`
+/// and draws from `rngs[rows[i]]`.
+pub fn sample_next(
+    logits: &Tensor,
+    config: &SamplingConfig,
+    rngs: &mut [ChaCha8Rng],
+    rows: &[usize],
+) -> Vec<i64> {
+    if config.greedy || config.temperature <= 0.0 {
+        return Vec::<i64>::try_from(logits.argmax(-1, false).to_device(Device::Cpu)).expect("int64 ids");
+    }
+    let mut logits = logits / config.temperature;
+    let vocab = logits.size()[1];
+    if config.top_k > 0 && (config.top_k as i64) < vocab {
+        let (kth, _) = logits.topk(config.top_k as i64, -1, true, true);
+        let threshold = kth.narrow(-1, config.top_k as i64 - 1, 1);
+        logits = logits.masked_fill(&logits.lt_tensor(&threshold), f64::NEG_INFINITY);
+    }
+    if config.top_p < 1.0 {
+        let (sorted, order) = logits.sort(-1, true);
+        let cumulative = sorted.softmax(-1, Kind::Float).cumsum(-1, Kind::Float);
+        // Drop a token when the tokens before it already reach top_p (the first always stays).
+        let before = &cumulative - sorted.softmax(-1, Kind::Float);
+        let drop_sorted = before.ge(config.top_p);
+        let drop = drop_sorted.scatter(-1, &order, &drop_sorted);
+        logits = logits.masked_fill(&drop, f64::NEG_INFINITY);
+    }
+    // Filtering ran on the model's device; the draw is an inverse-CDF lookup per row.
+    let probabilities = logits.softmax(-1, Kind::Float).to_device(Device::Cpu);
+    let probabilities = Vec::<f32>::try_from(probabilities.view([-1])).expect("f32 probabilities");
+    probabilities
+        .chunks(vocab as usize)
+        .zip(rows)
+        .map(|(row, &sequence)| draw(row, rngs[sequence].random::<f32>()))
+        .collect()
+}
+
+/// The index where the cumulative probability first exceeds `u` × total (u in [0, 1)).
+fn draw(row: &[f32], u: f32) -> i64 {
+    let target = u * row.iter().sum::<f32>();
+    let mut cumulative = 0.0;
+    let last_possible = row.iter().rposition(|&p| p > 0.0).unwrap_or(0);
+    row.iter()
+        .position(|&p| {
+            cumulative += p;
+            p > 0.0 && cumulative > target
+        })
+        .unwrap_or(last_possible) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logits() -> Tensor {
+        // Probabilities 0.5, 0.3, 0.15, 0.05 (as log-probs), twice.
+        let row = [0.5f32, 0.3, 0.15, 0.05].map(f32::ln);
+        Tensor::from_slice(&[row, row].concat()).view([2, 4])
+    }
+
+    fn draws(config: &SamplingConfig, n: usize) -> Vec<i64> {
+        let mut rngs = sequence_rngs(5, 2);
+        (0..n)
+            .flat_map(|_| sample_next(&logits(), config, &mut rngs, &[0, 1]))
+            .collect()
+    }
+
+    fn sampling(top_k: usize, top_p: f64) -> SamplingConfig {
+        SamplingConfig {
+            temperature: 1.0,
+            top_k,
+            top_p,
+            ..SamplingConfig::default()
+        }
+    }
+
+    #[test]
+    fn greedy_and_zero_temperature_take_the_argmax() {
+        let greedy = SamplingConfig {
+            greedy: true,
+            ..SamplingConfig::default()
+        };
+        let mut rngs = sequence_rngs(0, 2);
+        assert_eq!(sample_next(&logits(), &greedy, &mut rngs, &[0, 1]), vec![0, 0]);
+        let cold = SamplingConfig {
+            temperature: 0.0,
+            ..SamplingConfig::default()
+        };
+        assert_eq!(sample_next(&logits(), &cold, &mut rngs, &[0, 1]), vec![0, 0]);
+    }
+
+    #[test]
+    fn top_k_keeps_only_the_k_most_likely() {
+        assert!(draws(&sampling(1, 1.0), 50).iter().all(|&t| t == 0));
+        let two = draws(&sampling(2, 1.0), 200);
+        assert!(two.iter().all(|&t| t < 2) && two.contains(&1));
+    }
+
+    #[test]
+    fn top_p_keeps_the_smallest_set_reaching_p() {
+        // 0.5 alone does not reach 0.7; 0.5 + 0.3 does: tokens 0 and 1 only.
+        let kept = draws(&sampling(0, 0.7), 300);
+        assert!(kept.iter().all(|&t| t < 2) && kept.contains(&0) && kept.contains(&1));
+        // A tiny p keeps the most likely token, never nothing.
+        assert!(draws(&sampling(0, 1e-6), 50).iter().all(|&t| t == 0));
+    }
+
+    #[test]
+    fn full_sampling_follows_the_distribution() {
+        let all = draws(&sampling(0, 1.0), 2000);
+        let share = |token| all.iter().filter(|&&t| t == token).count() as f64 / all.len() as f64;
+        assert!(
+            (share(0) - 0.5).abs() < 0.05 && (share(3) - 0.05).abs() < 0.03,
+            "{} {}",
+            share(0),
+            share(3)
+        );
+    }
+
+    #[test]
+    fn draw_inverts_the_cumulative_distribution() {
+        let row = [0.5f32, 0.0, 0.3, 0.2];
+        assert_eq!(draw(&row, 0.0), 0);
+        assert_eq!(draw(&row, 0.49), 0);
+        assert_eq!(draw(&row, 0.51), 2, "a zero-probability token is never drawn");
+        assert_eq!(draw(&row, 0.81), 3);
+        assert_eq!(draw(&row, 0.999_999_9), 3);
+    }
+
+    #[test]
+    fn each_sequence_has_its_own_stream() {
+        let config = sampling(0, 1.0);
+        let mut pair = sequence_rngs(3, 2);
+        let mut alone = sequence_rngs(3, 1);
+        let (mut row0, mut row1, mut solo) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..20 {
+            let both = sample_next(&logits(), &config, &mut pair, &[0, 1]);
+            row0.push(both[0]);
+            row1.push(both[1]);
+            solo.push(sample_next(&logits().narrow(0, 0, 1), &config, &mut alone, &[0])[0]);
+        }
+        assert_eq!(row0, solo, "row 0 does not depend on row 1");
+        assert_ne!(row0, row1, "rows draw from different streams");
+    }
+}

@@ -1,0 +1,255 @@
+//! Our decoder and engine against transformers' Qwen2 on the same random checkpoint: logits
+//! and greedy output through the `qwen2` plugin and the host's rollout engine, chat templates,
+//! and saved models loading in transformers. Needs Python transformers in the set-up venv
+//! (`.ci/run` installs it); without it the test prints why and returns.
+
+use crpo_host::plugins::PluginRegistry;
+use crpo_host::rollout::generation::{generate, TokenSpace};
+use crpo_host::rollout::sampling::SamplingConfig;
+use crpo_host::rollout::tokenizer::{ChatTokenizer, Message};
+use crpo_host::rollout::Policy;
+use crpo_policy_sdk::PolicyLoad;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tch::{Device, Kind, Tensor};
+
+/// The set-up venv's python: `.torch` links to `<venv>/lib/pythonX.Y/site-packages/torch`.
+fn venv_python() -> Option<PathBuf> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let torch = std::fs::canonicalize(workspace.join(".torch")).ok()?;
+    let python = torch.ancestors().nth(4)?.join("bin/python");
+    python.exists().then_some(python)
+}
+
+fn transformers_python() -> Result<PathBuf, String> {
+    let python = venv_python().ok_or("no set-up venv (.torch link); run scripts/setup.sh")?;
+    let probe = Command::new(&python)
+        .args(["-c", "import transformers"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if probe.status.success() {
+        Ok(python)
+    } else {
+        Err(format!(
+            "transformers is not installed in {} (CRPO_WITH_TRANSFORMERS=1 scripts/setup.sh)",
+            python.display()
+        ))
+    }
+}
+
+/// The venv python with transformers, or `None` after printing why the test is skipped.
+fn transformers_or_skip() -> Option<PathBuf> {
+    transformers_python()
+        .map_err(|reason| println!("skipped: {reason}"))
+        .ok()
+}
+
+fn compare(tie: bool) {
+    let Some(python) = transformers_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transformers_reference.py");
+    let output = Command::new(&python)
+        .arg(&script)
+        .arg(dir.path())
+        .arg(if tie { "tie" } else { "separate" })
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "reference script failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("expected.json")).unwrap()).unwrap();
+
+    // Through the registry's plugin, as a run loads it (the reference writes no tokenizer).
+    let registry = PluginRegistry::builtin_only();
+    let model = registry
+        .policy("qwen2")
+        .unwrap()
+        .plugin()
+        .load(&PolicyLoad {
+            dir: dir.path(),
+            device: Device::Cpu,
+            kind: Kind::Float,
+            options: &serde_json::Value::Null,
+        })
+        .unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["tie_word_embeddings"].as_bool().unwrap_or(false), tie);
+
+    let prompt: Vec<i64> = serde_json::from_value(expected["prompt"].clone()).unwrap();
+    let ids = Tensor::from_slice(&prompt).unsqueeze(0);
+    let ours = tch::no_grad(|| model.forward(&ids, &ids.ones_like()))
+        .unwrap()
+        .get(0);
+    let theirs: Vec<Vec<f32>> = serde_json::from_value(expected["logits"].clone()).unwrap();
+    let theirs = Tensor::from_slice(&theirs.concat()).view([prompt.len() as i64, -1]);
+    let diff = (&ours - &theirs).abs().max().double_value(&[]);
+    let scale = theirs.abs().max().double_value(&[]);
+    assert!(
+        diff < 1e-4 * scale.max(1.0),
+        "tie={tie}: logits differ by {diff} (scale {scale})"
+    );
+
+    let greedy = SamplingConfig {
+        max_new_tokens: 8,
+        greedy: true,
+        ..SamplingConfig::default()
+    };
+    let tokens = TokenSpace {
+        eos_ids: &[],
+        pad_id: 0,
+        usable_vocab: config["vocab_size"].as_u64().unwrap() as usize,
+    };
+    let ours = generate(&*model, Kind::Float, Device::Cpu, &[prompt], &tokens, &greedy)
+        .unwrap()
+        .0
+        .remove(0)
+        .ids;
+    let theirs: Vec<i64> = serde_json::from_value(expected["greedy"].clone()).unwrap();
+    assert_eq!(ours, theirs, "tie={tie}: greedy output differs");
+}
+
+#[test]
+fn logits_and_greedy_output_match_transformers_with_separate_lm_head() {
+    compare(false);
+}
+
+#[test]
+fn logits_and_greedy_output_match_transformers_with_tied_embeddings() {
+    compare(true);
+}
+
+/// A Qwen2.5-style template: whitespace control, `loop.first`, indexing, filters, a default
+/// system prompt and Python string methods.
+const QWEN_STYLE_TEMPLATE: &str = "{%- if messages[0]['role'] == 'system' %}\n    {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n{%- else %}\n    {{- '<|im_start|>system\\nYou are a careful clinician.<|im_end|>\\n' }}\n{%- endif %}\n{%- for message in messages %}\n    {%- if (message.role == 'user') or (message.role == 'system' and not loop.first) or (message.role == 'assistant') %}\n        {{- '<|im_start|>' + message.role + '\\n' + message.content.strip() | trim + '<|im_end|>' + '\\n' }}\n    {%- endif %}\n{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}\n";
+
+#[test]
+fn chat_templates_render_as_transformers_renders_them() {
+    let Some(python) = transformers_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    crpo_plugins_policy::presets::write_tiny(dir.path(), 1).unwrap();
+    let conversations = [
+        vec![("user", "A 45-year-old man has chest pain. Which test first?")],
+        vec![
+            ("system", "Answer with a letter."),
+            ("user", "  Which drug?  "),
+            ("assistant", "B"),
+            ("user", "Why?"),
+        ],
+    ];
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/chat_template_reference.py");
+    for template in [None, Some(QWEN_STYLE_TEMPLATE)] {
+        if let Some(template) = template {
+            let path = dir.path().join("tokenizer_config.json");
+            let mut config: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            config["chat_template"] = template.into();
+            std::fs::write(&path, config.to_string()).unwrap();
+        }
+        let tokenizer = ChatTokenizer::from_dir(dir.path()).unwrap();
+        for conversation in &conversations {
+            let messages: Vec<Message> = conversation
+                .iter()
+                .map(|(role, content)| Message {
+                    role: role.to_string(),
+                    content: content.to_string(),
+                })
+                .collect();
+            let json = serde_json::Value::Array(
+                conversation
+                    .iter()
+                    .map(|(role, content)| serde_json::json!({"role": role, "content": content}))
+                    .collect(),
+            );
+            let output = Command::new(&python)
+                .arg(&script)
+                .arg(dir.path())
+                .arg(json.to_string())
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let expected: Vec<String> = String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(tokenizer.render_chat(&messages, true).unwrap(), expected[0]);
+            assert_eq!(tokenizer.render_chat(&messages, false).unwrap(), expected[1]);
+        }
+    }
+}
+
+/// What `Policy::save` writes (and so every trainer checkpoint's `model/`) loads in
+/// transformers, tokenizer included, and gives our logits.
+#[test]
+fn saved_policies_load_in_transformers() {
+    let Some(python) = transformers_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    crpo_plugins_policy::presets::write_tiny(&dir.path().join("tiny"), 3).unwrap();
+    let policy = Policy::load_with(
+        &PluginRegistry::builtin_only(),
+        "qwen2",
+        &dir.path().join("tiny"),
+        Device::Cpu,
+        Kind::Float,
+        &serde_json::Value::Null,
+    )
+    .unwrap();
+    let saved = dir.path().join("saved");
+    policy.save(&saved).unwrap();
+    let ids = policy
+        .tokenizer
+        .encode("Fever and cough suggest pneumonia.")
+        .unwrap();
+    let ours = tch::no_grad(|| {
+        let ids = Tensor::from_slice(&ids).unsqueeze(0);
+        policy
+            .model
+            .forward(&ids, &ids.ones_like())
+            .unwrap()
+            .get(0)
+            .select(0, -1)
+    });
+    let script = r#"
+import json, sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
+ids = tokenizer("Fever and cough suggest pneumonia.")["input_ids"]
+with torch.no_grad():
+    logits = model(torch.tensor([ids])).logits[0, -1]
+print(json.dumps({"ids": ids, "logits": logits.tolist()}))
+"#;
+    let output = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&saved)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let theirs: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let their_ids: Vec<i64> = serde_json::from_value(theirs["ids"].clone()).unwrap();
+    assert_eq!(their_ids, ids, "the saved tokenizer encodes the same ids");
+    let their_logits: Vec<f32> = serde_json::from_value(theirs["logits"].clone()).unwrap();
+    let diff = (&ours - Tensor::from_slice(&their_logits))
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(diff < 1e-4, "logits differ by {diff}");
+}
