@@ -21,9 +21,9 @@ pub mod reward;
 pub use dataset::{DatasetPlugin, DatasetRead, DatasetSource};
 pub use error::{PluginError, RecordError, Result};
 pub use example::{AnswerOption, ChatMessage, Example, Prompt};
-pub use options::parse_options;
+pub use options::{parse_options, NoOptions};
 pub use preset::RewardPreset;
-pub use reward::{score_each, RewardObjective, RewardPlugin, Score, ScoreRequest};
+pub use reward::{overlong_penalty, score_each, RewardObjective, RewardPlugin, Score, ScoreRequest};
 
 #[doc(hidden)]
 pub use abi_stable;

@@ -3,6 +3,12 @@
 use crate::error::PluginError;
 use serde::de::DeserializeOwned;
 
+/// The options of a plugin that takes none: `parse_options::<NoOptions>(options)` accepts an
+/// empty table (or none) and refuses any key by name.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoOptions {}
+
 /// Parses a plugin's options into its own options struct (use `#[serde(deny_unknown_fields)]`
 /// on it). The error names the offending option by its path, e.g. `budget` or `drugs[2].name`.
 /// A missing table (`null`) parses as an empty one so that all-default options work.

@@ -91,3 +91,35 @@ pub fn score_each(
 ) -> Result<Vec<Score>, PluginError> {
     Ok(request.completions.iter().map(|c| score_one(c)).collect())
 }
+
+/// DAPO's soft overlong penalty for a completion of `length` (tokens, words, characters: the
+/// caller's unit) with budget `max_length`: 0 up to `max_length − buffer`, then falling
+/// linearly to −1 at `max_length`, −1 beyond; 0 without a buffer. The one ramp the trainer's
+/// `overlong` term and the `length_penalty` objective share.
+pub fn overlong_penalty(length: usize, max_length: usize, buffer: usize) -> f32 {
+    if buffer == 0 {
+        return 0.0;
+    }
+    let free = max_length.saturating_sub(buffer);
+    if length <= free {
+        0.0
+    } else if length <= max_length {
+        (free as f32 - length as f32) / buffer as f32
+    } else {
+        -1.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::overlong_penalty;
+
+    #[test]
+    fn overlong_penalty_is_dapos_soft_ramp() {
+        assert_eq!(overlong_penalty(100, 128, 0), 0.0);
+        assert_eq!(overlong_penalty(96, 128, 32), 0.0);
+        assert_eq!(overlong_penalty(112, 128, 32), -0.5);
+        assert_eq!(overlong_penalty(128, 128, 32), -1.0);
+        assert_eq!(overlong_penalty(140, 128, 32), -1.0);
+    }
+}

@@ -6,7 +6,7 @@
 //! model only reads the current token, so its key/value cache has no layers (it still marks
 //! the positions it was given).
 
-use crpo_policy_sdk::sdk::parse_options;
+use crpo_policy_sdk::sdk::{parse_options, NoOptions};
 use crpo_policy_sdk::tch::{Device, Kind, Tensor};
 use crpo_policy_sdk::{
     CacheLayout, KeyValues, KvCache, PluginError, PluginInfo, PolicyLoad, PolicyModel, PolicyPlugin,
@@ -22,10 +22,6 @@ struct Config {
     model_type: String,
     vocab_size: i64,
 }
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoOptions {}
 
 pub struct BigramPlugin;
 

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
     #[serde(default)]
@@ -87,18 +87,6 @@ fn default_auto() -> String {
     "auto".into()
 }
 
-impl Default for ModelSection {
-    fn default() -> Self {
-        ModelSection {
-            policy: default_policy(),
-            path: PathBuf::new(),
-            options: toml::Table::new(),
-            device: default_auto(),
-            dtype: default_auto(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
@@ -149,23 +137,6 @@ pub fn default_prompt_template() -> String {
 }
 fn default_max_prompt_length() -> usize {
     512
-}
-
-impl Default for DataSection {
-    fn default() -> Self {
-        DataSection {
-            dataset: default_dataset(),
-            path: PathBuf::new(),
-            options: toml::Table::new(),
-            eval_path: None,
-            eval_fraction: default_eval_fraction(),
-            shuffle: true,
-            skip_malformed: false,
-            prompt_template: default_prompt_template(),
-            system_prompt: None,
-            max_prompt_length: default_max_prompt_length(),
-        }
-    }
 }
 
 /// The reward: a preset, objectives of one's own, or a preset plus more objectives.

@@ -6,7 +6,7 @@
 use super::config::{EvalSection, RunConfig};
 use super::data::PromptFormat;
 use super::reward::RunReward;
-use super::rollout::{sample_groups, Group};
+use super::rollouts::{sample_groups, Group};
 use crate::plugins::PluginRegistry;
 use crate::rollout::sampling::SamplingConfig;
 use crate::rollout::Policy;
@@ -115,7 +115,6 @@ pub fn evaluate(
     }
     let format = PromptFormat::from_config(config, registry)?;
     let names = reward.names();
-    let weights = reward.weights();
     let (mut sums, mut reward_sum, mut correct, mut scored) =
         (vec![0.0f64; names.len()], 0.0f64, 0usize, 0usize);
     let mut by_meta: BTreeMap<String, GroupAccuracy> = BTreeMap::new();
@@ -131,7 +130,7 @@ pub fn evaluate(
             greedy: settings.temperature <= 0.0,
             seed: config.run.seed.wrapping_add(batch_number as u64),
         };
-        let groups = sample_groups(
+        let (groups, _) = sample_groups(
             policy,
             reward,
             examples,
@@ -141,15 +140,15 @@ pub fn evaluate(
             &sampling,
         )?;
         for group in &groups {
-            for row in &group.scores {
+            for row in &group.scores.values {
                 for (sum, value) in sums.iter_mut().zip(row) {
                     *sum += *value as f64;
                 }
                 scored += 1;
             }
-            reward_sum += group.totals(&weights).iter().map(|&t| t as f64).sum::<f64>();
+            reward_sum += group.scores.totals.iter().map(|&t| t as f64).sum::<f64>();
             let example = &examples[group.example];
-            let vote = majority_vote(&group.answers);
+            let vote = majority_vote(&group.scores.answers);
             let right = is_gold(example, vote);
             correct += usize::from(right);
             for key in meta_groups(example) {
@@ -200,8 +199,8 @@ fn question_record(
     let completions: Vec<Value> = group
         .texts
         .iter()
-        .zip(&group.scores)
-        .zip(&group.answers)
+        .zip(&group.scores.values)
+        .zip(&group.scores.answers)
         .map(|((text, row), answer)| {
             let scores: serde_json::Map<String, Value> = names
                 .iter()

@@ -28,15 +28,26 @@ fn normalise(values: &Tensor, group_size: usize, scale: ScaleRewards) -> Tensor 
     }
 }
 
-/// The weighted total reward of each completion: `[N, K]` scores · `[K]` weights → `[N]`.
-pub fn weighted_total(scores: &Tensor, weights: &Tensor) -> Tensor {
-    scores.matmul(weights)
+/// The total reward of one completion: Σ_k w_k r_k over its objective values.
+pub fn weighted_total(values: &[f32], weights: &[f32]) -> f32 {
+    values.iter().zip(weights).map(|(v, w)| v * w).sum()
 }
 
-/// One advantage per completion from `[N, K]` objective scores.
-/// - sum_then_normalize (the paper): A = normalise(Σ_k w_k r_k).
+/// Whether a group's totals all tie (the group carries no learning signal).
+pub fn is_tied(totals: &[f32]) -> bool {
+    let (low, high) = totals
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &t| {
+            (lo.min(t), hi.max(t))
+        });
+    high - low <= 1e-6
+}
+
+/// One advantage per completion from `[N]` totals and `[N, K]` objective scores.
+/// - sum_then_normalize (the paper): A = normalise(total).
 /// - normalize_then_sum (GDPO): A = zscore_batch(Σ_k w_k normalise(r_k)).
 pub fn advantages(
+    totals: &Tensor,
     scores: &Tensor,
     weights: &Tensor,
     group_size: usize,
@@ -44,7 +55,7 @@ pub fn advantages(
     scale: ScaleRewards,
 ) -> Tensor {
     match aggregation {
-        Aggregation::SumThenNormalize => normalise(&weighted_total(scores, weights), group_size, scale),
+        Aggregation::SumThenNormalize => normalise(totals, group_size, scale),
         Aggregation::NormalizeThenSum => {
             let objectives = scores.size()[1];
             let normalised = Tensor::stack(
@@ -53,21 +64,10 @@ pub fn advantages(
                     .collect::<Vec<_>>(),
                 1,
             );
-            let summed = weighted_total(&normalised, weights);
+            let summed = normalised.matmul(weights);
             (&summed - summed.mean(Kind::Float)) / (summed.std(true) + STD_EPS)
         }
     }
-}
-
-/// Share of groups whose total rewards all tie (they carry no learning signal).
-pub fn zero_std_group_fraction(totals: &Tensor, group_size: usize) -> f64 {
-    let grouped = totals.view([-1, group_size as i64]);
-    let spread = grouped.amax(-1, false) - grouped.amin(-1, false);
-    spread
-        .le(1e-6)
-        .to_kind(Kind::Float)
-        .mean(Kind::Float)
-        .double_value(&[])
 }
 
 /// Per-token k3 estimate of KL(π‖π_ref): exp(ref − logp) − (ref − logp) − 1 (always ≥ 0).
@@ -155,22 +155,6 @@ pub fn masked_mean(values: &Tensor, mask: &Tensor) -> Tensor {
     (values * mask).sum(Kind::Float) / mask.sum(Kind::Float).clamp_min(1.0)
 }
 
-/// DAPO's soft overlong penalty for a completion of `length` tokens with budget `max_length`:
-/// 0 up to `max_length − buffer`, then falling linearly to −1 at `max_length`.
-pub fn overlong_penalty(length: usize, max_length: usize, buffer: usize) -> f32 {
-    if buffer == 0 {
-        return 0.0;
-    }
-    let free = max_length - buffer;
-    if length <= free {
-        0.0
-    } else if length <= max_length {
-        (free as f32 - length as f32) / buffer as f32
-    } else {
-        -1.0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,38 +185,27 @@ mod tests {
         t(&[10.0, 1.0])
     }
 
+    /// `advantages` from scores alone, the totals computed as the trainer does.
+    fn advantages_of(scores: &Tensor, aggregation: Aggregation, scale: ScaleRewards) -> Tensor {
+        let rows: Vec<f32> = values(scores);
+        let totals: Vec<f32> = rows.chunks(2).map(|r| weighted_total(r, &[10.0, 1.0])).collect();
+        advantages(&t(&totals), scores, &weights(), 2, aggregation, scale)
+    }
+
     #[test]
     fn sum_then_normalize_with_group_scaling() {
         // Group 1: mean 5.5, unbiased std 7.7782 → ±5.5 / 7.7783 = ±0.70710.
         // Group 2: mean 10.25, std 0.35355 → ∓0.25 / 0.35365 = ∓0.70691.
-        let a = advantages(
-            &scores(),
-            &weights(),
-            2,
-            Aggregation::SumThenNormalize,
-            ScaleRewards::Group,
-        );
+        let a = advantages_of(&scores(), Aggregation::SumThenNormalize, ScaleRewards::Group);
         assert_close(&a, &[0.707_097, -0.707_097, -0.706_907, 0.706_907]);
     }
 
     #[test]
     fn sum_then_normalize_with_batch_or_no_scaling() {
         // Batch std of [11, 0, 10, 10.5] (unbiased) = 5.265849; group means still centre.
-        let a = advantages(
-            &scores(),
-            &weights(),
-            2,
-            Aggregation::SumThenNormalize,
-            ScaleRewards::Batch,
-        );
+        let a = advantages_of(&scores(), Aggregation::SumThenNormalize, ScaleRewards::Batch);
         assert_close(&a, &[1.044_446, -1.044_446, -0.047_475, 0.047_475]);
-        let a = advantages(
-            &scores(),
-            &weights(),
-            2,
-            Aggregation::SumThenNormalize,
-            ScaleRewards::None,
-        );
+        let a = advantages_of(&scores(), Aggregation::SumThenNormalize, ScaleRewards::None);
         assert_close(&a, &[5.5, -5.5, -0.25, 0.25]);
     }
 
@@ -242,31 +215,16 @@ mod tests {
         // Objective 2: [1,0] → ±0.70706, [0,0.5] → ∓0.70569 (std 0.35355 + 1e-4).
         // Weighted: 10·o1 + o2 = [7.777075, −7.777075, −0.706907, 0.706907], mean 0, unbiased
         // std 6.376247: the batch z-score below.
-        let a = advantages(
-            &scores(),
-            &weights(),
-            2,
-            Aggregation::NormalizeThenSum,
-            ScaleRewards::Group,
-        );
+        let a = advantages_of(&scores(), Aggregation::NormalizeThenSum, ScaleRewards::Group);
         assert_close(&a, &[1.219_697, -1.219_697, -0.110_866, 0.110_866]);
     }
 
     #[test]
     fn a_tied_group_gets_zero_advantage_and_is_counted() {
         let tied = t(&[1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0]).view([4, 2]);
-        let a = advantages(
-            &tied,
-            &weights(),
-            2,
-            Aggregation::SumThenNormalize,
-            ScaleRewards::Group,
-        );
+        let a = advantages_of(&tied, Aggregation::SumThenNormalize, ScaleRewards::Group);
         assert_close(&a, &[0.0, 0.0, -0.707_07, 0.707_07]);
-        assert_eq!(
-            zero_std_group_fraction(&weighted_total(&tied, &weights()), 2),
-            0.5
-        );
+        assert!(is_tied(&[10.0, 10.0]) && !is_tied(&[0.0, 1.0]));
     }
 
     #[test]
@@ -336,14 +294,5 @@ mod tests {
         let v = t(&[1.0, 3.0, 100.0]).view([1, 3]);
         let m = t(&[1.0, 1.0, 0.0]).view([1, 3]);
         assert_eq!(masked_mean(&v, &m).double_value(&[]), 2.0);
-    }
-
-    #[test]
-    fn overlong_penalty_is_dapos_soft_ramp() {
-        assert_eq!(overlong_penalty(100, 128, 0), 0.0);
-        assert_eq!(overlong_penalty(96, 128, 32), 0.0);
-        assert_eq!(overlong_penalty(112, 128, 32), -0.5);
-        assert_eq!(overlong_penalty(128, 128, 32), -1.0);
-        assert_eq!(overlong_penalty(140, 128, 32), -1.0);
     }
 }

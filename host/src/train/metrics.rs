@@ -3,7 +3,9 @@
 //! checkpoint are dropped so the files read as one uninterrupted run.
 
 use anyhow::Context;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -55,6 +57,89 @@ impl JsonlLog {
     }
 }
 
+/// One step's record in metrics.jsonl (docs/config.md lists every key).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepMetrics {
+    pub step: usize,
+    /// Each objective's mean and std over the step's completions, and its weight.
+    pub objectives: BTreeMap<String, ObjectiveStats>,
+    /// Each objective's diagnostics (`objective/diagnostic`), averaged over the completions
+    /// that report them.
+    pub diagnostics: BTreeMap<String, f64>,
+    /// The weighted total.
+    pub reward: MeanStd,
+    pub advantage: MeanStd,
+    /// Share of groups whose totals all tie (no learning signal).
+    pub frac_reward_zero_std: f64,
+    pub dynamic_sampling: DynamicSampling,
+    pub kl: f64,
+    pub clip_ratio: ClipRatio,
+    pub entropy: f64,
+    pub loss: f64,
+    pub completion_length: CompletionLength,
+    pub learning_rate: f64,
+    pub grad_norm: f64,
+    pub optimizer_updates: i64,
+    pub rollout_tokens_per_s: f64,
+    pub train_tokens_per_s: f64,
+    pub step_time_s: f64,
+    pub epoch: u64,
+    /// Bytes of the rollout's key/value cache.
+    pub kv_cache_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct ObjectiveStats {
+    pub mean: f64,
+    pub std: f64,
+    pub weight: f32,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct MeanStd {
+    pub mean: f64,
+    pub std: f64,
+}
+
+impl MeanStd {
+    pub fn of(values: &[f32]) -> Self {
+        let (mean, std) = mean_std(values);
+        MeanStd { mean, std }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct DynamicSampling {
+    pub groups_dropped: usize,
+    pub rounds: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct ClipRatio {
+    pub low: f64,
+    pub high: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct CompletionLength {
+    pub mean: f64,
+    pub max: f32,
+    pub truncated_fraction: f64,
+}
+
+/// The mean of each named value over the lists that report it.
+pub fn mean_by_name<'a>(lists: impl IntoIterator<Item = &'a [(String, f32)]>) -> BTreeMap<String, f64> {
+    let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+    for (name, value) in lists.into_iter().flatten() {
+        let entry = sums.entry(name.clone()).or_default();
+        entry.0 += f64::from(*value);
+        entry.1 += 1;
+    }
+    sums.into_iter()
+        .map(|(name, (sum, n))| (name, sum / n as f64))
+        .collect()
+}
+
 /// Mean and (population) standard deviation.
 pub fn mean_std(values: &[f32]) -> (f64, f64) {
     if values.is_empty() {
@@ -81,6 +166,15 @@ mod tests {
         JsonlLog::open(run.path(), METRICS_FILE, Some(3)).unwrap();
         let text = std::fs::read_to_string(run.path().join(METRICS_FILE)).unwrap();
         assert_eq!(text, "{\"step\":1}\n{\"step\":2}\n{\"step\":3}\n");
+    }
+
+    #[test]
+    fn named_values_are_averaged_where_reported() {
+        let a = vec![("acc/boxes".to_string(), 1.0), ("f/x".to_string(), 2.0)];
+        let b = vec![("acc/boxes".to_string(), 3.0)];
+        let means = mean_by_name([a.as_slice(), b.as_slice()]);
+        assert_eq!(means["acc/boxes"], 2.0);
+        assert_eq!(means["f/x"], 2.0);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Console output: a progress bar with ETA when stderr is a terminal (hidden otherwise) and
 //! one summary line per step.
 
+use super::metrics::StepMetrics;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::Value;
 
 pub fn bar(total: u64, done: u64, label: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
@@ -17,25 +17,21 @@ pub fn bar(total: u64, done: u64, label: &str) -> ProgressBar {
 }
 
 /// `step 3: reward 4.10 ± 2.3 | accuracy 0.40 consistency 0.97 | kl 0.0012 | 1.9 s`.
-pub fn summary_line(record: &Value) -> String {
-    let number = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
-    let objectives: Vec<String> = record["objectives"]
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .map(|(name, v)| format!("{name} {:.3}", number(&v["mean"])))
-                .collect()
-        })
-        .unwrap_or_default();
+pub fn summary_line(record: &StepMetrics) -> String {
+    let objectives: Vec<String> = record
+        .objectives
+        .iter()
+        .map(|(name, stats)| format!("{name} {:.3}", stats.mean))
+        .collect();
     format!(
         "step {}: reward {:.3} ± {:.3} | {} | kl {:.4} | len {:.0} | {:.2} s",
-        record["step"],
-        number(&record["reward"]["mean"]),
-        number(&record["reward"]["std"]),
+        record.step,
+        record.reward.mean,
+        record.reward.std,
         objectives.join(" "),
-        number(&record["kl"]),
-        number(&record["completion_length"]["mean"]),
-        number(&record["step_time_s"]),
+        record.kl,
+        record.completion_length.mean,
+        record.step_time_s,
     )
 }
 

@@ -2,10 +2,10 @@
 //! the optional overlong penalty, scoring a group of completions into a `[G, K]` table.
 
 use super::config::{AlgorithmConfig, RunConfig};
-use super::maths::overlong_penalty;
+use super::maths::weighted_total;
 use crate::plugins::{ConfiguredObjective, ObjectiveSpec, PluginRegistry};
 use anyhow::{bail, Context};
-use crpo_sdk::{Example, ScoreRequest};
+use crpo_sdk::{overlong_penalty, Example, ScoreRequest};
 
 /// The name the overlong penalty is reported under.
 pub const OVERLONG: &str = "overlong";
@@ -28,6 +28,8 @@ pub struct GroupScores {
     pub diagnostics: Vec<Vec<(String, f32)>>,
     /// Per completion, the answer the answer-reading objective read ([`RunReward::answers_from`]).
     pub answers: Vec<Option<String>>,
+    /// Per completion, the weighted total: the reward.
+    pub totals: Vec<f32>,
 }
 
 impl RunReward {
@@ -116,6 +118,7 @@ impl RunReward {
             values: vec![Vec::with_capacity(self.names().len()); texts.len()],
             diagnostics: vec![Vec::new(); texts.len()],
             answers: vec![None; texts.len()],
+            totals: Vec::new(),
         };
         let answers_from = self.answers_from();
         for (index, objective) in self.objectives.iter().enumerate() {
@@ -137,6 +140,12 @@ impl RunReward {
                 row.push(overlong_penalty(length, max_length, buffer));
             }
         }
+        let weights = self.weights();
+        scores.totals = scores
+            .values
+            .iter()
+            .map(|row| weighted_total(row, &weights))
+            .collect();
         Ok(scores)
     }
 }

@@ -1,23 +1,25 @@
-//! The CRPO loop: sample groups, score them with every objective, turn scores into
-//! group-relative advantages, and update the policy with the clipped surrogate, the k3 KL to
-//! the frozen reference and the entropy bonus. Checkpoints and metrics as in the modules.
+//! The CRPO loop: each step samples groups and scores them ([`Rollouts`]), turns scores into
+//! advantages, updates the policy ([`update_policy`]), and records [`StepMetrics`], samples
+//! and checkpoints.
 
 use super::checkpoint::{self, TrainerState};
-use super::config::{LossType, RunConfig};
+use super::config::RunConfig;
 use super::data::{load_splits, next_indices, DataCursor, PromptFormat, Splits};
-use super::maths;
-use super::metrics::{mean_std, JsonlLog, METRICS_FILE, SAMPLES_FILE};
-use super::optimizer::{learning_rate, AdamW, AdamWSettings};
+use super::metrics::{
+    mean_by_name, ClipRatio, CompletionLength, DynamicSampling, JsonlLog, MeanStd, ObjectiveStats,
+    StepMetrics, METRICS_FILE, SAMPLES_FILE,
+};
+use super::optimizer::{AdamW, AdamWSettings};
 use super::reward::RunReward;
-use super::rollout::{sample_groups, Group};
+use super::rollouts::{sample_groups, Group, Rollouts};
+use super::update::{update_policy, Batch, UpdateStats};
 use crate::plugins::PluginRegistry;
 use crate::rollout::sampling::SamplingConfig;
 use crate::rollout::Policy;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::time::Instant;
-use tch::{Kind, Tensor};
 
 pub const MODE: &str = "train";
 
@@ -26,7 +28,7 @@ pub struct TrainSummary {
     pub run_dir: PathBuf,
     pub steps: usize,
     pub last_checkpoint: Option<PathBuf>,
-    pub last_metrics: Option<Value>,
+    pub last_metrics: Option<StepMetrics>,
 }
 
 /// The random seed of step `step`'s sampling round `round`: every draw derives from the run
@@ -53,26 +55,11 @@ pub struct Trainer {
     samples: JsonlLog,
 }
 
-/// The flattened batch of one step: N completions in groups of G.
-struct Batch {
-    prompts: Vec<Vec<i64>>,
-    completions: Vec<Vec<i64>>,
-    advantages: Vec<f32>,
-}
-
-/// Statistics of the policy updates of one step.
-#[derive(Default)]
-struct UpdateStats {
-    loss: f64,
-    kl: f64,
-    entropy: f64,
-    clip_low: f64,
-    clip_high: f64,
-    grad_norm: f64,
-    lr: f64,
-    micro_batches: usize,
-    updates: usize,
-    tokens: usize,
+/// A step's rollouts and what collecting them took.
+struct Collected {
+    rollouts: Rollouts,
+    dynamic_sampling: DynamicSampling,
+    kv_cache_bytes: usize,
 }
 
 impl Trainer {
@@ -155,6 +142,100 @@ impl Trainer {
         })
     }
 
+    /// One step: rollouts, advantages, the policy update, the records.
+    fn train_step(&mut self) -> anyhow::Result<StepMetrics> {
+        let started = Instant::now();
+        let collected = self.collect()?;
+        let rollout_seconds = started.elapsed().as_secs_f64();
+        let weights = self.reward.weights();
+        let rollouts = &collected.rollouts;
+        let advantages = rollouts.advantages(&weights, &self.config.algorithm)?;
+        let (prompts, completions) = rollouts.sequences();
+        let nominal_updates = self.nominal_updates();
+        let train_started = Instant::now();
+        let stats = if rollouts.is_empty() {
+            tracing::warn!("step {}: every group tied; no update", self.step + 1);
+            UpdateStats::default()
+        } else {
+            update_policy(
+                &self.policy,
+                self.reference.as_ref(),
+                &mut self.optimizer,
+                &Batch {
+                    prompts: &prompts,
+                    completions: &completions,
+                    advantages: &advantages,
+                },
+                &self.config.algorithm,
+                self.step + 1,
+                nominal_updates,
+            )?
+        };
+        let train_seconds = train_started.elapsed().as_secs_f64();
+        self.step += 1;
+        let record = StepMetrics {
+            step: self.step,
+            objectives: self
+                .reward
+                .names()
+                .into_iter()
+                .zip(&weights)
+                .enumerate()
+                .map(|(k, (name, &weight))| {
+                    let MeanStd { mean, std } = MeanStd::of(&rollouts.objective(k));
+                    (name, ObjectiveStats { mean, std, weight })
+                })
+                .collect(),
+            diagnostics: mean_by_name(
+                rollouts
+                    .groups
+                    .iter()
+                    .flat_map(|g| g.scores.diagnostics.iter().map(Vec::as_slice)),
+            ),
+            reward: MeanStd::of(&rollouts.totals),
+            advantage: MeanStd::of(&advantages),
+            frac_reward_zero_std: if rollouts.groups.is_empty() {
+                1.0
+            } else {
+                rollouts.tied_groups() as f64 / rollouts.groups.len() as f64
+            },
+            dynamic_sampling: collected.dynamic_sampling,
+            kl: stats.kl,
+            clip_ratio: ClipRatio {
+                low: stats.clip_low,
+                high: stats.clip_high,
+            },
+            entropy: stats.entropy,
+            loss: stats.loss,
+            completion_length: completion_lengths(&completions, rollouts),
+            learning_rate: stats.lr,
+            grad_norm: stats.grad_norm,
+            optimizer_updates: self.optimizer.steps,
+            rollout_tokens_per_s: completions.iter().map(Vec::len).sum::<usize>() as f64
+                / rollout_seconds.max(1e-9),
+            train_tokens_per_s: stats.tokens as f64 / train_seconds.max(1e-9),
+            step_time_s: started.elapsed().as_secs_f64(),
+            epoch: self.cursor.epoch,
+            kv_cache_bytes: collected.kv_cache_bytes,
+        };
+        self.metrics.append(&serde_json::to_value(&record)?)?;
+        let every = self.config.run.sample_steps;
+        if every > 0 && self.step.is_multiple_of(every) {
+            self.write_samples(rollouts, &advantages)?;
+        }
+        Ok(record)
+    }
+
+    /// The run's planned optimizer updates: the length of the learning-rate schedule.
+    fn nominal_updates(&self) -> usize {
+        let algorithm = &self.config.algorithm;
+        self.config.run.max_steps
+            * (algorithm.prompts_per_step * algorithm.num_generations)
+                .div_ceil(algorithm.mini_batch_size)
+                .div_ceil(algorithm.gradient_accumulation_steps)
+            * algorithm.num_iterations
+    }
+
     fn sampling(&self, seed: u64) -> SamplingConfig {
         let algorithm = &self.config.algorithm;
         SamplingConfig {
@@ -170,14 +251,18 @@ impl Trainer {
 
     /// Samples this step's groups; under dynamic sampling, drops tied groups and samples more
     /// prompts until the batch is full or the rounds run out.
-    fn collect_groups(&mut self) -> anyhow::Result<(Vec<Group>, usize, usize)> {
-        let algorithm = self.config.algorithm.clone();
-        let weights = self.reward.weights();
+    fn collect(&mut self) -> anyhow::Result<Collected> {
+        let algorithm = &self.config.algorithm;
         let wanted = algorithm.prompts_per_step;
         let mut kept: Vec<Group> = Vec::new();
-        let (mut dropped, mut rounds) = (0, 0);
+        let mut dynamic_sampling = DynamicSampling::default();
+        let mut kv_cache_bytes = 0;
         while kept.len() < wanted {
-            let count = if rounds == 0 { wanted } else { wanted - kept.len() };
+            let count = if dynamic_sampling.rounds == 0 {
+                wanted
+            } else {
+                wanted - kept.len()
+            };
             let indices = next_indices(
                 &mut self.cursor,
                 self.splits.train.len(),
@@ -185,8 +270,12 @@ impl Trainer {
                 self.config.run.seed,
                 self.config.data.shuffle,
             );
-            let sampling = self.sampling(sampling_seed(self.config.run.seed, self.step, rounds));
-            let groups = sample_groups(
+            let sampling = self.sampling(sampling_seed(
+                self.config.run.seed,
+                self.step,
+                dynamic_sampling.rounds,
+            ));
+            let (groups, stats) = sample_groups(
                 &self.policy,
                 &self.reward,
                 &self.splits.train,
@@ -195,280 +284,55 @@ impl Trainer {
                 algorithm.num_generations,
                 &sampling,
             )?;
-            rounds += 1;
+            kv_cache_bytes = kv_cache_bytes.max(stats.kv_cache_bytes);
+            dynamic_sampling.rounds += 1;
             if !algorithm.dynamic_sampling {
                 kept.extend(groups);
                 break;
             }
             for group in groups {
-                if group.is_tied(&weights) {
-                    dropped += 1;
+                if group.is_tied() {
+                    dynamic_sampling.groups_dropped += 1;
                 } else {
                     kept.push(group);
                 }
             }
-            if rounds > algorithm.max_resample_rounds {
+            if dynamic_sampling.rounds > algorithm.max_resample_rounds {
                 break;
             }
         }
-        Ok((kept, dropped, rounds))
+        Ok(Collected {
+            rollouts: Rollouts::new(kept, algorithm.num_generations, self.reward.names().len()),
+            dynamic_sampling,
+            kv_cache_bytes,
+        })
     }
 
-    fn train_step(&mut self) -> anyhow::Result<Value> {
-        let started = Instant::now();
-        let (groups, dropped, rounds) = self.collect_groups()?;
-        let rollout_seconds = started.elapsed().as_secs_f64();
-        let algorithm = self.config.algorithm.clone();
-        let weights = self.reward.weights();
+    /// The first `sample_count` completions of the step with their scores, diagnostics,
+    /// answer and gold answer, reward and advantage.
+    fn write_samples(&self, rollouts: &Rollouts, advantages: &[f32]) -> anyhow::Result<()> {
         let names = self.reward.names();
-        let g = algorithm.num_generations;
-
-        let scores: Vec<f32> = groups
-            .iter()
-            .flat_map(|gr| gr.scores.iter().flatten().copied())
-            .collect();
-        let n = groups.len() * g;
-        let totals: Vec<f32> = groups.iter().flat_map(|gr| gr.totals(&weights)).collect();
-        let advantages: Vec<f32> = if n == 0 {
-            Vec::new()
-        } else {
-            let table = Tensor::from_slice(&scores).view([n as i64, names.len() as i64]);
-            let advantages = maths::advantages(
-                &table,
-                &Tensor::from_slice(&weights),
-                g,
-                algorithm.aggregation,
-                algorithm.scale_rewards,
-            );
-            Vec::<f32>::try_from(advantages)?
-        };
-        let batch = Batch {
-            prompts: groups
-                .iter()
-                .flat_map(|gr| std::iter::repeat_n(gr.prompt_ids.clone(), g))
-                .collect(),
-            completions: groups.iter().flat_map(|gr| gr.completions.clone()).collect(),
-            advantages: advantages.clone(),
-        };
-        let train_started = Instant::now();
-        let stats = if n == 0 {
-            tracing::warn!("step {}: every group tied; no update", self.step + 1);
-            UpdateStats::default()
-        } else {
-            self.update(&batch)?
-        };
-        let train_seconds = train_started.elapsed().as_secs_f64();
-        self.step += 1;
-
-        let lengths: Vec<f32> = batch.completions.iter().map(|c| c.len() as f32).collect();
-        let generated_tokens: f32 = lengths.iter().sum();
-        let truncated = groups.iter().flat_map(|gr| &gr.finished).filter(|f| !**f).count();
-        let mut objectives = Map::new();
-        for (k, name) in names.iter().enumerate() {
-            let column: Vec<f32> = groups
-                .iter()
-                .flat_map(|gr| gr.scores.iter().map(move |row| row[k]))
-                .collect();
-            let (mean, std) = mean_std(&column);
-            objectives.insert(
-                name.clone(),
-                json!({"mean": mean, "std": std, "weight": weights[k]}),
-            );
-        }
-        let (reward_mean, reward_std) = mean_std(&totals);
-        let (advantage_mean, advantage_std) = mean_std(&advantages);
-        let tied = groups.iter().filter(|gr| gr.is_tied(&weights)).count();
-        let record = json!({
-            "step": self.step,
-            "objectives": objectives,
-            "reward": {"mean": reward_mean, "std": reward_std},
-            "advantage": {"mean": advantage_mean, "std": advantage_std},
-            "frac_reward_zero_std": if groups.is_empty() { 1.0 } else { tied as f64 / groups.len() as f64 },
-            "dynamic_sampling": {"groups_dropped": dropped, "rounds": rounds},
-            "kl": stats.kl,
-            "clip_ratio": {"low": stats.clip_low, "high": stats.clip_high},
-            "entropy": stats.entropy,
-            "loss": stats.loss,
-            "completion_length": {
-                "mean": mean_std(&lengths).0,
-                "max": lengths.iter().copied().fold(0.0, f32::max),
-                "truncated_fraction": if n == 0 { 0.0 } else { truncated as f64 / n as f64 },
-            },
-            "learning_rate": stats.lr,
-            "grad_norm": stats.grad_norm,
-            "optimizer_updates": self.optimizer.steps,
-            "rollout_tokens_per_s": generated_tokens as f64 / rollout_seconds.max(1e-9),
-            "train_tokens_per_s": stats.tokens as f64 / train_seconds.max(1e-9),
-            "step_time_s": started.elapsed().as_secs_f64(),
-            "epoch": self.cursor.epoch,
-        });
-        self.metrics.append(&record)?;
-        let every = self.config.run.sample_steps;
-        if every > 0 && self.step.is_multiple_of(every) {
-            self.write_samples(&groups, &advantages, &names, &weights)?;
-        }
-        Ok(record)
-    }
-
-    /// PPO epochs over the batch in micro-batches, one optimizer update per
-    /// `gradient_accumulation_steps` micro-batches.
-    fn update(&mut self, batch: &Batch) -> anyhow::Result<UpdateStats> {
-        let algorithm = self.config.algorithm.clone();
-        let n = batch.completions.len();
-        let micro: Vec<Vec<usize>> = (0..n)
-            .collect::<Vec<_>>()
-            .chunks(algorithm.mini_batch_size)
-            .map(<[usize]>::to_vec)
-            .collect();
-        let pick =
-            |rows: &[usize], from: &[Vec<i64>]| rows.iter().map(|&i| from[i].clone()).collect::<Vec<_>>();
-        let updates_per_epoch = micro.len().div_ceil(algorithm.gradient_accumulation_steps);
-        // With a single update the sampling policy is the current one: its log-probs are the
-        // detached current ones. Otherwise they are computed once, before any update.
-        let single_update = updates_per_epoch * algorithm.num_iterations == 1;
-        let (mut old, mut reference) = (Vec::new(), Vec::new());
-        {
-            let _guard = tch::no_grad_guard();
-            for rows in &micro {
-                let (prompts, completions) = (pick(rows, &batch.prompts), pick(rows, &batch.completions));
-                if !single_update {
-                    old.push(self.policy.logprobs(&prompts, &completions, false)?.logprobs);
-                }
-                if let Some(reference_model) = &self.reference {
-                    reference.push(reference_model.logprobs(&prompts, &completions, false)?.logprobs);
-                }
-            }
-        }
-        let nominal_updates = self.config.run.max_steps
-            * (algorithm.prompts_per_step * algorithm.num_generations)
-                .div_ceil(algorithm.mini_batch_size)
-                .div_ceil(algorithm.gradient_accumulation_steps)
-            * algorithm.num_iterations;
-        let mut stats = UpdateStats::default();
-        let (mut kl_sum, mut entropy_sum, mut low_sum, mut high_sum, mut token_sum) =
-            (0.0, 0.0, 0.0, 0.0, 0.0);
-        for _ in 0..algorithm.num_iterations {
-            for chunk in (0..micro.len())
-                .collect::<Vec<_>>()
-                .chunks(algorithm.gradient_accumulation_steps)
-            {
-                let step_tokens: usize = chunk
-                    .iter()
-                    .flat_map(|&m| micro[m].iter().map(|&i| batch.completions[i].len()))
-                    .sum();
-                for &m in chunk {
-                    let rows = &micro[m];
-                    let (prompts, completions) = (pick(rows, &batch.prompts), pick(rows, &batch.completions));
-                    let advantages: Vec<f32> = rows.iter().map(|&i| batch.advantages[i]).collect();
-                    let advantages = Tensor::from_slice(&advantages).to_device(self.policy.device);
-                    let current =
-                        self.policy
-                            .logprobs(&prompts, &completions, algorithm.entropy_coeff > 0.0)?;
-                    let old_logprobs = if single_update {
-                        current.logprobs.detach()
-                    } else {
-                        old[m].shallow_clone()
-                    };
-                    let surrogate = maths::clipped_surrogate(
-                        &current.logprobs,
-                        &old_logprobs,
-                        &advantages,
-                        algorithm.epsilon,
-                        algorithm.epsilon_high(),
-                    );
-                    let kl = reference
-                        .get(m)
-                        .map(|reference_logprobs| maths::k3_kl(&current.logprobs, reference_logprobs));
-                    if let Some(kl) = &kl {
-                        kl_sum += (kl * &current.mask).sum(Kind::Float).double_value(&[]);
-                    }
-                    let per_token = maths::per_token_loss(
-                        &surrogate.objective,
-                        kl.as_ref(),
-                        algorithm.beta,
-                        &current.entropies,
-                        algorithm.entropy_coeff,
-                    );
-                    let mut loss = maths::reduce_loss(
-                        &per_token,
-                        &current.mask,
-                        algorithm.loss_type,
-                        algorithm.max_completion_length,
-                        step_tokens as f64,
-                    );
-                    if algorithm.loss_type != LossType::Dapo {
-                        loss = loss.g_div_scalar(chunk.len() as f64);
-                    }
-                    loss.backward();
-                    let tokens = current.mask.sum(Kind::Float).double_value(&[]);
-                    token_sum += tokens;
-                    entropy_sum += current.entropies.sum(Kind::Float).double_value(&[]);
-                    let masked_count = |t: &Tensor| {
-                        (t.to_kind(Kind::Float) * &current.mask)
-                            .sum(Kind::Float)
-                            .double_value(&[])
-                    };
-                    low_sum += masked_count(&surrogate.clipped_low);
-                    high_sum += masked_count(&surrogate.clipped_high);
-                    stats.loss += loss.double_value(&[]);
-                    stats.micro_batches += 1;
-                    stats.tokens += prompts.iter().chain(&completions).map(Vec::len).sum::<usize>();
-                }
-                stats.grad_norm = self.optimizer.clip_grad_norm(algorithm.max_grad_norm);
-                if !stats.grad_norm.is_finite() {
-                    bail!(
-                        "step {}: the gradient norm is {} (try a lower algorithm.learning_rate)",
-                        self.step + 1,
-                        stats.grad_norm
-                    );
-                }
-                stats.lr = learning_rate(
-                    algorithm.learning_rate,
-                    algorithm.lr_scheduler_type,
-                    algorithm.warmup_steps,
-                    self.optimizer.steps as usize,
-                    nominal_updates,
-                );
-                self.optimizer.step(stats.lr);
-                self.optimizer.zero_grad();
-                stats.updates += 1;
-            }
-        }
-        let tokens = token_sum.max(1.0);
-        stats.kl = kl_sum / tokens;
-        stats.entropy = entropy_sum / tokens;
-        stats.clip_low = low_sum / tokens;
-        stats.clip_high = high_sum / tokens;
-        stats.loss /= stats.updates.max(1) as f64;
-        Ok(stats)
-    }
-
-    fn write_samples(
-        &self,
-        groups: &[Group],
-        advantages: &[f32],
-        names: &[String],
-        weights: &[f32],
-    ) -> anyhow::Result<()> {
-        let g = self.config.algorithm.num_generations;
-        for (index, (group, completion)) in groups
-            .iter()
-            .flat_map(|gr| (0..g).map(move |c| (gr, c)))
-            .enumerate()
-            .take(self.config.run.sample_count)
-        {
+        for (index, (group, i)) in rollouts.rows().enumerate().take(self.config.run.sample_count) {
+            let example = &self.splits.train[group.example];
             let scores: Map<String, Value> = names
                 .iter()
-                .zip(&group.scores[completion])
+                .zip(&group.scores.values[i])
+                .map(|(name, value)| (name.clone(), json!(value)))
+                .collect();
+            let diagnostics: Map<String, Value> = group.scores.diagnostics[i]
+                .iter()
                 .map(|(name, value)| (name.clone(), json!(value)))
                 .collect();
             self.samples.append(&json!({
                 "step": self.step,
-                "example": self.splits.train[group.example].id,
+                "example": example.id,
                 "prompt": group.prompt_text,
-                "completion": group.texts[completion],
+                "completion": group.texts[i],
+                "gold": example.answer,
+                "answer": group.scores.answers[i],
                 "scores": scores,
-                "reward": group.totals(weights)[completion],
+                "diagnostics": diagnostics,
+                "reward": group.scores.totals[i],
                 "advantage": advantages[index],
             }))?;
         }
@@ -495,5 +359,25 @@ impl Trainer {
         )?;
         tracing::info!("checkpoint {}", path.display());
         Ok(path)
+    }
+}
+
+/// Mean and longest completion, and the share cut at the budget.
+fn completion_lengths(completions: &[Vec<i64>], rollouts: &Rollouts) -> CompletionLength {
+    let lengths: Vec<f32> = completions.iter().map(|c| c.len() as f32).collect();
+    let truncated = rollouts
+        .groups
+        .iter()
+        .flat_map(|g| &g.finished)
+        .filter(|f| !**f)
+        .count();
+    CompletionLength {
+        mean: MeanStd::of(&lengths).mean,
+        max: lengths.iter().copied().fold(0.0, f32::max),
+        truncated_fraction: if lengths.is_empty() {
+            0.0
+        } else {
+            truncated as f64 / lengths.len() as f64
+        },
     }
 }

@@ -10,7 +10,10 @@
 //! tokens.
 
 use crate::text::preprocess;
-use crpo_sdk::{parse_options, PluginError, PluginInfo, RewardObjective, RewardPlugin, Score, ScoreRequest};
+use crpo_sdk::{
+    overlong_penalty, parse_options, PluginError, PluginInfo, RewardObjective, RewardPlugin, Score,
+    ScoreRequest,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -48,14 +51,7 @@ impl LengthPenalty {
     }
 
     pub fn penalty(&self, length: usize) -> f32 {
-        let free = self.max_length - self.buffer;
-        if length <= free {
-            0.0
-        } else if length <= self.max_length {
-            (free as f32 - length as f32) / self.buffer as f32
-        } else {
-            -1.0
-        }
+        overlong_penalty(length, self.max_length, self.buffer)
     }
 }
 

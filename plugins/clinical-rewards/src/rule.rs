@@ -2,7 +2,8 @@
 //! a pure function of the example and the completion.
 
 use crpo_sdk::{
-    parse_options, Example, PluginError, PluginInfo, RewardObjective, RewardPlugin, Score, ScoreRequest,
+    parse_options, Example, NoOptions, PluginError, PluginInfo, RewardObjective, RewardPlugin, Score,
+    ScoreRequest,
 };
 
 /// A rule objective, registered as a static: `crpo_sdk::register_reward!(ACCURACY);`
@@ -12,11 +13,6 @@ pub struct RuleObjective {
     pub default_weight: f32,
     pub rule: fn(&Example, &str) -> Result<Score, PluginError>,
 }
-
-/// The options of an objective that takes none: an empty table, anything else is an error.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoOptions {}
 
 impl RuleObjective {
     /// One completion's score (NaN if the rule fails): for tests and examples in docs.

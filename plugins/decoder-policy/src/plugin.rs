@@ -4,7 +4,7 @@
 
 use crate::policy::Policy;
 use crate::presets::{write_preset, Preset};
-use crpo_policy_sdk::sdk::parse_options;
+use crpo_policy_sdk::sdk::{parse_options, NoOptions};
 use crpo_policy_sdk::{
     repeat_index, CacheLayout, KvCache, PluginError, PluginInfo, PolicyLoad, PolicyModel, PolicyPlugin,
     Result,
@@ -13,10 +13,6 @@ use std::path::Path;
 use tch::Tensor;
 
 pub struct Qwen2PolicyPlugin;
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoOptions {}
 
 impl PolicyPlugin for Qwen2PolicyPlugin {
     fn info(&self) -> PluginInfo {

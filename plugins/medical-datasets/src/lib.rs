@@ -11,11 +11,6 @@ pub mod records;
 use crpo_sdk::{DatasetPlugin, DatasetRead, DatasetSource, Example, PluginError, PluginInfo};
 use serde_json::{Map, Value};
 
-/// Options of a reader that takes none (any key is refused by name).
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NoOptions {}
-
 /// A record problem: the field and what is wrong with it.
 pub type FieldError = (String, String);
 

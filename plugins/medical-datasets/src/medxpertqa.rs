@@ -39,7 +39,7 @@ impl DatasetPlugin for MedXpertQaReader {
     }
 
     fn read(&self, source: &DatasetSource) -> Result<DatasetRead, PluginError> {
-        parse_options::<crate::NoOptions>(&source.options)?;
+        parse_options::<crpo_sdk::NoOptions>(&source.options)?;
         read_records(&source.path, parse)
     }
 }

@@ -1,0 +1,134 @@
+//! The policy update of one step: PPO epochs over the step's completions in micro-batches,
+//! one optimizer update per `gradient_accumulation_steps` micro-batches.
+
+use super::config::AlgorithmConfig;
+use super::loss::{micro_batch_loss, LossStats};
+use super::optimizer::{learning_rate, AdamW};
+use crate::rollout::Policy;
+use anyhow::bail;
+use tch::Tensor;
+
+/// What the updates of one step did.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateStats {
+    /// Mean loss per optimizer update.
+    pub loss: f64,
+    /// Per completion token.
+    pub kl: f64,
+    pub entropy: f64,
+    pub clip_low: f64,
+    pub clip_high: f64,
+    /// Of the last update.
+    pub grad_norm: f64,
+    pub lr: f64,
+    pub updates: usize,
+    /// Prompt and completion tokens run through the policy with grad.
+    pub tokens: usize,
+}
+
+/// The step's completions: prompt and completion ids and one advantage each.
+pub struct Batch<'a> {
+    pub prompts: &'a [Vec<i64>],
+    pub completions: &'a [Vec<i64>],
+    pub advantages: &'a [f32],
+}
+
+/// Updates `policy` on `batch`; `reference` is the frozen reference (beta > 0), `step` the
+/// step being taken (for messages), `nominal_updates` the run's planned optimizer updates (the
+/// schedule's length).
+pub fn update_policy(
+    policy: &Policy,
+    reference: Option<&Policy>,
+    optimizer: &mut AdamW,
+    batch: &Batch<'_>,
+    algorithm: &AlgorithmConfig,
+    step: usize,
+    nominal_updates: usize,
+) -> anyhow::Result<UpdateStats> {
+    let n = batch.completions.len();
+    let micro: Vec<Vec<usize>> = (0..n)
+        .collect::<Vec<_>>()
+        .chunks(algorithm.mini_batch_size)
+        .map(<[usize]>::to_vec)
+        .collect();
+    let pick = |rows: &[usize], from: &[Vec<i64>]| rows.iter().map(|&i| from[i].clone()).collect::<Vec<_>>();
+    let updates_per_epoch = micro.len().div_ceil(algorithm.gradient_accumulation_steps);
+    // With a single update the sampling policy is the current one: its log-probs are the
+    // detached current ones. Otherwise they are computed once, before any update.
+    let single_update = updates_per_epoch * algorithm.num_iterations == 1;
+    let (mut old, mut reference_logprobs) = (Vec::new(), Vec::new());
+    {
+        let _guard = tch::no_grad_guard();
+        for rows in &micro {
+            let (prompts, completions) = (pick(rows, batch.prompts), pick(rows, batch.completions));
+            if !single_update {
+                old.push(policy.logprobs(&prompts, &completions, false)?.logprobs);
+            }
+            if let Some(reference) = reference {
+                reference_logprobs.push(reference.logprobs(&prompts, &completions, false)?.logprobs);
+            }
+        }
+    }
+    let mut stats = UpdateStats::default();
+    let mut sums = LossStats::default();
+    for _ in 0..algorithm.num_iterations {
+        for chunk in (0..micro.len())
+            .collect::<Vec<_>>()
+            .chunks(algorithm.gradient_accumulation_steps)
+        {
+            let step_tokens: usize = chunk
+                .iter()
+                .flat_map(|&m| micro[m].iter().map(|&i| batch.completions[i].len()))
+                .sum();
+            for &m in chunk {
+                let rows = &micro[m];
+                let (prompts, completions) = (pick(rows, batch.prompts), pick(rows, batch.completions));
+                let advantages: Vec<f32> = rows.iter().map(|&i| batch.advantages[i]).collect();
+                let advantages = Tensor::from_slice(&advantages).to_device(policy.device);
+                let current = policy.logprobs(&prompts, &completions, algorithm.entropy_coeff > 0.0)?;
+                let old_logprobs = if single_update {
+                    current.logprobs.detach()
+                } else {
+                    old[m].shallow_clone()
+                };
+                let (loss, micro_stats) = micro_batch_loss(
+                    &current,
+                    &old_logprobs,
+                    reference_logprobs.get(m),
+                    &advantages,
+                    algorithm,
+                    step_tokens as f64,
+                    chunk.len(),
+                );
+                loss.backward();
+                sums += micro_stats;
+                stats.loss += loss.double_value(&[]);
+                stats.tokens += prompts.iter().chain(&completions).map(Vec::len).sum::<usize>();
+            }
+            stats.grad_norm = optimizer.clip_grad_norm(algorithm.max_grad_norm);
+            if !stats.grad_norm.is_finite() {
+                bail!(
+                    "step {step}: the gradient norm is {} (try a lower algorithm.learning_rate)",
+                    stats.grad_norm
+                );
+            }
+            stats.lr = learning_rate(
+                algorithm.learning_rate,
+                algorithm.lr_scheduler_type,
+                algorithm.warmup_steps,
+                optimizer.steps as usize,
+                nominal_updates,
+            );
+            optimizer.step(stats.lr);
+            optimizer.zero_grad();
+            stats.updates += 1;
+        }
+    }
+    let tokens = sums.tokens.max(1.0);
+    stats.kl = sums.kl / tokens;
+    stats.entropy = sums.entropy / tokens;
+    stats.clip_low = sums.clipped_low / tokens;
+    stats.clip_high = sums.clipped_high / tokens;
+    stats.loss /= stats.updates.max(1) as f64;
+    Ok(stats)
+}
