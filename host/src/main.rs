@@ -18,8 +18,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Versions, libtorch, CUDA devices, cuDNN, threads and plugin directories.
-    Doctor,
+    /// Versions, libtorch, CUDA devices, cuDNN, threads and plugin directories; with
+    /// --check-model, a model on the GPU against the CPU.
+    Doctor(commands::doctor::DoctorArgs),
     /// List every plugin: kind, name, version, origin and description.
     Plugins,
     /// Score existing completions with reward objectives (JSONL in, JSONL out).
@@ -36,6 +37,8 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// What CRPO does, on the bundled clinical task: cold start, GRPO and CRPO arms, evaluation.
     Demo(commands::demo::DemoArgs),
+    /// The rollout engine's speed on completions of realistic, varied lengths.
+    BenchRollout(commands::bench_rollout::BenchRolloutArgs),
     /// Write the demo task (MedQA format), with its knobs.
     DemoData(commands::demo_data::DemoDataArgs),
 }
@@ -72,7 +75,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         dirs.extend(std::env::split_paths(&path).filter(|p| !p.as_os_str().is_empty()));
     }
     match cli.command {
-        Command::Doctor => commands::doctor::run(&dirs),
+        Command::Doctor(args) => commands::doctor::run(&dirs, &args),
         Command::Plugins => {
             commands::plugins::run(&PluginRegistry::load(&dirs)?);
             Ok(())
@@ -85,5 +88,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => commands::eval::run(&dirs, &args),
         Command::DemoData(args) => commands::demo_data::run(&args),
         Command::Demo(args) => commands::demo::run(&dirs, &args),
+        Command::BenchRollout(args) => commands::bench_rollout::run(&PluginRegistry::load(&dirs)?, &args),
     }
 }

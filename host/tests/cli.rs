@@ -408,3 +408,41 @@ max_completion_length = 8
         "{record}"
     );
 }
+
+/// bench/gpu_check.sh dry-runs on the CPU (the tiny preset, small sizes): every step the GPU
+/// run takes, so the script cannot rot between the sessions that have a GPU.
+#[test]
+fn the_gpu_check_dry_runs_on_the_cpu() {
+    let out = tempfile::tempdir().unwrap();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_crpo-host"))
+        .parent()
+        .unwrap();
+    let output = Command::new("bash")
+        .arg(support::workspace_root().join("bench/gpu_check.sh"))
+        .args(["--device", "cpu", "--bin", bin.to_str().unwrap(), "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for step in [
+        "== 1. doctor",
+        "== 2. numerics",
+        "== 3. rollout engine",
+        "== 4. CRPO steps",
+    ] {
+        assert!(text.contains(step), "{step} missing:\n{text}");
+    }
+    let results = std::fs::read_to_string(out.path().join("gpu_check.jsonl")).unwrap();
+    let records: Vec<Value> = results
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2, "{results}");
+    assert!(records[0]["tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(records[1]["step_seconds"].as_f64().unwrap() > 0.0);
+}

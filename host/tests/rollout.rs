@@ -92,6 +92,7 @@ fn generation_is_deterministic_when_greedy_and_reproducible_when_seeded() {
         top_k: 50,
         greedy: false,
         seed: 11,
+        row_budgets: Vec::new(),
     };
     let a = generate(&policy, &prompts, &sampling);
     assert_eq!(a, generate(&policy, &prompts, &sampling));
@@ -169,6 +170,40 @@ fn finished_rows_leave_the_batch_without_changing_the_others() {
         let (fewer, _) = policy.generate(&prompts[..=i], &sampling).unwrap();
         assert_eq!(&fewer[i], completion, "row {i}");
     }
+}
+
+#[test]
+fn each_row_stops_at_its_own_budget() {
+    let dir = tiny_dir();
+    let policy = load(dir.path());
+    let prompt = policy.tokenizer.encode("Gout is").unwrap();
+    let sampling = SamplingConfig {
+        max_new_tokens: 20,
+        min_new_tokens: 20,
+        temperature: 1.0,
+        seed: 2,
+        row_budgets: vec![3, 20, 7, 0],
+        ..SamplingConfig::default()
+    };
+    let (completions, _) = policy.generate(&vec![prompt; 4], &sampling).unwrap();
+    let lengths: Vec<usize> = completions.iter().map(|c| c.ids.len()).collect();
+    assert_eq!(lengths, vec![3, 20, 7, 0]);
+    assert!(
+        completions.iter().all(|c| !c.finished),
+        "cut at a budget, not finished"
+    );
+    // A row's tokens do not depend on its budget, only on its stream.
+    let (longer, _) = policy
+        .generate(
+            &vec![policy.tokenizer.encode("Gout is").unwrap(); 4],
+            &SamplingConfig {
+                row_budgets: vec![20; 4],
+                ..sampling
+            },
+        )
+        .unwrap();
+    assert_eq!(completions[0].ids, longer[0].ids[..3]);
+    assert_eq!(completions[2].ids, longer[2].ids[..7]);
 }
 
 #[test]

@@ -1,9 +1,41 @@
-//! `crpo-host doctor`: what this installation runs on.
+//! `crpo-host doctor`: what this installation runs on, and (`--check-model DIR`) whether a
+//! model gives on the chosen device and dtype what it gives on the CPU in f32.
 
+use crate::device::{parse_device, parse_dtype};
+use crate::plugins::PluginRegistry;
+use crate::rollout::sampling::SamplingConfig;
+use crate::rollout::Policy;
 use crate::torch_info::{cuda_devices, loaded_libtorch_dir, torch_version};
+use anyhow::bail;
 use std::path::PathBuf;
+use tch::{Device, Kind, Tensor};
 
-pub fn run(plugin_dirs: &[PathBuf]) -> anyhow::Result<()> {
+#[derive(clap::Args)]
+pub struct DoctorArgs {
+    /// Also compare this model on --device/--dtype with the CPU in f32: last-position logits
+    /// on a few prompts (within the dtype's tolerance) and greedy continuations (equal).
+    #[arg(long, value_name = "DIR")]
+    pub check_model: Option<PathBuf>,
+    /// The policy plugin that loads --check-model.
+    #[arg(long, default_value = "qwen2")]
+    pub policy: String,
+    /// auto | cpu | cuda | cuda:N (for --check-model)
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// auto (bf16 on CUDA, f32 on CPU) | f32 | bf16 (for --check-model)
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+}
+
+pub fn run(plugin_dirs: &[PathBuf], args: &DoctorArgs) -> anyhow::Result<()> {
+    report(plugin_dirs)?;
+    if let Some(model) = &args.check_model {
+        check_model(&PluginRegistry::load(plugin_dirs)?, model, args)?;
+    }
+    Ok(())
+}
+
+fn report(plugin_dirs: &[PathBuf]) -> anyhow::Result<()> {
     println!("crpo-host        {}", env!("CARGO_PKG_VERSION"));
     println!("crpo-sdk (ABI)   {}", crpo_sdk::SDK_VERSION);
 
@@ -73,4 +105,67 @@ fn yes_no(b: bool) -> &'static str {
 
 fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Prompts the check runs: clinical text the demo's tokenizer knows, and generic text.
+const CHECK_PROMPTS: [&str; 4] = [
+    "A 54-year-old woman comes to the emergency department with chest pain",
+    "<|im_start|>user\nWhich of the following is the most likely diagnosis?<|im_end|>\n<|im_start|>assistant\n",
+    "The best initial test for suspected pulmonary embolism is",
+    "System 1:",
+];
+
+/// Compares the model on the target device and dtype with the CPU in f32.
+fn check_model(registry: &PluginRegistry, model: &std::path::Path, args: &DoctorArgs) -> anyhow::Result<()> {
+    let device = parse_device(&args.device)?;
+    let kind = parse_dtype(&args.dtype, device)?;
+    let options = serde_json::Value::Null;
+    let reference = Policy::load_with(registry, &args.policy, model, Device::Cpu, Kind::Float, &options)?;
+    let target = Policy::load_with(registry, &args.policy, model, device, kind, &options)?;
+    // bf16 keeps 8 bits of mantissa: logits agree to about 1% of their scale.
+    let tolerance = if kind == Kind::Float { 1e-3 } else { 3e-2 };
+    println!(
+        "check {} on {device:?} {kind:?} against the CPU in f32:",
+        model.display()
+    );
+    let greedy = SamplingConfig {
+        max_new_tokens: 16,
+        greedy: true,
+        ..SamplingConfig::default()
+    };
+    let mut failures = 0;
+    for prompt in CHECK_PROMPTS {
+        let ids = reference.tokenizer.encode(prompt)?;
+        let last_logits = |policy: &Policy| -> anyhow::Result<Tensor> {
+            let input = Tensor::from_slice(&ids).unsqueeze(0).to_device(policy.device);
+            let logits = tch::no_grad(|| policy.model.forward(&input, &input.ones_like()))?;
+            Ok(logits.select(1, -1).to_device(Device::Cpu).to_kind(Kind::Float))
+        };
+        let (ours, theirs) = (last_logits(&reference)?, last_logits(&target)?);
+        let scale = ours.abs().max().double_value(&[]).max(1.0);
+        let diff = (&ours - &theirs).abs().max().double_value(&[]) / scale;
+        let continuation = |policy: &Policy| -> anyhow::Result<Vec<i64>> {
+            Ok(policy
+                .generate(std::slice::from_ref(&ids), &greedy)?
+                .0
+                .remove(0)
+                .ids)
+        };
+        let same = continuation(&reference)? == continuation(&target)?;
+        let ok = diff <= tolerance && same;
+        failures += usize::from(!ok);
+        println!(
+            "  {:<4} logits max diff {diff:.2e} of scale (tolerance {tolerance:.0e}), greedy 16 tokens {}: {:?}",
+            if ok { "ok" } else { "FAIL" },
+            if same { "equal" } else { "differ" },
+            prompt.chars().take(40).collect::<String>()
+        );
+    }
+    if failures > 0 {
+        bail!(
+            "{failures} of {} prompts differ beyond the tolerance",
+            CHECK_PROMPTS.len()
+        );
+    }
+    Ok(())
 }

@@ -1,3 +1,4 @@
+pub mod bench_rollout;
 pub mod demo;
 pub mod demo_data;
 pub mod doctor;

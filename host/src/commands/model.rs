@@ -118,6 +118,7 @@ pub fn generate(registry: &PluginRegistry, args: &GenerateArgs) -> anyhow::Resul
         top_k: args.top_k,
         greedy: args.greedy,
         seed: args.seed,
+        row_budgets: Vec::new(),
     };
     let ids = policy.tokenizer.encode(&prompt)?;
     let (completions, _) = policy.generate(&[ids], &sampling)?;

@@ -109,8 +109,9 @@ fn decode(
     let eos: Vec<i64> = tokens.eos_ids.iter().map(|&id| id as i64).collect();
     let usable_vocab = tokens.usable_vocab as i64;
     let mut rngs = sequence_rngs(config.seed, completions.len());
-    // The sequence each cache row decodes.
+    // The sequence each cache row decodes, and whether each sequence is done (EOS or budget).
     let mut live: Vec<usize> = (0..completions.len()).collect();
+    let mut done: Vec<bool> = (0..completions.len()).map(|i| config.budget(i) == 0).collect();
     for generated in 0..config.max_new_tokens {
         let scores = logits.to_kind(Kind::Float);
         let vocab = scores.size()[1];
@@ -127,21 +128,20 @@ fn decode(
         let next = sample_next(&scores, config, &mut rngs, &live);
         let (mut step_ids, mut step_mask) = (Vec::with_capacity(live.len()), Vec::with_capacity(live.len()));
         for (&sequence, &token) in live.iter().zip(&next) {
-            let completion = &mut completions[sequence];
-            if completion.finished {
-                // Finished rows still in the batch are fed padding that nothing attends to.
+            if done[sequence] {
+                // Done rows still in the batch are fed padding that nothing attends to.
                 step_ids.push(pad_id);
                 step_mask.push(0i64);
             } else {
+                let completion = &mut completions[sequence];
                 completion.ids.push(token);
                 completion.finished = eos.contains(&token);
+                done[sequence] = completion.finished || completion.ids.len() >= config.budget(sequence);
                 step_ids.push(token);
                 step_mask.push(1);
             }
         }
-        let running: Vec<usize> = (0..live.len())
-            .filter(|&row| !completions[live[row]].finished)
-            .collect();
+        let running: Vec<usize> = (0..live.len()).filter(|&row| !done[live[row]]).collect();
         if running.is_empty() || generated + 1 == config.max_new_tokens {
             break;
         }

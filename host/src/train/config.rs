@@ -33,7 +33,8 @@ pub struct RunSection {
     pub seed: u64,
     /// Optimizer steps of `train` (one step = one batch of rollouts).
     pub max_steps: usize,
-    /// Write a checkpoint every N steps (and at the end).
+    /// Write a checkpoint every N steps and at the end; 0 writes none (benchmarks: such a run
+    /// cannot be resumed).
     pub save_steps: usize,
     /// Checkpoints kept (the oldest are deleted); at least 1.
     pub save_total_limit: usize,
@@ -443,9 +444,6 @@ impl RunConfig {
         self.algorithm.validate()?;
         if self.run.save_total_limit == 0 {
             bail!("run.save_total_limit must be at least 1");
-        }
-        if self.run.save_steps == 0 {
-            bail!("run.save_steps must be at least 1");
         }
         if !(0.0..1.0).contains(&self.data.eval_fraction) {
             bail!("data.eval_fraction must be in [0, 1)");

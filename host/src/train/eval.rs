@@ -129,6 +129,7 @@ pub fn evaluate(
             top_k: 0,
             greedy: settings.temperature <= 0.0,
             seed: config.run.seed.wrapping_add(batch_number as u64),
+            row_budgets: Vec::new(),
         };
         let (groups, _) = sample_groups(
             policy,

@@ -136,7 +136,8 @@ pub fn run(registry: &PluginRegistry, config: &RunConfig, resume: bool) -> anyho
             tracing::info!("sft step {step}/{total_steps}: loss {loss:.4}, lr {lr:.2e}, {seconds:.2} s")
         });
         progress.inc(1);
-        if step.is_multiple_of(config.run.save_steps) || step == total_steps {
+        let save_steps = config.run.save_steps;
+        if save_steps > 0 && (step.is_multiple_of(save_steps) || step == total_steps) {
             let state = TrainerState {
                 step,
                 optimizer_updates: optimizer.steps,

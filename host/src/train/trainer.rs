@@ -129,7 +129,8 @@ impl Trainer {
             progress.suspend(|| tracing::info!("{}", super::progress::summary_line(&record)));
             progress.inc(1);
             last_metrics = Some(record);
-            if self.step.is_multiple_of(self.config.run.save_steps) || self.step == max_steps {
+            let save_steps = self.config.run.save_steps;
+            if save_steps > 0 && (self.step.is_multiple_of(save_steps) || self.step == max_steps) {
                 last_checkpoint = Some(self.save_checkpoint()?);
             }
         }
@@ -246,6 +247,7 @@ impl Trainer {
             top_k: algorithm.top_k,
             greedy: false,
             seed,
+            row_budgets: Vec::new(),
         }
     }
 

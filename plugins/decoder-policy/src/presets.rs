@@ -35,16 +35,20 @@ pub enum Preset {
     /// Qwen2.5-0.5B's shape (24 layers, 896 wide, 151,936-row embedding; ~494M parameters)
     /// with random weights: benchmarks at a real model's cost.
     Qwen05bShape,
+    /// Qwen2.5-3B's shape (36 layers, 2048 wide, 16 query / 2 key-value heads; ~3.1B
+    /// parameters) with random weights: memory and speed checks on a GPU.
+    Qwen3bShape,
 }
 
 impl Preset {
-    pub const NAMES: [&'static str; 3] = ["tiny", "small", "qwen2.5-0.5b-shape"];
+    pub const NAMES: [&'static str; 4] = ["tiny", "small", "qwen2.5-0.5b-shape", "qwen2.5-3b-shape"];
 
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "tiny" => Some(Preset::Tiny),
             "small" => Some(Preset::Small),
             "qwen2.5-0.5b-shape" => Some(Preset::Qwen05bShape),
+            "qwen2.5-3b-shape" => Some(Preset::Qwen3bShape),
             _ => None,
         }
     }
@@ -55,6 +59,7 @@ impl Preset {
             Preset::Tiny => (64, 176, 2, 4, 2, true, None),
             Preset::Small => (256, 704, 4, 8, 4, true, None),
             Preset::Qwen05bShape => (896, 4864, 24, 14, 2, true, Some(151_936)),
+            Preset::Qwen3bShape => (2048, 11008, 36, 16, 2, true, Some(151_936)),
         }
     }
 }
