@@ -151,7 +151,7 @@ min_completion_length = {LENGTH}
     let config = RunConfig::parse(&config).unwrap();
     let baseline = current_rss();
     reset_peak_rss();
-    let trainer = Trainer::new(registry, config, false).unwrap();
+    let trainer = Trainer::new(registry, config, Default::default()).unwrap();
     // The mean prompt length, as the trainer renders prompts (chat template included).
     let prompt_tokens = {
         let tokenizer = &trainer.policy().tokenizer;

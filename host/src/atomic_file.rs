@@ -70,6 +70,49 @@ pub fn write(path: &Path, bytes: impl AsRef<[u8]>) -> anyhow::Result<()> {
     file.commit()
 }
 
+/// Writes a directory whole or not at all: `write` fills a temporary sibling, which then
+/// replaces `target` (the old one is renamed aside first and removed last).
+pub fn publish_dir(target: &Path, write: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let temp = parent.join(format!(".tmp-{name}"));
+    let old = parent.join(format!(".old-{name}"));
+    for stale in [&temp, &old] {
+        if stale.exists() {
+            std::fs::remove_dir_all(stale)
+                .with_context(|| format!("cannot remove the leftover {}", stale.display()))?;
+        }
+    }
+    std::fs::create_dir_all(&temp).with_context(|| format!("cannot create {}", temp.display()))?;
+    if let Err(error) = write(&temp) {
+        let _ = std::fs::remove_dir_all(&temp);
+        return Err(error);
+    }
+    if target.exists() {
+        std::fs::rename(target, &old).with_context(|| format!("cannot move {} aside", target.display()))?;
+    }
+    std::fs::rename(&temp, target).with_context(|| format!("cannot publish {}", target.display()))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).with_context(|| format!("cannot remove {}", old.display()))?;
+    }
+    Ok(())
+}
+
+/// Whether `path` holds something a user may have saved: a file, or a non-empty directory.
+pub fn is_occupied(path: &Path) -> bool {
+    match std::fs::read_dir(path) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(_) => path.exists(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +145,31 @@ mod tests {
             std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
             0o644
         );
+    }
+
+    #[test]
+    fn a_failed_directory_write_leaves_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("model");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("weights"), "trained").unwrap();
+        assert!(is_occupied(&target));
+        let failed = publish_dir(&target, |temp| {
+            std::fs::write(temp.join("weights"), "half")?;
+            anyhow::bail!("disk full")
+        });
+        assert!(failed.is_err());
+        assert_eq!(
+            std::fs::read_to_string(target.join("weights")).unwrap(),
+            "trained"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+        publish_dir(&target, |temp| Ok(std::fs::write(temp.join("weights"), "new")?)).unwrap();
+        assert_eq!(std::fs::read_to_string(target.join("weights")).unwrap(), "new");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -1,12 +1,14 @@
 //! # crpo-host — the crpo runtime
 //!
 //! The plugin runtime (built-in and loaded plugins behind the sdk traits), the commands of
-//! the `crpo-host` binary and, as they land, the rollout engine and the CRPO trainer.
+//! the `crpo-host` binary, the rollout engine and the CRPO trainer.
 
 pub mod atomic_file;
 pub mod commands;
 pub mod demo_task;
 pub mod device;
+pub mod error_report;
+pub mod interrupt;
 pub mod memory;
 pub mod plugins;
 pub mod rollout;

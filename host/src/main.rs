@@ -21,8 +21,9 @@ enum Command {
     /// Versions, libtorch, CUDA devices, cuDNN, threads and plugin directories; with
     /// --check-model, a model on the GPU against the CPU.
     Doctor(commands::doctor::DoctorArgs),
-    /// List every plugin: kind, name, version, origin and description.
-    Plugins,
+    /// List every plugin: kind, name, version, origin and description; with --verify, each
+    /// library's sha256 and a pin for run.plugin_pins (without loading any).
+    Plugins(commands::plugins::PluginsArgs),
     /// Score existing completions with reward objectives (JSONL in, JSONL out).
     Score(commands::score::ScoreArgs),
     /// Write a policy plugin's preset model (random weights, trained tokenizer).
@@ -63,8 +64,11 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            eprintln!("error: {}", crpo_host::error_report::describe(&err));
+            match err.downcast_ref::<crpo_host::interrupt::Interrupted>() {
+                Some(interrupted) => ExitCode::from((128 + interrupted.signal) as u8),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -76,10 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Doctor(args) => commands::doctor::run(&dirs, &args),
-        Command::Plugins => {
-            commands::plugins::run(&PluginRegistry::load(&dirs)?);
-            Ok(())
-        }
+        Command::Plugins(args) => commands::plugins::run(&dirs, &args),
         Command::Score(args) => commands::score::run(&PluginRegistry::load(&dirs)?, &args),
         Command::InitModel(args) => commands::model::init_model(&PluginRegistry::load(&dirs)?, &args),
         Command::Generate(args) => commands::model::generate(&PluginRegistry::load(&dirs)?, &args),

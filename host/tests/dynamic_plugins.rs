@@ -400,3 +400,82 @@ fn loaded_policy_plugin_trains_through_tensor_handles() {
         .to_string()
         .contains("unknown"));
 }
+
+/// A config's `[[run.plugin_pins]]` is checked before a library is opened: an unpinned or
+/// changed library runs none of its code (its load-time constructor writes no file).
+#[test]
+fn pins_refuse_a_library_before_any_of_its_code_runs() {
+    use crpo_host::plugins::trust::{sha256_of, Trust};
+    use crpo_host::train::config::PluginPin;
+    let dir = plugin_dir(&["not_a_crpo_plugin", "contraindication_safety"]);
+    let marks = tempfile::tempdir().unwrap();
+    let mark = marks.path().join("constructor-ran");
+    // SAFETY: set once, before the library is opened; read only by the fixture's constructor.
+    unsafe { std::env::set_var("CRPO_TEST_CONSTRUCTOR_MARK", &mark) };
+    let safety = dir.path().join("libcontraindication_safety.so");
+    let trust = Trust {
+        pins: vec![PluginPin {
+            file: "libcontraindication_safety.so".into(),
+            sha256: sha256_of(&safety).unwrap(),
+        }],
+        allow_insecure: false,
+    };
+    let err = PluginRegistry::load_trusted(&[dir.path().to_path_buf()], &trust)
+        .err()
+        .expect("the unpinned library is refused")
+        .to_string();
+    assert!(
+        err.contains("libnot_a_crpo_plugin.so") && err.contains("not pinned"),
+        "{err}"
+    );
+    assert!(!mark.exists(), "the refused library's constructor ran");
+
+    // Pinned and intact: loads. Changed after pinning: refused with both hashes.
+    let only_safety = plugin_dir(&["contraindication_safety"]);
+    let registry = PluginRegistry::load_trusted(&[only_safety.path().to_path_buf()], &trust).unwrap();
+    assert!(registry.reward("contraindication_safety").is_ok());
+    let changed = only_safety.path().join("libcontraindication_safety.so");
+    let mut bytes = std::fs::read(&changed).unwrap();
+    bytes.extend_from_slice(b"appended");
+    // A new file in its place: the loaded one stays mapped, unchanged, until the process ends.
+    std::fs::remove_file(&changed).unwrap();
+    std::fs::write(&changed, bytes).unwrap();
+    let err = PluginRegistry::load_trusted(&[only_safety.path().to_path_buf()], &trust)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("the file changed since it was pinned"), "{err}");
+
+    // Without pins the library is opened (and refused as not a crpo plugin): the constructor
+    // runs, which is why pins exist.
+    let _ = PluginRegistry::load(&[dir.path().to_path_buf()]);
+    assert!(
+        mark.exists(),
+        "the fixture's constructor works, so the check above can fail"
+    );
+}
+
+#[test]
+fn the_same_directory_named_twice_is_loaded_once() {
+    let dir = plugin_dir(&["contraindication_safety"]);
+    let dotted = dir.path().join(".");
+    let registry = PluginRegistry::load(&[dir.path().to_path_buf(), dotted]).unwrap();
+    assert_eq!(
+        registry
+            .rewards()
+            .iter()
+            .filter(|r| r.info.name == "contraindication_safety")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_missing_plugin_directory_says_so_once() {
+    // As the CLI prints it: the error with its chain of causes.
+    let err = PluginRegistry::load(&[std::path::PathBuf::from("/nonexistent/crpo-plugins")])
+        .err()
+        .unwrap();
+    let err = format!("{:#}", anyhow::Error::from(err));
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+}

@@ -4,6 +4,7 @@
 use crpo_host::commands::eval::run_eval;
 use crpo_host::plugins::PluginRegistry;
 use crpo_host::train::config::RunConfig;
+use crpo_host::train::resume::StartMode;
 use crpo_host::train::trainer::Trainer;
 use crpo_host::train::{checkpoint, sft};
 use serde_json::Value;
@@ -74,7 +75,7 @@ fn crpo_raises_the_held_out_reward() {
     let config = RunConfig::load(&path).unwrap();
     let registry = PluginRegistry::builtin_only();
     let before = held_out_reward(&registry, &config, &config.model.path);
-    let summary = Trainer::new(&registry, config.clone(), false)
+    let summary = Trainer::new(&registry, config.clone(), StartMode::default())
         .unwrap()
         .run()
         .unwrap();
@@ -131,7 +132,7 @@ fn a_resumed_run_matches_an_uninterrupted_one() {
     let registry = PluginRegistry::builtin_only();
     let mut straight = RunConfig::load(&path).unwrap();
     straight.run.output_dir = path.parent().unwrap().join("straight");
-    let straight_summary = Trainer::new(&registry, straight.clone(), false)
+    let straight_summary = Trainer::new(&registry, straight.clone(), StartMode::default())
         .unwrap()
         .run()
         .unwrap();
@@ -139,12 +140,12 @@ fn a_resumed_run_matches_an_uninterrupted_one() {
     let mut interrupted = straight.clone();
     interrupted.run.output_dir = path.parent().unwrap().join("interrupted");
     interrupted.run.max_steps = 2;
-    Trainer::new(&registry, interrupted.clone(), false)
+    Trainer::new(&registry, interrupted.clone(), StartMode::default())
         .unwrap()
         .run()
         .unwrap();
     interrupted.run.max_steps = 4;
-    let err = Trainer::new(&registry, interrupted.clone(), false)
+    let err = Trainer::new(&registry, interrupted.clone(), StartMode::default())
         .err()
         .unwrap()
         .to_string();
@@ -152,10 +153,17 @@ fn a_resumed_run_matches_an_uninterrupted_one() {
         err.contains("--resume"),
         "a second start without --resume is refused: {err}"
     );
-    let resumed = Trainer::new(&registry, interrupted.clone(), true)
-        .unwrap()
-        .run()
-        .unwrap();
+    let resumed = Trainer::new(
+        &registry,
+        interrupted.clone(),
+        StartMode {
+            resume: true,
+            ..StartMode::default()
+        },
+    )
+    .unwrap()
+    .run()
+    .unwrap();
 
     assert_eq!(resumed.steps, 4);
     assert_eq!(
@@ -183,8 +191,9 @@ fn a_run_killed_at_any_moment_resumes_from_its_last_checkpoint() {
         command
     };
     // Kill at different moments after the first checkpoint: mid-step, mid-checkpoint, ...
-    for delay_ms in [0u64, 70, 190] {
-        let mut child = train(true).spawn().unwrap();
+    for (attempt, delay_ms) in [0u64, 70, 190].into_iter().enumerate() {
+        // The first start is fresh; --resume needs a checkpoint to resume from.
+        let mut child = train(attempt > 0).spawn().unwrap();
         let started = Instant::now();
         while checkpoint::latest(&run_dir).unwrap().is_none() && started.elapsed() < Duration::from_secs(120)
         {
@@ -231,7 +240,7 @@ fn sft_fits_the_reference_completions_and_publishes_a_model() {
     let mut config = RunConfig::load(&path).unwrap();
     config.run.save_steps = 10;
     let registry = PluginRegistry::builtin_only();
-    let summary = sft::run(&registry, &config, false).unwrap();
+    let summary = sft::run(&registry, &config, StartMode::default(), None).unwrap();
     let (first, last) = (summary.first_loss.unwrap(), summary.last_loss.unwrap());
     // Measured: 6.57 → 3.59 in one epoch.
     assert!(last < first * 0.6, "loss {first:.3} → {last:.3}");

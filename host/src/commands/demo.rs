@@ -13,6 +13,7 @@ use crate::train::data::load_splits;
 use crate::train::eval::{decoding, evaluate, EvalReport};
 use crate::train::metrics::METRICS_FILE;
 use crate::train::progress::text_table;
+use crate::train::resume::StartMode;
 use crate::train::reward::{preset_objectives, RunReward};
 use crate::train::{checkpoint, sft, trainer::Trainer};
 use anyhow::{bail, Context};
@@ -119,7 +120,7 @@ pub fn run(dirs: &[PathBuf], args: &DemoArgs) -> anyhow::Result<()> {
         arms.len() + 2,
         args.model
     );
-    let sft = sft::run(&registry, &cold_config, false)?;
+    let sft = sft::run(&registry, &cold_config, StartMode::default(), None)?;
     println!(
         "    {} updates, loss {:.3} → {:.3}",
         sft.steps,
@@ -143,7 +144,7 @@ pub fn run(dirs: &[PathBuf], args: &DemoArgs) -> anyhow::Result<()> {
             args.steps,
             arm.formula()
         );
-        let summary = Trainer::new(&registry, config.clone(), false)?.run()?;
+        let summary = Trainer::new(&registry, config.clone(), StartMode::default())?.run()?;
         let checkpoint = summary.last_checkpoint.context("the run wrote no checkpoint")?;
         if let Some(last) = &summary.last_metrics {
             println!("    {}", crate::train::progress::summary_line(last));

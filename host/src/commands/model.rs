@@ -1,5 +1,6 @@
 //! `crpo-host init-model` and `crpo-host generate`, through the policy plugins of the registry.
 
+use crate::atomic_file;
 use crate::device::{parse_device, parse_dtype};
 use crate::plugins::PluginRegistry;
 use crate::rollout::sampling::SamplingConfig;
@@ -24,6 +25,9 @@ pub struct InitModelArgs {
     /// Seeds the weights: the same seed writes the same files.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Replace --out if it is not empty (a model there is lost).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 pub fn init_model(registry: &PluginRegistry, args: &InitModelArgs) -> anyhow::Result<()> {
@@ -37,15 +41,22 @@ pub fn init_model(registry: &PluginRegistry, args: &InitModelArgs) -> anyhow::Re
             presets.join(", ")
         );
     }
-    plugin
-        .write_preset(&args.preset, &args.out, args.seed)
-        .with_context(|| {
-            format!(
-                "cannot write the {} preset to {}",
-                args.preset,
-                args.out.display()
-            )
-        })?;
+    if atomic_file::is_occupied(&args.out) && !args.overwrite {
+        bail!(
+            "{} is not empty: pass --overwrite to replace what is there (a trained model would be lost), or choose another --out",
+            args.out.display()
+        );
+    }
+    atomic_file::publish_dir(&args.out, |temp| {
+        Ok(plugin.write_preset(&args.preset, temp, args.seed)?)
+    })
+    .with_context(|| {
+        format!(
+            "cannot write the {} preset to {}",
+            args.preset,
+            args.out.display()
+        )
+    })?;
     println!("wrote the {} preset to {}", args.preset, args.out.display());
     Ok(())
 }

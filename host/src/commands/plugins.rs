@@ -1,8 +1,50 @@
 //! `crpo-host plugins`: every plugin this run could use, and where it came from.
 
-use crate::plugins::PluginRegistry;
+use crate::plugins::{loader, trust, PluginRegistry};
+use std::path::PathBuf;
 
-pub fn run(registry: &PluginRegistry) {
+#[derive(clap::Args)]
+pub struct PluginsArgs {
+    /// Print each library's sha256 and a `[[run.plugin_pins]]` entry for it, without loading
+    /// any (so nothing of theirs runs).
+    #[arg(long)]
+    pub verify: bool,
+}
+
+pub fn run(dirs: &[PathBuf], args: &PluginsArgs) -> anyhow::Result<()> {
+    if args.verify {
+        return verify(dirs);
+    }
+    list(&PluginRegistry::load(dirs)?);
+    Ok(())
+}
+
+/// The pins of every library in `dirs`: what a config names to trust exactly these files.
+fn verify(dirs: &[PathBuf]) -> anyhow::Result<()> {
+    let mut any = false;
+    for dir in trust::distinct_dirs(dirs) {
+        for library in loader::library_files(&dir)? {
+            let sha256 = trust::sha256_of(&library)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", library.display()))?;
+            let file = library.file_name().unwrap_or_default().to_string_lossy();
+            println!(
+                "# {}
+[[run.plugin_pins]]
+file = \"{file}\"
+sha256 = \"{sha256}\"
+",
+                library.display()
+            );
+            any = true;
+        }
+    }
+    if !any {
+        println!("no plugin libraries in the plugin directories (--plugins, CRPO_PLUGIN_PATH)");
+    }
+    Ok(())
+}
+
+fn list(registry: &PluginRegistry) {
     let row = |kind: &str, cost: &str, info: &crpo_sdk::PluginInfo, origin: &crate::plugins::Origin| {
         [
             kind,

@@ -39,19 +39,20 @@ pub fn check_policy_build(torch_version: &str, tch_series: &str) -> Result<(), S
 /// Dynamic libraries in `dir`, sorted so loading order (and so error order) is stable.
 /// Other files (READMEs, licences) are left alone.
 pub fn library_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Directory {
+    let entries = std::fs::read_dir(dir).map_err(|error| LoadError::Directory {
         dir: dir.to_path_buf(),
-        source,
+        error,
     })?;
     let mut files = Vec::new();
     for entry in entries {
         let path = entry
-            .map_err(|source| LoadError::Directory {
+            .map_err(|error| LoadError::Directory {
                 dir: dir.to_path_buf(),
-                source,
+                error,
             })?
             .path();
         let is_library = path.extension().and_then(|e| e.to_str()) == Some(std::env::consts::DLL_EXTENSION);
+        // `is_file` follows links: a link is listed here and judged by the trust checks.
         if is_library && path.is_file() {
             files.push(path);
         }

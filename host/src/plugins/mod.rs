@@ -3,6 +3,7 @@
 
 pub mod loader;
 mod objective;
+pub mod trust;
 
 pub use objective::{ConfiguredObjective, ObjectiveSpec};
 
@@ -12,6 +13,7 @@ use crpo_sdk::registry::{builtin_plugins, BuiltinPlugin};
 use crpo_sdk::{DatasetPlugin, PluginInfo, RewardPlugin, RewardPreset};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use trust::Trust;
 
 /// Where a plugin came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,8 +33,8 @@ impl fmt::Display for Origin {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginLoadError {
-    #[error("plugin directory {}: {source}", dir.display())]
-    Directory { dir: PathBuf, source: std::io::Error },
+    #[error("plugin directory {}: {error}", dir.display())]
+    Directory { dir: PathBuf, error: std::io::Error },
     #[error("plugin library {}: {reason}", path.display())]
     Library { path: PathBuf, reason: String },
     #[error("two {kind} plugins are named `{name}`: one from {first}, one from {second}")]
@@ -92,11 +94,23 @@ pub struct PluginRegistry {
 }
 
 impl PluginRegistry {
-    /// The built-ins plus every library in each of `dirs`.
+    /// The built-ins plus every library in each of `dirs`, under the default trust (no pins;
+    /// files and directories others can write to refused).
     pub fn load(dirs: &[PathBuf]) -> Result<Self, PluginLoadError> {
+        Self::load_trusted(dirs, &Trust::default())
+    }
+
+    /// The built-ins plus every library in each of `dirs` (each directory once) that `trust`
+    /// admits; checked before a library is opened, so a refused one runs no code.
+    pub fn load_trusted(dirs: &[PathBuf], trust: &Trust) -> Result<Self, PluginLoadError> {
         let mut registry = PluginRegistry::builtin_only();
-        for dir in dirs {
-            for path in loader::library_files(dir)? {
+        for dir in trust::distinct_dirs(dirs) {
+            let libraries = loader::library_files(&dir)?;
+            if !libraries.is_empty() {
+                trust.check_directory(&dir)?;
+            }
+            for path in libraries {
+                trust.check_library(&dir, &path)?;
                 registry.add_library(&path)?;
             }
         }

@@ -10,7 +10,7 @@ use super::tokenizer::{ChatTokenizer, TOKENIZER_FILES};
 use crate::device::{parse_device, parse_dtype};
 use crate::plugins::PluginRegistry;
 use crate::train::config::ModelSection;
-use anyhow::Context;
+use anyhow::{bail, Context};
 use crpo_policy_sdk::{PolicyLoad, PolicyModel};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -22,6 +22,9 @@ pub struct Policy {
     pub kind: Kind,
     pub source: PathBuf,
     pub plugin: String,
+    /// `max_position_embeddings` of the directory's config.json, where it has one: prompt
+    /// and completion budgets must fit in it.
+    pub max_positions: Option<usize>,
     /// The tokenizer files as loaded: the source directory may be an old checkpoint that is
     /// pruned while this policy still saves new ones.
     tokenizer_files: Vec<(&'static str, Vec<u8>)>,
@@ -57,6 +60,8 @@ impl Policy {
             .with_context(|| format!("policy `{plugin}` cannot load {}", dir.display()))?;
         let tokenizer = ChatTokenizer::from_dir(dir)
             .with_context(|| format!("cannot read the tokenizer of {}", dir.display()))?;
+        check_weights_are_finite(&*model, dir)?;
+        check_vocabulary(&*model, &tokenizer, dir, device)?;
         let mut tokenizer_files = Vec::new();
         for file in TOKENIZER_FILES {
             let path = dir.join(file);
@@ -68,6 +73,7 @@ impl Policy {
             }
         }
         Ok(Policy {
+            max_positions: max_positions(dir)?,
             model,
             tokenizer,
             device,
@@ -76,6 +82,26 @@ impl Policy {
             plugin: plugin.to_string(),
             tokenizer_files,
         })
+    }
+
+    /// Refuses budgets beyond the model's positions: `prompt` + `completion` tokens must fit
+    /// in `max_position_embeddings` (`completion_key` names the config key to lower).
+    pub fn check_positions(
+        &self,
+        prompt: usize,
+        completion: usize,
+        completion_key: &str,
+    ) -> anyhow::Result<()> {
+        if let Some(positions) = self.max_positions {
+            if prompt + completion > positions {
+                bail!(
+                    "data.max_prompt_length ({prompt}) + {completion_key} ({completion}) = {} is beyond the {positions} positions of {} (max_position_embeddings in config.json): lower them",
+                    prompt + completion,
+                    self.source.display()
+                );
+            }
+        }
+        Ok(())
     }
 
     fn tokens(&self) -> TokenSpace<'_> {
@@ -139,4 +165,62 @@ impl Policy {
     pub fn parameters(&self) -> Vec<(String, Tensor)> {
         self.model.parameters()
     }
+}
+
+/// A model with NaN or infinite weights cannot give a meaningful completion or score: refuse it
+/// at load rather than print empty completions and accuracy 0.
+fn check_weights_are_finite(model: &dyn PolicyModel, dir: &Path) -> anyhow::Result<()> {
+    let _guard = tch::no_grad_guard();
+    for (name, parameter) in model.parameters() {
+        let finite = parameter
+            .f_isfinite()
+            .and_then(|f| f.f_all())
+            .map(|all| all.int64_value(&[]) == 1)
+            .with_context(|| format!("cannot check weight `{name}` of {}", dir.display()))?;
+        if !finite {
+            bail!(
+                "{}: weight `{name}` holds non-finite values (NaN or ±inf): the model diverged in training or its file is damaged",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Every id the tokenizer can produce must have a row in the model's output (else the first
+/// such token in a prompt or a sample would index past the embedding).
+fn check_vocabulary(
+    model: &dyn PolicyModel,
+    tokenizer: &ChatTokenizer,
+    dir: &Path,
+    device: Device,
+) -> anyhow::Result<()> {
+    let _guard = tch::no_grad_guard();
+    let probe = Tensor::from_slice(&[0i64]).view([1, 1]).to_device(device);
+    let logits = model
+        .forward(&probe, &probe.ones_like())
+        .with_context(|| format!("{}: a one-token forward pass failed", dir.display()))?;
+    let vocab = *logits.size().last().unwrap_or(&0);
+    let (largest, token) = tokenizer.largest_id();
+    if i64::from(largest) >= vocab {
+        bail!(
+            "{}: the tokenizer has id {largest} ({token}) but the model's vocabulary has {vocab} entries (config.json `vocab_size`): the tokenizer does not belong to these weights",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn max_positions(dir: &Path) -> anyhow::Result<Option<usize>> {
+    let path = dir.join("config.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+    Ok(json
+        .get("max_position_embeddings")
+        .and_then(serde_json::Value::as_u64)
+        .map(|n| n as usize))
 }

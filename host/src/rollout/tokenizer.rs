@@ -183,4 +183,27 @@ impl ChatTokenizer {
     pub fn vocab_size(&self) -> usize {
         self.tokenizer.get_vocab_size(true)
     }
+
+    /// The largest id the tokenizer can produce or the model is told to stop or pad with,
+    /// and its token: the model's vocabulary must reach it.
+    pub fn largest_id(&self) -> (u32, String) {
+        let (token, id) = self
+            .tokenizer
+            .get_vocab(true)
+            .into_iter()
+            .max_by_key(|(_, id)| *id)
+            .unwrap_or_default();
+        let special = self
+            .eos_ids
+            .iter()
+            .copied()
+            .chain([self.pad_id])
+            .max()
+            .unwrap_or(0);
+        if special > id {
+            (special, format!("special id {special} of the generation config"))
+        } else {
+            (id, format!("`{token}`"))
+        }
+    }
 }

@@ -15,6 +15,9 @@ pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const STATE_FILE: &str = "trainer_state.json";
 pub const CONFIG_FILE: &str = "config.toml";
 const TEMP_PREFIX: &str = ".tmp-";
+/// An old checkpoint is renamed to this prefix before it is deleted, so a kill mid-deletion
+/// never leaves a half-deleted checkpoint that is still listed.
+const TRASH_PREFIX: &str = ".trash-";
 
 /// Everything besides tensors that a resume needs. All randomness derives from the seed and
 /// the step, so the seed and the step are the random state.
@@ -28,10 +31,36 @@ pub struct TrainerState {
     pub seed: u64,
     /// What the run trains (`train` or `sft`); a resume of the other kind is refused.
     pub mode: String,
+    /// Steps whose update was skipped as non-finite so far.
+    #[serde(default)]
+    pub nonfinite_steps: usize,
 }
 
 pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
+}
+
+/// Moves a checkpoint that cannot be loaded out of the way (kept for inspection, never
+/// listed again), so the run can write that step anew.
+pub fn set_aside(checkpoint: &Path) -> anyhow::Result<PathBuf> {
+    let name = checkpoint
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let parent = checkpoint.parent().unwrap_or(Path::new("."));
+    let mut target = parent.join(format!("unusable-{name}"));
+    let mut n = 1;
+    while target.exists() {
+        n += 1;
+        target = parent.join(format!("unusable-{name}-{n}"));
+    }
+    std::fs::rename(checkpoint, &target).with_context(|| {
+        format!(
+            "cannot move the unusable checkpoint {} aside",
+            checkpoint.display()
+        )
+    })?;
+    Ok(target)
 }
 
 fn step_name(step: usize) -> String {
@@ -42,7 +71,8 @@ fn step_of(name: &str) -> Option<usize> {
     name.strip_prefix("step-")?.parse().ok()
 }
 
-/// Complete checkpoints, oldest first.
+/// Checkpoints, oldest first (only complete ones are ever renamed into place; one damaged
+/// later is found when it is loaded).
 pub fn list(run_dir: &Path) -> anyhow::Result<Vec<(usize, PathBuf)>> {
     let dir = checkpoints_dir(run_dir);
     if !dir.exists() {
@@ -53,16 +83,14 @@ pub fn list(run_dir: &Path) -> anyhow::Result<Vec<(usize, PathBuf)>> {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().to_string();
         if let Some(step) = step_of(&name) {
-            if entry.path().join(STATE_FILE).exists() {
-                found.push((step, entry.path()));
-            }
+            found.push((step, entry.path()));
         }
     }
     found.sort();
     Ok(found)
 }
 
-/// Removes temporaries a killed run left behind.
+/// Removes temporaries and half-deleted checkpoints a killed run left behind.
 pub fn remove_temporaries(run_dir: &Path) -> anyhow::Result<()> {
     let dir = checkpoints_dir(run_dir);
     if !dir.exists() {
@@ -70,7 +98,8 @@ pub fn remove_temporaries(run_dir: &Path) -> anyhow::Result<()> {
     }
     for entry in std::fs::read_dir(&dir)? {
         let entry = entry?;
-        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with(TEMP_PREFIX) || name.starts_with(TRASH_PREFIX) {
             std::fs::remove_dir_all(entry.path()).with_context(|| {
                 format!("cannot remove the partial checkpoint {}", entry.path().display())
             })?;
@@ -81,38 +110,6 @@ pub fn remove_temporaries(run_dir: &Path) -> anyhow::Result<()> {
 
 pub fn latest(run_dir: &Path) -> anyhow::Result<Option<(usize, PathBuf)>> {
     Ok(list(run_dir)?.pop())
-}
-
-/// Where a run starts: `Some((state, checkpoint dir))` to resume from the latest checkpoint,
-/// `None` for a fresh start. Clears stray temporaries first. A directory with checkpoints is
-/// only continued with `resume` (never overwritten), and only by the command (`mode`) that
-/// wrote them; `setting` names the config key that moves the run elsewhere.
-pub fn resume_point(
-    run_dir: &Path,
-    resume: bool,
-    mode: &str,
-    setting: &str,
-) -> anyhow::Result<Option<(TrainerState, PathBuf)>> {
-    remove_temporaries(run_dir)?;
-    let Some((_, dir)) = latest(run_dir)? else {
-        return Ok(None);
-    };
-    if !resume {
-        bail!(
-            "{} already has checkpoints (latest {}): pass --resume to continue it, or choose another {setting}",
-            run_dir.display(),
-            dir.display()
-        );
-    }
-    let state = read_state(&dir)?;
-    if state.mode != mode {
-        bail!(
-            "{} is a checkpoint of `{}`, not of `{mode}`",
-            dir.display(),
-            state.mode
-        );
-    }
-    Ok(Some((state, dir)))
 }
 
 pub fn read_state(checkpoint: &Path) -> anyhow::Result<TrainerState> {
@@ -151,9 +148,12 @@ pub fn save(
         .with_context(|| format!("cannot move the checkpoint to {}", target.display()))?;
     File::open(&dir)?.sync_all()?;
     let all = list(run_dir)?;
-    for (_, old) in &all[..all.len().saturating_sub(keep)] {
-        std::fs::remove_dir_all(old)
-            .with_context(|| format!("cannot remove the old checkpoint {}", old.display()))?;
+    for (step, old) in &all[..all.len().saturating_sub(keep)] {
+        let trash = dir.join(format!("{TRASH_PREFIX}{}", step_name(*step)));
+        std::fs::rename(old, &trash)
+            .with_context(|| format!("cannot retire the old checkpoint {}", old.display()))?;
+        std::fs::remove_dir_all(&trash)
+            .with_context(|| format!("cannot remove the old checkpoint {}", trash.display()))?;
     }
     Ok(target)
 }
@@ -183,6 +183,7 @@ mod tests {
             cursor: DataCursor::default(),
             seed: 0,
             mode: "train".into(),
+            nonfinite_steps: 0,
         }
     }
 
@@ -216,5 +217,23 @@ mod tests {
         );
         remove_temporaries(run.path()).unwrap();
         assert_eq!(std::fs::read_dir(checkpoints_dir(run.path())).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_checkpoint_half_deleted_by_a_kill_is_never_listed_and_is_cleared() {
+        let run = tempfile::tempdir().unwrap();
+        for step in [2, 4] {
+            save(run.path(), &state(step), "", 2, write_weights).unwrap();
+        }
+        // What a kill between the rename and the removal of rotation leaves.
+        let dir = checkpoints_dir(run.path());
+        std::fs::rename(dir.join("step-000002"), dir.join(".trash-step-000002")).unwrap();
+        let steps: Vec<usize> = list(run.path()).unwrap().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(steps, vec![4]);
+        remove_temporaries(run.path()).unwrap();
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        let aside = set_aside(&dir.join("step-000004")).unwrap();
+        assert!(aside.ends_with("unusable-step-000004"));
+        assert!(list(run.path()).unwrap().is_empty());
     }
 }

@@ -44,6 +44,25 @@ pub struct RunSection {
     pub sample_count: usize,
     /// More plugin directories, searched with `--plugins`.
     pub plugin_dirs: Vec<PathBuf>,
+    /// Libraries that may be loaded, by file name and sha256 (checked before any of their
+    /// code runs); with pins, an unpinned library is refused. `crpo-host plugins --verify`
+    /// prints them.
+    pub plugin_pins: Vec<PluginPin>,
+    /// Load plugin files or directories that others can write to (refused by default).
+    pub allow_insecure_plugins: bool,
+    /// Stop the run after this many consecutive steps whose loss or gradients were not finite
+    /// (each is skipped: weights and optimizer state untouched).
+    pub max_nonfinite_steps: usize,
+}
+
+/// A library trusted by its content: `crpo-host plugins --verify` prints these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginPin {
+    /// The library's file name (e.g. `libmy_objective.so`).
+    pub file: String,
+    /// Its sha256, hex.
+    pub sha256: String,
 }
 
 impl Default for RunSection {
@@ -57,6 +76,9 @@ impl Default for RunSection {
             sample_steps: 10,
             sample_count: 4,
             plugin_dirs: Vec::new(),
+            plugin_pins: Vec::new(),
+            allow_insecure_plugins: false,
+            max_nonfinite_steps: 3,
         }
     }
 }
@@ -119,9 +141,23 @@ pub struct DataSection {
     /// The system message; the reward preset's when unset.
     #[serde(default)]
     pub system_prompt: Option<String>,
-    /// Prompts longer than this many tokens are cut from the left (the question end is kept).
+    /// Prompts longer than this many tokens are handled per `prompt_truncation`.
     #[serde(default = "default_max_prompt_length")]
     pub max_prompt_length: usize,
+    /// What a prompt over `max_prompt_length` does: `left` cuts the start of the user's
+    /// content (never the chat template or the system prompt), `skip` leaves the example out,
+    /// `error` stops with its id. Truncated and skipped prompts are counted and warned of.
+    #[serde(default)]
+    pub prompt_truncation: PromptTruncation,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptTruncation {
+    #[default]
+    Left,
+    Skip,
+    Error,
 }
 
 fn default_dataset() -> String {
@@ -253,6 +289,8 @@ pub struct AlgorithmConfig {
     /// 0 = no top-k filter.
     pub top_k: usize,
     pub max_completion_length: usize,
+    /// A step whose KL to the reference (per token) is above this logs a warning (0 = never).
+    pub kl_warning_threshold: f64,
     /// EOS is not sampled before this many tokens (0 = no minimum); for fixed-length
     /// benchmarks, as transformers' `min_new_tokens`.
     pub min_completion_length: usize,
@@ -289,6 +327,7 @@ impl Default for AlgorithmConfig {
             top_p: 1.0,
             top_k: 0,
             max_completion_length: 256,
+            kl_warning_threshold: 1.0,
             min_completion_length: 0,
         }
     }
@@ -300,8 +339,13 @@ impl AlgorithmConfig {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        if self.num_generations < 2 {
+            bail!(
+                "algorithm.num_generations must be at least 2 (it is {}): advantages compare completions within a group",
+                self.num_generations
+            );
+        }
         let positive = [
-            ("num_generations", self.num_generations),
             ("prompts_per_step", self.prompts_per_step),
             ("num_iterations", self.num_iterations),
             ("mini_batch_size", self.mini_batch_size),
@@ -313,13 +357,20 @@ impl AlgorithmConfig {
                 bail!("algorithm.{key} must be at least 1");
             }
         }
-        if self.num_generations < 2 {
+        if !self.learning_rate.is_finite() || self.learning_rate <= 0.0 {
             bail!(
-                "algorithm.num_generations must be at least 2: advantages compare completions within a group"
+                "algorithm.learning_rate must be a finite number > 0 (it is {})",
+                self.learning_rate
             );
         }
-        if self.learning_rate.is_nan() || self.learning_rate <= 0.0 {
-            bail!("algorithm.learning_rate must be positive");
+        if !self.temperature.is_finite() || self.temperature <= 0.0 {
+            bail!(
+                "algorithm.temperature must be > 0 (it is {}): at 0 every completion of a group is the same, every group ties and nothing is learned",
+                self.temperature
+            );
+        }
+        if !self.kl_warning_threshold.is_finite() || self.kl_warning_threshold < 0.0 {
+            bail!("algorithm.kl_warning_threshold must be a finite number ≥ 0");
         }
         if self.overlong_buffer_length > self.max_completion_length {
             bail!("algorithm.overlong_buffer_length cannot exceed algorithm.max_completion_length");
@@ -328,10 +379,20 @@ impl AlgorithmConfig {
             ("beta", self.beta),
             ("epsilon", self.epsilon),
             ("entropy_coeff", self.entropy_coeff),
+            ("weight_decay", self.weight_decay),
+            ("max_grad_norm", self.max_grad_norm),
         ] {
-            if value.is_nan() || value < 0.0 {
-                bail!("algorithm.{key} must be a number ≥ 0");
+            if !value.is_finite() || value < 0.0 {
+                bail!("algorithm.{key} must be a finite number ≥ 0 (it is {value})");
             }
+        }
+        for (key, value) in [("adam_beta1", self.adam_beta1), ("adam_beta2", self.adam_beta2)] {
+            if !(0.0..1.0).contains(&value) {
+                bail!("algorithm.{key} must be in [0, 1) (it is {value})");
+            }
+        }
+        if !self.adam_epsilon.is_finite() || self.adam_epsilon <= 0.0 {
+            bail!("algorithm.adam_epsilon must be a finite number > 0");
         }
         if !self.epsilon_high().is_finite() || self.epsilon_high() < 0.0 {
             bail!("algorithm.epsilon_high must be a finite number ≥ 0");
@@ -445,6 +506,12 @@ impl RunConfig {
         if self.run.save_total_limit == 0 {
             bail!("run.save_total_limit must be at least 1");
         }
+        if self.run.max_nonfinite_steps == 0 {
+            bail!("run.max_nonfinite_steps must be at least 1");
+        }
+        if self.data.max_prompt_length == 0 {
+            bail!("data.max_prompt_length must be at least 1");
+        }
         if !(0.0..1.0).contains(&self.data.eval_fraction) {
             bail!("data.eval_fraction must be in [0, 1)");
         }
@@ -453,6 +520,12 @@ impl RunConfig {
         }
         if self.sft.epochs == 0 || self.sft.batch_size == 0 {
             bail!("sft.epochs and sft.batch_size must be at least 1");
+        }
+        if !self.sft.learning_rate.is_finite() || self.sft.learning_rate <= 0.0 {
+            bail!(
+                "sft.learning_rate must be a finite number > 0 (it is {})",
+                self.sft.learning_rate
+            );
         }
         if self.eval.samples == 0 || self.eval.batch_size == 0 {
             bail!("eval.samples and eval.batch_size must be at least 1");

@@ -1,7 +1,7 @@
 //! Examples for a run: read through the dataset plugin, split into train and eval, ordered
 //! by a seeded shuffle per epoch, and rendered into prompts with the model's chat template.
 
-use super::config::RunConfig;
+use super::config::{PromptTruncation, RunConfig};
 use crate::plugins::PluginRegistry;
 use crate::rollout::tokenizer::{ChatTokenizer, Message};
 use anyhow::{bail, Context};
@@ -147,6 +147,16 @@ pub struct PromptFormat {
     pub template: String,
     pub system: Option<String>,
     pub max_tokens: usize,
+    pub truncation: PromptTruncation,
+}
+
+/// A prompt as the model sees it: the text (after any truncation) and its ids.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedPrompt {
+    pub text: String,
+    pub ids: Vec<i64>,
+    /// The user's content was cut to fit `max_prompt_length`.
+    pub truncated: bool,
 }
 
 impl PromptFormat {
@@ -155,17 +165,112 @@ impl PromptFormat {
             template: config.data.prompt_template.clone(),
             system: config.system_prompt(registry)?,
             max_tokens: config.data.max_prompt_length,
+            truncation: config.data.prompt_truncation,
         })
     }
 
-    /// The rendered prompt and its ids, keeping the last `max_tokens` tokens.
-    pub fn render(&self, tokenizer: &ChatTokenizer, example: &Example) -> anyhow::Result<(String, Vec<i64>)> {
-        let text = tokenizer.render_chat(&messages(example, &self.template, self.system.as_deref()), true)?;
-        let mut ids = tokenizer.encode(&text)?;
-        if ids.len() > self.max_tokens {
-            ids.drain(..ids.len() - self.max_tokens);
+    /// The example's prompt within `max_tokens`: over it, `left` cuts the start of the last
+    /// user message's content (the chat template and system prompt are kept whole), `skip`
+    /// gives `None` and `error` fails naming the example.
+    pub fn render(
+        &self,
+        tokenizer: &ChatTokenizer,
+        example: &Example,
+    ) -> anyhow::Result<Option<RenderedPrompt>> {
+        let mut chat = messages(example, &self.template, self.system.as_deref());
+        let length = match self.fitting(tokenizer, &chat, false)? {
+            Ok(prompt) => return Ok(Some(prompt)),
+            Err(length) => length,
+        };
+        match self.truncation {
+            PromptTruncation::Skip => return Ok(None),
+            PromptTruncation::Error => bail!(
+                "example `{}`: its prompt is {length} tokens, over data.max_prompt_length = {} (set data.prompt_truncation = \"left\" or \"skip\", or raise the limit)",
+                example.id,
+                self.max_tokens
+            ),
+            PromptTruncation::Left => {}
         }
-        Ok((text, ids))
+        let user = chat.iter().rposition(|m| m.role == "user").with_context(|| {
+            format!(
+                "example `{}`: a prompt over data.max_prompt_length has no user message to cut",
+                example.id
+            )
+        })?;
+        let content = tokenizer.encode(&chat[user].content)?;
+        // Re-tokenising the cut text can merge differently at the cut: drop more until it fits.
+        let mut cut = length - self.max_tokens;
+        loop {
+            if cut >= content.len() {
+                bail!(
+                    "example `{}`: the chat template and system prompt alone are over data.max_prompt_length = {} tokens",
+                    example.id,
+                    self.max_tokens
+                );
+            }
+            chat[user].content = tokenizer.decode(&content[cut..])?;
+            match self.fitting(tokenizer, &chat, true)? {
+                Ok(prompt) => return Ok(Some(prompt)),
+                Err(length) => cut += length - self.max_tokens,
+            }
+        }
+    }
+
+    /// The rendered chat if it fits in `max_tokens`, else its length in tokens.
+    fn fitting(
+        &self,
+        tokenizer: &ChatTokenizer,
+        chat: &[Message],
+        truncated: bool,
+    ) -> anyhow::Result<Result<RenderedPrompt, usize>> {
+        let text = tokenizer.render_chat(chat, true)?;
+        let ids = tokenizer.encode(&text)?;
+        Ok(if ids.len() <= self.max_tokens {
+            Ok(RenderedPrompt { text, ids, truncated })
+        } else {
+            Err(ids.len())
+        })
+    }
+
+    /// The examples whose prompts this format admits (all but the skipped ones, which are
+    /// counted in one warning); `error` fails at the first prompt over the limit.
+    pub fn admit(
+        &self,
+        tokenizer: &ChatTokenizer,
+        examples: Vec<Example>,
+        what: &str,
+    ) -> anyhow::Result<Vec<Example>> {
+        let total = examples.len();
+        let (mut kept, mut truncated) = (Vec::with_capacity(total), 0usize);
+        for example in examples {
+            let rendered = self
+                .render(tokenizer, &example)
+                .with_context(|| format!("the {what} examples"))?;
+            if let Some(prompt) = rendered {
+                truncated += usize::from(prompt.truncated);
+                kept.push(example);
+            }
+        }
+        let skipped = total - kept.len();
+        if truncated > 0 {
+            tracing::warn!(
+                "{truncated} of {total} {what} prompts are over data.max_prompt_length = {} tokens: the start of their user content is cut (data.prompt_truncation)",
+                self.max_tokens
+            );
+        }
+        if skipped > 0 {
+            tracing::warn!(
+                "{skipped} of {total} {what} prompts are over data.max_prompt_length = {} tokens and are skipped (data.prompt_truncation = \"skip\")",
+                self.max_tokens
+            );
+        }
+        if kept.is_empty() {
+            bail!(
+                "every {what} prompt is over data.max_prompt_length = {} tokens",
+                self.max_tokens
+            );
+        }
+        Ok(kept)
     }
 }
 

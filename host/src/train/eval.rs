@@ -105,15 +105,21 @@ pub fn evaluate(
     mut completions: Option<&mut dyn FnMut(Value) -> anyhow::Result<()>>,
 ) -> anyhow::Result<EvalReport> {
     check_settings(settings)?;
+    if examples.is_empty() {
+        anyhow::bail!("{dataset}: there are no questions to evaluate");
+    }
+    policy.check_positions(
+        config.data.max_prompt_length,
+        settings.max_completion_length,
+        "eval.max_completion_length",
+    )?;
+    let format = PromptFormat::from_config(config, registry)?;
+    let examples = &format.admit(&policy.tokenizer, examples.to_vec(), dataset)?;
     let count = if settings.limit > 0 {
         settings.limit.min(examples.len())
     } else {
         examples.len()
     };
-    if count == 0 {
-        anyhow::bail!("{dataset}: there are no questions to evaluate");
-    }
-    let format = PromptFormat::from_config(config, registry)?;
     let names = reward.names();
     let (mut sums, mut reward_sum, mut correct, mut scored) =
         (vec![0.0f64; names.len()], 0.0f64, 0usize, 0usize);

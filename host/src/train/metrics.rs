@@ -86,6 +86,16 @@ pub struct StepMetrics {
     pub epoch: u64,
     /// Bytes of the rollout's key/value cache.
     pub kv_cache_bytes: usize,
+    /// This step's update was skipped: its loss or gradients were not finite (weights and
+    /// optimizer state untouched).
+    #[serde(default)]
+    pub nonfinite_update_skipped: bool,
+    /// Steps skipped so far in the run for that reason.
+    #[serde(default)]
+    pub nonfinite_steps: usize,
+    /// This step's prompts whose user content was cut to `data.max_prompt_length`.
+    #[serde(default)]
+    pub prompts_truncated: usize,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]

@@ -3,12 +3,14 @@
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod divergence;
 pub mod eval;
 pub mod loss;
 pub mod maths;
 pub mod metrics;
 pub mod optimizer;
 pub mod progress;
+pub mod resume;
 pub mod reward;
 pub mod rollouts;
 pub mod sft;

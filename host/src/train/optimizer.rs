@@ -91,7 +91,9 @@ impl AdamW {
     }
 
     /// One AdamW update with learning rate `lr` (decoupled weight decay, bias-corrected).
-    pub fn step(&mut self, lr: f64) {
+    /// Returns whether every updated weight is finite (checked on the device, one sync).
+    #[must_use = "non-finite weights must not be trained on or saved"]
+    pub fn step(&mut self, lr: f64) -> bool {
         let _guard = tch::no_grad_guard();
         self.steps += 1;
         let AdamWSettings {
@@ -102,6 +104,7 @@ impl AdamW {
         } = self.settings;
         let correction1 = 1.0 - beta1.powi(self.steps as i32);
         let correction2 = 1.0 - beta2.powi(self.steps as i32);
+        let mut finite: Vec<Tensor> = Vec::with_capacity(self.params.len());
         for state in &mut self.params {
             let grad = state.param.grad();
             if !grad.defined() {
@@ -128,7 +131,9 @@ impl AdamW {
             if let Some(master) = &state.master {
                 state.param.copy_(master);
             }
+            finite.push(state.param.isfinite().all());
         }
+        finite.is_empty() || Tensor::stack(&finite, 0).all().int64_value(&[]) == 1
     }
 
     /// Writes moments and master weights (safetensors) beside `steps` in `meta`.
@@ -233,7 +238,7 @@ mod tests {
             let p = one_param(1.0);
             let mut adam = AdamW::new(vec![("p".into(), p.shallow_clone())], settings(decay));
             set_grad(&p, 3.0);
-            adam.step(0.1);
+            assert!(adam.step(0.1));
             assert!(
                 (p.double_value(&[0]) - expected).abs() < 1e-6,
                 "{}",
@@ -249,10 +254,10 @@ mod tests {
         let p = one_param(0.0);
         let mut adam = AdamW::new(vec![("p".into(), p.shallow_clone())], settings(0.0));
         set_grad(&p, 1.0);
-        adam.step(1.0);
+        assert!(adam.step(1.0));
         adam.zero_grad();
         set_grad(&p, -1.0);
-        adam.step(1.0);
+        assert!(adam.step(1.0));
         assert!(
             (p.double_value(&[0]) - (-1.0 + 0.052_632)).abs() < 1e-5,
             "{}",
@@ -284,7 +289,7 @@ mod tests {
         for _ in 0..3 {
             adam.zero_grad();
             set_grad(&p, 1.0);
-            adam.step(1e-4);
+            assert!(adam.step(1e-4));
         }
         // Three updates of 1e-4 are lost in bf16 (spacing 2^-7 near 1) but not in the master.
         assert_eq!(p.double_value(&[0]), 1.0);

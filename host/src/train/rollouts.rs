@@ -8,6 +8,7 @@ use super::reward::{GroupScores, RunReward};
 use crate::rollout::generation::GenerationStats;
 use crate::rollout::sampling::SamplingConfig;
 use crate::rollout::Policy;
+use anyhow::Context;
 use crpo_sdk::Example;
 use tch::Tensor;
 
@@ -16,6 +17,8 @@ pub struct Group {
     pub example: usize,
     pub prompt_text: String,
     pub prompt_ids: Vec<i64>,
+    /// The prompt's user content was cut to `data.max_prompt_length`.
+    pub prompt_truncated: bool,
     pub completions: Vec<Vec<i64>>,
     pub finished: Vec<bool>,
     pub texts: Vec<String>,
@@ -43,16 +46,23 @@ pub fn sample_groups(
 ) -> anyhow::Result<(Vec<Group>, GenerationStats)> {
     let prompts = indices
         .iter()
-        .map(|&i| format.render(&policy.tokenizer, &examples[i]))
+        .map(|&i| {
+            format.render(&policy.tokenizer, &examples[i])?.with_context(|| {
+                format!(
+                    "example `{}`: its prompt is over data.max_prompt_length",
+                    examples[i].id
+                )
+            })
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let batch: Vec<Vec<i64>> = prompts
         .iter()
-        .flat_map(|(_, ids)| std::iter::repeat_n(ids.clone(), group_size))
+        .flat_map(|prompt| std::iter::repeat_n(prompt.ids.clone(), group_size))
         .collect();
     let (completions, stats) = policy.generate(&batch, sampling)?;
     let mut completions = completions.into_iter();
     let mut groups = Vec::with_capacity(indices.len());
-    for (&example, (prompt_text, prompt_ids)) in indices.iter().zip(prompts) {
+    for (&example, prompt) in indices.iter().zip(prompts) {
         let generated: Vec<_> = completions.by_ref().take(group_size).collect();
         let texts = generated
             .iter()
@@ -60,11 +70,12 @@ pub fn sample_groups(
             .collect::<anyhow::Result<Vec<_>>>()?;
         let lengths: Vec<usize> = generated.iter().map(|c| c.ids.len()).collect();
         let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let scores = reward.score_group(&examples[example], &prompt_text, &text_refs, &lengths)?;
+        let scores = reward.score_group(&examples[example], &prompt.text, &text_refs, &lengths)?;
         groups.push(Group {
             example,
-            prompt_text,
-            prompt_ids,
+            prompt_text: prompt.text,
+            prompt_ids: prompt.ids,
+            prompt_truncated: prompt.truncated,
             finished: generated.iter().map(|c| c.finished).collect(),
             completions: generated.into_iter().map(|c| c.ids).collect(),
             texts,

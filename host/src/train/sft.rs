@@ -8,6 +8,8 @@ use super::data::{load_splits, next_indices, DataCursor, PromptFormat};
 use super::maths::masked_mean;
 use super::metrics::{JsonlLog, METRICS_FILE};
 use super::optimizer::{learning_rate, AdamW, AdamWSettings};
+use super::resume::{self, StartMode};
+use crate::interrupt::{Interrupt, Interrupted};
 use crate::plugins::PluginRegistry;
 use crate::rollout::Policy;
 use anyhow::{bail, Context};
@@ -35,15 +37,49 @@ pub fn sft_dir(config: &RunConfig) -> PathBuf {
         .unwrap_or_else(|| config.run.output_dir.join("sft"))
 }
 
-pub fn run(registry: &PluginRegistry, config: &RunConfig, resume: bool) -> anyhow::Result<SftSummary> {
+/// Fine-tunes to `sft.epochs`; `interrupt` (SIGTERM, SIGINT) stops it after a step with a
+/// checkpoint.
+pub fn run(
+    registry: &PluginRegistry,
+    config: &RunConfig,
+    start: StartMode,
+    interrupt: Option<&Interrupt>,
+) -> anyhow::Result<SftSummary> {
     let run_dir = sft_dir(config);
-    let resumed = checkpoint::resume_point(&run_dir, resume, MODE, "sft.output_dir")?;
-    let model_dir = resumed.as_ref().map_or_else(
-        || config.model.path.clone(),
-        |(_, dir)| dir.join(checkpoint::MODEL_DIR),
-    );
+    let new_optimizer = |policy: &Policy| {
+        AdamW::new(
+            policy.parameters(),
+            AdamWSettings {
+                beta1: config.algorithm.adam_beta1,
+                beta2: config.algorithm.adam_beta2,
+                eps: config.algorithm.adam_epsilon,
+                weight_decay: config.sft.weight_decay,
+            },
+        )
+    };
+    let resumed = resume::start(&run_dir, config, start, MODE, "sft.output_dir", |dir| {
+        let policy = Policy::load(registry, &config.model, &dir.join(checkpoint::MODEL_DIR))?;
+        let mut optimizer = new_optimizer(&policy);
+        optimizer.load(&dir.join(checkpoint::OPTIMIZER_FILE))?;
+        Ok((policy, optimizer))
+    })?;
+    let (state, policy, mut optimizer) = match resumed {
+        Some(resumed) => {
+            let (policy, optimizer) = resumed.loaded;
+            (Some(resumed.state), policy, optimizer)
+        }
+        None => {
+            let policy = Policy::load(registry, &config.model, &config.model.path)?;
+            let optimizer = new_optimizer(&policy);
+            (None, policy, optimizer)
+        }
+    };
+    policy.check_positions(
+        config.data.max_prompt_length,
+        config.sft.max_completion_length,
+        "sft.max_completion_length",
+    )?;
     std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
-    let policy = Policy::load(registry, &config.model, &model_dir)?;
     let examples: Vec<Example> = load_splits(registry, config)?
         .train
         .into_iter()
@@ -55,22 +91,10 @@ pub fn run(registry: &PluginRegistry, config: &RunConfig, resume: bool) -> anyho
             config.data.path.display()
         );
     }
-    let sft = &config.sft;
-    let mut optimizer = AdamW::new(
-        policy.parameters(),
-        AdamWSettings {
-            beta1: config.algorithm.adam_beta1,
-            beta2: config.algorithm.adam_beta2,
-            eps: config.algorithm.adam_epsilon,
-            weight_decay: sft.weight_decay,
-        },
-    );
-    if let Some((_, dir)) = &resumed {
-        optimizer.load(&dir.join(checkpoint::OPTIMIZER_FILE))?;
-    }
-    let state = resumed.map(|(state, _)| state);
-    let total_steps = sft.epochs * examples.len().div_ceil(sft.batch_size);
     let format = PromptFormat::from_config(config, registry)?;
+    let examples = format.admit(&policy.tokenizer, examples, "fine-tuning")?;
+    let sft = &config.sft;
+    let total_steps = sft.epochs * examples.len().div_ceil(sft.batch_size);
     let eos = *policy
         .tokenizer
         .eos_ids()
@@ -93,7 +117,15 @@ pub fn run(registry: &PluginRegistry, config: &RunConfig, resume: bool) -> anyho
         );
         let (mut prompts, mut completions) = (Vec::new(), Vec::new());
         for &i in &indices {
-            let (_, prompt) = format.render(&policy.tokenizer, &examples[i])?;
+            let prompt = format
+                .render(&policy.tokenizer, &examples[i])?
+                .with_context(|| {
+                    format!(
+                        "example `{}`: its prompt is over data.max_prompt_length",
+                        examples[i].id
+                    )
+                })?
+                .ids;
             let reference = examples[i].reference_completion.as_deref().unwrap_or_default();
             let mut ids = policy.tokenizer.encode(reference)?;
             ids.truncate(sft.max_completion_length.saturating_sub(1));
@@ -119,7 +151,12 @@ pub fn run(registry: &PluginRegistry, config: &RunConfig, resume: bool) -> anyho
             step,
             total_steps,
         );
-        optimizer.step(lr);
+        if !optimizer.step(lr) {
+            bail!(
+                "sft step {}: the update made weights non-finite (learning rate {lr:.3e}); nothing was checkpointed: lower sft.learning_rate",
+                step + 1
+            );
+        }
         optimizer.zero_grad();
         step += 1;
         let loss = loss.double_value(&[]);
@@ -137,13 +174,15 @@ pub fn run(registry: &PluginRegistry, config: &RunConfig, resume: bool) -> anyho
         });
         progress.inc(1);
         let save_steps = config.run.save_steps;
-        if save_steps > 0 && (step.is_multiple_of(save_steps) || step == total_steps) {
+        let signal = interrupt.and_then(Interrupt::received);
+        if save_steps > 0 && (step.is_multiple_of(save_steps) || step == total_steps || signal.is_some()) {
             let state = TrainerState {
                 step,
                 optimizer_updates: optimizer.steps,
                 cursor,
                 seed: config.run.seed,
                 mode: MODE.into(),
+                nonfinite_steps: 0,
             };
             checkpoint::save(
                 &run_dir,
@@ -155,6 +194,10 @@ pub fn run(registry: &PluginRegistry, config: &RunConfig, resume: bool) -> anyho
                     optimizer.save(&dir.join(checkpoint::OPTIMIZER_FILE))
                 },
             )?;
+        }
+        if let Some(signal) = signal {
+            progress.finish_and_clear();
+            return Err(Interrupted::after(signal, &format!("sft step {step}"), save_steps > 0).into());
         }
     }
     progress.finish_and_clear();
@@ -171,25 +214,5 @@ pub fn run(registry: &PluginRegistry, config: &RunConfig, resume: bool) -> anyho
 
 /// Writes the model to `target` atomically: into a temporary sibling, then renamed over.
 pub fn publish_model(policy: &Policy, target: &Path) -> anyhow::Result<()> {
-    let parent = target.parent().unwrap_or(Path::new("."));
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let temp = parent.join(format!(".tmp-{name}"));
-    let old = parent.join(format!(".old-{name}"));
-    for stale in [&temp, &old] {
-        if stale.exists() {
-            std::fs::remove_dir_all(stale)?;
-        }
-    }
-    policy.save(&temp)?;
-    if target.exists() {
-        std::fs::rename(target, &old)?;
-    }
-    std::fs::rename(&temp, target).with_context(|| format!("cannot publish {}", target.display()))?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old)?;
-    }
-    Ok(())
+    crate::atomic_file::publish_dir(target, |temp| policy.save(temp))
 }

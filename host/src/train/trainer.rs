@@ -5,18 +5,21 @@
 use super::checkpoint::{self, TrainerState};
 use super::config::RunConfig;
 use super::data::{load_splits, next_indices, DataCursor, PromptFormat, Splits};
+use super::divergence::NonfiniteStreak;
 use super::metrics::{
     mean_by_name, ClipRatio, CompletionLength, DynamicSampling, JsonlLog, MeanStd, ObjectiveStats,
     StepMetrics, METRICS_FILE, SAMPLES_FILE,
 };
 use super::optimizer::{AdamW, AdamWSettings};
+use super::resume::{self, StartMode};
 use super::reward::RunReward;
 use super::rollouts::{sample_groups, Group, Rollouts};
 use super::update::{update_policy, Batch, UpdateStats};
+use crate::interrupt::{Interrupt, Interrupted};
 use crate::plugins::PluginRegistry;
 use crate::rollout::sampling::SamplingConfig;
 use crate::rollout::Policy;
-use anyhow::Context;
+use anyhow::{bail, Context};
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -51,8 +54,25 @@ pub struct Trainer {
     format: PromptFormat,
     cursor: DataCursor,
     step: usize,
+    /// Steps whose update was skipped as non-finite, so far.
+    nonfinite_steps: usize,
+    interrupt: Option<Interrupt>,
     metrics: JsonlLog,
     samples: JsonlLog,
+}
+
+/// AdamW over the policy's parameters with the run's settings.
+fn new_optimizer(policy: &Policy, config: &RunConfig) -> AdamW {
+    let algorithm = &config.algorithm;
+    AdamW::new(
+        policy.parameters(),
+        AdamWSettings {
+            beta1: algorithm.adam_beta1,
+            beta2: algorithm.adam_beta2,
+            eps: algorithm.adam_epsilon,
+            weight_decay: algorithm.weight_decay,
+        },
+    )
 }
 
 /// A step's rollouts and what collecting them took.
@@ -63,16 +83,33 @@ struct Collected {
 }
 
 impl Trainer {
-    /// Sets up a run; with `resume`, from the run directory's latest checkpoint.
-    pub fn new(registry: &PluginRegistry, config: RunConfig, resume: bool) -> anyhow::Result<Self> {
+    /// Sets up a run: fresh into an unused `run.output_dir`, or (`start.resume`) from its
+    /// newest usable checkpoint with a matching config.
+    pub fn new(registry: &PluginRegistry, config: RunConfig, start: StartMode) -> anyhow::Result<Self> {
         let run_dir = config.run.output_dir.clone();
-        let resumed = checkpoint::resume_point(&run_dir, resume, MODE, "run.output_dir")?;
-        let model_dir = resumed.as_ref().map_or_else(
-            || config.model.path.clone(),
-            |(_, dir)| dir.join(checkpoint::MODEL_DIR),
-        );
+        let resumed = resume::start(&run_dir, &config, start, MODE, "run.output_dir", |dir| {
+            let policy = Policy::load(registry, &config.model, &dir.join(checkpoint::MODEL_DIR))?;
+            let mut optimizer = new_optimizer(&policy, &config);
+            optimizer.load(&dir.join(checkpoint::OPTIMIZER_FILE))?;
+            Ok((policy, optimizer))
+        })?;
+        let (state, policy, optimizer) = match resumed {
+            Some(resumed) => {
+                let (policy, optimizer) = resumed.loaded;
+                (Some(resumed.state), policy, optimizer)
+            }
+            None => {
+                let policy = Policy::load(registry, &config.model, &config.model.path)?;
+                let optimizer = new_optimizer(&policy, &config);
+                (None, policy, optimizer)
+            }
+        };
+        policy.check_positions(
+            config.data.max_prompt_length,
+            config.algorithm.max_completion_length,
+            "algorithm.max_completion_length",
+        )?;
         std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
-        let policy = Policy::load(registry, &config.model, &model_dir)?;
         // The reference is the initial model, frozen; with beta = 0 it is not needed at all.
         let reference = if config.algorithm.beta > 0.0 {
             Some(Policy::load(registry, &config.model, &config.model.path).context("the reference model")?)
@@ -80,22 +117,9 @@ impl Trainer {
             None
         };
         let reward = RunReward::from_config(registry, &config)?;
-        let algorithm = &config.algorithm;
-        let mut optimizer = AdamW::new(
-            policy.parameters(),
-            AdamWSettings {
-                beta1: algorithm.adam_beta1,
-                beta2: algorithm.adam_beta2,
-                eps: algorithm.adam_epsilon,
-                weight_decay: algorithm.weight_decay,
-            },
-        );
-        if let Some((_, dir)) = &resumed {
-            optimizer.load(&dir.join(checkpoint::OPTIMIZER_FILE))?;
-        }
-        let state = resumed.map(|(state, _)| state);
-        let splits = load_splits(registry, &config)?;
         let format = PromptFormat::from_config(&config, registry)?;
+        let mut splits = load_splits(registry, &config)?;
+        splits.train = format.admit(&policy.tokenizer, std::mem::take(&mut splits.train), "training")?;
         let keep_through = state.as_ref().map(|s| s.step);
         let config_toml = toml::to_string(&config)?;
         Ok(Trainer {
@@ -103,6 +127,8 @@ impl Trainer {
             samples: JsonlLog::open(&run_dir, SAMPLES_FILE, keep_through)?,
             cursor: state.as_ref().map_or_else(DataCursor::default, |s| s.cursor),
             step: state.as_ref().map_or(0, |s| s.step),
+            nonfinite_steps: state.as_ref().map_or(0, |s| s.nonfinite_steps),
+            interrupt: None,
             config,
             config_toml,
             policy,
@@ -114,24 +140,49 @@ impl Trainer {
         })
     }
 
+    /// Listens for SIGTERM and SIGINT: the run finishes its step, checkpoints and stops.
+    pub fn interruptible(mut self, interrupt: Interrupt) -> Self {
+        self.interrupt = Some(interrupt);
+        self
+    }
+
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
 
-    /// Trains to `run.max_steps`, checkpointing every `run.save_steps` and at the end.
+    /// Trains to `run.max_steps`, checkpointing every `run.save_steps` and at the end. Steps
+    /// whose update was skipped as non-finite are counted; `run.max_nonfinite_steps` of them
+    /// in a row stop the run. A signal stops it after the step, with a checkpoint.
     pub fn run(mut self) -> anyhow::Result<TrainSummary> {
         let max_steps = self.config.run.max_steps;
         let progress = super::progress::bar(max_steps as u64, self.step as u64, "train");
         let mut last_checkpoint = checkpoint::latest(&self.config.run.output_dir)?.map(|(_, p)| p);
         let mut last_metrics = None;
+        let mut streak = NonfiniteStreak::new(self.config.run.max_nonfinite_steps);
         while self.step < max_steps {
             let record = self.train_step()?;
             progress.suspend(|| tracing::info!("{}", super::progress::summary_line(&record)));
             progress.inc(1);
+            let skipped = record.nonfinite_update_skipped;
             last_metrics = Some(record);
+            streak.record(
+                self.step,
+                skipped,
+                &last_checkpoint
+                    .as_ref()
+                    .map_or("the start".to_string(), |p| p.display().to_string()),
+            )?;
             let save_steps = self.config.run.save_steps;
-            if save_steps > 0 && (self.step.is_multiple_of(save_steps) || self.step == max_steps) {
+            let due = save_steps > 0 && (self.step.is_multiple_of(save_steps) || self.step == max_steps);
+            let signal = self.interrupt.as_ref().and_then(Interrupt::received);
+            if due || (signal.is_some() && save_steps > 0) {
                 last_checkpoint = Some(self.save_checkpoint()?);
+            }
+            if let Some(signal) = signal {
+                progress.finish_and_clear();
+                return Err(
+                    Interrupted::after(signal, &format!("step {}", self.step), save_steps > 0).into(),
+                );
             }
         }
         progress.finish_and_clear();
@@ -174,6 +225,19 @@ impl Trainer {
         };
         let train_seconds = train_started.elapsed().as_secs_f64();
         self.step += 1;
+        if stats.nonfinite {
+            self.nonfinite_steps += 1;
+        } else if stats.updates > 0 {
+            self.check_policy_is_finite(&prompts, &completions)?;
+        }
+        let kl_bound = self.config.algorithm.kl_warning_threshold;
+        if kl_bound > 0.0 && stats.kl > kl_bound {
+            tracing::warn!(
+                "step {}: KL to the reference is {:.3} per token, above algorithm.kl_warning_threshold = {kl_bound}: the policy is moving fast (lower algorithm.learning_rate or raise algorithm.beta)",
+                self.step,
+                stats.kl
+            );
+        }
         let record = StepMetrics {
             step: self.step,
             objectives: self
@@ -218,6 +282,9 @@ impl Trainer {
             step_time_s: started.elapsed().as_secs_f64(),
             epoch: self.cursor.epoch,
             kv_cache_bytes: collected.kv_cache_bytes,
+            nonfinite_update_skipped: stats.nonfinite,
+            nonfinite_steps: self.nonfinite_steps,
+            prompts_truncated: rollouts.groups.iter().filter(|g| g.prompt_truncated).count(),
         };
         self.metrics.append(&serde_json::to_value(&record)?)?;
         let every = self.config.run.sample_steps;
@@ -341,6 +408,28 @@ impl Trainer {
         Ok(())
     }
 
+    /// After an update, the policy must still give finite log-probs (weights of magnitude
+    /// 1e9 are finite but overflow in the forward pass): else the run stops here, before the
+    /// weights can be checkpointed.
+    fn check_policy_is_finite(&self, prompts: &[Vec<i64>], completions: &[Vec<i64>]) -> anyhow::Result<()> {
+        let Some(row) = completions.iter().position(|c| !c.is_empty()) else {
+            return Ok(());
+        };
+        let _guard = tch::no_grad_guard();
+        let scored = self
+            .policy
+            .logprobs(&prompts[row..=row], &completions[row..=row], false)?;
+        if scored.logprobs.isfinite().all().int64_value(&[]) == 0 {
+            let last = checkpoint::latest(&self.config.run.output_dir)?;
+            bail!(
+                "step {}: after the update the policy's log-probs are not finite: training diverged (lower algorithm.learning_rate); these weights are not checkpointed{}",
+                self.step,
+                last.map_or(String::new(), |(_, p)| format!(" (the last checkpoint is {})", p.display()))
+            );
+        }
+        Ok(())
+    }
+
     fn save_checkpoint(&self) -> anyhow::Result<PathBuf> {
         let state = TrainerState {
             step: self.step,
@@ -348,6 +437,7 @@ impl Trainer {
             cursor: self.cursor,
             seed: self.config.run.seed,
             mode: MODE.into(),
+            nonfinite_steps: self.nonfinite_steps,
         };
         let path = checkpoint::save(
             &self.config.run.output_dir,

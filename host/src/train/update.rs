@@ -24,6 +24,9 @@ pub struct UpdateStats {
     pub updates: usize,
     /// Prompt and completion tokens run through the policy with grad.
     pub tokens: usize,
+    /// An update's loss or gradient norm was not finite: it and the step's remaining updates
+    /// were skipped (the weights and optimizer state are as the last finite update left them).
+    pub nonfinite: bool,
 }
 
 /// The step's completions: prompt and completion ids and one advantage each.
@@ -71,7 +74,7 @@ pub fn update_policy(
     }
     let mut stats = UpdateStats::default();
     let mut sums = LossStats::default();
-    for _ in 0..algorithm.num_iterations {
+    'updates: for _ in 0..algorithm.num_iterations {
         for chunk in (0..micro.len())
             .collect::<Vec<_>>()
             .chunks(algorithm.gradient_accumulation_steps)
@@ -80,6 +83,7 @@ pub fn update_policy(
                 .iter()
                 .flat_map(|&m| micro[m].iter().map(|&i| batch.completions[i].len()))
                 .sum();
+            let mut update_loss = 0.0;
             for &m in chunk {
                 let rows = &micro[m];
                 let (prompts, completions) = (pick(rows, batch.prompts), pick(rows, batch.completions));
@@ -100,18 +104,25 @@ pub fn update_policy(
                     step_tokens as f64,
                     chunk.len(),
                 );
+                let value = loss.double_value(&[]);
+                if !value.is_finite() {
+                    tracing::warn!("step {step}: the loss is {value}; the update is skipped");
+                    stats.nonfinite = true;
+                    break 'updates;
+                }
                 loss.backward();
                 sums += micro_stats;
-                stats.loss += loss.double_value(&[]);
+                update_loss += value;
                 stats.tokens += prompts.iter().chain(&completions).map(Vec::len).sum::<usize>();
             }
-            stats.grad_norm = optimizer.clip_grad_norm(algorithm.max_grad_norm);
-            if !stats.grad_norm.is_finite() {
-                bail!(
-                    "step {step}: the gradient norm is {} (try a lower algorithm.learning_rate)",
-                    stats.grad_norm
-                );
+            let grad_norm = optimizer.clip_grad_norm(algorithm.max_grad_norm);
+            if !grad_norm.is_finite() {
+                tracing::warn!("step {step}: the gradient norm is {grad_norm}; the update is skipped");
+                stats.nonfinite = true;
+                break 'updates;
             }
+            stats.grad_norm = grad_norm;
+            stats.loss += update_loss;
             stats.lr = learning_rate(
                 algorithm.learning_rate,
                 algorithm.lr_scheduler_type,
@@ -119,11 +130,18 @@ pub fn update_policy(
                 optimizer.steps as usize,
                 nominal_updates,
             );
-            optimizer.step(stats.lr);
+            if !optimizer.step(stats.lr) {
+                bail!(
+                    "step {step}: the update made weights non-finite (learning rate {:.3e}); the run stops before anything is checkpointed: lower algorithm.learning_rate",
+                    stats.lr
+                );
+            }
             optimizer.zero_grad();
             stats.updates += 1;
         }
     }
+    // A skipped update leaves no gradient behind for the next step.
+    optimizer.zero_grad();
     let tokens = sums.tokens.max(1.0);
     stats.kl = sums.kl / tokens;
     stats.entropy = sums.entropy / tokens;

@@ -19,10 +19,22 @@ pub fn read_records(
     ))
 }
 
-/// A dataset file's whole text.
+/// A dataset file's whole text; a byte that is not UTF-8 is named by its line and column.
 pub fn read_text(path: &Path) -> Result<String, PluginError> {
-    std::fs::read_to_string(path)
-        .map_err(|e| PluginError::failed(format!("cannot read {}: {e}", path.display())))
+    let bytes = std::fs::read(path)
+        .map_err(|e| PluginError::failed(format!("cannot read {}: {e}", path.display())))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let at = e.utf8_error().valid_up_to();
+        let line_start = bytes[..at].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        PluginError::failed(format!(
+            "{}: line {line} is not UTF-8 text (byte 0x{:02x} at column {}); save the file as UTF-8",
+            path.display(),
+            bytes[at],
+            at - line_start + 1
+        ))
+    })
 }
 
 /// Parses each record of `text` (read from `file_name`) with `parse(record, id)`.
@@ -172,5 +184,20 @@ mod tests {
         let parsed = records(array);
         assert_eq!(parsed.iter().map(|(l, _)| *l).collect::<Vec<_>>(), vec![2, 3]);
         assert_eq!(parsed[1].1.as_ref().unwrap()["a"]["b"], 2);
+    }
+
+    #[test]
+    fn a_byte_that_is_not_utf8_is_named_by_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.jsonl");
+        std::fs::write(&path, b"{\"a\": 1}\n{\"a\": 2}\n{\"q\": \"caf\xe9\"}\n").unwrap();
+        let err = read_text(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("train.jsonl")
+                && err.contains("line 3")
+                && err.contains("0xe9")
+                && err.contains("column 11"),
+            "{err}"
+        );
     }
 }

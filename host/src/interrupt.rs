@@ -1,0 +1,74 @@
+//! SIGTERM and SIGINT (SLURM preemption, Ctrl-C) during training: the first asks the run to
+//! finish its step, write a checkpoint and exit non-zero; a second exits at once.
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::flag;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// The signals a run listens for, once installed.
+#[derive(Clone)]
+pub struct Interrupt {
+    requested: Arc<AtomicBool>,
+    signal: Arc<AtomicUsize>,
+}
+
+impl Interrupt {
+    /// Installs the handlers: from now on the first SIGTERM or SIGINT is recorded here and a
+    /// second one ends the process with status 128 + signal.
+    pub fn install() -> anyhow::Result<Self> {
+        let interrupt = Interrupt {
+            requested: Arc::new(AtomicBool::new(false)),
+            signal: Arc::new(AtomicUsize::new(0)),
+        };
+        for signal in [SIGTERM, SIGINT] {
+            // Registered first, so it sees the flag as the previous signal left it.
+            flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&interrupt.requested))?;
+            flag::register_usize(signal, Arc::clone(&interrupt.signal), signal as usize)?;
+            flag::register(signal, Arc::clone(&interrupt.requested))?;
+        }
+        Ok(interrupt)
+    }
+
+    /// The signal received, if one was.
+    pub fn received(&self) -> Option<i32> {
+        self.requested
+            .load(Ordering::SeqCst)
+            .then(|| self.signal.load(Ordering::SeqCst) as i32)
+    }
+}
+
+/// The error a run ends with after a signal: the process exits with 128 + `signal`.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Interrupted {
+    pub signal: i32,
+    pub message: String,
+}
+
+impl Interrupted {
+    /// A run stopped by `signal` after `step` (e.g. "step 12", "sft step 40"); `checkpointed`
+    /// says whether a checkpoint was written (run.save_steps > 0).
+    pub fn after(signal: i32, step: &str, checkpointed: bool) -> Self {
+        Interrupted {
+            signal,
+            message: format!(
+                "stopped by {} after {step}: {}",
+                Self::name(signal),
+                if checkpointed {
+                    "checkpoint written; continue with --resume"
+                } else {
+                    "run.save_steps = 0, so no checkpoint was written"
+                }
+            ),
+        }
+    }
+
+    pub fn name(signal: i32) -> &'static str {
+        match signal {
+            SIGTERM => "SIGTERM",
+            SIGINT => "SIGINT",
+            _ => "a signal",
+        }
+    }
+}

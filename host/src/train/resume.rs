@@ -1,0 +1,355 @@
+//! Where a run starts: fresh into a directory holding nothing of an earlier run, or resumed
+//! from its newest usable checkpoint with the same config (up to the keys that may change).
+//!
+//! Nothing of an earlier run is overwritten without `--resume`; a resume never silently
+//! starts over, never silently changes what the run means, and falls back past a corrupt
+//! checkpoint with a warning.
+
+use super::checkpoint::{self, TrainerState};
+use super::config::RunConfig;
+use super::metrics::{METRICS_FILE, SAMPLES_FILE};
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// How a command was asked to start.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartMode {
+    /// `--resume`: continue from the newest usable checkpoint.
+    pub resume: bool,
+    /// `--allow-config-change`: resume although keys that change the run's meaning differ.
+    pub allow_config_change: bool,
+}
+
+/// Where the run resumes from.
+pub struct Resumed<T> {
+    pub state: TrainerState,
+    pub dir: PathBuf,
+    /// What the caller loaded from the checkpoint (model, optimizer).
+    pub loaded: T,
+}
+
+/// Keys that may differ on resume: they change how long the run goes and what it records,
+/// not what a step computes.
+const SAFE_KEYS: &[&str] = &[
+    "run.output_dir",
+    "run.max_steps",
+    "run.save_steps",
+    "run.save_total_limit",
+    "run.sample_steps",
+    "run.sample_count",
+    "run.plugin_dirs",
+    "run.plugin_pins",
+    "run.allow_insecure_plugins",
+    "run.max_nonfinite_steps",
+    "algorithm.kl_warning_threshold",
+    "sft.output_dir",
+];
+
+/// Files of an earlier run that a fresh start would overwrite.
+const RUN_FILES: &[&str] = &[METRICS_FILE, SAMPLES_FILE];
+
+/// Prepares `run_dir` for `mode` (`train` or `sft`) and returns the checkpoint to resume
+/// from, if any: newest first, each tried with `load` until one loads (a corrupt one is
+/// passed over with a warning). `setting` names the config key that moves the run.
+pub fn start<T>(
+    run_dir: &Path,
+    config: &RunConfig,
+    start: StartMode,
+    mode: &str,
+    setting: &str,
+    mut load: impl FnMut(&Path) -> anyhow::Result<T>,
+) -> anyhow::Result<Option<Resumed<T>>> {
+    checkpoint::remove_temporaries(run_dir)?;
+    let checkpoints = checkpoint::list(run_dir)?;
+    let earlier_files: Vec<&str> = RUN_FILES
+        .iter()
+        .copied()
+        .filter(|f| run_dir.join(f).exists())
+        .collect();
+    if !start.resume {
+        if let Some((_, latest)) = checkpoints.last() {
+            bail!(
+                "{} already has checkpoints (latest {}): pass --resume to continue it, or choose another {setting}",
+                run_dir.display(),
+                latest.display()
+            );
+        }
+        if !earlier_files.is_empty() {
+            bail!(
+                "{} holds an earlier run's {}: pass --resume to continue it (it has no checkpoint, so there is nothing to continue), remove them, or choose another {setting}",
+                run_dir.display(),
+                earlier_files.join(" and ")
+            );
+        }
+        return Ok(None);
+    }
+    if checkpoints.is_empty() {
+        bail!(
+            "--resume: {} has no checkpoint to resume from{}; start without --resume into an empty directory",
+            run_dir.display(),
+            if earlier_files.is_empty() {
+                String::new()
+            } else {
+                format!(" (it holds {})", earlier_files.join(" and "))
+            }
+        );
+    }
+    let mut failures: Vec<(PathBuf, String)> = Vec::new();
+    for (_, dir) in checkpoints.iter().rev() {
+        let state = match checkpoint::read_state(dir) {
+            Ok(state) => state,
+            Err(error) => {
+                failures.push((dir.clone(), format!("{error:#}")));
+                continue;
+            }
+        };
+        if state.mode != mode {
+            bail!(
+                "{} is a checkpoint of `{}`, not of `{mode}`",
+                dir.display(),
+                state.mode
+            );
+        }
+        match files_present(dir).and_then(|()| load(dir)) {
+            Ok(loaded) => {
+                for (failed, why) in &failures {
+                    let moved = checkpoint::set_aside(failed)?;
+                    tracing::warn!(
+                        "checkpoint {} is unusable ({why}); moved to {} and resuming from the earlier {}",
+                        failed.display(),
+                        moved.display(),
+                        dir.display()
+                    );
+                }
+                check_config(run_dir, dir, &state, config, mode, start.allow_config_change)?;
+                tracing::info!("resuming from {} (step {})", dir.display(), state.step);
+                return Ok(Some(Resumed {
+                    state,
+                    dir: dir.clone(),
+                    loaded,
+                }));
+            }
+            Err(error) => failures.push((dir.clone(), format!("{error:#}"))),
+        }
+    }
+    let list: Vec<String> = failures
+        .iter()
+        .map(|(dir, why)| format!("  {}: {why}", dir.display()))
+        .collect();
+    bail!(
+        "--resume: no checkpoint of {} is usable:\n{}",
+        run_dir.display(),
+        list.join("\n")
+    )
+}
+
+/// Whether the checkpoint's files are all there (their contents are checked by loading).
+fn files_present(dir: &Path) -> anyhow::Result<()> {
+    for needed in [
+        checkpoint::MODEL_DIR,
+        checkpoint::OPTIMIZER_FILE,
+        checkpoint::CONFIG_FILE,
+    ] {
+        if !dir.join(needed).exists() {
+            bail!("{} is missing", dir.join(needed).display());
+        }
+    }
+    Ok(())
+}
+
+/// One key whose value differs between the checkpoint's config and this one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigChange {
+    pub key: String,
+    pub was: Value,
+    pub now: Value,
+}
+
+/// Compares `config` with the checkpoint's: safe keys may change (logged); others are refused
+/// by name with both values unless `allow`, and an allowed change is recorded in
+/// `<run>/resumes.jsonl`.
+fn check_config(
+    run_dir: &Path,
+    checkpoint_dir: &Path,
+    state: &TrainerState,
+    config: &RunConfig,
+    mode: &str,
+    allow: bool,
+) -> anyhow::Result<()> {
+    let path = checkpoint_dir.join(checkpoint::CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let saved: RunConfig = toml::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a config this version reads (pass a fresh output directory)",
+            path.display()
+        )
+    })?;
+    let changes = config_changes(&saved, config)?;
+    let (safe, meaningful): (Vec<_>, Vec<_>) = changes.into_iter().partition(|c| is_safe(&c.key, mode));
+    for change in &safe {
+        tracing::info!(
+            "resume: {} changed from {} to {}",
+            change.key,
+            change.was,
+            change.now
+        );
+    }
+    if meaningful.is_empty() {
+        return Ok(());
+    }
+    let listed: Vec<String> = meaningful
+        .iter()
+        .map(|c| format!("  {}: {} in the checkpoint, {} now", c.key, c.was, c.now))
+        .collect();
+    if !allow {
+        bail!(
+            "--resume: the config differs from the one {} was trained with:\n{}\nrestore those values, or pass --allow-config-change to continue with the new ones (recorded in the run)",
+            checkpoint_dir.display(),
+            listed.join("\n")
+        );
+    }
+    tracing::warn!(
+        "resume with --allow-config-change; the run now differs from its checkpoint:\n{}",
+        listed.join("\n")
+    );
+    let record = json!({
+        "step": state.step,
+        "checkpoint": checkpoint_dir.display().to_string(),
+        "allow_config_change": true,
+        "changes": meaningful
+            .iter()
+            .map(|c| json!({"key": c.key, "was": c.was, "now": c.now}))
+            .collect::<Vec<_>>(),
+    });
+    let log = run_dir.join(RESUMES_FILE);
+    let mut line = record.to_string();
+    line.push('\n');
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .with_context(|| format!("cannot record the config change in {}", log.display()))
+}
+
+/// Where resumes with `--allow-config-change` are recorded.
+pub const RESUMES_FILE: &str = "resumes.jsonl";
+
+fn is_safe(key: &str, mode: &str) -> bool {
+    // Only what the command reads matters: `train` ignores [sft] and [eval], `sft` [eval].
+    SAFE_KEYS
+        .iter()
+        .any(|safe| key == *safe || key.starts_with(&format!("{safe}.")))
+        || key.starts_with("eval.")
+        || (mode == "train" && key.starts_with("sft."))
+}
+
+/// Every dotted key whose value differs (paths compared after resolving them).
+pub fn config_changes(was: &RunConfig, now: &RunConfig) -> anyhow::Result<Vec<ConfigChange>> {
+    let (mut was, mut now) = (was.clone(), now.clone());
+    for config in [&mut was, &mut now] {
+        for path in [&mut config.model.path, &mut config.data.path] {
+            *path = canonical(path);
+        }
+        if let Some(path) = config.data.eval_path.as_mut() {
+            *path = canonical(path);
+        }
+    }
+    let (was, now) = (
+        flatten(&serde_json::to_value(&was)?),
+        flatten(&serde_json::to_value(&now)?),
+    );
+    let keys: std::collections::BTreeSet<&String> = was.keys().chain(now.keys()).collect();
+    Ok(keys
+        .into_iter()
+        .filter(|k| was.get(*k) != now.get(*k))
+        .map(|k| ConfigChange {
+            key: k.clone(),
+            was: was.get(k).cloned().unwrap_or(Value::Null),
+            now: now.get(k).cloned().unwrap_or(Value::Null),
+        })
+        .collect())
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// `{"a": {"b": 1}}` → `{"a.b": 1}`; arrays stay whole.
+fn flatten(value: &Value) -> BTreeMap<String, Value> {
+    fn walk(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
+        match value {
+            Value::Object(map) if !map.is_empty() || prefix.is_empty() => {
+                for (key, inner) in map {
+                    let name = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    walk(&name, inner, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.clone());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk("", value, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+        [model]
+        path = "m"
+        [data]
+        path = "d.jsonl"
+        [reward]
+        preset = "crpo"
+    "#;
+
+    #[test]
+    fn changes_are_named_by_dotted_key_and_split_safe_from_meaningful() {
+        let was = RunConfig::parse(CONFIG).unwrap();
+        let mut now = was.clone();
+        now.run.seed = 7;
+        now.run.max_steps = 500;
+        now.algorithm.learning_rate = 1e-3;
+        now.sft.epochs = 3;
+        let changes = config_changes(&was, &now).unwrap();
+        let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "algorithm.learning_rate",
+                "run.max_steps",
+                "run.seed",
+                "sft.epochs"
+            ]
+        );
+        let seed = changes.iter().find(|c| c.key == "run.seed").unwrap();
+        assert_eq!((seed.was.clone(), seed.now.clone()), (json!(0), json!(7)));
+        let meaningful: Vec<&str> = keys.iter().copied().filter(|k| !is_safe(k, "train")).collect();
+        assert_eq!(meaningful, ["algorithm.learning_rate", "run.seed"]);
+        assert!(!is_safe("sft.epochs", "sft"), "sft reads its own section");
+    }
+
+    #[test]
+    fn options_tables_compare_key_by_key() {
+        let was = RunConfig::parse(&format!("{CONFIG}\n[[reward.objectives]]\nplugin = \"x\"\n")).unwrap();
+        let now = RunConfig::parse(&format!(
+            "{CONFIG}\n[[reward.objectives]]\nplugin = \"x\"\noptions = {{ k = 2 }}\n"
+        ))
+        .unwrap();
+        let changes = config_changes(&was, &now).unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].key, "reward.objectives");
+    }
+}

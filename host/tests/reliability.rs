@@ -1,0 +1,592 @@
+//! What a careless or hostile user can do to a run, each through the CLI as they would: nothing
+//! saved is lost, nothing panics, diverged weights are never checkpointed, a resume never
+//! silently changes the run (docs/reliability.md lists every case).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn crpo() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_crpo-host"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `crpo-host args` in `dir`; fails the test on a panic trace or an abort.
+fn run(dir: &Path, args: &[&str]) -> Output {
+    let output = crpo().args(args).current_dir(dir).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("panicked") && output.status.code().is_some(),
+        "crpo-host {args:?} crashed: {stderr}"
+    );
+    output
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+/// A directory with the tiny model (`model/`) and `run.toml` training it quickly on the demo
+/// data into `run/`; `extra` adds keys to [run] and further tables.
+fn setup(run_keys: &str, extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    crpo_plugins_policy::presets::write_tiny(&dir.path().join("model"), 0).unwrap();
+    write_config(dir.path(), run_keys, extra);
+    dir
+}
+
+fn write_config(dir: &Path, run_keys: &str, extra: &str) {
+    let data = repo().join("data/demo");
+    let config = format!(
+        r#"
+[run]
+output_dir = "run"
+sample_steps = 1
+{run_keys}
+[model]
+path = "model"
+device = "cpu"
+[data]
+path = "{}"
+eval_path = "{}"
+[reward]
+preset = "crpo"
+[algorithm]
+num_generations = 2
+prompts_per_step = 2
+mini_batch_size = 4
+gradient_accumulation_steps = 1
+max_completion_length = 8
+beta = 0.0
+{extra}
+"#,
+        data.join("train.jsonl").display(),
+        data.join("eval.jsonl").display()
+    );
+    std::fs::write(dir.join("run.toml"), config).unwrap();
+}
+
+fn steps_recorded(run_dir: &Path) -> Vec<u64> {
+    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn checkpoint_steps(run_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(run_dir.join("checkpoints"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn init_model_never_replaces_a_model_without_overwrite() {
+    let dir = setup("", "");
+    let weights = dir.path().join("model/model.safetensors");
+    let before = std::fs::read(&weights).unwrap();
+    let refused = run(dir.path(), &["init-model", "--out", "model", "--seed", "5"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("--overwrite"), "{}", stderr(&refused));
+    assert_eq!(std::fs::read(&weights).unwrap(), before, "the model is untouched");
+    let replaced = run(
+        dir.path(),
+        &["init-model", "--out", "model", "--seed", "5", "--overwrite"],
+    );
+    assert!(replaced.status.success(), "{}", stderr(&replaced));
+    assert_ne!(std::fs::read(&weights).unwrap(), before);
+}
+
+#[test]
+fn train_refuses_an_earlier_runs_files_and_a_resume_with_nothing_to_resume() {
+    let dir = setup("max_steps = 1", "");
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    std::fs::write(run_dir.join("metrics.jsonl"), "{\"step\": 1}\n").unwrap();
+    let fresh = run(dir.path(), &["train", "--config", "run.toml"]);
+    assert_eq!(fresh.status.code(), Some(1));
+    assert!(
+        stderr(&fresh).contains("metrics.jsonl") && stderr(&fresh).contains("--resume"),
+        "{}",
+        stderr(&fresh)
+    );
+    let resume = run(dir.path(), &["train", "--config", "run.toml", "--resume"]);
+    assert_eq!(resume.status.code(), Some(1));
+    assert!(
+        stderr(&resume).contains("no checkpoint to resume from"),
+        "{}",
+        stderr(&resume)
+    );
+    assert_eq!(
+        std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap(),
+        "{\"step\": 1}\n",
+        "the earlier run's metrics are untouched"
+    );
+}
+
+#[test]
+fn a_resume_refuses_config_changes_that_change_the_run_unless_allowed() {
+    let dir = setup("max_steps = 1\nsave_steps = 1", "");
+    assert!(run(dir.path(), &["train", "--config", "run.toml"])
+        .status
+        .success());
+    // Changed seed and learning rate: refused, each named with both values.
+    write_config(
+        dir.path(),
+        "max_steps = 2\nsave_steps = 1\nseed = 7",
+        "learning_rate = 5e-3",
+    );
+    let refused = run(dir.path(), &["train", "--config", "run.toml", "--resume"]);
+    let text = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text.contains("run.seed: 0 in the checkpoint, 7 now") && text.contains("algorithm.learning_rate"),
+        "{text}"
+    );
+    assert_eq!(steps_recorded(&dir.path().join("run")), vec![1], "nothing ran");
+    // Allowed: recorded in the run.
+    let allowed = run(
+        dir.path(),
+        &[
+            "train",
+            "--config",
+            "run.toml",
+            "--resume",
+            "--allow-config-change",
+        ],
+    );
+    assert!(allowed.status.success(), "{}", stderr(&allowed));
+    let record = std::fs::read_to_string(dir.path().join("run/resumes.jsonl")).unwrap();
+    assert!(
+        record.contains("run.seed") && record.contains("\"step\":1"),
+        "{record}"
+    );
+    // Only a longer run (a safe key): resumes, and says from where.
+    write_config(
+        dir.path(),
+        "max_steps = 3\nsave_steps = 1\nseed = 7",
+        "learning_rate = 5e-3",
+    );
+    let longer = run(dir.path(), &["train", "--config", "run.toml", "--resume"]);
+    assert!(longer.status.success(), "{}", stderr(&longer));
+    assert!(stderr(&longer).contains("resuming from"), "{}", stderr(&longer));
+    assert_eq!(steps_recorded(&dir.path().join("run")), vec![1, 2, 3]);
+}
+
+#[test]
+fn a_corrupt_latest_checkpoint_falls_back_to_the_previous_one_with_a_warning() {
+    let dir = setup("max_steps = 2\nsave_steps = 1\nsave_total_limit = 5", "");
+    assert!(run(dir.path(), &["train", "--config", "run.toml"])
+        .status
+        .success());
+    let run_dir = dir.path().join("run");
+    let checkpoints = run_dir.join("checkpoints");
+    // A truncated model in the latest checkpoint.
+    let weights = checkpoints.join("step-000002/model/model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    write_config(
+        dir.path(),
+        "max_steps = 3\nsave_steps = 1\nsave_total_limit = 5",
+        "",
+    );
+    let resumed = run(dir.path(), &["train", "--config", "run.toml", "--resume"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let text = stderr(&resumed);
+    assert!(
+        text.contains("step-000002 is unusable") && text.contains("resuming from the earlier"),
+        "{text}"
+    );
+    assert_eq!(
+        steps_recorded(&run_dir),
+        vec![1, 2, 3],
+        "step 2 is run again, once"
+    );
+    assert_eq!(
+        checkpoint_steps(&run_dir),
+        [
+            "step-000001",
+            "step-000002",
+            "step-000003",
+            "unusable-step-000002"
+        ]
+    );
+    // A bad trainer state, then a missing optimizer: each passed over in turn.
+    std::fs::write(checkpoints.join("step-000003/trainer_state.json"), "{").unwrap();
+    std::fs::remove_file(checkpoints.join("step-000002/optimizer.safetensors")).unwrap();
+    write_config(
+        dir.path(),
+        "max_steps = 4\nsave_steps = 1\nsave_total_limit = 5",
+        "",
+    );
+    let resumed = run(dir.path(), &["train", "--config", "run.toml", "--resume"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert!(
+        stderr(&resumed).contains("resuming from the earlier"),
+        "{}",
+        stderr(&resumed)
+    );
+    assert_eq!(steps_recorded(&run_dir), vec![1, 2, 3, 4]);
+}
+
+#[test]
+fn a_diverging_run_stops_before_its_weights_are_checkpointed() {
+    let dir = setup("max_steps = 3\nsave_steps = 1", "learning_rate = 1e9");
+    let output = run(dir.path(), &["train", "--config", "run.toml"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("diverged"), "{}", stderr(&output));
+    assert!(
+        checkpoint_steps(&dir.path().join("run")).is_empty(),
+        "diverged weights were checkpointed"
+    );
+    // lr = inf is refused before anything runs.
+    write_config(dir.path(), "max_steps = 3\nsave_steps = 1", "learning_rate = inf");
+    let output = run(dir.path(), &["train", "--config", "run.toml"]);
+    assert!(stderr(&output).contains("algorithm.learning_rate must be a finite number"));
+}
+
+/// The tiny model's weights with one value made NaN (a diverged or damaged model).
+fn poison(model: &Path) {
+    let path = model.join("model.safetensors");
+    let mut tensors = tch::Tensor::read_safetensors(&path).unwrap();
+    let (_, first) = &mut tensors[0];
+    let _ = first.view([-1]).get(0).fill_(f64::NAN);
+    tch::Tensor::write_safetensors(&tensors, &path).unwrap();
+}
+
+#[test]
+fn a_model_with_non_finite_weights_is_refused_at_load() {
+    let dir = setup("max_steps = 1", "");
+    poison(&dir.path().join("model"));
+    for args in [
+        vec!["generate", "--model", "model", "--prompt", "chest pain"],
+        vec!["train", "--config", "run.toml"],
+        vec!["eval", "--config", "run.toml", "--model", "model", "--limit", "2"],
+    ] {
+        let output = run(dir.path(), &args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&output).contains("non-finite values"),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn a_tokenizer_beyond_the_models_vocabulary_is_refused_at_load() {
+    let dir = setup("max_steps = 1", "");
+    let path = dir.path().join("model/tokenizer.json");
+    let mut tokenizer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    tokenizer["added_tokens"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "id": 5000, "content": "<|extra|>", "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true
+        }));
+    std::fs::write(&path, tokenizer.to_string()).unwrap();
+    for args in [
+        vec!["generate", "--model", "model", "--prompt", "pain <|extra|>"],
+        vec!["train", "--config", "run.toml"],
+    ] {
+        let output = run(dir.path(), &args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&output).contains("`<|extra|>`") && stderr(&output).contains("vocabulary"),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn budgets_beyond_the_models_positions_and_sampling_without_temperature_are_refused() {
+    let dir = setup("max_steps = 1", "");
+    let config = std::fs::read_to_string(dir.path().join("run.toml")).unwrap();
+    let long = config.replace("[reward]", "max_prompt_length = 100000\n[reward]");
+    std::fs::write(dir.path().join("run.toml"), long).unwrap();
+    let output = run(dir.path(), &["train", "--config", "run.toml"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("max_position_embeddings"),
+        "{}",
+        stderr(&output)
+    );
+    write_config(dir.path(), "max_steps = 1", "temperature = 0.0");
+    let output = run(dir.path(), &["train", "--config", "run.toml"]);
+    assert!(
+        stderr(&output).contains("algorithm.temperature must be > 0"),
+        "{}",
+        stderr(&output)
+    );
+    write_config(dir.path(), "max_steps = 1", "");
+    let config = std::fs::read_to_string(dir.path().join("run.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("run.toml"),
+        config.replace("num_generations = 2", "num_generations = 0"),
+    )
+    .unwrap();
+    let output = run(dir.path(), &["train", "--config", "run.toml"]);
+    assert!(
+        stderr(&output).contains("num_generations must be at least 2 (it is 0)"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn a_dataset_line_that_is_not_utf8_is_named() {
+    let dir = setup("max_steps = 1", "");
+    let mut data = std::fs::read(repo().join("data/demo/train.jsonl")).unwrap();
+    let third_line = data
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'\n')
+        .nth(1)
+        .unwrap()
+        .0
+        + 1;
+    data.insert(third_line + 5, 0xff);
+    std::fs::write(dir.path().join("train.jsonl"), data).unwrap();
+    let config = std::fs::read_to_string(dir.path().join("run.toml")).unwrap();
+    let config = config.replacen(
+        &format!("path = \"{}\"", repo().join("data/demo/train.jsonl").display()),
+        "path = \"train.jsonl\"",
+        1,
+    );
+    std::fs::write(dir.path().join("run.toml"), config).unwrap();
+    let output = run(dir.path(), &["train", "--config", "run.toml"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("train.jsonl: line 3 is not UTF-8") && stderr(&output).contains("column 6"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+fn spawn_train(dir: &Path, resume: bool) -> Child {
+    let mut command = crpo();
+    command.args(["train", "--config", "run.toml"]).current_dir(dir);
+    if resume {
+        command.arg("--resume");
+    }
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn sigterm_finishes_the_step_writes_a_checkpoint_and_the_run_resumes() {
+    let dir = setup("max_steps = 400\nsave_steps = 1000", "");
+    let run_dir = dir.path().join("run");
+    let child = spawn_train(dir.path(), false);
+    let started = Instant::now();
+    while !run_dir.join("metrics.jsonl").exists()
+        || std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+            .unwrap()
+            .is_empty()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no step was recorded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(output.status.code(), Some(128 + libc::SIGTERM), "{text}");
+    assert!(text.contains("stopped by SIGTERM after step"), "{text}");
+    let steps = steps_recorded(&run_dir);
+    let last = *steps.last().unwrap();
+    assert!(last < 400, "the run stopped early");
+    assert_eq!(checkpoint_steps(&run_dir), [format!("step-{last:06}")]);
+    write_config(
+        dir.path(),
+        &format!("max_steps = {}\nsave_steps = 1000", last + 1),
+        "",
+    );
+    let resumed = spawn_train(dir.path(), true).wait_with_output().unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(steps_recorded(&run_dir), (1..=last + 1).collect::<Vec<_>>());
+}
+
+fn tiny_policy(dir: &Path) -> crpo_host::rollout::Policy {
+    crpo_host::rollout::Policy::load_with(
+        &crpo_host::plugins::PluginRegistry::builtin_only(),
+        "qwen2",
+        dir,
+        tch::Device::Cpu,
+        tch::Kind::Float,
+        &serde_json::Value::Null,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_long_prompt_loses_the_start_of_its_question_never_the_template_or_system_prompt() {
+    use crpo_host::train::config::{default_prompt_template, PromptTruncation};
+    use crpo_host::train::data::PromptFormat;
+    use crpo_sdk::{AnswerOption, Example, Prompt};
+    let dir = setup("", "");
+    let policy = tiny_policy(&dir.path().join("model"));
+    let example = Example {
+        id: "q-long".into(),
+        prompt: Prompt::Text("A 60-year-old man has chest pain radiating to the left arm. ".repeat(40)),
+        options: vec![
+            AnswerOption {
+                key: "A".into(),
+                text: "Myocardial infarction".into(),
+            },
+            AnswerOption {
+                key: "B".into(),
+                text: "Pericarditis".into(),
+            },
+        ],
+        ..Example::default()
+    };
+    let format = |truncation| PromptFormat {
+        template: default_prompt_template(),
+        system: Some("You are a careful clinician.".into()),
+        max_tokens: 80,
+        truncation,
+    };
+    let tokenizer = &policy.tokenizer;
+    let cut = format(PromptTruncation::Left)
+        .render(tokenizer, &example)
+        .unwrap()
+        .unwrap();
+    assert!(cut.truncated && cut.ids.len() <= 80, "{} tokens", cut.ids.len());
+    assert_eq!(
+        cut.ids,
+        tokenizer.encode(&cut.text).unwrap(),
+        "the text logged is what the model saw"
+    );
+    let whole = format(PromptTruncation::Left);
+    let uncut = tokenizer
+        .render_chat(
+            &crpo_host::train::data::messages(&example, &whole.template, whole.system.as_deref()),
+            true,
+        )
+        .unwrap();
+    let system_end =
+        uncut.find("You are a careful clinician.").unwrap() + "You are a careful clinician.".len();
+    let options_start = uncut.find("A. Myocardial").unwrap();
+    assert!(cut.text.starts_with(&uncut[..system_end]), "{}", cut.text);
+    assert!(cut.text.ends_with(&uncut[options_start..]), "{}", cut.text);
+
+    assert_eq!(
+        format(PromptTruncation::Skip)
+            .render(tokenizer, &example)
+            .unwrap(),
+        None
+    );
+    let err = format(PromptTruncation::Error)
+        .render(tokenizer, &example)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("q-long") && err.contains("data.max_prompt_length = 80"),
+        "{err}"
+    );
+    let short = Example {
+        prompt: Prompt::Text("Chest pain.".into()),
+        id: "q-short".into(),
+        ..example.clone()
+    };
+    let kept = format(PromptTruncation::Skip)
+        .admit(tokenizer, vec![example, short], "training")
+        .unwrap();
+    assert_eq!(
+        kept.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["q-short"]
+    );
+}
+
+#[test]
+fn a_non_finite_loss_skips_the_update_leaving_weights_and_optimizer_untouched() {
+    use crpo_host::train::config::AlgorithmConfig;
+    use crpo_host::train::optimizer::{AdamW, AdamWSettings};
+    use crpo_host::train::update::{update_policy, Batch};
+    let dir = setup("", "");
+    let policy = tiny_policy(&dir.path().join("model"));
+    let settings = AdamWSettings {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
+    let mut optimizer = AdamW::new(policy.parameters(), settings);
+    let before: Vec<tch::Tensor> = policy
+        .parameters()
+        .iter()
+        .map(|(_, p)| p.detach().copy())
+        .collect();
+    let prompts = vec![vec![5i64, 6, 7], vec![5, 6, 7]];
+    let completions = vec![vec![8i64, 9], vec![10, 11, 12]];
+    let algorithm = AlgorithmConfig {
+        mini_batch_size: 2,
+        gradient_accumulation_steps: 1,
+        ..AlgorithmConfig::default()
+    };
+    let batch = |advantages| Batch {
+        prompts: &prompts,
+        completions: &completions,
+        advantages,
+    };
+    let skipped = update_policy(
+        &policy,
+        None,
+        &mut optimizer,
+        &batch(&[f32::NAN, 1.0]),
+        &algorithm,
+        1,
+        10,
+    )
+    .unwrap();
+    assert!(skipped.nonfinite && skipped.updates == 0);
+    assert_eq!(optimizer.steps, 0, "the optimizer state is untouched");
+    for ((name, after), before) in policy.parameters().iter().zip(&before) {
+        assert!(after.equal(before), "{name} changed");
+    }
+    // The same batch with finite advantages updates (so the check above can fail).
+    let taken = update_policy(
+        &policy,
+        None,
+        &mut optimizer,
+        &batch(&[-1.0, 1.0]),
+        &algorithm,
+        2,
+        10,
+    )
+    .unwrap();
+    assert!(!taken.nonfinite && taken.updates == 1 && optimizer.steps == 1);
+    assert!(policy
+        .parameters()
+        .iter()
+        .zip(&before)
+        .any(|((_, after), before)| !after.equal(before)));
+}
