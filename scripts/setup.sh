@@ -7,6 +7,7 @@
 #   CRPO_PYTHON       the python used to create the venv (default python3)
 #   CRPO_WITH_TRANSFORMERS=1  also install transformers (used by comparison tests)
 #   CRPO_WITH_TRL=1           also install TRL 1.16.0 (bench/side_by_side.sh)
+#   CRPO_WITH_TENSORBOARD=1   also install tensorboard (a test reads our event files with it)
 set -euo pipefail
 
 TORCH_VERSION="2.11.0"
@@ -32,6 +33,12 @@ if [ "${CRPO_WITH_TRANSFORMERS:-0}" = "1" ] &&
   ! "$venv/bin/python" -c 'import transformers' 2>/dev/null; then
   echo "setup: installing transformers into $venv"
   "$venv/bin/python" -m pip install --quiet transformers safetensors
+fi
+
+if [ "${CRPO_WITH_TENSORBOARD:-0}" = "1" ] &&
+  ! "$venv/bin/python" -c 'import tensorboard' 2>/dev/null; then
+  echo "setup: installing tensorboard into $venv"
+  "$venv/bin/python" -m pip install --quiet tensorboard
 fi
 
 if [ "${CRPO_WITH_TRL:-0}" = "1" ] &&

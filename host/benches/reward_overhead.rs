@@ -1,10 +1,12 @@
 //! Per-completion overhead of a reward objective loaded from a plugin library versus the
-//! same objective compiled in, for groups of 64 completions.
+//! same objective compiled in, and of running it in a worker process (`isolation =
+//! "process"`), for groups of 64 completions.
 //! Run: `cargo bench -p crpo-host --bench reward_overhead`
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use crpo_host::plugins::isolation::{Execution, Isolation};
 use crpo_host::plugins::{ConfiguredObjective, ObjectiveSpec, PluginRegistry};
 use crpo_sdk::{AnswerOption, Example, Prompt, RewardObjective, RewardPlugin, ScoreRequest};
 use std::hint::black_box;
@@ -62,8 +64,17 @@ fn main() {
         plugin: "contraindication_safety".into(),
         weight: None,
         options: serde_json::Value::Null,
+        ..ObjectiveSpec::default()
     };
     let dynamic = ConfiguredObjective::create(&registry, &spec).unwrap();
+    let isolated_spec = ObjectiveSpec {
+        execution: Execution {
+            isolation: Isolation::Process,
+            ..Execution::default()
+        },
+        ..spec.clone()
+    };
+    let isolated = ConfiguredObjective::create(&registry, &isolated_spec).unwrap();
     let builtin: Box<dyn RewardObjective> = contraindication_safety::ContraindicationSafetyPlugin
         .create(&serde_json::Value::Null)
         .unwrap();
@@ -79,16 +90,27 @@ fn main() {
     }
     let (builtin_ns, dynamic_ns, overhead_ns) =
         (median(builtin_runs), median(dynamic_runs), median(differences));
+    // The same objective in a worker process: the request and scores cross a pipe as JSON.
+    let isolated_runs: Vec<f64> = (0..ROUNDS)
+        .map(|_| per_completion_ns(|r| isolated.score_group(r).unwrap().len()))
+        .collect();
+    let isolated_ns = median(isolated_runs);
     println!(
         "reward objective: contraindication_safety, groups of {GROUP} completions, {GROUPS} groups, median of {ROUNDS} alternating rounds"
     );
     println!("{:<10} {:>16}", "origin", "ns/completion");
     println!("{:<10} {:>16.1}", "builtin", builtin_ns);
     println!("{:<10} {:>16.1}", "dynamic", dynamic_ns);
+    println!("{:<10} {:>16.1}", "isolated", isolated_ns);
     println!("dynamic overhead: {overhead_ns:.1} ns per completion (median of the rounds' differences)");
+    println!(
+        "isolation overhead (isolation = \"process\"): {:.1} ns per completion over the loaded library",
+        isolated_ns - dynamic_ns
+    );
     println!(
         "{}",
         serde_json::json!({"group": GROUP, "builtin_ns_per_completion": builtin_ns,
-            "dynamic_ns_per_completion": dynamic_ns, "overhead_ns_per_completion": overhead_ns})
+            "dynamic_ns_per_completion": dynamic_ns, "overhead_ns_per_completion": overhead_ns,
+            "isolated_ns_per_completion": isolated_ns})
     );
 }

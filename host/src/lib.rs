@@ -11,6 +11,7 @@ pub mod error_report;
 pub mod interrupt;
 pub mod memory;
 pub mod plugins;
+pub mod report;
 pub mod rollout;
 pub mod torch_info;
 pub mod train;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 /// crpo: multi-objective verifiable RL (CRPO) for language models.
 #[derive(Parser)]
-#[command(name = "crpo-host", version)]
+#[command(name = "crpo-host", bin_name = "crpo-host", version)]
 struct Cli {
     /// Directory of plugin libraries to load (repeatable). CRPO_PLUGIN_PATH (colon-separated)
     /// adds more.
@@ -34,6 +34,9 @@ enum Command {
     Train(commands::train::RunArgs),
     /// Cold-start supervised fine-tuning on the data's reference completions.
     Sft(commands::train::RunArgs),
+    /// One self-contained HTML report of a run (or several, overlaid): a curve per objective,
+    /// the training signals, trade-offs between objectives, sampled completions.
+    Report(commands::report::ReportArgs),
     /// Accuracy and every objective's mean on held-out questions.
     Eval(commands::eval::EvalArgs),
     /// What CRPO does, on the bundled clinical task: cold start, GRPO and CRPO arms, evaluation.
@@ -42,6 +45,10 @@ enum Command {
     BenchRollout(commands::bench_rollout::BenchRolloutArgs),
     /// Write the demo task (MedQA format), with its knobs.
     DemoData(commands::demo_data::DemoDataArgs),
+    /// Serves one reward objective over stdin/stdout for a run that isolates it
+    /// (`isolation = "process"`); started by the trainer, not by hand.
+    #[command(hide = true)]
+    RewardWorker,
 }
 
 fn main() -> ExitCode {
@@ -59,6 +66,11 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal: never in a redirected log, never under
+        // NO_COLOR (https://no-color.org).
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none(),
+        )
         .init();
     let cli = Cli::parse();
     match run(cli) {
@@ -87,8 +99,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => commands::train::train(&dirs, &args),
         Command::Sft(args) => commands::train::sft(&dirs, &args),
         Command::Eval(args) => commands::eval::run(&dirs, &args),
+        Command::Report(args) => commands::report::run(&args),
         Command::DemoData(args) => commands::demo_data::run(&args),
         Command::Demo(args) => commands::demo::run(&dirs, &args),
+        Command::RewardWorker => crpo_host::plugins::isolation::serve_worker(),
         Command::BenchRollout(args) => commands::bench_rollout::run(&PluginRegistry::load(&dirs)?, &args),
     }
 }

@@ -315,6 +315,20 @@ fn demo_runs_the_matched_arms_and_prints_every_table() {
         "3 models × greedy/sampled"
     );
     assert_eq!(report["training"].as_array().unwrap().len(), 2);
+    // The HTML report overlays both arms: each objective's curve, one point per step, per arm.
+    let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
+    for objective in [
+        "accuracy",
+        "clinical_reasoning",
+        "faithfulness",
+        "comprehensiveness",
+    ] {
+        for arm in ["grpo", "crpo-full"] {
+            let path = format!("data-series=\"objective/{objective}\" data-run=\"{arm}\" data-points=\"2\"");
+            assert!(html.contains(&path), "{path} missing from the report");
+        }
+    }
+    assert!(text.contains(&format!("charts: {}", out_dir.join("report.html").display())));
     for arm in ["grpo", "crpo-full"] {
         let config = std::fs::read_to_string(out_dir.join(format!("{arm}.toml"))).unwrap();
         assert!(

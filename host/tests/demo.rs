@@ -65,4 +65,15 @@ fn a_shortened_demo_shows_crpo_and_grpo_part_ways() {
             );
         }
     }
+    // The report shows GRPO's failure mode as a trade-off: an objective falls as accuracy rises.
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    let grpo = html
+        .split("<h3>grpo</h3>")
+        .nth(1)
+        .and_then(|rest| rest.split("<h3>").next())
+        .expect("a trade-off section for the GRPO arm");
+    assert!(
+        grpo.contains("while <b>accuracy</b> rose"),
+        "no flag for GRPO: {grpo}"
+    );
 }

@@ -29,6 +29,7 @@ fn every_reference_scores_as_its_style_says() {
             plugin: plugin.into(),
             weight: None,
             options: serde_json::Value::Null,
+            ..ObjectiveSpec::default()
         };
         ConfiguredObjective::create(&registry, &spec).unwrap()
     };

@@ -32,6 +32,7 @@ fn spec(plugin: &str, name: Option<&str>, options: serde_json::Value) -> Objecti
         plugin: plugin.into(),
         weight: None,
         options,
+        ..ObjectiveSpec::default()
     }
 }
 
@@ -478,4 +479,130 @@ fn a_missing_plugin_directory_says_so_once() {
         .unwrap();
     let err = format!("{:#}", anyhow::Error::from(err));
     assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+}
+
+fn isolated(plugin: &str, options: serde_json::Value, timeout_s: f64, retries: usize) -> ObjectiveSpec {
+    use crpo_host::plugins::isolation::{Execution, Isolation};
+    ObjectiveSpec {
+        execution: Execution {
+            isolation: Isolation::Process,
+            timeout: Some(std::time::Duration::from_secs_f64(timeout_s)),
+            retries,
+        },
+        ..spec(plugin, None, options)
+    }
+}
+
+#[test]
+fn an_isolated_objective_scores_as_the_in_process_one() {
+    let dir = plugin_dir(&["contraindication_safety"]);
+    let registry = PluginRegistry::load(&[dir.path().to_path_buf()]).unwrap();
+    let completions = [
+        "<think>Warfarin and NSAIDs: bleeding.</think><answer>\\boxed{B}</answer>",
+        "Ibuprofen is fine.",
+    ];
+    let in_process =
+        ConfiguredObjective::create(&registry, &spec("contraindication_safety", None, json!(null))).unwrap();
+    let in_worker = ConfiguredObjective::create(
+        &registry,
+        &isolated("contraindication_safety", json!(null), 60.0, 0),
+    )
+    .unwrap();
+    assert_eq!(score(&in_process, &completions), score(&in_worker, &completions));
+}
+
+#[test]
+fn a_worker_that_aborts_or_hangs_fails_the_call_naming_the_objective_not_the_trainer() {
+    let dir = plugin_dir(&["misbehaving_rewards"]);
+    let registry = PluginRegistry::load(&[dir.path().to_path_buf()]).unwrap();
+    let aborting = ConfiguredObjective::create(
+        &registry,
+        &isolated("misbehaving", json!({"fault": "abort"}), 60.0, 1),
+    )
+    .unwrap();
+    let err = score(&aborting, &["a", "b"]).unwrap_err();
+    assert!(
+        err.contains("objective `misbehaving`")
+            && err.contains("2 attempt(s) failed")
+            && err.contains("signal 6"),
+        "{err}"
+    );
+    let hanging = ConfiguredObjective::create(
+        &registry,
+        &isolated("misbehaving", json!({"fault": "hang"}), 1.0, 0),
+    )
+    .unwrap();
+    let err = score(&hanging, &["a"]).unwrap_err();
+    assert!(
+        err.contains("no answer within 1 s") && err.contains("worker was killed"),
+        "{err}"
+    );
+    // A plugin's own error is the plugin's answer, not a crash: not retried.
+    let too_few = ConfiguredObjective::create(
+        &registry,
+        &isolated("misbehaving", json!({"fault": "too_few"}), 60.0, 3),
+    )
+    .unwrap();
+    assert!(score(&too_few, &["a", "b"])
+        .unwrap_err()
+        .contains("returned 1 scores for 2 completions"));
+}
+
+#[test]
+fn a_crashed_worker_is_replaced_and_the_call_retried() {
+    let dir = plugin_dir(&["misbehaving_rewards"]);
+    let registry = PluginRegistry::load(&[dir.path().to_path_buf()]).unwrap();
+    let marks = tempfile::tempdir().unwrap();
+    let options = json!({"fault": "abort_once", "marker": marks.path().join("crashed")});
+    let objective =
+        ConfiguredObjective::create(&registry, &isolated("misbehaving", options, 60.0, 1)).unwrap();
+    assert_eq!(score(&objective, &["a", "b"]).unwrap(), vec![1.0, 1.0]);
+    assert!(
+        marks.path().join("crashed").exists(),
+        "the first worker did crash"
+    );
+}
+
+#[test]
+fn a_slow_in_process_objective_has_a_per_call_timeout() {
+    use crpo_host::plugins::isolation::Execution;
+    let dir = plugin_dir(&["misbehaving_rewards"]);
+    let registry = PluginRegistry::load(&[dir.path().to_path_buf()]).unwrap();
+    let hanging = ObjectiveSpec {
+        execution: Execution {
+            timeout: Some(std::time::Duration::from_secs(1)),
+            ..Execution::default()
+        },
+        ..spec("misbehaving", None, json!({"fault": "hang"}))
+    };
+    let objective = ConfiguredObjective::create(&registry, &hanging).unwrap();
+    let err = score(&objective, &["a"]).unwrap_err();
+    assert!(
+        err.contains("no answer within 1 s (timeout_s); the call is abandoned"),
+        "{err}"
+    );
+}
+
+#[test]
+fn fifty_reward_plugins_from_fifty_libraries_load_and_score_together() {
+    use crpo_host::train::config::AlgorithmConfig;
+    use crpo_host::train::reward::RunReward;
+    let source = plugin_library("numbered_reward");
+    let dir = tempfile::tempdir().unwrap();
+    for n in 1..=50 {
+        std::fs::copy(&source, dir.path().join(format!("libnumbered_reward_{n:02}.so"))).unwrap();
+    }
+    let registry = PluginRegistry::load(&[dir.path().to_path_buf()]).unwrap();
+    let specs: Vec<ObjectiveSpec> = (1..=50)
+        .map(|n| spec(&format!("numbered_{n:02}"), None, json!(null)))
+        .collect();
+    let reward = RunReward::from_specs(&registry, &specs, &AlgorithmConfig::default()).unwrap();
+    let scores = reward
+        .score_group(&vignette_example(), "", &["a", "b", "c"], &[1, 1, 1])
+        .unwrap();
+    let expected: Vec<f32> = (1..=50).map(|n| n as f32 / 100.0).collect();
+    for row in &scores.values {
+        assert_eq!(row, &expected, "each library is its own plugin");
+    }
+    assert!((scores.totals[0] - expected.iter().sum::<f32>()).abs() < 1e-4);
 }

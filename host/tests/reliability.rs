@@ -2,6 +2,9 @@
 //! saved is lost, nothing panics, diverged weights are never checkpointed, a resume never
 //! silently changes the run (docs/reliability.md lists every case).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -556,6 +559,7 @@ fn a_non_finite_loss_skips_the_update_leaving_weights_and_optimizer_untouched() 
         prompts: &prompts,
         completions: &completions,
         advantages,
+        truncated: &[false, false],
     };
     let skipped = update_policy(
         &policy,
@@ -589,4 +593,96 @@ fn a_non_finite_loss_skips_the_update_leaving_weights_and_optimizer_untouched() 
         .iter()
         .zip(&before)
         .any(|((_, after), before)| !after.equal(before)));
+}
+
+#[test]
+fn an_objective_isolated_in_a_worker_trains_and_its_crash_fails_the_run_cleanly() {
+    let plugins = support::plugin_dir(&["misbehaving_rewards"]);
+    let objective = |fault: &str| {
+        format!(
+            "[[reward.objectives]]\nplugin = \"misbehaving\"\nweight = 0.5\noptions = {{ fault = \"{fault}\" }}\nisolation = \"process\"\ntimeout_s = 60\n"
+        )
+    };
+    let dir = setup(
+        &format!("max_steps = 1\nplugin_dirs = [\"{}\"]", plugins.path().display()),
+        "",
+    );
+    let config = std::fs::read_to_string(dir.path().join("run.toml")).unwrap();
+    let with = |fault: &str| config.replace("[algorithm]", &format!("{}[algorithm]", objective(fault)));
+    std::fs::write(dir.path().join("run.toml"), with("none")).unwrap();
+    let trained = run(dir.path(), &["train", "--config", "run.toml"]);
+    assert!(trained.status.success(), "{}", stderr(&trained));
+    std::fs::write(dir.path().join("run.toml"), with("abort")).unwrap();
+    let crashed = run(
+        dir.path(),
+        &["train", "--config", "run.toml", "--output-dir", "crashed"],
+    );
+    assert_eq!(crashed.status.code(), Some(1), "{}", stderr(&crashed));
+    let text = stderr(&crashed);
+    assert!(
+        text.contains("error: objective `misbehaving`") && text.contains("died of signal 6"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let dir = setup("max_steps = 400\nsave_steps = 1000", "");
+    // Steps of a second or more, so both signals land within one.
+    let config = std::fs::read_to_string(dir.path().join("run.toml")).unwrap();
+    let slow = config
+        .replace("num_generations = 2", "num_generations = 8")
+        .replace("prompts_per_step = 2", "prompts_per_step = 8")
+        .replace(
+            "max_completion_length = 8",
+            "max_completion_length = 128\nmin_completion_length = 128",
+        );
+    std::fs::write(dir.path().join("run.toml"), slow).unwrap();
+    let run_dir = dir.path().join("run");
+    let child = spawn_train(dir.path(), false);
+    let started = Instant::now();
+    while std::fs::read_to_string(run_dir.join("metrics.jsonl")).map_or(true, |m| m.is_empty()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no step was recorded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..2 {
+        // SAFETY: signalling our own child. Apart, or the kernel merges them into one.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(output.status.code(), Some(128 + libc::SIGINT), "{text}");
+    assert!(
+        !text.contains("stopped by"),
+        "the step was not waited for: {text}"
+    );
+}
+
+#[test]
+fn plugins_verify_prints_pins_without_opening_a_library() {
+    let plugins = support::plugin_dir(&["not_a_crpo_plugin", "contraindication_safety"]);
+    let marks = tempfile::tempdir().unwrap();
+    let mark = marks.path().join("constructor-ran");
+    let output = crpo()
+        .args([
+            "--plugins",
+            plugins.path().to_str().unwrap(),
+            "plugins",
+            "--verify",
+        ])
+        .env("CRPO_TEST_CONSTRUCTOR_MARK", &mark)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for library in ["libnot_a_crpo_plugin.so", "libcontraindication_safety.so"] {
+        let sha256 = crpo_host::plugins::trust::sha256_of(&plugins.path().join(library)).unwrap();
+        let pin = format!("[[run.plugin_pins]]\nfile = \"{library}\"\nsha256 = \"{sha256}\"");
+        assert!(stdout.contains(&pin), "{stdout}");
+    }
+    assert!(!mark.exists(), "--verify opened a library");
 }

@@ -3,6 +3,9 @@
 //! and saved models loading in transformers. Needs Python transformers in the set-up venv
 //! (`.ci/run` installs it); without it the test prints why and returns.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use crpo_host::plugins::PluginRegistry;
 use crpo_host::rollout::generation::{generate, TokenSpace};
 use crpo_host::rollout::sampling::SamplingConfig;
@@ -13,33 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use tch::{Device, Kind, Tensor};
 
-/// The set-up venv's python: `.torch` links to `<venv>/lib/pythonX.Y/site-packages/torch`.
-fn venv_python() -> Option<PathBuf> {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let torch = std::fs::canonicalize(workspace.join(".torch")).ok()?;
-    let python = torch.ancestors().nth(4)?.join("bin/python");
-    python.exists().then_some(python)
-}
-
-fn transformers_python() -> Result<PathBuf, String> {
-    let python = venv_python().ok_or("no set-up venv (.torch link); run scripts/setup.sh")?;
-    let probe = Command::new(&python)
-        .args(["-c", "import transformers"])
-        .output()
-        .map_err(|e| e.to_string())?;
-    if probe.status.success() {
-        Ok(python)
-    } else {
-        Err(format!(
-            "transformers is not installed in {} (CRPO_WITH_TRANSFORMERS=1 scripts/setup.sh)",
-            python.display()
-        ))
-    }
-}
-
 /// The venv python with transformers, or `None` after printing why the test is skipped.
 fn transformers_or_skip() -> Option<PathBuf> {
-    transformers_python()
+    support::venv_python_with("transformers", "CRPO_WITH_TRANSFORMERS")
         .map_err(|reason| println!("skipped: {reason}"))
         .ok()
 }

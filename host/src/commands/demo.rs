@@ -195,6 +195,8 @@ pub fn run(dirs: &[PathBuf], args: &DemoArgs) -> anyhow::Result<()> {
     };
     let report_path = out.join("report.json");
     atomic_file::write(&report_path, serde_json::to_string_pretty(&report)?)?;
+    let arms: Vec<PathBuf> = entrants.iter().filter_map(|e| e.run_dir.clone()).collect();
+    crate::report::write_report(&arms, &out.join("report.html"))?;
     print_outputs(out, &entrants, &report_path);
     Ok(())
 }
@@ -437,6 +439,7 @@ fn print_outputs(out: &Path, entrants: &[Entrant], report: &Path) {
         );
     }
     println!("  report.json            the tables above as JSON");
+    println!("  report.html            the arms' curves per objective, trade-offs and samples (a browser opens it)");
     println!("run one part again (the same seed gives the same run), or evaluate a model:");
     println!(
         "  crpo-host sft   --config {} --output-dir {}",
@@ -470,4 +473,5 @@ fn print_outputs(out: &Path, entrants: &[Entrant], report: &Path) {
         }
     }
     println!("report: {}", report.display());
+    println!("charts: {}", out.join("report.html").display());
 }

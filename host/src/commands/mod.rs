@@ -5,5 +5,6 @@ pub mod doctor;
 pub mod eval;
 pub mod model;
 pub mod plugins;
+pub mod report;
 pub mod score;
 pub mod train;

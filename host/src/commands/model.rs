@@ -132,6 +132,10 @@ pub fn generate(registry: &PluginRegistry, args: &GenerateArgs) -> anyhow::Resul
         row_budgets: Vec::new(),
     };
     let ids = policy.tokenizer.encode(&prompt)?;
+    policy.check_positions(
+        ("the prompt's tokens", ids.len()),
+        ("--max-new-tokens", args.max_new_tokens),
+    )?;
     let (completions, _) = policy.generate(&[ids], &sampling)?;
     println!("{}", policy.decode(&completions[0].ids)?);
     Ok(())

@@ -45,6 +45,7 @@ pub fn run(registry: &PluginRegistry, args: &ScoreArgs) -> anyhow::Result<()> {
                 plugin: plugin.clone(),
                 weight: None,
                 options: options.remove(plugin).unwrap_or(Value::Null),
+                ..ObjectiveSpec::default()
             };
             ConfiguredObjective::create(registry, &spec)
         })

@@ -1,6 +1,7 @@
 //! The plugin runtime: built-in plugins (inventory) and libraries from `--plugins DIR`
 //! (abi_stable), seen through the same sdk traits.
 
+pub mod isolation;
 pub mod loader;
 mod objective;
 pub mod trust;
@@ -91,6 +92,9 @@ pub struct PluginRegistry {
     policies: Vec<Registered<dyn PolicyPlugin>>,
     /// Reward presets of the built-in crates.
     presets: Vec<&'static RewardPreset>,
+    /// The plugin directories and trust it was loaded with (a reward worker loads the same).
+    dirs: Vec<PathBuf>,
+    trust: Trust,
 }
 
 impl PluginRegistry {
@@ -104,7 +108,9 @@ impl PluginRegistry {
     /// admits; checked before a library is opened, so a refused one runs no code.
     pub fn load_trusted(dirs: &[PathBuf], trust: &Trust) -> Result<Self, PluginLoadError> {
         let mut registry = PluginRegistry::builtin_only();
-        for dir in trust::distinct_dirs(dirs) {
+        registry.dirs = trust::distinct_dirs(dirs);
+        registry.trust = trust.clone();
+        for dir in registry.dirs.clone() {
             let libraries = loader::library_files(&dir)?;
             if !libraries.is_empty() {
                 trust.check_directory(&dir)?;
@@ -150,6 +156,8 @@ impl PluginRegistry {
             datasets,
             policies,
             presets,
+            dirs: Vec::new(),
+            trust: Trust::default(),
         }
     }
 
@@ -166,6 +174,11 @@ impl PluginRegistry {
             push_unique(&mut self.policies, policy, "policy")?;
         }
         Ok(())
+    }
+
+    /// The plugin directories (each once) and the trust the registry was loaded with.
+    pub fn sources(&self) -> (&[PathBuf], &Trust) {
+        (&self.dirs, &self.trust)
     }
 
     pub fn rewards(&self) -> &[Registered<dyn RewardPlugin>] {

@@ -2,17 +2,22 @@
 //! answer is checked, so a faulty plugin fails the step with its name instead of poisoning
 //! training with NaN or misaligned scores.
 
+use super::isolation::{
+    Execution, IsolatedObjective, Isolation, TimedObjective, WorkerInit, DEFAULT_TIMEOUT,
+};
 use super::{Origin, PluginRegistry};
 use crpo_sdk::{RewardObjective, Score, ScoreRequest};
+use std::sync::Arc;
 
 /// How a run config names an objective: `name` (defaults to the plugin's), plugin, weight
-/// (defaults to the plugin's) and the plugin's options.
-#[derive(Debug, Clone)]
+/// (defaults to the plugin's), the plugin's options, and where and how long it runs.
+#[derive(Debug, Clone, Default)]
 pub struct ObjectiveSpec {
     pub name: Option<String>,
     pub plugin: String,
     pub weight: Option<f32>,
     pub options: serde_json::Value,
+    pub execution: Execution,
 }
 
 pub struct ConfiguredObjective {
@@ -52,10 +57,38 @@ impl ConfiguredObjective {
         if !weight.is_finite() {
             return Err(fail(format!("weight {weight} is not a finite number")));
         }
-        let objective = registered
-            .plugin()
-            .create(&spec.options)
-            .map_err(|e| fail(e.to_string()))?;
+        let plugin = registered.plugin();
+        let execution = &spec.execution;
+        let objective: Box<dyn RewardObjective> = match execution.isolation {
+            Isolation::Process => {
+                let (dirs, trust) = registry.sources();
+                let init = WorkerInit {
+                    plugin_dirs: dirs.to_vec(),
+                    pins: trust.pins.clone(),
+                    allow_insecure: trust.allow_insecure,
+                    plugin: spec.plugin.clone(),
+                    options: spec.options.clone(),
+                };
+                let timeout = execution.timeout.unwrap_or(DEFAULT_TIMEOUT);
+                Box::new(
+                    IsolatedObjective::start(init, timeout, execution.retries)
+                        .map_err(|e| fail(e.to_string()))?,
+                )
+            }
+            Isolation::InProcess => {
+                let objective = plugin.create(&spec.options).map_err(|e| fail(e.to_string()))?;
+                match execution
+                    .timeout
+                    .or((!plugin.is_cheap()).then_some(DEFAULT_TIMEOUT))
+                {
+                    Some(timeout) => Box::new(TimedObjective {
+                        inner: Arc::from(objective),
+                        timeout,
+                    }),
+                    None => objective,
+                }
+            }
+        };
         Ok(ConfiguredObjective {
             name: name.clone(),
             plugin: spec.plugin.clone(),

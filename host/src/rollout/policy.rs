@@ -85,17 +85,16 @@ impl Policy {
     }
 
     /// Refuses budgets beyond the model's positions: `prompt` + `completion` tokens must fit
-    /// in `max_position_embeddings` (`completion_key` names the config key to lower).
+    /// in `max_position_embeddings`; each comes with the name of the setting that sets it.
     pub fn check_positions(
         &self,
-        prompt: usize,
-        completion: usize,
-        completion_key: &str,
+        (prompt_key, prompt): (&str, usize),
+        (completion_key, completion): (&str, usize),
     ) -> anyhow::Result<()> {
         if let Some(positions) = self.max_positions {
             if prompt + completion > positions {
                 bail!(
-                    "data.max_prompt_length ({prompt}) + {completion_key} ({completion}) = {} is beyond the {positions} positions of {} (max_position_embeddings in config.json): lower them",
+                    "{prompt_key} ({prompt}) + {completion_key} ({completion}) = {} is beyond the {positions} positions of {} (max_position_embeddings in config.json): lower them",
                     prompt + completion,
                     self.source.display()
                 );

@@ -3,9 +3,11 @@
 //! silently ignored setting. Every default lives here, next to its key (docs/config.md
 //! lists them).
 
+use crate::plugins::isolation::{Execution, Isolation};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,10 +40,17 @@ pub struct RunSection {
     pub save_steps: usize,
     /// Checkpoints kept (the oldest are deleted); at least 1.
     pub save_total_limit: usize,
-    /// Write a sample of completions with their scores every N steps (0 = never).
+    /// Write completions with their scores (samples.jsonl, TensorBoard's text) every
+    /// `sample_steps` steps (TRL's `log_completions`; false writes none).
+    pub log_completions: bool,
+    /// Every N steps (0 = never).
     pub sample_steps: usize,
-    /// Completions per sample.
+    /// Completions written each time (`sample_count` is accepted too).
+    #[serde(rename = "num_completions_to_print", alias = "sample_count")]
     pub sample_count: usize,
+    /// A summary line every N steps (and at the first and last); metrics.jsonl and TensorBoard
+    /// get every step whatever this is.
+    pub logging_steps: usize,
     /// More plugin directories, searched with `--plugins`.
     pub plugin_dirs: Vec<PathBuf>,
     /// Libraries that may be loaded, by file name and sha256 (checked before any of their
@@ -74,7 +83,9 @@ impl Default for RunSection {
             save_steps: 50,
             save_total_limit: 2,
             sample_steps: 10,
+            log_completions: true,
             sample_count: 4,
+            logging_steps: 10,
             plugin_dirs: Vec::new(),
             plugin_pins: Vec::new(),
             allow_insecure_plugins: false,
@@ -201,6 +212,27 @@ pub struct ObjectiveConfig {
     pub weight: Option<f32>,
     #[serde(default)]
     pub options: toml::Table,
+    /// `in_process` (default) or `process`: run the plugin in a child `crpo-host` worker, so a
+    /// crash or a hang there fails the step (after `retries`) instead of the trainer.
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// Per-call limit in seconds; default 300 for a worker or a plugin not marked cheap, none
+    /// for a cheap in-process one.
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
+    /// With `isolation = "process"`: fresh workers tried after one crashed or hung.
+    #[serde(default)]
+    pub retries: usize,
+}
+
+impl ObjectiveConfig {
+    pub fn execution(&self) -> Execution {
+        Execution {
+            isolation: self.isolation,
+            timeout: self.timeout_s.map(Duration::from_secs_f64),
+            retries: self.retries,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -251,7 +283,8 @@ pub struct AlgorithmConfig {
     pub prompts_per_step: usize,
     /// PPO epochs over each batch of rollouts.
     pub num_iterations: usize,
-    /// Completions per forward/backward pass.
+    /// Completions per forward/backward pass (TRL's name; `mini_batch_size` is accepted too).
+    #[serde(rename = "per_device_train_batch_size", alias = "mini_batch_size")]
     pub mini_batch_size: usize,
     /// Micro-batches per optimizer update.
     pub gradient_accumulation_steps: usize,
@@ -271,11 +304,17 @@ pub struct AlgorithmConfig {
     pub epsilon: f64,
     /// Upper clip: ratio ≤ 1 + epsilon_high (clip-higher); defaults to epsilon.
     pub epsilon_high: Option<f64>,
-    /// Entropy bonus coefficient.
+    /// Entropy bonus coefficient (TRL's `entropy_coef`; `entropy_coeff` is accepted too).
+    #[serde(rename = "entropy_coef", alias = "entropy_coeff")]
     pub entropy_coeff: f64,
     pub loss_type: LossType,
     pub scale_rewards: ScaleRewards,
+    /// How objectives combine (TRL's name; `aggregation` is accepted too).
+    #[serde(rename = "multi_objective_aggregation", alias = "aggregation")]
     pub aggregation: Aggregation,
+    /// Leave completions cut at `max_completion_length` out of the loss (TRL's): a cut
+    /// completion's reward says little about its tokens.
+    pub mask_truncated_completions: bool,
     /// Drop groups whose rewards all tie and sample more prompts to refill the batch.
     pub dynamic_sampling: bool,
     /// Most extra sampling rounds per step under dynamic sampling.
@@ -319,6 +358,7 @@ impl Default for AlgorithmConfig {
             loss_type: LossType::Dapo,
             scale_rewards: ScaleRewards::Group,
             aggregation: Aggregation::SumThenNormalize,
+            mask_truncated_completions: false,
             dynamic_sampling: false,
             max_resample_rounds: 3,
             overlong_buffer_length: 0,
@@ -348,7 +388,7 @@ impl AlgorithmConfig {
         let positive = [
             ("prompts_per_step", self.prompts_per_step),
             ("num_iterations", self.num_iterations),
-            ("mini_batch_size", self.mini_batch_size),
+            ("per_device_train_batch_size", self.mini_batch_size),
             ("gradient_accumulation_steps", self.gradient_accumulation_steps),
             ("max_completion_length", self.max_completion_length),
         ];
@@ -378,7 +418,7 @@ impl AlgorithmConfig {
         for (key, value) in [
             ("beta", self.beta),
             ("epsilon", self.epsilon),
-            ("entropy_coeff", self.entropy_coeff),
+            ("entropy_coef", self.entropy_coeff),
             ("weight_decay", self.weight_decay),
             ("max_grad_norm", self.max_grad_norm),
         ] {
@@ -409,8 +449,11 @@ impl AlgorithmConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SftConfig {
     pub learning_rate: f64,
+    /// Passes over the data (TRL's name; `epochs` is accepted too).
+    #[serde(rename = "num_train_epochs", alias = "epochs")]
     pub epochs: usize,
-    /// Examples per optimizer update.
+    /// Examples per optimizer update (TRL's name; `batch_size` is accepted too).
+    #[serde(rename = "per_device_train_batch_size", alias = "batch_size")]
     pub batch_size: usize,
     pub warmup_steps: usize,
     /// The learning-rate schedule (default: `algorithm.lr_scheduler_type`).
@@ -442,7 +485,9 @@ impl Default for SftConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvalSection {
-    /// Samples per question; with more than one, the answer is their majority vote.
+    /// Samples per question; with more than one, the answer is their majority vote (TRL's
+    /// `num_generations_eval`; `samples` is accepted too).
+    #[serde(rename = "num_generations_eval", alias = "samples")]
     pub samples: usize,
     /// 0 decodes greedily (with one sample).
     pub temperature: f64,
@@ -478,7 +523,7 @@ impl RunConfig {
 
     /// Parses and validates TOML text (paths left as written).
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let config: RunConfig = toml::from_str(text)?;
+        let config: RunConfig = toml::from_str(text).map_err(with_section_hint)?;
         config.validate()?;
         Ok(config)
     }
@@ -518,8 +563,24 @@ impl RunConfig {
         if self.reward.preset.is_none() && self.reward.objectives.is_empty() {
             bail!("[reward] needs a `preset` or at least one [[reward.objectives]]");
         }
+        for objective in &self.reward.objectives {
+            if let Some(timeout) = objective.timeout_s {
+                if !timeout.is_finite() || timeout <= 0.0 || timeout > 1e9 {
+                    bail!(
+                        "[[reward.objectives]] `{}`: timeout_s must be a number of seconds > 0 (it is {timeout})",
+                        objective.plugin
+                    );
+                }
+            }
+            if objective.retries > 0 && objective.isolation != Isolation::Process {
+                bail!(
+                    "[[reward.objectives]] `{}`: retries need isolation = \"process\" (an in-process call cannot be restarted)",
+                    objective.plugin
+                );
+            }
+        }
         if self.sft.epochs == 0 || self.sft.batch_size == 0 {
-            bail!("sft.epochs and sft.batch_size must be at least 1");
+            bail!("sft.num_train_epochs and sft.per_device_train_batch_size must be at least 1");
         }
         if !self.sft.learning_rate.is_finite() || self.sft.learning_rate <= 0.0 {
             bail!(
@@ -528,10 +589,10 @@ impl RunConfig {
             );
         }
         if self.eval.samples == 0 || self.eval.batch_size == 0 {
-            bail!("eval.samples and eval.batch_size must be at least 1");
+            bail!("eval.num_generations_eval and eval.batch_size must be at least 1");
         }
         if self.eval.samples > 1 && self.eval.temperature <= 0.0 {
-            bail!("eval.samples > 1 needs eval.temperature > 0 (greedy samples would all be the same)");
+            bail!("eval.num_generations_eval > 1 needs eval.temperature > 0 (greedy samples would all be the same)");
         }
         Ok(())
     }
@@ -554,9 +615,86 @@ impl RunConfig {
     }
 }
 
+/// An unknown key that another section knows: say where it belongs.
+fn with_section_hint(error: toml::de::Error) -> anyhow::Error {
+    let message = error.to_string();
+    let key = message
+        .split("unknown field `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .map(str::to_string);
+    let sections: Vec<String> = key
+        .as_deref()
+        .map(|key| {
+            section_keys()
+                .into_iter()
+                .filter(|(_, keys)| keys.iter().any(|k| k == key))
+                .map(|(section, _)| format!("[{section}]"))
+                .collect()
+        })
+        .unwrap_or_default();
+    match (key, sections.is_empty()) {
+        (Some(key), false) => anyhow::anyhow!("{message}`{key}` is a key of {}", sections.join(" and ")),
+        _ => error.into(),
+    }
+}
+
+/// Every section's keys (those that default to nothing too).
+fn section_keys() -> Vec<(String, Vec<String>)> {
+    const EXAMPLE: &str = "[model]\npath = \"m\"\n[data]\npath = \"d\"\n[reward]\npreset = \"p\"\n";
+    const UNSET_BY_DEFAULT: &[(&str, &str)] = &[
+        ("algorithm", "epsilon_high"),
+        ("data", "eval_path"),
+        ("data", "system_prompt"),
+        ("sft", "lr_scheduler_type"),
+        ("sft", "output_dir"),
+    ];
+    let Ok(config) = toml::from_str::<RunConfig>(EXAMPLE) else {
+        return Vec::new();
+    };
+    let Ok(toml::Value::Table(sections)) = toml::Value::try_from(&config) else {
+        return Vec::new();
+    };
+    sections
+        .into_iter()
+        .filter_map(|(section, value)| {
+            let mut keys: Vec<String> = value.as_table()?.keys().cloned().collect();
+            keys.extend(
+                UNSET_BY_DEFAULT
+                    .iter()
+                    .filter(|(s, _)| *s == section)
+                    .map(|(_, k)| k.to_string()),
+            );
+            Some((section, keys))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_in_the_wrong_section_says_where_it_belongs() {
+        let text = format!("{MINIMAL}\n[run]\nnum_generations = 4\n");
+        let err = format!("{:#}", RunConfig::parse(&text).unwrap_err());
+        assert!(err.contains("`num_generations` is a key of [algorithm]"), "{err}");
+        let text = format!("{MINIMAL}\n[sft]\nmax_steps = 4\n");
+        let err = format!("{:#}", RunConfig::parse(&text).unwrap_err());
+        assert!(err.contains("`max_steps` is a key of [run]"), "{err}");
+    }
+
+    #[test]
+    fn trl_names_and_the_earlier_ones_both_read() {
+        let trl = format!("{MINIMAL}\n[algorithm]\nper_device_train_batch_size = 4\nmulti_objective_aggregation = \"normalize_then_sum\"\nentropy_coef = 0.01\n[sft]\nnum_train_epochs = 3\n[eval]\nnum_generations_eval = 2\ntemperature = 1.0\n");
+        let earlier = format!("{MINIMAL}\n[algorithm]\nmini_batch_size = 4\naggregation = \"normalize_then_sum\"\nentropy_coeff = 0.01\n[sft]\nepochs = 3\n[eval]\nsamples = 2\ntemperature = 1.0\n");
+        for text in [trl, earlier] {
+            let config = RunConfig::parse(&text).unwrap();
+            assert_eq!(config.algorithm.mini_batch_size, 4);
+            assert_eq!(config.algorithm.aggregation, Aggregation::NormalizeThenSum);
+            assert_eq!((config.sft.epochs, config.eval.samples), (3, 2));
+        }
+    }
 
     const MINIMAL: &str = r#"
         [model]

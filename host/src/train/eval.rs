@@ -109,9 +109,8 @@ pub fn evaluate(
         anyhow::bail!("{dataset}: there are no questions to evaluate");
     }
     policy.check_positions(
-        config.data.max_prompt_length,
-        settings.max_completion_length,
-        "eval.max_completion_length",
+        ("data.max_prompt_length", config.data.max_prompt_length),
+        ("eval.max_completion_length", settings.max_completion_length),
     )?;
     let format = PromptFormat::from_config(config, registry)?;
     let examples = &format.admit(&policy.tokenizer, examples.to_vec(), dataset)?;
@@ -125,7 +124,7 @@ pub fn evaluate(
         (vec![0.0f64; names.len()], 0.0f64, 0usize, 0usize);
     let mut by_meta: BTreeMap<String, GroupAccuracy> = BTreeMap::new();
     let indices: Vec<usize> = (0..count).collect();
-    let progress = super::progress::bar(count as u64, 0, "eval");
+    let progress = super::progress::bar(count as u64, 0, "eval", "questions");
     for (batch_number, batch) in indices.chunks(settings.batch_size).enumerate() {
         let sampling = SamplingConfig {
             max_new_tokens: settings.max_completion_length,

@@ -14,5 +14,6 @@ pub mod resume;
 pub mod reward;
 pub mod rollouts;
 pub mod sft;
+pub mod tensorboard;
 pub mod trainer;
 pub mod update;

@@ -1,15 +1,18 @@
 //! Console output: a progress bar with ETA when stderr is a terminal (hidden otherwise) and
-//! one summary line per step.
+//! a summary line every `run.logging_steps` steps.
 
 use super::metrics::StepMetrics;
 use indicatif::{ProgressBar, ProgressStyle};
 
-pub fn bar(total: u64, done: u64, label: &str) -> ProgressBar {
+/// A bar of `total` `unit`s (steps, updates, questions), `done` of them already.
+pub fn bar(total: u64, done: u64, label: &str, unit: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, {elapsed} elapsed, ETA {eta}")
-            .expect("a valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(&format!(
+            "{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{elapsed}} elapsed, ETA {{eta}}"
+        ))
+        .expect("a valid template")
+        .progress_chars("=> "),
     );
     bar.set_message(label.to_string());
     bar.set_position(done);
@@ -47,4 +50,9 @@ pub fn text_table(header: Vec<String>, rows: impl IntoIterator<Item = Vec<String
         table.add_row(row);
     }
     table.to_string()
+}
+
+/// Whether step `step` of `total` gets a log line: every `every` steps, and the first and last.
+pub fn logs_step(step: usize, total: usize, every: usize) -> bool {
+    step == 1 || step == total || (every > 0 && step.is_multiple_of(every))
 }

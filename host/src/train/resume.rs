@@ -38,7 +38,9 @@ const SAFE_KEYS: &[&str] = &[
     "run.save_steps",
     "run.save_total_limit",
     "run.sample_steps",
-    "run.sample_count",
+    "run.num_completions_to_print",
+    "run.log_completions",
+    "run.logging_steps",
     "run.plugin_dirs",
     "run.plugin_pins",
     "run.allow_insecure_plugins",
@@ -331,14 +333,17 @@ mod tests {
                 "algorithm.learning_rate",
                 "run.max_steps",
                 "run.seed",
-                "sft.epochs"
+                "sft.num_train_epochs"
             ]
         );
         let seed = changes.iter().find(|c| c.key == "run.seed").unwrap();
         assert_eq!((seed.was.clone(), seed.now.clone()), (json!(0), json!(7)));
         let meaningful: Vec<&str> = keys.iter().copied().filter(|k| !is_safe(k, "train")).collect();
         assert_eq!(meaningful, ["algorithm.learning_rate", "run.seed"]);
-        assert!(!is_safe("sft.epochs", "sft"), "sft reads its own section");
+        assert!(
+            !is_safe("sft.num_train_epochs", "sft"),
+            "sft reads its own section"
+        );
     }
 
     #[test]

@@ -44,6 +44,7 @@ impl RunReward {
                 plugin: objective.plugin.clone(),
                 weight: objective.weight,
                 options: serde_json::to_value(&objective.options)?,
+                execution: objective.execution(),
             });
         }
         Self::from_specs(registry, &specs, &config.algorithm)
@@ -159,7 +160,7 @@ pub fn preset_objectives(preset: &crpo_sdk::RewardPreset) -> Vec<ObjectiveSpec> 
             name: None,
             plugin: plugin.to_string(),
             weight: Some(weight),
-            options: serde_json::Value::Null,
+            ..ObjectiveSpec::default()
         })
         .collect()
 }

@@ -9,6 +9,7 @@ use super::maths::masked_mean;
 use super::metrics::{JsonlLog, METRICS_FILE};
 use super::optimizer::{learning_rate, AdamW, AdamWSettings};
 use super::resume::{self, StartMode};
+use super::tensorboard::{scalars_of, EventWriter};
 use crate::interrupt::{Interrupt, Interrupted};
 use crate::plugins::PluginRegistry;
 use crate::rollout::Policy;
@@ -75,9 +76,8 @@ pub fn run(
         }
     };
     policy.check_positions(
-        config.data.max_prompt_length,
-        config.sft.max_completion_length,
-        "sft.max_completion_length",
+        ("data.max_prompt_length", config.data.max_prompt_length),
+        ("sft.max_completion_length", config.sft.max_completion_length),
     )?;
     std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
     let examples: Vec<Example> = load_splits(registry, config)?
@@ -101,10 +101,11 @@ pub fn run(
         .first()
         .context("the tokenizer has no end-of-sequence token")? as i64;
     let metrics = JsonlLog::open(&run_dir, METRICS_FILE, state.as_ref().map(|s| s.step))?;
+    let mut events = EventWriter::create(&run_dir, state.as_ref().map(|s| s.step + 1))?;
     let mut cursor = state.as_ref().map_or_else(DataCursor::default, |s| s.cursor);
     let mut step = state.as_ref().map_or(0, |s| s.step);
     let (mut first_loss, mut last_loss) = (None, None);
-    let progress = super::progress::bar(total_steps as u64, step as u64, "sft");
+    let progress = super::progress::bar(total_steps as u64, step as u64, "sft", "updates");
     let config_toml = toml::to_string(config)?;
     while step < total_steps {
         let started = Instant::now();
@@ -169,10 +170,17 @@ pub fn run(
             "epoch": cursor.epoch, "train_tokens_per_s": tokens as f64 / seconds.max(1e-9), "step_time_s": seconds,
         });
         metrics.append(&record)?;
-        progress.suspend(|| {
-            tracing::info!("sft step {step}/{total_steps}: loss {loss:.4}, lr {lr:.2e}, {seconds:.2} s")
-        });
+        events.scalars(step, &scalars_of("sft", &record))?;
+        if super::progress::logs_step(step, total_steps, config.run.logging_steps) {
+            progress.suspend(|| {
+                tracing::info!("sft step {step}/{total_steps}: loss {loss:.4}, lr {lr:.2e}, {seconds:.2} s")
+            });
+        }
         progress.inc(1);
+        if step == 1 {
+            // The first step carries the start-up costs: the ETA starts after it.
+            progress.reset_eta();
+        }
         let save_steps = config.run.save_steps;
         let signal = interrupt.and_then(Interrupt::received);
         if save_steps > 0 && (step.is_multiple_of(save_steps) || step == total_steps || signal.is_some()) {

@@ -14,6 +14,7 @@ use super::optimizer::{AdamW, AdamWSettings};
 use super::resume::{self, StartMode};
 use super::reward::RunReward;
 use super::rollouts::{sample_groups, Group, Rollouts};
+use super::tensorboard::{scalars_of, EventWriter};
 use super::update::{update_policy, Batch, UpdateStats};
 use crate::interrupt::{Interrupt, Interrupted};
 use crate::plugins::PluginRegistry;
@@ -59,6 +60,8 @@ pub struct Trainer {
     interrupt: Option<Interrupt>,
     metrics: JsonlLog,
     samples: JsonlLog,
+    /// TensorBoard's view of the same records.
+    events: EventWriter,
 }
 
 /// AdamW over the policy's parameters with the run's settings.
@@ -105,9 +108,11 @@ impl Trainer {
             }
         };
         policy.check_positions(
-            config.data.max_prompt_length,
-            config.algorithm.max_completion_length,
-            "algorithm.max_completion_length",
+            ("data.max_prompt_length", config.data.max_prompt_length),
+            (
+                "algorithm.max_completion_length",
+                config.algorithm.max_completion_length,
+            ),
         )?;
         std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
         // The reference is the initial model, frozen; with beta = 0 it is not needed at all.
@@ -125,6 +130,7 @@ impl Trainer {
         Ok(Trainer {
             metrics: JsonlLog::open(&run_dir, METRICS_FILE, keep_through)?,
             samples: JsonlLog::open(&run_dir, SAMPLES_FILE, keep_through)?,
+            events: EventWriter::create(&run_dir, keep_through.map(|step| step + 1))?,
             cursor: state.as_ref().map_or_else(DataCursor::default, |s| s.cursor),
             step: state.as_ref().map_or(0, |s| s.step),
             nonfinite_steps: state.as_ref().map_or(0, |s| s.nonfinite_steps),
@@ -155,14 +161,22 @@ impl Trainer {
     /// in a row stop the run. A signal stops it after the step, with a checkpoint.
     pub fn run(mut self) -> anyhow::Result<TrainSummary> {
         let max_steps = self.config.run.max_steps;
-        let progress = super::progress::bar(max_steps as u64, self.step as u64, "train");
+        let progress = super::progress::bar(max_steps as u64, self.step as u64, "train", "steps");
         let mut last_checkpoint = checkpoint::latest(&self.config.run.output_dir)?.map(|(_, p)| p);
         let mut last_metrics = None;
         let mut streak = NonfiniteStreak::new(self.config.run.max_nonfinite_steps);
+        let mut first_step = true;
+        self.announce();
         while self.step < max_steps {
             let record = self.train_step()?;
-            progress.suspend(|| tracing::info!("{}", super::progress::summary_line(&record)));
+            if super::progress::logs_step(self.step, max_steps, self.config.run.logging_steps) {
+                progress.suspend(|| tracing::info!("{}", super::progress::summary_line(&record)));
+            }
             progress.inc(1);
+            if std::mem::take(&mut first_step) {
+                // The first step carries the start-up costs: the ETA starts after it.
+                progress.reset_eta();
+            }
             let skipped = record.nonfinite_update_skipped;
             last_metrics = Some(record);
             streak.record(
@@ -194,6 +208,31 @@ impl Trainer {
         })
     }
 
+    /// What is about to run, at once (loading a large model takes a while before step 1).
+    fn announce(&self) {
+        let objectives: Vec<String> = self
+            .reward
+            .names()
+            .iter()
+            .zip(self.reward.weights())
+            .map(|(name, weight)| format!("{weight}·{name}"))
+            .collect();
+        let algorithm = &self.config.algorithm;
+        tracing::info!(
+            "train: {} (policy `{}`) on {:?} in {:?}; reward {}; steps {}→{} of {} prompts × {} completions; writing {}",
+            self.policy.source.display(),
+            self.policy.plugin,
+            self.policy.device,
+            self.policy.kind,
+            objectives.join(" + "),
+            self.step,
+            self.config.run.max_steps,
+            algorithm.prompts_per_step,
+            algorithm.num_generations,
+            self.config.run.output_dir.display()
+        );
+    }
+
     /// One step: rollouts, advantages, the policy update, the records.
     fn train_step(&mut self) -> anyhow::Result<StepMetrics> {
         let started = Instant::now();
@@ -217,6 +256,7 @@ impl Trainer {
                     prompts: &prompts,
                     completions: &completions,
                     advantages: &advantages,
+                    truncated: &rollouts.rows().map(|(g, i)| !g.finished[i]).collect::<Vec<_>>(),
                 },
                 &self.config.algorithm,
                 self.step + 1,
@@ -286,9 +326,11 @@ impl Trainer {
             nonfinite_steps: self.nonfinite_steps,
             prompts_truncated: rollouts.groups.iter().filter(|g| g.prompt_truncated).count(),
         };
-        self.metrics.append(&serde_json::to_value(&record)?)?;
+        let json = serde_json::to_value(&record)?;
+        self.metrics.append(&json)?;
+        self.events.scalars(self.step, &scalars_of("train", &json))?;
         let every = self.config.run.sample_steps;
-        if every > 0 && self.step.is_multiple_of(every) {
+        if self.config.run.log_completions && every > 0 && self.step.is_multiple_of(every) {
             self.write_samples(rollouts, &advantages)?;
         }
         Ok(record)
@@ -379,8 +421,13 @@ impl Trainer {
 
     /// The first `sample_count` completions of the step with their scores, diagnostics,
     /// answer and gold answer, reward and advantage.
-    fn write_samples(&self, rollouts: &Rollouts, advantages: &[f32]) -> anyhow::Result<()> {
+    fn write_samples(&mut self, rollouts: &Rollouts, advantages: &[f32]) -> anyhow::Result<()> {
         let names = self.reward.names();
+        let mut table = format!(
+            "| completion | gold | answer | reward | advantage | {} |\n|---|---|---|---|---|{}\n",
+            names.join(" | "),
+            "---|".repeat(names.len())
+        );
         for (index, (group, i)) in rollouts.rows().enumerate().take(self.config.run.sample_count) {
             let example = &self.splits.train[group.example];
             let scores: Map<String, Value> = names
@@ -404,8 +451,22 @@ impl Trainer {
                 "reward": group.scores.totals[i],
                 "advantage": advantages[index],
             }))?;
+            let cell = |text: &str| text.replace('|', "\\|").replace('\n', "<br>");
+            table.push_str(&format!(
+                "| {} | {} | {} | {:.3} | {:.3} | {} |\n",
+                cell(&group.texts[i]),
+                example.answer.as_deref().unwrap_or("-"),
+                group.scores.answers[i].as_deref().unwrap_or("-"),
+                group.scores.totals[i],
+                advantages[index],
+                group.scores.values[i]
+                    .iter()
+                    .map(|v| format!("{v:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ));
         }
-        Ok(())
+        self.events.text(self.step, "samples", &table)
     }
 
     /// After an update, the policy must still give finite log-probs (weights of magnitude

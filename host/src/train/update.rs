@@ -29,11 +29,20 @@ pub struct UpdateStats {
     pub nonfinite: bool,
 }
 
-/// The step's completions: prompt and completion ids and one advantage each.
+/// The step's completions: prompt and completion ids, one advantage each, and which were
+/// cut at the budget (left out of the loss under `mask_truncated_completions`).
 pub struct Batch<'a> {
     pub prompts: &'a [Vec<i64>],
     pub completions: &'a [Vec<i64>],
     pub advantages: &'a [f32],
+    pub truncated: &'a [bool],
+}
+
+impl Batch<'_> {
+    /// Whether row `i` counts in the loss.
+    fn counts(&self, i: usize, algorithm: &AlgorithmConfig) -> bool {
+        !(algorithm.mask_truncated_completions && self.truncated.get(i).copied().unwrap_or(false))
+    }
 }
 
 /// Updates `policy` on `batch`; `reference` is the frozen reference (beta > 0), `step` the
@@ -81,7 +90,9 @@ pub fn update_policy(
         {
             let step_tokens: usize = chunk
                 .iter()
-                .flat_map(|&m| micro[m].iter().map(|&i| batch.completions[i].len()))
+                .flat_map(|&m| micro[m].iter())
+                .filter(|&&i| batch.counts(i, algorithm))
+                .map(|&i| batch.completions[i].len())
                 .sum();
             let mut update_loss = 0.0;
             for &m in chunk {
@@ -89,7 +100,17 @@ pub fn update_policy(
                 let (prompts, completions) = (pick(rows, batch.prompts), pick(rows, batch.completions));
                 let advantages: Vec<f32> = rows.iter().map(|&i| batch.advantages[i]).collect();
                 let advantages = Tensor::from_slice(&advantages).to_device(policy.device);
-                let current = policy.logprobs(&prompts, &completions, algorithm.entropy_coeff > 0.0)?;
+                let mut current = policy.logprobs(&prompts, &completions, algorithm.entropy_coeff > 0.0)?;
+                if rows.iter().any(|&i| !batch.counts(i, algorithm)) {
+                    let keep: Vec<f32> = rows
+                        .iter()
+                        .map(|&i| f32::from(u8::from(batch.counts(i, algorithm))))
+                        .collect();
+                    let keep = Tensor::from_slice(&keep).to_device(policy.device).unsqueeze(1);
+                    current.mask = &current.mask * &keep;
+                    current.logprobs = &current.logprobs * &keep;
+                    current.entropies = &current.entropies * &keep;
+                }
                 let old_logprobs = if single_update {
                     current.logprobs.detach()
                 } else {

@@ -1,5 +1,7 @@
 //! Builds the example and fixture plugin libraries once per test process, with the real
 //! cargo, into their own target directory (the outer `cargo test` holds the main one).
+// Each test binary that includes this module uses a part of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,6 +57,7 @@ pub fn plugin_library(lib: &str) -> PathBuf {
             "qwen2-library",
             "misbehaving-rewards",
             "not-a-crpo-plugin",
+            "numbered-reward",
         ];
         let args: Vec<&str> = packages.iter().flat_map(|p| ["-p", p]).collect();
         cargo_build(&args, &root.join("Cargo.toml"));
@@ -87,4 +90,29 @@ pub fn plugin_dir(libs: &[&str]) -> tempfile::TempDir {
         std::fs::copy(&source, dir.path().join(source.file_name().unwrap())).unwrap();
     }
     dir
+}
+
+/// The set-up venv's python (`.torch` links to `<venv>/lib/pythonX.Y/site-packages/torch`)
+/// if it can import `module`; otherwise why not (the caller prints it and skips).
+pub fn venv_python_with(module: &str, setup_flag: &str) -> Result<PathBuf, String> {
+    let torch = std::fs::canonicalize(workspace_root().join(".torch"))
+        .map_err(|_| "no set-up venv (.torch link); run scripts/setup.sh".to_string())?;
+    let python = torch
+        .ancestors()
+        .nth(4)
+        .map(|venv| venv.join("bin/python"))
+        .filter(|p| p.exists())
+        .ok_or("no python beside the .torch link")?;
+    let probe = Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if probe.status.success() {
+        Ok(python)
+    } else {
+        Err(format!(
+            "{module} is not installed in {} ({setup_flag}=1 scripts/setup.sh)",
+            python.display()
+        ))
+    }
 }

@@ -138,6 +138,16 @@ impl DecoderConfig {
         if !self.head_dim().is_multiple_of(2) {
             return Err("head_dim must be even for rotary embeddings".into());
         }
+        let theta = self.rope_theta();
+        if !theta.is_finite() || theta <= 0.0 {
+            return Err(format!("rope_theta must be a finite number > 0 (it is {theta})"));
+        }
+        if !self.rms_norm_eps.is_finite() || self.rms_norm_eps <= 0.0 {
+            return Err(format!(
+                "rms_norm_eps must be a finite number > 0 (it is {})",
+                self.rms_norm_eps
+            ));
+        }
         Ok(())
     }
 }

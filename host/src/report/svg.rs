@@ -1,0 +1,173 @@
+//! Line charts as inline SVG: one series per run, a mean line with an optional ±std band.
+//! Each line is a `<path data-series="…" data-points="N">` so a test can count its points.
+
+use std::fmt::Write;
+
+/// One run's curve: (step, mean, std) points.
+pub struct Series<'a> {
+    pub label: &'a str,
+    pub color: &'a str,
+    pub points: Vec<(f64, f64, Option<f64>)>,
+}
+
+const WIDTH: f64 = 460.0;
+const HEIGHT: f64 = 220.0;
+const LEFT: f64 = 56.0;
+const RIGHT: f64 = 12.0;
+const TOP: f64 = 14.0;
+const BOTTOM: f64 = 30.0;
+
+/// The escaped form of `text` for HTML and SVG.
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A chart titled `title`; `key` names its series in `data-series`.
+pub fn chart(title: &str, key: &str, series: &[Series<'_>]) -> String {
+    let all: Vec<&(f64, f64, Option<f64>)> = series.iter().flat_map(|s| &s.points).collect();
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<figure class="chart"><figcaption>{}</figcaption><svg viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" role="img">"#,
+        escape(title)
+    );
+    if all.is_empty() {
+        svg.push_str(r#"<text x="50%" y="50%" text-anchor="middle">no data yet</text></svg></figure>"#);
+        return svg;
+    }
+    let (x_min, x_max) = bounds(all.iter().map(|p| p.0));
+    let (y_min, y_max) = bounds(all.iter().flat_map(|p| {
+        let spread = p.2.unwrap_or(0.0);
+        [p.1 - spread, p.1 + spread]
+    }));
+    let x = |v: f64| LEFT + (v - x_min) / (x_max - x_min) * (WIDTH - LEFT - RIGHT);
+    let y = |v: f64| HEIGHT - BOTTOM - (v - y_min) / (y_max - y_min) * (HEIGHT - TOP - BOTTOM);
+    // Axes with their extremes.
+    let _ = write!(
+        svg,
+        r##"<g class="axes"><line x1="{LEFT}" y1="{b}" x2="{r}" y2="{b}"/><line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{b}"/><text x="{l}" y="{t}" text-anchor="end">{}</text><text x="{l}" y="{b}" text-anchor="end">{}</text><text x="{LEFT}" y="{s}" text-anchor="start">step {}</text><text x="{r}" y="{s}" text-anchor="end">{}</text></g>"##,
+        number(y_max),
+        number(y_min),
+        number(x_min),
+        number(x_max),
+        b = HEIGHT - BOTTOM,
+        r = WIDTH - RIGHT,
+        l = LEFT - 4.0,
+        t = TOP + 8.0,
+        s = HEIGHT - 8.0,
+    );
+    for s in series {
+        if s.points.iter().any(|p| p.2.is_some()) {
+            let upper: Vec<String> = s
+                .points
+                .iter()
+                .map(|p| format!("{:.1},{:.1}", x(p.0), y(p.1 + p.2.unwrap_or(0.0))))
+                .collect();
+            let lower: Vec<String> = s
+                .points
+                .iter()
+                .rev()
+                .map(|p| format!("{:.1},{:.1}", x(p.0), y(p.1 - p.2.unwrap_or(0.0))))
+                .collect();
+            let _ = write!(
+                svg,
+                r#"<polygon class="band" fill="{}" points="{} {}"/>"#,
+                s.color,
+                upper.join(" "),
+                lower.join(" ")
+            );
+        }
+        let line: Vec<String> = s
+            .points
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}{:.1},{:.1}", if i == 0 { 'M' } else { 'L' }, x(p.0), y(p.1)))
+            .collect();
+        let _ = write!(
+            svg,
+            r#"<path class="line" stroke="{}" data-series="{}" data-run="{}" data-points="{}" d="{}"><title>{}</title></path>"#,
+            s.color,
+            escape(key),
+            escape(s.label),
+            s.points.len(),
+            line.join(" "),
+            escape(s.label)
+        );
+    }
+    svg.push_str("</svg>");
+    if series.len() > 1 {
+        svg.push_str(r#"<div class="legend">"#);
+        for s in series {
+            let _ = write!(
+                svg,
+                r#"<span><i style="background:{}"></i>{}</span>"#,
+                s.color,
+                escape(s.label)
+            );
+        }
+        svg.push_str("</div>");
+    }
+    svg.push_str("</figure>");
+    svg
+}
+
+/// The range of `values`, widened when flat so every point has a place.
+fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (mut low, mut high) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in values.filter(|v| v.is_finite()) {
+        low = low.min(v);
+        high = high.max(v);
+    }
+    if !low.is_finite() {
+        return (0.0, 1.0);
+    }
+    if high - low < 1e-12 {
+        let pad = low.abs().max(1.0) * 0.05;
+        return (low - pad, high + pad);
+    }
+    (low, high)
+}
+
+fn number(value: f64) -> String {
+    if value != 0.0 && (value.abs() < 1e-3 || value.abs() >= 1e5) {
+        format!("{value:.2e}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chart_draws_one_point_per_step_for_each_run() {
+        let series = [
+            Series {
+                label: "grpo",
+                color: "#c33",
+                points: vec![(1.0, 0.1, Some(0.05)), (2.0, 0.4, Some(0.1)), (3.0, 0.9, None)],
+            },
+            Series {
+                label: "crpo <full>",
+                color: "#36c",
+                points: vec![(1.0, 0.2, None), (2.0, 0.2, None)],
+            },
+        ];
+        let svg = chart("accuracy", "objective/accuracy", &series);
+        assert_eq!(svg.matches("data-series=\"objective/accuracy\"").count(), 2);
+        assert!(svg.contains("data-points=\"3\"") && svg.contains("data-points=\"2\""));
+        assert!(svg.contains("crpo &lt;full&gt;"), "labels are escaped");
+        assert_eq!(
+            svg.matches("<polygon").count(),
+            1,
+            "a band only where a std is known"
+        );
+        let path = svg.split("d=\"").nth(1).unwrap().split('"').next().unwrap();
+        assert_eq!(path.matches(['M', 'L']).count(), 3);
+        assert!(chart("empty", "k", &[]).contains("no data yet"));
+    }
+}
