@@ -195,7 +195,11 @@ fn latest_file_seconds(dir: &Path) -> Option<u64> {
         .ok()?
         .filter_map(|entry| {
             let name = entry.ok()?.file_name().to_string_lossy().to_string();
-            name.strip_prefix("events.out.tfevents.")?.split('.').next()?.parse().ok()
+            name.strip_prefix("events.out.tfevents.")?
+                .split('.')
+                .next()?
+                .parse()
+                .ok()
         })
         .max()
 }
