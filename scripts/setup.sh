@@ -8,6 +8,7 @@
 #   CRPO_WITH_TRANSFORMERS=1  also install transformers (used by comparison tests)
 #   CRPO_WITH_TRL=1           also install TRL 1.16.0 (bench/side_by_side.sh)
 #   CRPO_WITH_TENSORBOARD=1   also install tensorboard (a test reads our event files with it)
+#   CRPO_WITH_CHROMIUM=1      also install Debian's chromium (a test opens the HTML report in it)
 set -euo pipefail
 
 TORCH_VERSION="2.11.0"
@@ -39,6 +40,14 @@ if [ "${CRPO_WITH_TENSORBOARD:-0}" = "1" ] &&
   ! "$venv/bin/python" -c 'import tensorboard' 2>/dev/null; then
   echo "setup: installing tensorboard into $venv"
   "$venv/bin/python" -m pip install --quiet tensorboard
+fi
+
+if [ "${CRPO_WITH_CHROMIUM:-0}" = "1" ] && ! command -v chromium >/dev/null 2>&1; then
+  echo "setup: installing chromium (apt)"
+  sudo_if_needed=""
+  [ "$(id -u)" = "0" ] || sudo_if_needed="sudo"
+  $sudo_if_needed apt-get install -y --no-install-recommends chromium >/dev/null ||
+    { $sudo_if_needed apt-get update >/dev/null && $sudo_if_needed apt-get install -y --no-install-recommends chromium >/dev/null; }
 fi
 
 if [ "${CRPO_WITH_TRL:-0}" = "1" ] &&

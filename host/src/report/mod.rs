@@ -120,7 +120,7 @@ pub fn render(runs: &[RunData]) -> String {
     let mut html = String::new();
     let _ = write!(
         html,
-        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>crpo report: {}</title><style>{STYLE}</style></head><body><h1>crpo report: {}</h1>"#,
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>crpo report: {}</title><style>{STYLE}</style><script>{ERRORS}</script></head><body><h1>crpo report: {}</h1>"#,
         escape(&title),
         escape(&title)
     );
@@ -142,7 +142,33 @@ pub fn render(runs: &[RunData]) -> String {
             ),
         ));
     }
-    html.push_str("</div><h2>Training signals</h2><div class=\"grid\">");
+    html.push_str("</div>");
+    let held_out = series(runs, "/eval/accuracy", None);
+    if !held_out.is_empty() {
+        html.push_str("<h2>Held-out evaluation (run.eval_steps)</h2><div class=\"grid\">");
+        html.push_str(&chart(
+            "held-out accuracy (share right)",
+            "eval/accuracy",
+            &held_out,
+        ));
+        html.push_str(&chart(
+            "held-out reward",
+            "eval/reward",
+            &series(runs, "/eval/reward", None),
+        ));
+        for name in &names {
+            let drawn = series(runs, &format!("/eval/objectives/{name}"), None);
+            if !drawn.is_empty() {
+                html.push_str(&chart(
+                    &format!("held-out {name}"),
+                    &format!("eval/{name}"),
+                    &drawn,
+                ));
+            }
+        }
+        html.push_str("</div>");
+    }
+    html.push_str("<h2>Training signals</h2><div class=\"grid\">");
     for (title, pointer) in [
         ("KL to the reference (per token)", "/kl"),
         ("entropy (per token)", "/entropy"),
@@ -199,11 +225,35 @@ fn summary(runs: &[RunData]) -> String {
     html
 }
 
+/// Now as `YYYY-MM-DD HH:MM UTC`.
 fn chrono_now() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    format!("{secs} s after the Unix epoch")
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        secs % 86_400 / 3600,
+        secs % 3600 / 60
+    )
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 fn tradeoff_section(runs: &[RunData], names: &[String]) -> String {
@@ -359,7 +409,11 @@ fn config_section(runs: &[RunData]) -> String {
 
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222}h1{font-size:20px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}h3{font-size:15px}.grid{display:flex;flex-wrap:wrap;gap:12px}.chart{margin:0;border:1px solid #eee;padding:6px}.chart figcaption{font-weight:600;font-size:13px}.chart svg{display:block}.axes line{stroke:#999}.axes text{font-size:10px;fill:#555}.line{fill:none;stroke-width:1.6}.band{opacity:.15}.legend span{margin-right:12px;font-size:12px}.legend i{display:inline-block;width:10px;height:10px;margin-right:4px}table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 6px;font-size:12px;text-align:left;vertical-align:top}th{background:#f6f6f6;cursor:pointer}.neg{color:#b00;font-weight:600}.na{color:#aaa}.flag{background:#fff3cd;padding:6px}.ok{color:#276}.meta{color:#777;font-size:12px}pre{white-space:pre-wrap;max-width:720px;margin:4px 0}";
 
-const SCRIPT: &str = "(function(){var t=document.getElementById('samples');if(!t)return;var b=t.tBodies[0];var f=document.getElementById('step-filter');f.addEventListener('input',function(){var v=f.value.trim();for(var i=0;i<b.rows.length;i++){var r=b.rows[i];r.style.display=(!v||r.getAttribute('data-step')===v)?'':'none';}});var h=t.tHead.rows[0].cells;for(var c=0;c<h.length;c++){(function(c){var asc=true;h[c].addEventListener('click',function(){var rows=Array.prototype.slice.call(b.rows);rows.sort(function(x,y){var p=x.cells[c].textContent,q=y.cells[c].textContent;var a=parseFloat(p),d=parseFloat(q);var r=(!isNaN(a)&&!isNaN(d))?a-d:p.localeCompare(q);return asc?r:-r;});asc=!asc;rows.forEach(function(r){b.appendChild(r);});});})(c);}})();";
+/// Counts script errors on the page (`data-errors` on <html>), so a headless browser can
+/// check that the report's script ran clean.
+const ERRORS: &str = "window.addEventListener('error',function(){var h=document.documentElement;h.setAttribute('data-errors',String((+h.getAttribute('data-errors')||0)+1));});";
+
+const SCRIPT: &str = "(function(){var t=document.getElementById('samples');if(!t)return;var b=t.tBodies[0];var f=document.getElementById('step-filter');f.addEventListener('input',function(){var v=f.value.trim();for(var i=0;i<b.rows.length;i++){var r=b.rows[i];r.style.display=(!v||r.getAttribute('data-step')===v)?'':'none';}});var h=t.tHead.rows[0].cells;for(var c=0;c<h.length;c++){(function(c){var asc=true;h[c].addEventListener('click',function(){var rows=Array.prototype.slice.call(b.rows);rows.sort(function(x,y){var p=x.cells[c].textContent,q=y.cells[c].textContent;var a=parseFloat(p),d=parseFloat(q);var r=(!isNaN(a)&&!isNaN(d))?a-d:p.localeCompare(q);return asc?r:-r;});asc=!asc;rows.forEach(function(r){b.appendChild(r);});});})(c);}document.body.setAttribute('data-ready','1');})();";
 
 /// Writes the report of `runs` to `out` (atomically) and returns it.
 pub fn write_report(runs: &[PathBuf], out: &Path) -> anyhow::Result<String> {
@@ -370,4 +424,16 @@ pub fn write_report(runs: &[PathBuf], out: &Path) -> anyhow::Result<String> {
     let html = render(&data);
     crate::atomic_file::write(out, &html)?;
     Ok(html)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_become_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_791), (2026, 12, 4));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
 }

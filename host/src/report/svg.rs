@@ -132,7 +132,9 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
 }
 
 fn number(value: f64) -> String {
-    if value != 0.0 && (value.abs() < 1e-3 || value.abs() >= 1e5) {
+    if value.fract() == 0.0 && value.abs() < 1e6 {
+        format!("{value:.0}")
+    } else if value != 0.0 && (value.abs() < 1e-3 || value.abs() >= 1e5) {
         format!("{value:.2e}")
     } else {
         format!("{value:.3}")

@@ -51,6 +51,9 @@ pub struct RunSection {
     /// A summary line every N steps (and at the first and last); metrics.jsonl and TensorBoard
     /// get every step whatever this is.
     pub logging_steps: usize,
+    /// Evaluate on the held-out set (with the [eval] settings) every N steps and at the end
+    /// (0 = never); results go to metrics.jsonl (`eval`), TensorBoard and the report.
+    pub eval_steps: usize,
     /// More plugin directories, searched with `--plugins`.
     pub plugin_dirs: Vec<PathBuf>,
     /// Libraries that may be loaded, by file name and sha256 (checked before any of their
@@ -86,6 +89,7 @@ impl Default for RunSection {
             log_completions: true,
             sample_count: 4,
             logging_steps: 10,
+            eval_steps: 0,
             plugin_dirs: Vec::new(),
             plugin_pins: Vec::new(),
             allow_insecure_plugins: false,

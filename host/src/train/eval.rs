@@ -102,6 +102,31 @@ pub fn evaluate(
     settings: &EvalSection,
     examples: &[Example],
     dataset: &str,
+    completions: Option<&mut dyn FnMut(Value) -> anyhow::Result<()>>,
+) -> anyhow::Result<EvalReport> {
+    let format = PromptFormat::from_config(config, registry)?;
+    evaluate_with(
+        policy,
+        reward,
+        &format,
+        config,
+        settings,
+        examples,
+        dataset,
+        completions,
+    )
+}
+
+/// [`evaluate`] with the prompt format already made (the trainer's, during training).
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_with(
+    policy: &Policy,
+    reward: &RunReward,
+    format: &PromptFormat,
+    config: &RunConfig,
+    settings: &EvalSection,
+    examples: &[Example],
+    dataset: &str,
     mut completions: Option<&mut dyn FnMut(Value) -> anyhow::Result<()>>,
 ) -> anyhow::Result<EvalReport> {
     check_settings(settings)?;
@@ -112,7 +137,6 @@ pub fn evaluate(
         ("data.max_prompt_length", config.data.max_prompt_length),
         ("eval.max_completion_length", settings.max_completion_length),
     )?;
-    let format = PromptFormat::from_config(config, registry)?;
     let examples = &format.admit(&policy.tokenizer, examples.to_vec(), dataset)?;
     let count = if settings.limit > 0 {
         settings.limit.min(examples.len())
@@ -141,7 +165,7 @@ pub fn evaluate(
             reward,
             examples,
             batch,
-            &format,
+            format,
             settings.samples,
             &sampling,
         )?;

@@ -96,6 +96,21 @@ pub struct StepMetrics {
     /// This step's prompts whose user content was cut to `data.max_prompt_length`.
     #[serde(default)]
     pub prompts_truncated: usize,
+    /// The held-out evaluation run after this step (every `run.eval_steps`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<EvalPoint>,
+}
+
+/// An evaluation during training: on the held-out set with the config's [eval] settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EvalPoint {
+    pub questions: usize,
+    /// Share of questions answered right (greedy, or the vote of the samples).
+    pub accuracy: f64,
+    /// The weighted total's mean.
+    pub reward: f64,
+    /// Each objective's mean over the completions.
+    pub objectives: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]

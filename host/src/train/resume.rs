@@ -41,6 +41,7 @@ const SAFE_KEYS: &[&str] = &[
     "run.num_completions_to_print",
     "run.log_completions",
     "run.logging_steps",
+    "run.eval_steps",
     "run.plugin_dirs",
     "run.plugin_pins",
     "run.allow_insecure_plugins",

@@ -6,8 +6,9 @@ use super::checkpoint::{self, TrainerState};
 use super::config::RunConfig;
 use super::data::{load_splits, next_indices, DataCursor, PromptFormat, Splits};
 use super::divergence::NonfiniteStreak;
+use super::eval::evaluate_with;
 use super::metrics::{
-    mean_by_name, ClipRatio, CompletionLength, DynamicSampling, JsonlLog, MeanStd, ObjectiveStats,
+    mean_by_name, ClipRatio, CompletionLength, DynamicSampling, EvalPoint, JsonlLog, MeanStd, ObjectiveStats,
     StepMetrics, METRICS_FILE, SAMPLES_FILE,
 };
 use super::optimizer::{AdamW, AdamWSettings};
@@ -325,10 +326,21 @@ impl Trainer {
             nonfinite_update_skipped: stats.nonfinite,
             nonfinite_steps: self.nonfinite_steps,
             prompts_truncated: rollouts.groups.iter().filter(|g| g.prompt_truncated).count(),
+            eval: None,
         };
-        let json = serde_json::to_value(&record)?;
-        self.metrics.append(&json)?;
+        let mut record = record;
+        let every = self.config.run.eval_steps;
+        if every > 0 && (self.step.is_multiple_of(every) || self.step == self.config.run.max_steps) {
+            record.eval = Some(self.evaluate_held_out()?);
+        }
+        let mut json = serde_json::to_value(&record)?;
+        let eval = json.as_object_mut().and_then(|o| o.remove("eval"));
         self.events.scalars(self.step, &scalars_of("train", &json))?;
+        if let Some(eval) = eval {
+            self.events.scalars(self.step, &scalars_of("eval", &eval))?;
+            json["eval"] = eval;
+        }
+        self.metrics.append(&json)?;
         let every = self.config.run.sample_steps;
         if self.config.run.log_completions && every > 0 && self.step.is_multiple_of(every) {
             self.write_samples(rollouts, &advantages)?;
@@ -467,6 +479,38 @@ impl Trainer {
             ));
         }
         self.events.text(self.step, "samples", &table)
+    }
+
+    /// The held-out set with the [eval] settings, as `crpo-host eval` would score it now.
+    fn evaluate_held_out(&self) -> anyhow::Result<EvalPoint> {
+        if self.splits.eval.is_empty() {
+            bail!(
+                "run.eval_steps is set but there is no held-out set (data.eval_path or data.eval_fraction)"
+            );
+        }
+        let report = evaluate_with(
+            &self.policy,
+            &self.reward,
+            &self.format,
+            &self.config,
+            &self.config.eval,
+            &self.splits.eval,
+            "held-out",
+            None,
+        )?;
+        tracing::info!(
+            "step {}: held-out accuracy {:.3} on {} questions, reward {:.3}",
+            self.step,
+            report.accuracy,
+            report.questions,
+            report.reward
+        );
+        Ok(EvalPoint {
+            questions: report.questions,
+            accuracy: report.accuracy,
+            reward: report.reward,
+            objectives: report.objectives,
+        })
     }
 
     /// After an update, the policy must still give finite log-probs (weights of magnitude

@@ -1,0 +1,145 @@
+//! `crpo-host report` on two short real runs: one curve per objective with a point per step
+//! for each run, and the page opens in headless Chromium with its script run and no error
+//! (the set-up installs Debian's chromium with CRPO_WITH_CHROMIUM=1, as `.ci/run` does).
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn crpo(dir: &Path, args: &[&str]) {
+    let output = Command::new(env!("CARGO_BIN_EXE_crpo-host"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn train(dir: &Path, name: &str, seed: u64) {
+    let data = support::workspace_root().join("data/demo/train.jsonl");
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[run]\noutput_dir = \"{name}\"\nseed = {seed}\nmax_steps = 4\nsave_steps = 4\nsample_steps = 2\neval_steps = 2\n[eval]\nlimit = 4\nmax_completion_length = 8\n[model]\npath = \"model\"\n[data]\npath = \"{}\"\n[reward]\npreset = \"crpo\"\n[algorithm]\nnum_generations = 4\nprompts_per_step = 2\nper_device_train_batch_size = 8\ngradient_accumulation_steps = 1\nmax_completion_length = 8\nbeta = 0.0\nlearning_rate = 1e-3\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    crpo(dir, &["train", "--config", config.to_str().unwrap()]);
+}
+
+fn chromium() -> Option<PathBuf> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|dir| dir.join(name))
+                    .find(|p| p.exists())
+            })
+        })
+}
+
+#[test]
+fn the_report_draws_every_step_of_every_run_and_opens_clean_in_a_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    crpo_plugins_policy::presets::write_tiny(&dir.path().join("model"), 0).unwrap();
+    train(dir.path(), "a", 0);
+    train(dir.path(), "b", 1);
+    crpo(
+        dir.path(),
+        &["report", "a", "--compare", "b", "--out", "report.html"],
+    );
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    for objective in ["accuracy", "clinical_reasoning", "consistency"] {
+        for run in ["a", "b"] {
+            let path = format!("data-series=\"objective/{objective}\" data-run=\"{run}\" data-points=\"4\"");
+            assert!(html.contains(&path), "{path} missing");
+        }
+    }
+    for series in [
+        "reward",
+        "kl",
+        "entropy",
+        "completion_length/mean",
+        "learning_rate",
+        "grad_norm",
+    ] {
+        assert!(
+            html.contains(&format!("data-series=\"{series}\"")),
+            "{series} missing"
+        );
+    }
+    assert_eq!(
+        html.matches("<tr data-step=").count(),
+        2 * 2 * 4,
+        "2 runs × 2 samplings × 4 completions"
+    );
+    // Evaluation during training (eval_steps = 2): in metrics.jsonl at steps 2 and 4, charted.
+    let metrics = std::fs::read_to_string(dir.path().join("a/metrics.jsonl")).unwrap();
+    let evaluated: Vec<u64> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["eval"]["accuracy"].is_number() && r["eval"]["questions"] == 4)
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(evaluated, [2, 4]);
+    assert!(html.contains("data-series=\"eval/accuracy\" data-run=\"a\" data-points=\"2\""));
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "nothing fetched"
+    );
+
+    let Some(browser) = chromium() else {
+        println!("skipped the browser check: no chromium (CRPO_WITH_CHROMIUM=1 scripts/setup.sh)");
+        return;
+    };
+    let page = format!("file://{}", dir.path().join("report.html").display());
+    let headless = |extra: &[&str]| {
+        let output = Command::new(&browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--enable-logging=stderr",
+                "--v=0",
+            ])
+            .args(extra)
+            .arg(&page)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&output.stdout).to_string(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    let (dom, log) = headless(&["--dump-dom"]);
+    assert!(
+        dom.contains("data-ready=\"1\""),
+        "the report's script did not finish: {log}"
+    );
+    // The attribute, not the script's own text that sets it.
+    assert!(
+        !dom.contains("data-errors=\""),
+        "script errors on the page: {log}"
+    );
+    assert!(!log.contains("Uncaught"), "{log}");
+    let screenshot = dir.path().join("report.png");
+    headless(&[
+        "--window-size=1400,2400",
+        &format!("--screenshot={}", screenshot.display()),
+    ]);
+    let size = std::fs::metadata(&screenshot).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 20_000, "a screenshot of the charts ({size} bytes)");
+    if let Some(keep) = std::env::var_os("CRPO_KEEP_SCREENSHOT") {
+        std::fs::copy(&screenshot, keep).unwrap();
+    }
+}
