@@ -65,7 +65,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        // Log lines go around the progress bars, never over them.
+        .with_writer(crpo_host::train::progress::log_writer)
         // Colour codes only for a person at a terminal: never in a redirected log, never under
         // NO_COLOR (https://no-color.org).
         .with_ansi(

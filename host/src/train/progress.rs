@@ -1,12 +1,36 @@
-//! Console output: a progress bar with ETA when stderr is a terminal (hidden otherwise) and
-//! a summary line every `run.logging_steps` steps.
+//! Console output: progress bars with ETA when stderr is a terminal (hidden otherwise), log
+//! lines written around them (never over them), and a summary line every `run.logging_steps`.
 
 use super::metrics::StepMetrics;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::io::Write;
+use std::sync::LazyLock;
+
+/// Every bar of the process (training, and evaluation within it), drawn together.
+static BARS: LazyLock<MultiProgress> = LazyLock::new(MultiProgress::new);
+
+/// stderr for log lines: each is written with the bars cleared and drawn again after it.
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        BARS.suspend(|| std::io::stderr().write_all(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// The `tracing` writer of the binary.
+pub fn log_writer() -> LogWriter {
+    LogWriter
+}
 
 /// A bar of `total` `unit`s (steps, updates, questions), `done` of them already.
 pub fn bar(total: u64, done: u64, label: &str, unit: &str) -> ProgressBar {
-    let bar = ProgressBar::new(total);
+    let bar = BARS.add(ProgressBar::new(total));
     bar.set_style(
         ProgressStyle::with_template(&format!(
             "{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{elapsed}} elapsed, ETA {{eta}}"

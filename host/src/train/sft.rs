@@ -172,9 +172,7 @@ pub fn run(
         metrics.append(&record)?;
         events.scalars(step, &scalars_of("sft", &record))?;
         if super::progress::logs_step(step, total_steps, config.run.logging_steps) {
-            progress.suspend(|| {
-                tracing::info!("sft step {step}/{total_steps}: loss {loss:.4}, lr {lr:.2e}, {seconds:.2} s")
-            });
+            tracing::info!("sft step {step}/{total_steps}: loss {loss:.4}, lr {lr:.2e}, {seconds:.2} s");
         }
         progress.inc(1);
         if step == 1 {

@@ -171,7 +171,7 @@ impl Trainer {
         while self.step < max_steps {
             let record = self.train_step()?;
             if super::progress::logs_step(self.step, max_steps, self.config.run.logging_steps) {
-                progress.suspend(|| tracing::info!("{}", super::progress::summary_line(&record)));
+                tracing::info!("{}", super::progress::summary_line(&record));
             }
             progress.inc(1);
             if std::mem::take(&mut first_step) {
