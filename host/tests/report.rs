@@ -143,3 +143,41 @@ fn the_report_draws_every_step_of_every_run_and_opens_clean_in_a_browser() {
         std::fs::copy(&screenshot, keep).unwrap();
     }
 }
+
+#[test]
+fn a_runs_samples_score_again_with_crpo_host_score() {
+    let dir = tempfile::tempdir().unwrap();
+    crpo_plugins_policy::presets::write_tiny(&dir.path().join("model"), 0).unwrap();
+    train(dir.path(), "a", 0);
+    crpo(
+        dir.path(),
+        &[
+            "score",
+            "--objectives",
+            "accuracy,consistency",
+            "--input",
+            "a/samples.jsonl",
+            "--output",
+            "rescored.jsonl",
+        ],
+    );
+    let read = |path: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.path().join(path))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (samples, rescored) = (read("a/samples.jsonl"), read("rescored.jsonl"));
+    assert_eq!(samples.len(), rescored.len());
+    assert_eq!(samples.len(), 8, "2 samplings × 4 completions");
+    for (sample, again) in samples.iter().zip(&rescored) {
+        for objective in ["accuracy", "consistency"] {
+            assert_eq!(
+                sample["scores"][objective].as_f64().unwrap(),
+                again["scores"][objective]["score"].as_f64().unwrap(),
+                "{objective}: {sample}"
+            );
+        }
+    }
+}

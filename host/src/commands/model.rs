@@ -69,6 +69,7 @@ pub struct GenerateArgs {
     /// The policy plugin that loads --model.
     #[arg(long, default_value = "qwen2")]
     pub policy: String,
+    /// The text to continue (with --chat, the user's message).
     #[arg(long)]
     pub prompt: String,
     /// Wrap the prompt as a user message in the model's chat template.
@@ -77,16 +78,22 @@ pub struct GenerateArgs {
     /// Optional system message (with --chat).
     #[arg(long)]
     pub system: Option<String>,
+    /// Take the most likely token each time (no sampling).
     #[arg(long)]
     pub greedy: bool,
+    /// Most tokens to generate (fewer when the model ends its turn).
     #[arg(long, default_value_t = 128)]
     pub max_new_tokens: usize,
+    /// Sampling temperature (0 = greedy).
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f64,
+    /// Sample from the smallest set of tokens whose probability reaches this (1 = all).
     #[arg(long, default_value_t = 1.0)]
     pub top_p: f64,
+    /// Sample from the k most likely tokens (0 = all).
     #[arg(long, default_value_t = 0)]
     pub top_k: usize,
+    /// Seeds the sampling: the same seed gives the same text.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// auto | cpu | cuda | cuda:N

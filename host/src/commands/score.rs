@@ -1,7 +1,8 @@
 //! `crpo-host score`: scores completions that already exist, so plugin authors can debug an
 //! objective on real outputs. Each input line is a dataset record plus a `completion` string:
-//! crpo's own example JSON under `example`, or a record the `--dataset` reader reads (MedQA by
-//! default). The output is written whole or not at all, never over the input.
+//! crpo's own example JSON under `example` (a run's samples.jsonl is such a file), or a record
+//! the `--dataset` reader reads (MedQA by default). The output is written whole or not at all,
+//! never over the input.
 
 use crate::atomic_file::AtomicFile;
 use crate::plugins::{ConfiguredObjective, ObjectiveSpec, PluginRegistry};
@@ -16,7 +17,7 @@ pub struct ScoreArgs {
     /// Objectives to apply, by plugin name, comma-separated.
     #[arg(long, value_delimiter = ',', required = true)]
     pub objectives: Vec<String>,
-    /// JSONL file: one record per line with a `completion` field.
+    /// JSONL file: one record per line with a `completion` field (a run's samples.jsonl works).
     #[arg(long)]
     pub input: PathBuf,
     /// The dataset reader for records that are not crpo's own `{"example": …}` form.

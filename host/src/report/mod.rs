@@ -275,10 +275,7 @@ fn tradeoff_section(runs: &[RunData], names: &[String]) -> String {
             .filter_map(|sample| {
                 let scores = sample.get("scores")?.as_object()?;
                 Some(GroupedScores {
-                    group: (
-                        sample.get("step")?.as_u64()?,
-                        sample.get("example").map(Value::to_string).unwrap_or_default(),
-                    ),
+                    group: (sample.get("step")?.as_u64()?, example_id(sample)),
                     scores: scores
                         .iter()
                         .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
@@ -355,7 +352,7 @@ fn samples_section(runs: &[RunData], names: &[String]) -> String {
                 text(sample.get("step")),
                 escape(&run.label),
                 text(sample.get("step")),
-                escape(&text(sample.get("example"))),
+                escape(&example_id(sample)),
                 escape(&text(sample.get("gold"))),
                 escape(&text(sample.get("answer"))),
                 number(sample.get("reward")),
@@ -380,6 +377,19 @@ fn samples_section(runs: &[RunData], names: &[String]) -> String {
     }
     html.push_str("</tbody></table>");
     html
+}
+
+/// A sample's example id (samples.jsonl holds the whole example; earlier runs only its id).
+fn example_id(sample: &Value) -> String {
+    match sample.get("example") {
+        Some(Value::Object(example)) => example
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("-")
+            .to_string(),
+        Some(Value::String(id)) => id.clone(),
+        _ => "-".to_string(),
+    }
 }
 
 fn config_section(runs: &[RunData]) -> String {

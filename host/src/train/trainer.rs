@@ -453,7 +453,8 @@ impl Trainer {
                 .collect();
             self.samples.append(&json!({
                 "step": self.step,
-                "example": example.id,
+                // The whole example, so `crpo-host score --input samples.jsonl` can score it again.
+                "example": example,
                 "prompt": group.prompt_text,
                 "completion": group.texts[i],
                 "gold": example.answer,
