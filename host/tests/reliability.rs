@@ -437,6 +437,16 @@ fn sigterm_finishes_the_step_writes_a_checkpoint_and_the_run_resumes() {
     assert_eq!(steps_recorded(&run_dir), (1..=last + 1).collect::<Vec<_>>());
 }
 
+/// AdamW as the defaults configure it.
+fn adam_settings() -> crpo_host::train::optimizer::AdamWSettings {
+    crpo_host::train::optimizer::AdamWSettings {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    }
+}
+
 fn tiny_policy(dir: &Path) -> crpo_host::rollout::Policy {
     crpo_host::rollout::Policy::load_with(
         &crpo_host::plugins::PluginRegistry::builtin_only(),
@@ -532,16 +542,11 @@ fn a_long_prompt_loses_the_start_of_its_question_never_the_template_or_system_pr
 #[test]
 fn a_non_finite_loss_skips_the_update_leaving_weights_and_optimizer_untouched() {
     use crpo_host::train::config::AlgorithmConfig;
-    use crpo_host::train::optimizer::{AdamW, AdamWSettings};
+    use crpo_host::train::optimizer::AdamW;
     use crpo_host::train::update::{update_policy, Batch};
     let dir = setup("", "");
     let policy = tiny_policy(&dir.path().join("model"));
-    let settings = AdamWSettings {
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-    };
+    let settings = adam_settings();
     let mut optimizer = AdamW::new(policy.parameters(), settings);
     let before: Vec<tch::Tensor> = policy
         .parameters()
@@ -690,16 +695,11 @@ fn plugins_verify_prints_pins_without_opening_a_library() {
 #[test]
 fn mask_truncated_completions_leaves_cut_completions_out_of_the_loss() {
     use crpo_host::train::config::AlgorithmConfig;
-    use crpo_host::train::optimizer::{AdamW, AdamWSettings};
+    use crpo_host::train::optimizer::AdamW;
     use crpo_host::train::update::{update_policy, Batch};
     let dir = setup("", "");
     let policy = tiny_policy(&dir.path().join("model"));
-    let settings = AdamWSettings {
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-    };
+    let settings = adam_settings();
     let prompts = vec![vec![5i64, 6, 7], vec![5, 6, 7]];
     let completions = vec![vec![8i64, 9], vec![10, 11, 12]];
     let grad_norm = |mask: bool, truncated: [bool; 2]| {
