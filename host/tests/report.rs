@@ -27,7 +27,7 @@ fn train(dir: &Path, name: &str, seed: u64) {
     std::fs::write(
         &config,
         format!(
-            "[run]\noutput_dir = \"{name}\"\nseed = {seed}\nmax_steps = 4\nsave_steps = 4\nsample_steps = 2\neval_steps = 2\n[eval]\nlimit = 4\nmax_completion_length = 8\n[model]\npath = \"model\"\n[data]\npath = \"{}\"\n[reward]\npreset = \"crpo\"\n[algorithm]\nnum_generations = 4\nprompts_per_step = 2\nper_device_train_batch_size = 8\ngradient_accumulation_steps = 1\nmax_completion_length = 8\nbeta = 0.0\nlearning_rate = 1e-3\n",
+            "[run]\noutput_dir = \"{name}\"\nseed = {seed}\nmax_steps = 4\nsave_steps = 4\nsample_steps = 2\neval_steps = 2\neval_decodings = [\"greedy\", \"sampled\"]\n[eval]\nlimit = 4\nmax_completion_length = 8\ntemperature = 1.0\nnum_generations_eval = 2\n[model]\npath = \"model\"\n[data]\npath = \"{}\"\n[reward]\npreset = \"crpo\"\n[algorithm]\nnum_generations = 4\nprompts_per_step = 2\nper_device_train_batch_size = 8\ngradient_accumulation_steps = 1\nmax_completion_length = 8\nbeta = 0.0\nlearning_rate = 1e-3\n",
             data.display()
         ),
     )
@@ -87,11 +87,18 @@ fn the_report_draws_every_step_of_every_run_and_opens_clean_in_a_browser() {
     let evaluated: Vec<u64> = metrics
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["eval"]["accuracy"].is_number() && r["eval"]["questions"] == 4)
+        .filter(|r| {
+            ["greedy", "sampled"]
+                .iter()
+                .all(|d| r["eval"][d]["accuracy"].is_number() && r["eval"][d]["questions"] == 4)
+        })
         .map(|r| r["step"].as_u64().unwrap())
         .collect();
     assert_eq!(evaluated, [2, 4]);
-    assert!(html.contains("data-series=\"eval/accuracy\" data-run=\"a\" data-points=\"2\""));
+    for decoding in ["greedy", "sampled"] {
+        let path = format!("data-series=\"eval/{decoding}/accuracy\" data-run=\"a\" data-points=\"2\"");
+        assert!(html.contains(&path), "{path} missing");
+    }
     assert!(
         !html.contains("http://") && !html.contains("https://"),
         "nothing fetched"

@@ -175,8 +175,8 @@ pub fn run(dirs: &[PathBuf], args: &DemoArgs) -> anyhow::Result<()> {
 
     println!();
     println!("{}", results_table(reported, &evaluations));
-    println!("acc = share of held-out questions answered right (greedy, or the vote of the samples);");
-    println!("the other columns are each objective's mean over completions (accuracy's is 1 right, 0 wrong, negative for broken answers).");
+    println!("acc (share right) = share of held-out questions answered right (greedy, or the vote of the samples);");
+    println!("an `obj (mean)` column is that objective's mean over completions (accuracy obj: 1 right, 0 wrong, negative for broken answers).");
     println!();
     println!(
         "Training: each objective's mean over the first → last {} steps",
@@ -322,8 +322,8 @@ fn evaluate_entrants(
 /// One row per model and decoding: the share of questions right and each objective's mean.
 fn results_table(reported: &RewardPreset, reports: &[EvalReport]) -> String {
     let names: Vec<&str> = reported.objectives.iter().map(|(n, _)| *n).collect();
-    let mut header = vec!["model".to_string(), "decoding".into(), "acc".into()];
-    header.extend(names.iter().map(|n| format!("{n} (mean)")));
+    let mut header = vec!["model".to_string(), "decoding".into(), "acc (share right)".into()];
+    header.extend(names.iter().map(|n| format!("{n} obj (mean)")));
     let rows = reports.iter().map(|r| {
         let mut row = vec![r.label.clone(), decoding(r), format!("{:.3}", r.accuracy)];
         row.extend(

@@ -143,25 +143,31 @@ pub fn render(runs: &[RunData]) -> String {
         ));
     }
     html.push_str("</div>");
-    let held_out = series(runs, "/eval/accuracy", None);
-    if !held_out.is_empty() {
-        html.push_str("<h2>Held-out evaluation (run.eval_steps)</h2><div class=\"grid\">");
+    for decoding in ["greedy", "sampled"] {
+        let held_out = series(runs, &format!("/eval/{decoding}/accuracy"), None);
+        if held_out.is_empty() {
+            continue;
+        }
+        let _ = write!(
+            html,
+            "<h2>Held-out evaluation, {decoding} (run.eval_steps)</h2><div class=\"grid\">"
+        );
         html.push_str(&chart(
-            "held-out accuracy (share right)",
-            "eval/accuracy",
+            &format!("held-out accuracy, {decoding} (share right)"),
+            &format!("eval/{decoding}/accuracy"),
             &held_out,
         ));
         html.push_str(&chart(
-            "held-out reward",
-            "eval/reward",
-            &series(runs, "/eval/reward", None),
+            &format!("held-out reward, {decoding}"),
+            &format!("eval/{decoding}/reward"),
+            &series(runs, &format!("/eval/{decoding}/reward"), None),
         ));
         for name in &names {
-            let drawn = series(runs, &format!("/eval/objectives/{name}"), None);
+            let drawn = series(runs, &format!("/eval/{decoding}/objectives/{name}"), None);
             if !drawn.is_empty() {
                 html.push_str(&chart(
-                    &format!("held-out {name}"),
-                    &format!("eval/{name}"),
+                    &format!("held-out {name}, {decoding}"),
+                    &format!("eval/{decoding}/{name}"),
                     &drawn,
                 ));
             }

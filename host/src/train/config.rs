@@ -51,9 +51,12 @@ pub struct RunSection {
     /// A summary line every N steps (and at the first and last); metrics.jsonl and TensorBoard
     /// get every step whatever this is.
     pub logging_steps: usize,
-    /// Evaluate on the held-out set (with the [eval] settings) every N steps and at the end
-    /// (0 = never); results go to metrics.jsonl (`eval`), TensorBoard and the report.
+    /// Evaluate on the held-out set every N steps and at the end (0 = never); results go to
+    /// metrics.jsonl (`eval.<decoding>`), TensorBoard (`eval/<decoding>/…`) and the report.
     pub eval_steps: usize,
+    /// How those evaluations decode: `greedy` (one completion at temperature 0) and/or
+    /// `sampled` (the [eval] temperature and `num_generations_eval`, majority-voted).
+    pub eval_decodings: Vec<EvalDecoding>,
     /// More plugin directories, searched with `--plugins`.
     pub plugin_dirs: Vec<PathBuf>,
     /// Libraries that may be loaded, by file name and sha256 (checked before any of their
@@ -65,6 +68,35 @@ pub struct RunSection {
     /// Stop the run after this many consecutive steps whose loss or gradients were not finite
     /// (each is skipped: weights and optimizer state untouched).
     pub max_nonfinite_steps: usize,
+}
+
+/// A decoding for evaluations during training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalDecoding {
+    Greedy,
+    Sampled,
+}
+
+impl EvalDecoding {
+    pub fn name(self) -> &'static str {
+        match self {
+            EvalDecoding::Greedy => "greedy",
+            EvalDecoding::Sampled => "sampled",
+        }
+    }
+
+    /// The [eval] settings this decoding runs with.
+    pub fn settings(self, eval: &EvalSection) -> EvalSection {
+        match self {
+            EvalDecoding::Greedy => EvalSection {
+                samples: 1,
+                temperature: 0.0,
+                ..eval.clone()
+            },
+            EvalDecoding::Sampled => eval.clone(),
+        }
+    }
 }
 
 /// A library trusted by its content: `crpo-host plugins --verify` prints these.
@@ -90,6 +122,7 @@ impl Default for RunSection {
             sample_count: 4,
             logging_steps: 10,
             eval_steps: 0,
+            eval_decodings: vec![EvalDecoding::Greedy],
             plugin_dirs: Vec::new(),
             plugin_pins: Vec::new(),
             allow_insecure_plugins: false,
@@ -555,6 +588,17 @@ impl RunConfig {
         if self.run.save_total_limit == 0 {
             bail!("run.save_total_limit must be at least 1");
         }
+        if self.run.eval_steps > 0 {
+            if self.run.eval_decodings.is_empty() {
+                bail!("run.eval_decodings needs \"greedy\", \"sampled\" or both when run.eval_steps is set");
+            }
+            if self.run.eval_decodings.contains(&EvalDecoding::Sampled) && self.eval.temperature <= 0.0 {
+                bail!(
+                    "run.eval_decodings has \"sampled\" but eval.temperature is {}: set it above 0",
+                    self.eval.temperature
+                );
+            }
+        }
         if self.run.max_nonfinite_steps == 0 {
             bail!("run.max_nonfinite_steps must be at least 1");
         }
@@ -686,6 +730,21 @@ mod tests {
         let text = format!("{MINIMAL}\n[sft]\nmax_steps = 4\n");
         let err = format!("{:#}", RunConfig::parse(&text).unwrap_err());
         assert!(err.contains("`max_steps` is a key of [run]"), "{err}");
+    }
+
+    #[test]
+    fn sampled_evaluation_during_training_needs_a_temperature() {
+        let text = format!("{MINIMAL}\n[run]\neval_steps = 5\neval_decodings = [\"greedy\", \"sampled\"]\n");
+        let err = RunConfig::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("eval.temperature is 0"), "{err}");
+        let with_temperature = format!("{text}[eval]\ntemperature = 1.0\n");
+        let config = RunConfig::parse(&with_temperature).unwrap();
+        let sampled = EvalDecoding::Sampled.settings(&config.eval);
+        let greedy = EvalDecoding::Greedy.settings(&config.eval);
+        assert_eq!(
+            (sampled.temperature, greedy.temperature, greedy.samples),
+            (1.0, 0.0, 1)
+        );
     }
 
     #[test]

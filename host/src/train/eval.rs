@@ -270,10 +270,10 @@ pub fn table(reports: &[EvalReport]) -> String {
         "model / dataset".to_string(),
         "decoding".into(),
         "questions".into(),
-        "acc (questions right)".into(),
+        "acc (share right)".into(),
         "reward (weighted)".into(),
     ];
-    header.extend(objectives.iter().map(|name| format!("{name} (mean)")));
+    header.extend(objectives.iter().map(|name| format!("{name} obj (mean)")));
     let rows = reports.iter().map(|report| {
         let mut row = vec![
             format!("{} / {}", report.label, report.dataset),

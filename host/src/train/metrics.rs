@@ -96,9 +96,10 @@ pub struct StepMetrics {
     /// This step's prompts whose user content was cut to `data.max_prompt_length`.
     #[serde(default)]
     pub prompts_truncated: usize,
-    /// The held-out evaluation run after this step (every `run.eval_steps`).
+    /// The held-out evaluations run after this step (every `run.eval_steps`), by decoding
+    /// (`greedy`, `sampled`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eval: Option<EvalPoint>,
+    pub eval: Option<BTreeMap<String, EvalPoint>>,
 }
 
 /// An evaluation during training: on the held-out set with the config's [eval] settings.

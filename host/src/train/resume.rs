@@ -42,6 +42,7 @@ const SAFE_KEYS: &[&str] = &[
     "run.log_completions",
     "run.logging_steps",
     "run.eval_steps",
+    "run.eval_decodings",
     "run.plugin_dirs",
     "run.plugin_pins",
     "run.allow_insecure_plugins",

@@ -23,6 +23,7 @@ use crate::rollout::sampling::SamplingConfig;
 use crate::rollout::Policy;
 use anyhow::{bail, Context};
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -482,36 +483,44 @@ impl Trainer {
         self.events.text(self.step, "samples", &table)
     }
 
-    /// The held-out set with the [eval] settings, as `crpo-host eval` would score it now.
-    fn evaluate_held_out(&self) -> anyhow::Result<EvalPoint> {
+    /// The held-out set in each of `run.eval_decodings`, as `crpo-host eval` would score it now.
+    fn evaluate_held_out(&self) -> anyhow::Result<BTreeMap<String, EvalPoint>> {
         if self.splits.eval.is_empty() {
             bail!(
                 "run.eval_steps is set but there is no held-out set (data.eval_path or data.eval_fraction)"
             );
         }
-        let report = evaluate_with(
-            &self.policy,
-            &self.reward,
-            &self.format,
-            &self.config,
-            &self.config.eval,
-            &self.splits.eval,
-            "held-out",
-            None,
-        )?;
-        tracing::info!(
-            "step {}: held-out accuracy {:.3} on {} questions, reward {:.3}",
-            self.step,
-            report.accuracy,
-            report.questions,
-            report.reward
-        );
-        Ok(EvalPoint {
-            questions: report.questions,
-            accuracy: report.accuracy,
-            reward: report.reward,
-            objectives: report.objectives,
-        })
+        let mut points = BTreeMap::new();
+        for decoding in &self.config.run.eval_decodings {
+            let report = evaluate_with(
+                &self.policy,
+                &self.reward,
+                &self.format,
+                &self.config,
+                &decoding.settings(&self.config.eval),
+                &self.splits.eval,
+                "held-out",
+                None,
+            )?;
+            tracing::info!(
+                "step {}: held-out accuracy ({}) {:.3} on {} questions, reward {:.3}",
+                self.step,
+                decoding.name(),
+                report.accuracy,
+                report.questions,
+                report.reward
+            );
+            points.insert(
+                decoding.name().to_string(),
+                EvalPoint {
+                    questions: report.questions,
+                    accuracy: report.accuracy,
+                    reward: report.reward,
+                    objectives: report.objectives,
+                },
+            );
+        }
+        Ok(points)
     }
 
     /// After an update, the policy must still give finite log-probs (weights of magnitude
