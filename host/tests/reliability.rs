@@ -522,7 +522,7 @@ fn a_long_prompt_loses_the_start_of_its_question_never_the_template_or_system_pr
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("q-long") && err.contains("data.max_prompt_length = 80"),
+        err.contains("q-long") && err.contains("algorithm.max_prompt_length = 80"),
         "{err}"
     );
     let short = Example {

@@ -103,6 +103,10 @@ fn the_report_draws_every_step_of_every_run_and_opens_clean_in_a_browser() {
         !html.contains("http://") && !html.contains("https://"),
         "nothing fetched"
     );
+    assert!(
+        html.contains("a — environment") && html.contains("&quot;torch&quot;: &quot;2."),
+        "the environment"
+    );
 
     let Some(browser) = chromium() else {
         println!("skipped the browser check: no chromium (CRPO_WITH_CHROMIUM=1 scripts/setup.sh)");

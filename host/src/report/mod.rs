@@ -25,6 +25,8 @@ pub struct RunData {
     pub samples: Vec<Value>,
     /// The run's config (from its latest checkpoint), if it has written one.
     pub config: Option<String>,
+    /// What it ran on (`run_info.json`), if it says.
+    pub environment: Option<Value>,
 }
 
 /// Reads a run directory; a half-written last line (a run still going) is left out.
@@ -60,6 +62,9 @@ pub fn load_run(dir: &Path) -> anyhow::Result<RunData> {
         metrics: read(&metrics_path)?,
         samples: read(&dir.join(SAMPLES_FILE))?,
         config,
+        environment: std::fs::read_to_string(dir.join(crate::train::run_info::RUN_INFO_FILE))
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok()),
     })
 }
 
@@ -411,6 +416,14 @@ fn config_section(runs: &[RunData]) -> String {
                     .unwrap_or("(no checkpoint yet: the config is written with the first one)")
             )
         );
+        if let Some(environment) = &run.environment {
+            let _ = write!(
+                html,
+                "<details><summary>{} — environment</summary><pre>{}</pre></details>",
+                escape(&run.label),
+                escape(&serde_json::to_string_pretty(environment).unwrap_or_default())
+            );
+        }
     }
     let objectives: BTreeSet<String> = objective_names(runs).into_iter().collect();
     let _ = write!(

@@ -189,10 +189,11 @@ pub struct DataSection {
     /// The system message; the reward preset's when unset.
     #[serde(default)]
     pub system_prompt: Option<String>,
-    /// Prompts longer than this many tokens are handled per `prompt_truncation`.
-    #[serde(default = "default_max_prompt_length")]
-    pub max_prompt_length: usize,
-    /// What a prompt over `max_prompt_length` does: `left` cuts the start of the user's
+    /// Where earlier configs set `max_prompt_length` (now in [algorithm], as TRL has it);
+    /// still read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prompt_length: Option<usize>,
+    /// What a prompt over `algorithm.max_prompt_length` does: `left` cuts the start of the user's
     /// content (never the chat template or the system prompt), `skip` leaves the example out,
     /// `error` stops with its id. Truncated and skipped prompts are counted and warned of.
     #[serde(default)]
@@ -220,9 +221,8 @@ fn default_true() -> bool {
 pub fn default_prompt_template() -> String {
     "{question}\n\n{options}".into()
 }
-fn default_max_prompt_length() -> usize {
-    512
-}
+/// `algorithm.max_prompt_length` when neither section sets it.
+pub const DEFAULT_MAX_PROMPT_LENGTH: usize = 512;
 
 /// The reward: a preset, objectives of one's own, or a preset plus more objectives.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -365,6 +365,10 @@ pub struct AlgorithmConfig {
     /// 0 = no top-k filter.
     pub top_k: usize,
     pub max_completion_length: usize,
+    /// Prompts longer than this many tokens are handled per `data.prompt_truncation`
+    /// (default 512; `data.max_prompt_length` is read too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prompt_length: Option<usize>,
     /// A step whose KL to the reference (per token) is above this logs a warning (0 = never).
     pub kl_warning_threshold: f64,
     /// EOS is not sampled before this many tokens (0 = no minimum); for fixed-length
@@ -404,6 +408,7 @@ impl Default for AlgorithmConfig {
             top_p: 1.0,
             top_k: 0,
             max_completion_length: 256,
+            max_prompt_length: None,
             kl_warning_threshold: 1.0,
             min_completion_length: 0,
         }
@@ -602,8 +607,13 @@ impl RunConfig {
         if self.run.max_nonfinite_steps == 0 {
             bail!("run.max_nonfinite_steps must be at least 1");
         }
-        if self.data.max_prompt_length == 0 {
-            bail!("data.max_prompt_length must be at least 1");
+        if let (Some(a), Some(d)) = (self.algorithm.max_prompt_length, self.data.max_prompt_length) {
+            if a != d {
+                bail!("algorithm.max_prompt_length ({a}) and data.max_prompt_length ({d}) disagree: set it in [algorithm] only");
+            }
+        }
+        if self.max_prompt_length() == 0 {
+            bail!("algorithm.max_prompt_length must be at least 1");
         }
         if !(0.0..1.0).contains(&self.data.eval_fraction) {
             bail!("data.eval_fraction must be in [0, 1)");
@@ -643,6 +653,15 @@ impl RunConfig {
             bail!("eval.num_generations_eval > 1 needs eval.temperature > 0 (greedy samples would all be the same)");
         }
         Ok(())
+    }
+
+    /// The longest prompt in tokens: `algorithm.max_prompt_length` (or where earlier configs
+    /// set it, `data.max_prompt_length`), else 512.
+    pub fn max_prompt_length(&self) -> usize {
+        self.algorithm
+            .max_prompt_length
+            .or(self.data.max_prompt_length)
+            .unwrap_or(DEFAULT_MAX_PROMPT_LENGTH)
     }
 
     /// The system message: the config's, else the preset's.
@@ -757,6 +776,19 @@ mod tests {
             assert_eq!(config.algorithm.aggregation, Aggregation::NormalizeThenSum);
             assert_eq!((config.sft.epochs, config.eval.samples), (3, 2));
         }
+        // max_prompt_length sits with the algorithm's knobs, as in TRL; [data] still reads.
+        let algorithm = format!("{MINIMAL}\n[algorithm]\nmax_prompt_length = 300\n");
+        let data = MINIMAL.replace(
+            "path = \"data/train.jsonl\"",
+            "path = \"data/train.jsonl\"\nmax_prompt_length = 300",
+        );
+        for text in [&algorithm, &data] {
+            assert_eq!(RunConfig::parse(text).unwrap().max_prompt_length(), 300);
+        }
+        assert_eq!(RunConfig::parse(MINIMAL).unwrap().max_prompt_length(), 512);
+        let both = data.replace("[reward]", "[algorithm]\nmax_prompt_length = 200\n[reward]");
+        let err = RunConfig::parse(&both).unwrap_err().to_string();
+        assert!(err.contains("disagree"), "{err}");
     }
 
     const MINIMAL: &str = r#"

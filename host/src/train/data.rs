@@ -164,7 +164,7 @@ impl PromptFormat {
         Ok(PromptFormat {
             template: config.data.prompt_template.clone(),
             system: config.system_prompt(registry)?,
-            max_tokens: config.data.max_prompt_length,
+            max_tokens: config.max_prompt_length(),
             truncation: config.data.prompt_truncation,
         })
     }
@@ -185,7 +185,7 @@ impl PromptFormat {
         match self.truncation {
             PromptTruncation::Skip => return Ok(None),
             PromptTruncation::Error => bail!(
-                "example `{}`: its prompt is {length} tokens, over data.max_prompt_length = {} (set data.prompt_truncation = \"left\" or \"skip\", or raise the limit)",
+                "example `{}`: its prompt is {length} tokens, over algorithm.max_prompt_length = {} (set data.prompt_truncation = \"left\" or \"skip\", or raise the limit)",
                 example.id,
                 self.max_tokens
             ),
@@ -193,7 +193,7 @@ impl PromptFormat {
         }
         let user = chat.iter().rposition(|m| m.role == "user").with_context(|| {
             format!(
-                "example `{}`: a prompt over data.max_prompt_length has no user message to cut",
+                "example `{}`: a prompt over algorithm.max_prompt_length has no user message to cut",
                 example.id
             )
         })?;
@@ -203,7 +203,7 @@ impl PromptFormat {
         loop {
             if cut >= content.len() {
                 bail!(
-                    "example `{}`: the chat template and system prompt alone are over data.max_prompt_length = {} tokens",
+                    "example `{}`: the chat template and system prompt alone are over algorithm.max_prompt_length = {} tokens",
                     example.id,
                     self.max_tokens
                 );
@@ -254,19 +254,19 @@ impl PromptFormat {
         let skipped = total - kept.len();
         if truncated > 0 {
             tracing::warn!(
-                "{truncated} of {total} {what} prompts are over data.max_prompt_length = {} tokens: the start of their user content is cut (data.prompt_truncation)",
+                "{truncated} of {total} {what} prompts are over algorithm.max_prompt_length = {} tokens: the start of their user content is cut (data.prompt_truncation)",
                 self.max_tokens
             );
         }
         if skipped > 0 {
             tracing::warn!(
-                "{skipped} of {total} {what} prompts are over data.max_prompt_length = {} tokens and are skipped (data.prompt_truncation = \"skip\")",
+                "{skipped} of {total} {what} prompts are over algorithm.max_prompt_length = {} tokens and are skipped (data.prompt_truncation = \"skip\")",
                 self.max_tokens
             );
         }
         if kept.is_empty() {
             bail!(
-                "every {what} prompt is over data.max_prompt_length = {} tokens",
+                "every {what} prompt is over algorithm.max_prompt_length = {} tokens",
                 self.max_tokens
             );
         }

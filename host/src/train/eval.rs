@@ -134,7 +134,7 @@ pub fn evaluate_with(
         anyhow::bail!("{dataset}: there are no questions to evaluate");
     }
     policy.check_positions(
-        ("data.max_prompt_length", config.data.max_prompt_length),
+        ("algorithm.max_prompt_length", config.max_prompt_length()),
         ("eval.max_completion_length", settings.max_completion_length),
     )?;
     let examples = &format.admit(&policy.tokenizer, examples.to_vec(), dataset)?;

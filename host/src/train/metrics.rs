@@ -93,7 +93,7 @@ pub struct StepMetrics {
     /// Steps skipped so far in the run for that reason.
     #[serde(default)]
     pub nonfinite_steps: usize,
-    /// This step's prompts whose user content was cut to `data.max_prompt_length`.
+    /// This step's prompts whose user content was cut to `algorithm.max_prompt_length`.
     #[serde(default)]
     pub prompts_truncated: usize,
     /// The held-out evaluations run after this step (every `run.eval_steps`), by decoding

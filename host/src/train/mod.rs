@@ -13,6 +13,7 @@ pub mod progress;
 pub mod resume;
 pub mod reward;
 pub mod rollouts;
+pub mod run_info;
 pub mod sft;
 pub mod tensorboard;
 pub mod trainer;

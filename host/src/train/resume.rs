@@ -255,6 +255,9 @@ fn is_safe(key: &str, mode: &str) -> bool {
 pub fn config_changes(was: &RunConfig, now: &RunConfig) -> anyhow::Result<Vec<ConfigChange>> {
     let (mut was, mut now) = (was.clone(), now.clone());
     for config in [&mut was, &mut now] {
+        // One key wherever the config set it (earlier configs: [data]).
+        config.algorithm.max_prompt_length = Some(config.max_prompt_length());
+        config.data.max_prompt_length = None;
         for path in [&mut config.model.path, &mut config.data.path] {
             *path = canonical(path);
         }

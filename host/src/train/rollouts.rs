@@ -17,7 +17,7 @@ pub struct Group {
     pub example: usize,
     pub prompt_text: String,
     pub prompt_ids: Vec<i64>,
-    /// The prompt's user content was cut to `data.max_prompt_length`.
+    /// The prompt's user content was cut to `algorithm.max_prompt_length`.
     pub prompt_truncated: bool,
     pub completions: Vec<Vec<i64>>,
     pub finished: Vec<bool>,
@@ -49,7 +49,7 @@ pub fn sample_groups(
         .map(|&i| {
             format.render(&policy.tokenizer, &examples[i])?.with_context(|| {
                 format!(
-                    "example `{}`: its prompt is over data.max_prompt_length",
+                    "example `{}`: its prompt is over algorithm.max_prompt_length",
                     examples[i].id
                 )
             })

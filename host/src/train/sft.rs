@@ -76,10 +76,11 @@ pub fn run(
         }
     };
     policy.check_positions(
-        ("data.max_prompt_length", config.data.max_prompt_length),
+        ("algorithm.max_prompt_length", config.max_prompt_length()),
         ("sft.max_completion_length", config.sft.max_completion_length),
     )?;
     std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
+    super::run_info::write(&run_dir, MODE, &policy, registry)?;
     let examples: Vec<Example> = load_splits(registry, config)?
         .train
         .into_iter()
@@ -122,7 +123,7 @@ pub fn run(
                 .render(&policy.tokenizer, &examples[i])?
                 .with_context(|| {
                     format!(
-                        "example `{}`: its prompt is over data.max_prompt_length",
+                        "example `{}`: its prompt is over algorithm.max_prompt_length",
                         examples[i].id
                     )
                 })?

@@ -110,13 +110,14 @@ impl Trainer {
             }
         };
         policy.check_positions(
-            ("data.max_prompt_length", config.data.max_prompt_length),
+            ("algorithm.max_prompt_length", config.max_prompt_length()),
             (
                 "algorithm.max_completion_length",
                 config.algorithm.max_completion_length,
             ),
         )?;
         std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
+        super::run_info::write(&run_dir, MODE, &policy, registry)?;
         // The reference is the initial model, frozen; with beta = 0 it is not needed at all.
         let reference = if config.algorithm.beta > 0.0 {
             Some(Policy::load(registry, &config.model, &config.model.path).context("the reference model")?)
