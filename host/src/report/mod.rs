@@ -460,6 +460,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_run_still_going_is_read_up_to_its_last_whole_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = |step: u32| {
+            format!("{{\"step\":{step},\"reward\":{{\"mean\":0.5,\"std\":0.1}},\"objectives\":{{\"accuracy\":{{\"mean\":0.5,\"std\":0.1,\"weight\":1.0}}}}}}\n")
+        };
+        let text = format!("{}{}{{\"step\":3,\"rew", record(1), record(2));
+        std::fs::write(dir.path().join(METRICS_FILE), text).unwrap();
+        let run = load_run(dir.path()).unwrap();
+        assert_eq!(run.metrics.len(), 2);
+        assert!(run.samples.is_empty() && run.config.is_none());
+        let html = render(&[run]);
+        assert!(html.contains("data-series=\"objective/accuracy\""));
+        assert!(html.contains("data-points=\"2\""));
+        let err = load_run(&dir.path().join("nothing")).err().unwrap().to_string();
+        assert!(err.contains("not a run directory"), "{err}");
+    }
+
+    #[test]
     fn days_become_dates() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_791), (2026, 12, 4));
