@@ -640,7 +640,7 @@ fn a_second_signal_exits_at_once() {
         .replace("prompts_per_step = 2", "prompts_per_step = 8")
         .replace(
             "max_completion_length = 8",
-            "max_completion_length = 128\nmin_completion_length = 128",
+            "max_completion_length = 256\nmin_completion_length = 256",
         );
     std::fs::write(dir.path().join("run.toml"), slow).unwrap();
     let run_dir = dir.path().join("run");
@@ -653,10 +653,12 @@ fn a_second_signal_exits_at_once() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Into the second step (a step takes seconds here), so neither signal lands between steps.
+    std::thread::sleep(Duration::from_millis(300));
     for _ in 0..2 {
         // SAFETY: signalling our own child. Apart, or the kernel merges them into one.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
     let output = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&output.stderr).to_string();
