@@ -57,6 +57,31 @@ impl JsonlLog {
     }
 }
 
+/// A JSON value's leaves by path, keys joined by `separator`: `{"a": {"b": 1}}` → `{"a.b": 1}`
+/// with ".". Arrays and empty objects are leaves.
+pub fn flatten(value: &Value, separator: &str) -> BTreeMap<String, Value> {
+    fn walk(prefix: &str, value: &Value, separator: &str, out: &mut BTreeMap<String, Value>) {
+        match value {
+            Value::Object(map) if !map.is_empty() || prefix.is_empty() => {
+                for (key, inner) in map {
+                    let name = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}{separator}{key}")
+                    };
+                    walk(&name, inner, separator, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.clone());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk("", value, separator, &mut out);
+    out
+}
+
 /// One step's record in metrics.jsonl (docs/config.md lists every key).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StepMetrics {

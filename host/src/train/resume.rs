@@ -7,11 +7,42 @@
 
 use super::checkpoint::{self, TrainerState};
 use super::config::RunConfig;
-use super::metrics::{METRICS_FILE, SAMPLES_FILE};
+use super::metrics::{flatten, METRICS_FILE, SAMPLES_FILE};
+use super::optimizer::{AdamW, AdamWSettings};
+use crate::plugins::PluginRegistry;
+use crate::rollout::Policy;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// The policy and optimizer a run starts with, and the state it resumes (with
+/// `start.resume`: the newest usable checkpoint's; else the configured model, a fresh AdamW).
+pub fn policy_and_optimizer(
+    registry: &PluginRegistry,
+    config: &RunConfig,
+    (run_dir, setting): (&Path, &str),
+    start_mode: StartMode,
+    mode: &str,
+    settings: AdamWSettings,
+) -> anyhow::Result<(Option<TrainerState>, Policy, AdamW)> {
+    let resumed = start(run_dir, config, start_mode, mode, setting, |dir| {
+        let policy = Policy::load(registry, &config.model, &dir.join(checkpoint::MODEL_DIR))?;
+        let mut optimizer = AdamW::new(policy.parameters(), settings);
+        optimizer.load(&dir.join(checkpoint::OPTIMIZER_FILE))?;
+        Ok((policy, optimizer))
+    })?;
+    Ok(match resumed {
+        Some(resumed) => {
+            let (policy, optimizer) = resumed.loaded;
+            (Some(resumed.state), policy, optimizer)
+        }
+        None => {
+            let policy = Policy::load(registry, &config.model, &config.model.path)?;
+            let optimizer = AdamW::new(policy.parameters(), settings);
+            (None, policy, optimizer)
+        }
+    })
+}
 
 /// How a command was asked to start.
 #[derive(Debug, Clone, Copy, Default)]
@@ -266,8 +297,8 @@ pub fn config_changes(was: &RunConfig, now: &RunConfig) -> anyhow::Result<Vec<Co
         }
     }
     let (was, now) = (
-        flatten(&serde_json::to_value(&was)?),
-        flatten(&serde_json::to_value(&now)?),
+        flatten(&serde_json::to_value(&was)?, "."),
+        flatten(&serde_json::to_value(&now)?, "."),
     );
     let keys: std::collections::BTreeSet<&String> = was.keys().chain(now.keys()).collect();
     Ok(keys
@@ -283,30 +314,6 @@ pub fn config_changes(was: &RunConfig, now: &RunConfig) -> anyhow::Result<Vec<Co
 
 fn canonical(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
-}
-
-/// `{"a": {"b": 1}}` → `{"a.b": 1}`; arrays stay whole.
-fn flatten(value: &Value) -> BTreeMap<String, Value> {
-    fn walk(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
-        match value {
-            Value::Object(map) if !map.is_empty() || prefix.is_empty() => {
-                for (key, inner) in map {
-                    let name = if prefix.is_empty() {
-                        key.clone()
-                    } else {
-                        format!("{prefix}.{key}")
-                    };
-                    walk(&name, inner, out);
-                }
-            }
-            other => {
-                out.insert(prefix.to_string(), other.clone());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk("", value, &mut out);
-    out
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use super::config::RunConfig;
 use super::data::{load_splits, next_indices, DataCursor, PromptFormat};
 use super::maths::masked_mean;
 use super::metrics::{JsonlLog, METRICS_FILE};
-use super::optimizer::{learning_rate, AdamW, AdamWSettings};
+use super::optimizer::{learning_rate, AdamWSettings};
 use super::resume::{self, StartMode};
 use super::tensorboard::{scalars_of, EventWriter};
 use crate::interrupt::{Interrupt, Interrupted};
@@ -47,34 +47,20 @@ pub fn run(
     interrupt: Option<&Interrupt>,
 ) -> anyhow::Result<SftSummary> {
     let run_dir = sft_dir(config);
-    let new_optimizer = |policy: &Policy| {
-        AdamW::new(
-            policy.parameters(),
-            AdamWSettings {
-                beta1: config.algorithm.adam_beta1,
-                beta2: config.algorithm.adam_beta2,
-                eps: config.algorithm.adam_epsilon,
-                weight_decay: config.sft.weight_decay,
-            },
-        )
+    let settings = AdamWSettings {
+        beta1: config.algorithm.adam_beta1,
+        beta2: config.algorithm.adam_beta2,
+        eps: config.algorithm.adam_epsilon,
+        weight_decay: config.sft.weight_decay,
     };
-    let resumed = resume::start(&run_dir, config, start, MODE, "sft.output_dir", |dir| {
-        let policy = Policy::load(registry, &config.model, &dir.join(checkpoint::MODEL_DIR))?;
-        let mut optimizer = new_optimizer(&policy);
-        optimizer.load(&dir.join(checkpoint::OPTIMIZER_FILE))?;
-        Ok((policy, optimizer))
-    })?;
-    let (state, policy, mut optimizer) = match resumed {
-        Some(resumed) => {
-            let (policy, optimizer) = resumed.loaded;
-            (Some(resumed.state), policy, optimizer)
-        }
-        None => {
-            let policy = Policy::load(registry, &config.model, &config.model.path)?;
-            let optimizer = new_optimizer(&policy);
-            (None, policy, optimizer)
-        }
-    };
+    let (state, policy, mut optimizer) = resume::policy_and_optimizer(
+        registry,
+        config,
+        (&run_dir, "sft.output_dir"),
+        start,
+        MODE,
+        settings,
+    )?;
     policy.check_positions(
         ("algorithm.max_prompt_length", config.max_prompt_length()),
         ("sft.max_completion_length", config.sft.max_completion_length),

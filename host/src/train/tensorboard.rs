@@ -219,25 +219,18 @@ fn hostname() -> String {
 /// Every number of a JSON record as `(tag, value)`, nested keys joined by `/` under `prefix`
 /// (`objectives.accuracy.mean` → `train/objectives/accuracy/mean`); `step` itself is left out.
 pub fn scalars_of(prefix: &str, record: &serde_json::Value) -> Vec<(String, f64)> {
-    fn walk(tag: String, value: &serde_json::Value, out: &mut Vec<(String, f64)>) {
-        match value {
-            serde_json::Value::Object(map) => {
-                for (key, inner) in map {
-                    walk(format!("{tag}/{key}"), inner, out);
-                }
-            }
-            serde_json::Value::Number(n) => out.extend(n.as_f64().map(|v| (tag, v))),
-            serde_json::Value::Bool(b) => out.push((tag, f64::from(u8::from(*b)))),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    if let serde_json::Value::Object(map) = record {
-        for (key, value) in map.iter().filter(|(key, _)| key.as_str() != "step") {
-            walk(format!("{prefix}/{key}"), value, &mut out);
-        }
-    }
-    out
+    super::metrics::flatten(record, "/")
+        .into_iter()
+        .filter(|(key, _)| key != "step")
+        .filter_map(|(key, value)| {
+            let number = match value {
+                serde_json::Value::Number(n) => n.as_f64(),
+                serde_json::Value::Bool(b) => Some(f64::from(u8::from(b))),
+                _ => None,
+            };
+            number.map(|v| (format!("{prefix}/{key}"), v))
+        })
+        .collect()
 }
 
 #[cfg(test)]

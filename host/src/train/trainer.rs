@@ -66,18 +66,15 @@ pub struct Trainer {
     events: EventWriter,
 }
 
-/// AdamW over the policy's parameters with the run's settings.
-fn new_optimizer(policy: &Policy, config: &RunConfig) -> AdamW {
+/// AdamW with the run's settings.
+fn adam_settings(config: &RunConfig) -> AdamWSettings {
     let algorithm = &config.algorithm;
-    AdamW::new(
-        policy.parameters(),
-        AdamWSettings {
-            beta1: algorithm.adam_beta1,
-            beta2: algorithm.adam_beta2,
-            eps: algorithm.adam_epsilon,
-            weight_decay: algorithm.weight_decay,
-        },
-    )
+    AdamWSettings {
+        beta1: algorithm.adam_beta1,
+        beta2: algorithm.adam_beta2,
+        eps: algorithm.adam_epsilon,
+        weight_decay: algorithm.weight_decay,
+    }
 }
 
 /// A step's rollouts and what collecting them took.
@@ -92,23 +89,14 @@ impl Trainer {
     /// newest usable checkpoint with a matching config.
     pub fn new(registry: &PluginRegistry, config: RunConfig, start: StartMode) -> anyhow::Result<Self> {
         let run_dir = config.run.output_dir.clone();
-        let resumed = resume::start(&run_dir, &config, start, MODE, "run.output_dir", |dir| {
-            let policy = Policy::load(registry, &config.model, &dir.join(checkpoint::MODEL_DIR))?;
-            let mut optimizer = new_optimizer(&policy, &config);
-            optimizer.load(&dir.join(checkpoint::OPTIMIZER_FILE))?;
-            Ok((policy, optimizer))
-        })?;
-        let (state, policy, optimizer) = match resumed {
-            Some(resumed) => {
-                let (policy, optimizer) = resumed.loaded;
-                (Some(resumed.state), policy, optimizer)
-            }
-            None => {
-                let policy = Policy::load(registry, &config.model, &config.model.path)?;
-                let optimizer = new_optimizer(&policy, &config);
-                (None, policy, optimizer)
-            }
-        };
+        let (state, policy, optimizer) = resume::policy_and_optimizer(
+            registry,
+            &config,
+            (&run_dir, "run.output_dir"),
+            start,
+            MODE,
+            adam_settings(&config),
+        )?;
         policy.check_positions(
             ("algorithm.max_prompt_length", config.max_prompt_length()),
             (
