@@ -325,6 +325,13 @@ pub struct AlgorithmConfig {
     pub mini_batch_size: usize,
     /// Micro-batches per optimizer update.
     pub gradient_accumulation_steps: usize,
+    /// Run an update's completions through the model in order of length, so a pass pads
+    /// little (the loss is still that of the nominal micro-batches; Hugging Face's name).
+    pub group_by_length: bool,
+    /// At most this many padded prompt + completion tokens per forward pass (passes are cut
+    /// further; a longer completion runs alone). Unset: per_device_train_batch_size alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens_per_micro_batch: Option<usize>,
     pub learning_rate: f64,
     /// Linear warm-up, in optimizer updates.
     pub warmup_steps: usize,
@@ -384,6 +391,8 @@ impl Default for AlgorithmConfig {
             num_iterations: 1,
             mini_batch_size: 16,
             gradient_accumulation_steps: 4,
+            group_by_length: true,
+            max_tokens_per_micro_batch: None,
             learning_rate: 1e-6,
             warmup_steps: 0,
             lr_scheduler_type: LrSchedule::Constant,
@@ -433,6 +442,10 @@ impl AlgorithmConfig {
             ("per_device_train_batch_size", self.mini_batch_size),
             ("gradient_accumulation_steps", self.gradient_accumulation_steps),
             ("max_completion_length", self.max_completion_length),
+            (
+                "max_tokens_per_micro_batch",
+                self.max_tokens_per_micro_batch.unwrap_or(1),
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {

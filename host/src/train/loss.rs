@@ -1,13 +1,14 @@
-//! The CRPO loss of one micro-batch: the clipped surrogate, the k3 KL to the reference and the
-//! entropy bonus, per token, reduced as the loss type says (the maths is `maths.rs`), with the
-//! statistics the step reports.
+//! The CRPO loss of one forward pass: the clipped surrogate, the k3 KL to the reference and
+//! the entropy bonus, per token, each completion's sum weighted as its loss type and nominal
+//! micro-batch say (`micro_batches.rs`; the maths is `maths.rs`), with the statistics the step
+//! reports.
 
-use super::config::{AlgorithmConfig, LossType};
+use super::config::AlgorithmConfig;
 use super::maths;
 use crate::rollout::logprobs::TokenLogProbs;
 use tch::{Kind, Tensor};
 
-/// Sums over a micro-batch's completion tokens, for the step's means.
+/// Sums over a pass's completion tokens, for the step's means.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct LossStats {
     pub kl: f64,
@@ -28,18 +29,17 @@ impl std::ops::AddAssign for LossStats {
     }
 }
 
-/// The loss of one micro-batch to backpropagate, and its statistics. `current` are the
-/// policy's log-probs (with grad), `old` the sampling policy's, `reference` the frozen
-/// reference's (when beta > 0); `step_tokens` counts the completion tokens of the whole
-/// optimizer update (dapo's normaliser) and `micro_batches` its micro-batches.
-pub fn micro_batch_loss(
+/// The loss of one pass to backpropagate, and its statistics. `current` are the policy's
+/// log-probs (with grad), `old` the sampling policy's, `reference` the frozen reference's
+/// (when beta > 0); `row_weights` `[N]` weigh each completion's token sum (the planned
+/// normalisers: the passes of an update then add up to its loss).
+pub fn pass_loss(
     current: &TokenLogProbs,
     old: &Tensor,
     reference: Option<&Tensor>,
     advantages: &Tensor,
     algorithm: &AlgorithmConfig,
-    step_tokens: f64,
-    micro_batches: usize,
+    row_weights: &Tensor,
 ) -> (Tensor, LossStats) {
     let surrogate = maths::clipped_surrogate(
         &current.logprobs,
@@ -56,17 +56,7 @@ pub fn micro_batch_loss(
         &current.entropies,
         algorithm.entropy_coeff,
     );
-    let mut loss = maths::reduce_loss(
-        &per_token,
-        &current.mask,
-        algorithm.loss_type,
-        algorithm.max_completion_length,
-        step_tokens,
-    );
-    // dapo already divides by the update's tokens; the others average the micro-batches.
-    if algorithm.loss_type != LossType::Dapo {
-        loss = loss.g_div_scalar(micro_batches as f64);
-    }
+    let loss = maths::weighted_token_sum(&per_token, &current.mask, row_weights);
     let masked_sum = |t: &Tensor| {
         (t.to_kind(Kind::Float) * &current.mask)
             .sum(Kind::Float)
@@ -85,6 +75,7 @@ pub fn micro_batch_loss(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::config::LossType;
 
     fn t(values: &[f32], shape: [i64; 2]) -> Tensor {
         Tensor::from_slice(values).view(shape)
@@ -106,14 +97,14 @@ mod tests {
             ..AlgorithmConfig::default()
         };
         let advantages = Tensor::from_slice(&[1.0f32, -1.0]);
-        let (loss, stats) = micro_batch_loss(
+        // dapo's weights: 1 / the update's 3 tokens.
+        let (loss, stats) = pass_loss(
             &current,
             &current.logprobs,
             Some(&reference),
             &advantages,
             &algorithm,
-            3.0,
-            1,
+            &Tensor::from_slice(&[1.0f32 / 3.0; 2]),
         );
         // k3 at +0.5: e^0.5 − 0.5 − 1 = 0.148721 per token. Per-token loss −A + 0.1·0.148721:
         // −0.985128 (×2) and 1.014872; dapo: their sum over 3 tokens = −0.318461.
@@ -122,19 +113,15 @@ mod tests {
         assert_eq!((stats.entropy, stats.tokens), (6.0, 3.0));
         assert_eq!((stats.clipped_low, stats.clipped_high), (0.0, 0.0));
 
-        // grpo averages sequences, then the micro-batches of the update.
-        let grpo = AlgorithmConfig {
-            loss_type: LossType::Grpo,
-            ..algorithm
-        };
-        let (loss, _) = micro_batch_loss(
+        // grpo's weights average sequences, then the update's micro-batches: 1 / (own
+        // tokens × 2 sequences × 2 micro-batches).
+        let (loss, _) = pass_loss(
             &current,
             &current.logprobs,
             Some(&reference),
             &advantages,
-            &grpo,
-            3.0,
-            2,
+            &algorithm,
+            &Tensor::from_slice(&[1.0f32 / 8.0, 1.0 / 4.0]),
         );
         // Sequence means −0.985128 and 1.014872 → mean 0.014872, over 2 micro-batches.
         assert!((loss.double_value(&[]) - 0.007_436).abs() < 1e-5, "{loss:?}");

@@ -1,7 +1,9 @@
 //! The CRPO maths as plain tensor functions (docs/algorithm.md maps each to its formula).
 //! Shapes: N completions in groups of G consecutive rows, K objectives, C completion tokens.
 
-use super::config::{Aggregation, LossType, ScaleRewards};
+#[cfg(test)]
+use super::config::LossType;
+use super::config::{Aggregation, ScaleRewards};
 use tch::{Kind, Tensor};
 
 /// Added to a standard deviation before dividing by it (TRL's value).
@@ -125,9 +127,17 @@ pub fn per_token_loss(
     loss
 }
 
-/// Reduces a per-token loss `[N, C]` with its 0/1 `mask` to a scalar.
+/// The loss of a pass: each completion's masked token sum of the per-token loss `[N, C]`,
+/// times its weight `[N]` (the loss type's normaliser, from `micro_batches::plan`), summed.
+pub fn weighted_token_sum(per_token: &Tensor, mask: &Tensor, row_weights: &Tensor) -> Tensor {
+    ((per_token * mask).sum_dim_intlist(-1, false, Kind::Float) * row_weights).sum(Kind::Float)
+}
+
+/// The loss types' reductions of one micro-batch, as TRL defines them: what
+/// `weighted_token_sum` with the planned weights must reproduce.
 /// `max_completion_length` is dr_grpo's constant; `step_tokens` is dapo's normaliser (the
 /// active tokens of the whole optimizer update).
+#[cfg(test)]
 pub fn reduce_loss(
     per_token: &Tensor,
     mask: &Tensor,

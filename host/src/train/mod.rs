@@ -8,6 +8,7 @@ pub mod eval;
 pub mod loss;
 pub mod maths;
 pub mod metrics;
+pub mod micro_batches;
 pub mod optimizer;
 pub mod progress;
 pub mod resume;

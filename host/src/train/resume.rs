@@ -79,6 +79,8 @@ const SAFE_KEYS: &[&str] = &[
     "run.allow_insecure_plugins",
     "run.max_nonfinite_steps",
     "algorithm.kl_warning_threshold",
+    "algorithm.group_by_length",
+    "algorithm.max_tokens_per_micro_batch",
     "sft.output_dir",
 ];
 

@@ -1,8 +1,10 @@
-//! The policy update of one step: PPO epochs over the step's completions in micro-batches,
-//! one optimizer update per `gradient_accumulation_steps` micro-batches.
+//! The policy update of one step: PPO epochs over the step's completions, one optimizer
+//! update per `gradient_accumulation_steps` micro-batches, each run in the forward passes
+//! `micro_batches::plan` chose.
 
 use super::config::AlgorithmConfig;
-use super::loss::{micro_batch_loss, LossStats};
+use super::loss::{pass_loss, LossStats};
+use super::micro_batches::{plan, Rows};
 use super::optimizer::{learning_rate, AdamW};
 use crate::rollout::Policy;
 use anyhow::bail;
@@ -57,56 +59,54 @@ pub fn update_policy(
     step: usize,
     nominal_updates: usize,
 ) -> anyhow::Result<UpdateStats> {
-    let n = batch.completions.len();
-    let micro: Vec<Vec<usize>> = (0..n)
-        .collect::<Vec<_>>()
-        .chunks(algorithm.mini_batch_size)
-        .map(<[usize]>::to_vec)
+    let counted: Vec<bool> = (0..batch.completions.len())
+        .map(|i| batch.counts(i, algorithm))
         .collect();
+    let updates = plan(
+        &Rows {
+            prompts: batch.prompts,
+            completions: batch.completions,
+            counted: &counted,
+        },
+        algorithm,
+    );
     let pick = |rows: &[usize], from: &[Vec<i64>]| rows.iter().map(|&i| from[i].clone()).collect::<Vec<_>>();
-    let updates_per_epoch = micro.len().div_ceil(algorithm.gradient_accumulation_steps);
     // With a single update the sampling policy is the current one: its log-probs are the
     // detached current ones. Otherwise they are computed once, before any update.
-    let single_update = updates_per_epoch * algorithm.num_iterations == 1;
+    let single_update = updates.len() * algorithm.num_iterations == 1;
+    // Per update, per pass.
     let (mut old, mut reference_logprobs) = (Vec::new(), Vec::new());
     {
         let _guard = tch::no_grad_guard();
-        for rows in &micro {
-            let (prompts, completions) = (pick(rows, batch.prompts), pick(rows, batch.completions));
-            if !single_update {
-                old.push(policy.logprobs(&prompts, &completions, false)?.logprobs);
+        for update in &updates {
+            let (mut update_old, mut update_reference) = (Vec::new(), Vec::new());
+            for rows in &update.passes {
+                let (prompts, completions) = (pick(rows, batch.prompts), pick(rows, batch.completions));
+                if !single_update {
+                    update_old.push(policy.logprobs(&prompts, &completions, false)?.logprobs);
+                }
+                if let Some(reference) = reference {
+                    update_reference.push(reference.logprobs(&prompts, &completions, false)?.logprobs);
+                }
             }
-            if let Some(reference) = reference {
-                reference_logprobs.push(reference.logprobs(&prompts, &completions, false)?.logprobs);
-            }
+            old.push(update_old);
+            reference_logprobs.push(update_reference);
         }
     }
     let mut stats = UpdateStats::default();
     let mut sums = LossStats::default();
     'updates: for _ in 0..algorithm.num_iterations {
-        for chunk in (0..micro.len())
-            .collect::<Vec<_>>()
-            .chunks(algorithm.gradient_accumulation_steps)
-        {
-            let step_tokens: usize = chunk
-                .iter()
-                .flat_map(|&m| micro[m].iter())
-                .filter(|&&i| batch.counts(i, algorithm))
-                .map(|&i| batch.completions[i].len())
-                .sum();
+        for (u, update) in updates.iter().enumerate() {
             let mut update_loss = 0.0;
-            for &m in chunk {
-                let rows = &micro[m];
+            for (p, rows) in update.passes.iter().enumerate() {
                 let (prompts, completions) = (pick(rows, batch.prompts), pick(rows, batch.completions));
-                let advantages: Vec<f32> = rows.iter().map(|&i| batch.advantages[i]).collect();
-                let advantages = Tensor::from_slice(&advantages).to_device(policy.device);
+                let on_device = |values: Vec<f32>| Tensor::from_slice(&values).to_device(policy.device);
+                let advantages = on_device(rows.iter().map(|&i| batch.advantages[i]).collect());
+                let row_weights = on_device(rows.iter().map(|&i| update.row_weights[i] as f32).collect());
                 let mut current = policy.logprobs(&prompts, &completions, algorithm.entropy_coeff > 0.0)?;
-                if rows.iter().any(|&i| !batch.counts(i, algorithm)) {
-                    let keep: Vec<f32> = rows
-                        .iter()
-                        .map(|&i| f32::from(u8::from(batch.counts(i, algorithm))))
-                        .collect();
-                    let keep = Tensor::from_slice(&keep).to_device(policy.device).unsqueeze(1);
+                if rows.iter().any(|&i| !counted[i]) {
+                    let keep = on_device(rows.iter().map(|&i| f32::from(u8::from(counted[i]))).collect())
+                        .unsqueeze(1);
                     current.mask = &current.mask * &keep;
                     current.logprobs = &current.logprobs * &keep;
                     current.entropies = &current.entropies * &keep;
@@ -114,16 +114,15 @@ pub fn update_policy(
                 let old_logprobs = if single_update {
                     current.logprobs.detach()
                 } else {
-                    old[m].shallow_clone()
+                    old[u][p].shallow_clone()
                 };
-                let (loss, micro_stats) = micro_batch_loss(
+                let (loss, pass_stats) = pass_loss(
                     &current,
                     &old_logprobs,
-                    reference_logprobs.get(m),
+                    reference_logprobs[u].get(p),
                     &advantages,
                     algorithm,
-                    step_tokens as f64,
-                    chunk.len(),
+                    &row_weights,
                 );
                 let value = loss.double_value(&[]);
                 if !value.is_finite() {
@@ -132,7 +131,7 @@ pub fn update_policy(
                     break 'updates;
                 }
                 loss.backward();
-                sums += micro_stats;
+                sums += pass_stats;
                 update_loss += value;
                 stats.tokens += prompts.iter().chain(&completions).map(Vec::len).sum::<usize>();
             }

@@ -1,0 +1,138 @@
+//! Log-prob passes grouped by length and cut by a token budget give the update that one
+//! padded pass per nominal micro-batch gives: the loss is defined over the nominal
+//! micro-batches, and the passes only decide what runs through the model together.
+
+use crpo_host::plugins::PluginRegistry;
+use crpo_host::rollout::Policy;
+use crpo_host::train::config::{AlgorithmConfig, LossType};
+use crpo_host::train::micro_batches::{plan, Rows};
+use crpo_host::train::optimizer::{AdamW, AdamWSettings};
+use crpo_host::train::update::{update_policy, Batch};
+use std::path::Path;
+use tch::Tensor;
+
+fn load(dir: &Path) -> Policy {
+    Policy::load_with(
+        &PluginRegistry::builtin_only(),
+        "qwen2",
+        dir,
+        tch::Device::Cpu,
+        tch::Kind::Float,
+        &serde_json::Value::Null,
+    )
+    .unwrap()
+}
+
+/// Three prompts, two completions each, of very different lengths.
+fn step() -> (Vec<Vec<i64>>, Vec<Vec<i64>>) {
+    let prompts: Vec<Vec<i64>> = [vec![5i64, 6, 7], vec![8, 9], vec![10, 11, 12, 13]]
+        .into_iter()
+        .flat_map(|p| [p.clone(), p])
+        .collect();
+    let completions = [2usize, 11, 3, 9, 1, 7]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| (0..len as i64).map(|t| 20 + (t * 7 + i as i64) % 40).collect())
+        .collect();
+    (prompts, completions)
+}
+
+/// The weights after one step of `algorithm` from the model in `dir`.
+fn weights_after(dir: &Path, algorithm: &AlgorithmConfig) -> Vec<Tensor> {
+    let (prompts, completions) = step();
+    let policy = load(dir);
+    let reference = load(dir);
+    // eps 1 makes AdamW's first step ≈ lr · gradient: the weights then compare the gradients
+    // (at eps 1e-8 a near-zero gradient's rounding would swing its step by up to lr).
+    let settings = AdamWSettings {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1.0,
+        weight_decay: 0.0,
+    };
+    let mut optimizer = AdamW::new(policy.parameters(), settings);
+    let batch = Batch {
+        prompts: &prompts,
+        completions: &completions,
+        advantages: &[1.0, -1.0, 0.5, -0.5, -1.5, 1.5],
+        truncated: &[false, true, false, false, false, false],
+    };
+    let stats = update_policy(
+        &policy,
+        Some(&reference),
+        &mut optimizer,
+        &batch,
+        algorithm,
+        1,
+        10,
+    )
+    .unwrap();
+    assert!(!stats.nonfinite && stats.updates > 0);
+    policy
+        .parameters()
+        .iter()
+        .map(|(_, p)| p.detach().copy())
+        .collect()
+}
+
+#[test]
+fn passes_by_length_and_budget_give_the_padded_passes_update() {
+    let dir = tempfile::tempdir().unwrap();
+    crpo_plugins_policy::presets::write_tiny(dir.path(), 3).unwrap();
+    let initial: Vec<Tensor> = load(dir.path())
+        .parameters()
+        .iter()
+        .map(|(_, p)| p.detach().copy())
+        .collect();
+    let (prompts, completions) = step();
+    for loss_type in [LossType::Grpo, LossType::Bnpo, LossType::DrGrpo, LossType::Dapo] {
+        for (accumulation, iterations) in [(3, 1), (1, 2)] {
+            let padded = AlgorithmConfig {
+                loss_type,
+                mini_batch_size: 2,
+                gradient_accumulation_steps: accumulation,
+                num_iterations: iterations,
+                beta: 0.1,
+                learning_rate: 1.0,
+                max_completion_length: 12,
+                mask_truncated_completions: true,
+                group_by_length: false,
+                ..AlgorithmConfig::default()
+            };
+            let packed = AlgorithmConfig {
+                group_by_length: true,
+                max_tokens_per_micro_batch: Some(16),
+                ..padded.clone()
+            };
+            // The two plans differ (else this compares a thing with itself).
+            let counted = [true, false, true, true, true, true];
+            let rows = Rows {
+                prompts: &prompts,
+                completions: &completions,
+                counted: &counted,
+            };
+            let passes = |config| {
+                plan(&rows, config)
+                    .into_iter()
+                    .map(|update| update.passes)
+                    .collect::<Vec<_>>()
+            };
+            assert_ne!(passes(&padded), passes(&packed), "{loss_type:?}");
+
+            let (a, b) = (
+                weights_after(dir.path(), &padded),
+                weights_after(dir.path(), &packed),
+            );
+            let mut largest_move = 0f64;
+            for ((a, b), before) in a.iter().zip(&b).zip(&initial) {
+                largest_move = largest_move.max((a - before).abs().max().double_value(&[]));
+                let difference = (a - b).abs().max().double_value(&[]);
+                assert!(
+                    difference < 1e-6,
+                    "{loss_type:?}, accumulation {accumulation}, {iterations} epochs: weights differ by {difference}"
+                );
+            }
+            assert!(largest_move > 1e-3, "the update moved nothing ({largest_move})");
+        }
+    }
+}
