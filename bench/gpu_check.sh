@@ -58,8 +58,9 @@ else
   peak_tflops=989; hbm_gbps=4800
 fi
 
-# Peak GPU memory of a phase: nvidia-smi sampled in the background (the process's reserved
-# memory as the driver sees it).
+# Peak GPU memory of a phase: nvidia-smi sampled in the background (the process's memory as
+# the driver sees it: the allocator's reserve plus the CUDA context); metrics.jsonl carries
+# the allocator's own peaks.
 watch_memory() {
   if command -v nvidia-smi >/dev/null && [ "$device" != cpu ]; then
     nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$out/memory-$1.log" &
@@ -151,6 +152,10 @@ record = {
     "training_tflops": 6 * params * train_tps / 1e12,
     "training_mfu": (6 * params * train_tps / (peak * 1e12)) if peak > 0 else None,
     "peak_gpu_memory_mib": int(sys.argv[4]),
+    # The allocator's own peaks (metrics.jsonl, per step), beside the driver's view above.
+    "peak_allocated_gib": max((m.get("gpu_memory") or {}).get("peak_allocated_bytes", 0) for m in metrics) / 2**30,
+    "peak_reserved_gib": max((m.get("gpu_memory") or {}).get("peak_reserved_bytes", 0) for m in metrics) / 2**30,
+    "peak_rss_gib": max(m.get("peak_rss_bytes", 0) for m in metrics) / 2**30,
 }
 print(json.dumps(record))
 PY

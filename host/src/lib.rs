@@ -4,12 +4,14 @@
 //! the `crpo-host` binary, the rollout engine and the CRPO trainer.
 
 pub mod atomic_file;
+pub mod attention_backend;
 pub mod commands;
 pub mod demo_task;
 pub mod device;
 pub mod error_report;
 pub mod interrupt;
 pub mod memory;
+pub mod memory_stats;
 pub mod plugins;
 pub mod report;
 pub mod rollout;

@@ -461,4 +461,7 @@ fn the_gpu_check_dry_runs_on_the_cpu() {
     assert_eq!(records.len(), 2, "{results}");
     assert!(records[0]["tokens_per_s"].as_f64().unwrap() > 0.0);
     assert!(records[1]["step_seconds"].as_f64().unwrap() > 0.0);
+    // metrics.jsonl's peak resident memory reaches the script's record.
+    assert!(records[1]["peak_rss_gib"].as_f64().unwrap() > 0.0, "{results}");
+    assert!(text.contains("attention (SDPA) kernel"), "{text}");
 }

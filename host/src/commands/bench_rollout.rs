@@ -8,7 +8,7 @@ use crate::device::{parse_device, parse_dtype};
 use crate::plugins::PluginRegistry;
 use crate::rollout::sampling::SamplingConfig;
 use crate::rollout::Policy;
-use anyhow::bail;
+use anyhow::{bail, Context};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
@@ -54,6 +54,11 @@ pub struct BenchRolloutArgs {
     /// decode step (H200: 4800).
     #[arg(long)]
     pub memory_gbps: Option<f64>,
+    /// Writes the workload — `{"prompts": [[ids] per row], "budgets": [per row], "group",
+    /// "seed"}` — to this JSON file, for another engine to run the same rows to the same
+    /// lengths (bench/hf_generate.py --workload).
+    #[arg(long)]
+    pub workload_out: Option<PathBuf>,
 }
 
 pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result<()> {
@@ -88,6 +93,12 @@ pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result
         .map(|_| (low + rng.random::<f64>() * (high - low)).exp().round() as usize)
         .map(|b| b.clamp(args.min_length, args.max_length))
         .collect();
+    if let Some(path) = &args.workload_out {
+        let workload =
+            json!({"prompts": prompts, "budgets": budgets, "group": args.group, "seed": args.seed});
+        write_workload(path, &workload)
+            .with_context(|| format!("cannot write the workload to {}", path.display()))?;
+    }
     let sampling = SamplingConfig {
         max_new_tokens: args.max_length,
         min_new_tokens: args.max_length,
@@ -104,6 +115,7 @@ pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result
         .sum();
     let mut timings = Vec::new();
     let mut stats = None;
+    crate::memory_stats::reset_peak(device);
     for repeat in 0..=args.repeats {
         synchronize(device);
         let started = Instant::now();
@@ -138,6 +150,8 @@ pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result
         "ms_per_decode_step": 1e3 * seconds / stats.decode_steps.max(1) as f64,
         "gflop_per_s": flops / seconds / 1e9,
         "kv_cache_bytes": stats.kv_cache_bytes,
+        "peak_rss_bytes": crate::memory_stats::peak_rss_bytes(),
+        "gpu_memory": crate::memory_stats::gpu_memory(device),
     });
     println!(
         "{} rows ({} prompts × {}), completions {}–{} tokens (log-uniform, forced), {} tokens in {:.3} s: {:.0} tok/s",
@@ -165,6 +179,14 @@ pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result
         record["over_memory_bound"] = json!(seconds / bound);
     }
     println!("{record}");
+    Ok(())
+}
+
+fn write_workload(path: &std::path::Path, workload: &serde_json::Value) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, workload.to_string())?;
     Ok(())
 }
 

@@ -1,7 +1,9 @@
 //! `crpo-host doctor`: what this installation runs on, and (`--check-model DIR`) whether a
 //! model gives on the chosen device and dtype what it gives on the CPU in f32.
 
+use crate::attention_backend;
 use crate::device::{parse_device, parse_dtype};
+use crate::memory_stats;
 use crate::plugins::PluginRegistry;
 use crate::rollout::sampling::SamplingConfig;
 use crate::rollout::Policy;
@@ -57,11 +59,14 @@ fn report(plugin_dirs: &[PathBuf]) -> anyhow::Result<()> {
     match cuda_devices() {
         Ok(devices) => {
             for d in devices {
+                let free = memory_stats::free_and_total(tch::Device::Cuda(d.index))
+                    .map(|(free, _)| format!(", {} free", gib(free)))
+                    .unwrap_or_default();
                 println!(
-                    "  cuda:{}  {}  {:.1} GiB",
+                    "  cuda:{}  {}  {}{free}",
                     d.index,
                     d.name,
-                    d.total_memory_bytes as f64 / (1u64 << 30) as f64
+                    gib(d.total_memory_bytes)
                 );
             }
         }
@@ -75,6 +80,15 @@ fn report(plugin_dirs: &[PathBuf]) -> anyhow::Result<()> {
         println!("  (this libtorch has CUDA support; no usable GPU or driver was found)");
     }
     println!("cuDNN available  {}", yes_no(tch::Cuda::cudnn_is_available()));
+    println!(
+        "memory shim      {}",
+        if crpo_torch_ext::built_with_cuda() {
+            "CUDA allocator statistics (peak GPU memory in metrics.jsonl)"
+        } else {
+            "built without CUDA headers: no GPU memory statistics"
+        }
+    );
+    attention_backends(cuda);
     println!(
         "CPU threads      {} (torch uses {})",
         available_cores(),
@@ -93,6 +107,31 @@ fn report(plugin_dirs: &[PathBuf]) -> anyhow::Result<()> {
         println!("  {}{state}", dir.display());
     }
     Ok(())
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// The attention kernel libtorch picks for a prefill and a decode step of Qwen2.5-0.5B's
+/// heads (14 query heads over 2 key/value heads of 64) with the decoder's boolean mask.
+fn attention_backends(cuda: bool) {
+    let mut targets = vec![(tch::Device::Cpu, tch::Kind::Float, "cpu f32")];
+    if cuda {
+        targets.push((tch::Device::Cuda(0), tch::Kind::BFloat16, "cuda:0 bf16"));
+    }
+    println!("attention (SDPA) kernel, grouped-query heads with a key mask:");
+    for (device, kind, label) in targets {
+        let pick = |lengths| {
+            attention_backend::choice(device, kind, (14, 2, 64), lengths)
+                .unwrap_or("(the query failed)")
+        };
+        println!(
+            "  {label:<12} prefill 512: {}; decode over 4096: {}",
+            pick((512, 512)),
+            pick((1, 4096))
+        );
+    }
 }
 
 fn yes_no(b: bool) -> &'static str {

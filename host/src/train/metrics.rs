@@ -2,6 +2,7 @@
 //! (completions with each objective's score). On resume, records of steps after the
 //! checkpoint are dropped so the files read as one uninterrupted run.
 
+use crate::memory_stats::GpuMemory;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -111,6 +112,12 @@ pub struct StepMetrics {
     pub epoch: u64,
     /// Bytes of the rollout's key/value cache.
     pub kv_cache_bytes: usize,
+    /// The process's peak resident memory so far.
+    #[serde(default)]
+    pub peak_rss_bytes: u64,
+    /// On CUDA: the allocator's bytes at the step's end and their peaks during the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory: Option<GpuMemory>,
     /// This step's update was skipped: its loss or gradients were not finite (weights and
     /// optimizer state untouched).
     #[serde(default)]

@@ -18,6 +18,7 @@ use super::rollouts::{sample_groups, Group, Rollouts};
 use super::tensorboard::{scalars_of, EventWriter};
 use super::update::{update_policy, Batch, UpdateStats};
 use crate::interrupt::{Interrupt, Interrupted};
+use crate::memory_stats;
 use crate::plugins::PluginRegistry;
 use crate::rollout::sampling::SamplingConfig;
 use crate::rollout::Policy;
@@ -227,6 +228,7 @@ impl Trainer {
     /// One step: rollouts, advantages, the policy update, the records.
     fn train_step(&mut self) -> anyhow::Result<StepMetrics> {
         let started = Instant::now();
+        memory_stats::reset_peak(self.policy.device);
         let collected = self.collect()?;
         let rollout_seconds = started.elapsed().as_secs_f64();
         let weights = self.reward.weights();
@@ -313,6 +315,8 @@ impl Trainer {
             step_time_s: started.elapsed().as_secs_f64(),
             epoch: self.cursor.epoch,
             kv_cache_bytes: collected.kv_cache_bytes,
+            peak_rss_bytes: memory_stats::peak_rss_bytes(),
+            gpu_memory: memory_stats::gpu_memory(self.policy.device),
             nonfinite_update_skipped: stats.nonfinite,
             nonfinite_steps: self.nonfinite_steps,
             prompts_truncated: rollouts.groups.iter().filter(|g| g.prompt_truncated).count(),
