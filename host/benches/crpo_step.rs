@@ -1,12 +1,14 @@
 //! A full CRPO step (rollout, rewards, reference and policy passes, optimizer) timed on the
 //! real trainer, with peak RSS against an estimate of what the step must hold.
 //! Run: `cargo bench -p crpo-host --bench crpo_step [-- tiny|small|qwen2.5-0.5b-shape ...]
-//! [--policy qwen2|qwen2-library]`. G = 4, fixed-length completions of 64 tokens, demo-vignette
+//! [--policy qwen2|qwen2-library] [--gradient-checkpointing]`. G = 4, fixed-length completions
+//! of 64 tokens, demo-vignette
 //! prompts (~150 tokens), beta 0.04, one PPO epoch; prompts per step 1, 4 and 16 (4, 16 and 64
 //! completions; 1 and 4 at the 0.5B shape), each in a process of its own. `--policy
 //! qwen2-library` runs the same decoder loaded from a plugin library
-//! (`examples/qwen2-library`): the loaded path must match the built-in's speed. Prints a table
-//! and writes `target/bench-results/crpo_step[-POLICY].json`.
+//! (`examples/qwen2-library`): the loaded path must match the built-in's speed. Peak RSS is
+//! set against the run's memory plan (host/src/train/memory_plan.rs). Prints a table and
+//! writes `target/bench-results/crpo_step[-POLICY][-checkpointed].json`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -14,6 +16,7 @@ mod support;
 use crpo_host::plugins::PluginRegistry;
 use crpo_host::rollout::tokenizer::Message;
 use crpo_host::train::config::RunConfig;
+use crpo_host::train::memory_plan;
 use crpo_host::train::trainer::Trainer;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -49,42 +52,13 @@ fn current_rss() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Bytes a step must hold beyond the process baseline: policy and reference weights, AdamW's
-/// two moments, gradients, and what autograd keeps for the policy pass. That pass runs each
-/// prompt once for its G completions (`forward_continuations`), so the activations (per token
-/// and layer: the residual stream, norms, q/k/v/o, the MLP's three projections and product)
-/// are those of `prompts × prompt_tokens + completions × LENGTH` tokens; the vocabulary-sized
-/// terms cover completion positions only (the LM head skips prompts): the log-softmax autograd
-/// keeps, and the two gradients of its backward.
-fn estimate(config: &Value, completions: usize, prompt_tokens: usize, beta: bool) -> (f64, Value) {
-    let h = config["hidden_size"].as_f64().unwrap();
-    let i = config["intermediate_size"].as_f64().unwrap();
-    let layers = config["num_hidden_layers"].as_f64().unwrap();
-    let heads = config["num_attention_heads"].as_f64().unwrap();
-    let kv = config["num_key_value_heads"].as_f64().unwrap();
-    let v = config["vocab_size"].as_f64().unwrap();
-    let head_dim = h / heads;
-    let params = v * h + layers * (h * h * 2.0 + 2.0 * h * kv * head_dim + 3.0 * h * i + 2.0 * h) + h;
-    let f = 4.0;
-    let weights = params * f;
-    let prompts = completions / GENERATIONS;
-    let tokens = (prompts * prompt_tokens + completions * LENGTH) as f64;
-    let per_token_layer = 8.0 * h + 4.0 * kv * head_dim + 4.0 * i;
-    let activations = tokens * layers * per_token_layer * f + (completions * LENGTH) as f64 * v * f * 3.0;
-    let parts = json!({
-        "policy": weights, "reference": if beta { weights } else { 0.0 },
-        "adam_moments": 2.0 * weights, "gradients": weights, "activations": activations,
-    });
-    let total = parts
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|x| x.as_f64().unwrap())
-        .sum();
-    (total, parts)
-}
-
-fn run(preset_name: &str, prompts_per_step: usize, policy: &str, registry: &PluginRegistry) -> Value {
+fn run(
+    preset_name: &str,
+    prompts_per_step: usize,
+    policy: &str,
+    checkpointing: bool,
+    registry: &PluginRegistry,
+) -> Value {
     let models = repo().join("target/bench-models");
     let model = models.join(preset_name);
     if !model.join("config.json").exists() {
@@ -142,6 +116,7 @@ learning_rate = 1e-6
 beta = 0.04
 max_completion_length = {LENGTH}
 min_completion_length = {LENGTH}
+gradient_checkpointing = {checkpointing}
 "#,
         out = work.path().join("run").display(),
         model = model.display(),
@@ -149,6 +124,7 @@ min_completion_length = {LENGTH}
         batch = GENERATIONS * prompts_per_step,
     );
     let config = RunConfig::parse(&config).unwrap();
+    let config_for_plan = config.clone();
     let baseline = current_rss();
     reset_peak_rss();
     let trainer = Trainer::new(registry, config, Default::default()).unwrap();
@@ -183,9 +159,11 @@ min_completion_length = {LENGTH}
         values.sort_by(|a, b| a.partial_cmp(b).unwrap());
         values[values.len() / 2]
     };
-    let model_config: Value =
-        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
-    let (estimated, parts) = estimate(&model_config, GENERATIONS * prompts_per_step, prompt_tokens, true);
+    // The plan at the measured prompt length (the config's max_prompt_length is a bound).
+    let mut planned = config_for_plan;
+    planned.algorithm.max_prompt_length = Some(prompt_tokens);
+    let (plan, _, _) = memory_plan::plan_run(&planned).unwrap().unwrap();
+    let estimated = plan.peak() as f64;
     json!({
         "preset": preset_name,
         "policy": policy,
@@ -195,8 +173,11 @@ min_completion_length = {LENGTH}
         "rollout_tokens_per_s": median("rollout_tokens_per_s"),
         "train_tokens_per_s": median("train_tokens_per_s"),
         "peak_rss_bytes": peak,
+        "gradient_checkpointing": checkpointing,
         "estimated_bytes": estimated,
-        "estimate_parts": parts,
+        "plan": {"weights": plan.weights, "reference": plan.reference, "gradients": plan.gradients,
+                 "optimizer_state": plan.optimizer_state, "kv_cache": plan.kv_cache,
+                 "activations": plan.activations, "peak": plan.peak()},
         "rss_over_estimate": peak as f64 / estimated,
         "threads": tch::get_num_threads(),
     })
@@ -207,9 +188,15 @@ const ONE: &str = "--one-configuration";
 
 /// Runs `preset` × `prompts` in a fresh process: peak RSS is per process, and the allocator
 /// keeps what an earlier configuration freed (host/src/memory.rs).
-fn run_in_child(preset: &str, prompts: usize, policy: &str) -> Value {
+fn run_in_child(preset: &str, prompts: usize, policy: &str, checkpointing: bool) -> Value {
     let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([ONE, preset, &prompts.to_string(), policy])
+        .args([
+            ONE,
+            preset,
+            &prompts.to_string(),
+            policy,
+            &checkpointing.to_string(),
+        ])
         .stderr(std::process::Stdio::inherit())
         .output()
         .unwrap();
@@ -221,7 +208,7 @@ fn run_in_child(preset: &str, prompts: usize, policy: &str) -> Value {
 fn main() {
     crpo_host::memory::configure_for_training();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [flag, preset, prompts, policy] = args.as_slice() {
+    if let [flag, preset, prompts, policy, checkpointing] = args.as_slice() {
         if flag == ONE {
             let registry = if policy == "qwen2" {
                 PluginRegistry::builtin_only()
@@ -229,7 +216,13 @@ fn main() {
                 let libraries = support::plugin_dir(&["qwen2_library"]);
                 PluginRegistry::load(&[libraries.path().to_path_buf()]).unwrap()
             };
-            let r = run(preset, prompts.parse().unwrap(), policy, &registry);
+            let r = run(
+                preset,
+                prompts.parse().unwrap(),
+                policy,
+                checkpointing == "true",
+                &registry,
+            );
             println!("{r}");
             return;
         }
@@ -239,6 +232,7 @@ fn main() {
         .position(|a| a == "--policy")
         .and_then(|i| args.get(i + 1).cloned())
         .unwrap_or_else(|| "qwen2".into());
+    let checkpointing = args.iter().any(|a| a == "--gradient-checkpointing");
     let presets: Vec<String> = args
         .iter()
         .enumerate()
@@ -263,7 +257,7 @@ fn main() {
             &[1, 4, 16]
         };
         for &prompts in sizes {
-            let r = run_in_child(preset, prompts, &policy);
+            let r = run_in_child(preset, prompts, &policy, checkpointing);
             let mib = |key: &str| r[key].as_f64().unwrap() / (1024.0 * 1024.0);
             println!(
                 "{:<20} {:>11} {:>10.3} {:>14.1} {:>14.1} {:>10.0} {:>10.0} {:>8.2}",
@@ -281,11 +275,15 @@ fn main() {
     }
     let out = repo().join("target/bench-results");
     std::fs::create_dir_all(&out).unwrap();
-    let name = if policy == "qwen2" {
-        "crpo_step.json".to_string()
-    } else {
-        format!("crpo_step-{policy}.json")
-    };
+    let name = format!(
+        "crpo_step{}{}.json",
+        if policy == "qwen2" {
+            String::new()
+        } else {
+            format!("-{policy}")
+        },
+        if checkpointing { "-checkpointed" } else { "" }
+    );
     let path = out.join(name);
     std::fs::write(&path, serde_json::to_string_pretty(&results).unwrap()).unwrap();
     println!("JSON: {}", path.display());

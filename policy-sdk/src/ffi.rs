@@ -136,8 +136,24 @@ impl FfiPolicyModel for PolicyModelExport {
             .map_err(|e| PluginError::from(e).to_string().into())
     }
 
-    fn extension(&self, name: RStr<'_>, _request_json: RStr<'_>) -> RResult<RString, RString> {
-        RResult::RErr(extension::unknown(name.as_str()))
+    fn extension(&self, name: RStr<'_>, request_json: RStr<'_>) -> RResult<RString, RString> {
+        match name.as_str() {
+            extension::POLICY_GRADIENT_CHECKPOINTING => {
+                catch_panic(extension::POLICY_GRADIENT_CHECKPOINTING, || {
+                    let request: serde_json::Value = serde_json::from_str(request_json.as_str())
+                        .map_err(|e| format!("gradient checkpointing: {e}"))?;
+                    let enabled = request
+                        .get("enabled")
+                        .and_then(serde_json::Value::as_bool)
+                        .unwrap_or(false);
+                    self.0
+                        .set_gradient_checkpointing(enabled)
+                        .map(|()| RString::new())
+                        .map_err(|e| e.to_string())
+                })
+            }
+            other => RResult::RErr(extension::unknown(other)),
+        }
     }
 
     fn cache_layout(&self) -> ROption<FfiCacheLayout> {
@@ -404,6 +420,21 @@ impl PolicyModel for ForeignPolicyModel {
             .save_typed(RStr::from_str(&dir.to_string_lossy()))
             .into_result()
             .map_err(PluginError::from)
+    }
+
+    fn set_gradient_checkpointing(&self, enabled: bool) -> Result<()> {
+        let request = serde_json::json!({ "enabled": enabled }).to_string();
+        match self
+            .model
+            .extension(extension::POLICY_GRADIENT_CHECKPOINTING.into(), RStr::from_str(&request))
+            .into_result()
+        {
+            Ok(_) => Ok(()),
+            Err(error) if extension::is_unknown(&error) => Err(PluginError::failed(
+                "this policy library was built before gradient checkpointing (crpo-policy-sdk 1.5): rebuild it against the current sdk",
+            )),
+            Err(error) => Err(PluginError::Failed(error.into())),
+        }
     }
 }
 

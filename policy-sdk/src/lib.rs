@@ -20,7 +20,7 @@ pub mod tensor;
 pub use cache::{CacheLayout, CacheStep, GrowingKvCache, KeyValues, KvCache};
 pub use crpo_sdk as sdk;
 pub use crpo_sdk::{PluginError, PluginInfo, Result};
-pub use model::{repeat_index, PolicyLoad, PolicyModel, PolicyPlugin};
+pub use model::{full_forward_continuations_with, repeat_index, PolicyLoad, PolicyModel, PolicyPlugin};
 pub use tch;
 
 #[doc(hidden)]

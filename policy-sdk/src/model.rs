@@ -78,6 +78,15 @@ pub trait PolicyModel: Send {
     /// Trainable parameters by name, sharing storage with the model (shallow clones).
     fn parameters(&self) -> Vec<(String, Tensor)>;
 
+    /// Activation checkpointing for passes with grad: keep each layer's input only and
+    /// recompute the layer in the backward (`crpo_torch_ext::checkpoint`), so the gradients
+    /// are those of a plain pass. A model that cannot refuses (the default).
+    fn set_gradient_checkpointing(&self, _enabled: bool) -> Result<()> {
+        Err(PluginError::failed(
+            "this policy model does not support gradient checkpointing",
+        ))
+    }
+
     /// Writes the model's config and weights to `dir`, loadable by [`PolicyPlugin::load`]
     /// (the host adds the tokenizer files).
     fn save(&self, dir: &Path) -> Result<()>;
@@ -124,10 +133,31 @@ pub(crate) fn full_forward_continuations<M: PolicyModel + ?Sized>(
     continuation_mask: &Tensor,
 ) -> Result<Tensor> {
     let rows = repeat_index(repeats, prompt_ids.device())?;
-    let ids = Tensor::cat(&[&prompt_ids.index_select(0, &rows), continuation_ids], 1);
-    let mask = Tensor::cat(&[&prompt_mask.index_select(0, &rows), continuation_mask], 1);
+    full_forward_continuations_with(
+        |ids, mask, first| model.forward_from(ids, mask, first),
+        prompt_ids,
+        prompt_mask,
+        &rows,
+        continuation_ids,
+        continuation_mask,
+    )
+}
+
+/// The continuation logits of `forward_continuations` with each row laid out in full
+/// (`[prompt | continuation]`, the prompt of row `i` being `rows[i]`) and run through
+/// `forward_from(ids, mask, first)`: for a model's passes that cannot share a prompt pass.
+pub fn full_forward_continuations_with(
+    forward_from: impl FnOnce(&Tensor, &Tensor, i64) -> Result<Tensor>,
+    prompt_ids: &Tensor,
+    prompt_mask: &Tensor,
+    rows: &Tensor,
+    continuation_ids: &Tensor,
+    continuation_mask: &Tensor,
+) -> Result<Tensor> {
+    let ids = Tensor::cat(&[&prompt_ids.index_select(0, rows), continuation_ids], 1);
+    let mask = Tensor::cat(&[&prompt_mask.index_select(0, rows), continuation_mask], 1);
     let first = prompt_ids.size()[1] - 1;
-    let logits = model.forward_from(&ids, &mask, first)?;
+    let logits = forward_from(&ids, &mask, first)?;
     Ok(logits.narrow(1, 0, continuation_ids.size()[1]))
 }
 

@@ -104,3 +104,114 @@ int crpo_ext_cuda_mem_info(int device, int64_t* out, char* error, size_t error_l
 }
 
 }  // extern "C"
+
+// ---- Activation checkpointing: a custom autograd function whose forward runs a Rust body
+// without keeping its activations, and whose backward runs the body again with grad and
+// backpropagates through that (PyTorch's reentrant `torch.utils.checkpoint`).
+#include <ATen/core/grad_mode.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+extern "C" {
+// The Rust body: reads `n_inputs` tensors it now owns, writes up to `capacity` owned output
+// tensors and their count; 0 on success, else its message is kept for `crpo_ext_last_error`.
+typedef int (*crpo_body_fn)(void* body, at::Tensor** inputs, size_t n_inputs, at::Tensor** outputs,
+                            size_t capacity, size_t* n_outputs);
+typedef void (*crpo_drop_fn)(void* body);
+}
+
+namespace {
+constexpr size_t kMaxOutputs = 16;
+
+// Owns the Rust body for as long as the autograd graph that may call it again.
+struct Body : torch::CustomClassHolder {
+  void* body;
+  crpo_body_fn call;
+  crpo_drop_fn drop;
+  Body(void* body, crpo_body_fn call, crpo_drop_fn drop) : body(body), call(call), drop(drop) {}
+  ~Body() override { drop(body); }
+
+  std::vector<at::Tensor> run(const std::vector<at::Tensor>& inputs) const {
+    std::vector<at::Tensor*> owned;
+    owned.reserve(inputs.size());
+    for (const auto& input : inputs) owned.push_back(new at::Tensor(input));
+    at::Tensor* outputs[kMaxOutputs] = {nullptr};
+    size_t count = 0;
+    const int status = call(body, owned.data(), owned.size(), outputs, kMaxOutputs, &count);
+    std::vector<at::Tensor> result;
+    for (size_t i = 0; i < count && i < kMaxOutputs; ++i) {
+      result.push_back(*outputs[i]);
+      delete outputs[i];
+    }
+    if (status != 0) throw std::runtime_error("a checkpointed layer failed (its error is logged)");
+    return result;
+  }
+};
+
+struct Checkpointed : public torch::autograd::Function<Checkpointed> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::TensorList inputs,
+                                                c10::intrusive_ptr<Body> body) {
+    ctx->save_for_backward(inputs.vec());
+    ctx->saved_data["body"] = c10::IValue::make_capsule(body);
+    // Function::apply runs this without grad: nothing inside is kept for the backward.
+    return body->run(inputs.vec());
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto body = c10::static_intrusive_pointer_cast<Body>(ctx->saved_data["body"].toCapsule());
+    const auto saved = ctx->get_saved_variables();
+    std::vector<at::Tensor> inputs;
+    for (size_t i = 0; i < saved.size(); ++i) {
+      const bool needs = ctx->needs_input_grad(i) && saved[i].is_floating_point();
+      inputs.push_back(saved[i].detach().requires_grad_(needs));
+    }
+    std::vector<at::Tensor> outputs;
+    {
+      at::AutoGradMode with_grad(true);
+      outputs = body->run(inputs);
+    }
+    torch::autograd::variable_list roots, root_grads;
+    for (size_t i = 0; i < outputs.size() && i < grads.size(); ++i) {
+      if (grads[i].defined() && outputs[i].requires_grad()) {
+        roots.push_back(outputs[i]);
+        root_grads.push_back(grads[i]);
+      }
+    }
+    if (!roots.empty()) torch::autograd::backward(roots, root_grads);
+    torch::autograd::variable_list input_grads;
+    for (auto& input : inputs) input_grads.push_back(input.requires_grad() ? input.grad() : at::Tensor());
+    input_grads.push_back(at::Tensor());  // the body
+    return input_grads;
+  }
+};
+}  // namespace
+
+extern "C" {
+
+int crpo_ext_grad_enabled() { return at::GradMode::is_enabled() ? 1 : 0; }
+
+// Runs `body` on `inputs` as one checkpointed node; writes the outputs (owned by the caller).
+// On failure the body's drop has run (or will, with the graph) and `error` holds the message.
+int crpo_ext_checkpoint(at::Tensor** inputs, size_t n_inputs, void* body, crpo_body_fn call, crpo_drop_fn drop,
+                        at::Tensor** outputs, size_t capacity, size_t* n_outputs, char* error, size_t error_len) {
+  try {
+    auto holder = c10::make_intrusive<Body>(body, call, drop);
+    std::vector<at::Tensor> list;
+    for (size_t i = 0; i < n_inputs; ++i) list.push_back(*inputs[i]);
+    const auto result = Checkpointed::apply(at::TensorList(list), holder);
+    if (result.size() > capacity) {
+      write_error("a checkpointed layer returned more than " + std::to_string(capacity) + " tensors", error,
+                  error_len);
+      return 2;
+    }
+    for (size_t i = 0; i < result.size(); ++i) outputs[i] = new at::Tensor(result[i]);
+    *n_outputs = result.size();
+    return 0;
+  } catch (const std::exception& e) {
+    write_error(e.what(), error, error_len);
+    return 2;
+  }
+}
+
+}  // extern "C"

@@ -8,6 +8,8 @@ use crate::plugins::PluginRegistry;
 use crate::rollout::sampling::SamplingConfig;
 use crate::rollout::Policy;
 use crate::torch_info::{cuda_devices, loaded_libtorch_dir, torch_version};
+use crate::train::config::RunConfig;
+use crate::train::memory_plan;
 use anyhow::bail;
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
@@ -27,12 +29,49 @@ pub struct DoctorArgs {
     /// auto (bf16 on CUDA, f32 on CPU) | f32 | bf16 (for --check-model)
     #[arg(long, default_value = "auto")]
     pub dtype: String,
+    /// Also print the memory plan of this run config (train) against the free memory of its
+    /// device, and whether it fits.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 pub fn run(plugin_dirs: &[PathBuf], args: &DoctorArgs) -> anyhow::Result<()> {
     report(plugin_dirs)?;
     if let Some(model) = &args.check_model {
         check_model(&PluginRegistry::load(plugin_dirs)?, model, args)?;
+    }
+    if let Some(path) = &args.config {
+        memory_plan_of(path)?;
+    }
+    Ok(())
+}
+
+/// The memory plan of a run config, with the verdict the trainer would reach.
+fn memory_plan_of(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = RunConfig::load(path)?;
+    let Some((plan, shape, device)) = memory_plan::plan_run(&config)? else {
+        println!(
+            "memory plan: {} has no decoder shape in config.json (or no safetensors weights); no plan",
+            config.model.path.display()
+        );
+        return Ok(());
+    };
+    println!(
+        "memory plan of {} on {device:?} ({} parameters):\n{}",
+        path.display(),
+        shape.parameters,
+        plan.table()
+    );
+    match memory_plan::free_memory(device) {
+        Some((free, what)) => match memory_plan::check_fits(&plan, &shape, free, &what) {
+            Ok(()) => println!(
+                "fits: {:.1} GiB of {:.1} GiB {what}",
+                plan.peak() as f64 / (1u64 << 30) as f64,
+                free as f64 / (1u64 << 30) as f64
+            ),
+            Err(refusal) => println!("does NOT fit: {refusal}"),
+        },
+        None => println!("(the free memory of {device:?} is unknown)"),
     }
     Ok(())
 }
@@ -123,8 +162,7 @@ fn attention_backends(cuda: bool) {
     println!("attention (SDPA) kernel, grouped-query heads with a key mask:");
     for (device, kind, label) in targets {
         let pick = |lengths| {
-            attention_backend::choice(device, kind, (14, 2, 64), lengths)
-                .unwrap_or("(the query failed)")
+            attention_backend::choice(device, kind, (14, 2, 64), lengths).unwrap_or("(the query failed)")
         };
         println!(
             "  {label:<12} prefill 512: {}; decode over 4096: {}",

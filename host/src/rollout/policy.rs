@@ -160,6 +160,16 @@ impl Policy {
         Ok(())
     }
 
+    /// Activation checkpointing of the passes with grad (`algorithm.gradient_checkpointing`).
+    pub fn set_gradient_checkpointing(&self, enabled: bool) -> anyhow::Result<()> {
+        self.model.set_gradient_checkpointing(enabled).with_context(|| {
+            format!(
+                "algorithm.gradient_checkpointing: policy `{}` cannot checkpoint its layers",
+                self.plugin
+            )
+        })
+    }
+
     /// Trainable parameters, sharing storage with the model.
     pub fn parameters(&self) -> Vec<(String, Tensor)> {
         self.model.parameters()

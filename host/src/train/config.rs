@@ -68,6 +68,9 @@ pub struct RunSection {
     /// Stop the run after this many consecutive steps whose loss or gradients were not finite
     /// (each is skipped: weights and optimizer state untouched).
     pub max_nonfinite_steps: usize,
+    /// Refuse to start a run whose memory plan (train/memory_plan.rs) is above the device's
+    /// free memory.
+    pub memory_check: bool,
 }
 
 /// A decoding for evaluations during training.
@@ -127,6 +130,7 @@ impl Default for RunSection {
             plugin_pins: Vec::new(),
             allow_insecure_plugins: false,
             max_nonfinite_steps: 3,
+            memory_check: true,
         }
     }
 }
@@ -332,6 +336,9 @@ pub struct AlgorithmConfig {
     /// further; a longer completion runs alone). Unset: per_device_train_batch_size alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens_per_micro_batch: Option<usize>,
+    /// Keep only each decoder layer's input through the forward pass and recompute the layer
+    /// in the backward (TRL's name): activations fall to about 1/10 for ~1/3 more compute.
+    pub gradient_checkpointing: bool,
     pub learning_rate: f64,
     /// Linear warm-up, in optimizer updates.
     pub warmup_steps: usize,
@@ -393,6 +400,7 @@ impl Default for AlgorithmConfig {
             gradient_accumulation_steps: 4,
             group_by_length: true,
             max_tokens_per_micro_batch: None,
+            gradient_checkpointing: false,
             learning_rate: 1e-6,
             warmup_steps: 0,
             lr_scheduler_type: LrSchedule::Constant,

@@ -7,6 +7,7 @@ pub mod divergence;
 pub mod eval;
 pub mod loss;
 pub mod maths;
+pub mod memory_plan;
 pub mod metrics;
 pub mod micro_batches;
 pub mod optimizer;

@@ -78,9 +78,11 @@ const SAFE_KEYS: &[&str] = &[
     "run.plugin_pins",
     "run.allow_insecure_plugins",
     "run.max_nonfinite_steps",
+    "run.memory_check",
     "algorithm.kl_warning_threshold",
     "algorithm.group_by_length",
     "algorithm.max_tokens_per_micro_batch",
+    "algorithm.gradient_checkpointing",
     "sft.output_dir",
 ];
 

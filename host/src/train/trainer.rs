@@ -90,6 +90,7 @@ impl Trainer {
     /// newest usable checkpoint with a matching config.
     pub fn new(registry: &PluginRegistry, config: RunConfig, start: StartMode) -> anyhow::Result<Self> {
         let run_dir = config.run.output_dir.clone();
+        super::memory_plan::check_run(&config)?;
         let (state, policy, optimizer) = resume::policy_and_optimizer(
             registry,
             &config,
@@ -98,6 +99,9 @@ impl Trainer {
             MODE,
             adam_settings(&config),
         )?;
+        if config.algorithm.gradient_checkpointing {
+            policy.set_gradient_checkpointing(true)?;
+        }
         policy.check_positions(
             ("algorithm.max_prompt_length", config.max_prompt_length()),
             (

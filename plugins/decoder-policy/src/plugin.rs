@@ -105,4 +105,9 @@ impl PolicyModel for Qwen2Model {
     fn save(&self, dir: &Path) -> Result<()> {
         self.0.save(dir).map_err(PluginError::failed)
     }
+
+    fn set_gradient_checkpointing(&self, enabled: bool) -> Result<()> {
+        self.0.model.set_gradient_checkpointing(enabled);
+        Ok(())
+    }
 }

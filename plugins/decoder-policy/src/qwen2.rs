@@ -7,7 +7,11 @@
 //! files load directly into the `VarStore`.
 
 use crate::config::DecoderConfig;
-use crpo_policy_sdk::{CacheLayout, GrowingKvCache, KeyValues, Result};
+use crpo_policy_sdk::PluginError;
+use crpo_policy_sdk::{
+    full_forward_continuations_with, CacheLayout, CacheStep, GrowingKvCache, KeyValues, Result,
+};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
@@ -23,6 +27,13 @@ impl RmsNorm {
         RmsNorm {
             weight: path.ones("weight", &[size as i64]),
             eps,
+        }
+    }
+
+    fn shallow_clone(&self) -> Self {
+        RmsNorm {
+            weight: self.weight.shallow_clone(),
+            eps: self.eps,
         }
     }
 
@@ -102,6 +113,14 @@ pub fn apply_rotary(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
     xs * cos + rotated * sin
 }
 
+/// A linear layer sharing `linear`'s weights (for a checkpointed layer's recomputation).
+fn shallow_linear(linear: &nn::Linear) -> nn::Linear {
+    nn::Linear {
+        ws: linear.ws.shallow_clone(),
+        bs: linear.bs.as_ref().map(Tensor::shallow_clone),
+    }
+}
+
 #[derive(Debug)]
 struct Attention {
     q_proj: nn::Linear,
@@ -135,6 +154,16 @@ impl Attention {
             num_heads: heads,
             num_kv_heads: kv_heads,
             head_dim,
+        }
+    }
+
+    fn shallow_clone(&self) -> Self {
+        Attention {
+            q_proj: shallow_linear(&self.q_proj),
+            k_proj: shallow_linear(&self.k_proj),
+            v_proj: shallow_linear(&self.v_proj),
+            o_proj: shallow_linear(&self.o_proj),
+            ..*self
         }
     }
 
@@ -189,6 +218,14 @@ impl Mlp {
         }
     }
 
+    fn shallow_clone(&self) -> Self {
+        Mlp {
+            gate_proj: shallow_linear(&self.gate_proj),
+            up_proj: shallow_linear(&self.up_proj),
+            down_proj: shallow_linear(&self.down_proj),
+        }
+    }
+
     fn forward(&self, xs: &Tensor) -> Tensor {
         project(
             &self.down_proj,
@@ -205,6 +242,56 @@ struct DecoderLayer {
     mlp: Mlp,
 }
 
+impl DecoderLayer {
+    /// The layer over the same weights, owned (a checkpointed layer keeps it for its backward).
+    fn shallow_clone(&self) -> Self {
+        DecoderLayer {
+            input_layernorm: self.input_layernorm.shallow_clone(),
+            self_attn: self.self_attn.shallow_clone(),
+            post_attention_layernorm: self.post_attention_layernorm.shallow_clone(),
+            mlp: self.mlp.shallow_clone(),
+        }
+    }
+
+    /// The residual stream after this layer (`index` in the model) for `xs` `[B, T, H]`.
+    fn forward(
+        &self,
+        xs: &Tensor,
+        (cos, sin): (&Tensor, &Tensor),
+        mask: &Tensor,
+        cache: &mut dyn KeyValues,
+        index: usize,
+    ) -> Tensor {
+        let attended =
+            self.self_attn
+                .forward(&self.input_layernorm.forward(xs), cos, sin, mask, cache, index);
+        // Out of place on purpose: tch's `+=` is an in-place add_, which would overwrite a
+        // tensor autograd saved for the backward pass.
+        let xs = xs + attended;
+        &xs + self.mlp.forward(&self.post_attention_layernorm.forward(&xs))
+    }
+}
+
+/// The keys and values of a pass without a cache: each layer attends to the positions of
+/// this pass alone (a checkpointed layer, recomputed by itself).
+struct Uncached;
+
+impl KeyValues for Uncached {
+    fn len(&self) -> i64 {
+        0
+    }
+
+    fn extend(&mut self, _mask: &Tensor) -> Result<CacheStep> {
+        Err(PluginError::failed("a checkpointed layer has no cache to extend"))
+    }
+
+    fn store(&mut self, _layer: usize, keys: &Tensor, values: &Tensor) -> (Tensor, Tensor) {
+        (keys.shallow_clone(), values.shallow_clone())
+    }
+
+    fn select_rows(&mut self, _rows: &Tensor) {}
+}
+
 #[derive(Debug)]
 pub struct DecoderModel {
     config: DecoderConfig,
@@ -213,6 +300,8 @@ pub struct DecoderModel {
     norm: RmsNorm,
     lm_head: Option<nn::Linear>,
     rotary: Rotary,
+    /// Training passes keep each layer's input only and recompute the layer in the backward.
+    gradient_checkpointing: AtomicBool,
 }
 
 impl DecoderModel {
@@ -257,11 +346,22 @@ impl DecoderModel {
             norm: RmsNorm::new(&model / "norm", config.hidden_size, config.rms_norm_eps),
             lm_head,
             rotary: Rotary::new(config.head_dim(), config.rope_theta(), root.device()),
+            gradient_checkpointing: AtomicBool::new(false),
         }
     }
 
     pub fn config(&self) -> &DecoderConfig {
         &self.config
+    }
+
+    /// Turns activation checkpointing of training passes on or off.
+    pub fn set_gradient_checkpointing(&self, enabled: bool) {
+        self.gradient_checkpointing.store(enabled, Ordering::Relaxed);
+    }
+
+    /// Whether this pass checkpoints its layers: asked for, and autograd is recording.
+    fn checkpointing(&self) -> bool {
+        self.gradient_checkpointing.load(Ordering::Relaxed) && crpo_torch_ext::grad_enabled()
     }
 
     pub fn device(&self) -> Device {
@@ -282,7 +382,7 @@ impl DecoderModel {
     /// tokens (1) and padding (0); positions count real tokens only, so a left-padded sequence
     /// gets exactly the logits it would get alone.
     pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
-        let hidden = self.hidden_states(input_ids, attention_mask, &mut GrowingKvCache::default())?;
+        let hidden = self.full_hidden_states(input_ids, attention_mask)?;
         Ok(self.logits(&hidden))
     }
 
@@ -302,7 +402,7 @@ impl DecoderModel {
 
     /// Logits of positions `first..T` only (the LM head skips the positions before).
     pub fn forward_from(&self, input_ids: &Tensor, attention_mask: &Tensor, first: i64) -> Result<Tensor> {
-        let hidden = self.hidden_states(input_ids, attention_mask, &mut GrowingKvCache::default())?;
+        let hidden = self.full_hidden_states(input_ids, attention_mask)?;
         let width = hidden.size()[1];
         Ok(self.logits(&hidden.narrow(1, first, width - first)))
     }
@@ -321,6 +421,18 @@ impl DecoderModel {
         continuation_ids: &Tensor,
         continuation_mask: &Tensor,
     ) -> Result<Tensor> {
+        if self.checkpointing() {
+            // Checkpointed layers recompute from their input alone: each row runs in full
+            // rather than attending to a shared prompt pass's keys and values.
+            return full_forward_continuations_with(
+                |ids, mask, first| self.forward_from(ids, mask, first),
+                prompt_ids,
+                prompt_mask,
+                rows,
+                continuation_ids,
+                continuation_mask,
+            );
+        }
         let mut cache = GrowingKvCache::default();
         let prompt_hidden = self.hidden_states(prompt_ids, prompt_mask, &mut cache)?;
         let prompt_width = prompt_hidden.size()[1];
@@ -347,6 +459,34 @@ impl DecoderModel {
         }
     }
 
+    /// The final hidden states of a pass without a past (checkpointed when training with
+    /// gradient checkpointing).
+    fn full_hidden_states(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+        if !self.checkpointing() {
+            return self.hidden_states(input_ids, attention_mask, &mut GrowingKvCache::default());
+        }
+        let step = GrowingKvCache::default().extend(attention_mask)?;
+        let mut xs = self.embed_tokens.forward(input_ids);
+        let (cos, sin) = self.rotary.cos_sin(&step.positions, xs.kind());
+        for (index, layer) in self.layers.iter().enumerate() {
+            let (layer, cos, sin) = (layer.shallow_clone(), cos.shallow_clone(), sin.shallow_clone());
+            let mask = step.attention_mask.shallow_clone();
+            let body = move |inputs: Vec<Tensor>| {
+                Ok(vec![layer.forward(
+                    &inputs[0],
+                    (&cos, &sin),
+                    &mask,
+                    &mut Uncached,
+                    index,
+                )])
+            };
+            xs = crpo_torch_ext::checkpoint(&[&xs], body)
+                .map_err(|e| PluginError::failed(format!("layer {index}: {e}")))?
+                .remove(0);
+        }
+        Ok(self.norm.forward(&xs))
+    }
+
     /// The final (normed) hidden states `[B, T, H]` of `input_ids` continuing `cache`.
     pub fn hidden_states(
         &self,
@@ -358,21 +498,7 @@ impl DecoderModel {
         let mut xs = self.embed_tokens.forward(input_ids);
         let (cos, sin) = self.rotary.cos_sin(&step.positions, xs.kind());
         for (index, layer) in self.layers.iter().enumerate() {
-            let attended = layer.self_attn.forward(
-                &layer.input_layernorm.forward(&xs),
-                &cos,
-                &sin,
-                &step.attention_mask,
-                cache,
-                index,
-            );
-            // Out of place on purpose: tch's `+=` is an in-place add_, which would overwrite a
-            // tensor autograd saved for the backward pass.
-            #[allow(clippy::assign_op_pattern)]
-            {
-                xs = xs + attended;
-            }
-            xs = &xs + layer.mlp.forward(&layer.post_attention_layernorm.forward(&xs));
+            xs = layer.forward(&xs, (&cos, &sin), &step.attention_mask, cache, index);
         }
         Ok(self.norm.forward(&xs))
     }

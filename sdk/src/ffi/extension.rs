@@ -9,6 +9,10 @@
 
 use abi_stable::std_types::RString;
 
+/// Since 1.5, on policy models: `{"enabled": bool}` → `""`, or an error when the model
+/// cannot (`PolicyModel::set_gradient_checkpointing`).
+pub const POLICY_GRADIENT_CHECKPOINTING: &str = "policy.gradient_checkpointing";
+
 /// Since 1.1, on reward plugins: `null` → `true` or `false` ([`crate::RewardPlugin::is_cheap`]).
 pub const REWARD_IS_CHEAP: &str = "reward.is_cheap";
 

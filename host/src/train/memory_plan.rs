@@ -1,0 +1,513 @@
+//! What a run will hold in memory, worked out before anything is loaded: the weights, the
+//! frozen reference, gradients, AdamW's state (and f32 master weights under bf16), the
+//! rollout's key/value cache, and the activations autograd keeps for one micro-batch — set
+//! against the device's free memory, so a run that cannot fit is refused at once, naming the
+//! setting that would make it fit, rather than running out of memory hours in.
+//!
+//! Sizes come from the model directory without loading it: the parameter count from the
+//! safetensors headers, the shapes from config.json (Hugging Face's names). Activations per
+//! token and layer follow what the decoder's backward keeps (the residual stream, norms,
+//! q/k/v/o, the MLP's three projections and their product); the vocabulary-sized terms (the
+//! f32 log-softmax and its gradients) cover completion positions only. `crpo_step`'s bench
+//! measures peak RSS against this plan.
+
+use super::config::RunConfig;
+use anyhow::{bail, Context};
+use serde_json::Value;
+use std::path::Path;
+use tch::{Device, Kind};
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// The decoder's shapes, from config.json.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelShape {
+    pub parameters: u64,
+    pub hidden: u64,
+    pub intermediate: u64,
+    pub layers: u64,
+    pub kv_width: u64,
+    pub vocab: u64,
+}
+
+impl ModelShape {
+    /// Reads `dir`'s config.json and safetensors headers; `None` when config.json lacks a
+    /// decoder's shape (a policy plugin of another kind: no plan, not an error).
+    pub fn of_dir(dir: &Path) -> anyhow::Result<Option<Self>> {
+        let path = dir.join("config.json");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(None);
+        };
+        let json: Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+        let field = |key: &str| json.get(key).and_then(Value::as_u64);
+        let (Some(hidden), Some(intermediate), Some(layers), Some(heads), Some(vocab)) = (
+            field("hidden_size"),
+            field("intermediate_size"),
+            field("num_hidden_layers"),
+            field("num_attention_heads"),
+            field("vocab_size"),
+        ) else {
+            return Ok(None);
+        };
+        let head_dim = field("head_dim").unwrap_or(hidden / heads.max(1));
+        let kv_heads = field("num_key_value_heads").unwrap_or(heads);
+        let Some(parameters) = parameter_count(dir)? else {
+            return Ok(None);
+        };
+        Ok(Some(ModelShape {
+            parameters,
+            hidden,
+            intermediate,
+            layers,
+            kv_width: kv_heads * head_dim,
+            vocab,
+        }))
+    }
+}
+
+/// Elements of every tensor in the directory's safetensors files (`model.safetensors`, or
+/// the shards `model.safetensors.index.json` lists), from their headers alone.
+pub fn parameter_count(dir: &Path) -> anyhow::Result<Option<u64>> {
+    let index = dir.join("model.safetensors.index.json");
+    let files: Vec<std::path::PathBuf> = if index.exists() {
+        let json: Value = serde_json::from_str(
+            &std::fs::read_to_string(&index).with_context(|| format!("cannot read {}", index.display()))?,
+        )
+        .with_context(|| format!("{} is not valid JSON", index.display()))?;
+        let mut shards: Vec<String> = json
+            .get("weight_map")
+            .and_then(Value::as_object)
+            .map(|map| {
+                map.values()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        shards.sort();
+        shards.dedup();
+        shards.into_iter().map(|shard| dir.join(shard)).collect()
+    } else if dir.join("model.safetensors").exists() {
+        vec![dir.join("model.safetensors")]
+    } else {
+        return Ok(None);
+    };
+    let mut total = 0u64;
+    for file in files {
+        total += elements_in(&file)?;
+    }
+    Ok(Some(total))
+}
+
+/// Elements of the tensors a safetensors file's header describes.
+fn elements_in(file: &Path) -> anyhow::Result<u64> {
+    use std::io::Read;
+    let mut reader = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let mut length = [0u8; 8];
+    reader.read_exact(&mut length).with_context(|| {
+        format!(
+            "{}: not a safetensors file (shorter than its header)",
+            file.display()
+        )
+    })?;
+    let length = u64::from_le_bytes(length);
+    if length > 100 << 20 {
+        bail!(
+            "{}: not a safetensors file (header of {length} bytes)",
+            file.display()
+        );
+    }
+    let mut header = vec![0u8; length as usize];
+    reader
+        .read_exact(&mut header)
+        .with_context(|| format!("{}: its header is cut short", file.display()))?;
+    let header: Value = serde_json::from_slice(&header)
+        .with_context(|| format!("{}: its header is not valid JSON", file.display()))?;
+    let tensors = header
+        .as_object()
+        .with_context(|| format!("{}: its header is not a JSON object", file.display()))?;
+    Ok(tensors
+        .iter()
+        .filter(|(name, _)| name.as_str() != "__metadata__")
+        .filter_map(|(_, tensor)| tensor.get("shape").and_then(Value::as_array))
+        .map(|shape| shape.iter().filter_map(Value::as_u64).product::<u64>())
+        .sum())
+}
+
+/// The settings that size a run's memory.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    /// Bytes per weight in the model's dtype.
+    pub weight_bytes: u64,
+    pub reference: bool,
+    pub rollout_rows: u64,
+    pub group: u64,
+    pub micro_batch: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub gradient_checkpointing: bool,
+}
+
+impl Settings {
+    pub fn of(config: &RunConfig, kind: Kind) -> Self {
+        let algorithm = &config.algorithm;
+        Settings {
+            weight_bytes: kind.elt_size_in_bytes() as u64,
+            reference: algorithm.beta > 0.0,
+            rollout_rows: (algorithm.prompts_per_step * algorithm.num_generations) as u64,
+            group: algorithm.num_generations as u64,
+            micro_batch: algorithm.mini_batch_size as u64,
+            prompt_tokens: config.max_prompt_length() as u64,
+            completion_tokens: algorithm.max_completion_length as u64,
+            gradient_checkpointing: algorithm.gradient_checkpointing,
+        }
+    }
+}
+
+/// The plan: bytes by part, the peak, and what is free.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryPlan {
+    pub weights: u64,
+    pub reference: u64,
+    /// f32 copies of weights kept in a lower precision (the optimizer's).
+    pub master_weights: u64,
+    pub gradients: u64,
+    pub optimizer_state: u64,
+    pub kv_cache: u64,
+    /// The rollout's logits and sampling buffers (`[rows, vocab]` f32, a few of them).
+    pub sampling: u64,
+    pub activations: u64,
+    pub settings: Settings,
+}
+
+impl MemoryPlan {
+    pub fn new(shape: &ModelShape, settings: Settings) -> Self {
+        let p = shape.parameters;
+        let b = settings.weight_bytes;
+        let weights = p * b;
+        let sequence = settings.prompt_tokens + settings.completion_tokens;
+        // A micro-batch's tokens: each prompt once for its completions (shared passes), one
+        // more prompt for a micro-batch that splits a group; checkpointed passes lay every
+        // row out in full.
+        let prompts = if settings.gradient_checkpointing {
+            settings.micro_batch
+        } else {
+            (settings.micro_batch.div_ceil(settings.group.max(1)) + 1).min(settings.micro_batch)
+        };
+        let prompt_tokens = prompts * settings.prompt_tokens;
+        let completion_tokens = settings.micro_batch * settings.completion_tokens;
+        let tokens = prompt_tokens + completion_tokens;
+        let per_token_layer = (8 * shape.hidden + 4 * shape.kv_width + 4 * shape.intermediate) * b;
+        let decoder = if settings.gradient_checkpointing {
+            // Each layer's input, plus one layer's activations while it is recomputed.
+            tokens * shape.layers * shape.hidden * b + tokens * per_token_layer
+        } else {
+            tokens * shape.layers * per_token_layer
+        };
+        let vocabulary = completion_tokens * shape.vocab * 4 * 3;
+        MemoryPlan {
+            weights,
+            reference: if settings.reference { weights } else { 0 },
+            master_weights: if b < 4 { p * 4 } else { 0 },
+            gradients: weights,
+            optimizer_state: 2 * p * 4,
+            kv_cache: shape.layers * 2 * shape.kv_width * settings.rollout_rows * sequence * b,
+            sampling: settings.rollout_rows * shape.vocab * 4 * 3,
+            activations: decoder + vocabulary,
+            settings,
+        }
+    }
+
+    /// What stays for the whole run.
+    pub fn resident(&self) -> u64 {
+        self.weights + self.reference + self.master_weights + self.gradients + self.optimizer_state
+    }
+
+    /// The most held at once: the rollout and the update run one after the other.
+    pub fn peak(&self) -> u64 {
+        self.resident() + (self.kv_cache + self.sampling).max(self.activations)
+    }
+
+    /// The plan as a table, one part per line.
+    pub fn table(&self) -> String {
+        let s = &self.settings;
+        let rows = [
+            ("weights", self.weights, String::new()),
+            (
+                "reference",
+                self.reference,
+                if s.reference {
+                    "beta > 0".into()
+                } else {
+                    "none (beta = 0)".into()
+                },
+            ),
+            ("f32 master weights", self.master_weights, String::new()),
+            ("gradients", self.gradients, String::new()),
+            ("AdamW moments", self.optimizer_state, "f32".into()),
+            (
+                "rollout KV cache",
+                self.kv_cache,
+                format!(
+                    "{} rows × {} positions",
+                    s.rollout_rows,
+                    s.prompt_tokens + s.completion_tokens
+                ),
+            ),
+            ("rollout sampling", self.sampling, String::new()),
+            (
+                "activations",
+                self.activations,
+                format!(
+                    "per micro-batch of {}{}",
+                    s.micro_batch,
+                    if s.gradient_checkpointing {
+                        ", checkpointed"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+        ];
+        let mut out = String::new();
+        for (part, bytes, note) in rows {
+            out.push_str(&format!("  {part:<20} {:>9.2} GiB  {note}\n", bytes as f64 / GIB));
+        }
+        out.push_str(&format!("  {:<20} {:>9.2} GiB", "peak", self.peak() as f64 / GIB));
+        out
+    }
+}
+
+/// Memory free for the run on `device`: CUDA's free memory, or the machine's available memory.
+pub fn free_memory(device: Device) -> Option<(u64, String)> {
+    match device {
+        Device::Cuda(index) => crate::memory_stats::free_and_total(device)
+            .map(|(free, _)| (free, format!("free on cuda:{index}"))),
+        _ => {
+            let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+            let kib = meminfo
+                .lines()
+                .find_map(|line| line.strip_prefix("MemAvailable:"))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()?;
+            Some((kib * 1024, "available to this machine (MemAvailable)".into()))
+        }
+    }
+}
+
+/// The plan of `config`'s run on its device (None for a model without a decoder's
+/// config.json).
+pub fn plan_run(config: &RunConfig) -> anyhow::Result<Option<(MemoryPlan, ModelShape, Device)>> {
+    let device = crate::device::parse_device(&config.model.device).context("model.device")?;
+    let kind = crate::device::parse_dtype(&config.model.dtype, device).context("model.dtype")?;
+    let Some(shape) = ModelShape::of_dir(&config.model.path)? else {
+        return Ok(None);
+    };
+    Ok(Some((
+        MemoryPlan::new(&shape, Settings::of(config, kind)),
+        shape,
+        device,
+    )))
+}
+
+/// Logs the run's plan and, unless `run.memory_check = false`, refuses one that cannot fit:
+/// called before anything is loaded.
+pub fn check_run(config: &RunConfig) -> anyhow::Result<()> {
+    let Some((plan, shape, device)) = plan_run(config)? else {
+        return Ok(());
+    };
+    let free = free_memory(device);
+    if let Some((bytes, what)) = &free {
+        if config.run.memory_check {
+            // A refusal carries the table itself.
+            check_fits(&plan, &shape, *bytes, what)?;
+        }
+    }
+    tracing::info!(
+        "memory plan on {device:?}{}:\n{}",
+        free.as_ref()
+            .map(|(bytes, what)| format!(" ({:.1} GiB {what})", *bytes as f64 / GIB))
+            .unwrap_or_default(),
+        plan.table()
+    );
+    Ok(())
+}
+
+/// Refuses a plan whose peak is above `free`, naming the settings that would bring it under.
+pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str) -> anyhow::Result<()> {
+    if plan.peak() <= free {
+        return Ok(());
+    }
+    let gib = |bytes: u64| bytes as f64 / GIB;
+    let mut remedies = Vec::new();
+    if plan.weights + plan.gradients + plan.optimizer_state + plan.master_weights > free {
+        remedies.push(format!(
+            "a smaller model or a larger device (its weights, gradients and AdamW state alone take {:.1} GiB)",
+            gib(plan.weights + plan.gradients + plan.optimizer_state + plan.master_weights)
+        ));
+    }
+    let with = |settings: Settings| MemoryPlan::new(shape, settings);
+    if !plan.settings.gradient_checkpointing {
+        let checkpointed = with(Settings {
+            gradient_checkpointing: true,
+            ..plan.settings
+        });
+        remedies.push(format!(
+            "set algorithm.gradient_checkpointing = true (peak {:.1} GiB)",
+            gib(checkpointed.peak())
+        ));
+    }
+    let mut micro_batch = plan.settings.micro_batch;
+    while micro_batch > 1 {
+        micro_batch /= 2;
+        let smaller = with(Settings {
+            micro_batch,
+            ..plan.settings
+        });
+        if smaller.peak() <= free || micro_batch == 1 {
+            remedies.push(format!(
+                "lower algorithm.per_device_train_batch_size to {micro_batch} (peak {:.1} GiB)",
+                gib(smaller.peak())
+            ));
+            break;
+        }
+    }
+    if plan.settings.reference {
+        remedies.push(format!(
+            "set algorithm.beta = 0, which loads no reference (−{:.1} GiB)",
+            gib(plan.reference)
+        ));
+    }
+    if plan.kv_cache > plan.activations {
+        remedies.push(
+            "lower algorithm.prompts_per_step or max_completion_length (the rollout's KV cache)".into(),
+        );
+    }
+    remedies.push("set run.memory_check = false to start anyway".into());
+    bail!(
+        "this run needs about {:.1} GiB at its peak but {:.1} GiB are {where_}:\n{}\nTo fit: {}",
+        gib(plan.peak()),
+        gib(free),
+        plan.table(),
+        remedies.join("; or ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Qwen2.5-0.5B's shape.
+    fn qwen_half_b() -> ModelShape {
+        ModelShape {
+            parameters: 494_032_768,
+            hidden: 896,
+            intermediate: 4864,
+            layers: 24,
+            kv_width: 128,
+            vocab: 151_936,
+        }
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            weight_bytes: 4,
+            reference: true,
+            rollout_rows: 16,
+            group: 4,
+            micro_batch: 16,
+            prompt_tokens: 151,
+            completion_tokens: 64,
+            gradient_checkpointing: false,
+        }
+    }
+
+    #[test]
+    fn parts_by_hand() {
+        let plan = MemoryPlan::new(&qwen_half_b(), settings());
+        let p = 494_032_768u64;
+        assert_eq!(plan.weights, 4 * p);
+        assert_eq!((plan.reference, plan.gradients), (4 * p, 4 * p));
+        assert_eq!((plan.optimizer_state, plan.master_weights), (8 * p, 0));
+        // 24 layers × keys and values × 128 wide × 16 rows × 215 positions × 4 bytes.
+        assert_eq!(plan.kv_cache, 24 * 2 * 128 * 16 * 215 * 4);
+        // Tokens: 5 prompts × 151 + 16 × 64 = 1,779; per token and layer (8·896 + 4·128 +
+        // 4·4864) × 4 bytes = 108,544; vocabulary 1,024 × 151,936 × 12.
+        assert_eq!(plan.activations, 1779 * 24 * 108_544 + 1024 * 151_936 * 12);
+        assert_eq!(plan.peak(), plan.resident() + plan.activations);
+    }
+
+    #[test]
+    fn bf16_weights_add_f32_masters_and_halve_the_rest() {
+        let plan = MemoryPlan::new(
+            &qwen_half_b(),
+            Settings {
+                weight_bytes: 2,
+                ..settings()
+            },
+        );
+        assert_eq!(plan.master_weights, 4 * 494_032_768);
+        assert_eq!(plan.weights, 2 * 494_032_768);
+    }
+
+    #[test]
+    fn checkpointing_keeps_layer_inputs_only() {
+        let full = MemoryPlan::new(&qwen_half_b(), settings());
+        let checkpointed = MemoryPlan::new(
+            &qwen_half_b(),
+            Settings {
+                gradient_checkpointing: true,
+                ..settings()
+            },
+        );
+        // The vocabulary-sized terms stay; the decoder's share falls.
+        assert!(checkpointed.activations * 2 < full.activations);
+    }
+
+    #[test]
+    fn a_plan_over_the_free_memory_is_refused_with_what_would_fit() {
+        let plan = MemoryPlan::new(&qwen_half_b(), settings());
+        let error = check_fits(&plan, &qwen_half_b(), 12 << 30, "free on cuda:0")
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "free on cuda:0",
+            "algorithm.gradient_checkpointing = true",
+            "per_device_train_batch_size",
+            "algorithm.beta = 0",
+            "run.memory_check = false",
+            "activations",
+        ] {
+            assert!(error.contains(needle), "{needle}: {error}");
+        }
+        assert!(check_fits(&plan, &qwen_half_b(), plan.peak(), "free").is_ok());
+    }
+
+    #[test]
+    fn parameters_are_counted_from_the_safetensors_header() {
+        let dir = tempfile::tempdir().unwrap();
+        crpo_plugins_policy::presets::write_tiny(dir.path(), 0).unwrap();
+        let shape = ModelShape::of_dir(dir.path()).unwrap().unwrap();
+        let policy = crate::rollout::Policy::load_with(
+            &crate::plugins::PluginRegistry::builtin_only(),
+            "qwen2",
+            dir.path(),
+            Device::Cpu,
+            Kind::Float,
+            &Value::Null,
+        )
+        .unwrap();
+        let loaded: usize = policy.parameters().iter().map(|(_, p)| p.numel()).sum();
+        assert_eq!(shape.parameters, loaded as u64);
+        std::fs::write(dir.path().join("model.safetensors"), [1u8, 2, 3]).unwrap();
+        let error = ModelShape::of_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            error.contains("model.safetensors: not a safetensors file"),
+            "{error}"
+        );
+    }
+}
