@@ -92,6 +92,7 @@ fn generation_is_deterministic_when_greedy_and_reproducible_when_seeded() {
         top_k: 50,
         greedy: false,
         seed: 11,
+        first_stream: 0,
         row_budgets: Vec::new(),
     };
     let a = generate(&policy, &prompts, &sampling);
@@ -320,4 +321,42 @@ fn a_saved_policy_carries_its_tokenizer() {
         generate(&policy, &["Gout is"], &greedy(8)),
         generate(&again, &["Gout is"], &greedy(8))
     );
+}
+
+#[test]
+fn a_batch_generated_in_parts_samples_what_it_samples_whole() {
+    // What `algorithm.rollout_batch_size` does to a step: its groups are generated in batches,
+    // each numbering its sequences' random streams from where the one before stopped.
+    let dir = tiny_dir();
+    let policy = load(dir.path());
+    let prompts: Vec<Vec<i64>> = [
+        "Gout is",
+        "Gout is",
+        "The most likely diagnosis is",
+        "The most likely diagnosis is",
+    ]
+    .iter()
+    .map(|t| policy.tokenizer.encode(t).unwrap())
+    .collect();
+    let sampling = SamplingConfig {
+        max_new_tokens: 16,
+        temperature: 1.0,
+        seed: 5,
+        ..SamplingConfig::default()
+    };
+    let (whole, _) = policy.generate(&prompts, &sampling).unwrap();
+    let (first, _) = policy.generate(&prompts[..2], &sampling).unwrap();
+    let (second, _) = policy
+        .generate(
+            &prompts[2..],
+            &SamplingConfig {
+                first_stream: 2,
+                ..sampling.clone()
+            },
+        )
+        .unwrap();
+    assert_eq!(whole, [first, second].concat());
+    // Without the offset the second half would repeat the first's streams: a real difference.
+    let (unnumbered, _) = policy.generate(&prompts[2..], &sampling).unwrap();
+    assert_ne!(whole[2..], unnumbered[..]);
 }

@@ -136,6 +136,7 @@ pub fn generate(registry: &PluginRegistry, args: &GenerateArgs) -> anyhow::Resul
         top_k: args.top_k,
         greedy: args.greedy,
         seed: args.seed,
+        first_stream: 0,
         row_budgets: Vec::new(),
     };
     let ids = policy.tokenizer.encode(&prompt)?;

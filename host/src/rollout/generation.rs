@@ -108,7 +108,7 @@ fn decode(
     };
     let eos: Vec<i64> = tokens.eos_ids.iter().map(|&id| id as i64).collect();
     let usable_vocab = tokens.usable_vocab as i64;
-    let mut rngs = sequence_rngs(config.seed, completions.len());
+    let mut rngs = sequence_rngs(config.seed, config.first_stream, completions.len());
     // The sequence each cache row decodes, and whether each sequence is done (EOS or budget).
     let mut live: Vec<usize> = (0..completions.len()).collect();
     let mut done: Vec<bool> = (0..completions.len()).map(|i| config.budget(i) == 0).collect();

@@ -25,6 +25,9 @@ pub struct SamplingConfig {
     pub greedy: bool,
     /// Seed of the per-sequence random streams.
     pub seed: u64,
+    /// The stream of the batch's first sequence: a step generated in several batches numbers
+    /// its sequences across them, so each draws what it would in one batch.
+    pub first_stream: u64,
     /// Per-row budgets below `max_new_tokens` (benchmarks: completions of given lengths, so
     /// two engines do the same work); empty, every row's budget is `max_new_tokens`.
     pub row_budgets: Vec<usize>,
@@ -40,6 +43,7 @@ impl Default for SamplingConfig {
             top_k: 0,
             greedy: false,
             seed: 0,
+            first_stream: 0,
             row_budgets: Vec::new(),
         }
     }
@@ -54,12 +58,12 @@ impl SamplingConfig {
     }
 }
 
-/// One random stream per sequence of a batch (see the module docs).
-pub fn sequence_rngs(seed: u64, batch: usize) -> Vec<ChaCha8Rng> {
+/// One random stream per sequence of a batch (see the module docs), numbered from `first`.
+pub fn sequence_rngs(seed: u64, first: u64, batch: usize) -> Vec<ChaCha8Rng> {
     (0..batch)
         .map(|i| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            rng.set_stream(i as u64);
+            rng.set_stream(first + i as u64);
             rng
         })
         .collect()
@@ -155,7 +159,7 @@ mod tests {
     }
 
     fn draws(config: &SamplingConfig, n: usize) -> Vec<i64> {
-        let mut rngs = sequence_rngs(5, 2);
+        let mut rngs = sequence_rngs(5, 0, 2);
         (0..n)
             .flat_map(|_| sample_next(&logits(), config, &mut rngs, &[0, 1]))
             .collect()
@@ -176,7 +180,7 @@ mod tests {
             greedy: true,
             ..SamplingConfig::default()
         };
-        let mut rngs = sequence_rngs(0, 2);
+        let mut rngs = sequence_rngs(0, 0, 2);
         assert_eq!(sample_next(&logits(), &greedy, &mut rngs, &[0, 1]), vec![0, 0]);
         let cold = SamplingConfig {
             temperature: 0.0,
@@ -229,8 +233,8 @@ mod tests {
         let probabilities = Tensor::from_slice(&[0.5f32, 0.0, 0.3, 0.2, 0.1, 0.1, 0.0, 0.8]).view([2, 4]);
         let rows = [0usize, 1];
         for seed in 0..20 {
-            let mut a = sequence_rngs(seed, 2);
-            let mut b = sequence_rngs(seed, 2);
+            let mut a = sequence_rngs(seed, 0, 2);
+            let mut b = sequence_rngs(seed, 0, 2);
             let on_device = draw_on_device(&probabilities, &mut a, &rows);
             let values = Vec::<f32>::try_from(probabilities.view([-1])).unwrap();
             let on_host: Vec<i64> = values
@@ -245,8 +249,8 @@ mod tests {
     #[test]
     fn each_sequence_has_its_own_stream() {
         let config = sampling(0, 1.0);
-        let mut pair = sequence_rngs(3, 2);
-        let mut alone = sequence_rngs(3, 1);
+        let mut pair = sequence_rngs(3, 0, 2);
+        let mut alone = sequence_rngs(3, 0, 1);
         let (mut row0, mut row1, mut solo) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..20 {
             let both = sample_next(&logits(), &config, &mut pair, &[0, 1]);

@@ -322,6 +322,9 @@ pub struct AlgorithmConfig {
     pub num_generations: usize,
     /// Prompts per step (each gives a group of G).
     pub prompts_per_step: usize,
+    /// Completions generated together: a step's groups are generated in batches of at most
+    /// this many rows (whole groups, at least one), which bounds the rollout's KV cache.
+    pub rollout_batch_size: usize,
     /// PPO epochs over each batch of rollouts.
     pub num_iterations: usize,
     /// Completions per forward/backward pass (TRL's name; `mini_batch_size` is accepted too).
@@ -395,6 +398,7 @@ impl Default for AlgorithmConfig {
         AlgorithmConfig {
             num_generations: 8,
             prompts_per_step: 8,
+            rollout_batch_size: 64,
             num_iterations: 1,
             mini_batch_size: 16,
             gradient_accumulation_steps: 4,
@@ -437,6 +441,11 @@ impl AlgorithmConfig {
         self.epsilon_high.unwrap_or(self.epsilon)
     }
 
+    /// Prompts generated together: whole groups within `rollout_batch_size`, at least one.
+    pub fn prompts_per_rollout_batch(&self) -> usize {
+        (self.rollout_batch_size / self.num_generations.max(1)).max(1)
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         if self.num_generations < 2 {
             bail!(
@@ -446,6 +455,7 @@ impl AlgorithmConfig {
         }
         let positive = [
             ("prompts_per_step", self.prompts_per_step),
+            ("rollout_batch_size", self.rollout_batch_size),
             ("num_iterations", self.num_iterations),
             ("per_device_train_batch_size", self.mini_batch_size),
             ("gradient_accumulation_steps", self.gradient_accumulation_steps),

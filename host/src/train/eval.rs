@@ -158,6 +158,7 @@ pub fn evaluate_with(
             top_k: 0,
             greedy: settings.temperature <= 0.0,
             seed: config.run.seed.wrapping_add(batch_number as u64),
+            first_stream: 0,
             row_budgets: Vec::new(),
         };
         let (groups, _) = sample_groups(

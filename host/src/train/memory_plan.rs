@@ -155,7 +155,10 @@ impl Settings {
         Settings {
             weight_bytes: kind.elt_size_in_bytes() as u64,
             reference: algorithm.beta > 0.0,
-            rollout_rows: (algorithm.prompts_per_step * algorithm.num_generations) as u64,
+            rollout_rows: (algorithm
+                .prompts_per_step
+                .min(algorithm.prompts_per_rollout_batch())
+                * algorithm.num_generations) as u64,
             group: algorithm.num_generations as u64,
             micro_batch: algorithm.mini_batch_size as u64,
             prompt_tokens: config.max_prompt_length() as u64,
@@ -485,6 +488,23 @@ mod tests {
             assert!(error.contains(needle), "{needle}: {error}");
         }
         assert!(check_fits(&plan, &qwen_half_b(), plan.peak(), "free").is_ok());
+    }
+
+    #[test]
+    fn the_rollout_holds_one_rollout_batch_of_whole_groups() {
+        let mut config = RunConfig::parse(
+            "[model]\npath = \"m\"\n[data]\npath = \"d.jsonl\"\n[[reward.objectives]]\nplugin = \"consistency\"\n",
+        )
+        .unwrap();
+        config.algorithm.prompts_per_step = 512;
+        config.algorithm.num_generations = 5;
+        config.algorithm.rollout_batch_size = 64;
+        assert_eq!(Settings::of(&config, Kind::BFloat16).rollout_rows, 60, "12 groups of 5");
+        config.algorithm.rollout_batch_size = 3;
+        assert_eq!(Settings::of(&config, Kind::BFloat16).rollout_rows, 5, "at least one group");
+        config.algorithm.prompts_per_step = 2;
+        config.algorithm.rollout_batch_size = 64;
+        assert_eq!(Settings::of(&config, Kind::BFloat16).rollout_rows, 10, "no more than a step");
     }
 
     #[test]

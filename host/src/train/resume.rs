@@ -81,6 +81,7 @@ const SAFE_KEYS: &[&str] = &[
     "run.memory_check",
     "algorithm.kl_warning_threshold",
     "algorithm.group_by_length",
+    "algorithm.rollout_batch_size",
     "algorithm.max_tokens_per_micro_batch",
     "algorithm.gradient_checkpointing",
     "sft.output_dir",

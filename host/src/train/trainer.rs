@@ -366,6 +366,7 @@ impl Trainer {
             top_k: algorithm.top_k,
             greedy: false,
             seed,
+            first_stream: 0,
             row_budgets: Vec::new(),
         }
     }
@@ -396,16 +397,25 @@ impl Trainer {
                 self.step,
                 dynamic_sampling.rounds,
             ));
-            let (groups, stats) = sample_groups(
-                &self.policy,
-                &self.reward,
-                &self.splits.train,
-                &indices,
-                &self.format,
-                algorithm.num_generations,
-                &sampling,
-            )?;
-            kv_cache_bytes = kv_cache_bytes.max(stats.kv_cache_bytes);
+            let mut groups = Vec::with_capacity(indices.len());
+            for (batch, chunk) in indices.chunks(algorithm.prompts_per_rollout_batch()).enumerate() {
+                let first_stream =
+                    (batch * algorithm.prompts_per_rollout_batch() * algorithm.num_generations) as u64;
+                let (batch_groups, stats) = sample_groups(
+                    &self.policy,
+                    &self.reward,
+                    &self.splits.train,
+                    chunk,
+                    &self.format,
+                    algorithm.num_generations,
+                    &SamplingConfig {
+                        first_stream,
+                        ..sampling.clone()
+                    },
+                )?;
+                kv_cache_bytes = kv_cache_bytes.max(stats.kv_cache_bytes);
+                groups.extend(batch_groups);
+            }
             dynamic_sampling.rounds += 1;
             if !algorithm.dynamic_sampling {
                 kept.extend(groups);
