@@ -87,19 +87,7 @@ fn checkpointed_passes_give_the_plain_gradients_built_in_and_loaded() {
 fn a_policy_library_built_before_the_option_refuses_it() {
     let libraries = plugin_dir(&["legacy_policy"]);
     let registry = PluginRegistry::load(&[libraries.path().to_path_buf()]).unwrap();
-    let model = tempfile::tempdir().unwrap();
-    crpo_plugins_policy::presets::write_tiny(model.path(), 0).unwrap();
-    let vocab = serde_json::from_str::<serde_json::Value>(
-        &std::fs::read_to_string(model.path().join("config.json")).unwrap(),
-    )
-    .unwrap()["vocab_size"]
-        .as_i64()
-        .unwrap();
-    std::fs::write(
-        model.path().join("config.json"),
-        format!(r#"{{"model_type": "bigram", "vocab_size": {vocab}}}"#),
-    )
-    .unwrap();
+    let model = support::bigram_model_dir();
     let policy = load(&registry, "bigram-sdk-1.3", model.path());
     let error = format!("{:#}", policy.set_gradient_checkpointing(true).unwrap_err());
     assert!(error.contains("algorithm.gradient_checkpointing"), "{error}");

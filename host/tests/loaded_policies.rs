@@ -105,19 +105,7 @@ fn a_policy_library_built_on_sdk_1_3_still_loads_generates_and_trains() {
     let plugin = registry.policy("bigram-sdk-1.3").unwrap();
     assert!(matches!(&plugin.origin, Origin::Library { library, .. } if library == "legacy-policy 1.3.0"));
     // A bigram model over the tiny preset's tokenizer.
-    let model = tempfile::tempdir().unwrap();
-    crpo_plugins_policy::presets::write_tiny(model.path(), 0).unwrap();
-    let vocab = serde_json::from_str::<serde_json::Value>(
-        &std::fs::read_to_string(model.path().join("config.json")).unwrap(),
-    )
-    .unwrap()["vocab_size"]
-        .as_i64()
-        .unwrap();
-    std::fs::write(
-        model.path().join("config.json"),
-        format!(r#"{{"model_type": "bigram", "vocab_size": {vocab}}}"#),
-    )
-    .unwrap();
+    let model = support::bigram_model_dir();
     let policy = load(&registry, "bigram-sdk-1.3", model.path());
     assert_eq!(
         policy.model.cache_layout(),

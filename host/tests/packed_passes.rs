@@ -2,26 +2,15 @@
 //! padded pass per nominal micro-batch gives: the loss is defined over the nominal
 //! micro-batches, and the passes only decide what runs through the model together.
 
-use crpo_host::plugins::PluginRegistry;
-use crpo_host::rollout::Policy;
+mod support;
+
 use crpo_host::train::config::{AlgorithmConfig, LossType};
 use crpo_host::train::micro_batches::{plan, Rows};
 use crpo_host::train::optimizer::{AdamW, AdamWSettings};
 use crpo_host::train::update::{update_policy, Batch};
 use std::path::Path;
+use support::load_qwen2 as load;
 use tch::Tensor;
-
-fn load(dir: &Path) -> Policy {
-    Policy::load_with(
-        &PluginRegistry::builtin_only(),
-        "qwen2",
-        dir,
-        tch::Device::Cpu,
-        tch::Kind::Float,
-        &serde_json::Value::Null,
-    )
-    .unwrap()
-}
 
 /// Three prompts, two completions each, of very different lengths.
 fn step() -> (Vec<Vec<i64>>, Vec<Vec<i64>>) {

@@ -448,15 +448,7 @@ fn adam_settings() -> crpo_host::train::optimizer::AdamWSettings {
 }
 
 fn tiny_policy(dir: &Path) -> crpo_host::rollout::Policy {
-    crpo_host::rollout::Policy::load_with(
-        &crpo_host::plugins::PluginRegistry::builtin_only(),
-        "qwen2",
-        dir,
-        tch::Device::Cpu,
-        tch::Kind::Float,
-        &serde_json::Value::Null,
-    )
-    .unwrap()
+    support::load_qwen2(dir)
 }
 
 #[test]

@@ -499,12 +499,24 @@ mod tests {
         config.algorithm.prompts_per_step = 512;
         config.algorithm.num_generations = 5;
         config.algorithm.rollout_batch_size = 64;
-        assert_eq!(Settings::of(&config, Kind::BFloat16).rollout_rows, 60, "12 groups of 5");
+        assert_eq!(
+            Settings::of(&config, Kind::BFloat16).rollout_rows,
+            60,
+            "12 groups of 5"
+        );
         config.algorithm.rollout_batch_size = 3;
-        assert_eq!(Settings::of(&config, Kind::BFloat16).rollout_rows, 5, "at least one group");
+        assert_eq!(
+            Settings::of(&config, Kind::BFloat16).rollout_rows,
+            5,
+            "at least one group"
+        );
         config.algorithm.prompts_per_step = 2;
         config.algorithm.rollout_batch_size = 64;
-        assert_eq!(Settings::of(&config, Kind::BFloat16).rollout_rows, 10, "no more than a step");
+        assert_eq!(
+            Settings::of(&config, Kind::BFloat16).rollout_rows,
+            10,
+            "no more than a step"
+        );
     }
 
     #[test]

@@ -116,3 +116,32 @@ pub fn venv_python_with(module: &str, setup_flag: &str) -> Result<PathBuf, Strin
         ))
     }
 }
+
+/// The built-in decoder on `dir` (CPU, f32).
+pub fn load_qwen2(dir: &Path) -> crpo_host::rollout::Policy {
+    crpo_host::rollout::Policy::load_with(
+        &crpo_host::plugins::PluginRegistry::builtin_only(),
+        "qwen2",
+        dir,
+        tch::Device::Cpu,
+        tch::Kind::Float,
+        &serde_json::Value::Null,
+    )
+    .unwrap()
+}
+
+/// A model directory for the bigram test policies: the tiny preset's tokenizer with a bigram
+/// config.json over its vocabulary.
+pub fn bigram_model_dir() -> tempfile::TempDir {
+    let model = tempfile::tempdir().unwrap();
+    crpo_plugins_policy::presets::write_tiny(model.path(), 0).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.path().join("config.json")).unwrap()).unwrap();
+    let vocab = config["vocab_size"].as_i64().unwrap();
+    std::fs::write(
+        model.path().join("config.json"),
+        format!(r#"{{"model_type": "bigram", "vocab_size": {vocab}}}"#),
+    )
+    .unwrap();
+    model
+}
