@@ -162,7 +162,9 @@ gradient_checkpointing = {checkpointing}
     // The plan at the measured prompt length (the config's max_prompt_length is a bound).
     let mut planned = config_for_plan;
     planned.algorithm.max_prompt_length = Some(prompt_tokens);
-    let (plan, _, _) = memory_plan::plan_run(&planned).unwrap().unwrap();
+    let (plan, _, _) = memory_plan::plan_run(&planned, memory_plan::Phase::Train)
+        .unwrap()
+        .unwrap();
     let estimated = plan.peak() as f64;
     json!({
         "preset": preset_name,

@@ -73,7 +73,9 @@ fn checkpointed_passes_give_the_plain_gradients_built_in_and_loaded() {
     for plugin in ["qwen2", "qwen2-library"] {
         let policy = load(&registry, plugin, model.path());
         let plain = gradients(&policy);
-        policy.set_gradient_checkpointing(true).unwrap();
+        policy
+            .set_gradient_checkpointing("algorithm.gradient_checkpointing", true)
+            .unwrap();
         let checkpointed = gradients(&policy);
         assert_same_gradients(&plain, &checkpointed);
         // A pass without grad (the reference's, the old policy's) runs plainly.
@@ -89,7 +91,12 @@ fn a_policy_library_built_before_the_option_refuses_it() {
     let registry = PluginRegistry::load(&[libraries.path().to_path_buf()]).unwrap();
     let model = support::bigram_model_dir();
     let policy = load(&registry, "bigram-sdk-1.3", model.path());
-    let error = format!("{:#}", policy.set_gradient_checkpointing(true).unwrap_err());
+    let error = format!(
+        "{:#}",
+        policy
+            .set_gradient_checkpointing("algorithm.gradient_checkpointing", true)
+            .unwrap_err()
+    );
     assert!(error.contains("algorithm.gradient_checkpointing"), "{error}");
     assert!(error.contains("rebuild it against the current sdk"), "{error}");
 }

@@ -74,7 +74,8 @@ fn a_run_that_cannot_fit_is_refused_before_loading_naming_what_would_fit() {
     let output = crpo(dir.path(), &["doctor", "--config", "run.toml"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success());
-    assert!(stdout.contains("memory plan of run.toml"), "{stdout}");
+    assert!(stdout.contains("memory plan of run.toml (train)"), "{stdout}");
+    assert!(stdout.contains("memory plan of run.toml (sft)"), "{stdout}");
     assert!(stdout.contains("does NOT fit"), "{stdout}");
     // 70B parameters counted from the header.
     assert!(stdout.contains("69501714432 parameters"), "{stdout}");
@@ -100,4 +101,31 @@ fn a_run_that_fits_trains_with_gradient_checkpointing_and_logs_its_plan() {
     let output = crpo(dir.path(), &["doctor", "--config", "run.toml"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("fits:"), "{stdout}");
+}
+
+#[test]
+fn the_cold_start_fine_tunes_with_gradient_checkpointing() {
+    let dir = tempfile::tempdir().unwrap();
+    crpo_plugins_policy::presets::write_tiny(&dir.path().join("model"), 0).unwrap();
+    // 16 examples of the demo's 512 (each has a reference completion).
+    let examples: String = std::fs::read_to_string(demo_data())
+        .unwrap()
+        .lines()
+        .take(16)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(dir.path().join("sft.jsonl"), examples).unwrap();
+    let config = "[run]\noutput_dir = \"run\"\n[model]\npath = \"model\"\ndevice = \"cpu\"\n[data]\npath = \"sft.jsonl\"\neval_fraction = 0.0\n[[reward.objectives]]\nplugin = \"consistency\"\n[sft]\nper_device_train_batch_size = 4\nmax_completion_length = 32\ngradient_checkpointing = true\n";
+    std::fs::write(dir.path().join("run.toml"), config).unwrap();
+    let output = crpo(dir.path(), &["sft", "--config", "run.toml"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("memory plan on Cpu") && stderr.contains("checkpointed"),
+        "{stderr}"
+    );
+    assert!(
+        dir.path().join("run/sft/model/model.safetensors").exists(),
+        "{stderr}"
+    );
 }

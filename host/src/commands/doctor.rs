@@ -46,32 +46,34 @@ pub fn run(plugin_dirs: &[PathBuf], args: &DoctorArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The memory plan of a run config, with the verdict the trainer would reach.
+/// The memory plans of a run config (`train`, and `sft` when the config fine-tunes), with
+/// the verdict each command would reach.
 fn memory_plan_of(path: &std::path::Path) -> anyhow::Result<()> {
     let config = RunConfig::load(path)?;
-    let Some((plan, shape, device)) = memory_plan::plan_run(&config)? else {
+    for (phase, command) in [
+        (memory_plan::Phase::Train, "train"),
+        (memory_plan::Phase::Sft, "sft"),
+    ] {
+        let Some((plan, shape, device)) = memory_plan::plan_run(&config, phase)? else {
+            println!(
+                "memory plan: {} has no decoder shape in config.json (or no safetensors weights); no plan",
+                config.model.path.display()
+            );
+            return Ok(());
+        };
         println!(
-            "memory plan: {} has no decoder shape in config.json (or no safetensors weights); no plan",
-            config.model.path.display()
+            "memory plan of {} ({command}) on {device:?} ({} parameters):\n{}",
+            path.display(),
+            shape.parameters,
+            plan.table()
         );
-        return Ok(());
-    };
-    println!(
-        "memory plan of {} on {device:?} ({} parameters):\n{}",
-        path.display(),
-        shape.parameters,
-        plan.table()
-    );
-    match memory_plan::free_memory(device) {
-        Some((free, what)) => match memory_plan::check_fits(&plan, &shape, free, &what) {
-            Ok(()) => println!(
-                "fits: {:.1} GiB of {:.1} GiB {what}",
-                plan.peak() as f64 / (1u64 << 30) as f64,
-                free as f64 / (1u64 << 30) as f64
-            ),
-            Err(refusal) => println!("does NOT fit: {refusal}"),
-        },
-        None => println!("(the free memory of {device:?} is unknown)"),
+        match memory_plan::free_memory(device) {
+            Some((free, what)) => match memory_plan::check_fits(&plan, &shape, free, &what) {
+                Ok(()) => println!("fits: {} of {} {what}", gib(plan.peak()), gib(free)),
+                Err(refusal) => println!("does NOT fit: {refusal}"),
+            },
+            None => println!("(the free memory of {device:?} is unknown)"),
+        }
     }
     Ok(())
 }

@@ -160,14 +160,11 @@ impl Policy {
         Ok(())
     }
 
-    /// Activation checkpointing of the passes with grad (`algorithm.gradient_checkpointing`).
-    pub fn set_gradient_checkpointing(&self, enabled: bool) -> anyhow::Result<()> {
-        self.model.set_gradient_checkpointing(enabled).with_context(|| {
-            format!(
-                "algorithm.gradient_checkpointing: policy `{}` cannot checkpoint its layers",
-                self.plugin
-            )
-        })
+    /// Activation checkpointing of the passes with grad, as the config's `key` asks.
+    pub fn set_gradient_checkpointing(&self, key: &str, enabled: bool) -> anyhow::Result<()> {
+        self.model
+            .set_gradient_checkpointing(enabled)
+            .with_context(|| format!("{key}: policy `{}` cannot checkpoint its layers", self.plugin))
     }
 
     /// Trainable parameters, sharing storage with the model.

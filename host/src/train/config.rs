@@ -537,6 +537,9 @@ pub struct SftConfig {
     pub max_completion_length: usize,
     /// Where the fine-tuned model goes (default: `<output_dir>/sft`).
     pub output_dir: Option<PathBuf>,
+    /// Recompute each decoder layer in the backward instead of keeping its activations (as
+    /// `algorithm.gradient_checkpointing`).
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for SftConfig {
@@ -551,6 +554,7 @@ impl Default for SftConfig {
             max_grad_norm: 1.0,
             max_completion_length: 512,
             output_dir: None,
+            gradient_checkpointing: false,
         }
     }
 }

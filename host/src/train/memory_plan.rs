@@ -149,7 +149,31 @@ pub struct Settings {
     pub gradient_checkpointing: bool,
 }
 
+/// Which command's run: CRPO training, or supervised fine-tuning (no reference, no rollout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Train,
+    Sft,
+}
+
 impl Settings {
+    /// The settings of `config`'s `phase` with weights in `kind`.
+    pub fn for_phase(config: &RunConfig, kind: Kind, phase: Phase) -> Self {
+        match phase {
+            Phase::Train => Self::of(config, kind),
+            Phase::Sft => Settings {
+                weight_bytes: kind.elt_size_in_bytes() as u64,
+                reference: false,
+                rollout_rows: 0,
+                group: 1,
+                micro_batch: config.sft.batch_size as u64,
+                prompt_tokens: config.max_prompt_length() as u64,
+                completion_tokens: config.sft.max_completion_length as u64,
+                gradient_checkpointing: config.sft.gradient_checkpointing,
+            },
+        }
+    }
+
     pub fn of(config: &RunConfig, kind: Kind) -> Self {
         let algorithm = &config.algorithm;
         Settings {
@@ -243,7 +267,7 @@ impl MemoryPlan {
                 if s.reference {
                     "beta > 0".into()
                 } else {
-                    "none (beta = 0)".into()
+                    "none".into()
                 },
             ),
             ("f32 master weights", self.master_weights, String::new()),
@@ -302,16 +326,19 @@ pub fn free_memory(device: Device) -> Option<(u64, String)> {
     }
 }
 
-/// The plan of `config`'s run on its device (None for a model without a decoder's
+/// The plan of `config`'s `phase` on its device (None for a model without a decoder's
 /// config.json).
-pub fn plan_run(config: &RunConfig) -> anyhow::Result<Option<(MemoryPlan, ModelShape, Device)>> {
+pub fn plan_run(
+    config: &RunConfig,
+    phase: Phase,
+) -> anyhow::Result<Option<(MemoryPlan, ModelShape, Device)>> {
     let device = crate::device::parse_device(&config.model.device).context("model.device")?;
     let kind = crate::device::parse_dtype(&config.model.dtype, device).context("model.dtype")?;
     let Some(shape) = ModelShape::of_dir(&config.model.path)? else {
         return Ok(None);
     };
     Ok(Some((
-        MemoryPlan::new(&shape, Settings::of(config, kind)),
+        MemoryPlan::new(&shape, Settings::for_phase(config, kind, phase)),
         shape,
         device,
     )))
@@ -319,8 +346,8 @@ pub fn plan_run(config: &RunConfig) -> anyhow::Result<Option<(MemoryPlan, ModelS
 
 /// Logs the run's plan and, unless `run.memory_check = false`, refuses one that cannot fit:
 /// called before anything is loaded.
-pub fn check_run(config: &RunConfig) -> anyhow::Result<()> {
-    let Some((plan, shape, device)) = plan_run(config)? else {
+pub fn check_run(config: &RunConfig, phase: Phase) -> anyhow::Result<()> {
+    let Some((plan, shape, device)) = plan_run(config, phase)? else {
         return Ok(());
     };
     let free = free_memory(device);
@@ -342,6 +369,12 @@ pub fn check_run(config: &RunConfig) -> anyhow::Result<()> {
 
 /// Refuses a plan whose peak is above `free`, naming the settings that would bring it under.
 pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str) -> anyhow::Result<()> {
+    // Supervised fine-tuning has no rollout: its keys are [sft]'s.
+    let section = if plan.settings.rollout_rows == 0 {
+        "sft"
+    } else {
+        "algorithm"
+    };
     if plan.peak() <= free {
         return Ok(());
     }
@@ -360,7 +393,7 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
             ..plan.settings
         });
         remedies.push(format!(
-            "set algorithm.gradient_checkpointing = true (peak {:.1} GiB)",
+            "set {section}.gradient_checkpointing = true (peak {:.1} GiB)",
             gib(checkpointed.peak())
         ));
     }
@@ -373,7 +406,7 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
         });
         if smaller.peak() <= free || micro_batch == 1 {
             remedies.push(format!(
-                "lower algorithm.per_device_train_batch_size to {micro_batch} (peak {:.1} GiB)",
+                "lower {section}.per_device_train_batch_size to {micro_batch} (peak {:.1} GiB)",
                 gib(smaller.peak())
             ));
             break;

@@ -53,6 +53,7 @@ pub fn run(
         eps: config.algorithm.adam_epsilon,
         weight_decay: config.sft.weight_decay,
     };
+    super::memory_plan::check_run(config, super::memory_plan::Phase::Sft)?;
     let (state, policy, mut optimizer) = resume::policy_and_optimizer(
         registry,
         config,
@@ -61,6 +62,9 @@ pub fn run(
         MODE,
         settings,
     )?;
+    if config.sft.gradient_checkpointing {
+        policy.set_gradient_checkpointing("sft.gradient_checkpointing", true)?;
+    }
     policy.check_positions(
         ("algorithm.max_prompt_length", config.max_prompt_length()),
         ("sft.max_completion_length", config.sft.max_completion_length),

@@ -7,6 +7,7 @@ use super::config::RunConfig;
 use super::data::{load_splits, next_indices, DataCursor, PromptFormat, Splits};
 use super::divergence::NonfiniteStreak;
 use super::eval::evaluate_with;
+use super::memory_plan::Phase;
 use super::metrics::{
     mean_by_name, ClipRatio, CompletionLength, DynamicSampling, EvalPoint, JsonlLog, MeanStd, ObjectiveStats,
     StepMetrics, METRICS_FILE, SAMPLES_FILE,
@@ -90,7 +91,7 @@ impl Trainer {
     /// newest usable checkpoint with a matching config.
     pub fn new(registry: &PluginRegistry, config: RunConfig, start: StartMode) -> anyhow::Result<Self> {
         let run_dir = config.run.output_dir.clone();
-        super::memory_plan::check_run(&config)?;
+        super::memory_plan::check_run(&config, Phase::Train)?;
         let (state, policy, optimizer) = resume::policy_and_optimizer(
             registry,
             &config,
@@ -100,7 +101,7 @@ impl Trainer {
             adam_settings(&config),
         )?;
         if config.algorithm.gradient_checkpointing {
-            policy.set_gradient_checkpointing(true)?;
+            policy.set_gradient_checkpointing("algorithm.gradient_checkpointing", true)?;
         }
         policy.check_positions(
             ("algorithm.max_prompt_length", config.max_prompt_length()),
