@@ -8,6 +8,7 @@
 #   CRPO_WITH_TRANSFORMERS=1  also install transformers (used by comparison tests)
 #   CRPO_WITH_TRL=1           also install TRL 1.16.0 (bench/side_by_side.sh)
 #   CRPO_WITH_TENSORBOARD=1   also install tensorboard (a test reads our event files with it)
+#   CRPO_WITH_PEFT=1          also install peft 0.21.2 (a test loads our LoRA adapters with it)
 #   CRPO_WITH_CHROMIUM=1      also install Debian's chromium (a test opens the HTML report in it)
 set -euo pipefail
 
@@ -34,6 +35,12 @@ if [ "${CRPO_WITH_TRANSFORMERS:-0}" = "1" ] &&
   ! "$venv/bin/python" -c 'import transformers' 2>/dev/null; then
   echo "setup: installing transformers into $venv"
   "$venv/bin/python" -m pip install --quiet transformers safetensors
+fi
+
+if [ "${CRPO_WITH_PEFT:-0}" = "1" ] &&
+  ! "$venv/bin/python" -c 'import peft' 2>/dev/null; then
+  echo "setup: installing peft==0.21.2 into $venv"
+  "$venv/bin/python" -m pip install --quiet "peft==0.21.2"
 fi
 
 if [ "${CRPO_WITH_TENSORBOARD:-0}" = "1" ] &&

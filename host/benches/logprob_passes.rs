@@ -12,7 +12,7 @@ use crpo_host::rollout::Policy;
 use crpo_host::train::config::AlgorithmConfig;
 use crpo_host::train::micro_batches::{padded_tokens, plan, Rows};
 use crpo_host::train::optimizer::{AdamW, AdamWSettings};
-use crpo_host::train::update::{update_policy, Batch};
+use crpo_host::train::update::{update_policy, Batch, Reference};
 use crpo_plugins_policy::presets::{write_preset, Preset};
 use rand::{Rng, SeedableRng};
 use std::path::Path;
@@ -97,7 +97,7 @@ fn main() {
     let mut optimizer = AdamW::new(policy.parameters(), settings);
     let mut run = |config: &AlgorithmConfig| {
         let started = Instant::now();
-        update_policy(&policy, None, &mut optimizer, &batch, config, 1, 10).unwrap();
+        update_policy(&policy, Reference::None, &mut optimizer, &batch, config, 1, 10).unwrap();
         started.elapsed().as_secs_f64()
     };
     let (padded, by_length) = (config(false), config(true));

@@ -61,6 +61,7 @@ fn main() {
             config: config.clone(),
             vs,
             model: decoder,
+            lora: None,
         });
         let tokens = TokenSpace {
             eos_ids: &[],

@@ -30,6 +30,8 @@ enum Command {
     InitModel(commands::model::InitModelArgs),
     /// Generate a completion with a model directory, through a policy plugin.
     Generate(commands::model::GenerateArgs),
+    /// Fold a LoRA adapter (PEFT's files) into its base model: a plain model directory.
+    MergeLora(commands::merge_lora::MergeLoraArgs),
     /// Train a policy with CRPO (config: see docs/config.md).
     Train(commands::train::RunArgs),
     /// Cold-start supervised fine-tuning on the data's reference completions.
@@ -96,6 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugins(args) => commands::plugins::run(&dirs, &args),
         Command::Score(args) => commands::score::run(&PluginRegistry::load(&dirs)?, &args),
         Command::InitModel(args) => commands::model::init_model(&PluginRegistry::load(&dirs)?, &args),
+        Command::MergeLora(args) => commands::merge_lora::run(&args),
         Command::Generate(args) => commands::model::generate(&PluginRegistry::load(&dirs)?, &args),
         Command::Train(args) => commands::train::train(&dirs, &args),
         Command::Sft(args) => commands::train::sft(&dirs, &args),

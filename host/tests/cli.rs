@@ -359,7 +359,7 @@ fn demo_runs_the_matched_arms_and_prints_every_table() {
             .lines()
             .map(|l| {
                 let mut v: Value = serde_json::from_str(l).unwrap();
-                for key in ["rollout_tokens_per_s", "train_tokens_per_s", "step_time_s"] {
+                for key in crpo_host::train::metrics::MACHINE_KEYS {
                     v.as_object_mut().unwrap().remove(key);
                 }
                 v

@@ -7,7 +7,7 @@ mod support;
 use crpo_host::train::config::{AlgorithmConfig, LossType};
 use crpo_host::train::micro_batches::{plan, Rows};
 use crpo_host::train::optimizer::{AdamW, AdamWSettings};
-use crpo_host::train::update::{update_policy, Batch};
+use crpo_host::train::update::{update_policy, Batch, Reference};
 use std::path::Path;
 use support::load_qwen2 as load;
 use tch::Tensor;
@@ -48,7 +48,7 @@ fn weights_after(dir: &Path, algorithm: &AlgorithmConfig) -> Vec<Tensor> {
     };
     let stats = update_policy(
         &policy,
-        Some(&reference),
+        Reference::Model(&reference),
         &mut optimizer,
         &batch,
         algorithm,

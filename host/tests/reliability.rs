@@ -535,7 +535,7 @@ fn a_long_prompt_loses_the_start_of_its_question_never_the_template_or_system_pr
 fn a_non_finite_loss_skips_the_update_leaving_weights_and_optimizer_untouched() {
     use crpo_host::train::config::AlgorithmConfig;
     use crpo_host::train::optimizer::AdamW;
-    use crpo_host::train::update::{update_policy, Batch};
+    use crpo_host::train::update::{update_policy, Batch, Reference};
     let dir = setup("", "");
     let policy = tiny_policy(&dir.path().join("model"));
     let settings = adam_settings();
@@ -560,7 +560,7 @@ fn a_non_finite_loss_skips_the_update_leaving_weights_and_optimizer_untouched() 
     };
     let skipped = update_policy(
         &policy,
-        None,
+        Reference::None,
         &mut optimizer,
         &batch(&[f32::NAN, 1.0]),
         &algorithm,
@@ -576,7 +576,7 @@ fn a_non_finite_loss_skips_the_update_leaving_weights_and_optimizer_untouched() 
     // The same batch with finite advantages updates (so the check above can fail).
     let taken = update_policy(
         &policy,
-        None,
+        Reference::None,
         &mut optimizer,
         &batch(&[-1.0, 1.0]),
         &algorithm,
@@ -690,7 +690,7 @@ fn plugins_verify_prints_pins_without_opening_a_library() {
 fn mask_truncated_completions_leaves_cut_completions_out_of_the_loss() {
     use crpo_host::train::config::AlgorithmConfig;
     use crpo_host::train::optimizer::AdamW;
-    use crpo_host::train::update::{update_policy, Batch};
+    use crpo_host::train::update::{update_policy, Batch, Reference};
     let dir = setup("", "");
     let policy = tiny_policy(&dir.path().join("model"));
     let settings = adam_settings();
@@ -711,9 +711,17 @@ fn mask_truncated_completions_leaves_cut_completions_out_of_the_loss() {
             advantages: &[-1.0, 1.0],
             truncated: &truncated,
         };
-        update_policy(&policy, None, &mut optimizer, &batch, &algorithm, 1, 10)
-            .unwrap()
-            .grad_norm
+        update_policy(
+            &policy,
+            Reference::None,
+            &mut optimizer,
+            &batch,
+            &algorithm,
+            1,
+            10,
+        )
+        .unwrap()
+        .grad_norm
     };
     let all = grad_norm(false, [true, true]);
     assert!(all > 0.0);

@@ -114,7 +114,7 @@ fn metrics_without_timing(run_dir: &Path) -> Vec<Value> {
         .lines()
         .map(|line| {
             let mut record: Value = serde_json::from_str(line).unwrap();
-            for key in ["rollout_tokens_per_s", "train_tokens_per_s", "step_time_s"] {
+            for key in crpo_host::train::metrics::MACHINE_KEYS {
                 record.as_object_mut().unwrap().remove(key);
             }
             record

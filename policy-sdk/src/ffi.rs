@@ -138,18 +138,20 @@ impl FfiPolicyModel for PolicyModelExport {
 
     fn extension(&self, name: RStr<'_>, request_json: RStr<'_>) -> RResult<RString, RString> {
         match name.as_str() {
-            extension::POLICY_GRADIENT_CHECKPOINTING => {
-                catch_panic(extension::POLICY_GRADIENT_CHECKPOINTING, || {
-                    let request: serde_json::Value = serde_json::from_str(request_json.as_str())
-                        .map_err(|e| format!("gradient checkpointing: {e}"))?;
+            name @ (extension::POLICY_GRADIENT_CHECKPOINTING | extension::POLICY_ADAPTERS_ENABLED) => {
+                catch_panic(name, || {
+                    let request: serde_json::Value =
+                        serde_json::from_str(request_json.as_str()).map_err(|e| format!("{name}: {e}"))?;
                     let enabled = request
                         .get("enabled")
                         .and_then(serde_json::Value::as_bool)
                         .unwrap_or(false);
-                    self.0
-                        .set_gradient_checkpointing(enabled)
-                        .map(|()| RString::new())
-                        .map_err(|e| e.to_string())
+                    let result = if name == extension::POLICY_GRADIENT_CHECKPOINTING {
+                        self.0.set_gradient_checkpointing(enabled)
+                    } else {
+                        self.0.set_adapters_enabled(enabled)
+                    };
+                    result.map(|()| RString::new()).map_err(|e| e.to_string())
                 })
             }
             other => RResult::RErr(extension::unknown(other)),
@@ -302,6 +304,18 @@ fn taken(result: FfiTensorResult) -> Option<Result<Tensor>> {
 }
 
 impl ForeignPolicyModel {
+    /// An on/off extension of sdk 1.5 (`{"enabled": bool}`).
+    fn switch(&self, name: &str, what: &str, enabled: bool) -> Result<()> {
+        let request = serde_json::json!({ "enabled": enabled }).to_string();
+        match self.model.extension(name.into(), RStr::from_str(&request)).into_result() {
+            Ok(_) => Ok(()),
+            Err(error) if extension::is_unknown(&error) => Err(PluginError::failed(format!(
+                "this policy library was built before {what} (crpo-policy-sdk 1.5): rebuild it against the current sdk"
+            ))),
+            Err(error) => Err(PluginError::Failed(error.into())),
+        }
+    }
+
     /// The sdk 1.0 forward (with the library's own cache id, or 0 for none).
     fn legacy_forward(&self, input_ids: &Tensor, attention_mask: &Tensor, cache: u64) -> Result<Tensor> {
         let handle = self
@@ -423,18 +437,15 @@ impl PolicyModel for ForeignPolicyModel {
     }
 
     fn set_gradient_checkpointing(&self, enabled: bool) -> Result<()> {
-        let request = serde_json::json!({ "enabled": enabled }).to_string();
-        match self
-            .model
-            .extension(extension::POLICY_GRADIENT_CHECKPOINTING.into(), RStr::from_str(&request))
-            .into_result()
-        {
-            Ok(_) => Ok(()),
-            Err(error) if extension::is_unknown(&error) => Err(PluginError::failed(
-                "this policy library was built before gradient checkpointing (crpo-policy-sdk 1.5): rebuild it against the current sdk",
-            )),
-            Err(error) => Err(PluginError::Failed(error.into())),
-        }
+        self.switch(
+            extension::POLICY_GRADIENT_CHECKPOINTING,
+            "gradient checkpointing",
+            enabled,
+        )
+    }
+
+    fn set_adapters_enabled(&self, enabled: bool) -> Result<()> {
+        self.switch(extension::POLICY_ADAPTERS_ENABLED, "LoRA adapters", enabled)
     }
 }
 

@@ -13,6 +13,7 @@
 mod cache;
 mod export;
 pub mod ffi;
+pub mod lora;
 mod model;
 pub mod registry;
 pub mod tensor;

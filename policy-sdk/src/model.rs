@@ -87,6 +87,12 @@ pub trait PolicyModel: Send {
         ))
     }
 
+    /// Turns the model's LoRA adapters ([`crate::lora`]) off (the base model: CRPO's reference
+    /// pass) or on again. A model loaded without adapters refuses (the default).
+    fn set_adapters_enabled(&self, _enabled: bool) -> Result<()> {
+        Err(PluginError::failed("this policy model has no LoRA adapters"))
+    }
+
     /// Writes the model's config and weights to `dir`, loadable by [`PolicyPlugin::load`]
     /// (the host adds the tokenizer files).
     fn save(&self, dir: &Path) -> Result<()>;

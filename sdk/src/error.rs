@@ -21,6 +21,14 @@ impl PluginError {
     pub fn failed(message: impl fmt::Display) -> Self {
         PluginError::Failed(message.to_string())
     }
+
+    /// The option `option` (a dotted key) is unusable: `message` says why.
+    pub fn invalid_option(option: impl fmt::Display, message: impl fmt::Display) -> Self {
+        PluginError::InvalidOption {
+            option: option.to_string(),
+            message: message.to_string(),
+        }
+    }
 }
 
 /// A record a dataset reader could not turn into an example: where it is and which field.

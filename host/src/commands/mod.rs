@@ -3,6 +3,7 @@ pub mod demo;
 pub mod demo_data;
 pub mod doctor;
 pub mod eval;
+pub mod merge_lora;
 pub mod model;
 pub mod plugins;
 pub mod report;

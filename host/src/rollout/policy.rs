@@ -11,12 +11,15 @@ use crate::device::{parse_device, parse_dtype};
 use crate::plugins::PluginRegistry;
 use crate::train::config::ModelSection;
 use anyhow::{bail, Context};
+use crpo_policy_sdk::lora;
 use crpo_policy_sdk::{PolicyLoad, PolicyModel};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 pub struct Policy {
     pub model: Box<dyn PolicyModel>,
+    /// Loaded with LoRA adapters: only they train, and the reference is the base (adapters off).
+    pub adapters: bool,
     pub tokenizer: ChatTokenizer,
     pub device: Device,
     pub kind: Kind,
@@ -31,15 +34,21 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Loads `dir` with the configured policy plugin on the configured device and dtype.
+    /// Loads `dir` with the configured policy plugin on the configured device and dtype, with
+    /// `model.lora`'s adapters when set.
     pub fn load(registry: &PluginRegistry, section: &ModelSection, dir: &Path) -> anyhow::Result<Self> {
         let device = parse_device(&section.device).context("model.device")?;
         let kind = parse_dtype(&section.dtype, device).context("model.dtype")?;
-        let options = serde_json::to_value(&section.options)?;
+        let mut options = serde_json::to_value(&section.options)?;
+        if let (Some(lora), Some(map)) = (&section.lora, options.as_object_mut()) {
+            lora.validate().context("model.lora")?;
+            map.insert("lora".into(), serde_json::to_value(lora)?);
+        }
         Self::load_with(registry, &section.policy, dir, device, kind, &options)
     }
 
-    /// Loads `dir` with policy plugin `plugin`.
+    /// Loads `dir` with policy plugin `plugin`. An adapter directory (PEFT's
+    /// adapter_config.json) loads its base model with the adapter on it.
     pub fn load_with(
         registry: &PluginRegistry,
         plugin: &str,
@@ -48,6 +57,70 @@ impl Policy {
         kind: Kind,
         options: &serde_json::Value,
     ) -> anyhow::Result<Self> {
+        if !dir.join(lora::ADAPTER_CONFIG).exists() {
+            return Self::load_model(registry, plugin, dir, dir, device, kind, options);
+        }
+        let (adapter, base) = lora::read_adapter_config(dir)?;
+        if !base.join("config.json").exists() {
+            bail!(
+                "{}: its base model `{}` (base_model_name_or_path in adapter_config.json) is not a model directory here: point it at the base model's local directory, or merge the adapter elsewhere (crpo-host merge-lora)",
+                dir.display(),
+                base.display()
+            );
+        }
+        let mut options = match options {
+            serde_json::Value::Null => serde_json::json!({}),
+            other => other.clone(),
+        };
+        if let Some(map) = options.as_object_mut() {
+            if let Some(configured) = map.get("lora") {
+                let configured: lora::LoraConfig = serde_json::from_value(configured.clone())?;
+                let same = (
+                    configured.r,
+                    configured.lora_alpha,
+                    &configured.target_modules,
+                    configured.use_rslora,
+                ) == (
+                    adapter.r,
+                    adapter.lora_alpha,
+                    &adapter.target_modules,
+                    adapter.use_rslora,
+                );
+                if !same {
+                    tracing::warn!(
+                        "{} is a LoRA adapter with r = {}, lora_alpha = {}: it is loaded with its own settings, not model.lora's",
+                        dir.display(),
+                        adapter.r,
+                        adapter.lora_alpha
+                    );
+                }
+            }
+            map.insert("lora".into(), serde_json::to_value(&adapter)?);
+        }
+        // The tokenizer: the adapter directory's when it has one, else the base model's.
+        let tokenizer_dir = if dir.join("tokenizer.json").exists() {
+            dir
+        } else {
+            &base
+        };
+        let mut policy = Self::load_model(registry, plugin, &base, tokenizer_dir, device, kind, &options)
+            .with_context(|| format!("loading the base model of adapter {}", dir.display()))?;
+        policy.source = dir.to_path_buf();
+        Ok(policy)
+    }
+
+    /// Loads the model directory `dir` with policy plugin `plugin`, the tokenizer from
+    /// `tokenizer_dir`.
+    fn load_model(
+        registry: &PluginRegistry,
+        plugin: &str,
+        dir: &Path,
+        tokenizer_dir: &Path,
+        device: Device,
+        kind: Kind,
+        options: &serde_json::Value,
+    ) -> anyhow::Result<Self> {
+        let adapters = options.get("lora").is_some_and(|l| !l.is_null());
         let model = registry
             .policy(plugin)?
             .plugin()
@@ -57,14 +130,23 @@ impl Policy {
                 kind,
                 options,
             })
-            .with_context(|| format!("policy `{plugin}` cannot load {}", dir.display()))?;
-        let tokenizer = ChatTokenizer::from_dir(dir)
-            .with_context(|| format!("cannot read the tokenizer of {}", dir.display()))?;
+            .with_context(|| {
+                if adapters {
+                    format!(
+                        "policy `{plugin}` cannot load {} with LoRA adapters (model.lora)",
+                        dir.display()
+                    )
+                } else {
+                    format!("policy `{plugin}` cannot load {}", dir.display())
+                }
+            })?;
+        let tokenizer = ChatTokenizer::from_dir(tokenizer_dir)
+            .with_context(|| format!("cannot read the tokenizer of {}", tokenizer_dir.display()))?;
         check_weights_are_finite(&*model, dir)?;
         check_vocabulary(&*model, &tokenizer, dir, device)?;
         let mut tokenizer_files = Vec::new();
         for file in TOKENIZER_FILES {
-            let path = dir.join(file);
+            let path = tokenizer_dir.join(file);
             if path.exists() {
                 tokenizer_files.push((
                     file,
@@ -73,6 +155,7 @@ impl Policy {
             }
         }
         Ok(Policy {
+            adapters,
             max_positions: max_positions(dir)?,
             model,
             tokenizer,
@@ -158,6 +241,23 @@ impl Policy {
             std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
         }
         Ok(())
+    }
+
+    /// Log-probs under the base model, adapters off (the reference of a LoRA run); they are on
+    /// again afterwards, whatever happens.
+    pub fn base_logprobs(
+        &self,
+        prompts: &[Vec<i64>],
+        completions: &[Vec<i64>],
+    ) -> anyhow::Result<TokenLogProbs> {
+        self.model
+            .set_adapters_enabled(false)
+            .with_context(|| format!("policy `{}`: cannot turn its LoRA adapters off", self.plugin))?;
+        let result = self.logprobs(prompts, completions, false);
+        self.model
+            .set_adapters_enabled(true)
+            .with_context(|| format!("policy `{}`: cannot turn its LoRA adapters on", self.plugin))?;
+        result
     }
 
     /// Activation checkpointing of the passes with grad, as the config's `key` asks.

@@ -152,6 +152,10 @@ pub struct ModelSection {
     /// auto (bf16 on CUDA, f32 on CPU) | f32 | bf16
     #[serde(default = "default_auto")]
     pub dtype: String,
+    /// LoRA adapters (PEFT's settings): the base weights stay frozen, only the adapters train,
+    /// and the reference is the base (adapters off). docs/memory.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<crpo_policy_sdk::lora::LoraConfig>,
 }
 
 fn default_policy() -> String {
@@ -641,6 +645,22 @@ impl RunConfig {
         }
         if self.run.max_nonfinite_steps == 0 {
             bail!("run.max_nonfinite_steps must be at least 1");
+        }
+        if let Some(lora) = &self.model.lora {
+            lora.validate().map_err(|e| match e {
+                crpo_sdk::PluginError::InvalidOption { option, message } => {
+                    anyhow::anyhow!("model.{option}: {message}")
+                }
+                other => anyhow::anyhow!("model.lora: {other}"),
+            })?;
+            if lora.lora_dropout > 0.0
+                && (self.algorithm.gradient_checkpointing || self.sft.gradient_checkpointing)
+            {
+                bail!(
+                    "model.lora.lora_dropout = {} with gradient checkpointing: a recomputed layer would draw another dropout mask than its forward did; set one of them off",
+                    lora.lora_dropout
+                );
+            }
         }
         if let (Some(a), Some(d)) = (self.algorithm.max_prompt_length, self.data.max_prompt_length) {
             if a != d {

@@ -24,6 +24,8 @@ const GIB: f64 = (1u64 << 30) as f64;
 pub struct ModelShape {
     pub parameters: u64,
     pub hidden: u64,
+    /// Query heads × head_dim (q_proj's outputs, o_proj's inputs).
+    pub q_width: u64,
     pub intermediate: u64,
     pub layers: u64,
     pub kv_width: u64,
@@ -58,6 +60,7 @@ impl ModelShape {
         Ok(Some(ModelShape {
             parameters,
             hidden,
+            q_width: heads * head_dim,
             intermediate,
             layers,
             kv_width: kv_heads * head_dim,
@@ -147,6 +150,42 @@ pub struct Settings {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub gradient_checkpointing: bool,
+    /// Under LoRA: the rank and which of q, k, v, o, gate, up, down projections it adapts.
+    pub lora: Option<(u64, [bool; 7])>,
+}
+
+/// The decoder's linear layers in `Settings::lora`'s order.
+const PROJECTIONS: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
+
+/// The rank and targeted projections of `model.lora`.
+fn lora_of(config: &RunConfig) -> Option<(u64, [bool; 7])> {
+    config.model.lora.as_ref().map(|lora| {
+        let targeted = PROJECTIONS.map(|name| lora.targets(&format!("model.layers.0.{name}")));
+        (lora.r as u64, targeted)
+    })
+}
+
+impl ModelShape {
+    /// Parameters of LoRA adapters of rank `r` on the `targeted` projections of every layer.
+    pub fn adapter_parameters(&self, (r, targeted): (u64, [bool; 7])) -> u64 {
+        let (h, q, kv, i) = (self.hidden, self.q_width, self.kv_width, self.intermediate);
+        let sides = [(h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h)];
+        let per_layer: u64 = sides
+            .iter()
+            .zip(targeted)
+            .filter(|(_, on)| *on)
+            .map(|((inputs, outputs), _)| r * (inputs + outputs))
+            .sum();
+        per_layer * self.layers
+    }
 }
 
 /// Which command's run: CRPO training, or supervised fine-tuning (no reference, no rollout).
@@ -170,6 +209,7 @@ impl Settings {
                 prompt_tokens: config.max_prompt_length() as u64,
                 completion_tokens: config.sft.max_completion_length as u64,
                 gradient_checkpointing: config.sft.gradient_checkpointing,
+                lora: lora_of(config),
             },
         }
     }
@@ -188,6 +228,7 @@ impl Settings {
             prompt_tokens: config.max_prompt_length() as u64,
             completion_tokens: algorithm.max_completion_length as u64,
             gradient_checkpointing: algorithm.gradient_checkpointing,
+            lora: lora_of(config),
         }
     }
 }
@@ -233,12 +274,24 @@ impl MemoryPlan {
             tokens * shape.layers * per_token_layer
         };
         let vocabulary = completion_tokens * shape.vocab * 4 * 3;
+        // Under LoRA only the adapters train (gradients, AdamW, masters), and the reference is
+        // the base with them off: no second copy.
+        let trained = settings.lora.map_or(p, |lora| shape.adapter_parameters(lora));
+        let weights = if settings.lora.is_some() {
+            weights + trained * b
+        } else {
+            weights
+        };
         MemoryPlan {
             weights,
-            reference: if settings.reference { weights } else { 0 },
-            master_weights: if b < 4 { p * 4 } else { 0 },
-            gradients: weights,
-            optimizer_state: 2 * p * 4,
+            reference: if settings.reference && settings.lora.is_none() {
+                weights
+            } else {
+                0
+            },
+            master_weights: if b < 4 { trained * 4 } else { 0 },
+            gradients: trained * b,
+            optimizer_state: 2 * trained * 4,
             kv_cache: shape.layers * 2 * shape.kv_width * settings.rollout_rows * sequence * b,
             sampling: settings.rollout_rows * shape.vocab * 4 * 3,
             activations: decoder + vocabulary,
@@ -412,7 +465,17 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
             break;
         }
     }
-    if plan.settings.reference {
+    if plan.settings.lora.is_none() {
+        let adapted = with(Settings {
+            lora: Some((32, [true; 7])),
+            ..plan.settings
+        });
+        remedies.push(format!(
+            "train LoRA adapters instead of every weight ([model.lora] r = 32, lora_alpha = 16: peak {:.1} GiB)",
+            gib(adapted.peak())
+        ));
+    }
+    if plan.reference > 0 {
         remedies.push(format!(
             "set algorithm.beta = 0, which loads no reference (−{:.1} GiB)",
             gib(plan.reference)
@@ -442,6 +505,7 @@ mod tests {
         ModelShape {
             parameters: 494_032_768,
             hidden: 896,
+            q_width: 896,
             intermediate: 4864,
             layers: 24,
             kv_width: 128,
@@ -459,7 +523,32 @@ mod tests {
             prompt_tokens: 151,
             completion_tokens: 64,
             gradient_checkpointing: false,
+            lora: None,
         }
+    }
+
+    #[test]
+    fn lora_trains_and_keeps_state_for_the_adapters_only() {
+        // r 32 on every projection of Qwen2.5-0.5B (PEFT prints the same count): per layer
+        // 32 × (q 896+896, k and v 896+128 each, o 896+896, gate, up and down 896+4864 each)
+        // = 32 × 22,912 = 733,184; × 24 layers = 17,596,416.
+        let shape = qwen_half_b();
+        let lora = (32, [true; 7]);
+        assert_eq!(shape.adapter_parameters(lora), 17_596_416);
+        let plan = MemoryPlan::new(
+            &shape,
+            Settings {
+                lora: Some(lora),
+                ..settings()
+            },
+        );
+        let full = MemoryPlan::new(&shape, settings());
+        assert_eq!(plan.reference, 0, "the base with adapters off");
+        assert_eq!(plan.weights, full.weights + 17_596_416 * 4);
+        assert_eq!(plan.gradients, 17_596_416 * 4);
+        assert_eq!(plan.optimizer_state, 17_596_416 * 8);
+        // No reference, and gradients and AdamW state for 3.6% of the parameters.
+        assert!(plan.peak() < full.peak() - 3 * full.weights);
     }
 
     #[test]

@@ -83,6 +83,16 @@ pub fn flatten(value: &Value, separator: &str) -> BTreeMap<String, Value> {
     out
 }
 
+/// The keys of a step's record that measure the machine rather than the run (time, speed,
+/// memory): two identical runs differ only in them.
+pub const MACHINE_KEYS: [&str; 5] = [
+    "rollout_tokens_per_s",
+    "train_tokens_per_s",
+    "step_time_s",
+    "peak_rss_bytes",
+    "gpu_memory",
+];
+
 /// One step's record in metrics.jsonl (docs/config.md lists every key).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StepMetrics {

@@ -17,7 +17,7 @@ use super::resume::{self, StartMode};
 use super::reward::RunReward;
 use super::rollouts::{sample_groups, Group, Rollouts};
 use super::tensorboard::{scalars_of, EventWriter};
-use super::update::{update_policy, Batch, UpdateStats};
+use super::update::{update_policy, Batch, Reference, UpdateStats};
 use crate::interrupt::{Interrupt, Interrupted};
 use crate::memory_stats;
 use crate::plugins::PluginRegistry;
@@ -113,7 +113,8 @@ impl Trainer {
         std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
         super::run_info::write(&run_dir, MODE, &policy, registry)?;
         // The reference is the initial model, frozen; with beta = 0 it is not needed at all.
-        let reference = if config.algorithm.beta > 0.0 {
+        // Under LoRA it is the policy with its adapters off.
+        let reference = if config.algorithm.beta > 0.0 && !policy.adapters {
             Some(Policy::load(registry, &config.model, &config.model.path).context("the reference model")?)
         } else {
             None
@@ -248,7 +249,14 @@ impl Trainer {
         } else {
             update_policy(
                 &self.policy,
-                self.reference.as_ref(),
+                match (
+                    &self.reference,
+                    self.policy.adapters && self.config.algorithm.beta > 0.0,
+                ) {
+                    (Some(model), _) => Reference::Model(model),
+                    (None, true) => Reference::AdaptersOff,
+                    (None, false) => Reference::None,
+                },
                 &mut self.optimizer,
                 &Batch {
                     prompts: &prompts,

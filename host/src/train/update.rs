@@ -47,12 +47,23 @@ impl Batch<'_> {
     }
 }
 
-/// Updates `policy` on `batch`; `reference` is the frozen reference (beta > 0), `step` the
+/// The model the KL term measures against.
+#[derive(Clone, Copy)]
+pub enum Reference<'a> {
+    /// beta = 0: no KL term.
+    None,
+    /// The frozen initial model, loaded beside the policy.
+    Model(&'a Policy),
+    /// The policy's own base, its LoRA adapters off: no second copy of the weights.
+    AdaptersOff,
+}
+
+/// Updates `policy` on `batch` against `reference`, `step` the
 /// step being taken (for messages), `nominal_updates` the run's planned optimizer updates (the
 /// schedule's length).
 pub fn update_policy(
     policy: &Policy,
-    reference: Option<&Policy>,
+    reference: Reference<'_>,
     optimizer: &mut AdamW,
     batch: &Batch<'_>,
     algorithm: &AlgorithmConfig,
@@ -85,8 +96,14 @@ pub fn update_policy(
                 if !single_update {
                     update_old.push(policy.logprobs(&prompts, &completions, false)?.logprobs);
                 }
-                if let Some(reference) = reference {
-                    update_reference.push(reference.logprobs(&prompts, &completions, false)?.logprobs);
+                match reference {
+                    Reference::None => {}
+                    Reference::Model(model) => {
+                        update_reference.push(model.logprobs(&prompts, &completions, false)?.logprobs)
+                    }
+                    Reference::AdaptersOff => {
+                        update_reference.push(policy.base_logprobs(&prompts, &completions)?.logprobs)
+                    }
                 }
             }
             old.push(update_old);

@@ -8,6 +8,7 @@ pub mod error;
 pub mod plugin;
 pub mod policy;
 pub mod presets;
+pub mod projection;
 pub mod qwen2;
 pub mod weights;
 

@@ -4,15 +4,25 @@
 
 use crate::policy::Policy;
 use crate::presets::{write_preset, Preset};
-use crpo_policy_sdk::sdk::{parse_options, NoOptions};
+use crpo_policy_sdk::lora::LoraConfig;
+use crpo_policy_sdk::sdk::parse_options;
 use crpo_policy_sdk::{
     repeat_index, CacheLayout, KvCache, PluginError, PluginInfo, PolicyLoad, PolicyModel, PolicyPlugin,
     Result,
 };
+use serde::Deserialize;
 use std::path::Path;
 use tch::Tensor;
 
 pub struct Qwen2PolicyPlugin;
+
+/// The decoder's options: LoRA adapters (the host passes `model.lora` here).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecoderOptions {
+    #[serde(default)]
+    lora: Option<LoraConfig>,
+}
 
 impl PolicyPlugin for Qwen2PolicyPlugin {
     fn info(&self) -> PluginInfo {
@@ -24,8 +34,12 @@ impl PolicyPlugin for Qwen2PolicyPlugin {
     }
 
     fn load(&self, request: &PolicyLoad<'_>) -> Result<Box<dyn PolicyModel>> {
-        parse_options::<NoOptions>(request.options)?;
-        let policy = Policy::load(request.dir, request.device, request.kind).map_err(PluginError::failed)?;
+        let options = parse_options::<DecoderOptions>(request.options)?;
+        if let Some(lora) = &options.lora {
+            lora.validate()?;
+        }
+        let policy = Policy::load_with_lora(request.dir, request.device, request.kind, options.lora.as_ref())
+            .map_err(PluginError::failed)?;
         Ok(Box::new(Qwen2Model(policy)))
     }
 
@@ -90,7 +104,15 @@ impl PolicyModel for Qwen2Model {
     }
 
     fn parameters(&self) -> Vec<(String, Tensor)> {
-        // A query, not a fixed list: frozen variables (e.g. under LoRA) are left out.
+        if let Some(lora) = &self.0.lora {
+            // Under LoRA only the adapters train, by their PEFT names.
+            return lora
+                .adapters
+                .iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect();
+        }
+        // A query, not a fixed list: frozen variables are left out.
         let mut named: Vec<(String, Tensor)> = self
             .0
             .vs
@@ -108,6 +130,14 @@ impl PolicyModel for Qwen2Model {
 
     fn set_gradient_checkpointing(&self, enabled: bool) -> Result<()> {
         self.0.model.set_gradient_checkpointing(enabled);
+        Ok(())
+    }
+
+    fn set_adapters_enabled(&self, enabled: bool) -> Result<()> {
+        if self.0.lora.is_none() {
+            return Err(PluginError::failed("this model was loaded without LoRA adapters"));
+        }
+        self.0.model.set_adapters_enabled(enabled);
         Ok(())
     }
 }

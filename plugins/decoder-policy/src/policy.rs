@@ -2,16 +2,26 @@
 //! a device in a dtype and saved back in the same layout (the host handles the tokenizer).
 
 use crate::config::DecoderConfig;
-use crate::error::{invalid, io, Result};
+use crate::error::{invalid, io, PolicyError, Result};
 use crate::qwen2::DecoderModel;
 use crate::weights;
-use std::path::Path;
-use tch::{nn::VarStore, Device, Kind};
+use crpo_policy_sdk::lora::{self, LoraConfig};
+use std::path::{Path, PathBuf};
+use tch::{nn::VarStore, Device, Kind, Tensor};
 
 pub struct Policy {
     pub config: DecoderConfig,
     pub vs: VarStore,
     pub model: DecoderModel,
+    /// Under LoRA: the adapters' settings, their matrices by PEFT name (the trainable
+    /// parameters: the base weights are frozen), and the base model's directory.
+    pub lora: Option<Lora>,
+}
+
+pub struct Lora {
+    pub config: LoraConfig,
+    pub adapters: Vec<(String, Tensor)>,
+    pub base: PathBuf,
 }
 
 pub fn read_config(dir: &Path) -> Result<DecoderConfig> {
@@ -33,18 +43,61 @@ pub fn dtype_name(kind: Kind) -> &'static str {
 
 impl Policy {
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
+        Self::load_with_lora(dir, device, kind, None)
+    }
+
+    /// Loads `dir`; with `lora`, freezes its weights and gives the targeted layers adapters
+    /// (fresh, or `lora.adapter`'s).
+    pub fn load_with_lora(dir: &Path, device: Device, kind: Kind, lora: Option<&LoraConfig>) -> Result<Self> {
         let config = read_config(dir)?;
         let mut vs = VarStore::new(device);
-        let model = DecoderModel::new(&vs.root(), &config);
+        let mut model = DecoderModel::new(&vs.root(), &config);
         if kind != Kind::Float {
             vs.set_kind(kind);
         }
         weights::load(&mut vs, dir)?;
-        Ok(Policy { config, vs, model })
+        let lora = match lora {
+            None => None,
+            Some(settings) => {
+                for (_, variable) in vs.variables() {
+                    let _ = variable.set_requires_grad(false);
+                }
+                let adapters = model.attach_lora(settings);
+                if adapters.is_empty() {
+                    return Err(invalid(
+                        dir.join("config.json"),
+                        "lora.target_modules names none of this decoder's linear layers (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)",
+                    ));
+                }
+                if let Some(adapter_dir) = &settings.adapter {
+                    load_adapter(&adapters, adapter_dir)?;
+                }
+                let base = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+                Some(Lora {
+                    config: LoraConfig {
+                        adapter: None,
+                        ..settings.clone()
+                    },
+                    adapters,
+                    base,
+                })
+            }
+        };
+        Ok(Policy {
+            config,
+            vs,
+            model,
+            lora,
+        })
     }
 
-    /// Writes config.json and model.safetensors to `dir` (created).
+    /// Writes the model to `dir` (created): config.json and model.safetensors, or under LoRA
+    /// the adapter directory PEFT reads (its base model named in adapter_config.json).
     pub fn save(&self, dir: &Path) -> Result<()> {
+        if let Some(lora) = &self.lora {
+            return lora::write_adapter(dir, &lora.config, &lora.base, &lora.adapters)
+                .map_err(|e| invalid(dir, e));
+        }
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let mut config = self.config.clone();
         let kind = self
@@ -58,5 +111,43 @@ impl Policy {
         let json = serde_json::to_string_pretty(&config).map_err(|e| invalid(&config_path, e))?;
         std::fs::write(&config_path, json).map_err(io(&config_path))?;
         weights::save(&self.vs, dir)
+    }
+}
+
+/// Copies an adapter directory's matrices into `adapters` (by PEFT name), refusing missing,
+/// extra or misshapen ones.
+fn load_adapter(adapters: &[(String, Tensor)], dir: &Path) -> Result<()> {
+    let file = dir.join(lora::ADAPTER_WEIGHTS);
+    let mut saved: std::collections::HashMap<String, Tensor> = lora::read_adapter_weights(dir)
+        .map_err(|e| invalid(&file, e))?
+        .into_iter()
+        .collect();
+    for (name, tensor) in adapters {
+        let found = saved.remove(name).ok_or_else(|| PolicyError::MissingTensor {
+            name: name.clone(),
+            dir: dir.to_path_buf(),
+        })?;
+        if found.size() != tensor.size() {
+            return Err(PolicyError::Shape {
+                name: name.clone(),
+                file: file.clone(),
+                expected: tensor.size(),
+                found: found.size(),
+            });
+        }
+        tch::no_grad(|| {
+            tensor
+                .shallow_clone()
+                .f_copy_(&found.to_kind(tensor.kind()).to_device(tensor.device()))
+        })?;
+    }
+    match saved.into_keys().next() {
+        Some(extra) => Err(invalid(
+            &file,
+            format!(
+                "`{extra}` adapts no layer of this model under the run's lora settings (r, target_modules)"
+            ),
+        )),
+        None => Ok(()),
     }
 }

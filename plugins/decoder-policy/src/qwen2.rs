@@ -7,11 +7,14 @@
 //! files load directly into the `VarStore`.
 
 use crate::config::DecoderConfig;
+use crate::projection::Projection;
+use crpo_policy_sdk::lora::LoraConfig;
 use crpo_policy_sdk::PluginError;
 use crpo_policy_sdk::{
     full_forward_continuations_with, CacheLayout, CacheStep, GrowingKvCache, KeyValues, Result,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
@@ -113,20 +116,12 @@ pub fn apply_rotary(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
     xs * cos + rotated * sin
 }
 
-/// A linear layer sharing `linear`'s weights (for a checkpointed layer's recomputation).
-fn shallow_linear(linear: &nn::Linear) -> nn::Linear {
-    nn::Linear {
-        ws: linear.ws.shallow_clone(),
-        bs: linear.bs.as_ref().map(Tensor::shallow_clone),
-    }
-}
-
 #[derive(Debug)]
 struct Attention {
-    q_proj: nn::Linear,
-    k_proj: nn::Linear,
-    v_proj: nn::Linear,
-    o_proj: nn::Linear,
+    q_proj: Projection,
+    k_proj: Projection,
+    v_proj: Projection,
+    o_proj: Projection,
     num_heads: i64,
     num_kv_heads: i64,
     head_dim: i64,
@@ -147,10 +142,10 @@ impl Attention {
             ..Default::default()
         };
         Attention {
-            q_proj: nn::linear(&path / "q_proj", hidden, heads * head_dim, qkv),
-            k_proj: nn::linear(&path / "k_proj", hidden, kv_heads * head_dim, qkv),
-            v_proj: nn::linear(&path / "v_proj", hidden, kv_heads * head_dim, qkv),
-            o_proj: nn::linear(&path / "o_proj", heads * head_dim, hidden, o),
+            q_proj: Projection::new(nn::linear(&path / "q_proj", hidden, heads * head_dim, qkv)),
+            k_proj: Projection::new(nn::linear(&path / "k_proj", hidden, kv_heads * head_dim, qkv)),
+            v_proj: Projection::new(nn::linear(&path / "v_proj", hidden, kv_heads * head_dim, qkv)),
+            o_proj: Projection::new(nn::linear(&path / "o_proj", heads * head_dim, hidden, o)),
             num_heads: heads,
             num_kv_heads: kv_heads,
             head_dim,
@@ -159,10 +154,10 @@ impl Attention {
 
     fn shallow_clone(&self) -> Self {
         Attention {
-            q_proj: shallow_linear(&self.q_proj),
-            k_proj: shallow_linear(&self.k_proj),
-            v_proj: shallow_linear(&self.v_proj),
-            o_proj: shallow_linear(&self.o_proj),
+            q_proj: self.q_proj.shallow_clone(),
+            k_proj: self.k_proj.shallow_clone(),
+            v_proj: self.v_proj.shallow_clone(),
+            o_proj: self.o_proj.shallow_clone(),
             ..*self
         }
     }
@@ -177,8 +172,8 @@ impl Attention {
         layer: usize,
     ) -> Tensor {
         let (b, t, _) = xs.size3().unwrap();
-        let split = |proj: &nn::Linear, heads: i64| {
-            project(proj, xs)
+        let split = |proj: &Projection, heads: i64| {
+            proj.forward(xs)
                 .view([b, t, heads, self.head_dim])
                 .transpose(1, 2)
         };
@@ -189,8 +184,7 @@ impl Attention {
         // enable_gqa shares each key/value head among num_heads / num_kv_heads query heads.
         let gqa = self.num_heads != self.num_kv_heads;
         let out = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, gqa);
-        project(
-            &self.o_proj,
+        self.o_proj.forward(
             &out.transpose(1, 2)
                 .reshape([b, t, self.num_heads * self.head_dim]),
         )
@@ -199,9 +193,9 @@ impl Attention {
 
 #[derive(Debug)]
 struct Mlp {
-    gate_proj: nn::Linear,
-    up_proj: nn::Linear,
-    down_proj: nn::Linear,
+    gate_proj: Projection,
+    up_proj: Projection,
+    down_proj: Projection,
 }
 
 impl Mlp {
@@ -212,25 +206,23 @@ impl Mlp {
             ..Default::default()
         };
         Mlp {
-            gate_proj: nn::linear(&path / "gate_proj", h, i, no_bias),
-            up_proj: nn::linear(&path / "up_proj", h, i, no_bias),
-            down_proj: nn::linear(&path / "down_proj", i, h, no_bias),
+            gate_proj: Projection::new(nn::linear(&path / "gate_proj", h, i, no_bias)),
+            up_proj: Projection::new(nn::linear(&path / "up_proj", h, i, no_bias)),
+            down_proj: Projection::new(nn::linear(&path / "down_proj", i, h, no_bias)),
         }
     }
 
     fn shallow_clone(&self) -> Self {
         Mlp {
-            gate_proj: shallow_linear(&self.gate_proj),
-            up_proj: shallow_linear(&self.up_proj),
-            down_proj: shallow_linear(&self.down_proj),
+            gate_proj: self.gate_proj.shallow_clone(),
+            up_proj: self.up_proj.shallow_clone(),
+            down_proj: self.down_proj.shallow_clone(),
         }
     }
 
     fn forward(&self, xs: &Tensor) -> Tensor {
-        project(
-            &self.down_proj,
-            &(project(&self.gate_proj, xs).silu() * project(&self.up_proj, xs)),
-        )
+        self.down_proj
+            .forward(&(self.gate_proj.forward(xs).silu() * self.up_proj.forward(xs)))
     }
 }
 
@@ -302,6 +294,8 @@ pub struct DecoderModel {
     rotary: Rotary,
     /// Training passes keep each layer's input only and recompute the layer in the backward.
     gradient_checkpointing: AtomicBool,
+    /// The switch every LoRA adapter of this model reads (on unless the reference pass runs).
+    adapters_enabled: Arc<AtomicBool>,
 }
 
 impl DecoderModel {
@@ -347,11 +341,45 @@ impl DecoderModel {
             lm_head,
             rotary: Rotary::new(config.head_dim(), config.rope_theta(), root.device()),
             gradient_checkpointing: AtomicBool::new(false),
+            adapters_enabled: Arc::new(AtomicBool::new(true)),
         }
     }
 
     pub fn config(&self) -> &DecoderConfig {
         &self.config
+    }
+
+    /// Gives every linear layer `config` targets a fresh LoRA adapter (in the weights' dtype
+    /// and device); returns the adapters' matrices by PEFT name, in layer order.
+    pub fn attach_lora(&mut self, config: &LoraConfig) -> Vec<(String, Tensor)> {
+        let enabled = self.adapters_enabled.clone();
+        let mut named = Vec::new();
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let prefix = format!("model.layers.{i}");
+            let attention = &mut layer.self_attn;
+            for (name, projection) in [
+                ("q_proj", &mut attention.q_proj),
+                ("k_proj", &mut attention.k_proj),
+                ("v_proj", &mut attention.v_proj),
+                ("o_proj", &mut attention.o_proj),
+            ] {
+                named.extend(projection.attach(&format!("{prefix}.self_attn.{name}"), config, &enabled));
+            }
+            let mlp = &mut layer.mlp;
+            for (name, projection) in [
+                ("gate_proj", &mut mlp.gate_proj),
+                ("up_proj", &mut mlp.up_proj),
+                ("down_proj", &mut mlp.down_proj),
+            ] {
+                named.extend(projection.attach(&format!("{prefix}.mlp.{name}"), config, &enabled));
+            }
+        }
+        named
+    }
+
+    /// LoRA adapters on (the policy) or off (its base: the reference).
+    pub fn set_adapters_enabled(&self, enabled: bool) {
+        self.adapters_enabled.store(enabled, Ordering::Relaxed);
     }
 
     /// Turns activation checkpointing of training passes on or off.

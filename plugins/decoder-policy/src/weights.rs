@@ -87,16 +87,23 @@ pub fn load(vs: &mut VarStore, dir: &Path) -> Result<()> {
 /// Writes every variable to `dir/model.safetensors` with the `format: pt` metadata that
 /// transformers requires.
 pub fn save(vs: &VarStore, dir: &Path) -> Result<()> {
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    let named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    save_tensors(&named, &dir.join(SINGLE_FILE))
+}
+
+/// Writes `named` tensors (sorted by name) to the safetensors file `path`, as transformers
+/// reads them (`format: pt`).
+pub fn save_tensors(named: &[(String, Tensor)], path: &Path) -> Result<()> {
+    let mut named: Vec<&(String, Tensor)> = named.iter().collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     let mut owned = Vec::with_capacity(named.len());
-    for (name, tensor) in &named {
+    for (name, tensor) in named {
         let tensor = tensor.to_device(tch::Device::Cpu).contiguous();
         let dtype = match tensor.kind() {
             Kind::Float => Dtype::F32,
             Kind::BFloat16 => Dtype::BF16,
             Kind::Half => Dtype::F16,
-            other => return Err(invalid(dir, format!("cannot save `{name}` of kind {other:?}"))),
+            other => return Err(invalid(path, format!("cannot save `{name}` of kind {other:?}"))),
         };
         let mut bytes = vec![0u8; tensor.numel() * tensor.kind().elt_size_in_bytes()];
         tensor.f_copy_data_u8(&mut bytes, tensor.numel())?;
@@ -109,8 +116,7 @@ pub fn save(vs: &VarStore, dir: &Path) -> Result<()> {
             safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes).map(|v| (name.clone(), v))
         })
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| invalid(dir, e))?;
+        .map_err(|e| invalid(path, e))?;
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let path = dir.join(SINGLE_FILE);
-    safetensors::serialize_to_file(views, Some(metadata), &path).map_err(|e| invalid(&path, e))
+    safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| invalid(path, e))
 }

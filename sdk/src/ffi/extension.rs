@@ -13,6 +13,10 @@ use abi_stable::std_types::RString;
 /// cannot (`PolicyModel::set_gradient_checkpointing`).
 pub const POLICY_GRADIENT_CHECKPOINTING: &str = "policy.gradient_checkpointing";
 
+/// Since 1.5, on policy models: `{"enabled": bool}` → `""`: LoRA adapters on or off
+/// (`PolicyModel::set_adapters_enabled`).
+pub const POLICY_ADAPTERS_ENABLED: &str = "policy.adapters_enabled";
+
 /// Since 1.1, on reward plugins: `null` → `true` or `false` ([`crate::RewardPlugin::is_cheap`]).
 pub const REWARD_IS_CHEAP: &str = "reward.is_cheap";
 
