@@ -1,7 +1,8 @@
 //! A full CRPO step (rollout, rewards, reference and policy passes, optimizer) timed on the
 //! real trainer, with peak RSS against an estimate of what the step must hold.
 //! Run: `cargo bench -p crpo-host --bench crpo_step [-- tiny|small|qwen2.5-0.5b-shape ...]
-//! [--policy qwen2|qwen2-library] [--gradient-checkpointing]`. G = 4, fixed-length completions
+//! [--policy qwen2|qwen2-library] [--gradient-checkpointing] [--lora]` (`--lora`: adapters of
+//! rank 32, alpha 16 on every linear layer, the reference being the base). G = 4, fixed-length completions
 //! of 64 tokens, demo-vignette
 //! prompts (~150 tokens), beta 0.04, one PPO epoch; prompts per step 1, 4 and 16 (4, 16 and 64
 //! completions; 1 and 4 at the 0.5B shape), each in a process of its own. `--policy
@@ -56,7 +57,7 @@ fn run(
     preset_name: &str,
     prompts_per_step: usize,
     policy: &str,
-    checkpointing: bool,
+    (checkpointing, lora): (bool, bool),
     registry: &PluginRegistry,
 ) -> Value {
     let models = repo().join("target/bench-models");
@@ -117,11 +118,16 @@ beta = 0.04
 max_completion_length = {LENGTH}
 min_completion_length = {LENGTH}
 gradient_checkpointing = {checkpointing}
-"#,
+{lora_table}"#,
         out = work.path().join("run").display(),
         model = model.display(),
         prompts = prompts.display(),
         batch = GENERATIONS * prompts_per_step,
+        lora_table = if lora {
+            "[model.lora]\nr = 32\nlora_alpha = 16\ntarget_modules = \"all-linear\"\n"
+        } else {
+            ""
+        },
     );
     let config = RunConfig::parse(&config).unwrap();
     let config_for_plan = config.clone();
@@ -176,6 +182,7 @@ gradient_checkpointing = {checkpointing}
         "train_tokens_per_s": median("train_tokens_per_s"),
         "peak_rss_bytes": peak,
         "gradient_checkpointing": checkpointing,
+        "lora": lora,
         "estimated_bytes": estimated,
         "plan": {"weights": plan.weights, "reference": plan.reference, "gradients": plan.gradients,
                  "optimizer_state": plan.optimizer_state, "kv_cache": plan.kv_cache,
@@ -190,7 +197,7 @@ const ONE: &str = "--one-configuration";
 
 /// Runs `preset` × `prompts` in a fresh process: peak RSS is per process, and the allocator
 /// keeps what an earlier configuration freed (host/src/memory.rs).
-fn run_in_child(preset: &str, prompts: usize, policy: &str, checkpointing: bool) -> Value {
+fn run_in_child(preset: &str, prompts: usize, policy: &str, (checkpointing, lora): (bool, bool)) -> Value {
     let output = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             ONE,
@@ -198,6 +205,7 @@ fn run_in_child(preset: &str, prompts: usize, policy: &str, checkpointing: bool)
             &prompts.to_string(),
             policy,
             &checkpointing.to_string(),
+            &lora.to_string(),
         ])
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -210,7 +218,7 @@ fn run_in_child(preset: &str, prompts: usize, policy: &str, checkpointing: bool)
 fn main() {
     crpo_host::memory::configure_for_training();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [flag, preset, prompts, policy, checkpointing] = args.as_slice() {
+    if let [flag, preset, prompts, policy, checkpointing, lora] = args.as_slice() {
         if flag == ONE {
             let registry = if policy == "qwen2" {
                 PluginRegistry::builtin_only()
@@ -222,7 +230,7 @@ fn main() {
                 preset,
                 prompts.parse().unwrap(),
                 policy,
-                checkpointing == "true",
+                (checkpointing == "true", lora == "true"),
                 &registry,
             );
             println!("{r}");
@@ -235,6 +243,7 @@ fn main() {
         .and_then(|i| args.get(i + 1).cloned())
         .unwrap_or_else(|| "qwen2".into());
     let checkpointing = args.iter().any(|a| a == "--gradient-checkpointing");
+    let lora = args.iter().any(|a| a == "--lora");
     let presets: Vec<String> = args
         .iter()
         .enumerate()
@@ -259,7 +268,7 @@ fn main() {
             &[1, 4, 16]
         };
         for &prompts in sizes {
-            let r = run_in_child(preset, prompts, &policy, checkpointing);
+            let r = run_in_child(preset, prompts, &policy, (checkpointing, lora));
             let mib = |key: &str| r[key].as_f64().unwrap() / (1024.0 * 1024.0);
             println!(
                 "{:<20} {:>11} {:>10.3} {:>14.1} {:>14.1} {:>10.0} {:>10.0} {:>8.2}",
@@ -278,13 +287,14 @@ fn main() {
     let out = repo().join("target/bench-results");
     std::fs::create_dir_all(&out).unwrap();
     let name = format!(
-        "crpo_step{}{}.json",
+        "crpo_step{}{}{}.json",
         if policy == "qwen2" {
             String::new()
         } else {
             format!("-{policy}")
         },
-        if checkpointing { "-checkpointed" } else { "" }
+        if checkpointing { "-checkpointed" } else { "" },
+        if lora { "-lora" } else { "" }
     );
     let path = out.join(name);
     std::fs::write(&path, serde_json::to_string_pretty(&results).unwrap()).unwrap();
