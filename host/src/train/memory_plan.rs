@@ -317,10 +317,10 @@ impl MemoryPlan {
             (
                 "reference",
                 self.reference,
-                if s.reference {
-                    "beta > 0".into()
-                } else {
-                    "none".into()
+                match (s.reference, s.lora) {
+                    (true, None) => "beta > 0".into(),
+                    (true, Some(_)) => "the base: LoRA adapters off".into(),
+                    (false, _) => "none".into(),
                 },
             ),
             ("f32 master weights", self.master_weights, String::new()),
