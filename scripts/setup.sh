@@ -68,3 +68,19 @@ fi
 torch_dir="$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
 ln -sfn "$torch_dir" "$repo_root/.torch"
 echo "setup: torch $("$venv/bin/python" -c 'import torch; print(torch.__version__)') ready; .torch -> $torch_dir"
+
+# plugins/python-rewards embeds this venv's python through pyo3: .cargo/config.toml's
+# PYO3_PYTHON is `.python/bin/python`. pyo3 links libpython (a shared one): pyenv and
+# python.org builds ship it in LIBDIR; Debian's python3 needs libpythonX.Y-dev for the link.
+venv_dir="$(cd "$venv" && pwd)"
+ln -sfn "$venv_dir" "$repo_root/.python"
+libpython="$("$venv/bin/python" -c 'import sysconfig as s; print(s.get_config_var("LIBDIR") + "/" + s.get_config_var("LDLIBRARY"))')"
+if [ ! -e "$libpython" ] && ! ldconfig -p | grep -q "$(basename "$libpython")"; then
+  dev="libpython$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-dev"
+  echo "setup: installing $dev (apt) for pyo3 to link $(basename "$libpython")"
+  sudo_if_needed=""
+  [ "$(id -u)" = "0" ] || sudo_if_needed="sudo"
+  $sudo_if_needed apt-get install -y --no-install-recommends "$dev" >/dev/null ||
+    { $sudo_if_needed apt-get update >/dev/null && $sudo_if_needed apt-get install -y --no-install-recommends "$dev" >/dev/null; }
+fi
+echo "setup: .python -> $venv_dir (pyo3's interpreter, $libpython)"

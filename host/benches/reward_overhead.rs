@@ -41,11 +41,7 @@ fn per_completion_ns(score: impl Fn(&ScoreRequest<'_>) -> usize) -> f64 {
         .map(|i| format!("<think>Step {i}: NSAIDs raise bleeding risk with warfarin.</think><answer>\\boxed{{{}}}</answer>", ["A", "B", "C"][i % 3]))
         .collect();
     let completions: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let request = ScoreRequest {
-        example: &example,
-        prompt: "",
-        completions: &completions,
-    };
+    let request = ScoreRequest::new(&example, "", &completions);
     for _ in 0..50 {
         black_box(score(&request));
     }

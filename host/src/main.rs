@@ -24,6 +24,13 @@ enum Command {
     /// List every plugin: kind, name, version, origin and description; with --verify, each
     /// library's sha256 and a pin for run.plugin_pins (without loading any).
     Plugins(commands::plugins::PluginsArgs),
+    /// Check a dataset before a run: `data check --config run.toml` (or --dataset NAME --path
+    /// FILE) reads it through its reader and reports counts, malformed records, the gold
+    /// answers, prompt lengths and the first prompts as the model sees them.
+    Data(commands::data::DataArgs),
+    /// Write a ready plugin crate: `new reward NAME` (an objective in one function) or `new
+    /// dataset NAME` (a reader), with a test and a README that says how to load it.
+    New(commands::new::NewArgs),
     /// Score existing completions with reward objectives (JSONL in, JSONL out).
     Score(commands::score::ScoreArgs),
     /// Write a policy plugin's preset model (random weights, trained tokenizer).
@@ -96,6 +103,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Doctor(args) => commands::doctor::run(&dirs, &args),
         Command::Plugins(args) => commands::plugins::run(&dirs, &args),
+        Command::Data(args) => commands::data::run(&dirs, &args),
+        Command::New(args) => commands::new::run(&args),
         Command::Score(args) => commands::score::run(&PluginRegistry::load(&dirs)?, &args),
         Command::InitModel(args) => commands::model::init_model(&PluginRegistry::load(&dirs)?, &args),
         Command::MergeLora(args) => commands::merge_lora::run(&args),

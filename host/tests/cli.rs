@@ -41,7 +41,7 @@ fn doctor_reports_torch_without_ld_library_path() {
 
 #[test]
 fn plugins_lists_builtins_and_loaded_libraries_with_origin() {
-    let dir = plugin_dir(&["contraindication_safety", "csv_dataset"]);
+    let dir = plugin_dir(&["contraindication_safety", "csv_dataset", "legacy_plugin"]);
     let output = crpo_host(&["--plugins", dir.path().to_str().unwrap(), "plugins"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
@@ -60,6 +60,11 @@ fn plugins_lists_builtins_and_loaded_libraries_with_origin() {
             && safety.contains("libcontraindication_safety.so")
     );
     assert!(line("csv_mcq").starts_with("dataset"));
+    // The SDK column: the crpo-sdk each library was built against.
+    let sdk_of = |name: &str| line(name).split_whitespace().nth(4).unwrap().to_string();
+    assert_eq!(sdk_of("contraindication_safety"), crpo_sdk::SDK_VERSION);
+    assert_eq!(sdk_of(" non_empty "), "1.0.0");
+    assert_eq!(sdk_of(" accuracy "), crpo_sdk::SDK_VERSION);
 }
 
 #[test]
@@ -381,7 +386,8 @@ fn demo_runs_the_matched_arms_and_prints_every_table() {
 
 #[test]
 fn train_loads_reward_plugins_from_the_configs_plugin_dirs() {
-    let plugins = plugin_dir(&["contraindication_safety"]);
+    // option_coverage: the ≤ 30-line shorthand objective of docs/plugin-authoring.md §1.
+    let plugins = plugin_dir(&["contraindication_safety", "option_coverage"]);
     let dir = tempfile::tempdir().unwrap();
     crpo_plugins_policy::presets::write_tiny(&dir.path().join("model"), 0).unwrap();
     let data = support::workspace_root().join("data/demo/train.jsonl");
@@ -399,6 +405,9 @@ path = "{data}"
 preset = "crpo"
 [[reward.objectives]]
 plugin = "contraindication_safety"
+[[reward.objectives]]
+plugin = "option_coverage"
+options = {{ others_only = true }}
 [algorithm]
 num_generations = 2
 prompts_per_step = 2
@@ -421,6 +430,10 @@ max_completion_length = 8
     );
     assert!(
         record["objectives"]["clinical_reasoning"]["mean"].is_number(),
+        "{record}"
+    );
+    assert!(
+        record["objectives"]["option_coverage"]["mean"].is_number(),
         "{record}"
     );
 }

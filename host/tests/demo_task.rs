@@ -54,11 +54,8 @@ fn every_reference_scores_as_its_style_says() {
             "shortcut" => [0.0, 0.25, 0.0, right, 1.0],
             other => panic!("unknown style {other}"),
         };
-        let request = ScoreRequest {
-            example,
-            prompt: "",
-            completions: &[text.as_str()],
-        };
+        let completions = [text.as_str()];
+        let request = ScoreRequest::new(example, "", &completions);
         let scored: Vec<f32> = objectives
             .iter()
             .map(|o| o.score_group(&request).unwrap()[0].value)

@@ -38,11 +38,7 @@ fn spec(plugin: &str, name: Option<&str>, options: serde_json::Value) -> Objecti
 
 fn score(objective: &ConfiguredObjective, completions: &[&str]) -> Result<Vec<f32>, String> {
     let example = vignette_example();
-    let request = ScoreRequest {
-        example: &example,
-        prompt: "",
-        completions,
-    };
+    let request = ScoreRequest::new(&example, "", completions);
     objective
         .score_group(&request)
         .map(|scores| scores.into_iter().map(|s| s.value).collect())
@@ -61,8 +57,11 @@ fn loaded_reward_plugin_scores_like_its_builtin_twin() {
     let dir = plugin_dir(&["contraindication_safety"]);
     let registry = PluginRegistry::load(&[dir.path().to_path_buf()]).unwrap();
     let registered = registry.reward("contraindication_safety").unwrap();
-    assert!(matches!(&registered.origin, Origin::Library { path, library }
-        if path.starts_with(dir.path()) && library == "contraindication-safety 0.1.0"));
+    assert!(
+        matches!(&registered.origin, Origin::Library { path, library, sdk }
+        if path.starts_with(dir.path()) && library == "contraindication-safety 0.1.0"
+            && sdk == crpo_sdk::SDK_VERSION)
+    );
     let loaded =
         ConfiguredObjective::create(&registry, &spec("contraindication_safety", None, json!(null))).unwrap();
     let completions = [
@@ -80,11 +79,7 @@ fn loaded_reward_plugin_scores_like_its_builtin_twin() {
     )
     .unwrap();
     let example = vignette_example();
-    let request = ScoreRequest {
-        example: &example,
-        prompt: "",
-        completions: &completions,
-    };
+    let request = ScoreRequest::new(&example, "", &completions);
     let direct: Vec<f32> = builtin
         .score_group(&request)
         .unwrap()
@@ -293,9 +288,8 @@ fn plugin_built_against_an_older_minor_sdk_loads_and_works() {
     let dir = plugin_dir(&["legacy_plugin"]);
     let registry = PluginRegistry::load(&[dir.path().to_path_buf()]).unwrap();
     let registered = registry.reward("non_empty").unwrap();
-    assert!(
-        matches!(&registered.origin, Origin::Library { library, .. } if library == "legacy-plugin 1.0.0")
-    );
+    assert!(matches!(&registered.origin, Origin::Library { library, sdk, .. }
+            if library == "legacy-plugin 1.0.0" && sdk == "1.0.0"));
     // `is_cheap` arrived in sdk 1.1: the 1.0 library's vtable lacks it and the default answers.
     assert!(crpo_sdk::SDK_VERSION.starts_with("1.") && crpo_sdk::SDK_VERSION != "1.0.0");
     assert!(registered.plugin().is_cheap());
@@ -598,7 +592,12 @@ fn fifty_reward_plugins_from_fifty_libraries_load_and_score_together() {
         .collect();
     let reward = RunReward::from_specs(&registry, &specs, &AlgorithmConfig::default()).unwrap();
     let scores = reward
-        .score_group(&vignette_example(), "", &["a", "b", "c"], &[1, 1, 1])
+        .score_group(
+            &vignette_example(),
+            "",
+            &["a", "b", "c"],
+            &[vec![1], vec![2], vec![3]],
+        )
         .unwrap();
     let expected: Vec<f32> = (1..=50).map(|n| n as f32 / 100.0).collect();
     for row in &scores.values {

@@ -616,8 +616,13 @@ fn an_objective_isolated_in_a_worker_trains_and_its_crash_fails_the_run_cleanly(
     );
     assert_eq!(crashed.status.code(), Some(1), "{}", stderr(&crashed));
     let text = stderr(&crashed);
+    // The error names the step and the example (its file:line) it was scoring.
+    let example = text
+        .split_once("error: training step 1: scoring example `")
+        .and_then(|(_, rest)| rest.split_once("`: objective `misbehaving`"))
+        .map(|(example, _)| example);
     assert!(
-        text.contains("error: objective `misbehaving`") && text.contains("died of signal 6"),
+        example.is_some_and(|e| e.contains(".jsonl:")) && text.contains("died of signal 6"),
         "{text}"
     );
 }

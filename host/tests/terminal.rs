@@ -49,9 +49,11 @@ fn a_redirected_log_has_no_colour_and_says_what_runs_first() {
         !has_colour(&stderr),
         "escape codes in a redirected log: {stderr:?}"
     );
-    let lines: Vec<&str> = stderr.lines().collect();
+    // The memory plan (before anything loads), then what runs, then the steps.
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains(" INFO ")).collect();
+    assert!(lines[0].contains("memory plan on Cpu"), "{stderr}");
     assert!(
-        lines[0].contains("train: ") && lines[0].contains("policy `qwen2`"),
+        lines[1].contains("train: ") && lines[1].contains("policy `qwen2`"),
         "{stderr}"
     );
     let steps: Vec<&str> = lines

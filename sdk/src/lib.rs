@@ -17,13 +17,19 @@ pub mod options;
 pub mod preset;
 pub mod registry;
 pub mod reward;
+mod reward_fn;
+pub mod rules;
+pub mod testing;
 
 pub use dataset::{DatasetPlugin, DatasetRead, DatasetSource};
 pub use error::{PluginError, RecordError, Result};
 pub use example::{AnswerOption, ChatMessage, Example, Prompt};
 pub use options::{parse_options, NoOptions};
 pub use preset::RewardPreset;
-pub use reward::{overlong_penalty, score_each, RewardObjective, RewardPlugin, Score, ScoreRequest};
+pub use reward::{
+    check_scores, overlong_penalty, score_each, RewardObjective, RewardPlugin, Score, ScoreRequest,
+};
+pub use reward_fn::{IntoScore, RewardFn};
 
 #[doc(hidden)]
 pub use abi_stable;

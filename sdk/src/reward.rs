@@ -17,6 +17,29 @@ pub struct ScoreRequest<'a> {
     pub prompt: &'a str,
     /// Decoded completion texts (no prompt).
     pub completions: &'a [&'a str],
+    /// The completions' token ids (the policy tokenizer's), one list per completion; empty
+    /// when the caller has only texts (`crpo-host score`). Since sdk 1.6.
+    pub completion_ids: &'a [Vec<u32>],
+}
+
+impl<'a> ScoreRequest<'a> {
+    /// A request without token ids.
+    pub fn new(example: &'a Example, prompt: &'a str, completions: &'a [&'a str]) -> Self {
+        ScoreRequest {
+            example,
+            prompt,
+            completions,
+            completion_ids: &[],
+        }
+    }
+
+    /// The same request with the completions' token ids (one list per completion).
+    pub fn with_completion_ids(self, completion_ids: &'a [Vec<u32>]) -> Self {
+        ScoreRequest {
+            completion_ids,
+            ..self
+        }
+    }
 }
 
 /// The score of one completion, with optional named diagnostics (e.g. `boxes = 2`) that
@@ -82,6 +105,24 @@ pub trait RewardPlugin: Send + Sync {
     /// Builds the objective from its options (JSON; `null` when the config gives none).
     /// Validate them here, e.g. with [`crate::parse_options`].
     fn create(&self, options: &serde_json::Value) -> Result<Box<dyn RewardObjective>>;
+}
+
+/// The host's contract on a group's scores: exactly one finite score per completion. Returns
+/// what is wrong, in words, otherwise.
+pub fn check_scores(scores: &[Score], completions: usize) -> Result<(), String> {
+    if scores.len() != completions {
+        return Err(format!(
+            "returned {} scores for {completions} completions",
+            scores.len()
+        ));
+    }
+    match scores.iter().enumerate().find(|(_, s)| !s.value.is_finite()) {
+        Some((i, bad)) => Err(format!(
+            "returned a non-finite score {} for completion {i}",
+            bad.value
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Scores each completion on its own: the common case, with no state shared across a group.

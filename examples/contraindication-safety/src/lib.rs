@@ -219,11 +219,7 @@ mod tests {
         let objective = ContraindicationSafetyPlugin.create(&options).unwrap();
         let example = example(vignette);
         let completions = [completion];
-        let request = ScoreRequest {
-            example: &example,
-            prompt: "",
-            completions: &completions,
-        };
+        let request = ScoreRequest::new(&example, "", &completions);
         objective.score_group(&request).unwrap()[0].value
     }
 

@@ -1,10 +1,12 @@
 pub mod bench_rollout;
+pub mod data;
 pub mod demo;
 pub mod demo_data;
 pub mod doctor;
 pub mod eval;
 pub mod merge_lora;
 pub mod model;
+pub mod new;
 pub mod plugins;
 pub mod report;
 pub mod score;

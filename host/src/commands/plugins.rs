@@ -46,17 +46,22 @@ sha256 = \"{sha256}\"
 
 fn list(registry: &PluginRegistry) {
     let row = |kind: &str, cost: &str, info: &crpo_sdk::PluginInfo, origin: &crate::plugins::Origin| {
+        let sdk = match origin {
+            crate::plugins::Origin::Builtin => crpo_sdk::SDK_VERSION,
+            crate::plugins::Origin::Library { sdk, .. } => sdk,
+        };
         [
             kind,
             cost,
             &info.name,
             &info.version,
+            sdk,
             &origin.to_string(),
             &info.description,
         ]
         .map(String::from)
     };
-    let mut rows: Vec<[String; 6]> = Vec::new();
+    let mut rows: Vec<[String; 7]> = Vec::new();
     for p in registry.rewards() {
         let cost = if p.plugin().is_cheap() { "cheap" } else { "slow" };
         rows.push(row("reward", cost, &p.info, &p.origin));
@@ -74,7 +79,8 @@ fn list(registry: &PluginRegistry) {
             .map(|p| row("policy", "-", &p.info, &p.origin)),
     );
     rows.sort();
-    let header = ["KIND", "COST", "NAME", "VERSION", "ORIGIN", "DESCRIPTION"].map(String::from);
+    // SDK: the crpo-sdk version the plugin was built against (a built-in's is the host's).
+    let header = ["KIND", "COST", "NAME", "VERSION", "SDK", "ORIGIN", "DESCRIPTION"].map(String::from);
     print_table(&header, &rows);
 }
 

@@ -174,11 +174,7 @@ fn read_records(registry: &PluginRegistry, dataset: &str, path: &Path) -> anyhow
 fn score_record(objectives: &[ConfiguredObjective], record: &Record, input: &str) -> anyhow::Result<Value> {
     let prompt = record.example.prompt.question().to_string();
     let completions = [record.completion.as_str()];
-    let request = ScoreRequest {
-        example: &record.example,
-        prompt: &prompt,
-        completions: &completions,
-    };
+    let request = ScoreRequest::new(&record.example, &prompt, &completions);
     let mut scores = Map::new();
     for objective in objectives {
         let score = objective

@@ -79,6 +79,8 @@ pub struct OwnedRequest {
     example: Example,
     prompt: String,
     completions: Vec<String>,
+    #[serde(default)]
+    completion_ids: Vec<Vec<u32>>,
 }
 
 impl From<&ScoreRequest<'_>> for OwnedRequest {
@@ -87,6 +89,7 @@ impl From<&ScoreRequest<'_>> for OwnedRequest {
             example: request.example.clone(),
             prompt: request.prompt.to_string(),
             completions: request.completions.iter().map(|c| c.to_string()).collect(),
+            completion_ids: request.completion_ids.to_vec(),
         }
     }
 }
@@ -94,11 +97,10 @@ impl From<&ScoreRequest<'_>> for OwnedRequest {
 impl OwnedRequest {
     fn score_with(&self, objective: &dyn RewardObjective) -> crpo_sdk::Result<Vec<Score>> {
         let completions: Vec<&str> = self.completions.iter().map(String::as_str).collect();
-        objective.score_group(&ScoreRequest {
-            example: &self.example,
-            prompt: &self.prompt,
-            completions: &completions,
-        })
+        objective.score_group(
+            &ScoreRequest::new(&self.example, &self.prompt, &completions)
+                .with_completion_ids(&self.completion_ids),
+        )
     }
 }
 

@@ -69,10 +69,12 @@ pub fn load_library(path: &Path) -> Result<LoadedLibrary, LoadError> {
         reason,
     };
     let header = lib_header_from_path(path).map_err(|e| fail(describe(e)))?;
+    let sdk = header.version_strings().version.to_string();
     let root = init_root_module(header).map_err(|e| fail(describe(e)))?;
     let origin = Origin::Library {
         path: path.to_path_buf(),
         library: format!("{} {}", root.library_name(), root.library_version()),
+        sdk,
     };
     let rewards = (root.reward_plugins())()
         .into_result()

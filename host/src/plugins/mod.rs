@@ -20,7 +20,12 @@ use trust::Trust;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     Builtin,
-    Library { path: PathBuf, library: String },
+    /// `library`: the crate's name and version; `sdk`: the crpo-sdk version it was built against.
+    Library {
+        path: PathBuf,
+        library: String,
+        sdk: String,
+    },
 }
 
 impl fmt::Display for Origin {

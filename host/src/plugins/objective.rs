@@ -6,7 +6,7 @@ use super::isolation::{
     Execution, IsolatedObjective, Isolation, TimedObjective, WorkerInit, DEFAULT_TIMEOUT,
 };
 use super::{Origin, PluginRegistry};
-use crpo_sdk::{RewardObjective, Score, ScoreRequest};
+use crpo_sdk::{check_scores, RewardObjective, Score, ScoreRequest};
 use std::sync::Arc;
 
 /// How a run config names an objective: `name` (defaults to the plugin's), plugin, weight
@@ -104,19 +104,7 @@ impl ConfiguredObjective {
             .objective
             .score_group(request)
             .map_err(|e| self.failed(e.to_string()))?;
-        if scores.len() != request.completions.len() {
-            return Err(self.failed(format!(
-                "returned {} scores for {} completions",
-                scores.len(),
-                request.completions.len()
-            )));
-        }
-        if let Some((i, bad)) = scores.iter().enumerate().find(|(_, s)| !s.value.is_finite()) {
-            return Err(self.failed(format!(
-                "returned a non-finite score {} for completion {i}",
-                bad.value
-            )));
-        }
+        check_scores(&scores, request.completions.len()).map_err(|e| self.failed(e))?;
         Ok(scores)
     }
 

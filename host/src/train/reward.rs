@@ -102,19 +102,15 @@ impl RunReward {
             .or((!self.objectives.is_empty()).then_some(0))
     }
 
-    /// Scores one group: `texts` are the decoded completions, `lengths` their token counts.
+    /// Scores one group: `texts` are the decoded completions, `completion_ids` their tokens.
     pub fn score_group(
         &self,
         example: &Example,
         prompt: &str,
         texts: &[&str],
-        lengths: &[usize],
+        completion_ids: &[Vec<u32>],
     ) -> anyhow::Result<GroupScores> {
-        let request = ScoreRequest {
-            example,
-            prompt,
-            completions: texts,
-        };
+        let request = ScoreRequest::new(example, prompt, texts).with_completion_ids(completion_ids);
         let mut scores = GroupScores {
             values: vec![Vec::with_capacity(self.names().len()); texts.len()],
             diagnostics: vec![Vec::new(); texts.len()],
@@ -137,8 +133,8 @@ impl RunReward {
             }
         }
         if let Some((buffer, max_length, _)) = self.overlong {
-            for (row, &length) in scores.values.iter_mut().zip(lengths) {
-                row.push(overlong_penalty(length, max_length, buffer));
+            for (row, ids) in scores.values.iter_mut().zip(completion_ids) {
+                row.push(overlong_penalty(ids.len(), max_length, buffer));
             }
         }
         let weights = self.weights();

@@ -68,9 +68,14 @@ pub fn sample_groups(
             .iter()
             .map(|c| policy.decode(&c.ids))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let lengths: Vec<usize> = generated.iter().map(|c| c.ids.len()).collect();
+        let ids: Vec<Vec<u32>> = generated
+            .iter()
+            .map(|c| c.ids.iter().map(|&id| id as u32).collect())
+            .collect();
         let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let scores = reward.score_group(&examples[example], &prompt.text, &text_refs, &lengths)?;
+        let scores = reward
+            .score_group(&examples[example], &prompt.text, &text_refs, &ids)
+            .with_context(|| format!("scoring example `{}`", examples[example].id))?;
         groups.push(Group {
             example,
             prompt_text: prompt.text,

@@ -166,7 +166,10 @@ impl Trainer {
         let mut first_step = true;
         self.announce();
         while self.step < max_steps {
-            let record = self.train_step()?;
+            let step = self.step + 1;
+            let record = self
+                .train_step()
+                .with_context(|| format!("training step {step}"))?;
             if super::progress::logs_step(self.step, max_steps, self.config.run.logging_steps) {
                 tracing::info!("{}", super::progress::summary_line(&record));
             }

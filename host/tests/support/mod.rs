@@ -52,6 +52,7 @@ pub fn plugin_library(lib: &str) -> PathBuf {
         let root = workspace_root();
         let packages = [
             "contraindication-safety",
+            "option-coverage",
             "csv-dataset",
             "bigram-policy",
             "qwen2-library",
@@ -80,6 +81,25 @@ pub fn plugin_library(lib: &str) -> PathBuf {
         .join(format!("lib{lib}.{}", std::env::consts::DLL_EXTENSION));
     assert!(path.exists(), "{} was not built", path.display());
     path
+}
+
+/// A fresh directory holding the Python reward plugin (plugins/python-rewards), built on its
+/// own: it links the set-up venv's libpython, which no other plugin test needs.
+pub fn python_plugin_dir() -> tempfile::TempDir {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let source = BUILT.get_or_init(|| {
+        cargo_build(
+            &["-p", "crpo-plugins-python"],
+            &workspace_root().join("Cargo.toml"),
+        );
+        plugin_target_dir().join(PROFILE).join(format!(
+            "libcrpo_python_rewards.{}",
+            std::env::consts::DLL_EXTENSION
+        ))
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(source, dir.path().join(source.file_name().unwrap())).unwrap();
+    dir
 }
 
 /// A fresh directory holding copies of the named libraries.

@@ -7,50 +7,8 @@
 //! `\boxed B` → −1, `\boxed{B} \boxed{B}` → −2, no box → 0.
 
 use crate::rule::RuleObjective;
-use crate::text::preprocess;
+use crpo_sdk::rules::{boxed_answer, chosen_letter, BoxedAnswer};
 use crpo_sdk::{PluginError, Score};
-use regex::Regex;
-use std::sync::LazyLock;
-
-static BOXED: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\\boxed\{(.*?)\}").unwrap());
-
-/// What the accuracy rule reads from a completion.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BoxedAnswer {
-    /// `n` occurrences of `\boxed` (n ≠ 1).
-    NotOneBox(usize),
-    /// One `\boxed` without a one-line `{…}`.
-    Unreadable,
-    /// One box holding a single upper-case ASCII letter.
-    Letter(char),
-    /// One box holding anything else.
-    NotALetter,
-}
-
-/// Reads a completion's boxed answer as the accuracy rule does.
-pub fn boxed_answer(completion: &str) -> BoxedAnswer {
-    let text = preprocess(completion);
-    let boxes = text.matches("\\boxed").count();
-    if boxes != 1 {
-        return BoxedAnswer::NotOneBox(boxes);
-    }
-    let Some(captured) = BOXED.captures(text).map(|c| c.get(1).map_or("", |m| m.as_str())) else {
-        return BoxedAnswer::Unreadable;
-    };
-    let mut chars = captured.chars();
-    match (chars.next(), chars.next()) {
-        (Some(letter), None) if letter.is_ascii_uppercase() => BoxedAnswer::Letter(letter),
-        _ => BoxedAnswer::NotALetter,
-    }
-}
-
-/// The option letter a completion answers, if it answers one the way `accuracy` accepts.
-pub fn chosen_letter(completion: &str) -> Option<char> {
-    match boxed_answer(completion) {
-        BoxedAnswer::Letter(letter) => Some(letter),
-        _ => None,
-    }
-}
 
 /// The accuracy score of one completion against the gold option letter.
 pub fn accuracy(completion: &str, gold: &str) -> f32 {

@@ -11,7 +11,7 @@
 //! pneumonia.</dx><conclusion>\boxed{B}</conclusion>` with B = Pneumonia → 1.5.
 
 use crate::rule::RuleObjective;
-use crate::text::{preprocess, python_strip, PY_SPACE};
+use crpo_sdk::rules::{is_named, normalise, preprocess, python_strip, PY_SPACE};
 use crpo_sdk::{AnswerOption, Score};
 use regex::Regex;
 use std::sync::LazyLock;
@@ -22,7 +22,6 @@ static DX_CONCLUSION: LazyLock<Regex> = LazyLock::new(|| {
     ))
     .unwrap()
 });
-static WHITESPACE_RUN: LazyLock<Regex> = LazyLock::new(|| Regex::new(&format!("{PY_SPACE}+")).unwrap());
 static BOXED: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\\boxed\{(.*?)\}").unwrap());
 
 const TAGS: [&str; 4] = ["<dx>", "</dx>", "<conclusion>", "</conclusion>"];
@@ -94,33 +93,6 @@ fn conclusion_choice<'a>(conclusion: &str, options: &'a [AnswerOption]) -> Optio
         (Some(only), None) => Some(only),
         _ => None,
     }
-}
-
-/// `norm(x)`: lower-case, every whitespace run collapsed to one space.
-pub fn normalise(text: &str) -> String {
-    WHITESPACE_RUN.replace_all(&text.to_lowercase(), " ").into_owned()
-}
-
-/// Whether `option_text` occurs in the normalised `segment` as a whole word.
-pub fn is_named(option_text: &str, segment: &str) -> bool {
-    let normalised = normalise(option_text);
-    let needle = python_strip(&normalised);
-    if needle.is_empty() {
-        return false;
-    }
-    let is_word_char = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let mut from = 0;
-    // Every occurrence, overlapping ones included: one with word edges is enough.
-    while let Some(offset) = segment[from..].find(needle) {
-        let start = from + offset;
-        let end = start + needle.len();
-        if !is_word_char(segment[..start].chars().next_back()) && !is_word_char(segment[end..].chars().next())
-        {
-            return true;
-        }
-        from = start + segment[start..].chars().next().map_or(1, char::len_utf8);
-    }
-    false
 }
 
 pub static CLINICAL_REASONING: RuleObjective = RuleObjective {
@@ -250,22 +222,6 @@ mod tests {
             "text before"
         );
         assert_eq!(score(""), 0.0);
-    }
-
-    #[test]
-    fn whole_word_naming() {
-        assert!(is_named("Pneumonia", "likely pneumonia."));
-        assert!(!is_named("Pneumonia", "likely bronchopneumonia"));
-        assert!(!is_named("Pneumonia", "pneumonia2"));
-        assert!(
-            is_named("Pulmonary  embolism", "a pulmonary embolism (pe)"),
-            "whitespace collapsed"
-        );
-        assert!(
-            is_named("Pneumonia", "xpneumonia pneumonia"),
-            "a later occurrence counts"
-        );
-        assert!(!is_named("  ", "anything"), "blank option text names nothing");
     }
 
     #[test]

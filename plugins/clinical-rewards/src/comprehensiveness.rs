@@ -10,8 +10,9 @@
 //! Example with options A–D: "A fits the fever; B is unlikely without rash; C and D do not
 //! explain the cough" → (1 + 1 + ½ + ½)/4 = 0.75.
 
-use crate::reasoning::{clauses, gives_reason, names_option, reasoning};
+use crate::reasoning::gives_reason;
 use crate::rule::RuleObjective;
+use crpo_sdk::rules::{clauses, names_option, reasoning};
 use crpo_sdk::{Example, Score};
 
 /// Each option's credit, in option order.

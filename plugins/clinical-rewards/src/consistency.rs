@@ -5,7 +5,7 @@
 //! Examples: `"abc"` → 1.0, `"ab中文"` → 0.5, `"a\tb"` → 2/3.
 
 use crate::rule::RuleObjective;
-use crate::text::preprocess;
+use crpo_sdk::rules::preprocess;
 use crpo_sdk::Score;
 
 pub fn consistency(completion: &str) -> f32 {

@@ -17,8 +17,9 @@
 //! aspirin does not" → 1.0; "heparin, aspirin and warfarin all fit" → 0.25 (discussed only);
 //! "aspirin fits best" then `\boxed{B}` → 0.25.
 
-use crate::reasoning::{clauses, endorses, final_answer, names_option, reasoning};
+use crate::reasoning::{endorses, final_answer};
 use crate::rule::RuleObjective;
+use crpo_sdk::rules::{clauses, names_option, reasoning};
 use crpo_sdk::{Example, Score};
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -7,7 +7,7 @@
 //! `<think>r</think><answer>\boxed{B}</answer>` → 1.0; `<answer>\boxed{B}</answer>` → 0.
 
 use crate::rule::RuleObjective;
-use crate::text::{preprocess, python_strip, PY_SPACE};
+use crpo_sdk::rules::{preprocess, python_strip, PY_SPACE};
 use crpo_sdk::Score;
 use regex::Regex;
 use std::sync::LazyLock;

@@ -9,7 +9,7 @@
 //! 90 → −0.5, 120 → −1. The trainer's own `algorithm.overlong_buffer_length` does the same in
 //! tokens.
 
-use crate::text::preprocess;
+use crpo_sdk::rules::preprocess;
 use crpo_sdk::{
     overlong_penalty, parse_options, PluginError, PluginInfo, RewardObjective, RewardPlugin, Score,
     ScoreRequest,
@@ -126,11 +126,7 @@ mod tests {
 
     fn scores(options: serde_json::Value, completions: &[&str]) -> Vec<f32> {
         let example = crpo_sdk::Example::default();
-        let request = ScoreRequest {
-            example: &example,
-            prompt: "",
-            completions,
-        };
+        let request = ScoreRequest::new(&example, "", completions);
         create(options)
             .unwrap()
             .score_group(&request)

@@ -1,10 +1,12 @@
 //! Built-in medical dataset readers. Each format module turns one record into an
 //! [`Example`]; [`records::read_records`] reads a file of such records (JSONL or a JSON array).
 
+pub mod conversational;
 pub mod generic;
 pub mod medmcqa;
 pub mod medqa;
 pub mod medxpertqa;
+mod parquet_rows;
 pub mod pubmedqa;
 pub mod records;
 

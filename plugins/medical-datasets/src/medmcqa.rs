@@ -5,7 +5,7 @@
 //! ambiguous; `1` or `0` state it. Records without an answer (the test split) are malformed.
 //! `exp`, the explanation, becomes the reference completion's reasoning when present.
 
-use crate::records::{metadata_without, parse_records, read_text, string_field};
+use crate::records::{file_records, metadata_without, parse_records, string_field, Records};
 use crate::FieldError;
 use crpo_sdk::{
     parse_options, AnswerOption, DatasetPlugin, DatasetRead, DatasetSource, Example, PluginError, PluginInfo,
@@ -81,10 +81,10 @@ impl DatasetPlugin for MedMcqaReader {
     fn read(&self, source: &DatasetSource) -> Result<DatasetRead, PluginError> {
         let options: Options = parse_options(&source.options)?;
         let file_name = source.path.display().to_string();
-        let text = read_text(&source.path)?;
+        let records = file_records(&source.path)?;
         let base = match options.cop_base {
-            None => detect_base(&file_name, &text)?,
-            Some(Value::String(s)) if s == "auto" => detect_base(&file_name, &text)?,
+            None => detect_base(&file_name, &records)?,
+            Some(Value::String(s)) if s == "auto" => detect_base(&file_name, &records)?,
             Some(Value::Number(n)) if n.as_i64() == Some(0) || n.as_i64() == Some(1) => {
                 n.as_i64().unwrap_or(1)
             }
@@ -95,17 +95,17 @@ impl DatasetPlugin for MedMcqaReader {
                 })
             }
         };
-        Ok(parse_records(&file_name, &text, |record, id| {
+        Ok(parse_records(&file_name, records, |record, id| {
             parse(record, id, base)
         }))
     }
 }
 
 /// 0 if any answer is 0, 1 if any is 4; otherwise the file cannot tell.
-fn detect_base(file_name: &str, text: &str) -> Result<i64, PluginError> {
-    let answers: Vec<i64> = crate::records::records(text)
-        .into_iter()
-        .filter_map(|(_, record)| record.ok())
+fn detect_base(file_name: &str, records: &Records) -> Result<i64, PluginError> {
+    let answers: Vec<i64> = records
+        .iter()
+        .filter_map(|(_, record)| record.as_ref().ok())
         .filter_map(|record| record.as_object().and_then(|r| cop(r).ok()))
         .collect();
     if answers.contains(&0) {

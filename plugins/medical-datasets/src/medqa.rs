@@ -61,6 +61,19 @@ mod tests {
         assert_eq!(example.metadata["meta_info"], "step1");
     }
 
+    /// Plugin authors build test examples with the sdk's `example_from_json`: it must read
+    /// every shipped MedQA record as this reader does.
+    #[test]
+    fn the_sdks_test_examples_read_medqa_as_this_reader_does() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/demo/train.jsonl");
+        let text = std::fs::read_to_string(path).unwrap();
+        for line in text.lines().take(50) {
+            let record: Value = serde_json::from_str(line).unwrap();
+            let ours = parse(record.as_object().unwrap(), "example").unwrap();
+            assert_eq!(crpo_sdk::testing::example_from_json(line).unwrap(), ours);
+        }
+    }
+
     #[test]
     fn names_the_bad_field() {
         let record = json!({"question": "q", "options": {"A": "x"}, "answer_idx": "E"});

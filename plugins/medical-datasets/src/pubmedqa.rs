@@ -9,7 +9,9 @@
 //! so the letter rules of the objectives apply unchanged. The question is asked after its
 //! abstract contexts unless the option `include_context = false`.
 
-use crate::records::{metadata_without, object_start_lines, parse_records, read_text, string_field};
+use crate::records::{
+    file_records, metadata_without, object_start_lines, parse_records, read_text, records, string_field,
+};
 use crate::FieldError;
 use crpo_sdk::{
     parse_options, AnswerOption, DatasetPlugin, DatasetRead, DatasetSource, Example, PluginError, PluginInfo,
@@ -139,6 +141,11 @@ impl DatasetPlugin for PubMedQaReader {
     fn read(&self, source: &DatasetSource) -> Result<DatasetRead, PluginError> {
         let options: Options = parse_options(&source.options)?;
         let file = source.path.display().to_string();
+        let parse = |record: &Map<String, Value>, id: &str| parse_row(record, id, options.include_context);
+        if crate::parquet_rows::is_parquet(&source.path) {
+            // Parquet holds the Hugging Face rows only.
+            return Ok(parse_records(&file, file_records(&source.path)?, parse));
+        }
         let text = read_text(&source.path)?;
         // The original is one object whose values are records with a QUESTION; anything else
         // is rows.
@@ -146,9 +153,7 @@ impl DatasetPlugin for PubMedQaReader {
             .ok()
             .filter(|map| map.values().any(|v| v.get("QUESTION").is_some()));
         let Some(by_pmid) = by_pmid else {
-            return Ok(parse_records(&file, &text, |record, id| {
-                parse_row(record, id, options.include_context)
-            }));
+            return Ok(parse_records(&file, records(&text), parse));
         };
         let lines = object_start_lines(&text, 1);
         let mut read = DatasetRead::default();

@@ -1,11 +1,15 @@
-//! Reading a file of records: JSONL (one object a line), or a whole-file JSON array of
-//! objects (as `datasets` exports save them too). Each record goes through a parser; a bad
-//! one becomes a malformed entry with file, line and field.
+//! Reading a file of records: JSONL (one object a line), a whole-file JSON array of objects
+//! (as `datasets` exports save them too), or Parquet (`.parquet`: how Hugging Face stores
+//! datasets; a record's "line" is then its 1-based row). Each record goes through a parser;
+//! a bad one becomes a malformed entry with file, line and field.
 
 use crate::FieldError;
 use crpo_sdk::{AnswerOption, DatasetRead, Example, PluginError, RecordError};
 use serde_json::{Map, Value};
 use std::path::Path;
+
+/// A file's records, each with the line (row, for Parquet) it starts on.
+pub type Records = Vec<(usize, Result<Value, String>)>;
 
 /// Reads `path` and parses each record with `parse(record, id)`.
 pub fn read_records(
@@ -14,9 +18,18 @@ pub fn read_records(
 ) -> Result<DatasetRead, PluginError> {
     Ok(parse_records(
         &path.display().to_string(),
-        &read_text(path)?,
+        file_records(path)?,
         parse,
     ))
+}
+
+/// The records of a Parquet, JSONL or JSON-array file.
+pub fn file_records(path: &Path) -> Result<Records, PluginError> {
+    if crate::parquet_rows::is_parquet(path) {
+        crate::parquet_rows::read_rows(path)
+    } else {
+        Ok(records(&read_text(path)?))
+    }
 }
 
 /// A dataset file's whole text; a byte that is not UTF-8 is named by its line and column.
@@ -37,14 +50,14 @@ pub fn read_text(path: &Path) -> Result<String, PluginError> {
     })
 }
 
-/// Parses each record of `text` (read from `file_name`) with `parse(record, id)`.
+/// Parses each record (read from `file_name`) with `parse(record, id)`.
 pub fn parse_records(
     file_name: &str,
-    text: &str,
+    records: Records,
     mut parse: impl FnMut(&Map<String, Value>, &str) -> Result<Example, FieldError>,
 ) -> DatasetRead {
     let mut read = DatasetRead::default();
-    for (line_no, record) in records(text) {
+    for (line_no, record) in records {
         let malformed = |field: String, message: String| RecordError {
             file: file_name.to_string(),
             line: line_no,
@@ -66,7 +79,7 @@ pub fn parse_records(
 }
 
 /// The records of a JSONL text or a JSON array, each with the line it starts on.
-pub fn records(text: &str) -> Vec<(usize, Result<Value, String>)> {
+pub fn records(text: &str) -> Records {
     if text.trim_start().starts_with('[') {
         return match serde_json::from_str::<Vec<Value>>(text) {
             Ok(values) => {
@@ -133,7 +146,8 @@ pub fn string_field<'a>(record: &'a Map<String, Value>, field: &str) -> Result<&
     }
 }
 
-/// The options of a record's `field` holding an object of key → text, sorted by key.
+/// The options of a record's `field` holding an object of key → text, sorted by key. A null
+/// text is no option (a Parquet struct column of 4- and 5-option questions has `E: null`).
 pub fn options_from_object(
     record: &Map<String, Value>,
     field: &str,
@@ -143,6 +157,7 @@ pub fn options_from_object(
     };
     let mut options = raw
         .iter()
+        .filter(|(_, text)| !text.is_null())
         .map(|(key, text)| {
             text.as_str()
                 .map(|t| AnswerOption {

@@ -97,6 +97,18 @@ pub trait FfiRewardObjective: Send + Sync {
             RResult::RErr(message) => RResult::RErr(FfiPluginError::failed(message)),
         }
     }
+
+    /// Since 1.6: with the completions' token ids (empty when the caller has none);
+    /// libraries built before 1.6 score without them.
+    fn score_group_with_ids(
+        &self,
+        example_json: RStr<'_>,
+        prompt: RStr<'_>,
+        completions: RSlice<'_, RStr<'_>>,
+        _completion_ids: RSlice<'_, RSlice<'_, u32>>,
+    ) -> RResult<RVec<FfiAnsweredScore>, FfiPluginError> {
+        self.score_group_answered(example_json, prompt, completions)
+    }
 }
 
 pub type FfiRewardObjectiveBox = FfiRewardObjective_TO<'static, RBox<()>>;
@@ -193,15 +205,22 @@ impl FfiRewardObjective for RewardObjectiveExport {
         prompt: RStr<'_>,
         completions: RSlice<'_, RStr<'_>>,
     ) -> RResult<RVec<FfiAnsweredScore>, FfiPluginError> {
+        self.score_group_with_ids(example_json, prompt, completions, RSlice::EMPTY)
+    }
+
+    fn score_group_with_ids(
+        &self,
+        example_json: RStr<'_>,
+        prompt: RStr<'_>,
+        completions: RSlice<'_, RStr<'_>>,
+        completion_ids: RSlice<'_, RSlice<'_, u32>>,
+    ) -> RResult<RVec<FfiAnsweredScore>, FfiPluginError> {
         catch_panic_typed("score_group", || {
             let example: Example = serde_json::from_str(example_json.as_str())
                 .map_err(|e| PluginError::failed(format!("example is not valid JSON: {e}")))?;
             let texts: Vec<&str> = completions.iter().map(|c| c.as_str()).collect();
-            let request = ScoreRequest {
-                example: &example,
-                prompt: prompt.as_str(),
-                completions: &texts,
-            };
+            let ids: Vec<Vec<u32>> = completion_ids.iter().map(|ids| ids.to_vec()).collect();
+            let request = ScoreRequest::new(&example, prompt.as_str(), &texts).with_completion_ids(&ids);
             let scores = self.0.score_group(&request)?;
             Ok(scores.into_iter().map(FfiAnsweredScore::from).collect())
         })
@@ -255,12 +274,18 @@ impl RewardObjective for ForeignRewardObjective {
     fn score_group(&self, request: &ScoreRequest<'_>) -> Result<Vec<Score>, PluginError> {
         let example = serde_json::to_string(request.example).map_err(PluginError::failed)?;
         let completions: Vec<RStr<'_>> = request.completions.iter().map(|c| RStr::from_str(c)).collect();
+        let ids: Vec<RSlice<'_, u32>> = request
+            .completion_ids
+            .iter()
+            .map(|ids| ids.as_slice().into())
+            .collect();
         let scores = self
             .0
-            .score_group_answered(
+            .score_group_with_ids(
                 RStr::from_str(&example),
                 RStr::from_str(request.prompt),
                 completions.as_slice().into(),
+                ids.as_slice().into(),
             )
             .into_result()
             .map_err(PluginError::from)?;
@@ -309,9 +334,15 @@ mod tests {
             Ok(request
                 .completions
                 .iter()
-                .map(|c| {
+                .enumerate()
+                .map(|(i, c)| {
+                    let tokens = request
+                        .completion_ids
+                        .get(i)
+                        .map_or(-1.0, |ids| ids.iter().sum::<u32>() as f32);
                     Score::new(c.len() as f32)
                         .with("words", c.split_whitespace().count() as f32)
+                        .with("token_sum", tokens)
                         .with_answer(c.split_whitespace().last())
                 })
                 .collect())
@@ -332,17 +363,22 @@ mod tests {
         );
         let objective = foreign.create(&serde_json::json!({"unit": "chars"})).unwrap();
         let example = Example::default();
-        let request = |completions: &'static [&'static str]| ScoreRequest {
-            example: &example,
-            prompt: "p",
-            completions,
-        };
+        let request = |completions: &'static [&'static str]| ScoreRequest::new(&example, "p", completions);
         let scores = objective.score_group(&request(&["so B", "x"])).unwrap();
         assert_eq!(
             scores[0],
-            Score::new(4.0).with("words", 2.0).with_answer(Some("B"))
+            Score::new(4.0)
+                .with("words", 2.0)
+                .with("token_sum", -1.0)
+                .with_answer(Some("B"))
         );
         assert_eq!(scores[1].answer.as_deref(), Some("x"));
+        let ids = [vec![3, 4], vec![7]];
+        let with_ids = objective
+            .score_group(&request(&["so B", "x"]).with_completion_ids(&ids))
+            .unwrap();
+        assert_eq!(with_ids[0].diagnostics[1], ("token_sum".to_string(), 7.0));
+        assert_eq!(with_ids[1].diagnostics[1], ("token_sum".to_string(), 7.0));
         let panicked = objective
             .score_group(&request(&["boom"]))
             .unwrap_err()

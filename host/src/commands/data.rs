@@ -1,0 +1,347 @@
+//! `crpo-host data check`: a dataset read through its reader before a long run — counts, every
+//! malformed record (file:line, up to a limit), the gold answers' distribution, prompt lengths
+//! against `max_prompt_length`, and the first examples exactly as the model will be asked them.
+
+use crate::plugins::PluginRegistry;
+use crate::rollout::tokenizer::ChatTokenizer;
+use crate::train::config::{default_prompt_template, PromptTruncation, DEFAULT_MAX_PROMPT_LENGTH};
+use crate::train::data::{messages, PromptFormat};
+use anyhow::{bail, Context};
+use crpo_policy_sdk::lora;
+use crpo_sdk::{DatasetSource, Example, RecordError};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct DataArgs {
+    #[command(subcommand)]
+    pub command: DataCommand,
+}
+
+#[derive(clap::Subcommand)]
+pub enum DataCommand {
+    /// Read a dataset through its reader and report what a run would get from it.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    /// A run config: its reader, options, files (data.path and data.eval_path), model
+    /// (tokenizer and chat template), system prompt, template and max_prompt_length.
+    #[arg(long, conflicts_with_all = ["dataset", "path"])]
+    pub config: Option<PathBuf>,
+    /// The reader (a dataset plugin's name), with --path instead of --config.
+    #[arg(long, requires = "path")]
+    pub dataset: Option<String>,
+    /// The file to read, with --dataset.
+    #[arg(long, requires = "dataset")]
+    pub path: Option<PathBuf>,
+    /// The reader's options as a JSON object, with --dataset.
+    #[arg(long, value_name = "JSON")]
+    pub options: Option<String>,
+    /// A model directory whose tokenizer and chat template render the prompts, with
+    /// --dataset (without one, no token lengths and no chat template).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// The system prompt, with --dataset.
+    #[arg(long)]
+    pub system_prompt: Option<String>,
+    /// The prompt-length limit, with --dataset (the config's default otherwise).
+    #[arg(long)]
+    pub max_prompt_length: Option<usize>,
+    /// How many examples to print as the model sees them.
+    #[arg(long, default_value_t = 3)]
+    pub show: usize,
+    /// How many malformed records to list (all are counted).
+    #[arg(long, default_value_t = 50)]
+    pub max_errors: usize,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What one file gives a run.
+#[derive(Debug, Serialize)]
+pub struct FileReport {
+    pub file: String,
+    pub dataset: String,
+    pub examples: usize,
+    pub malformed: usize,
+    /// The first `max_errors` malformed records, as `file:line: field `f`: message`.
+    pub malformed_records: Vec<String>,
+    /// Gold answers and how many examples have each, most frequent first.
+    pub answers: Vec<(String, usize)>,
+    pub without_answer: usize,
+    /// Number of answer options → number of examples.
+    pub options_per_example: BTreeMap<usize, usize>,
+    pub with_reference_completion: usize,
+    /// Prompt lengths in tokens (chat template and system prompt included), when a tokenizer
+    /// is known.
+    pub prompt_tokens: Option<LengthSummary>,
+    pub shown: Vec<ShownExample>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LengthSummary {
+    pub min: usize,
+    pub median: usize,
+    pub p95: usize,
+    pub max: usize,
+    pub limit: usize,
+    pub over_limit: usize,
+}
+
+/// An example as the model will see it.
+#[derive(Debug, Serialize)]
+pub struct ShownExample {
+    pub id: String,
+    pub answer: Option<String>,
+    pub prompt: String,
+}
+
+/// How prompts are rendered: the run's format, with the tokenizer when one is known.
+struct Rendering {
+    format: PromptFormat,
+    tokenizer: Option<ChatTokenizer>,
+}
+
+pub fn run(dirs: &[PathBuf], args: &DataArgs) -> anyhow::Result<()> {
+    let DataCommand::Check(args) = &args.command;
+    let reports = check(dirs, args)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for report in &reports {
+            print_report(report);
+        }
+    }
+    let malformed: usize = reports.iter().map(|r| r.malformed).sum();
+    if malformed > 0 {
+        bail!("{malformed} malformed records (listed above)");
+    }
+    Ok(())
+}
+
+/// The reports of every file the arguments name.
+pub fn check(dirs: &[PathBuf], args: &CheckArgs) -> anyhow::Result<Vec<FileReport>> {
+    let (dataset, options, files, rendering, registry) = match &args.config {
+        Some(path) => {
+            let (config, registry) = super::train::load(dirs, path)?;
+            let rendering = Rendering {
+                format: PromptFormat::from_config(&config, &registry)?,
+                tokenizer: Some(tokenizer_of(&config.model.path)?),
+            };
+            let files = [Some(config.data.path.clone()), config.data.eval_path.clone()];
+            let options = serde_json::to_value(&config.data.options)?;
+            (
+                config.data.dataset,
+                options,
+                files.into_iter().flatten().collect(),
+                rendering,
+                registry,
+            )
+        }
+        None => {
+            let (Some(dataset), Some(path)) = (&args.dataset, &args.path) else {
+                bail!("data check needs --config run.toml, or --dataset NAME --path FILE");
+            };
+            let options = match &args.options {
+                Some(json) => serde_json::from_str(json).context("--options is not a JSON object")?,
+                None => serde_json::Value::Null,
+            };
+            let tokenizer = args.model.as_deref().map(tokenizer_of).transpose()?;
+            let rendering = Rendering {
+                format: PromptFormat {
+                    template: default_prompt_template(),
+                    system: args.system_prompt.clone(),
+                    max_tokens: args.max_prompt_length.unwrap_or(DEFAULT_MAX_PROMPT_LENGTH),
+                    truncation: PromptTruncation::Left,
+                },
+                tokenizer,
+            };
+            let registry = PluginRegistry::load(dirs)?;
+            (dataset.clone(), options, vec![path.clone()], rendering, registry)
+        }
+    };
+    let plugin = registry.dataset(&dataset)?;
+    files
+        .iter()
+        .map(|file| {
+            let read = plugin
+                .plugin()
+                .read(&DatasetSource {
+                    path: file.clone(),
+                    options: options.clone(),
+                })
+                .with_context(|| format!("dataset `{dataset}` cannot read {}", file.display()))?;
+            report(&dataset, file, &read.examples, &read.malformed, &rendering, args)
+        })
+        .collect()
+}
+
+/// The tokenizer of a model directory, or of an adapter directory's base model.
+fn tokenizer_of(dir: &Path) -> anyhow::Result<ChatTokenizer> {
+    let dir = if !dir.join("tokenizer.json").exists() && dir.join(lora::ADAPTER_CONFIG).exists() {
+        lora::read_adapter_config(dir)?.1
+    } else {
+        dir.to_path_buf()
+    };
+    ChatTokenizer::from_dir(&dir).with_context(|| format!("cannot read the tokenizer of {}", dir.display()))
+}
+
+fn report(
+    dataset: &str,
+    file: &Path,
+    examples: &[Example],
+    malformed: &[RecordError],
+    rendering: &Rendering,
+    args: &CheckArgs,
+) -> anyhow::Result<FileReport> {
+    let mut answers: BTreeMap<String, usize> = BTreeMap::new();
+    let mut options_per_example = BTreeMap::new();
+    for example in examples {
+        if let Some(answer) = &example.answer {
+            *answers.entry(answer.clone()).or_default() += 1;
+        }
+        *options_per_example.entry(example.options.len()).or_default() += 1;
+    }
+    let mut answers: Vec<(String, usize)> = answers.into_iter().collect();
+    answers.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let prompt_tokens = match &rendering.tokenizer {
+        Some(tokenizer) => Some(prompt_lengths(tokenizer, &rendering.format, examples)?),
+        None => None,
+    };
+    let shown = examples
+        .iter()
+        .take(args.show)
+        .map(|example| shown(rendering, example))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(FileReport {
+        file: file.display().to_string(),
+        dataset: dataset.to_string(),
+        examples: examples.len(),
+        malformed: malformed.len(),
+        malformed_records: malformed
+            .iter()
+            .take(args.max_errors)
+            .map(|e| e.to_string())
+            .collect(),
+        without_answer: examples.iter().filter(|e| e.answer.is_none()).count(),
+        answers,
+        options_per_example,
+        with_reference_completion: examples
+            .iter()
+            .filter(|e| e.reference_completion.is_some())
+            .count(),
+        prompt_tokens,
+        shown,
+    })
+}
+
+/// Every example's full prompt length (before any truncation) against the limit.
+fn prompt_lengths(
+    tokenizer: &ChatTokenizer,
+    format: &PromptFormat,
+    examples: &[Example],
+) -> anyhow::Result<LengthSummary> {
+    let mut lengths = examples
+        .iter()
+        .map(|example| {
+            let chat = messages(example, &format.template, format.system.as_deref());
+            Ok(tokenizer.encode(&tokenizer.render_chat(&chat, true)?)?.len())
+        })
+        .collect::<anyhow::Result<Vec<usize>>>()?;
+    lengths.sort_unstable();
+    let at = |share: f64| {
+        let index = ((lengths.len() as f64 - 1.0) * share).round() as usize;
+        lengths.get(index).copied().unwrap_or(0)
+    };
+    Ok(LengthSummary {
+        min: at(0.0),
+        median: at(0.5),
+        p95: at(0.95),
+        max: at(1.0),
+        limit: format.max_tokens,
+        over_limit: lengths.iter().filter(|&&l| l > format.max_tokens).count(),
+    })
+}
+
+/// The prompt text the model is given: the chat template applied (and truncation, as the
+/// run would), or the chat turns as `role: content` without a tokenizer. A prompt the run
+/// could not ask says why.
+fn shown(rendering: &Rendering, example: &Example) -> anyhow::Result<ShownExample> {
+    let format = &rendering.format;
+    let prompt = match &rendering.tokenizer {
+        Some(tokenizer) => match format.render(tokenizer, example) {
+            Ok(Some(rendered)) if rendered.truncated => {
+                format!("{}\n[cut to fit max_prompt_length]", rendered.text)
+            }
+            Ok(Some(rendered)) => rendered.text,
+            Ok(None) => "[skipped: over max_prompt_length]".to_string(),
+            Err(error) => format!("[cannot be asked: {error:#}]"),
+        },
+        None => messages(example, &format.template, format.system.as_deref())
+            .iter()
+            .map(|m| format!("{}: {}", m.role, m.content))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    };
+    Ok(ShownExample {
+        id: example.id.clone(),
+        answer: example.answer.clone(),
+        prompt,
+    })
+}
+
+fn print_report(report: &FileReport) {
+    println!("{} (dataset `{}`)", report.file, report.dataset);
+    println!("  examples                 {}", report.examples);
+    println!("  malformed records        {}", report.malformed);
+    for record in &report.malformed_records {
+        println!("    {record}");
+    }
+    if report.malformed > report.malformed_records.len() {
+        println!("    … {} more", report.malformed - report.malformed_records.len());
+    }
+    println!(
+        "  with a reference completion  {}",
+        report.with_reference_completion
+    );
+    let options: Vec<String> = report
+        .options_per_example
+        .iter()
+        .map(|(options, count)| format!("{options} options: {count}"))
+        .collect();
+    println!("  options per example      {}", options.join(", "));
+    println!(
+        "  gold answers             {} distinct, {} without one",
+        report.answers.len(),
+        report.without_answer
+    );
+    for (answer, count) in report.answers.iter().take(20) {
+        let share = 100.0 * *count as f64 / report.examples.max(1) as f64;
+        println!("    {answer:<24} {count:>7}  {share:5.1}%");
+    }
+    if report.answers.len() > 20 {
+        println!("    … {} more answers", report.answers.len() - 20);
+    }
+    match &report.prompt_tokens {
+        Some(l) => println!(
+            "  prompt tokens            min {}, median {}, p95 {}, max {}; {} over max_prompt_length = {}",
+            l.min, l.median, l.p95, l.max, l.over_limit, l.limit
+        ),
+        None => println!("  prompt tokens            (no tokenizer: give --model or --config)"),
+    }
+    for example in &report.shown {
+        println!(
+            "\n  --- {} (gold: {}) ---",
+            example.id,
+            example.answer.as_deref().unwrap_or("none")
+        );
+        for line in example.prompt.lines() {
+            println!("  {line}");
+        }
+    }
+    println!();
+}

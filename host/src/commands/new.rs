@@ -1,0 +1,158 @@
+//! `crpo-host new reward NAME` / `new dataset NAME`: a ready plugin crate — Cargo.toml on the
+//! sdk, a working rule or reader, its test, a README with the commands that build and load it.
+
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct NewArgs {
+    /// What to write: `reward` (an objective in one function) or `dataset` (a reader).
+    pub kind: PluginKind,
+    /// The crate's name (letters, digits, `-`, `_`); the plugin is named after it with `_`.
+    pub name: String,
+    /// The directory to create (default: ./NAME). It must not exist.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// The crpo-sdk source directory to depend on (default: the one this host was built from).
+    #[arg(long, conflicts_with = "sdk_git")]
+    pub sdk: Option<PathBuf>,
+    /// Depend on crpo-sdk from this git repository instead.
+    #[arg(long, value_name = "URL")]
+    pub sdk_git: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum PluginKind {
+    Reward,
+    Dataset,
+}
+
+struct Template {
+    cargo_toml: &'static str,
+    lib: &'static str,
+    test: &'static str,
+    readme: &'static str,
+}
+
+const REWARD: Template = Template {
+    cargo_toml: include_str!("../../templates/reward/Cargo.toml"),
+    lib: include_str!("../../templates/reward/lib.rs"),
+    test: include_str!("../../templates/reward/test.rs"),
+    readme: include_str!("../../templates/reward/README.md"),
+};
+
+const DATASET: Template = Template {
+    cargo_toml: include_str!("../../templates/dataset/Cargo.toml"),
+    lib: include_str!("../../templates/dataset/lib.rs"),
+    test: include_str!("../../templates/dataset/test.rs"),
+    readme: include_str!("../../templates/dataset/README.md"),
+};
+
+/// The sdk source this binary was built from, if it is still there.
+fn built_sdk() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
+    dir.join("Cargo.toml")
+        .exists()
+        .then(|| dir.canonicalize().ok())
+        .flatten()
+}
+
+pub fn run(args: &NewArgs) -> anyhow::Result<()> {
+    let ident = args.name.replace('-', "_");
+    let valid = ident.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && ident
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid {
+        bail!(
+            "`{}` is not a usable crate name: use lower-case letters, digits, `-` and `_`, starting with a letter",
+            args.name
+        );
+    }
+    let sdk = match (&args.sdk, &args.sdk_git) {
+        (_, Some(url)) => format!("{{ git = {} }}", toml_string(url)),
+        (Some(dir), None) => sdk_path_dependency(dir)?,
+        (None, None) => match built_sdk() {
+            Some(dir) => sdk_path_dependency(&dir)?,
+            None => bail!(
+                "this crpo-host was built elsewhere: say where crpo-sdk is with --sdk PATH (the sdk/ directory of a crpo checkout) or --sdk-git URL"
+            ),
+        },
+    };
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(&args.name));
+    if dir.exists() {
+        bail!(
+            "{} already exists: choose another --dir or name (nothing was written)",
+            dir.display()
+        );
+    }
+    let template = match args.kind {
+        PluginKind::Reward => REWARD,
+        PluginKind::Dataset => DATASET,
+    };
+    let fill = |text: &str| {
+        text.replace("{{name}}", &args.name)
+            .replace("{{ident}}", &ident)
+            .replace("{{sdk}}", &sdk)
+    };
+    // Written in a sibling temporary directory and renamed: a failure leaves nothing half-made.
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let staging = tempfile::Builder::new()
+        .prefix(".crpo-new-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("cannot write in {}", parent.display()))?;
+    let files = [
+        ("Cargo.toml".to_string(), fill(template.cargo_toml)),
+        ("src/lib.rs".to_string(), fill(template.lib)),
+        (format!("tests/{ident}.rs"), fill(template.test)),
+        ("README.md".to_string(), fill(template.readme)),
+        (".gitignore".to_string(), "/target\n".to_string()),
+    ];
+    for (file, text) in &files {
+        let path = staging.path().join(file);
+        std::fs::create_dir_all(path.parent().unwrap_or(staging.path()))?;
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    std::fs::rename(staging.keep(), &dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    println!(
+        "wrote {} ({} plugin `{ident}`): cd {} && cargo test && cargo build --release; README.md says how to load it",
+        dir.display(),
+        match args.kind {
+            PluginKind::Reward => "reward",
+            PluginKind::Dataset => "dataset",
+        },
+        dir.display()
+    );
+    Ok(())
+}
+
+fn sdk_path_dependency(dir: &Path) -> anyhow::Result<String> {
+    let manifest = dir.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).with_context(|| {
+        format!(
+            "--sdk {}: no crpo-sdk here (cannot read {})",
+            dir.display(),
+            manifest.display()
+        )
+    })?;
+    if !text.contains("name = \"crpo-sdk\"") {
+        bail!(
+            "--sdk {}: {} is not crpo-sdk's",
+            dir.display(),
+            manifest.display()
+        );
+    }
+    let dir = dir.canonicalize()?;
+    Ok(format!(
+        "{{ path = {} }}",
+        toml_string(&dir.display().to_string())
+    ))
+}
+
+/// A TOML basic string.
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
+}

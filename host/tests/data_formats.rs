@@ -1,0 +1,302 @@
+//! Datasets beyond multiple choice, and `crpo-host data check` over every reader's real
+//! layouts: what a user runs before a long run.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn crpo_host(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_crpo-host"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("CRPO_PLUGIN_PATH")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("crpo-host runs")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    support::workspace_root().join("tests/fixtures/data").join(name)
+}
+
+fn write_lines(dir: &Path, name: &str, records: &[Value]) -> PathBuf {
+    let path = dir.join(name);
+    let text: Vec<String> = records.iter().map(Value::to_string).collect();
+    std::fs::write(&path, text.join("\n") + "\n").unwrap();
+    path
+}
+
+/// `data check --json` of one file: its report.
+fn check(dir: &Path, dataset: &str, path: &Path, extra: &[&str]) -> (Value, Output) {
+    let mut args = vec![
+        "data",
+        "check",
+        "--dataset",
+        dataset,
+        "--path",
+        path.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend(extra);
+    let output = crpo_host(dir, &args);
+    let reports: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("no JSON report: {}", String::from_utf8_lossy(&output.stderr)));
+    (reports[0].clone(), output)
+}
+
+fn answers(report: &Value) -> Vec<(String, u64)> {
+    report["answers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| (pair[0].as_str().unwrap().to_string(), pair[1].as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn data_check_reads_every_readers_real_layouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ok = |dataset: &str, path: &Path, extra: &[&str]| {
+        let (report, output) = check(d, dataset, path, extra);
+        assert!(
+            output.status.success(),
+            "{dataset}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(report["malformed"], 0, "{report}");
+        report
+    };
+    // MedQA: the shipped JSONL and the same rows as Parquet (options a struct column, E null).
+    let medqa = ok("medqa", &fixture("medqa.parquet"), &[]);
+    assert_eq!(medqa["examples"], 8);
+    assert_eq!(medqa["options_per_example"], json!({"4": 8}));
+    let demo = ok(
+        "medqa",
+        &support::workspace_root().join("data/demo/eval.jsonl"),
+        &[],
+    );
+    assert!(demo["examples"].as_u64().unwrap() > 8);
+    // MedMCQA: the original release's 1-based `cop` and the Hugging Face export's 0-based one.
+    let medmcqa = |cop: u64| {
+        json!({"id": "m1", "question": "Drug of choice?", "opa": "aspirin", "opb": "heparin",
+        "opc": "warfarin", "opd": "alteplase", "cop": cop, "choice_type": "single", "exp": null})
+    };
+    let original = write_lines(d, "medmcqa_original.jsonl", &[medmcqa(4), medmcqa(2)]);
+    assert_eq!(
+        answers(&ok("medmcqa", &original, &[])),
+        [("B".into(), 1), ("D".into(), 1)]
+    );
+    let hf = write_lines(d, "medmcqa_hf.jsonl", &[medmcqa(0), medmcqa(2)]);
+    assert_eq!(
+        answers(&ok("medmcqa", &hf, &[])),
+        [("A".into(), 1), ("C".into(), 1)]
+    );
+    // PubMedQA: ori_pqal.json (one object keyed by PMID) and the Hugging Face rows.
+    let original = d.join("ori_pqal.json");
+    std::fs::write(
+        &original,
+        json!({"21645374": {"QUESTION": "Do mitochondria play a role?", "CONTEXTS": ["Programmed cell death."],
+            "LABELS": ["BACKGROUND"], "MESHES": [], "YEAR": "2011", "reasoning_required_pred": "yes",
+            "reasoning_free_pred": "yes", "final_decision": "yes", "LONG_ANSWER": "Yes."}})
+        .to_string(),
+    )
+    .unwrap();
+    assert_eq!(answers(&ok("pubmedqa", &original, &[])), [("A".into(), 1)]);
+    let rows = write_lines(
+        d,
+        "pqa_labeled.jsonl",
+        &[
+            json!({"pubid": 25429730, "question": "Are group 2 ILCs required?",
+            "context": {"contexts": ["ILC2s."], "labels": ["BACKGROUND"], "meshes": []},
+            "long_answer": "No.", "final_decision": "no"}),
+        ],
+    );
+    assert_eq!(answers(&ok("pubmedqa", &rows, &[])), [("B".into(), 1)]);
+    // MedXpertQA (Text): ten options, the label a letter.
+    let options: serde_json::Map<String, Value> = "ABCDEFGHIJ"
+        .chars()
+        .map(|c| (c.to_string(), json!(format!("option {c}"))))
+        .collect();
+    let xpert = write_lines(
+        d,
+        "medxpertqa.jsonl",
+        &[
+            json!({"id": "Text-1", "question": "Q? Answer Choices: (A) …", "options": options, "label": "C",
+            "medical_task": "Diagnosis", "body_system": "Cardiovascular", "question_type": "Reasoning"}),
+        ],
+    );
+    let xpert = ok("medxpertqa", &xpert, &[]);
+    assert_eq!(xpert["options_per_example"], json!({"10": 1}));
+    // Conversational messages with free-text answers, and free-text rows in Parquet.
+    let chat = ok("conversational", &fixture("free_text.jsonl"), &["--show", "1"]);
+    assert_eq!(chat["examples"], 24);
+    assert_eq!(chat["options_per_example"], json!({"0": 24}));
+    let shown = chat["shown"][0]["prompt"].as_str().unwrap();
+    assert!(
+        shown.starts_with("system: You are a careful clinician."),
+        "{shown}"
+    );
+    let parquet = ok("jsonl", &fixture("free_text.parquet"), &[]);
+    assert_eq!(parquet["examples"], 24);
+    assert_eq!(
+        answers(&parquet),
+        answers(&chat),
+        "the same questions in both files"
+    );
+}
+
+#[test]
+fn data_check_lists_every_malformed_record_and_renders_prompts_with_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good =
+        json!({"question": "Which drug?", "options": {"A": "aspirin", "B": "heparin"}, "answer_idx": "B"});
+    let mut records = vec![good.clone(); 3];
+    records.insert(
+        1,
+        json!({"question": "Which?", "options": {"A": "x"}, "answer_idx": "E"}),
+    );
+    records.push(json!({"options": {"A": "x"}, "answer_idx": "A"}));
+    let path = write_lines(d, "train.jsonl", &records);
+    let (report, output) = check(d, "medqa", &path, &["--max-errors", "1"]);
+    assert!(!output.status.success(), "malformed records fail the check");
+    assert_eq!(
+        (report["examples"].as_u64(), report["malformed"].as_u64()),
+        (Some(3), Some(2))
+    );
+    let listed = report["malformed_records"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "--max-errors");
+    assert!(listed[0]
+        .as_str()
+        .unwrap()
+        .ends_with("train.jsonl:2: field `answer_idx`: `E` is not one of the options"));
+    let text = crpo_host(
+        d,
+        &["data", "check", "--dataset", "medqa", "--path", "train.jsonl"],
+    );
+    let table = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        table.contains("train.jsonl:5: field `question`: missing"),
+        "{table}"
+    );
+    assert!(String::from_utf8_lossy(&text.stderr).contains("2 malformed records"));
+
+    // With a config: the model's chat template, the preset's system prompt, token lengths.
+    crpo_plugins_policy::presets::write_tiny(&d.join("model"), 0).unwrap();
+    let clean = write_lines(d, "clean.jsonl", &vec![good; 4]);
+    let report_with = |limit: usize| {
+        std::fs::write(
+            d.join("run.toml"),
+            format!(
+                "[model]\npath = \"model\"\n[data]\npath = \"{}\"\n[reward]\npreset = \"crpo\"\n[algorithm]\nmax_prompt_length = {limit}\n",
+                clean.display()
+            ),
+        )
+        .unwrap();
+        let output = crpo_host(
+            d,
+            &["data", "check", "--config", "run.toml", "--json", "--show", "1"],
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        report[0].clone()
+    };
+    let roomy = report_with(4096);
+    let prompt = roomy["shown"][0]["prompt"].as_str().unwrap();
+    assert!(
+        prompt.contains("<|im_start|>system") && prompt.contains("A. aspirin\nB. heparin"),
+        "{prompt}"
+    );
+    let length = roomy["prompt_tokens"]["max"].as_u64().unwrap();
+    assert!(
+        length > 20 && roomy["prompt_tokens"]["over_limit"] == 0,
+        "{roomy}"
+    );
+    // Below the prompts' length: every one is over, and the run could not ask them.
+    let tight = report_with(20);
+    assert_eq!(tight["prompt_tokens"]["over_limit"], 4, "{tight}");
+    let prompt = tight["shown"][0]["prompt"].as_str().unwrap();
+    assert!(
+        prompt.starts_with("[cannot be asked:") && prompt.contains("max_prompt_length = 20"),
+        "{prompt}"
+    );
+}
+
+/// A `messages` JSONL and a Parquet file of free-text questions train (exact_match as the
+/// accuracy objective) and evaluate.
+#[test]
+fn free_text_questions_train_and_evaluate_from_messages_and_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    crpo_plugins_policy::presets::write_tiny(&d.join("model"), 0).unwrap();
+    for (dataset, file) in [
+        ("conversational", "free_text.jsonl"),
+        ("jsonl", "free_text.parquet"),
+    ] {
+        let config = format!(
+            r#"
+[run]
+output_dir = "{dataset}"
+max_steps = 1
+eval_steps = 1
+[model]
+path = "model"
+device = "cpu"
+[data]
+dataset = "{dataset}"
+path = "{path}"
+eval_fraction = 0.25
+system_prompt = "Put the final answer in \\boxed{{}}."
+[[reward.objectives]]
+plugin = "exact_match"
+[[reward.objectives]]
+plugin = "consistency"
+[algorithm]
+num_generations = 2
+prompts_per_step = 2
+mini_batch_size = 4
+gradient_accumulation_steps = 1
+max_completion_length = 8
+[eval]
+limit = 3
+"#,
+            path = fixture(file).display()
+        );
+        std::fs::write(d.join("run.toml"), config).unwrap();
+        let output = crpo_host(d, &["train", "--config", "run.toml"]);
+        assert!(
+            output.status.success(),
+            "{dataset}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let metrics = std::fs::read_to_string(d.join(dataset).join("metrics.jsonl")).unwrap();
+        let last: Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+        assert!(last["objectives"]["exact_match"]["mean"].is_number(), "{last}");
+        assert_eq!(last["eval"]["greedy"]["questions"], 3, "{last}");
+        assert!(last["eval"]["greedy"]["accuracy"].is_number(), "{last}");
+        let eval = crpo_host(
+            d,
+            &[
+                "eval",
+                "--config",
+                "run.toml",
+                "--limit",
+                "2",
+                "--output",
+                "eval.json",
+            ],
+        );
+        assert!(
+            eval.status.success(),
+            "{dataset}: {}",
+            String::from_utf8_lossy(&eval.stderr)
+        );
+    }
+}

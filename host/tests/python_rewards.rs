@@ -1,0 +1,248 @@
+//! Python reward functions written for TRL's GRPOTrainer run unchanged as crpo objectives,
+//! through the `python` plugin library (plugins/python-rewards) that `crpo-host --plugins`
+//! loads: exact scores, `None` as not applicable, errors naming the function and the file,
+//! and a training run whose metrics carry the objective under its own name.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Functions in the style of TRL's documentation, unchanged: conversational completions are
+/// `[{"role": "assistant", "content": …}]`, dataset columns arrive as keyword arguments.
+const REWARDS: &str = r#"import math
+import re
+
+
+def format_reward(completions, **kwargs):
+    """Reward function that checks if the completion has a specific format."""
+    pattern = r"^<think>.*?</think><answer>.*?</answer>$"
+    completion_contents = [completion[0]["content"] for completion in completions]
+    matches = [re.match(pattern, content) for content in completion_contents]
+    return [1.0 if match else 0.0 for match in matches]
+
+
+def accuracy_reward(completions, solution, **kwargs):
+    """1 when the boxed answer is the dataset's `solution` column."""
+    contents = [completion[0]["content"] for completion in completions]
+    rewards = []
+    for content, sol in zip(contents, solution):
+        match = re.search(r"\\boxed\{(.*?)\}", content)
+        rewards.append(1.0 if match and match.group(1) == sol else 0.0)
+    return rewards
+
+
+def gold_option_reward(prompts, completions, completion_ids, answer, **kwargs):
+    """Names the gold option's text: +0.5, else -0.5; None without a gold answer."""
+    assert completion_ids is None, "crpo-host score has no token ids"
+    assert prompts[0][-1]["role"] == "user", prompts
+    rewards = []
+    for completion, gold, options in zip(completions, answer, kwargs.get("options", [None] * len(answer))):
+        if gold is None:
+            rewards.append(None)
+        else:
+            rewards.append(0.5 if options[gold] in completion[0]["content"] else -0.5)
+    return rewards
+
+
+def broken_reward(completions, **kwargs):
+    scale = 0
+    return [math.sqrt(4) / scale for _ in completions]
+
+
+def wrong_length_reward(completions, **kwargs):
+    return [1.0] * (len(completions) + 1)
+
+
+def token_count_reward(prompts, completions, completion_ids, answer, options, **kwargs):
+    """Standard (text) format in training: strings, and the completions' token ids."""
+    assert isinstance(prompts[0], str) and isinstance(completions[0], str)
+    assert len(completion_ids) == len(completions), completion_ids
+    assert all(isinstance(t, int) for ids in completion_ids for t in ids)
+    assert isinstance(options[0], dict) and isinstance(answer[0], str)
+    return [float(len(ids)) for ids in completion_ids]
+"#;
+
+fn crpo_host(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_crpo-host"))
+        .args(args)
+        .env_remove("CRPO_PLUGIN_PATH")
+        .env_remove("VIRTUAL_ENV")
+        .output()
+        .expect("crpo-host runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `crpo-host score` with the one objective `python` calling `function` of `file`.
+fn score(plugins: &Path, input: &Path, file: &Path, function: &str) -> Result<Vec<Value>, String> {
+    let options = json!({"python": {"file": file, "function": function}}).to_string();
+    let output = crpo_host(&[
+        "--plugins",
+        plugins.to_str().unwrap(),
+        "score",
+        "--objectives",
+        "python",
+        "--options",
+        &options,
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    if !output.status.success() {
+        return Err(stderr(&output));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect())
+}
+
+fn line_of(source: &str, code: &str) -> usize {
+    1 + source.lines().position(|l| l.contains(code)).unwrap()
+}
+
+#[test]
+fn trl_reward_functions_score_unchanged_and_fail_naming_function_and_file() {
+    let plugins = support::python_plugin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rewards.py");
+    std::fs::write(&file, REWARDS).unwrap();
+    // Conversational examples (chat messages), as crpo's own example JSON.
+    let messages = json!({"messages": [
+        {"role": "system", "content": "Think in <think>, answer in <answer>."},
+        {"role": "user", "content": "Which analgesic is safest with warfarin?"},
+    ]});
+    let with_gold = json!({"id": "q1", "prompt": messages, "answer": "B",
+        "options": [{"key": "A", "text": "Ibuprofen"}, {"key": "B", "text": "Acetaminophen"}],
+        "metadata": {"solution": "B"}});
+    let without_gold = json!({"id": "q2", "prompt": messages, "metadata": {"solution": "C"}});
+    let records = [
+        json!({"example": with_gold, "completion": "<think>NSAIDs bleed.</think><answer>\\boxed{B} Acetaminophen</answer>"}),
+        json!({"example": with_gold, "completion": "<think>pain</think>\n<answer>\\boxed{A}</answer>"}),
+        json!({"example": without_gold, "completion": "<think>x</think><answer>\\boxed{C}</answer>"}),
+    ];
+    let input = dir.path().join("completions.jsonl");
+    let lines: Vec<String> = records.iter().map(Value::to_string).collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+
+    let scores = |function: &str| -> Vec<f64> {
+        let rows =
+            score(plugins.path(), &input, &file, function).unwrap_or_else(|e| panic!("{function}: {e}"));
+        rows.iter()
+            .map(|row| row["scores"]["python"]["score"].as_f64().unwrap())
+            .collect()
+    };
+    assert_eq!(scores("format_reward"), [1.0, 0.0, 1.0]);
+    assert_eq!(scores("accuracy_reward"), [1.0, 0.0, 1.0]);
+    let rows = score(plugins.path(), &input, &file, "gold_option_reward").unwrap();
+    let got: Vec<(f64, f64)> = rows
+        .iter()
+        .map(|row| {
+            let score = &row["scores"]["python"];
+            (
+                score["score"].as_f64().unwrap(),
+                score["diagnostics"]["not_applicable"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [(0.5, 0.0), (-0.5, 0.0), (0.0, 1.0)],
+        "None: 0 and not applicable"
+    );
+
+    let file_name = file.canonicalize().unwrap().display().to_string();
+    let raised = score(plugins.path(), &input, &file, "broken_reward").unwrap_err();
+    let line = line_of(REWARDS, "/ scale");
+    for part in [
+        "`broken_reward`".to_string(),
+        "ZeroDivisionError: float division by zero".to_string(),
+        format!("{file_name}:{line}"),
+    ] {
+        assert!(raised.contains(&part), "{part} missing from: {raised}");
+    }
+    let wrong = score(plugins.path(), &input, &file, "wrong_length_reward").unwrap_err();
+    assert!(
+        wrong.contains("`wrong_length_reward`")
+            && wrong.contains(&file_name)
+            && wrong.contains("returned 2 rewards for 1 completions"),
+        "{wrong}"
+    );
+    let missing = score(plugins.path(), &input, &file, "no_such_reward").unwrap_err();
+    assert!(
+        missing.contains("option `function`")
+            && missing.contains("no_such_reward")
+            && missing.contains(&file_name),
+        "{missing}"
+    );
+    let bad = dir.path().join("bad.py");
+    std::fs::write(
+        &bad,
+        "import re\n\ndef reward(completions, **kwargs:\n    return []\n",
+    )
+    .unwrap();
+    let syntax = score(plugins.path(), &input, &bad, "reward").unwrap_err();
+    let bad_name = bad.canonicalize().unwrap().display().to_string();
+    assert!(
+        syntax.contains("SyntaxError") && syntax.contains(&format!("{bad_name}:3")),
+        "{syntax}"
+    );
+    let absent = score(plugins.path(), &input, &dir.path().join("absent.py"), "reward").unwrap_err();
+    assert!(
+        absent.contains("option `file`") && absent.contains("absent.py"),
+        "{absent}"
+    );
+}
+
+#[test]
+fn a_python_objective_trains_under_its_own_name() {
+    let plugins = support::python_plugin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rewards.py"), REWARDS).unwrap();
+    crpo_plugins_policy::presets::write_tiny(&dir.path().join("model"), 0).unwrap();
+    let data = support::workspace_root().join("data/demo/train.jsonl");
+    let config = format!(
+        r#"
+[run]
+output_dir = "run"
+max_steps = 1
+plugin_dirs = ["{plugins}"]
+[model]
+path = "model"
+[data]
+path = "{data}"
+[[reward.objectives]]
+plugin = "python"
+name = "token_count"
+weight = 0.5
+options = {{ file = "{file}", function = "token_count_reward" }}
+[algorithm]
+num_generations = 2
+prompts_per_step = 2
+mini_batch_size = 4
+gradient_accumulation_steps = 1
+max_completion_length = 8
+"#,
+        plugins = plugins.path().display(),
+        data = data.display(),
+        file = dir.path().join("rewards.py").display(),
+    );
+    let path = dir.path().join("run.toml");
+    std::fs::write(&path, config).unwrap();
+    let output = crpo_host(&["train", "--config", path.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let metrics = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
+    let record: Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    let mean = record["objectives"]["token_count"]["mean"].as_f64();
+    assert!(
+        mean.is_some_and(|tokens| tokens > 0.0 && tokens <= 8.0),
+        "{record}"
+    );
+    assert_eq!(
+        record["diagnostics"]["token_count/not_applicable"], 0.0,
+        "{record}"
+    );
+}

@@ -1,0 +1,132 @@
+//! `exact_match`: accuracy for free-text answers (a diagnosis, a drug, a dose, a number).
+//!
+//! The completion's answer is its last `\boxed{…}`, else its last `<answer>…</answer>`
+//! (`crpo_sdk::rules::free_text_answer`). It scores 1 when it is the gold answer — numbers
+//! compared as numbers within `tolerance` (relative to the gold's size, at least 1), anything
+//! else as normalised text (case, spaces, quotes, final punctuation) — and 0 otherwise or
+//! without an answer. Its answer for evaluation is the gold text when it matches (so that
+//! `42.0` and `42` vote together and count as right), else the normalised answer.
+//! Gold `42`: `\boxed{42.0}` → 1, `\boxed{41}` → 0, `the answer is 42` → 0 (not stated).
+
+use crpo_sdk::rules::{free_text_answer, normalise_answer, same_answer};
+use crpo_sdk::{Example, PluginError, RewardFn, Score};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExactMatchOptions {
+    /// How far a number may be from the gold, relative to the gold's size (at least 1).
+    pub tolerance: f64,
+}
+
+impl Default for ExactMatchOptions {
+    fn default() -> Self {
+        ExactMatchOptions { tolerance: 1e-6 }
+    }
+}
+
+pub fn exact_match(
+    example: &Example,
+    completion: &str,
+    options: &ExactMatchOptions,
+) -> Result<Score, PluginError> {
+    if !(options.tolerance >= 0.0 && options.tolerance.is_finite()) {
+        return Err(PluginError::invalid_option(
+            "tolerance",
+            "must be a finite number ≥ 0",
+        ));
+    }
+    let gold = example
+        .answer
+        .as_deref()
+        .ok_or_else(|| PluginError::failed(format!("example `{}` has no gold answer", example.id)))?;
+    let Some(answer) = free_text_answer(completion) else {
+        return Ok(Score::new(0.0).with("answered", 0.0));
+    };
+    let right = same_answer(answer, gold, options.tolerance);
+    let voted = if right {
+        gold.to_string()
+    } else {
+        normalise_answer(answer)
+    };
+    Ok(Score::new(if right { 1.0 } else { 0.0 })
+        .with("answered", 1.0)
+        .with_answer(Some(voted)))
+}
+
+type ExactMatchFn = fn(&Example, &str, &ExactMatchOptions) -> Result<Score, PluginError>;
+
+pub static EXACT_MATCH: RewardFn<ExactMatchOptions, ExactMatchFn> = RewardFn::new(
+        "exact_match",
+        env!("CARGO_PKG_VERSION"),
+        "free-text accuracy: 1 if the last \\boxed{} (or <answer>) is the gold answer (numbers compared as numbers, text normalised), else 0",
+        exact_match,
+    );
+crpo_sdk::register_reward!(EXACT_MATCH);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crpo_sdk::testing::score_one;
+    use serde_json::json;
+
+    fn example(gold: &str) -> Example {
+        Example {
+            id: "q".into(),
+            answer: Some(gold.into()),
+            ..Example::default()
+        }
+    }
+
+    fn score(gold: &str, completion: &str) -> Score {
+        score_one(&EXACT_MATCH, &json!(null), &example(gold), completion).unwrap()
+    }
+
+    #[test]
+    fn numbers_and_text() {
+        assert_eq!(score("42", "<answer>\\boxed{42.0}</answer>").value, 1.0);
+        assert_eq!(
+            score("42", "\\boxed{42.0}").answer.as_deref(),
+            Some("42"),
+            "votes as the gold"
+        );
+        assert_eq!(score("42", "\\boxed{41}").value, 0.0);
+        assert_eq!(score("42", "the answer is 42").value, 0.0);
+        assert_eq!(score("42", "the answer is 42").answer, None);
+        assert_eq!(score("Warfarin", "<answer>warfarin.</answer>").value, 1.0);
+        assert_eq!(
+            score("Warfarin", "\\boxed{Heparin}").answer.as_deref(),
+            Some("heparin")
+        );
+    }
+
+    #[test]
+    fn tolerance_is_an_option() {
+        let loose = score_one(
+            &EXACT_MATCH,
+            &json!({"tolerance": 0.01}),
+            &example("100"),
+            "\\boxed{100.5}",
+        );
+        assert_eq!(loose.unwrap().value, 1.0);
+        let bad = score_one(
+            &EXACT_MATCH,
+            &json!({"tolerance": -1.0}),
+            &example("1"),
+            "\\boxed{1}",
+        );
+        assert!(matches!(bad, Err(PluginError::InvalidOption { ref option, .. }) if option == "tolerance"));
+        let unknown = score_one(&EXACT_MATCH, &json!({"tol": 1.0}), &example("1"), "\\boxed{1}");
+        assert!(matches!(unknown, Err(PluginError::InvalidOption { ref option, .. }) if option == "tol"));
+    }
+
+    #[test]
+    fn an_example_without_gold_is_an_error_naming_it() {
+        let none = Example {
+            id: "data.jsonl:7".into(),
+            ..Example::default()
+        };
+        let error = score_one(&EXACT_MATCH, &json!(null), &none, "\\boxed{1}").unwrap_err();
+        assert!(error.to_string().contains("data.jsonl:7"), "{error}");
+    }
+}

@@ -1,0 +1,236 @@
+//! `conversational`: TRL's conversational format — each record's prompt is a list of chat
+//! messages (`{"role", "content"}`), system turn included, asked as it is (the chat template
+//! applies; `data.prompt_template` does not).
+//!
+//! ```toml
+//! [data]
+//! dataset = "conversational"
+//! path = "train.jsonl"            # or .json, .parquet
+//! options = { answer = "solution" }
+//! ```
+//!
+//! - `messages` (default: the record's `messages`, else its `prompt`): the field holding the
+//!   message list. A final `assistant` turn is the reference completion (the supervised cold
+//!   start's target) and is not part of the prompt; the prompt needs a `user` turn.
+//! - `answer` (default `"answer"`): the gold answer, a string or a number (free text; compared
+//!   by `exact_match`), or an option key when the record has options. A record without the
+//!   field has no gold answer (objectives that need one fail naming the example).
+//! - `options` (default `"options"`, optional): an object of key → text or a list of texts
+//!   (keys A, B, …), for multiple-choice questions asked as messages.
+//! - `id` (optional): the field holding the record id (default: file:line).
+//!
+//! Roles are `system`, `user`, `assistant` (and `tool`); anything else is malformed, named by
+//! its position, e.g. `messages[1].role`.
+
+use crate::records::{letter, metadata_without, options_from_object, read_records};
+use crate::FieldError;
+use crpo_sdk::{
+    parse_options, AnswerOption, ChatMessage, DatasetPlugin, DatasetRead, DatasetSource, Example,
+    PluginError, PluginInfo, Prompt,
+};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Fields {
+    #[serde(default)]
+    pub messages: Option<String>,
+    #[serde(default = "default_answer")]
+    pub answer: String,
+    #[serde(default = "default_options")]
+    pub options: String,
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+fn default_answer() -> String {
+    "answer".into()
+}
+fn default_options() -> String {
+    "options".into()
+}
+
+impl Fields {
+    pub fn parse(&self, record: &Map<String, Value>, id: &str) -> Result<Example, FieldError> {
+        let field = match &self.messages {
+            Some(field) => field.as_str(),
+            None if record.contains_key("messages") => "messages",
+            None => "prompt",
+        };
+        let mut messages = chat_messages(record, field)?;
+        let reference_completion = match messages.last() {
+            Some(last) if last.role == "assistant" => messages.pop().map(|m| m.content),
+            _ => None,
+        };
+        if !messages.iter().any(|m| m.role == "user") {
+            return Err((field.to_string(), "no `user` turn to answer".into()));
+        }
+        let options = match record.get(&self.options) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Object(_)) => options_from_object(record, &self.options)?,
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, text)| match text {
+                    Value::String(text) => Ok(AnswerOption {
+                        key: letter(i),
+                        text: text.clone(),
+                    }),
+                    _ => Err((format!("{}[{i}]", self.options), "not a string".to_string())),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err((self.options.clone(), "not an object or a list of texts".into())),
+        };
+        let answer = match record.get(&self.answer) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(text)) => Some(text.clone()),
+            Some(Value::Number(number)) => Some(number.to_string()),
+            Some(_) => return Err((self.answer.clone(), "not a string or a number".into())),
+        };
+        if let Some(key) = answer.as_ref().filter(|_| !options.is_empty()) {
+            if !options.iter().any(|o| &o.key == key) {
+                return Err((
+                    self.answer.clone(),
+                    format!("`{key}` is not one of the option keys"),
+                ));
+            }
+        }
+        let id = match self.id.as_ref().and_then(|f| record.get(f)) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => id.to_string(),
+        };
+        let mut consumed = vec![field, self.answer.as_str(), self.options.as_str()];
+        consumed.extend(self.id.as_deref());
+        Ok(Example {
+            id,
+            prompt: Prompt::Messages(messages),
+            answer,
+            options,
+            reference_completion,
+            metadata: metadata_without(record, &consumed),
+        })
+    }
+}
+
+/// The record's message list, each turn checked.
+fn chat_messages(record: &Map<String, Value>, field: &str) -> Result<Vec<ChatMessage>, FieldError> {
+    let Some(Value::Array(turns)) = record.get(field) else {
+        return Err((field.into(), "missing or not a list of messages".into()));
+    };
+    if turns.is_empty() {
+        return Err((field.into(), "no messages".into()));
+    }
+    turns
+        .iter()
+        .enumerate()
+        .map(|(i, turn)| {
+            let at = |key: &str| format!("{field}[{i}].{key}");
+            let Value::Object(turn) = turn else {
+                return Err((
+                    format!("{field}[{i}]"),
+                    "not a {\"role\", \"content\"} object".into(),
+                ));
+            };
+            let role = match turn.get("role") {
+                Some(Value::String(role)) if ROLES.contains(&role.as_str()) => role.clone(),
+                Some(Value::String(role)) => {
+                    return Err((at("role"), format!("`{role}` is not one of {}", ROLES.join(", "))))
+                }
+                _ => return Err((at("role"), "missing or not a string".into())),
+            };
+            let content = match turn.get("content") {
+                Some(Value::String(content)) => content.clone(),
+                _ => return Err((at("content"), "missing or not a string".into())),
+            };
+            Ok(ChatMessage { role, content })
+        })
+        .collect()
+}
+
+pub struct ConversationalReader;
+
+impl DatasetPlugin for ConversationalReader {
+    fn info(&self) -> PluginInfo {
+        PluginInfo::new(
+            "conversational",
+            env!("CARGO_PKG_VERSION"),
+            "TRL's conversational format: a `messages` (or `prompt`) list per record, system turn kept; free-text or option answers",
+        )
+    }
+
+    fn read(&self, source: &DatasetSource) -> Result<DatasetRead, PluginError> {
+        let fields: Fields = parse_options(&source.options)?;
+        read_records(&source.path, |record, id| fields.parse(record, id))
+    }
+}
+
+pub static CONVERSATIONAL: ConversationalReader = ConversationalReader;
+crpo_sdk::register_dataset!(CONVERSATIONAL);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(record: Value, options: Value) -> Result<Example, FieldError> {
+        let fields: Fields = parse_options(&options).unwrap();
+        fields.parse(record.as_object().unwrap(), "f.jsonl:1")
+    }
+
+    #[test]
+    fn keeps_the_system_turn_and_takes_a_final_assistant_turn_as_the_reference() {
+        let record = json!({"messages": [
+            {"role": "system", "content": "You are a clinician."},
+            {"role": "user", "content": "Dose of X?"},
+            {"role": "assistant", "content": "\\boxed{5}"}],
+            "answer": 5, "source": "notes"});
+        let example = parse(record, json!(null)).unwrap();
+        let Prompt::Messages(messages) = &example.prompt else {
+            panic!("not messages")
+        };
+        assert_eq!(
+            messages.iter().map(|m| m.role.as_str()).collect::<Vec<_>>(),
+            ["system", "user"]
+        );
+        assert_eq!(example.reference_completion.as_deref(), Some("\\boxed{5}"));
+        assert_eq!(example.answer.as_deref(), Some("5"));
+        assert_eq!(example.metadata["source"], "notes");
+        assert!(!example.metadata.contains_key("messages"));
+    }
+
+    #[test]
+    fn reads_trls_prompt_field_and_a_named_answer_field() {
+        let record = json!({"prompt": [{"role": "user", "content": "Which?"}], "solution": "warfarin"});
+        let example = parse(record, json!({"answer": "solution"})).unwrap();
+        assert_eq!(example.prompt.question(), "Which?");
+        assert_eq!(example.answer.as_deref(), Some("warfarin"));
+        let mcq = json!({"messages": [{"role": "user", "content": "Which?"}], "options": ["a", "b"], "answer": "B"});
+        assert_eq!(parse(mcq, json!(null)).unwrap().option_text("B"), Some("b"));
+    }
+
+    #[test]
+    fn names_the_bad_turn() {
+        let bad = |record: Value| parse(record, json!(null)).unwrap_err().0;
+        assert_eq!(
+            bad(json!({"messages": [{"role": "doctor", "content": "x"}]})),
+            "messages[0].role"
+        );
+        assert_eq!(
+            bad(json!({"messages": [{"role": "user"}]})),
+            "messages[0].content"
+        );
+        assert_eq!(
+            bad(json!({"messages": [{"role": "system", "content": "x"}]})),
+            "messages"
+        );
+        assert_eq!(bad(json!({"messages": "hi"})), "messages");
+        assert_eq!(bad(json!({"question": "hi"})), "prompt");
+        let wrong_key =
+            json!({"messages": [{"role": "user", "content": "q"}], "options": ["a"], "answer": "C"});
+        assert_eq!(bad(wrong_key), "answer");
+    }
+}

@@ -1,0 +1,107 @@
+//! Free-text answers: where a completion states its answer, and when two answers are the same
+//! (normalised text, or numbers compared as numbers).
+
+use super::boxed::last_boxed;
+use super::text::{normalise, preprocess};
+
+/// The answer a completion states: its last `\boxed{…}`, else the body of its last
+/// `<answer>…</answer>`; `None` when it states neither.
+pub fn free_text_answer(completion: &str) -> Option<&str> {
+    if let Some(boxed) = last_boxed(completion) {
+        return Some(boxed);
+    }
+    let text = preprocess(completion);
+    let end = text.rfind("</answer>")?;
+    let start = text[..end].rfind("<answer>")? + "<answer>".len();
+    Some(&text[start..end])
+}
+
+/// An answer's text for comparison: lower case, whitespace runs as one space, without
+/// surrounding spaces, quotes, `$` signs or final punctuation, and without a `\text{…}` wrapper.
+pub fn normalise_answer(answer: &str) -> String {
+    let mut text = answer.trim();
+    if let Some(inner) = text.strip_prefix("\\text{").and_then(|t| t.strip_suffix('}')) {
+        text = inner;
+    }
+    let trimmed = text.trim_matches(|c: char| c.is_whitespace() || "$\"'`*".contains(c));
+    let trimmed = trimmed.trim_end_matches(['.', ',', ';', ':', '!', '?']);
+    normalise(trimmed.trim())
+}
+
+/// The number an answer states: `1,234.5`, `-3`, `2.5e3`, `45%` (45), `$12` (12) or a fraction
+/// `3/4`; `None` when it is not a number.
+pub fn parse_number(answer: &str) -> Option<f64> {
+    let text = normalise_answer(answer);
+    let text = text.trim_start_matches('$').trim_end_matches('%').trim();
+    if let Some((numerator, denominator)) = text.split_once('/') {
+        let (n, d) = (parse_plain(numerator.trim())?, parse_plain(denominator.trim())?);
+        return (d != 0.0).then_some(n / d);
+    }
+    parse_plain(text)
+}
+
+fn parse_plain(text: &str) -> Option<f64> {
+    // Thousands separators only between digit groups of three: "1,234" but not "1,2".
+    let groups: Vec<&str> = text.split(',').collect();
+    let grouped = groups.len() > 1
+        && groups[1..]
+            .iter()
+            .all(|g| g.len() >= 3 && g[..3].bytes().all(|b| b.is_ascii_digit()));
+    let plain = if grouped {
+        text.replace(',', "")
+    } else {
+        text.to_string()
+    };
+    let value: f64 = plain.parse().ok()?;
+    value.is_finite().then_some(value)
+}
+
+/// Whether a stated answer is the gold one: both numbers within `relative_tolerance` of the
+/// gold's size (at least 1), or the same normalised text.
+pub fn same_answer(answer: &str, gold: &str, relative_tolerance: f64) -> bool {
+    match (parse_number(answer), parse_number(gold)) {
+        (Some(a), Some(g)) => (a - g).abs() <= relative_tolerance * g.abs().max(1.0),
+        _ => normalise_answer(answer) == normalise_answer(gold),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stated_answer_is_the_last_box_or_answer_tag() {
+        assert_eq!(free_text_answer("so \\boxed{x} or \\boxed{42}"), Some("42"));
+        assert_eq!(
+            free_text_answer("<think>t</think><answer> Warfarin </answer>"),
+            Some(" Warfarin ")
+        );
+        assert_eq!(free_text_answer("it is 42"), None);
+    }
+
+    #[test]
+    fn numbers_compare_as_numbers() {
+        assert!(same_answer("42.0", "42", 1e-6));
+        assert!(same_answer("1,234", "1234", 1e-6));
+        assert!(same_answer("$12", "12", 1e-6));
+        assert!(same_answer("45%", "45", 1e-6));
+        assert!(same_answer("3/4", "0.75", 1e-6));
+        assert!(!same_answer("42.1", "42", 1e-6));
+        assert!(!same_answer("1,2", "12", 1e-6), "not a thousands separator");
+        assert_eq!(parse_number("1/0"), None);
+        assert_eq!(parse_number("inf"), None);
+    }
+
+    #[test]
+    fn text_compares_normalised() {
+        assert!(same_answer(
+            " Acute  Cholecystitis. ",
+            "acute cholecystitis",
+            1e-6
+        ));
+        assert!(same_answer("\\text{Yes}", "yes", 1e-6));
+        assert!(same_answer("\"warfarin\"", "Warfarin", 1e-6));
+        assert!(!same_answer("heparin", "warfarin", 1e-6));
+        assert!(!same_answer("", "warfarin", 1e-6));
+    }
+}

@@ -1,0 +1,81 @@
+//! A completion's reasoning (apart from its final answer), cut into clauses, and whether a
+//! clause names an answer option.
+
+use super::text::{is_named, normalise, preprocess};
+use crate::example::AnswerOption;
+use regex::Regex;
+use std::sync::LazyLock;
+
+static CLAUSE_END: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[.;!?\n]+(?:\s|$)|\n").unwrap());
+
+/// The reasoning: the `<dx>` or `<think>` body when the preprocessed completion has one, else
+/// everything before the last `\boxed` (or all of it).
+pub fn reasoning(completion: &str) -> &str {
+    let text = preprocess(completion);
+    for (open, close) in [("<dx>", "</dx>"), ("<think>", "</think>")] {
+        if let (Some(start), Some(end)) = (text.find(open), text.rfind(close)) {
+            if start + open.len() <= end {
+                return &text[start + open.len()..end];
+            }
+        }
+    }
+    match text.rfind("\\boxed") {
+        Some(end) => &text[..end],
+        None => text,
+    }
+}
+
+/// The reasoning's clauses (split at `.`, `;`, `!`, `?` followed by a space or the end, and
+/// at line breaks), normalised (lower case, single spaces), blank ones dropped.
+pub fn clauses(reasoning: &str) -> Vec<String> {
+    CLAUSE_END
+        .split(reasoning)
+        .map(normalise)
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+/// Whether a normalised clause names an option: its text as a whole word ([`is_named`]), or its
+/// key as `option b`, `choice b`, `answer b`, `(b)` or `b (`.
+pub fn names_option(clause: &str, option: &AnswerOption) -> bool {
+    if is_named(&option.text, clause) {
+        return true;
+    }
+    let key = regex::escape(&option.key.to_lowercase());
+    Regex::new(&format!(
+        r"\b(option|choice|answer)\s+{key}\b|\({key}\)|(^|[\s,;:]){key}\s*\("
+    ))
+    .map(|re| re.is_match(clause))
+    .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn option(key: &str, text: &str) -> AnswerOption {
+        AnswerOption {
+            key: key.into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn the_reasoning_is_the_dx_or_think_body_or_what_precedes_the_box() {
+        assert_eq!(reasoning("<dx>a</dx><conclusion>\\boxed{B}</conclusion>"), "a");
+        assert_eq!(reasoning("<think>t</think><answer>\\boxed{B}</answer>"), "t");
+        assert_eq!(reasoning("It fits B. So \\boxed{B}"), "It fits B. So ");
+        assert_eq!(reasoning("no answer at all"), "no answer at all");
+    }
+
+    #[test]
+    fn clauses_name_options_by_text_or_letter() {
+        let clauses = clauses("System 1: fever suggests Pneumonia; option C does not fit.\nB (heparin) fits");
+        assert_eq!(clauses.len(), 3);
+        assert!(names_option(&clauses[0], &option("A", "Pneumonia")));
+        assert!(names_option(&clauses[1], &option("C", "Asthma")));
+        assert!(names_option(&clauses[2], &option("B", "Heparin")));
+        assert!(!names_option("a 45-year-old man", &option("A", "Asthma")));
+    }
+}
