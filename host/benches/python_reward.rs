@@ -8,7 +8,7 @@
 mod support;
 
 use crpo_host::plugins::{ConfiguredObjective, ObjectiveSpec, PluginRegistry};
-use crpo_sdk::{AnswerOption, Example, Prompt, RewardObjective, Score, ScoreRequest};
+use crpo_sdk::{Example, RewardObjective, Score, ScoreRequest};
 use regex::Regex;
 use std::hint::black_box;
 use std::time::Instant;
@@ -44,26 +44,12 @@ impl RewardObjective for FormatCheck {
     }
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
+/// The benchmark's question, with dataset columns for the Python function's keywords.
 fn example() -> Example {
-    let mut metadata = serde_json::Map::new();
-    metadata.insert("answer".into(), "Acetaminophen".into());
-    metadata.insert("meta_info".into(), "step2&3".into());
-    Example {
-        id: "bench".into(),
-        prompt: Prompt::Text("A 70-year-old man with osteoarthritis takes warfarin and metformin. He is allergic to penicillin. Which analgesic is safest?".into()),
-        answer: Some("B".into()),
-        options: [("A", "Ibuprofen"), ("B", "Acetaminophen"), ("C", "Naproxen"), ("D", "Ketorolac"), ("E", "Aspirin")]
-            .into_iter()
-            .map(|(key, text)| AnswerOption { key: key.into(), text: text.into() })
-            .collect(),
-        metadata,
-        ..Example::default()
-    }
+    let mut example = support::analgesic_example();
+    example.metadata.insert("answer".into(), "Acetaminophen".into());
+    example.metadata.insert("meta_info".into(), "step2&3".into());
+    example
 }
 
 /// Nanoseconds per completion over COMPLETIONS completions in groups of GROUP.
@@ -137,10 +123,10 @@ fn main() {
         differences.push(python_ns - rust_ns);
     }
     let (rust_ns, python_ns, constant_ns, overhead_ns) = (
-        median(rust_runs),
-        median(python_runs),
-        median(constant_runs),
-        median(differences),
+        support::median(rust_runs),
+        support::median(python_runs),
+        support::median(constant_runs),
+        support::median(differences),
     );
     println!(
         "format reward, {COMPLETIONS} completions in groups of {GROUP} (with token ids), median of {ROUNDS} alternating rounds"

@@ -8,7 +8,7 @@ mod support;
 
 use crpo_host::plugins::isolation::{Execution, Isolation};
 use crpo_host::plugins::{ConfiguredObjective, ObjectiveSpec, PluginRegistry};
-use crpo_sdk::{AnswerOption, Example, Prompt, RewardObjective, RewardPlugin, ScoreRequest};
+use crpo_sdk::{RewardObjective, RewardPlugin, ScoreRequest};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -16,27 +16,9 @@ const GROUP: usize = 64;
 const GROUPS: usize = 2_000;
 const ROUNDS: usize = 7;
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn example() -> Example {
-    Example {
-        id: "bench".into(),
-        prompt: Prompt::Text("A 70-year-old man with osteoarthritis takes warfarin and metformin. He is allergic to penicillin. Which analgesic is safest?".into()),
-        answer: Some("B".into()),
-        options: [("A", "Ibuprofen"), ("B", "Acetaminophen"), ("C", "Naproxen"), ("D", "Ketorolac"), ("E", "Aspirin")]
-            .into_iter()
-            .map(|(key, text)| AnswerOption { key: key.into(), text: text.into() })
-            .collect(),
-        ..Example::default()
-    }
-}
-
 /// Nanoseconds per completion over GROUPS groups of GROUP completions.
 fn per_completion_ns(score: impl Fn(&ScoreRequest<'_>) -> usize) -> f64 {
-    let example = example();
+    let example = support::analgesic_example();
     let texts: Vec<String> = (0..GROUP)
         .map(|i| format!("<think>Step {i}: NSAIDs raise bleeding risk with warfarin.</think><answer>\\boxed{{{}}}</answer>", ["A", "B", "C"][i % 3]))
         .collect();
@@ -84,13 +66,16 @@ fn main() {
         dynamic_runs.push(dynamic_ns);
         differences.push(dynamic_ns - builtin_ns);
     }
-    let (builtin_ns, dynamic_ns, overhead_ns) =
-        (median(builtin_runs), median(dynamic_runs), median(differences));
+    let (builtin_ns, dynamic_ns, overhead_ns) = (
+        support::median(builtin_runs),
+        support::median(dynamic_runs),
+        support::median(differences),
+    );
     // The same objective in a worker process: the request and scores cross a pipe as JSON.
     let isolated_runs: Vec<f64> = (0..ROUNDS)
         .map(|_| per_completion_ns(|r| isolated.score_group(r).unwrap().len()))
         .collect();
-    let isolated_ns = median(isolated_runs);
+    let isolated_ns = support::median(isolated_runs);
     println!(
         "reward objective: contraindication_safety, groups of {GROUP} completions, {GROUPS} groups, median of {ROUNDS} alternating rounds"
     );

@@ -259,15 +259,11 @@ plugin = "exact_match"
 [[reward.objectives]]
 plugin = "consistency"
 [algorithm]
-num_generations = 2
-prompts_per_step = 2
-mini_batch_size = 4
-gradient_accumulation_steps = 1
-max_completion_length = 8
-[eval]
+{algorithm}[eval]
 limit = 3
 "#,
-            path = fixture(file).display()
+            path = fixture(file).display(),
+            algorithm = support::TINY_ALGORITHM
         );
         std::fs::write(d.join("run.toml"), config).unwrap();
         let output = crpo_host(d, &["train", "--config", "run.toml"]);

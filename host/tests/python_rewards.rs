@@ -220,13 +220,9 @@ name = "token_count"
 weight = 0.5
 options = {{ file = "{file}", function = "token_count_reward" }}
 [algorithm]
-num_generations = 2
-prompts_per_step = 2
-mini_batch_size = 4
-gradient_accumulation_steps = 1
-max_completion_length = 8
-"#,
+{algorithm}"#,
         plugins = plugins.path().display(),
+        algorithm = support::TINY_ALGORITHM,
         data = data.display(),
         file = dir.path().join("rewards.py").display(),
     );

@@ -165,3 +165,32 @@ pub fn bigram_model_dir() -> tempfile::TempDir {
     .unwrap();
     model
 }
+
+/// The middle of a benchmark's rounds.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The reward benchmarks' question: an analgesic for a patient on warfarin, options A–E.
+pub fn analgesic_example() -> crpo_sdk::Example {
+    crpo_sdk::Example {
+        id: "bench".into(),
+        prompt: crpo_sdk::Prompt::Text("A 70-year-old man with osteoarthritis takes warfarin and metformin. He is allergic to penicillin. Which analgesic is safest?".into()),
+        answer: Some("B".into()),
+        options: [("A", "Ibuprofen"), ("B", "Acetaminophen"), ("C", "Naproxen"), ("D", "Ketorolac"), ("E", "Aspirin")]
+            .into_iter()
+            .map(|(key, text)| crpo_sdk::AnswerOption { key: key.into(), text: text.into() })
+            .collect(),
+        ..crpo_sdk::Example::default()
+    }
+}
+
+/// The small algorithm settings of the end-to-end tests: 2 prompts × 2 completions of 8
+/// tokens, one update a step.
+pub const TINY_ALGORITHM: &str = "num_generations = 2
+prompts_per_step = 2
+mini_batch_size = 4
+gradient_accumulation_steps = 1
+max_completion_length = 8
+";
