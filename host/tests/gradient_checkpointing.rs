@@ -85,6 +85,40 @@ fn checkpointed_passes_give_the_plain_gradients_built_in_and_loaded() {
     }
 }
 
+/// LoRA: the embeddings are frozen, so no layer's input requires grad; the adapters still get
+/// the plain pass's gradients (the bench's LoRA + checkpointing step once failed here).
+#[test]
+fn lora_adapters_get_the_plain_gradients_under_checkpointing() {
+    let model = tempfile::tempdir().unwrap();
+    crpo_plugins_policy::presets::write_tiny(model.path(), 2).unwrap();
+    let options = serde_json::json!({"lora": {"r": 4, "lora_alpha": 8.0, "target_modules": "all-linear"}});
+    let policy = Policy::load_with(
+        &PluginRegistry::builtin_only(),
+        "qwen2",
+        model.path(),
+        Device::Cpu,
+        Kind::Float,
+        &options,
+    )
+    .unwrap();
+    // B starts at zero (PEFT's initialisation): give it values so that A's gradients are not.
+    tch::manual_seed(7);
+    tch::no_grad(|| {
+        for (name, parameter) in policy.parameters() {
+            if name.contains("lora_B") {
+                let _ = parameter
+                    .shallow_clone()
+                    .copy_(&(Tensor::randn_like(&parameter) * 0.5));
+            }
+        }
+    });
+    let plain = gradients(&policy);
+    policy
+        .set_gradient_checkpointing("algorithm.gradient_checkpointing", true)
+        .unwrap();
+    assert_same_gradients(&plain, &gradients(&policy));
+}
+
 #[test]
 fn a_policy_library_built_before_the_option_refuses_it() {
     let libraries = plugin_dir(&["legacy_policy"]);

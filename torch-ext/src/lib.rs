@@ -62,12 +62,24 @@ pub fn checkpoint(
     if !grad_enabled() {
         return body(inputs.iter().map(|t| t.shallow_clone()).collect());
     }
+    // A reentrant checkpoint has a backward only when an input requires grad. Under frozen
+    // embeddings (LoRA) none does, yet the body's weights do: an input that does not require
+    // grad is re-marked as one that does (a detached alias: nothing upstream changes), as
+    // transformers' enable_input_require_grads does for PEFT.
+    let anchor = (!inputs.iter().any(|t| t.requires_grad()))
+        .then(|| inputs.iter().position(|t| t.is_floating_point()))
+        .flatten();
     let body: Box<Body> = Box::new(Box::new(body));
     let body = Box::into_raw(body) as *mut c_void;
     let mut owned: Vec<*mut C_tensor> = inputs
         .iter()
-        .map(|t| {
-            let mut clone = t.shallow_clone();
+        .enumerate()
+        .map(|(i, t)| {
+            let mut clone = if Some(i) == anchor {
+                t.detach().set_requires_grad(true)
+            } else {
+                t.shallow_clone()
+            };
             let pointer = clone.as_mut_ptr();
             std::mem::forget(clone);
             pointer
@@ -274,6 +286,28 @@ mod tests {
         let close = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]) < 1e-12;
         assert!(close(&weight.grad(), &weight_grad), "weight gradients differ");
         assert!(close(&x.grad(), &x_grad), "input gradients differ");
+    }
+
+    /// LoRA's case: the input (a frozen embedding's output) does not require grad, the
+    /// body's weights do; their gradients still come back, equal to a plain pass's.
+    #[test]
+    fn weights_get_gradients_when_no_input_requires_grad() {
+        tch::manual_seed(1);
+        let weight = Tensor::randn([4, 4], (Kind::Double, Device::Cpu)).set_requires_grad(true);
+        let x = Tensor::randn([3, 4], (Kind::Double, Device::Cpu));
+        layer(&weight)(vec![x.shallow_clone()]).unwrap()[0]
+            .sin()
+            .sum(Kind::Double)
+            .backward();
+        let plain = weight.grad().copy();
+        let _ = weight.grad().zero_();
+        let out = checkpoint(&[&x], layer(&weight)).unwrap().remove(0);
+        assert!(
+            out.requires_grad() && !x.requires_grad(),
+            "the caller's input is left as it was"
+        );
+        out.sin().sum(Kind::Double).backward();
+        assert!((weight.grad() - plain).abs().max().double_value(&[]) < 1e-12);
     }
 
     #[test]

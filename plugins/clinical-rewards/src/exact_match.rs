@@ -10,13 +10,26 @@
 
 use crpo_sdk::rules::{free_text_answer, normalise_answer, same_answer};
 use crpo_sdk::{Example, PluginError, RewardFn, Score};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExactMatchOptions {
     /// How far a number may be from the gold, relative to the gold's size (at least 1).
+    #[serde(deserialize_with = "non_negative")]
     pub tolerance: f64,
+}
+
+/// Refused when the run starts (the error names `tolerance`), not at the first score.
+fn non_negative<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    let value = f64::deserialize(deserializer)?;
+    if value >= 0.0 && value.is_finite() {
+        Ok(value)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{value}: must be a finite number ≥ 0"
+        )))
+    }
 }
 
 impl Default for ExactMatchOptions {
@@ -30,12 +43,6 @@ pub fn exact_match(
     completion: &str,
     options: &ExactMatchOptions,
 ) -> Result<Score, PluginError> {
-    if !(options.tolerance >= 0.0 && options.tolerance.is_finite()) {
-        return Err(PluginError::invalid_option(
-            "tolerance",
-            "must be a finite number ≥ 0",
-        ));
-    }
     let gold = example
         .answer
         .as_deref()
@@ -68,6 +75,7 @@ crpo_sdk::register_reward!(EXACT_MATCH);
 mod tests {
     use super::*;
     use crpo_sdk::testing::score_one;
+    use crpo_sdk::RewardPlugin;
     use serde_json::json;
 
     fn example(gold: &str) -> Example {
@@ -109,13 +117,9 @@ mod tests {
             "\\boxed{100.5}",
         );
         assert_eq!(loose.unwrap().value, 1.0);
-        let bad = score_one(
-            &EXACT_MATCH,
-            &json!({"tolerance": -1.0}),
-            &example("1"),
-            "\\boxed{1}",
-        );
-        assert!(matches!(bad, Err(PluginError::InvalidOption { ref option, .. }) if option == "tolerance"));
+        // Refused when the objective is made, before any scoring.
+        let bad = EXACT_MATCH.create(&json!({"tolerance": -1.0})).err().unwrap();
+        assert!(matches!(bad, PluginError::InvalidOption { ref option, .. } if option == "tolerance"));
         let unknown = score_one(&EXACT_MATCH, &json!({"tol": 1.0}), &example("1"), "\\boxed{1}");
         assert!(matches!(unknown, Err(PluginError::InvalidOption { ref option, .. }) if option == "tol"));
     }
