@@ -106,7 +106,7 @@ fn lora_adapters_get_the_plain_gradients_under_checkpointing() {
     tch::no_grad(|| {
         for (name, parameter) in policy.parameters() {
             if name.contains("lora_B") {
-                let _ = parameter
+                parameter
                     .shallow_clone()
                     .copy_(&(Tensor::randn_like(&parameter) * 0.5));
             }
