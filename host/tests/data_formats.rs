@@ -183,6 +183,24 @@ fn data_check_lists_every_malformed_record_and_renders_prompts_with_the_config()
         "{table}"
     );
     assert!(String::from_utf8_lossy(&text.stderr).contains("2 malformed records"));
+    let not_an_object = crpo_host(
+        d,
+        &[
+            "data",
+            "check",
+            "--dataset",
+            "jsonl",
+            "--path",
+            "train.jsonl",
+            "--options",
+            "[1]",
+        ],
+    );
+    let said = String::from_utf8_lossy(&not_an_object.stderr);
+    assert!(
+        !not_an_object.status.success() && said.contains("--options must be a JSON object"),
+        "{said}"
+    );
 
     // With a config: the model's chat template, the preset's system prompt, token lengths.
     crpo_plugins_policy::presets::write_tiny(&d.join("model"), 0).unwrap();

@@ -147,7 +147,12 @@ pub fn check(dirs: &[PathBuf], args: &CheckArgs) -> anyhow::Result<Vec<FileRepor
                 bail!("data check needs --config run.toml, or --dataset NAME --path FILE");
             };
             let options = match &args.options {
-                Some(json) => serde_json::from_str(json).context("--options is not a JSON object")?,
+                Some(json) => match serde_json::from_str(json) {
+                    Ok(object @ serde_json::Value::Object(_)) => object,
+                    _ => bail!(
+                        "--options must be a JSON object of the reader's options, e.g. '{{\"cop_base\": 0}}'"
+                    ),
+                },
                 None => serde_json::Value::Null,
             };
             let tokenizer = args.model.as_deref().map(tokenizer_of).transpose()?;
