@@ -22,11 +22,11 @@
 //! Roles are `system`, `user`, `assistant` (and `tool`); anything else is malformed, named by
 //! its position, e.g. `messages[1].role`.
 
-use crate::records::{letter, metadata_without, options_from_object, read_records};
+use crate::records::{metadata_without, optional_options, read_records, record_id};
 use crate::FieldError;
 use crpo_sdk::{
-    parse_options, AnswerOption, ChatMessage, DatasetPlugin, DatasetRead, DatasetSource, Example,
-    PluginError, PluginInfo, Prompt,
+    parse_options, ChatMessage, DatasetPlugin, DatasetRead, DatasetSource, Example, PluginError, PluginInfo,
+    Prompt,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -68,22 +68,7 @@ impl Fields {
         if !messages.iter().any(|m| m.role == "user") {
             return Err((field.to_string(), "no `user` turn to answer".into()));
         }
-        let options = match record.get(&self.options) {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Object(_)) => options_from_object(record, &self.options)?,
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, text)| match text {
-                    Value::String(text) => Ok(AnswerOption {
-                        key: letter(i),
-                        text: text.clone(),
-                    }),
-                    _ => Err((format!("{}[{i}]", self.options), "not a string".to_string())),
-                })
-                .collect::<Result<_, _>>()?,
-            Some(_) => return Err((self.options.clone(), "not an object or a list of texts".into())),
-        };
+        let options = optional_options(record, &self.options)?;
         let answer = match record.get(&self.answer) {
             None | Some(Value::Null) => None,
             Some(Value::String(text)) => Some(text.clone()),
@@ -98,11 +83,7 @@ impl Fields {
                 ));
             }
         }
-        let id = match self.id.as_ref().and_then(|f| record.get(f)) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => id.to_string(),
-        };
+        let id = record_id(record, self.id.as_deref(), id);
         let mut consumed = vec![field, self.answer.as_str(), self.options.as_str()];
         consumed.extend(self.id.as_deref());
         Ok(Example {

@@ -16,7 +16,7 @@
 //! - `id`, `reference_completion` (optional): fields holding the record id and a reference
 //!   completion for the supervised cold start.
 
-use crate::records::{letter, metadata_without, options_from_object, read_records, string_field};
+use crate::records::{metadata_without, optional_options, read_records, record_id, string_field};
 use crate::FieldError;
 use crpo_sdk::{
     parse_options, AnswerOption, DatasetPlugin, DatasetRead, DatasetSource, Example, PluginError, PluginInfo,
@@ -65,38 +65,9 @@ fn default_answer() -> String {
 impl FieldMapping {
     pub fn parse(&self, record: &Map<String, Value>, id: &str) -> Result<Example, FieldError> {
         let question = string_field(record, &self.question)?;
-        let options: Vec<AnswerOption> = match record.get(&self.options) {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Object(_)) => options_from_object(record, &self.options)?,
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, text)| {
-                    text.as_str()
-                        .map(|t| AnswerOption {
-                            key: letter(i),
-                            text: t.to_string(),
-                        })
-                        .ok_or_else(|| (format!("{}[{i}]", self.options), "not a string".to_string()))
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            Some(_) => {
-                return Err((
-                    self.options.clone(),
-                    "not an object or a list of option texts".into(),
-                ))
-            }
-        };
+        let options = optional_options(record, &self.options)?;
         let answer = self.answer(record, &options)?;
-        let id = self
-            .id
-            .as_ref()
-            .and_then(|field| match record.get(field) {
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(Value::Number(n)) => Some(n.to_string()),
-                _ => None,
-            })
-            .unwrap_or_else(|| id.to_string());
+        let id = record_id(record, self.id.as_deref(), id);
         let reference_completion = match &self.reference_completion {
             Some(field) => Some(string_field(record, field)?.to_string()),
             None => None,

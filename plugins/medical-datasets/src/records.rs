@@ -171,6 +171,37 @@ pub fn options_from_object(
     Ok(options)
 }
 
+/// The options of a record's optional `field`: none when it is absent or null, an object of
+/// key → text ([`options_from_object`]), or a list of texts keyed A, B, C, … in order.
+pub fn optional_options(record: &Map<String, Value>, field: &str) -> Result<Vec<AnswerOption>, FieldError> {
+    match record.get(field) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Object(_)) => options_from_object(record, field),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, text)| match text {
+                Value::String(text) => Ok(AnswerOption {
+                    key: letter(i),
+                    text: text.clone(),
+                }),
+                _ => Err((format!("{field}[{i}]"), "not a string".to_string())),
+            })
+            .collect(),
+        Some(_) => Err((field.into(), "not an object or a list of option texts".into())),
+    }
+}
+
+/// The record's id from its `field` (a string or a number) when one is named and present,
+/// else `fallback` (the record's file:line).
+pub fn record_id(record: &Map<String, Value>, field: Option<&str>, fallback: &str) -> String {
+    match field.and_then(|f| record.get(f)) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => fallback.to_string(),
+    }
+}
+
 /// The record without the fields a parser consumed: the example's metadata.
 pub fn metadata_without(record: &Map<String, Value>, consumed: &[&str]) -> Map<String, Value> {
     let mut metadata = record.clone();
