@@ -63,6 +63,23 @@ if [ "${CRPO_WITH_TRL:-0}" = "1" ] &&
   "$venv/bin/python" -m pip install --quiet "trl==1.16.0"
 fi
 
+# Distributed training (torch-ext's c10d shim) compiles against libtorch's c10d headers, which
+# include gloo's (Debian's libgloo-dev; libtorch itself carries gloo's code) and, on a CUDA
+# torch, NCCL's (the nvidia-nccl wheel) and CCCL's (nvidia-cuda-cccl, the CUDA runtime's
+# version): headers only, nothing new is linked.
+if [ ! -e /usr/include/gloo/config.h ] && [ ! -e /usr/local/include/gloo/config.h ]; then
+  echo "setup: installing libgloo-dev (apt) for distributed training on CPU"
+  sudo_if_needed=""
+  [ "$(id -u)" = "0" ] || sudo_if_needed="sudo"
+  $sudo_if_needed apt-get install -y --no-install-recommends libgloo-dev >/dev/null ||
+    { $sudo_if_needed apt-get update >/dev/null && $sudo_if_needed apt-get install -y --no-install-recommends libgloo-dev >/dev/null; }
+fi
+cuda_runtime="$("$venv/bin/python" -m pip show nvidia-cuda-runtime 2>/dev/null | sed -n 's/^Version: \([0-9]*\.[0-9]*\).*/\1/p')"
+if [ -n "$cuda_runtime" ] && ! "$venv/bin/python" -m pip show nvidia-cuda-cccl >/dev/null 2>&1; then
+  echo "setup: installing nvidia-cuda-cccl==$cuda_runtime.* into $venv (headers for NCCL's process group)"
+  "$venv/bin/python" -m pip install --quiet "nvidia-cuda-cccl==$cuda_runtime.*"
+fi
+
 # The committed .cargo/config.toml sets LIBTORCH to the repo-relative `.torch`, so this link
 # is all tch needs, wherever CRPO_TORCH_VENV put the venv.
 torch_dir="$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
