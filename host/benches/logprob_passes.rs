@@ -97,7 +97,17 @@ fn main() {
     let mut optimizer = AdamW::new(policy.parameters(), settings);
     let mut run = |config: &AlgorithmConfig| {
         let started = Instant::now();
-        update_policy(&policy, Reference::None, &mut optimizer, &batch, config, 1, 10).unwrap();
+        update_policy(
+            &policy,
+            Reference::None,
+            &mut optimizer,
+            &batch,
+            config,
+            1,
+            10,
+            None,
+        )
+        .unwrap();
         started.elapsed().as_secs_f64()
     };
     let (padded, by_length) = (config(false), config(true));

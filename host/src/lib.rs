@@ -8,6 +8,7 @@ pub mod attention_backend;
 pub mod commands;
 pub mod demo_task;
 pub mod device;
+pub mod distributed;
 pub mod error_report;
 pub mod interrupt;
 pub mod memory;

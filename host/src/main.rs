@@ -70,9 +70,12 @@ fn main() -> ExitCode {
     crpo_host::memory::configure_for_training();
     tracing_subscriber::fmt()
         // Step summaries are info; RUST_LOG overrides (e.g. RUST_LOG=warn for quiet runs).
+        // In a distributed run rank 0 speaks for all; the other ranks only warn.
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                let other_rank = std::env::var("RANK").is_ok_and(|rank| rank.trim() != "0");
+                tracing_subscriber::EnvFilter::new(if other_rank { "warn" } else { "info" })
+            }),
         )
         // Log lines go around the progress bars, never over them.
         .with_writer(crpo_host::train::progress::log_writer)

@@ -54,6 +54,7 @@ fn weights_after(dir: &Path, algorithm: &AlgorithmConfig) -> Vec<Tensor> {
         algorithm,
         1,
         10,
+        None,
     )
     .unwrap();
     assert!(!stats.nonfinite && stats.updates > 0);

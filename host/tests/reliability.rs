@@ -566,6 +566,7 @@ fn a_non_finite_loss_skips_the_update_leaving_weights_and_optimizer_untouched() 
         &algorithm,
         1,
         10,
+        None,
     )
     .unwrap();
     assert!(skipped.nonfinite && skipped.updates == 0);
@@ -582,6 +583,7 @@ fn a_non_finite_loss_skips_the_update_leaving_weights_and_optimizer_untouched() 
         &algorithm,
         2,
         10,
+        None,
     )
     .unwrap();
     assert!(!taken.nonfinite && taken.updates == 1 && optimizer.steps == 1);
@@ -724,6 +726,7 @@ fn mask_truncated_completions_leaves_cut_completions_out_of_the_loss() {
             &algorithm,
             1,
             10,
+            None,
         )
         .unwrap()
         .grad_norm

@@ -92,7 +92,10 @@ int crpo_c10d_new(const char* host, uint16_t port, const char* bind_host, int ra
         if (backend == 0) {
 #ifdef CRPO_C10D_GLOO
           auto gloo = c10d::ProcessGroupGloo::Options::create(timeout);
-          gloo->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(std::string(bind_host)));
+          const std::string bind(bind_host);
+          // No address given: libtorch's default (this host's name, else loopback), as torchrun.
+          gloo->devices.push_back(bind.empty() ? c10d::ProcessGroupGloo::createDefaultDevice()
+                                               : c10d::ProcessGroupGloo::createDeviceForHostname(bind));
           gloo->threads = 1;
           group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world_size, gloo);
 #else
@@ -188,6 +191,17 @@ int crpo_c10d_store_set(void* handle, const char* key, const uint8_t* value, siz
                  error_len);
 #else
   (void)handle; (void)key; (void)value; (void)len; (void)error; (void)error_len;
+  return 1;
+#endif
+}
+
+// Bounds the store's own calls (a get from a stalled store host) from now on.
+int crpo_c10d_store_timeout(void* handle, int64_t timeout_ms, char* error, size_t error_len) {
+#if defined(CRPO_C10D_GLOO) || defined(CRPO_C10D_NCCL)
+  auto* group = static_cast<Group*>(handle);
+  return guarded([&] { group->store->setTimeout(std::chrono::milliseconds(timeout_ms)); }, error, error_len);
+#else
+  (void)handle; (void)timeout_ms; (void)error; (void)error_len;
   return 1;
 #endif
 }

@@ -48,6 +48,12 @@ extern "C" {
         error: *mut c_char,
         error_len: usize,
     ) -> c_int;
+    fn crpo_c10d_store_timeout(
+        group: *mut c_void,
+        timeout_ms: i64,
+        error: *mut c_char,
+        error_len: usize,
+    ) -> c_int;
     fn crpo_c10d_store_get(
         group: *mut c_void,
         key: *const c_char,
@@ -95,7 +101,7 @@ pub struct Rendezvous {
     pub host: String,
     /// The store's port (MASTER_PORT).
     pub port: u16,
-    /// The address this rank's Gloo transport binds to.
+    /// The address this rank's Gloo transport binds to; empty: this host's name (else loopback).
     pub bind_host: String,
     pub rank: usize,
     pub world_size: usize,
@@ -113,8 +119,10 @@ pub struct ProcessGroup {
     pub timeout: Duration,
 }
 
-// SAFETY: the c10d objects are thread-safe; the handle is only freed on drop.
+// SAFETY: the handle is only freed on drop; libtorch's TCPStore serialises its calls and
+// its process groups queue collectives under their own locks, as Python's threads use them.
 unsafe impl Send for ProcessGroup {}
+unsafe impl Sync for ProcessGroup {}
 
 /// The largest bucket an all-reduce sends at once (DDP's default bucket is 25 MiB).
 pub const BUCKET_BYTES: usize = 25 << 20;
@@ -194,6 +202,7 @@ impl ProcessGroup {
     /// Sums each tensor in place across the ranks. Tensors are sent in buckets of at most
     /// [`BUCKET_BYTES`], each flattened into one contiguous buffer of its dtype.
     pub fn all_reduce_sum(&self, tensors: &[&Tensor]) -> Result<(), String> {
+        let _guard = tch::no_grad_guard();
         for bucket in buckets(tensors) {
             let flat = Tensor::cat(&bucket.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0);
             self.all_reduce_in_place(&[&flat])?;
@@ -215,6 +224,7 @@ impl ProcessGroup {
 
     /// Copies rank `root`'s tensors into every rank's (same shapes and dtypes on each).
     pub fn broadcast(&self, tensors: &[&Tensor], root: usize) -> Result<(), String> {
+        let _guard = tch::no_grad_guard();
         for bucket in buckets(tensors) {
             let flat = Tensor::cat(&bucket.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0);
             let mut pointers = [flat.as_ptr() as *mut C_tensor];
@@ -271,6 +281,14 @@ impl ProcessGroup {
         checked("store set", |error, len| {
             // SAFETY: key and value outlive the call.
             unsafe { crpo_c10d_store_set(self.handle, key.as_ptr(), value.as_ptr(), value.len(), error, len) }
+        })
+    }
+
+    /// Bounds the store's own calls from now on (the rendezvous used the group's timeout).
+    pub fn set_store_timeout(&self, timeout: Duration) -> Result<(), String> {
+        checked("store timeout", |error, len| {
+            // SAFETY: the handle is live.
+            unsafe { crpo_c10d_store_timeout(self.handle, timeout.as_millis() as i64, error, len) }
         })
     }
 

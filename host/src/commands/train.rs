@@ -1,12 +1,16 @@
 //! `crpo-host train` and `sft`.
 
+use crate::distributed::{self, LaunchEnv, World};
 use crate::interrupt::Interrupt;
 use crate::plugins::trust::Trust;
 use crate::plugins::PluginRegistry;
 use crate::train::config::RunConfig;
 use crate::train::resume::StartMode;
 use crate::train::{metrics, sft, trainer};
+use anyhow::bail;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -23,6 +27,10 @@ pub struct RunArgs {
     /// Write the run here instead of the config's `run.output_dir` (`sft.output_dir` for sft).
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
+    /// train: start N local worker processes, ranks 0..N of one data-parallel run on this
+    /// machine (as `torchrun --nproc-per-node N` would; see docs/distributed.md).
+    #[arg(long, value_name = "N")]
+    pub nproc: Option<usize>,
 }
 
 impl RunArgs {
@@ -48,13 +56,21 @@ pub fn load(dirs: &[PathBuf], config: &Path) -> anyhow::Result<(RunConfig, Plugi
 }
 
 pub fn train(dirs: &[PathBuf], args: &RunArgs) -> anyhow::Result<()> {
+    if let Some(nproc) = args.nproc {
+        return start_local_workers(nproc, args);
+    }
     let (mut config, registry) = load(dirs, &args.config)?;
     if let Some(dir) = &args.output_dir {
         config.run.output_dir = dir.clone();
     }
-    let summary = trainer::Trainer::new(&registry, config, args.start_mode())?
+    let world = join_world(&mut config)?;
+    let is_main = world.as_ref().is_none_or(World::is_main);
+    let summary = trainer::Trainer::new_on(&registry, config, args.start_mode(), world)?
         .interruptible(Interrupt::install()?)
         .run()?;
+    if !is_main {
+        return Ok(());
+    }
     println!(
         "trained {} steps; run directory {}",
         summary.steps,
@@ -75,6 +91,9 @@ pub fn train(dirs: &[PathBuf], args: &RunArgs) -> anyhow::Result<()> {
 }
 
 pub fn sft(dirs: &[PathBuf], args: &RunArgs) -> anyhow::Result<()> {
+    if args.nproc.is_some() || LaunchEnv::from_env()?.is_some_and(|env| env.world_size > 1) {
+        bail!("sft runs in one process: --nproc and a distributed launch (WORLD_SIZE > 1) are for train");
+    }
     let (mut config, registry) = load(dirs, &args.config)?;
     if let Some(dir) = &args.output_dir {
         config.sft.output_dir = Some(dir.clone());
@@ -90,4 +109,42 @@ pub fn sft(dirs: &[PathBuf], args: &RunArgs) -> anyhow::Result<()> {
     );
     println!("  checkpoints and metrics: {}", summary.run_dir.display());
     Ok(())
+}
+
+/// Joins the distributed run the environment describes, if any. On CUDA each rank takes the
+/// GPU of its LOCAL_RANK.
+fn join_world(config: &mut RunConfig) -> anyhow::Result<Option<World>> {
+    let Some(env) = LaunchEnv::from_env()? else {
+        return Ok(None);
+    };
+    let mut device = crate::device::parse_device(&config.model.device)
+        .map_err(|e| anyhow::anyhow!("model.device: {e}"))?;
+    if device.is_cuda() {
+        device = tch::Device::Cuda(env.local_rank);
+        config.model.device = format!("cuda:{}", env.local_rank);
+        crate::device::parse_device(&config.model.device)
+            .map_err(|e| anyhow::anyhow!("LOCAL_RANK={}: {e}", env.local_rank))?;
+    }
+    distributed::join_from_env(device, Duration::from_secs(config.run.ddp_timeout))
+}
+
+/// `train --nproc N`: this command line again, without `--nproc`, as N local ranks.
+fn start_local_workers(nproc: usize, args: &RunArgs) -> anyhow::Result<()> {
+    if nproc == 0 {
+        bail!("--nproc must be at least 1");
+    }
+    let config = RunConfig::load(&args.config)?;
+    let mut worker_args: Vec<OsString> = Vec::new();
+    let mut given = std::env::args_os().skip(1);
+    while let Some(arg) = given.next() {
+        if arg == "--nproc" {
+            given.next();
+        } else if !arg.to_string_lossy().starts_with("--nproc=") {
+            worker_args.push(arg);
+        }
+    }
+    // A failed worker's peers stop on their own within the timeout (naming it); past that
+    // (and a margin for their message) they are killed.
+    let grace = Duration::from_secs(config.run.ddp_timeout) + Duration::from_secs(10);
+    distributed::launch::run_local_workers(nproc, &worker_args, grace)
 }

@@ -34,6 +34,13 @@ pub struct TrainerState {
     /// Steps whose update was skipped as non-finite so far.
     #[serde(default)]
     pub nonfinite_steps: usize,
+    /// Processes the run was trained across (1: one); a resume must use as many.
+    #[serde(default = "one_process")]
+    pub world_size: usize,
+}
+
+fn one_process() -> usize {
+    1
 }
 
 pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
@@ -178,6 +185,7 @@ mod tests {
 
     fn state(step: usize) -> TrainerState {
         TrainerState {
+            world_size: 1,
             step,
             optimizer_updates: step as i64,
             cursor: DataCursor::default(),

@@ -71,6 +71,10 @@ pub struct RunSection {
     /// Refuse to start a run whose memory plan (train/memory_plan.rs) is above the device's
     /// free memory.
     pub memory_check: bool,
+    /// Distributed runs: seconds any collective (and the start-up rendezvous) may wait for
+    /// the other ranks before the run stops naming the rank that is dead or behind
+    /// (TrainingArguments' `ddp_timeout`; the same default, 30 minutes).
+    pub ddp_timeout: u64,
 }
 
 /// A decoding for evaluations during training.
@@ -131,6 +135,7 @@ impl Default for RunSection {
             allow_insecure_plugins: false,
             max_nonfinite_steps: 3,
             memory_check: true,
+            ddp_timeout: 1800,
         }
     }
 }
@@ -645,6 +650,9 @@ impl RunConfig {
         }
         if self.run.max_nonfinite_steps == 0 {
             bail!("run.max_nonfinite_steps must be at least 1");
+        }
+        if self.run.ddp_timeout == 0 {
+            bail!("run.ddp_timeout must be at least 1 (seconds a collective may wait for the other ranks)");
         }
         if let Some(lora) = &self.model.lora {
             lora.validate().map_err(|e| match e {

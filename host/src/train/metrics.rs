@@ -85,7 +85,8 @@ pub fn flatten(value: &Value, separator: &str) -> BTreeMap<String, Value> {
 
 /// The keys of a step's record that measure the machine rather than the run (time, speed,
 /// memory): two identical runs differ only in them.
-pub const MACHINE_KEYS: [&str; 5] = [
+pub const MACHINE_KEYS: [&str; 6] = [
+    "communication_s",
     "rollout_tokens_per_s",
     "train_tokens_per_s",
     "step_time_s",
@@ -140,6 +141,10 @@ pub struct StepMetrics {
     pub prompts_truncated: usize,
     /// The held-out evaluations run after this step (every `run.eval_steps`), by decoding
     /// (`greedy`, `sampled`).
+    /// Distributed runs only: seconds rank 0 spent in the step's collectives (gathering the
+    /// rollouts, summing gradients and statistics), waiting for slower ranks included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub communication_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval: Option<BTreeMap<String, EvalPoint>>,
 }

@@ -31,10 +31,17 @@ pub struct Rows<'a> {
 
 /// The step's updates, in order.
 pub fn plan(rows: &Rows<'_>, algorithm: &AlgorithmConfig) -> Vec<Update> {
+    plan_across(rows, algorithm, 1)
+}
+
+/// The step's updates when `world_size` ranks share them: `per_device_train_batch_size` is per
+/// rank, as in TRL, so a nominal micro-batch holds `world_size` times as many completions and
+/// its passes (at most `per_device_train_batch_size` each) are spread over the ranks.
+pub fn plan_across(rows: &Rows<'_>, algorithm: &AlgorithmConfig, world_size: usize) -> Vec<Update> {
     let n = rows.completions.len();
     let nominal: Vec<Vec<usize>> = (0..n)
         .collect::<Vec<_>>()
-        .chunks(algorithm.mini_batch_size.max(1))
+        .chunks(algorithm.mini_batch_size.max(1) * world_size.max(1))
         .map(<[usize]>::to_vec)
         .collect();
     nominal
@@ -203,6 +210,25 @@ mod tests {
         // Each update normalises by its own tokens: 1 + 6 and 2 + 5.
         assert_eq!(updates[0].row_weights, vec![1.0 / 7.0, 1.0 / 7.0, 0.0, 0.0]);
         assert_eq!(updates[1].row_weights, vec![0.0, 0.0, 1.0 / 7.0, 1.0 / 7.0]);
+    }
+
+    #[test]
+    fn ranks_share_a_nominal_micro_batch_as_accumulation_would() {
+        let (prompts, completions) = step();
+        let rows = Rows {
+            prompts: &prompts,
+            completions: &completions,
+            counted: &[true; 4],
+        };
+        for loss in [LossType::Grpo, LossType::Dapo, LossType::DrGrpo] {
+            // Two ranks of 2 completions: one update of 4, in passes of at most 2 — the update
+            // one process makes accumulating two micro-batches of 2.
+            let across = plan_across(&rows, &algorithm(loss, 2, 1), 2);
+            let accumulated = plan(&rows, &algorithm(loss, 2, 2));
+            assert_eq!(across.len(), 1);
+            assert_eq!(across[0].row_weights, accumulated[0].row_weights, "{loss:?}");
+            assert!(across[0].passes.iter().all(|pass| pass.len() <= 2));
+        }
     }
 
     #[test]

@@ -57,6 +57,41 @@ impl AdamW {
         }
     }
 
+    /// The moments and master weights, in parameter order: what a replica must share.
+    pub fn state_tensors(&self) -> Vec<&Tensor> {
+        self.params
+            .iter()
+            .flat_map(|s| [Some(&s.exp_avg), Some(&s.exp_avg_sq), s.master.as_ref()])
+            .flatten()
+            .collect()
+    }
+
+    /// The parameters, in order (sharing storage with the model).
+    pub fn parameters(&self) -> Vec<&Tensor> {
+        self.params.iter().map(|s| &s.param).collect()
+    }
+
+    /// Every parameter's gradient, in parameter order, zeros where none was accumulated (a rank
+    /// that ran no pass of an update still sends its share of the sum).
+    pub fn gradients(&self) -> Vec<Tensor> {
+        let unaccumulated: Vec<&Tensor> = self
+            .params
+            .iter()
+            .map(|s| &s.param)
+            .filter(|p| !p.grad().defined())
+            .collect();
+        if !unaccumulated.is_empty() {
+            // A zero loss over them defines their gradients as zeros.
+            let zero = unaccumulated
+                .iter()
+                .map(|p| p.sum(Kind::Float) * 0.0)
+                .reduce(|a, b| a + b)
+                .expect("at least one");
+            zero.backward();
+        }
+        self.params.iter().map(|s| s.param.grad()).collect()
+    }
+
     pub fn zero_grad(&mut self) {
         for state in &mut self.params {
             state.param.zero_grad();

@@ -79,6 +79,7 @@ const SAFE_KEYS: &[&str] = &[
     "run.allow_insecure_plugins",
     "run.max_nonfinite_steps",
     "run.memory_check",
+    "run.ddp_timeout",
     "algorithm.kl_warning_threshold",
     "algorithm.group_by_length",
     "algorithm.rollout_batch_size",

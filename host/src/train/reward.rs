@@ -20,7 +20,7 @@ pub struct RunReward {
 pub type ScoreRow = Vec<f32>;
 
 /// A group's scores: each completion's objective values, diagnostics and answer.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GroupScores {
     /// `[G][K]` objective values, in [`RunReward::names`] order.
     pub values: Vec<ScoreRow>,

@@ -12,7 +12,9 @@ use anyhow::Context;
 use crpo_sdk::Example;
 use tch::Tensor;
 
-/// One prompt's group of completions with their scores.
+/// One prompt's group of completions with their scores (serialised to gather a distributed
+/// step's groups).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Group {
     pub example: usize,
     pub prompt_text: String,

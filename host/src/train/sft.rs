@@ -174,6 +174,7 @@ pub fn run(
         let signal = interrupt.and_then(Interrupt::received);
         if save_steps > 0 && (step.is_multiple_of(save_steps) || step == total_steps || signal.is_some()) {
             let state = TrainerState {
+                world_size: 1,
                 step,
                 optimizer_updates: optimizer.steps,
                 cursor,

@@ -18,6 +18,7 @@ use super::reward::RunReward;
 use super::rollouts::{sample_groups, Group, Rollouts};
 use super::tensorboard::{scalars_of, EventWriter};
 use super::update::{update_policy, Batch, Reference, UpdateStats};
+use crate::distributed::{replicas, shard, World};
 use crate::interrupt::{Interrupt, Interrupted};
 use crate::memory_stats;
 use crate::plugins::PluginRegistry;
@@ -62,6 +63,14 @@ pub struct Trainer {
     /// Steps whose update was skipped as non-finite, so far.
     nonfinite_steps: usize,
     interrupt: Option<Interrupt>,
+    /// What the run writes: rank 0's alone in a distributed run.
+    writers: Option<Writers>,
+    /// The other ranks of a distributed run.
+    world: Option<World>,
+}
+
+/// The run's records.
+struct Writers {
     metrics: JsonlLog,
     samples: JsonlLog,
     /// TensorBoard's view of the same records.
@@ -90,16 +99,64 @@ impl Trainer {
     /// Sets up a run: fresh into an unused `run.output_dir`, or (`start.resume`) from its
     /// newest usable checkpoint with a matching config.
     pub fn new(registry: &PluginRegistry, config: RunConfig, start: StartMode) -> anyhow::Result<Self> {
+        Self::new_on(registry, config, start, None)
+    }
+
+    /// [`Trainer::new`] as one rank of a distributed run: rank 0 starts (or resumes) the run
+    /// and writes everything; the others load the model and take rank 0's weights, optimizer
+    /// state and position.
+    pub fn new_on(
+        registry: &PluginRegistry,
+        config: RunConfig,
+        start: StartMode,
+        world: Option<World>,
+    ) -> anyhow::Result<Self> {
         let run_dir = config.run.output_dir.clone();
-        super::memory_plan::check_run(&config, Phase::Train)?;
-        let (state, policy, optimizer) = resume::policy_and_optimizer(
-            registry,
-            &config,
-            (&run_dir, "run.output_dir"),
-            start,
-            MODE,
-            adam_settings(&config),
-        )?;
+        let is_main = world.as_ref().is_none_or(World::is_main);
+        let world_size = world.as_ref().map_or(1, |w| w.size);
+        let started = (|| {
+            super::memory_plan::check_run(&config, Phase::Train)?;
+            if !is_main {
+                let policy = Policy::load(registry, &config.model, &config.model.path)?;
+                let optimizer = AdamW::new(policy.parameters(), adam_settings(&config));
+                return Ok((None, policy, optimizer));
+            }
+            let started = resume::policy_and_optimizer(
+                registry,
+                &config,
+                (&run_dir, "run.output_dir"),
+                start,
+                MODE,
+                adam_settings(&config),
+            )?;
+            if let Some(state) = &started.0 {
+                if state.world_size != world_size {
+                    bail!(
+                        "--resume: the run was trained across {} process(es) and this start has {world_size}: a step's work is split by rank, so a different world size would not continue the same run (start it again with {} processes)",
+                        state.world_size,
+                        state.world_size
+                    );
+                }
+            }
+            Ok(started)
+        })();
+        let (state, policy, mut optimizer) = match &world {
+            Some(world) => world.agree("starting the run", started)?,
+            None => started?,
+        };
+        let state = match &world {
+            Some(world) => {
+                let state = share_state(world, state)?;
+                let mut shared = optimizer.parameters();
+                if state.is_some() {
+                    shared.extend(optimizer.state_tensors());
+                }
+                replicas::start_identical(world, &shared, &shared)?;
+                optimizer.steps = state.as_ref().map_or(0, |s| s.optimizer_updates);
+                state
+            }
+            None => state,
+        };
         if config.algorithm.gradient_checkpointing {
             policy.set_gradient_checkpointing("algorithm.gradient_checkpointing", true)?;
         }
@@ -110,8 +167,11 @@ impl Trainer {
                 config.algorithm.max_completion_length,
             ),
         )?;
-        std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
-        super::run_info::write(&run_dir, MODE, &policy, registry)?;
+        if is_main {
+            std::fs::create_dir_all(&run_dir)
+                .with_context(|| format!("cannot create {}", run_dir.display()))?;
+            super::run_info::write(&run_dir, MODE, &policy, registry)?;
+        }
         // The reference is the initial model, frozen; with beta = 0 it is not needed at all.
         // Under LoRA it is the policy with its adapters off.
         let reference = if config.algorithm.beta > 0.0 && !policy.adapters {
@@ -125,10 +185,21 @@ impl Trainer {
         splits.train = format.admit(&policy.tokenizer, std::mem::take(&mut splits.train), "training")?;
         let keep_through = state.as_ref().map(|s| s.step);
         let config_toml = toml::to_string(&config)?;
+        let writers = if is_main {
+            Some(Writers {
+                metrics: JsonlLog::open(&run_dir, METRICS_FILE, keep_through)?,
+                samples: JsonlLog::open(&run_dir, SAMPLES_FILE, keep_through)?,
+                events: EventWriter::create(&run_dir, keep_through.map(|step| step + 1))?,
+            })
+        } else {
+            None
+        };
+        if let Some(world) = &world {
+            check_same_model(world, &policy, reference.as_ref())?;
+        }
         Ok(Trainer {
-            metrics: JsonlLog::open(&run_dir, METRICS_FILE, keep_through)?,
-            samples: JsonlLog::open(&run_dir, SAMPLES_FILE, keep_through)?,
-            events: EventWriter::create(&run_dir, keep_through.map(|step| step + 1))?,
+            writers,
+            world,
             cursor: state.as_ref().map_or_else(DataCursor::default, |s| s.cursor),
             step: state.as_ref().map_or(0, |s| s.step),
             nonfinite_steps: state.as_ref().map_or(0, |s| s.nonfinite_steps),
@@ -159,7 +230,11 @@ impl Trainer {
     /// in a row stop the run. A signal stops it after the step, with a checkpoint.
     pub fn run(mut self) -> anyhow::Result<TrainSummary> {
         let max_steps = self.config.run.max_steps;
-        let progress = super::progress::bar(max_steps as u64, self.step as u64, "train", "steps");
+        let progress = if self.writers.is_some() {
+            super::progress::bar(max_steps as u64, self.step as u64, "train", "steps")
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
         let mut last_checkpoint = checkpoint::latest(&self.config.run.output_dir)?.map(|(_, p)| p);
         let mut last_metrics = None;
         let mut streak = NonfiniteStreak::new(self.config.run.max_nonfinite_steps);
@@ -167,10 +242,15 @@ impl Trainer {
         self.announce();
         while self.step < max_steps {
             let step = self.step + 1;
+            if let Some(world) = &self.world {
+                world.set_stage(format!("step {step}"));
+            }
             let record = self
                 .train_step()
                 .with_context(|| format!("training step {step}"))?;
-            if super::progress::logs_step(self.step, max_steps, self.config.run.logging_steps) {
+            if self.writers.is_some()
+                && super::progress::logs_step(self.step, max_steps, self.config.run.logging_steps)
+            {
                 tracing::info!("{}", super::progress::summary_line(&record));
             }
             progress.inc(1);
@@ -190,7 +270,12 @@ impl Trainer {
             let save_steps = self.config.run.save_steps;
             let due = save_steps > 0 && (self.step.is_multiple_of(save_steps) || self.step == max_steps);
             let signal = self.interrupt.as_ref().and_then(Interrupt::received);
-            if due || (signal.is_some() && save_steps > 0) {
+            // Every rank stops after the same step: one that got the signal stops them all.
+            let signal = match &self.world {
+                Some(world) => any_rank_signalled(world, signal)?,
+                None => signal,
+            };
+            if (due || (signal.is_some() && save_steps > 0)) && self.writers.is_some() {
                 last_checkpoint = Some(self.save_checkpoint()?);
             }
             if let Some(signal) = signal {
@@ -270,6 +355,7 @@ impl Trainer {
                 &self.config.algorithm,
                 self.step + 1,
                 nominal_updates,
+                self.world.as_ref(),
             )?
         };
         let train_seconds = train_started.elapsed().as_secs_f64();
@@ -336,6 +422,7 @@ impl Trainer {
             nonfinite_update_skipped: stats.nonfinite,
             nonfinite_steps: self.nonfinite_steps,
             prompts_truncated: rollouts.groups.iter().filter(|g| g.prompt_truncated).count(),
+            communication_s: None,
             eval: None,
         };
         let mut record = record;
@@ -343,16 +430,21 @@ impl Trainer {
         if every > 0 && (self.step.is_multiple_of(every) || self.step == self.config.run.max_steps) {
             record.eval = Some(self.evaluate_held_out()?);
         }
+        record.communication_s = self.world.as_ref().map(World::take_communication_time);
+        let step = self.step;
+        let Some(writers) = &mut self.writers else {
+            return Ok(record);
+        };
         let mut json = serde_json::to_value(&record)?;
         let eval = json.as_object_mut().and_then(|o| o.remove("eval"));
-        self.events.scalars(self.step, &scalars_of("train", &json))?;
+        writers.events.scalars(step, &scalars_of("train", &json))?;
         if let Some(eval) = eval {
-            self.events.scalars(self.step, &scalars_of("eval", &eval))?;
+            writers.events.scalars(step, &scalars_of("eval", &eval))?;
             json["eval"] = eval;
         }
-        self.metrics.append(&json)?;
+        writers.metrics.append(&json)?;
         let every = self.config.run.sample_steps;
-        if self.config.run.log_completions && every > 0 && self.step.is_multiple_of(every) {
+        if self.config.run.log_completions && every > 0 && step.is_multiple_of(every) {
             self.write_samples(rollouts, &advantages)?;
         }
         Ok(record)
@@ -361,9 +453,10 @@ impl Trainer {
     /// The run's planned optimizer updates: the length of the learning-rate schedule.
     fn nominal_updates(&self) -> usize {
         let algorithm = &self.config.algorithm;
+        let world_size = self.world.as_ref().map_or(1, |w| w.size);
         self.config.run.max_steps
             * (algorithm.prompts_per_step * algorithm.num_generations)
-                .div_ceil(algorithm.mini_batch_size)
+                .div_ceil(algorithm.mini_batch_size * world_size)
                 .div_ceil(algorithm.gradient_accumulation_steps)
             * algorithm.num_iterations
     }
@@ -409,10 +502,18 @@ impl Trainer {
                 self.step,
                 dynamic_sampling.rounds,
             ));
+            // This rank's share; each completion's random stream is its place in the whole step.
+            let share = self
+                .world
+                .as_ref()
+                .map_or(0..indices.len(), |w| shard::share(indices.len(), w.rank, w.size));
             let mut groups = Vec::with_capacity(indices.len());
-            for (batch, chunk) in indices.chunks(algorithm.prompts_per_rollout_batch()).enumerate() {
-                let first_stream =
-                    (batch * algorithm.prompts_per_rollout_batch() * algorithm.num_generations) as u64;
+            for (batch, chunk) in indices[share.clone()]
+                .chunks(algorithm.prompts_per_rollout_batch())
+                .enumerate()
+            {
+                let first_stream = ((share.start + batch * algorithm.prompts_per_rollout_batch())
+                    * algorithm.num_generations) as u64;
                 let (batch_groups, stats) = sample_groups(
                     &self.policy,
                     &self.reward,
@@ -427,6 +528,9 @@ impl Trainer {
                 )?;
                 kv_cache_bytes = kv_cache_bytes.max(stats.kv_cache_bytes);
                 groups.extend(batch_groups);
+            }
+            if let Some(world) = &self.world {
+                groups = gather_groups(world, groups)?;
             }
             dynamic_sampling.rounds += 1;
             if !algorithm.dynamic_sampling {
@@ -455,6 +559,10 @@ impl Trainer {
     /// answer and gold answer, reward and advantage.
     fn write_samples(&mut self, rollouts: &Rollouts, advantages: &[f32]) -> anyhow::Result<()> {
         let names = self.reward.names();
+        let step = self.step;
+        let Some(writers) = &mut self.writers else {
+            return Ok(());
+        };
         let mut table = format!(
             "| completion | gold | answer | reward | advantage | {} |\n|---|---|---|---|---|{}\n",
             names.join(" | "),
@@ -471,8 +579,8 @@ impl Trainer {
                 .iter()
                 .map(|(name, value)| (name.clone(), json!(value)))
                 .collect();
-            self.samples.append(&json!({
-                "step": self.step,
+            writers.samples.append(&json!({
+                "step": step,
                 // The whole example, so `crpo-host score --input samples.jsonl` can score it again.
                 "example": example,
                 "prompt": group.prompt_text,
@@ -499,7 +607,7 @@ impl Trainer {
                     .join(" | ")
             ));
         }
-        self.events.text(self.step, "samples", &table)
+        writers.events.text(step, "samples", &table)
     }
 
     /// The held-out set in each of `run.eval_decodings`, as `crpo-host eval` would score it now.
@@ -572,6 +680,7 @@ impl Trainer {
             seed: self.config.run.seed,
             mode: MODE.into(),
             nonfinite_steps: self.nonfinite_steps,
+            world_size: self.world.as_ref().map_or(1, |w| w.size),
         };
         let path = checkpoint::save(
             &self.config.run.output_dir,
@@ -606,4 +715,86 @@ fn completion_lengths(completions: &[Vec<i64>], rollouts: &Rollouts) -> Completi
             truncated as f64 / lengths.len() as f64
         },
     }
+}
+
+/// Every rank's groups, in rank order (the step's order, as shares are contiguous), on every
+/// rank: advantages, metrics and the update then see the whole step.
+fn gather_groups(world: &World, groups: Vec<Group>) -> anyhow::Result<Vec<Group>> {
+    let mine = serde_json::to_vec(&groups)?;
+    let mut all = Vec::new();
+    for (rank, bytes) in world.all_gather("gathering rollouts", &mine)?.iter().enumerate() {
+        let theirs: Vec<Group> = serde_json::from_slice(bytes)
+            .with_context(|| format!("rank {rank}'s rollouts do not read back"))?;
+        all.extend(theirs);
+    }
+    Ok(all)
+}
+
+/// Rank 0's trainer state (where a resumed run continues), on every rank.
+fn share_state(world: &World, state: Option<TrainerState>) -> anyhow::Result<Option<TrainerState>> {
+    let mine = if world.is_main() {
+        serde_json::to_vec(&state)?
+    } else {
+        Vec::new()
+    };
+    let all = world.all_gather("sharing the trainer state", &mine)?;
+    Ok(serde_json::from_slice(&all[0])?)
+}
+
+/// After the broadcast, the models must compute the same: frozen weights (LoRA's base, the
+/// reference) are loaded by each rank from its own files and not broadcast. Compares each
+/// rank's log-probs of one fixed sequence with rank 0's.
+fn check_same_model(world: &World, policy: &Policy, reference: Option<&Policy>) -> anyhow::Result<()> {
+    let (prompt, completion) = (vec![vec![1i64, 2, 3]], vec![vec![4i64, 5]]);
+    let _guard = tch::no_grad_guard();
+    let mut values: Vec<f64> = Vec::new();
+    for model in std::iter::once(policy).chain(reference) {
+        let scored = model.logprobs(&prompt, &completion, false)?.logprobs;
+        values.extend(
+            Vec::<f32>::try_from(scored.reshape([-1]).to_kind(tch::Kind::Float))?
+                .iter()
+                .map(|&v| f64::from(v)),
+        );
+    }
+    if policy.adapters {
+        let base = policy.base_logprobs(&prompt, &completion)?.logprobs;
+        values.extend(
+            Vec::<f32>::try_from(base.reshape([-1]).to_kind(tch::Kind::Float))?
+                .iter()
+                .map(|&v| f64::from(v)),
+        );
+    }
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let all = world.all_gather("comparing the models", &bytes)?;
+    let read = |bytes: &[u8]| -> Vec<f64> {
+        bytes
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect()
+    };
+    let first = read(&all[0]);
+    for (rank, theirs) in all.iter().enumerate().skip(1) {
+        let theirs = read(theirs);
+        let differs = theirs.len() != first.len()
+            || theirs
+                .iter()
+                .zip(&first)
+                .any(|(a, b)| (a - b).abs() > 1e-3 * (1.0 + b.abs()));
+        if differs {
+            bail!(
+                "rank {rank}'s model computes other log-probs than rank 0's after the broadcast: its frozen weights differ (is model.path the same files on every machine?)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The signal any rank received, on every rank.
+fn any_rank_signalled(world: &World, signal: Option<i32>) -> anyhow::Result<Option<i32>> {
+    let mine = signal.map(|s| s.to_le_bytes().to_vec()).unwrap_or_default();
+    Ok(world
+        .all_gather("agreeing whether to stop", &mine)?
+        .iter()
+        .find(|bytes| bytes.len() == 4)
+        .map(|bytes| i32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"))))
 }

@@ -4,8 +4,9 @@
 
 use super::config::AlgorithmConfig;
 use super::loss::{pass_loss, LossStats};
-use super::micro_batches::{plan, Rows};
+use super::micro_batches::{padded_tokens, plan_across, Rows};
 use super::optimizer::{learning_rate, AdamW};
+use crate::distributed::{shard, World};
 use crate::rollout::Policy;
 use anyhow::bail;
 use tch::Tensor;
@@ -60,7 +61,10 @@ pub enum Reference<'a> {
 
 /// Updates `policy` on `batch` against `reference`, `step` the
 /// step being taken (for messages), `nominal_updates` the run's planned optimizer updates (the
-/// schedule's length).
+/// schedule's length). Across ranks (`world`) every rank holds the whole batch and plans the
+/// same updates; each runs its share of every update's passes, and the gradients are summed
+/// before the optimizer step, so the update is the one a single process would make.
+#[allow(clippy::too_many_arguments)]
 pub fn update_policy(
     policy: &Policy,
     reference: Reference<'_>,
@@ -69,18 +73,33 @@ pub fn update_policy(
     algorithm: &AlgorithmConfig,
     step: usize,
     nominal_updates: usize,
+    world: Option<&World>,
 ) -> anyhow::Result<UpdateStats> {
     let counted: Vec<bool> = (0..batch.completions.len())
         .map(|i| batch.counts(i, algorithm))
         .collect();
-    let updates = plan(
-        &Rows {
-            prompts: batch.prompts,
-            completions: batch.completions,
-            counted: &counted,
-        },
-        algorithm,
-    );
+    let rows = Rows {
+        prompts: batch.prompts,
+        completions: batch.completions,
+        counted: &counted,
+    };
+    let world_size = world.map_or(1, |w| w.size);
+    let updates = plan_across(&rows, algorithm, world_size);
+    // Per update, per pass: whether this rank runs it.
+    let mine: Vec<Vec<bool>> = updates
+        .iter()
+        .map(|update| {
+            let costs: Vec<usize> = update
+                .passes
+                .iter()
+                .map(|pass| padded_tokens(&rows, pass))
+                .collect();
+            shard::assign_passes(&costs, world_size)
+                .into_iter()
+                .map(|owner| owner == world.map_or(0, |w| w.rank))
+                .collect()
+        })
+        .collect();
     let pick = |rows: &[usize], from: &[Vec<i64>]| rows.iter().map(|&i| from[i].clone()).collect::<Vec<_>>();
     // With a single update the sampling policy is the current one: its log-probs are the
     // detached current ones. Otherwise they are computed once, before any update.
@@ -91,20 +110,24 @@ pub fn update_policy(
         let _guard = tch::no_grad_guard();
         for update in &updates {
             let (mut update_old, mut update_reference) = (Vec::new(), Vec::new());
-            for rows in &update.passes {
+            for (p, rows) in update.passes.iter().enumerate() {
+                if !mine[old.len()][p] {
+                    // Another rank's pass: a placeholder keeps the indices.
+                    update_old.push(Tensor::new());
+                    update_reference.push(Tensor::new());
+                    continue;
+                }
                 let (prompts, completions) = (pick(rows, batch.prompts), pick(rows, batch.completions));
-                if !single_update {
-                    update_old.push(policy.logprobs(&prompts, &completions, false)?.logprobs);
-                }
-                match reference {
-                    Reference::None => {}
-                    Reference::Model(model) => {
-                        update_reference.push(model.logprobs(&prompts, &completions, false)?.logprobs)
-                    }
-                    Reference::AdaptersOff => {
-                        update_reference.push(policy.base_logprobs(&prompts, &completions)?.logprobs)
-                    }
-                }
+                update_old.push(if single_update {
+                    Tensor::new()
+                } else {
+                    policy.logprobs(&prompts, &completions, false)?.logprobs
+                });
+                update_reference.push(match reference {
+                    Reference::None => Tensor::new(),
+                    Reference::Model(model) => model.logprobs(&prompts, &completions, false)?.logprobs,
+                    Reference::AdaptersOff => policy.base_logprobs(&prompts, &completions)?.logprobs,
+                });
             }
             old.push(update_old);
             reference_logprobs.push(update_reference);
@@ -115,7 +138,11 @@ pub fn update_policy(
     'updates: for _ in 0..algorithm.num_iterations {
         for (u, update) in updates.iter().enumerate() {
             let mut update_loss = 0.0;
+            let mut skipped = false;
             for (p, rows) in update.passes.iter().enumerate() {
+                if !mine[u][p] {
+                    continue;
+                }
                 let (prompts, completions) = (pick(rows, batch.prompts), pick(rows, batch.completions));
                 let on_device = |values: Vec<f32>| Tensor::from_slice(&values).to_device(policy.device);
                 let advantages = on_device(rows.iter().map(|&i| batch.advantages[i]).collect());
@@ -133,10 +160,11 @@ pub fn update_policy(
                 } else {
                     old[u][p].shallow_clone()
                 };
+                let reference = &reference_logprobs[u][p];
                 let (loss, pass_stats) = pass_loss(
                     &current,
                     &old_logprobs,
-                    reference_logprobs[u].get(p),
+                    reference.defined().then_some(reference),
                     &advantages,
                     algorithm,
                     &row_weights,
@@ -144,13 +172,20 @@ pub fn update_policy(
                 let value = loss.double_value(&[]);
                 if !value.is_finite() {
                     tracing::warn!("step {step}: the loss is {value}; the update is skipped");
-                    stats.nonfinite = true;
-                    break 'updates;
+                    skipped = true;
+                    break;
                 }
                 loss.backward();
                 sums += pass_stats;
                 update_loss += value;
                 stats.tokens += prompts.iter().chain(&completions).map(Vec::len).sum::<usize>();
+            }
+            if let Some(world) = world {
+                skipped = sum_gradients(world, optimizer, skipped)?;
+            }
+            if skipped {
+                stats.nonfinite = true;
+                break 'updates;
             }
             let grad_norm = optimizer.clip_grad_norm(algorithm.max_grad_norm);
             if !grad_norm.is_finite() {
@@ -179,6 +214,9 @@ pub fn update_policy(
     }
     // A skipped update leaves no gradient behind for the next step.
     optimizer.zero_grad();
+    if let Some(world) = world {
+        sum_statistics(world, &mut stats, &mut sums)?;
+    }
     let tokens = sums.tokens.max(1.0);
     stats.kl = sums.kl / tokens;
     stats.entropy = sums.entropy / tokens;
@@ -186,4 +224,43 @@ pub fn update_policy(
     stats.clip_high = sums.clipped_high / tokens;
     stats.loss /= stats.updates.max(1) as f64;
     Ok(stats)
+}
+
+/// Sums every rank's gradients (the passes of an update are split among them, so the sum is
+/// the update's whole gradient) with, first, whether any rank's loss was not finite: then
+/// every rank skips the update. Returns whether it is skipped.
+fn sum_gradients(world: &World, optimizer: &AdamW, skipped_here: bool) -> anyhow::Result<bool> {
+    let flag = Tensor::from_slice(&[f64::from(u8::from(skipped_here))]);
+    world.all_reduce_sum("agreeing the loss is finite", &[&flag])?;
+    if flag.double_value(&[0]) > 0.0 {
+        return Ok(true);
+    }
+    let gradients = optimizer.gradients();
+    world.all_reduce_sum("summing gradients", &gradients.iter().collect::<Vec<_>>())?;
+    Ok(false)
+}
+
+/// Every rank's loss and token statistics summed: the step's, as one process would report it.
+fn sum_statistics(world: &World, stats: &mut UpdateStats, sums: &mut LossStats) -> anyhow::Result<()> {
+    let values = Tensor::from_slice(&[
+        stats.loss,
+        stats.tokens as f64,
+        sums.kl,
+        sums.entropy,
+        sums.clipped_low,
+        sums.clipped_high,
+        sums.tokens,
+    ]);
+    world.all_reduce_sum("summing the step's statistics", &[&values])?;
+    let v = Vec::<f64>::try_from(&values)?;
+    stats.loss = v[0];
+    stats.tokens = v[1] as usize;
+    *sums = LossStats {
+        kl: v[2],
+        entropy: v[3],
+        clipped_low: v[4],
+        clipped_high: v[5],
+        tokens: v[6],
+    };
+    Ok(())
 }

@@ -1,0 +1,213 @@
+//! How a distributed run starts, as PyTorch's do: each process reads its place from RANK,
+//! WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT (set by torchrun, by an sbatch script
+//! around srun, or by `crpo-host train --nproc N`, which starts N local workers itself).
+
+use anyhow::{bail, Context};
+use std::ffi::OsString;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// This process's place in a distributed run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchEnv {
+    pub rank: usize,
+    pub world_size: usize,
+    /// The rank's index on its machine: which GPU it uses.
+    pub local_rank: usize,
+    pub master_addr: String,
+    pub master_port: u16,
+}
+
+const VARS: [&str; 5] = ["RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"];
+
+impl LaunchEnv {
+    /// From the process environment: `None` when neither RANK nor WORLD_SIZE is set (a plain
+    /// single-process run).
+    pub fn from_env() -> anyhow::Result<Option<Self>> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// From `var` (the environment, or a test's table).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<Self>> {
+        if var("RANK").is_none() && var("WORLD_SIZE").is_none() {
+            return Ok(None);
+        }
+        let required = |name: &str| {
+            var(name).with_context(|| {
+                format!(
+                    "distributed launch: {name} is not set (a distributed run needs all of {}, as torchrun sets them)",
+                    VARS.join(", ")
+                )
+            })
+        };
+        let number = |name: &str, text: String| -> anyhow::Result<usize> {
+            text.trim()
+                .parse()
+                .with_context(|| format!("distributed launch: {name}=`{text}` is not a non-negative integer"))
+        };
+        let rank = number("RANK", required("RANK")?)?;
+        let world_size = number("WORLD_SIZE", required("WORLD_SIZE")?)?;
+        let local_rank = match var("LOCAL_RANK") {
+            Some(text) => number("LOCAL_RANK", text)?,
+            None => bail!("distributed launch: LOCAL_RANK is not set (the rank's index on its machine: which GPU it uses)"),
+        };
+        if world_size == 0 || rank >= world_size {
+            bail!("distributed launch: RANK={rank} is not below WORLD_SIZE={world_size}");
+        }
+        let master_addr = required("MASTER_ADDR")?;
+        let port_text = required("MASTER_PORT")?;
+        let master_port = port_text
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p > 0)
+            .with_context(|| {
+                format!("distributed launch: MASTER_PORT=`{port_text}` is not a port (1-65535)")
+            })?;
+        Ok(Some(LaunchEnv {
+            rank,
+            world_size,
+            local_rank,
+            master_addr,
+            master_port,
+        }))
+    }
+}
+
+/// A free TCP port on the loopback interface, for a local rendezvous.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Runs this program `nproc` times with `args` (the command line without `--nproc`), as ranks
+/// 0..nproc of one run on this machine. When a worker fails, the others get `grace` to stop on
+/// their own (their next collective fails and names it) and are then killed. Returns the first
+/// failure, naming the rank.
+pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> anyhow::Result<()> {
+    if std::env::var_os("RANK").is_some() {
+        bail!("--nproc starts the workers itself: do not set RANK (torchrun already did; drop --nproc)");
+    }
+    let program = std::env::current_exe().context("cannot find this program's path")?;
+    let port = free_port()?;
+    tracing::info!("starting {nproc} local workers (rendezvous 127.0.0.1:{port})");
+    let mut workers: Vec<(usize, Child)> = Vec::with_capacity(nproc);
+    for rank in 0..nproc {
+        let child = Command::new(&program)
+            .args(args)
+            .env("RANK", rank.to_string())
+            .env("LOCAL_RANK", rank.to_string())
+            .env("WORLD_SIZE", nproc.to_string())
+            .env("LOCAL_WORLD_SIZE", nproc.to_string())
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .spawn()
+            .with_context(|| format!("cannot start worker {rank} ({})", program.display()))?;
+        workers.push((rank, child));
+    }
+    let mut first_failure: Option<(usize, String)> = None;
+    let mut failed_at: Option<Instant> = None;
+    while !workers.is_empty() {
+        let mut still_running = Vec::with_capacity(workers.len());
+        for (rank, mut child) in workers {
+            match child.try_wait()? {
+                Some(status) if !status.success() => {
+                    first_failure.get_or_insert((rank, describe(status)));
+                    failed_at.get_or_insert_with(Instant::now);
+                }
+                Some(_) => {}
+                None => still_running.push((rank, child)),
+            }
+        }
+        workers = still_running;
+        if failed_at.is_some_and(|at| at.elapsed() > grace) {
+            for (rank, child) in &mut workers {
+                tracing::warn!(
+                    "worker rank {rank} did not stop within {grace:?} of rank {}'s failure; killing it",
+                    first_failure.as_ref().map_or(0, |(r, _)| *r)
+                );
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    match first_failure {
+        Some((rank, status)) => {
+            bail!("worker rank {rank} of {nproc} failed ({status}); see its messages above")
+        }
+        None => Ok(()),
+    }
+}
+
+fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => status.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> anyhow::Result<Option<LaunchEnv>> {
+        let table: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        LaunchEnv::from_vars(|name| table.get(name).cloned())
+    }
+
+    #[test]
+    fn reads_torchruns_variables_and_names_what_is_wrong() {
+        assert_eq!(from(&[]).unwrap(), None);
+        let full = [
+            ("RANK", "1"),
+            ("WORLD_SIZE", "2"),
+            ("LOCAL_RANK", "1"),
+            ("MASTER_ADDR", "10.0.0.1"),
+            ("MASTER_PORT", "29500"),
+        ];
+        assert_eq!(
+            from(&full).unwrap(),
+            Some(LaunchEnv {
+                rank: 1,
+                world_size: 2,
+                local_rank: 1,
+                master_addr: "10.0.0.1".into(),
+                master_port: 29500
+            })
+        );
+        let without = |name: &str| {
+            from(
+                &full
+                    .iter()
+                    .copied()
+                    .filter(|(k, _)| *k != name)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        for name in VARS {
+            let error = without(name).unwrap_err().to_string();
+            assert!(error.contains(name), "{name}: {error}");
+        }
+        let with = |name: &str, value: &'static str| {
+            from(
+                &full
+                    .iter()
+                    .map(|&(k, v)| if k == name { (k, value) } else { (k, v) })
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        assert!(with("RANK", "2").contains("not below WORLD_SIZE"));
+        assert!(with("RANK", "-1").contains("RANK=`-1`"));
+        assert!(with("MASTER_PORT", "0").contains("not a port"));
+        assert!(with("MASTER_PORT", "port").contains("MASTER_PORT=`port`"));
+    }
+}

@@ -1,0 +1,250 @@
+//! This process's place in a data-parallel run: its c10d process group, with every
+//! collective bounded by `run.ddp_timeout` and, when one fails, the rank to blame named.
+//!
+//! Each rank keeps two keys in the rendezvous store: a heartbeat (a background thread writes
+//! the time every half second, so a dead or stopped process goes stale) and its position (the
+//! collective it is in and the step). A failed collective waits for a dead peer's heartbeat to
+//! go stale, then names the ranks that are stale or behind.
+
+use super::launch::LaunchEnv;
+use crpo_torch_ext::c10d::{Backend, ProcessGroup, Rendezvous};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tch::Tensor;
+
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
+/// A heartbeat older than this is a dead or stopped process.
+const STALE_AFTER: Duration = Duration::from_secs(2);
+
+pub struct World {
+    group: Arc<ProcessGroup>,
+    pub rank: usize,
+    pub size: usize,
+    /// Where the run is, for the position key ("step 3").
+    stage: std::cell::RefCell<String>,
+    /// Collectives entered so far: ranks that entered fewer are behind.
+    entered: Cell<u64>,
+    /// Time spent in collectives since the last [`World::take_communication_time`].
+    communication: Cell<Duration>,
+    heartbeat: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    rendezvous: String,
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+fn alive_key(rank: usize) -> String {
+    format!("crpo/alive/{rank}")
+}
+
+fn position_key(rank: usize) -> String {
+    format!("crpo/position/{rank}")
+}
+
+impl World {
+    /// Joins the group `env` describes (Gloo for CPU tensors, NCCL for CUDA ones), waiting up
+    /// to `timeout` for every rank.
+    pub fn join(env: &LaunchEnv, backend: Backend, timeout: Duration) -> anyhow::Result<Self> {
+        let loopback = matches!(env.master_addr.as_str(), "127.0.0.1" | "localhost" | "::1");
+        let group = ProcessGroup::join(&Rendezvous {
+            host: env.master_addr.clone(),
+            port: env.master_port,
+            bind_host: if loopback {
+                "127.0.0.1".into()
+            } else {
+                String::new()
+            },
+            rank: env.rank,
+            world_size: env.world_size,
+            backend,
+            timeout,
+        })
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "distributed start-up (rank {} of {}): {e}",
+                env.rank,
+                env.world_size
+            )
+        })?;
+        let group = Arc::new(group);
+        let stop = Arc::new(AtomicBool::new(false));
+        let beating = {
+            let (group, stop) = (group.clone(), stop.clone());
+            let key = alive_key(env.rank);
+            std::thread::Builder::new()
+                .name("crpo-heartbeat".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        if group.store_set(&key, now_ms().to_string().as_bytes()).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(HEARTBEAT_EVERY);
+                    }
+                })?
+        };
+        tracing::info!(
+            "distributed: rank {} of {} (local rank {}) over {} at {}:{}",
+            env.rank,
+            env.world_size,
+            env.local_rank,
+            backend.name(),
+            env.master_addr,
+            env.master_port
+        );
+        Ok(World {
+            group,
+            rank: env.rank,
+            size: env.world_size,
+            stage: std::cell::RefCell::new("start-up".into()),
+            entered: Cell::new(0),
+            communication: Cell::new(Duration::ZERO),
+            heartbeat: Some((stop, beating)),
+            rendezvous: format!("{}:{}", env.master_addr, env.master_port),
+        })
+    }
+
+    pub fn is_main(&self) -> bool {
+        self.rank == 0
+    }
+
+    /// Names where the run is (for a peer's error message), e.g. "step 3".
+    pub fn set_stage(&self, stage: String) {
+        *self.stage.borrow_mut() = stage;
+    }
+
+    /// Seconds spent in collectives since the last call.
+    pub fn take_communication_time(&self) -> f64 {
+        self.communication.replace(Duration::ZERO).as_secs_f64()
+    }
+
+    /// Runs one collective: records the position first, and on failure names the ranks to
+    /// blame.
+    fn collective<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&ProcessGroup) -> Result<T, String>,
+    ) -> anyhow::Result<T> {
+        let entered = self.entered.get() + 1;
+        self.entered.set(entered);
+        let position = format!("{entered}\t{}, {what}", self.stage.borrow());
+        // Best effort: a store that is gone shows up in the collective's own error.
+        let _ = self
+            .group
+            .store_set(&position_key(self.rank), position.as_bytes());
+        let started = Instant::now();
+        let result = f(&self.group);
+        self.communication
+            .set(self.communication.get() + started.elapsed());
+        result.map_err(|error| {
+            anyhow::anyhow!(
+                "rank {} of {} ({}, {what}): {}; {error}",
+                self.rank,
+                self.size,
+                self.stage.borrow(),
+                self.blame(entered)
+            )
+        })
+    }
+
+    /// Which peers stopped the group: stale heartbeats (dead or stopped), else ranks behind.
+    fn blame(&self, entered: u64) -> String {
+        // A peer that just died still has a fresh heartbeat: let it go stale.
+        std::thread::sleep(STALE_AFTER + HEARTBEAT_EVERY);
+        if self.group.set_store_timeout(STALE_AFTER * 2).is_err() {
+            return self.store_host_gone();
+        }
+        let mut stale = Vec::new();
+        let mut behind = Vec::new();
+        for rank in (0..self.size).filter(|&r| r != self.rank) {
+            let (Ok(alive), Ok(position)) = (
+                self.group.store_get(&alive_key(rank)),
+                self.group.store_get(&position_key(rank)),
+            ) else {
+                return self.store_host_gone();
+            };
+            let position = position.map(|p| String::from_utf8_lossy(&p).into_owned());
+            let (their_entered, where_) = position
+                .as_deref()
+                .and_then(|p| p.split_once('\t'))
+                .map_or((0, "start-up".to_string()), |(n, at)| {
+                    (n.parse().unwrap_or(0), at.to_string())
+                });
+            let age_ms = alive
+                .and_then(|a| String::from_utf8_lossy(&a).parse::<u128>().ok())
+                .map(|at| now_ms().saturating_sub(at));
+            if age_ms.is_none_or(|age| age > STALE_AFTER.as_millis()) {
+                stale.push(format!(
+                    "rank {rank} stopped responding (no heartbeat for {}; it was at {where_})",
+                    age_ms.map_or("ever".to_string(), |ms| format!("{:.1} s", ms as f64 / 1000.0))
+                ));
+            } else if their_entered < entered {
+                behind.push(format!("rank {rank} is still at {where_}"));
+            }
+        }
+        let _ = self.group.set_store_timeout(self.group.timeout);
+        match (stale.is_empty(), behind.is_empty()) {
+            (false, _) => stale.join("; "),
+            (true, false) => format!(
+                "{} (waited {:?}: run.ddp_timeout)",
+                behind.join("; "),
+                self.group.timeout
+            ),
+            (true, true) => "no peer is stale or behind: the transport failed".to_string(),
+        }
+    }
+
+    fn store_host_gone(&self) -> String {
+        format!(
+            "rank 0, which hosts the rendezvous store at {}, stopped responding (died or stalled)",
+            self.rendezvous
+        )
+    }
+
+    /// Sums tensors in place across ranks, bucketed.
+    pub fn all_reduce_sum(&self, what: &str, tensors: &[&Tensor]) -> anyhow::Result<()> {
+        self.collective(what, |group| group.all_reduce_sum(tensors))
+    }
+
+    /// Rank 0's tensors into every rank's.
+    pub fn broadcast(&self, what: &str, tensors: &[&Tensor]) -> anyhow::Result<()> {
+        self.collective(what, |group| group.broadcast(tensors, 0))
+    }
+
+    /// Every rank's bytes, in rank order.
+    pub fn all_gather(&self, what: &str, bytes: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+        self.collective(what, |group| group.all_gather_bytes(bytes))
+    }
+
+    /// Every rank's result of the same stage: this rank's error if it failed, else the first
+    /// failed rank's error, so every rank stops with the reason instead of waiting.
+    pub fn agree<T>(&self, what: &str, local: anyhow::Result<T>) -> anyhow::Result<T> {
+        let report = match &local {
+            Ok(_) => Vec::new(),
+            Err(error) => format!("{error:#}").into_bytes(),
+        };
+        let reports = self.all_gather(what, &report)?;
+        let local = local?;
+        if let Some((rank, message)) = reports.iter().enumerate().find(|(_, m)| !m.is_empty()) {
+            anyhow::bail!(
+                "rank {rank} failed ({what}): {}",
+                String::from_utf8_lossy(message)
+            );
+        }
+        Ok(local)
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some((stop, beating)) = self.heartbeat.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = beating.join();
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Data-parallel training across real processes over Gloo on loopback: two processes train
+//! the weights one process trains with the same global batch and seed; rank 0 alone writes;
+//! a resume across another world size is refused; a rank that dies or stalls stops the other
+//! within `run.ddp_timeout`, which names it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tch::Tensor;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn crpo_host() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_crpo-host"));
+    // One thread each: two ranks share this machine's cores, as the figures in docs do.
+    command.env("OMP_NUM_THREADS", "1").env("RUST_LOG", "warn");
+    command
+}
+
+/// A run directory with the tiny model and a config whose per-device micro-batch is 5
+/// completions, `accumulation` of them per optimizer update.
+fn setup(dir: &Path, name: &str, accumulation: usize, run: &str) -> PathBuf {
+    if !dir.join("model").exists() {
+        crpo_plugins_policy::presets::write_tiny(&dir.join("model"), 3).unwrap();
+    }
+    let data = repo().join("data/demo");
+    let config = format!(
+        r#"
+[run]
+output_dir = "{name}"
+seed = 11
+sample_steps = 1
+{run}
+[model]
+path = "model"
+device = "cpu"
+[data]
+path = "{}"
+system_prompt = "Answer the question."
+[[reward.objectives]]
+plugin = "consistency"
+weight = 1.0
+[[reward.objectives]]
+plugin = "accuracy"
+weight = 0.5
+[algorithm]
+num_generations = 4
+prompts_per_step = 5
+mini_batch_size = 5
+gradient_accumulation_steps = {accumulation}
+learning_rate = 2e-3
+max_completion_length = 12
+beta = 0.04
+"#,
+        data.join("train.jsonl").display(),
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+fn succeeded(output: Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn weights(run: &Path) -> HashMap<String, Tensor> {
+    Tensor::read_safetensors(run.join("checkpoints/step-000003/model/model.safetensors"))
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+fn max_difference(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .map(|(name, tensor)| (tensor - &b[name]).abs().max().double_value(&[]))
+        .fold(0.0, f64::max)
+}
+
+fn metric_lines(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[test]
+fn two_processes_train_the_weights_one_process_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    // The same global batch, as TRL counts it: 10 completions per optimizer update, from two
+    // accumulated micro-batches of 5 in one process or one of 5 on each of two. The five
+    // prompts split 3 + 2, so groups stay whole and the ranks' shares differ.
+    let one = setup(dir.path(), "one", 2, "max_steps = 3\nsave_steps = 3");
+    let two = setup(
+        dir.path(),
+        "two",
+        1,
+        "max_steps = 3\nsave_steps = 3\nddp_timeout = 120",
+    );
+    succeeded(
+        crpo_host()
+            .args(["train", "--config"])
+            .arg(&one)
+            .output()
+            .unwrap(),
+        "one process",
+    );
+    succeeded(
+        crpo_host()
+            .args(["train", "--nproc", "2", "--config"])
+            .arg(&two)
+            .output()
+            .unwrap(),
+        "two processes",
+    );
+    let (one_run, two_run) = (dir.path().join("one"), dir.path().join("two"));
+    let initial: HashMap<String, Tensor> =
+        Tensor::read_safetensors(dir.path().join("model/model.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    let moved = max_difference(&weights(&one_run), &initial);
+    assert!(
+        moved > 1e-3,
+        "the run must move the weights for the comparison to mean anything ({moved})"
+    );
+    let apart = max_difference(&weights(&one_run), &weights(&two_run));
+    eprintln!("one and two processes differ by {apart} (moved {moved})");
+    assert!(
+        apart < 1e-5,
+        "one and two processes differ by {apart} (moved {moved})"
+    );
+    // The same rollouts and statistics, recorded once, by rank 0.
+    let (a, b) = (metric_lines(&one_run), metric_lines(&two_run));
+    assert_eq!(b.len(), 3, "rank 0 alone writes metrics");
+    for (x, y) in a.iter().zip(&b) {
+        for key in ["reward", "completion_length", "objectives"] {
+            assert_eq!(x[key], y[key], "{key} at step {}", x["step"]);
+        }
+        let (kl_one, kl_two) = (x["kl"].as_f64().unwrap(), y["kl"].as_f64().unwrap());
+        assert!((kl_one - kl_two).abs() < 1e-6, "kl {kl_one} vs {kl_two}");
+        assert!(y["communication_s"].as_f64().unwrap() > 0.0);
+    }
+    let samples = std::fs::read_to_string(two_run.join("samples.jsonl")).unwrap();
+    assert!(!samples.is_empty());
+    // A different world size does not continue the run.
+    let more = std::fs::read_to_string(&two)
+        .unwrap()
+        .replace("max_steps = 3", "max_steps = 4");
+    std::fs::write(&two, more).unwrap();
+    let resumed = crpo_host()
+        .args(["train", "--resume", "--config"])
+        .arg(&two)
+        .output()
+        .unwrap();
+    assert!(!resumed.status.success());
+    let message = String::from_utf8_lossy(&resumed.stderr);
+    assert!(
+        message.contains("trained across 2 process(es) and this start has 1"),
+        "{message}"
+    );
+}
+
+/// The launcher's worker of `rank`, once it is running.
+fn worker_pid(launcher: &Child, rank: usize) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", launcher.id()))
+            .unwrap_or_default();
+        for pid in children.split_whitespace() {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            if environ
+                .split(|&b| b == 0)
+                .any(|var| var == format!("RANK={rank}").as_bytes())
+            {
+                return pid.parse().unwrap();
+            }
+        }
+        assert!(Instant::now() < deadline, "no worker {rank}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts a two-rank run, waits for its first step, sends `signal` to rank 1 and returns
+/// rank 0's messages once the run has stopped, and how long that took.
+fn run_and_break_rank_one(signal: i32) -> (String, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(
+        dir.path(),
+        "run",
+        1,
+        "ddp_timeout = 8\nmax_steps = 1000\nsave_steps = 0",
+    );
+    let mut launcher = crpo_host()
+        .args(["train", "--nproc", "2", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = dir.path().join("run/metrics.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_to_string(&metrics).map_or(true, |m| m.lines().count() < 1) {
+        assert!(Instant::now() < deadline, "no step within 2 minutes");
+        if launcher.try_wait().unwrap().is_some() {
+            let output = launcher.wait_with_output().unwrap();
+            panic!(
+                "the run stopped by itself: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rank_one = worker_pid(&launcher, 1);
+    // SAFETY: signalling a process this test started.
+    unsafe { libc::kill(rank_one as i32, signal) };
+    let broken = Instant::now();
+    let output = loop {
+        if launcher.try_wait().unwrap().is_some() {
+            break launcher.wait_with_output().unwrap();
+        }
+        if broken.elapsed() > Duration::from_secs(90) {
+            let _ = launcher.kill();
+            // SAFETY: as above.
+            unsafe { libc::kill(rank_one as i32, libc::SIGKILL) };
+            panic!("the run did not stop within 90 s of rank 1's {signal}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // SAFETY: as above (a stopped rank 1 is killed by the launcher; this makes sure).
+    unsafe { libc::kill(rank_one as i32, libc::SIGKILL) };
+    assert!(!output.status.success());
+    let messages = String::from_utf8_lossy(&output.stderr).into_owned();
+    eprintln!("{messages}");
+    (messages, broken.elapsed())
+}
+
+#[test]
+fn a_rank_that_dies_stops_the_other_which_names_it() {
+    let (messages, took) = run_and_break_rank_one(libc::SIGKILL);
+    assert!(messages.contains("rank 1 stopped responding"), "{messages}");
+    assert!(
+        messages.contains("worker rank 1 of 2 failed (killed by signal 9)"),
+        "{messages}"
+    );
+    assert!(took < Duration::from_secs(30), "{took:?}");
+}
+
+#[test]
+fn a_rank_that_stalls_stops_the_other_within_the_timeout() {
+    let (messages, took) = run_and_break_rank_one(libc::SIGSTOP);
+    assert!(messages.contains("rank 1 stopped responding"), "{messages}");
+    // ddp_timeout = 8 s, the stale heartbeat's wait, the launcher's grace of 18 s.
+    assert!(took < Duration::from_secs(45), "{took:?}");
+}
