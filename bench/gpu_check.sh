@@ -8,7 +8,9 @@
 #      16–1024 tokens drawn per row, tokens/s and decode steps against the HBM bound;
 #   4. CRPO steps of the 0.5B shape in bf16 (8 prompts × 8, 512-token completions): s/step,
 #      rollout and training tokens/s, training MFU against the bf16 peak, peak GPU memory;
-#   5. CRPO steps of the Qwen2.5-3B shape (full fine-tuning, AdamW): time and peak memory.
+#   5. CRPO steps of the Qwen2.5-3B shape (full fine-tuning, AdamW): time and peak memory;
+#   6. the distributed path with world size 1 (NCCL on CUDA, Gloo on CPU: RANK=0 WORLD_SIZE=1, as
+#      torchrun sets them), two steps of a small model, and the seconds in collectives.
 # Every figure is printed and kept in OUT/gpu_check.jsonl.
 #
 #   bench/gpu_check.sh [--device cuda|cpu] [--bin DIR] [--out DIR] [--check-model DIR]
@@ -99,9 +101,10 @@ watch_memory rollout
 echo "peak GPU memory (MiB): $(peak_memory rollout)"
 tail -1 "$out/rollout.log" >> "$results"
 
-# CRPO steps of a preset: prompts, generations, completion tokens, steps.
+# CRPO steps of a preset: prompts, generations, completion tokens, steps, and "distributed" to
+# run it as rank 0 of a world of 1.
 train() {
-  local preset=$1 prompts=$2 generations=$3 length=$4 steps=$5
+  local preset=$1 prompts=$2 generations=$3 length=$4 steps=$5 distributed=${6:-}
   local dir; dir=$(model_dir "$preset")
   local run="$out/run-$preset"
   rm -rf "$run"
@@ -131,7 +134,13 @@ max_completion_length = $length
 min_completion_length = $length
 TOML
   watch_memory "$preset"
-  "$crpo" train --config "$out/$preset.toml" >/dev/null
+  if [ -n "$distributed" ]; then
+    local port; port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+      "$crpo" train --config "$out/$preset.toml" >/dev/null
+  else
+    "$crpo" train --config "$out/$preset.toml" >/dev/null
+  fi
   local memory; memory=$(peak_memory "$preset")
   python3 - "$run/metrics.jsonl" "$dir/config.json" "$preset" "$memory" "$peak_tflops" <<'PY' | tee -a "$results"
 import json, sys
@@ -157,6 +166,10 @@ record = {
     "peak_reserved_gib": max((m.get("gpu_memory") or {}).get("peak_reserved_bytes", 0) for m in metrics) / 2**30,
     "peak_rss_gib": max(m.get("peak_rss_bytes", 0) for m in metrics) / 2**30,
 }
+if "communication_s" in measured[-1]:
+    record["distributed_world_size_1"] = True
+    record["communication_s"] = mean("communication_s")
+    record["gradient_all_reduce_s"] = mean("gradient_all_reduce_s")
 print(json.dumps(record))
 PY
 }
@@ -167,4 +180,6 @@ if [ -n "$big_model" ]; then
   echo "== 5. CRPO steps: $big_model in $dtype (full fine-tuning)"
   train "$big_model" 4 8 256 2
 fi
+echo "== 6. the distributed path, world size 1: $rollout_model"
+train "$rollout_model" 2 4 64 2 distributed
 echo "results: $results"

@@ -463,6 +463,7 @@ fn the_gpu_check_dry_runs_on_the_cpu() {
         "== 2. numerics",
         "== 3. rollout engine",
         "== 4. CRPO steps",
+        "== 6. the distributed path, world size 1",
     ] {
         assert!(text.contains(step), "{step} missing:\n{text}");
     }
@@ -471,9 +472,12 @@ fn the_gpu_check_dry_runs_on_the_cpu() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(records.len(), 2, "{results}");
+    assert_eq!(records.len(), 3, "{results}");
     assert!(records[0]["tokens_per_s"].as_f64().unwrap() > 0.0);
     assert!(records[1]["step_seconds"].as_f64().unwrap() > 0.0);
+    // The distributed path ran (Gloo here, NCCL on a GPU) and timed its collectives.
+    assert_eq!(records[2]["distributed_world_size_1"], true, "{results}");
+    assert!(records[2]["communication_s"].as_f64().unwrap() > 0.0, "{results}");
     // metrics.jsonl's peak resident memory reaches the script's record.
     assert!(records[1]["peak_rss_gib"].as_f64().unwrap() > 0.0, "{results}");
     assert!(text.contains("attention (SDPA) kernel"), "{text}");

@@ -262,3 +262,59 @@ fn a_rank_that_stalls_stops_the_other_within_the_timeout() {
     // ddp_timeout = 8 s, the stale heartbeat's wait, the launcher's grace of 18 s.
     assert!(took < Duration::from_secs(45), "{took:?}");
 }
+
+#[test]
+fn a_killed_two_process_run_resumes_to_the_uninterrupted_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = "max_steps = 5\nsave_steps = 2\nddp_timeout = 60";
+    let whole = setup(dir.path(), "whole", 1, settings);
+    let killed = setup(dir.path(), "killed", 1, settings);
+    succeeded(
+        crpo_host()
+            .args(["train", "--nproc", "2", "--config"])
+            .arg(&whole)
+            .output()
+            .unwrap(),
+        "the uninterrupted run",
+    );
+    let mut launcher = crpo_host()
+        .args(["train", "--nproc", "2", "--config"])
+        .arg(&killed)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (rank_zero, rank_one) = (worker_pid(&launcher, 0), worker_pid(&launcher, 1));
+    let checkpoint = dir.path().join("killed/checkpoints/step-000002");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !checkpoint.exists() {
+        assert!(Instant::now() < deadline, "no checkpoint within 2 minutes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The whole job, at once, as a scheduler's preemption would.
+    for pid in [launcher.id(), rank_zero, rank_one] {
+        // SAFETY: signalling processes this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    let _ = launcher.wait();
+    succeeded(
+        crpo_host()
+            .args(["train", "--nproc", "2", "--resume", "--config"])
+            .arg(&killed)
+            .output()
+            .unwrap(),
+        "the resumed run",
+    );
+    let read = |run: &str| -> HashMap<String, Tensor> {
+        Tensor::read_safetensors(
+            dir.path()
+                .join(run)
+                .join("checkpoints/step-000005/model/model.safetensors"),
+        )
+        .unwrap()
+        .into_iter()
+        .collect()
+    };
+    assert_eq!(max_difference(&read("whole"), &read("killed")), 0.0);
+    assert_eq!(metric_lines(&dir.path().join("killed")).len(), 5);
+}

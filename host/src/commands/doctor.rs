@@ -130,6 +130,18 @@ fn report(plugin_dirs: &[PathBuf]) -> anyhow::Result<()> {
         }
     );
     attention_backends(cuda);
+    let backend = |backend: crpo_torch_ext::c10d::Backend| {
+        if backend.built() {
+            "yes"
+        } else {
+            "no"
+        }
+    };
+    println!(
+        "distributed      c10d gloo (CPU) {}, nccl (CUDA) {}  (docs/distributed.md)",
+        backend(crpo_torch_ext::c10d::Backend::Gloo),
+        backend(crpo_torch_ext::c10d::Backend::Nccl)
+    );
     println!(
         "CPU threads      {} (torch uses {})",
         available_cores(),

@@ -9,6 +9,7 @@
 use super::launch::LaunchEnv;
 use crpo_torch_ext::c10d::{Backend, ProcessGroup, Rendezvous};
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -27,8 +28,8 @@ pub struct World {
     stage: std::cell::RefCell<String>,
     /// Collectives entered so far: ranks that entered fewer are behind.
     entered: Cell<u64>,
-    /// Time spent in collectives since the last [`World::take_communication_time`].
-    communication: Cell<Duration>,
+    /// Time spent in each kind of collective since the last [`World::take_communication_times`].
+    spent: std::cell::RefCell<BTreeMap<String, Duration>>,
     heartbeat: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
     rendezvous: String,
 }
@@ -103,7 +104,7 @@ impl World {
             size: env.world_size,
             stage: std::cell::RefCell::new("start-up".into()),
             entered: Cell::new(0),
-            communication: Cell::new(Duration::ZERO),
+            spent: Default::default(),
             heartbeat: Some((stop, beating)),
             rendezvous: format!("{}:{}", env.master_addr, env.master_port),
         })
@@ -118,9 +119,12 @@ impl World {
         *self.stage.borrow_mut() = stage;
     }
 
-    /// Seconds spent in collectives since the last call.
-    pub fn take_communication_time(&self) -> f64 {
-        self.communication.replace(Duration::ZERO).as_secs_f64()
+    /// Seconds spent in each kind of collective (by its description) since the last call.
+    pub fn take_communication_times(&self) -> BTreeMap<String, f64> {
+        std::mem::take(&mut *self.spent.borrow_mut())
+            .into_iter()
+            .map(|(what, spent)| (what, spent.as_secs_f64()))
+            .collect()
     }
 
     /// Runs one collective: records the position first, and on failure names the ranks to
@@ -139,8 +143,7 @@ impl World {
             .store_set(&position_key(self.rank), position.as_bytes());
         let started = Instant::now();
         let result = f(&self.group);
-        self.communication
-            .set(self.communication.get() + started.elapsed());
+        *self.spent.borrow_mut().entry(what.to_string()).or_default() += started.elapsed();
         result.map_err(|error| {
             anyhow::anyhow!(
                 "rank {} of {} ({}, {what}): {}; {error}",

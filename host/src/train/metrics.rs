@@ -85,8 +85,9 @@ pub fn flatten(value: &Value, separator: &str) -> BTreeMap<String, Value> {
 
 /// The keys of a step's record that measure the machine rather than the run (time, speed,
 /// memory): two identical runs differ only in them.
-pub const MACHINE_KEYS: [&str; 6] = [
+pub const MACHINE_KEYS: [&str; 7] = [
     "communication_s",
+    "gradient_all_reduce_s",
     "rollout_tokens_per_s",
     "train_tokens_per_s",
     "step_time_s",
@@ -145,6 +146,9 @@ pub struct StepMetrics {
     /// rollouts, summing gradients and statistics), waiting for slower ranks included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub communication_s: Option<f64>,
+    /// Distributed runs only: of those, the seconds spent summing gradients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_all_reduce_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval: Option<BTreeMap<String, EvalPoint>>,
 }

@@ -17,7 +17,7 @@ use super::resume::{self, StartMode};
 use super::reward::RunReward;
 use super::rollouts::{sample_groups, Group, Rollouts};
 use super::tensorboard::{scalars_of, EventWriter};
-use super::update::{update_policy, Batch, Reference, UpdateStats};
+use super::update::{update_policy, Batch, Reference, UpdateStats, SUMMING_GRADIENTS};
 use crate::distributed::{replicas, shard, World};
 use crate::interrupt::{Interrupt, Interrupted};
 use crate::memory_stats;
@@ -423,6 +423,7 @@ impl Trainer {
             nonfinite_steps: self.nonfinite_steps,
             prompts_truncated: rollouts.groups.iter().filter(|g| g.prompt_truncated).count(),
             communication_s: None,
+            gradient_all_reduce_s: None,
             eval: None,
         };
         let mut record = record;
@@ -430,7 +431,11 @@ impl Trainer {
         if every > 0 && (self.step.is_multiple_of(every) || self.step == self.config.run.max_steps) {
             record.eval = Some(self.evaluate_held_out()?);
         }
-        record.communication_s = self.world.as_ref().map(World::take_communication_time);
+        if let Some(world) = &self.world {
+            let spent = world.take_communication_times();
+            record.communication_s = Some(spent.values().sum());
+            record.gradient_all_reduce_s = Some(spent.get(SUMMING_GRADIENTS).copied().unwrap_or(0.0));
+        }
         let step = self.step;
         let Some(writers) = &mut self.writers else {
             return Ok(record);

@@ -226,6 +226,9 @@ pub fn update_policy(
     Ok(stats)
 }
 
+/// The gradient sum's name in messages and timings.
+pub const SUMMING_GRADIENTS: &str = "summing gradients";
+
 /// Sums every rank's gradients (the passes of an update are split among them, so the sum is
 /// the update's whole gradient) with, first, whether any rank's loss was not finite: then
 /// every rank skips the update. Returns whether it is skipped.
@@ -236,7 +239,7 @@ fn sum_gradients(world: &World, optimizer: &AdamW, skipped_here: bool) -> anyhow
         return Ok(true);
     }
     let gradients = optimizer.gradients();
-    world.all_reduce_sum("summing gradients", &gradients.iter().collect::<Vec<_>>())?;
+    world.all_reduce_sum(SUMMING_GRADIENTS, &gradients.iter().collect::<Vec<_>>())?;
     Ok(false)
 }
 
