@@ -3,6 +3,8 @@
 //! a resume across another world size is refused; a rank that dies or stalls stops the other
 //! within `run.ddp_timeout`, which names it.
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -317,4 +319,38 @@ fn a_killed_two_process_run_resumes_to_the_uninterrupted_weights() {
     };
     assert_eq!(max_difference(&read("whole"), &read("killed")), 0.0);
     assert_eq!(metric_lines(&dir.path().join("killed")).len(), 5);
+}
+
+#[test]
+fn torchrun_launches_a_two_rank_run() {
+    // torch itself is always in the set-up venv: torchrun is `python -m torch.distributed.run`.
+    let python = support::venv_python_with("torch", "scripts/setup.sh").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(
+        dir.path(),
+        "run",
+        1,
+        "max_steps = 2\nsave_steps = 2\nddp_timeout = 60",
+    );
+    let output = Command::new(python)
+        .args([
+            "-m",
+            "torch.distributed.run",
+            "--no-python",
+            "--nproc-per-node",
+            "2",
+        ])
+        .arg(env!("CARGO_BIN_EXE_crpo-host"))
+        .args(["train", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let messages = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{messages}");
+    assert!(messages.contains("distributed: rank 0 of 2"), "{messages}");
+    // torchrun's agent hosts the store: rank 0 connects to it rather than fail to bind.
+    assert!(!messages.contains("failed to bind"), "{messages}");
+    assert_eq!(metric_lines(&dir.path().join("run")).len(), 2);
+    assert!(dir.path().join("run/checkpoints/step-000002").is_dir());
 }

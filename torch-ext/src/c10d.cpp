@@ -14,6 +14,7 @@
 
 #if defined(CRPO_C10D_GLOO) || defined(CRPO_C10D_NCCL)
 #include <torch/csrc/distributed/c10d/Backend.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #endif
 #ifdef CRPO_C10D_GLOO
@@ -73,21 +74,24 @@ int crpo_c10d_backends() {
   return backends;
 }
 
-// Joins the group: rank 0 hosts the TCPStore on `port`, every rank connects to `host`.
-// `backend` 0 is Gloo (its transport bound to `bind_host`), 1 is NCCL.
-int crpo_c10d_new(const char* host, uint16_t port, const char* bind_host, int rank, int world_size,
-                  int backend, int64_t timeout_ms, void** out, char* error, size_t error_len) {
+// Joins the group: the TCPStore on `host:port` is hosted by this process when `host_store`
+// (rank 0, unless torchrun's agent hosts it), every rank connects to it and keeps its keys under
+// `prefix`. `backend` 0 is Gloo (its transport bound to `bind_host`), 1 is NCCL.
+int crpo_c10d_new(const char* host, uint16_t port, int host_store, const char* prefix, const char* bind_host,
+                  int rank, int world_size, int backend, int64_t timeout_ms, void** out, char* error,
+                  size_t error_len) {
 #if defined(CRPO_C10D_GLOO) || defined(CRPO_C10D_NCCL)
   return guarded(
       [&] {
         const auto timeout = std::chrono::milliseconds(timeout_ms);
         c10d::TCPStoreOptions options;
         options.port = port;
-        options.isServer = rank == 0;
+        options.isServer = host_store != 0;
         options.numWorkers = world_size;
         options.waitWorkers = true;
         options.timeout = timeout;
-        auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), options);
+        c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::PrefixStore>(
+            std::string(prefix), c10::make_intrusive<c10d::TCPStore>(std::string(host), options));
         c10::intrusive_ptr<c10d::Backend> group;
         if (backend == 0) {
 #ifdef CRPO_C10D_GLOO
@@ -114,7 +118,7 @@ int crpo_c10d_new(const char* host, uint16_t port, const char* bind_host, int ra
       },
       error, error_len);
 #else
-  (void)host; (void)port; (void)bind_host; (void)rank; (void)world_size; (void)backend;
+  (void)host; (void)port; (void)host_store; (void)prefix; (void)bind_host; (void)rank; (void)world_size; (void)backend;
   (void)timeout_ms; (void)out; (void)error; (void)error_len;
   return 1;
 #endif

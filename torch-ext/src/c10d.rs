@@ -14,6 +14,8 @@ extern "C" {
     fn crpo_c10d_new(
         host: *const c_char,
         port: u16,
+        host_store: c_int,
+        prefix: *const c_char,
         bind_host: *const c_char,
         rank: c_int,
         world_size: c_int,
@@ -101,6 +103,12 @@ pub struct Rendezvous {
     pub host: String,
     /// The store's port (MASTER_PORT).
     pub port: u16,
+    /// Whether this process hosts the store (rank 0, unless a launcher's agent already does,
+    /// as torchrun's: TORCHELASTIC_USE_AGENT_STORE).
+    pub host_store: bool,
+    /// The group's keys in the store are under this prefix (a restarted job's must not meet the
+    /// last attempt's).
+    pub prefix: String,
     /// The address this rank's Gloo transport binds to; empty: this host's name (else loopback).
     pub bind_host: String,
     pub rank: usize,
@@ -165,6 +173,7 @@ impl ProcessGroup {
         }
         let host = c_string("MASTER_ADDR", &rendezvous.host)?;
         let bind = c_string("the bind address", &rendezvous.bind_host)?;
+        let prefix = c_string("the store prefix", &rendezvous.prefix)?;
         let mut handle = std::ptr::null_mut();
         checked(
             &format!(
@@ -176,6 +185,8 @@ impl ProcessGroup {
                 crpo_c10d_new(
                     host.as_ptr(),
                     rendezvous.port,
+                    c_int::from(rendezvous.host_store),
+                    prefix.as_ptr(),
                     bind.as_ptr(),
                     rendezvous.rank as c_int,
                     rendezvous.world_size as c_int,

@@ -24,6 +24,8 @@ fn join_from_env(timeout: Duration) -> ProcessGroup {
     ProcessGroup::join(&Rendezvous {
         host: "127.0.0.1".into(),
         port,
+        host_store: rank == 0,
+        prefix: "test".into(),
         bind_host: "127.0.0.1".into(),
         rank,
         world_size: 2,

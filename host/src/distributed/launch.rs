@@ -16,6 +16,11 @@ pub struct LaunchEnv {
     pub local_rank: usize,
     pub master_addr: String,
     pub master_port: u16,
+    /// torchrun's agent hosts the rendezvous store (TORCHELASTIC_USE_AGENT_STORE): rank 0
+    /// connects to it instead of hosting one.
+    pub agent_store: bool,
+    /// Which attempt of an elastic job this is (TORCHELASTIC_RESTART_COUNT; 0 otherwise).
+    pub restart: usize,
 }
 
 const VARS: [&str; 5] = ["RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"];
@@ -70,6 +75,10 @@ impl LaunchEnv {
             local_rank,
             master_addr,
             master_port,
+            agent_store: var("TORCHELASTIC_USE_AGENT_STORE").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            restart: var("TORCHELASTIC_RESTART_COUNT")
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0),
         }))
     }
 }
@@ -179,7 +188,9 @@ mod tests {
                 world_size: 2,
                 local_rank: 1,
                 master_addr: "10.0.0.1".into(),
-                master_port: 29500
+                master_port: 29500,
+                agent_store: false,
+                restart: 0,
             })
         );
         let without = |name: &str| {

@@ -56,6 +56,8 @@ impl World {
         let group = ProcessGroup::join(&Rendezvous {
             host: env.master_addr.clone(),
             port: env.master_port,
+            host_store: env.rank == 0 && !env.agent_store,
+            prefix: format!("crpo/attempt-{}", env.restart),
             bind_host: if loopback {
                 "127.0.0.1".into()
             } else {
