@@ -56,11 +56,13 @@ def measured(run):
     records = [json.loads(l) for l in open(f"{work}/{run}/metrics.jsonl")][1:]
     step = sum(r["step_time_s"] for r in records) / len(records)
     comm = sum(r.get("communication_s", 0.0) for r in records) / len(records)
-    return step, comm, len(records)
-one, _, n = measured("one")
-two, comm, _ = measured("two")
+    grads = sum(r.get("gradient_all_reduce_s", 0.0) for r in records) / len(records)
+    return step, comm, grads, len(records)
+one, _, _, n = measured("one")
+two, comm, grads, _ = measured("two")
 print(f"measured steps       {n} (after one warm-up)")
 print(f"1 process            {one:8.3f} s/step  {1/one:6.3f} steps/s")
 print(f"2 processes          {two:8.3f} s/step  {1/two:6.3f} steps/s  ({one/two:.2f}x)")
-print(f"  in collectives     {comm:8.3f} s/step on rank 0 ({100*comm/two:.0f}% of the step)")
+print(f"  in collectives     {comm:8.3f} s/step on rank 0 ({100*comm/two:.0f}% of the step, waits included)")
+print(f"  summing gradients  {grads:8.3f} s/step")
 PY

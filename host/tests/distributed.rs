@@ -354,3 +354,59 @@ fn torchrun_launches_a_two_rank_run() {
     assert_eq!(metric_lines(&dir.path().join("run")).len(), 2);
     assert!(dir.path().join("run/checkpoints/step-000002").is_dir());
 }
+
+#[test]
+fn two_processes_train_the_lora_adapters_one_process_trains() {
+    // Rank 0 draws fresh adapters from the run's seed, as one process does, and broadcasts them;
+    // the reference is the base with adapters off on each rank.
+    let dir = tempfile::tempdir().unwrap();
+    let with_lora = |path: PathBuf| {
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "device = \"cpu\"\n",
+            "device = \"cpu\"\n[model.lora]\nr = 4\nlora_alpha = 8\ntarget_modules = \"all-linear\"\n",
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let one = with_lora(setup(dir.path(), "one", 2, "max_steps = 3\nsave_steps = 3"));
+    let two = with_lora(setup(
+        dir.path(),
+        "two",
+        1,
+        "max_steps = 3\nsave_steps = 3\nddp_timeout = 120",
+    ));
+    succeeded(
+        crpo_host()
+            .args(["train", "--config"])
+            .arg(&one)
+            .output()
+            .unwrap(),
+        "one process",
+    );
+    succeeded(
+        crpo_host()
+            .args(["train", "--nproc", "2", "--config"])
+            .arg(&two)
+            .output()
+            .unwrap(),
+        "two processes",
+    );
+    let adapters = |run: &str| -> HashMap<String, Tensor> {
+        Tensor::read_safetensors(
+            dir.path()
+                .join(run)
+                .join("checkpoints/step-000003/model/adapter_model.safetensors"),
+        )
+        .unwrap()
+        .into_iter()
+        .collect()
+    };
+    let (a, b) = (adapters("one"), adapters("two"));
+    let largest = a
+        .values()
+        .map(|t| t.abs().max().double_value(&[]))
+        .fold(0.0, f64::max);
+    assert!(largest > 1e-3, "the adapters moved ({largest})");
+    let apart = max_difference(&a, &b);
+    assert!(apart < 1e-5, "one and two processes' adapters differ by {apart}");
+}

@@ -25,6 +25,9 @@ pub fn policy_and_optimizer(
     mode: &str,
     settings: AdamWSettings,
 ) -> anyhow::Result<(Option<TrainerState>, Policy, AdamW)> {
+    // Fresh LoRA adapters are drawn from torch's generator: from the run's seed, as
+    // transformers' Trainer seeds before it builds the model, so a run is reproducible.
+    tch::manual_seed(config.run.seed as i64);
     let resumed = start(run_dir, config, start_mode, mode, setting, |dir| {
         let policy = Policy::load(registry, &config.model, &dir.join(checkpoint::MODEL_DIR))?;
         let mut optimizer = AdamW::new(policy.parameters(), settings);

@@ -49,6 +49,9 @@ pub fn sampling_seed(seed: u64, step: usize, round: usize) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Separates the passes' draws (dropout) from the sampling's in [`sampling_seed`].
+const DROPOUT_STREAM: u64 = 0x0064_726f_706f_7574;
+
 pub struct Trainer {
     config: RunConfig,
     config_toml: String,
@@ -117,6 +120,8 @@ impl Trainer {
         let started = (|| {
             super::memory_plan::check_run(&config, Phase::Train)?;
             if !is_main {
+                // Its trainable weights come from rank 0; the seed keeps the rest alike.
+                tch::manual_seed(config.run.seed as i64);
                 let policy = Policy::load(registry, &config.model, &config.model.path)?;
                 let optimizer = AdamW::new(policy.parameters(), adam_settings(&config));
                 return Ok((None, policy, optimizer));
@@ -322,6 +327,9 @@ impl Trainer {
     /// One step: rollouts, advantages, the policy update, the records.
     fn train_step(&mut self) -> anyhow::Result<StepMetrics> {
         let started = Instant::now();
+        // Draws inside the passes (LoRA dropout) come from torch's generator: seeded from the
+        // run's seed and the step, so a resumed run draws what the uninterrupted one would.
+        tch::manual_seed(sampling_seed(self.config.run.seed ^ DROPOUT_STREAM, self.step, 0) as i64);
         memory_stats::reset_peak(self.policy.device);
         let collected = self.collect()?;
         let rollout_seconds = started.elapsed().as_secs_f64();
