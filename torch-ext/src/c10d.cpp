@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -16,6 +18,8 @@
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
 #endif
 #ifdef CRPO_C10D_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -57,6 +61,106 @@ std::vector<at::Tensor> tensors_of(at::Tensor** tensors, size_t n) {
   for (size_t i = 0; i < n; ++i) list.push_back(*tensors[i]);
   return list;
 }
+
+// Gradient sums overlapped with the backward pass, as DDP's reducer does: a hook after each
+// parameter's gradient accumulation marks it ready, and each bucket (parameters in reverse
+// order, the order backward produces them) is sent as soon as it and every bucket before it
+// are ready — the same order on every rank, as the collectives must be.
+struct GradientSync {
+  Group* group;
+  std::vector<at::Tensor> params;
+  std::vector<std::vector<size_t>> buckets;
+  std::vector<size_t> bucket_of;
+  std::vector<size_t> waiting;  // per bucket: parameters not ready yet
+  std::vector<bool> ready;      // per parameter
+  std::vector<at::Tensor> flats;
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  size_t next = 0;
+  bool armed = false;
+  std::string failure;
+  std::mutex mutex;
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
+
+  void launch(size_t b) {
+    std::vector<at::Tensor> pieces;
+    for (size_t i : buckets[b]) {
+      const auto grad = params[i].grad();
+      pieces.push_back(grad.defined() ? grad.reshape({-1}) : at::zeros({params[i].numel()}, params[i].options()));
+    }
+    flats[b] = at::cat(pieces);
+    std::vector<at::Tensor> list{flats[b]};
+    c10d::AllreduceOptions options;
+    options.reduceOp = c10d::ReduceOp::SUM;
+    options.timeout = group->timeout;
+    works[b] = group->backend->allreduce(list, options);
+  }
+
+  // Sends every bucket whose turn has come. Called under the lock.
+  void launch_ready() {
+    while (next < buckets.size() && waiting[next] == 0 && failure.empty()) {
+      try {
+        launch(next);
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      ++next;
+    }
+  }
+
+  void on_ready(size_t i) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!armed || ready[i]) return;
+    ready[i] = true;
+    --waiting[bucket_of[i]];
+    launch_ready();
+  }
+
+  void arm() {
+    std::lock_guard<std::mutex> lock(mutex);
+    armed = true;
+    next = 0;
+    failure.clear();
+    std::fill(ready.begin(), ready.end(), false);
+    for (size_t b = 0; b < buckets.size(); ++b) waiting[b] = buckets[b].size();
+    for (auto& work : works) work.reset();
+  }
+
+  // Sends what the backward did not, waits for every bucket and writes the sums back.
+  // Returns how many buckets the backward had sent.
+  size_t finish() {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!armed) {
+      armed = true;
+      next = 0;
+      failure.clear();
+    }
+    const size_t sent_during_backward = next;
+    for (size_t b = 0; b < buckets.size(); ++b) waiting[b] = 0;
+    launch_ready();
+    armed = false;
+    if (!failure.empty()) throw std::runtime_error(failure);
+    for (size_t b = 0; b < buckets.size(); ++b) {
+      works[b]->wait(group->timeout);
+      int64_t offset = 0;
+      for (size_t i : buckets[b]) {
+        auto grad = params[i].grad();
+        const auto numel = params[i].numel();
+        auto piece = flats[b].narrow(0, offset, numel).view(params[i].sizes());
+        at::NoGradGuard no_grad;
+        if (grad.defined()) {
+          grad.copy_(piece);
+        } else {
+          // A rank that ran no pass of this update has no gradient yet: the sum is its gradient.
+          params[i].mutable_grad() = piece.clone();
+        }
+        offset += numel;
+      }
+      flats[b] = at::Tensor();
+      works[b].reset();
+    }
+    return sent_during_backward;
+  }
+};
 #endif
 }  // namespace
 
@@ -196,6 +300,85 @@ int crpo_c10d_store_set(void* handle, const char* key, const uint8_t* value, siz
 #else
   (void)handle; (void)key; (void)value; (void)len; (void)error; (void)error_len;
   return 1;
+#endif
+}
+
+// Hooks gradient sums onto the backward of `params` (leaves that require grad), in buckets of
+// at most `bucket_bytes`.
+int crpo_c10d_sync_new(void* handle, at::Tensor** tensors, size_t n, int64_t bucket_bytes, void** out,
+                       char* error, size_t error_len) {
+#if defined(CRPO_C10D_GLOO) || defined(CRPO_C10D_NCCL)
+  return guarded(
+      [&] {
+        auto sync = std::make_shared<GradientSync>();
+        sync->group = static_cast<Group*>(handle);
+        sync->params = tensors_of(tensors, n);
+        sync->bucket_of.assign(n, 0);
+        int64_t bytes = 0;
+        for (size_t k = n; k-- > 0;) {
+          const auto& param = sync->params[k];
+          const int64_t size = param.numel() * static_cast<int64_t>(param.element_size());
+          const bool same_kind =
+              !sync->buckets.empty() && sync->params[sync->buckets.back().front()].scalar_type() == param.scalar_type();
+          if (sync->buckets.empty() || !same_kind || bytes + size > bucket_bytes) {
+            sync->buckets.emplace_back();
+            bytes = 0;
+          }
+          sync->buckets.back().push_back(k);
+          sync->bucket_of[k] = sync->buckets.size() - 1;
+          bytes += size;
+        }
+        sync->waiting.assign(sync->buckets.size(), 0);
+        sync->ready.assign(n, false);
+        sync->flats.resize(sync->buckets.size());
+        sync->works.resize(sync->buckets.size());
+        // The hooks outlive nothing: they hold the sync weakly and do nothing once it is freed.
+        std::weak_ptr<GradientSync> weak = sync;
+        for (size_t i = 0; i < n; ++i) {
+          auto accumulator = torch::autograd::impl::grad_accumulator(sync->params[i]);
+          if (!accumulator) throw std::runtime_error("a parameter to synchronise is not a leaf that requires grad");
+          accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+              [weak, i](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
+                if (auto live = weak.lock()) live->on_ready(i);
+                return outputs;
+              }));
+          sync->accumulators.push_back(std::move(accumulator));
+        }
+        *out = new std::shared_ptr<GradientSync>(std::move(sync));
+      },
+      error, error_len);
+#else
+  (void)handle; (void)tensors; (void)n; (void)bucket_bytes; (void)out; (void)error; (void)error_len;
+  return 1;
+#endif
+}
+
+// The next backward sends buckets as they become ready.
+void crpo_c10d_sync_arm(void* sync) {
+#if defined(CRPO_C10D_GLOO) || defined(CRPO_C10D_NCCL)
+  (*static_cast<std::shared_ptr<GradientSync>*>(sync))->arm();
+#else
+  (void)sync;
+#endif
+}
+
+int crpo_c10d_sync_finish(void* sync, size_t* sent_during_backward, char* error, size_t error_len) {
+#if defined(CRPO_C10D_GLOO) || defined(CRPO_C10D_NCCL)
+  return guarded(
+      [&] { *sent_during_backward = (*static_cast<std::shared_ptr<GradientSync>*>(sync))->finish(); }, error,
+      error_len);
+#else
+  (void)sync; (void)sent_during_backward; (void)error; (void)error_len;
+  return 1;
+#endif
+}
+
+// The hooks stay on the accumulators and find the sync gone.
+void crpo_c10d_sync_free(void* sync) {
+#if defined(CRPO_C10D_GLOO) || defined(CRPO_C10D_NCCL)
+  delete static_cast<std::shared_ptr<GradientSync>*>(sync);
+#else
+  (void)sync;
 #endif
 }
 

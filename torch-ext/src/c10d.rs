@@ -50,6 +50,23 @@ extern "C" {
         error: *mut c_char,
         error_len: usize,
     ) -> c_int;
+    fn crpo_c10d_sync_new(
+        group: *mut c_void,
+        tensors: *mut *mut C_tensor,
+        n: usize,
+        bucket_bytes: i64,
+        out: *mut *mut c_void,
+        error: *mut c_char,
+        error_len: usize,
+    ) -> c_int;
+    fn crpo_c10d_sync_arm(sync: *mut c_void);
+    fn crpo_c10d_sync_finish(
+        sync: *mut c_void,
+        sent_during_backward: *mut usize,
+        error: *mut c_char,
+        error_len: usize,
+    ) -> c_int;
+    fn crpo_c10d_sync_free(sync: *mut c_void);
     fn crpo_c10d_store_timeout(
         group: *mut c_void,
         timeout_ms: i64,
@@ -340,6 +357,71 @@ impl ProcessGroup {
             Backend::Gloo => Device::Cpu,
             Backend::Nccl => Device::Cuda(0),
         }
+    }
+}
+
+/// Gradient sums overlapped with the backward pass, as DDP's reducer does: hooks after each
+/// parameter's gradient accumulation send a bucket (parameters in reverse order, the order the
+/// backward produces their gradients) as soon as it and every bucket before it are complete,
+/// while the backward goes on. [`GradientSync::arm`] before the backward whose gradients are
+/// final; [`GradientSync::finish`] after it sends what is left, waits, and writes the sums
+/// into the gradients (defining those a rank never accumulated).
+pub struct GradientSync {
+    handle: *mut c_void,
+    /// The shim's sync points at the group: it lives as long.
+    _group: std::sync::Arc<ProcessGroup>,
+}
+
+impl GradientSync {
+    /// Hooks `parameters` (leaves that require grad; the same list, in the same order, on
+    /// every rank) to `group`.
+    pub fn new(group: std::sync::Arc<ProcessGroup>, parameters: &[&Tensor]) -> Result<Self, String> {
+        let mut pointers: Vec<*mut C_tensor> =
+            parameters.iter().map(|t| t.as_ptr() as *mut C_tensor).collect();
+        let mut handle = std::ptr::null_mut();
+        checked("hooking the gradient sums", |error, len| {
+            // SAFETY: the tensors outlive the call (the shim keeps its own references).
+            unsafe {
+                crpo_c10d_sync_new(
+                    group.handle,
+                    pointers.as_mut_ptr(),
+                    pointers.len(),
+                    BUCKET_BYTES as i64,
+                    &mut handle,
+                    error,
+                    len,
+                )
+            }
+        })?;
+        Ok(GradientSync {
+            handle,
+            _group: group,
+        })
+    }
+
+    /// The next backward sends buckets as their gradients become final.
+    pub fn arm(&self) {
+        // SAFETY: the handle is live.
+        unsafe { crpo_c10d_sync_arm(self.handle) }
+    }
+
+    /// Sends the buckets not yet sent, waits for every sum (within the group's timeout) and
+    /// writes them into the parameters' gradients. Returns how many buckets the backward had
+    /// already sent (the overlapped ones).
+    pub fn finish(&self) -> Result<usize, String> {
+        let mut sent = 0usize;
+        checked("summing gradients", |error, len| {
+            // SAFETY: the handle is live; `sent` outlives the call.
+            unsafe { crpo_c10d_sync_finish(self.handle, &mut sent, error, len) }
+        })?;
+        Ok(sent)
+    }
+}
+
+impl Drop for GradientSync {
+    fn drop(&mut self) {
+        // SAFETY: made by `crpo_c10d_sync_new`, freed once.
+        unsafe { crpo_c10d_sync_free(self.handle) }
     }
 }
 

@@ -2,8 +2,9 @@
 //! group over a TCPStore on 127.0.0.1 and run every collective; a rank that dies makes the
 //! other's next collective fail within the timeout instead of hanging.
 
-use crpo_torch_ext::c10d::{Backend, ProcessGroup, Rendezvous};
+use crpo_torch_ext::c10d::{Backend, GradientSync, ProcessGroup, Rendezvous, BUCKET_BYTES};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
@@ -143,4 +144,65 @@ fn a_rank_that_dies_fails_the_others_collective_within_the_timeout() {
         started.elapsed()
     );
     assert!(error.starts_with("all-reduce"), "{error}");
+}
+
+#[test]
+fn gradient_sums_start_during_the_backward_and_equal_the_plain_sum() {
+    if std::env::var(RANK_VAR).is_err() {
+        for (rank, (ok, output)) in
+            run_two_ranks("gradient_sums_start_during_the_backward_and_equal_the_plain_sum")
+                .into_iter()
+                .enumerate()
+        {
+            assert!(ok, "rank {rank} failed:\n{output}");
+        }
+        return;
+    }
+    let group = Arc::new(join_from_env(Duration::from_secs(30)));
+    let rank = group.rank as f64;
+    // Three parameters of 40% of a bucket each: buckets {2, 1} and {0}, in backward order.
+    let numel = (BUCKET_BYTES * 2 / 5 / 4) as i64;
+    let parameters: Vec<Tensor> = (0..3)
+        .map(|_| Tensor::ones([numel], (Kind::Float, Device::Cpu)).set_requires_grad(true))
+        .collect();
+    let sync = GradientSync::new(group.clone(), &parameters.iter().collect::<Vec<_>>()).unwrap();
+    for round in 0..2 {
+        // An earlier, unarmed backward accumulates without sending (gradient accumulation).
+        (&parameters[0] * 1.0 + &parameters[1] * 1.0 + &parameters[2] * 1.0)
+            .sum(Kind::Float)
+            .backward();
+        sync.arm();
+        // Each parameter's gradient: 1 + (rank + 1) · (k + 1); the sum over ranks 0 and 1 is
+        // 2 + 3 · (k + 1).
+        let loss = parameters
+            .iter()
+            .enumerate()
+            .map(|(k, p)| (p * ((rank + 1.0) * (k as f64 + 1.0))).sum(Kind::Float))
+            .reduce(|a, b| a + b)
+            .unwrap();
+        loss.backward();
+        let sent_during_backward = sync.finish().unwrap();
+        assert!(
+            sent_during_backward >= 1,
+            "round {round}: no bucket left during the backward"
+        );
+        for (k, p) in parameters.iter().enumerate() {
+            assert_eq!(
+                p.grad().double_value(&[7]),
+                2.0 + 3.0 * (k as f64 + 1.0),
+                "round {round}, parameter {k}"
+            );
+            let mut grad = p.grad();
+            let _ = grad.zero_();
+        }
+    }
+    // A rank that ran no backward still takes part; its gradients become the sum.
+    let fresh = Tensor::ones([5], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let lonely = GradientSync::new(group.clone(), &[&fresh]).unwrap();
+    if group.rank == 0 {
+        lonely.arm();
+        (&fresh * 4.0).sum(Kind::Float).backward();
+    }
+    lonely.finish().unwrap();
+    assert_eq!(fresh.grad().double_value(&[0]), 4.0);
 }

@@ -7,7 +7,7 @@
 //! go stale, then names the ranks that are stale or behind.
 
 use super::launch::LaunchEnv;
-use crpo_torch_ext::c10d::{Backend, ProcessGroup, Rendezvous};
+use crpo_torch_ext::c10d::{Backend, GradientSync, ProcessGroup, Rendezvous};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +32,8 @@ pub struct World {
     spent: std::cell::RefCell<BTreeMap<String, Duration>>,
     heartbeat: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
     rendezvous: String,
+    /// The gradient sums hooked onto the backward pass, made at the first update.
+    gradient_sync: std::cell::OnceCell<GradientSync>,
 }
 
 fn now_ms() -> u128 {
@@ -109,6 +111,7 @@ impl World {
             spent: Default::default(),
             heartbeat: Some((stop, beating)),
             rendezvous: format!("{}:{}", env.master_addr, env.master_port),
+            gradient_sync: std::cell::OnceCell::new(),
         })
     }
 
@@ -214,6 +217,30 @@ impl World {
     /// Sums tensors in place across ranks, bucketed.
     pub fn all_reduce_sum(&self, what: &str, tensors: &[&Tensor]) -> anyhow::Result<()> {
         self.collective(what, |group| group.all_reduce_sum(tensors))
+    }
+
+    /// The gradient sums of `parameters` hooked onto the backward (made once: the same
+    /// parameters every time).
+    fn gradient_sync(&self, parameters: &[&Tensor]) -> anyhow::Result<&GradientSync> {
+        if let Some(sync) = self.gradient_sync.get() {
+            return Ok(sync);
+        }
+        let sync = GradientSync::new(self.group.clone(), parameters).map_err(|e| anyhow::anyhow!(e))?;
+        Ok(self.gradient_sync.get_or_init(|| sync))
+    }
+
+    /// The next backward pass of `parameters` starts sending its gradients' sums as they
+    /// become final (the update's last pass on this rank).
+    pub fn arm_gradient_sums(&self, parameters: &[&Tensor]) -> anyhow::Result<()> {
+        self.gradient_sync(parameters)?.arm();
+        Ok(())
+    }
+
+    /// Finishes the sums the armed backward started (or does them all, on a rank that ran no
+    /// pass): every rank then holds the update's whole gradient.
+    pub fn finish_gradient_sums(&self, what: &str, parameters: &[&Tensor]) -> anyhow::Result<()> {
+        let sync = self.gradient_sync(parameters)?;
+        self.collective(what, |_| sync.finish()).map(|_| ())
     }
 
     /// Rank 0's tensors into every rank's.

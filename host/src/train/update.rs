@@ -139,6 +139,7 @@ pub fn update_policy(
         for (u, update) in updates.iter().enumerate() {
             let mut update_loss = 0.0;
             let mut skipped = false;
+            let last_pass_here = mine[u].iter().rposition(|&m| m);
             for (p, rows) in update.passes.iter().enumerate() {
                 if !mine[u][p] {
                     continue;
@@ -174,6 +175,11 @@ pub fn update_policy(
                     tracing::warn!("step {step}: the loss is {value}; the update is skipped");
                     skipped = true;
                     break;
+                }
+                if let Some(world) = world.filter(|_| Some(p) == last_pass_here) {
+                    // Its gradients are final as the backward makes them: their sums start
+                    // while it goes on.
+                    world.arm_gradient_sums(&optimizer.parameters())?;
                 }
                 loss.backward();
                 sums += pass_stats;
@@ -230,17 +236,14 @@ pub fn update_policy(
 pub const SUMMING_GRADIENTS: &str = "summing gradients";
 
 /// Sums every rank's gradients (the passes of an update are split among them, so the sum is
-/// the update's whole gradient) with, first, whether any rank's loss was not finite: then
-/// every rank skips the update. Returns whether it is skipped.
+/// the update's whole gradient; most of it was sent during the last backward), then whether
+/// any rank's loss was not finite: then every rank skips the update. Returns whether it is
+/// skipped.
 fn sum_gradients(world: &World, optimizer: &AdamW, skipped_here: bool) -> anyhow::Result<bool> {
+    world.finish_gradient_sums(SUMMING_GRADIENTS, &optimizer.parameters())?;
     let flag = Tensor::from_slice(&[f64::from(u8::from(skipped_here))]);
     world.all_reduce_sum("agreeing the loss is finite", &[&flag])?;
-    if flag.double_value(&[0]) > 0.0 {
-        return Ok(true);
-    }
-    let gradients = optimizer.gradients();
-    world.all_reduce_sum(SUMMING_GRADIENTS, &gradients.iter().collect::<Vec<_>>())?;
-    Ok(false)
+    Ok(flag.double_value(&[0]) > 0.0)
 }
 
 /// Every rank's loss and token statistics summed: the step's, as one process would report it.
