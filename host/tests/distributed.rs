@@ -410,3 +410,41 @@ fn two_processes_train_the_lora_adapters_one_process_trains() {
     let apart = max_difference(&a, &b);
     assert!(apart < 1e-5, "one and two processes' adapters differ by {apart}");
 }
+
+#[test]
+fn sigterm_to_the_launcher_checkpoints_and_stops_every_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(
+        dir.path(),
+        "run",
+        1,
+        "max_steps = 1000\nsave_steps = 1000\nddp_timeout = 60",
+    );
+    let launcher = crpo_host()
+        .args(["train", "--nproc", "2", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = dir.path().join("run/metrics.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_to_string(&metrics).map_or(true, |m| m.lines().count() < 1) {
+        assert!(Instant::now() < deadline, "no step within 2 minutes");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: signalling the launcher this test started.
+    unsafe { libc::kill(launcher.id() as i32, libc::SIGTERM) };
+    let output = launcher.wait_with_output().unwrap();
+    let messages = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(128 + libc::SIGTERM), "{messages}");
+    assert!(messages.contains("stopped by SIGTERM after step"), "{messages}");
+    let checkpoints: Vec<_> = std::fs::read_dir(dir.path().join("run/checkpoints"))
+        .unwrap()
+        .collect();
+    assert_eq!(
+        checkpoints.len(),
+        1,
+        "one checkpoint, at the step every rank stopped after"
+    );
+}

@@ -2,9 +2,12 @@
 //! WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT (set by torchrun, by an sbatch script
 //! around srun, or by `crpo-host train --nproc N`, which starts N local workers itself).
 
+use crate::interrupt::Interrupted;
 use anyhow::{bail, Context};
 use std::ffi::OsString;
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// This process's place in a distributed run.
@@ -92,11 +95,19 @@ fn free_port() -> anyhow::Result<u16> {
 /// 0..nproc of one run on this machine. When a worker fails, the others get `grace` to stop on
 /// their own (their next collective fails and names it) and are then killed. Returns the first
 /// failure, naming the rank.
+///
+/// Signals: Ctrl-C reaches the workers from the terminal itself, and a SIGTERM sent to this
+/// launcher (a scheduler's) is passed on to them; either way they finish the step, rank 0
+/// checkpoints, and this launcher waits for them and exits as they do.
 pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> anyhow::Result<()> {
     if std::env::var_os("RANK").is_some() {
         bail!("--nproc starts the workers itself: do not set RANK (torchrun already did; drop --nproc)");
     }
     let program = std::env::current_exe().context("cannot find this program's path")?;
+    let (interrupted, terminated) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, terminated.clone())?;
+    let mut passed_on = false;
     let port = free_port()?;
     tracing::info!("starting {nproc} local workers (rendezvous 127.0.0.1:{port})");
     let mut workers: Vec<(usize, Child)> = Vec::with_capacity(nproc);
@@ -116,6 +127,13 @@ pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> an
     let mut first_failure: Option<(usize, String)> = None;
     let mut failed_at: Option<Instant> = None;
     while !workers.is_empty() {
+        if terminated.load(Ordering::SeqCst) && !passed_on {
+            passed_on = true;
+            for (_, child) in &workers {
+                // SAFETY: signalling a child this launcher started and has not reaped.
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            }
+        }
         let mut still_running = Vec::with_capacity(workers.len());
         for (rank, mut child) in workers {
             match child.try_wait()? {
@@ -141,11 +159,26 @@ pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> an
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    match first_failure {
-        Some((rank, status)) => {
+    let signal = if terminated.load(Ordering::SeqCst) {
+        Some(signal_hook::consts::SIGTERM)
+    } else if interrupted.load(Ordering::SeqCst) {
+        Some(signal_hook::consts::SIGINT)
+    } else {
+        None
+    };
+    match (first_failure, signal) {
+        (Some(_), Some(signal)) => Err(Interrupted {
+            signal,
+            message: format!(
+                "the {nproc} workers stopped on {}: see rank 0's message above (with save_steps > 0 it checkpointed; continue with --resume --nproc {nproc})",
+                Interrupted::name(signal)
+            ),
+        }
+        .into()),
+        (Some((rank, status)), None) => {
             bail!("worker rank {rank} of {nproc} failed ({status}); see its messages above")
         }
-        None => Ok(()),
+        (None, _) => Ok(()),
     }
 }
 
