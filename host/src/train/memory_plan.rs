@@ -374,7 +374,19 @@ pub fn free_memory(device: Device) -> Option<(u64, String)> {
                 .trim()
                 .parse::<u64>()
                 .ok()?;
-            Some((kib * 1024, "available to this machine (MemAvailable)".into()))
+            // The ranks of a distributed run on this machine (torchrun and `--nproc` set
+            // LOCAL_WORLD_SIZE) start together and share it.
+            let ranks = std::env::var("LOCAL_WORLD_SIZE")
+                .ok()
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .filter(|&n| n > 1);
+            Some(match ranks {
+                Some(ranks) => (
+                    kib * 1024 / ranks,
+                    format!("available to each of the {ranks} ranks on this machine (MemAvailable / {ranks})"),
+                ),
+                None => (kib * 1024, "available to this machine (MemAvailable)".into()),
+            })
         }
     }
 }
