@@ -16,6 +16,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CUDA_HOME");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     println!("cargo:rerun-if-changed=src/c10d.cpp");
+    println!("cargo:rerun-if-changed=src/shim_error.h");
     println!("cargo:rerun-if-env-changed=GLOO_INCLUDE");
     println!("cargo:rerun-if-env-changed=NCCL_INCLUDE");
     // This crate's own test binary links libtorch too.
@@ -105,32 +106,28 @@ fn nccl_include(torch_root: &Path) -> Option<PathBuf> {
 /// CCCL's headers (`nv/target`, which the CUDA half-precision headers include): CUDA_HOME's,
 /// or the nvidia-cuda-cccl wheel's beside a pip torch.
 fn cccl_include(torch_root: &Path) -> Option<PathBuf> {
-    let mut candidates: Vec<PathBuf> = env::var_os("CUDA_HOME")
-        .map(|home| PathBuf::from(home).join("include"))
+    cuda_include_candidates(torch_root)
         .into_iter()
-        .collect();
-    candidates.push(PathBuf::from("/usr/local/cuda/include"));
-    if let Some(site_packages) = torch_root.parent() {
-        if let Ok(entries) = std::fs::read_dir(site_packages.join("nvidia")) {
-            let mut dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path().join("include")).collect();
-            dirs.sort();
-            candidates.extend(dirs);
-        }
-    }
-    candidates.into_iter().find(|dir| dir.join("nv/target").exists())
+        .find(|dir| dir.join("nv/target").exists())
 }
 
 /// A directory holding the CUDA runtime headers in full (`cuda_runtime_api.h` and the
 /// `crt/` headers it includes: the nvidia-cuda-runtime wheel lacks those, triton's copy of
 /// the same CUDA release has them).
 fn cuda_runtime_include(torch_root: &Path) -> Option<PathBuf> {
+    cuda_include_candidates(torch_root)
+        .into_iter()
+        .find(|dir| dir.join("cuda_runtime_api.h").exists() && dir.join("crt/host_config.h").exists())
+}
+
+/// Where CUDA's headers may be, in order: CUDA_HOME, /usr/local/cuda, and beside a pip torch
+/// site-packages/triton/backends/nvidia/include and site-packages/nvidia/*/include.
+fn cuda_include_candidates(torch_root: &Path) -> Vec<PathBuf> {
     let mut candidates: Vec<PathBuf> = env::var_os("CUDA_HOME")
         .map(|home| PathBuf::from(home).join("include"))
         .into_iter()
         .collect();
     candidates.push(PathBuf::from("/usr/local/cuda/include"));
-    // pip's torch: site-packages/nvidia/{cu13,cuda_runtime}/include and
-    // site-packages/triton/backends/nvidia/include beside site-packages/torch.
     if let Some(site_packages) = torch_root.parent() {
         candidates.push(site_packages.join("triton/backends/nvidia/include"));
         if let Ok(entries) = std::fs::read_dir(site_packages.join("nvidia")) {
@@ -140,6 +137,4 @@ fn cuda_runtime_include(torch_root: &Path) -> Option<PathBuf> {
         }
     }
     candidates
-        .into_iter()
-        .find(|dir| dir.join("cuda_runtime_api.h").exists() && dir.join("crt/host_config.h").exists())
 }

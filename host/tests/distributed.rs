@@ -73,6 +73,32 @@ fn succeeded(output: Output, what: &str) {
     );
 }
 
+/// Trains runs `one` (one process, two accumulated micro-batches of 5) and `two` (two
+/// processes, one micro-batch of 5 each) for 3 steps with a checkpoint at the end, each
+/// config passed through `adjust` first; returns `two`'s config.
+fn train_one_and_two_processes(dir: &Path, adjust: impl Fn(PathBuf) -> PathBuf) -> PathBuf {
+    let one = adjust(setup(dir, "one", 2, "max_steps = 3\nsave_steps = 3"));
+    let two = adjust(setup(
+        dir,
+        "two",
+        1,
+        "max_steps = 3\nsave_steps = 3\nddp_timeout = 120",
+    ));
+    let one_process = crpo_host()
+        .args(["train", "--config"])
+        .arg(&one)
+        .output()
+        .unwrap();
+    succeeded(one_process, "one process");
+    let two_processes = crpo_host()
+        .args(["train", "--nproc", "2", "--config"])
+        .arg(&two)
+        .output()
+        .unwrap();
+    succeeded(two_processes, "two processes");
+    two
+}
+
 fn weights(run: &Path) -> HashMap<String, Tensor> {
     Tensor::read_safetensors(run.join("checkpoints/step-000003/model/model.safetensors"))
         .unwrap()
@@ -101,29 +127,7 @@ fn two_processes_train_the_weights_one_process_trains() {
     // The same global batch, as TRL counts it: 10 completions per optimizer update, from two
     // accumulated micro-batches of 5 in one process or one of 5 on each of two. The five
     // prompts split 3 + 2, so groups stay whole and the ranks' shares differ.
-    let one = setup(dir.path(), "one", 2, "max_steps = 3\nsave_steps = 3");
-    let two = setup(
-        dir.path(),
-        "two",
-        1,
-        "max_steps = 3\nsave_steps = 3\nddp_timeout = 120",
-    );
-    succeeded(
-        crpo_host()
-            .args(["train", "--config"])
-            .arg(&one)
-            .output()
-            .unwrap(),
-        "one process",
-    );
-    succeeded(
-        crpo_host()
-            .args(["train", "--nproc", "2", "--config"])
-            .arg(&two)
-            .output()
-            .unwrap(),
-        "two processes",
-    );
+    let two = train_one_and_two_processes(dir.path(), |path| path);
     let (one_run, two_run) = (dir.path().join("one"), dir.path().join("two"));
     let initial: HashMap<String, Tensor> =
         Tensor::read_safetensors(dir.path().join("model/model.safetensors"))
@@ -368,29 +372,7 @@ fn two_processes_train_the_lora_adapters_one_process_trains() {
         std::fs::write(&path, text).unwrap();
         path
     };
-    let one = with_lora(setup(dir.path(), "one", 2, "max_steps = 3\nsave_steps = 3"));
-    let two = with_lora(setup(
-        dir.path(),
-        "two",
-        1,
-        "max_steps = 3\nsave_steps = 3\nddp_timeout = 120",
-    ));
-    succeeded(
-        crpo_host()
-            .args(["train", "--config"])
-            .arg(&one)
-            .output()
-            .unwrap(),
-        "one process",
-    );
-    succeeded(
-        crpo_host()
-            .args(["train", "--nproc", "2", "--config"])
-            .arg(&two)
-            .output()
-            .unwrap(),
-        "two processes",
-    );
+    train_one_and_two_processes(dir.path(), with_lora);
     let adapters = |run: &str| -> HashMap<String, Tensor> {
         Tensor::read_safetensors(
             dir.path()

@@ -10,6 +10,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
+
+#include "shim_error.h"
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -29,12 +31,7 @@
 #endif
 
 namespace {
-void write_c10d_error(const std::string& message, char* error, size_t error_len) {
-  if (error != nullptr && error_len > 0) {
-    std::strncpy(error, message.c_str(), error_len - 1);
-    error[error_len - 1] = '\0';
-  }
-}
+using crpo_shim::write_error;
 
 #if defined(CRPO_C10D_GLOO) || defined(CRPO_C10D_NCCL)
 struct Group {
@@ -50,7 +47,7 @@ int guarded(F body, char* error, size_t error_len) {
     body();
     return 0;
   } catch (const std::exception& e) {
-    write_c10d_error(e.what(), error, error_len);
+    write_error(e.what(), error, error_len);
     return 2;
   }
 }

@@ -5,6 +5,8 @@
 #include <exception>
 #include <string>
 
+#include "shim_error.h"
+
 #ifdef CRPO_TORCH_EXT_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -12,14 +14,7 @@
 #include <dlfcn.h>
 #endif
 
-namespace {
-void write_error(const std::string& message, char* error, size_t error_len) {
-  if (error != nullptr && error_len > 0) {
-    std::strncpy(error, message.c_str(), error_len - 1);
-    error[error_len - 1] = '\0';
-  }
-}
-}  // namespace
+using crpo_shim::write_error;
 
 extern "C" {
 

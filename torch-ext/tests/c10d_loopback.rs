@@ -112,10 +112,13 @@ fn two_ranks_reduce_broadcast_and_gather_over_loopback() {
     assert_eq!(gathered, vec![b"rank zero".to_vec(), Vec::new()]);
     group.store_set(&format!("k{}", group.rank), b"v").unwrap();
     group.barrier().unwrap();
-    assert_eq!(
-        group.store_get(&format!("k{}", 1 - group.rank)).unwrap(),
-        Some(b"v".to_vec())
-    );
+    // A set is sent without waiting for the store's answer: the peer's may land a moment later.
+    let theirs = format!("k{}", 1 - group.rank);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while group.store_get(&theirs).unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(group.store_get(&theirs).unwrap(), Some(b"v".to_vec()));
     assert_eq!(group.store_get("never set").unwrap(), None);
 }
 
