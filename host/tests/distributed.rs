@@ -196,24 +196,16 @@ fn worker_pid(launcher: &Child, rank: usize) -> u32 {
     }
 }
 
-/// Starts a two-rank run, waits for its first step, sends `signal` to rank 1 and returns
-/// rank 0's messages once the run has stopped, and how long that took.
-fn run_and_break_rank_one(signal: i32) -> (String, Duration) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = setup(
-        dir.path(),
-        "run",
-        1,
-        "ddp_timeout = 8\nmax_steps = 1000\nsave_steps = 0",
-    );
+/// A two-rank run of `config` (output `run`), once its first step is recorded.
+fn start_after_a_step(dir: &Path, config: &Path) -> Child {
     let mut launcher = crpo_host()
         .args(["train", "--nproc", "2", "--config"])
-        .arg(&config)
+        .arg(config)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let metrics = dir.path().join("run/metrics.jsonl");
+    let metrics = dir.join("run/metrics.jsonl");
     let deadline = Instant::now() + Duration::from_secs(120);
     while std::fs::read_to_string(&metrics).map_or(true, |m| m.lines().count() < 1) {
         assert!(Instant::now() < deadline, "no step within 2 minutes");
@@ -224,8 +216,22 @@ fn run_and_break_rank_one(signal: i32) -> (String, Duration) {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
+    launcher
+}
+
+/// Starts a two-rank run, waits for its first step, sends `signal` to rank 1 and returns
+/// rank 0's messages once the run has stopped, and how long that took.
+fn run_and_break_rank_one(signal: i32) -> (String, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(
+        dir.path(),
+        "run",
+        1,
+        "ddp_timeout = 8\nmax_steps = 1000\nsave_steps = 0",
+    );
+    let mut launcher = start_after_a_step(dir.path(), &config);
     let rank_one = worker_pid(&launcher, 1);
     // SAFETY: signalling a process this test started.
     unsafe { libc::kill(rank_one as i32, signal) };
@@ -402,19 +408,7 @@ fn sigterm_to_the_launcher_checkpoints_and_stops_every_rank() {
         1,
         "max_steps = 1000\nsave_steps = 1000\nddp_timeout = 60",
     );
-    let launcher = crpo_host()
-        .args(["train", "--nproc", "2", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let metrics = dir.path().join("run/metrics.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while std::fs::read_to_string(&metrics).map_or(true, |m| m.lines().count() < 1) {
-        assert!(Instant::now() < deadline, "no step within 2 minutes");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let launcher = start_after_a_step(dir.path(), &config);
     // SAFETY: signalling the launcher this test started.
     unsafe { libc::kill(launcher.id() as i32, libc::SIGTERM) };
     let output = launcher.wait_with_output().unwrap();
