@@ -383,7 +383,9 @@ pub fn free_memory(device: Device) -> Option<(u64, String)> {
             Some(match ranks {
                 Some(ranks) => (
                     kib * 1024 / ranks,
-                    format!("available to each of the {ranks} ranks on this machine (MemAvailable / {ranks})"),
+                    format!(
+                        "available to each of the {ranks} ranks on this machine (MemAvailable / {ranks})"
+                    ),
                 ),
                 None => (kib * 1024, "available to this machine (MemAvailable)".into()),
             })
