@@ -494,9 +494,14 @@ mod tests {
         }
         fn load(&self, request: &PolicyLoad<'_>) -> Result<Box<dyn PolicyModel>> {
             crpo_sdk::parse_options::<std::collections::BTreeMap<String, i64>>(request.options)?;
-            tch::manual_seed(7);
+            // Weights from a formula, not the global RNG: tests in this crate run in parallel
+            // and another test's draws between a seed and this init would change them.
             let vs = nn::VarStore::new(request.device);
             let embed = nn::embedding(vs.root() / "embed", 11, 4, Default::default());
+            tch::no_grad(|| {
+                let values = Tensor::arange(44, (Kind::Float, request.device)).sin();
+                embed.ws.shallow_clone().copy_(&values.view([11, 4]));
+            });
             Ok(Box::new(Tiny { vs, embed }))
         }
     }
