@@ -1,12 +1,12 @@
 //! Safetensors weights: single-file or sharded (`model.safetensors.index.json`), f32, bf16 or
-//! f16, memory-mapped so a model never needs twice its size in RAM; and saving in the layout
-//! transformers loads.
+//! f16, read tensor by tensor into the model's own storage so a model never needs twice its
+//! size in RAM; and saving in the layout transformers loads.
 
 use crate::error::{invalid, io, PolicyError, Result};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use tch::{nn::VarStore, Kind, Tensor};
+use tch::{nn::VarStore, Device, Kind, Tensor};
 
 pub const SINGLE_FILE: &str = "model.safetensors";
 pub const SHARD_INDEX: &str = "model.safetensors.index.json";
@@ -43,6 +43,11 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
 /// Fills every variable of `vs` from the weight files of `dir`, converting dtype and device.
 /// Tensors the model does not use (e.g. a tied `lm_head.weight`) are ignored; a variable with
 /// no tensor is an error naming it.
+///
+/// Each tensor is read (`pread`) straight into its variable when that is a contiguous CPU
+/// tensor of the file's dtype, else into a scratch tensor of its own size that `copy_`
+/// converts. The file itself is only mapped to parse its header: copying out of a mapping
+/// of the whole file kept every page read resident, so loading held the weights twice.
 pub fn load(vs: &mut VarStore, dir: &Path) -> Result<()> {
     let mut wanted: HashMap<String, Tensor> = vs.variables();
     for file in weight_files(dir)? {
@@ -50,12 +55,15 @@ pub fn load(vs: &mut VarStore, dir: &Path) -> Result<()> {
         // SAFETY: the file is only read; a concurrent writer could change what we read, as
         // with any reader, but cannot cause undefined behaviour beyond wrong values.
         let mmap = unsafe { memmap2::Mmap::map(&handle) }.map_err(io(&file))?;
-        let tensors = SafeTensors::deserialize(&mmap).map_err(|e| invalid(&file, e))?;
-        for (name, view) in tensors.tensors() {
+        // Only the header's pages are touched.
+        let (header, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| invalid(&file, e))?;
+        // Tensor offsets count from the end of the header and its 8-byte length.
+        let data_start = (8 + header) as u64;
+        for (name, info) in metadata.tensors() {
             let Some(mut var) = wanted.remove(&name) else {
                 continue;
             };
-            let found: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+            let found: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
             if found != var.size() {
                 return Err(PolicyError::Shape {
                     name,
@@ -64,13 +72,20 @@ pub fn load(vs: &mut VarStore, dir: &Path) -> Result<()> {
                     found,
                 });
             }
-            let kind = kind_of(view.dtype()).ok_or_else(|| PolicyError::Dtype {
+            let kind = kind_of(info.dtype).ok_or_else(|| PolicyError::Dtype {
                 name: name.clone(),
                 file: file.clone(),
-                dtype: format!("{:?}", view.dtype()),
+                dtype: format!("{:?}", info.dtype),
             })?;
-            let tensor = Tensor::f_from_data_size(view.data(), &found, kind)?;
-            tch::no_grad(|| var.f_copy_(&tensor.to_kind(var.kind()).to_device(var.device())))?;
+            let offset = data_start + info.data_offsets.0 as u64;
+            let in_place = var.device() == Device::Cpu && var.kind() == kind && var.is_contiguous();
+            if in_place {
+                read_into(&handle, offset, &var).map_err(io(&file))?;
+            } else {
+                let scratch = Tensor::f_empty(found.as_slice(), (kind, Device::Cpu))?;
+                read_into(&handle, offset, &scratch).map_err(io(&file))?;
+                tch::no_grad(|| var.f_copy_(&scratch))?;
+            }
         }
     }
     let mut missing: Vec<String> = wanted.into_keys().collect();
@@ -82,6 +97,21 @@ pub fn load(vs: &mut VarStore, dir: &Path) -> Result<()> {
         }),
         None => Ok(()),
     }
+}
+
+/// Fills `tensor` (contiguous, on the CPU) with the bytes of `file` at `offset`: safetensors
+/// stores little-endian values, the layout of the CPUs libtorch runs on.
+fn read_into(file: &std::fs::File, offset: u64, tensor: &Tensor) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    debug_assert!(tensor.device() == Device::Cpu && tensor.is_contiguous());
+    let bytes = tensor.numel() * tensor.kind().elt_size_in_bytes();
+    if bytes == 0 {
+        return Ok(());
+    }
+    // SAFETY: a contiguous CPU tensor's elements are `bytes` bytes from `data_ptr`, and
+    // nothing reads or writes them while a tensor being loaded is filled.
+    let storage = unsafe { std::slice::from_raw_parts_mut(tensor.data_ptr().cast::<u8>(), bytes) };
+    file.read_exact_at(storage, offset)
 }
 
 /// Writes every variable to `dir/model.safetensors` with the `format: pt` metadata that
@@ -119,4 +149,62 @@ pub fn save_tensors(named: &[(String, Tensor)], path: &Path) -> Result<()> {
         .map_err(|e| invalid(path, e))?;
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| invalid(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: i64, kind: Kind) -> Tensor {
+        Tensor::arange(n, (Kind::Float, Device::Cpu)).sin().to_kind(kind)
+    }
+
+    fn loaded(dir: &Path, kind: Kind) -> Result<HashMap<String, Tensor>> {
+        let mut vs = VarStore::new(Device::Cpu);
+        let _a = vs.root().zeros("a", &[2, 3]);
+        let _b = vs.root().zeros("b", &[4]);
+        vs.set_kind(kind);
+        load(&mut vs, dir)?;
+        Ok(vs.variables())
+    }
+
+    /// Both read paths: straight into a variable of the file's dtype, and through a scratch
+    /// tensor when the dtypes differ; from shards, skipping a tensor the model does not use.
+    #[test]
+    fn shards_of_each_dtype_load_into_variables_of_each_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (values(6, Kind::Float).view([2, 3]), values(4, Kind::BFloat16));
+        save_tensors(
+            &[("a".into(), a.shallow_clone())],
+            &dir.path().join("one.safetensors"),
+        )
+        .unwrap();
+        let two = [
+            ("b".into(), b.shallow_clone()),
+            ("unused".into(), values(3, Kind::Half)),
+        ];
+        save_tensors(&two, &dir.path().join("two.safetensors")).unwrap();
+        let index = r#"{"weight_map": {"a": "one.safetensors", "b": "two.safetensors", "unused": "two.safetensors"}}"#;
+        std::fs::write(dir.path().join(SHARD_INDEX), index).unwrap();
+        for kind in [Kind::Float, Kind::BFloat16] {
+            let vars = loaded(dir.path(), kind).unwrap();
+            assert!(vars["a"].equal(&a.to_kind(kind)), "{kind:?}");
+            assert!(vars["b"].equal(&b.to_kind(kind)), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_truncated_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SINGLE_FILE);
+        let named = [
+            ("a".into(), values(6, Kind::Float).view([2, 3])),
+            ("b".into(), values(4, Kind::Float)),
+        ];
+        save_tensors(&named, &path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
+        let error = loaded(dir.path(), Kind::Float).err().unwrap().to_string();
+        assert!(error.contains("model.safetensors"), "{error}");
+    }
 }
