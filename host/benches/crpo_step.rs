@@ -60,12 +60,7 @@ fn run(
     (checkpointing, lora): (bool, bool),
     registry: &PluginRegistry,
 ) -> Value {
-    let models = repo().join("target/bench-models");
-    let model = models.join(preset_name);
-    if !model.join("config.json").exists() {
-        let qwen2 = registry.policy("qwen2").unwrap().plugin();
-        qwen2.write_preset(preset_name, &model, 0).unwrap();
-    }
+    let model = preset_dir(preset_name);
     let work = tempfile::tempdir().unwrap();
     let prompts = work.path().join("prompts.jsonl");
     let mut lines = String::new();
@@ -186,10 +181,26 @@ gradient_checkpointing = {checkpointing}
         "estimated_bytes": estimated,
         "plan": {"weights": plan.weights, "reference": plan.reference, "gradients": plan.gradients,
                  "optimizer_state": plan.optimizer_state, "kv_cache": plan.kv_cache,
-                 "activations": plan.activations, "peak": plan.peak()},
+                 "activations": plan.activations, "gradient_buffers": plan.gradient_buffers,
+                 "optimizer_step": plan.optimizer_step, "peak": plan.peak()},
         "rss_over_estimate": peak as f64 / estimated,
         "threads": tch::get_num_threads(),
     })
+}
+
+/// Where `preset`'s model is written (once, by the parent process: a child that wrote it would
+/// start its measurement with the writing's freed memory in its heap).
+fn preset_dir(preset: &str) -> PathBuf {
+    repo().join("target/bench-models").join(preset)
+}
+
+fn write_preset(preset: &str) {
+    let model = preset_dir(preset);
+    if !model.join("config.json").exists() {
+        let registry = PluginRegistry::builtin_only();
+        let qwen2 = registry.policy("qwen2").unwrap().plugin();
+        qwen2.write_preset(preset, &model, 0).unwrap();
+    }
 }
 
 /// Child-process mode: one configuration, its result as one JSON line on stdout.
@@ -261,6 +272,7 @@ fn main() {
     );
     let mut results = Vec::new();
     for preset in &presets {
+        write_preset(preset);
         // 64 completions of the 0.5B shape in one micro-batch need more than 24 GB.
         let sizes: &[usize] = if preset == "qwen2.5-0.5b-shape" {
             &[1, 4]

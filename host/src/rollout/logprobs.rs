@@ -77,16 +77,14 @@ pub fn completion_logprobs(
     batch: &ContinuationBatch,
     entropy_grad: bool,
 ) -> crpo_policy_sdk::Result<TokenLogProbs> {
-    let logits = model
-        .forward_continuations(
-            &batch.prompt_ids,
-            &batch.prompt_mask,
-            &batch.repeats,
-            &batch.continuation_ids,
-            &batch.continuation_mask,
-        )?
-        .to_kind(Kind::Float);
-    let (logprobs, entropies) = target_logprobs_and_entropies(&logits, &batch.continuation_ids, entropy_grad);
+    let logits = model.forward_continuations(
+        &batch.prompt_ids,
+        &batch.prompt_mask,
+        &batch.repeats,
+        &batch.continuation_ids,
+        &batch.continuation_mask,
+    )?;
+    let (logprobs, entropies) = target_logprobs_and_entropies(logits, &batch.continuation_ids, entropy_grad);
     let mask = batch.continuation_mask.to_kind(Kind::Float);
     Ok(TokenLogProbs {
         logprobs: logprobs * &mask,
@@ -95,27 +93,60 @@ pub fn completion_logprobs(
     })
 }
 
-/// From logits `[B, C, V]` (f32) and target ids `[B, C]`: each target's log-probability and
-/// each position's entropy −Σ p·log p, both `[B, C]`. Without `entropy_grad` the entropy is
-/// computed outside the graph: a loss without an entropy bonus then keeps no vocabulary-sized
-/// tensors for it until the backward pass.
+/// Elements of a `[positions, vocab]` chunk of the log-softmax (16 MiB of f32): a few
+/// positions of a large vocabulary, so that no vocabulary-sized temporary spans the whole
+/// pass.
+const CHUNK_ELEMENTS: i64 = 1 << 22;
+
+/// From logits `[B, C, V]` and target ids `[B, C]`: each target's log-probability and each
+/// position's entropy −Σ p·log p, both `[B, C]`, in f32; the entropies carry no gradient
+/// unless `entropy_grad` (an entropy bonus).
+///
+/// The vocabulary-sized tensors are a pass's largest, so the log-softmax is taken a few
+/// positions at a time (`CHUNK_ELEMENTS`). Without a graph (the reference's and the sampling
+/// policy's passes) each chunk is let go once gathered: the logits are the only whole one.
+/// With a graph autograd keeps every chunk's log-softmax (its backward needs it) but not
+/// the logits, and the backward works chunk by chunk into one gradient of the logits: two
+/// vocabulary-sized tensors live at a time, where a whole log-softmax's backward needed
+/// three and its entropy four (docs/memory.md).
 pub fn target_logprobs_and_entropies(
-    logits: &Tensor,
+    logits: Tensor,
     targets: &Tensor,
     entropy_grad: bool,
 ) -> (Tensor, Tensor) {
-    let log_softmax = logits.log_softmax(-1, Kind::Float);
-    let logprobs = log_softmax
-        .gather(-1, &targets.unsqueeze(-1), false)
-        .squeeze_dim(-1);
-    let entropy =
-        |log_softmax: &Tensor| -(log_softmax.exp() * log_softmax).sum_dim_intlist(-1, false, Kind::Float);
-    let entropies = if entropy_grad {
-        entropy(&log_softmax)
-    } else {
-        tch::no_grad(|| entropy(&log_softmax.detach()))
+    let vocab = logits.size().last().copied().unwrap_or(1).max(1);
+    by_chunks(logits, targets, entropy_grad, (CHUNK_ELEMENTS / vocab).max(1))
+}
+
+/// [`target_logprobs_and_entropies`], `positions` at a time.
+fn by_chunks(logits: Tensor, targets: &Tensor, entropy_grad: bool, positions: i64) -> (Tensor, Tensor) {
+    let shape = targets.size();
+    let vocab = logits.size().last().copied().unwrap_or(1);
+    let device = logits.device();
+    let chunks = logits.reshape([-1, vocab]).split(positions, 0);
+    drop(logits);
+    let targets = targets.reshape([-1, 1]);
+    let entropy = |log_p: &Tensor| -(log_p.exp() * log_p).sum_dim_intlist(-1, false, Kind::Float);
+    let (mut logprobs, mut entropies, mut start) = (Vec::new(), Vec::new(), 0);
+    for chunk in chunks {
+        let n = chunk.size()[0];
+        let log_p = chunk.log_softmax(-1, Kind::Float);
+        logprobs.push(log_p.gather(1, &targets.narrow(0, start, n), false).view([-1]));
+        entropies.push(if entropy_grad {
+            entropy(&log_p)
+        } else {
+            tch::no_grad(|| entropy(&log_p.detach()))
+        });
+        start += n;
+    }
+    let whole = |parts: Vec<Tensor>| {
+        if parts.is_empty() {
+            Tensor::zeros(shape.as_slice(), (Kind::Float, device))
+        } else {
+            Tensor::cat(&parts, 0).view(shape.as_slice())
+        }
     };
-    (logprobs, entropies)
+    (whole(logprobs), whole(entropies))
 }
 
 /// Moves `[B, C]` rows to plain vectors of each completion's own length (for tests and logs).
@@ -138,7 +169,7 @@ mod tests {
         // H = −(0.5 ln 0.5 + 2 · 0.25 ln 0.25) = 1.039721.
         let logits = Tensor::from_slice(&[0.5f32, 0.25, 0.25]).log().view([1, 1, 3]) + 7.0;
         let (logprobs, entropies) =
-            target_logprobs_and_entropies(&logits, &Tensor::from_slice(&[1i64]).view([1, 1]), true);
+            target_logprobs_and_entropies(logits, &Tensor::from_slice(&[1i64]).view([1, 1]), true);
         assert!((logprobs.double_value(&[0, 0]) + 1.386_294).abs() < 1e-5);
         assert!((entropies.double_value(&[0, 0]) - 1.039_721).abs() < 1e-5);
     }
@@ -149,11 +180,43 @@ mod tests {
             .view([1, 1, 3])
             .set_requires_grad(true);
         let targets = Tensor::from_slice(&[2i64]).view([1, 1]);
-        let (logprobs, detached) = target_logprobs_and_entropies(&logits, &targets, false);
+        let (logprobs, detached) = target_logprobs_and_entropies(logits.shallow_clone(), &targets, false);
         assert!(logprobs.requires_grad() && !detached.requires_grad());
-        let (_, tracked) = target_logprobs_and_entropies(&logits, &targets, true);
+        let (_, tracked) = target_logprobs_and_entropies(logits, &targets, true);
         assert!(tracked.requires_grad());
         assert!((tracked.double_value(&[0, 0]) - detached.double_value(&[0, 0])).abs() < 1e-7);
+    }
+
+    #[test]
+    fn chunks_give_the_whole_log_softmax_s_values_and_gradients() {
+        tch::manual_seed(0);
+        let logits = Tensor::randn([2, 3, 5], (Kind::Float, Device::Cpu));
+        let targets = Tensor::from_slice(&[0i64, 4, 2, 1, 3, 0]).view([2, 3]);
+        // Per position and target, from the whole log-softmax; the gradient of
+        // Σ log-probs + Σ entropies with respect to the logits.
+        let whole = |logits: &Tensor| {
+            let log_p = logits.log_softmax(-1, Kind::Float);
+            let logprobs = log_p.gather(-1, &targets.unsqueeze(-1), false).squeeze_dim(-1);
+            (
+                logprobs,
+                -(log_p.exp() * &log_p).sum_dim_intlist(-1, false, Kind::Float),
+            )
+        };
+        let gradient = |f: &dyn Fn(&Tensor) -> (Tensor, Tensor)| {
+            let leaf = logits.copy().set_requires_grad(true);
+            let (logprobs, entropies) = f(&leaf);
+            (logprobs.sum(Kind::Float) + entropies.sum(Kind::Float)).backward();
+            (logprobs.detach(), entropies.detach(), leaf.grad())
+        };
+        let expected = gradient(&whole);
+        // Chunks of 4 positions: 4 + 2.
+        let chunked = gradient(&|leaf| by_chunks(leaf.shallow_clone(), &targets, true, 4));
+        let close = |a: &Tensor, b: &Tensor| a.allclose(b, 1e-6, 1e-6, false);
+        assert!(close(&expected.0, &chunked.0) && close(&expected.1, &chunked.1));
+        assert!(close(&expected.2, &chunked.2), "{} vs {}", expected.2, chunked.2);
+        // Without a graph: the same values.
+        let (plain, plain_entropies) = target_logprobs_and_entropies(logits, &targets, false);
+        assert!(close(&expected.0, &plain) && close(&expected.1, &plain_entropies));
     }
 
     #[test]

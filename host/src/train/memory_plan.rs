@@ -8,8 +8,10 @@
 //! safetensors headers, the shapes from config.json (Hugging Face's names). Activations per
 //! token and layer follow what the decoder's backward keeps (the residual stream, norms,
 //! q/k/v/o, the MLP's three projections and their product); the vocabulary-sized terms (the
-//! f32 log-softmax and its gradients) cover completion positions only. `crpo_step`'s bench
-//! measures peak RSS against this plan.
+//! logits, the log-softmax and their gradients) cover completion positions only. The
+//! backward also holds trained weights' gradients until each weight's last use, and the
+//! optimizer step works on temporaries the size of the largest trained tensor.
+//! `crpo_step`'s bench measures peak RSS against this plan.
 
 use super::config::RunConfig;
 use anyhow::{bail, Context};
@@ -174,17 +176,41 @@ fn lora_of(config: &RunConfig) -> Option<(u64, [bool; 7])> {
 }
 
 impl ModelShape {
+    /// Inputs and outputs of each projection, in `PROJECTIONS`' order.
+    fn projection_sides(&self) -> [(u64, u64); 7] {
+        let (h, q, kv, i) = (self.hidden, self.q_width, self.kv_width, self.intermediate);
+        [(h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h)]
+    }
+
     /// Parameters of LoRA adapters of rank `r` on the `targeted` projections of every layer.
     pub fn adapter_parameters(&self, (r, targeted): (u64, [bool; 7])) -> u64 {
-        let (h, q, kv, i) = (self.hidden, self.q_width, self.kv_width, self.intermediate);
-        let sides = [(h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h)];
-        let per_layer: u64 = sides
+        let per_layer: u64 = self
+            .projection_sides()
             .iter()
             .zip(targeted)
             .filter(|(_, on)| *on)
             .map(|((inputs, outputs), _)| r * (inputs + outputs))
             .sum();
         per_layer * self.layers
+    }
+
+    /// Elements of the largest trained tensor: the embedding (or LM head) when every weight
+    /// trains, else the largest adapter matrix (`[r, in]` or `[out, r]`).
+    pub fn largest_trained(&self, lora: Option<(u64, [bool; 7])>) -> u64 {
+        let sides = self.projection_sides();
+        match lora {
+            None => sides
+                .iter()
+                .map(|(inputs, outputs)| inputs * outputs)
+                .fold(self.vocab * self.hidden, u64::max),
+            Some((r, targeted)) => sides
+                .iter()
+                .zip(targeted)
+                .filter(|(_, on)| *on)
+                .map(|((inputs, outputs), _)| r * inputs.max(outputs))
+                .max()
+                .unwrap_or(0),
+        }
     }
 }
 
@@ -246,6 +272,11 @@ pub struct MemoryPlan {
     /// The rollout's logits and sampling buffers (`[rows, vocab]` f32, a few of them).
     pub sampling: u64,
     pub activations: u64,
+    /// Trained weights' gradients the backward holds beside the activations until each
+    /// weight's last use has given its share.
+    pub gradient_buffers: u64,
+    /// AdamW's temporaries while it updates the largest trained tensor.
+    pub optimizer_step: u64,
     pub settings: Settings,
 }
 
@@ -273,10 +304,25 @@ impl MemoryPlan {
         } else {
             tokens * shape.layers * per_token_layer
         };
+        // Three f32 vocabulary-sized allocations a pass: the logits, their log-softmax (in
+        // chunks) and the logits' gradient (rollout/logprobs.rs). Two are live at a time, but
+        // the memory one frees is seldom whole when the next is asked for (smaller tensors
+        // take pieces of it first), and the CPU heap is never trimmed (crate::memory).
         let vocabulary = completion_tokens * shape.vocab * 4 * 3;
         // Under LoRA only the adapters train (gradients, AdamW, masters), and the reference is
         // the base with them off: no second copy.
         let trained = settings.lora.map_or(p, |lora| shape.adapter_parameters(lora));
+        let largest = shape.largest_trained(settings.lora);
+        // A weight's gradient from one use waits in autograd's buffer for its others'. A
+        // shared prompt pass uses every weight twice, its completions' backward coming first:
+        // a gradient of every trained weight waits, and the tied embedding's lookup adds one
+        // more of the largest. A checkpointed pass uses each layer once: only the embedding's
+        // (LM head and lookup) waits, the whole backward.
+        let gradient_buffers = if settings.gradient_checkpointing {
+            2 * largest * b
+        } else {
+            (trained + largest) * b
+        };
         let weights = if settings.lora.is_some() {
             weights + trained * b
         } else {
@@ -295,8 +341,18 @@ impl MemoryPlan {
             kv_cache: shape.layers * 2 * shape.kv_width * settings.rollout_rows * sequence * b,
             sampling: settings.rollout_rows * shape.vocab * 4 * 3,
             activations: decoder + vocabulary,
+            gradient_buffers,
+            // The update and its denominator in f32, and a working copy (the f32 gradient of
+            // bf16 weights, the squared gradient's term) (optimizer.rs).
+            optimizer_step: 3 * largest * 4,
             settings,
         }
+    }
+
+    /// The most the policy update holds beside what stays: its passes' activations with
+    /// their gradient buffers, or the optimizer step's temporaries.
+    pub fn update(&self) -> u64 {
+        (self.activations + self.gradient_buffers).max(self.optimizer_step)
     }
 
     /// What stays for the whole run.
@@ -306,7 +362,7 @@ impl MemoryPlan {
 
     /// The most held at once: the rollout and the update run one after the other.
     pub fn peak(&self) -> u64 {
-        self.resident() + (self.kv_cache + self.sampling).max(self.activations)
+        self.resident() + (self.kv_cache + self.sampling).max(self.update())
     }
 
     /// The plan as a table, one part per line.
@@ -348,6 +404,16 @@ impl MemoryPlan {
                         ""
                     }
                 ),
+            ),
+            (
+                "gradient buffers",
+                self.gradient_buffers,
+                "the backward's, beside the activations".into(),
+            ),
+            (
+                "optimizer step",
+                self.optimizer_step,
+                "AdamW's temporaries".into(),
             ),
         ];
         let mut out = String::new();
@@ -495,7 +561,7 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
             gib(plan.reference)
         ));
     }
-    if plan.kv_cache > plan.activations {
+    if plan.kv_cache > plan.update() {
         remedies.push(
             "lower algorithm.prompts_per_step or max_completion_length (the rollout's KV cache)".into(),
         );
@@ -561,6 +627,10 @@ mod tests {
         assert_eq!(plan.weights, full.weights + 17_596_416 * 4);
         assert_eq!(plan.gradients, 17_596_416 * 4);
         assert_eq!(plan.optimizer_state, 17_596_416 * 8);
+        // The largest adapter matrix: down_proj's A or gate/up's B, 32 × 4,864.
+        assert_eq!(shape.largest_trained(Some(lora)), 155_648);
+        assert_eq!(plan.gradient_buffers, (17_596_416 + 155_648) * 4);
+        assert_eq!(plan.optimizer_step, 3 * 155_648 * 4);
         // No reference, and gradients and AdamW state for 3.6% of the parameters.
         assert!(plan.peak() < full.peak() - 3 * full.weights);
     }
@@ -577,7 +647,37 @@ mod tests {
         // Tokens: 5 prompts × 151 + 16 × 64 = 1,779; per token and layer (8·896 + 4·128 +
         // 4·4864) × 4 bytes = 108,544; vocabulary 1,024 × 151,936 × 12.
         assert_eq!(plan.activations, 1779 * 24 * 108_544 + 1024 * 151_936 * 12);
-        assert_eq!(plan.peak(), plan.resident() + plan.activations);
+        // The embedding, 151,936 × 896, is the largest tensor: the shared prompt pass holds a
+        // gradient of every weight and one more of it; AdamW three f32 temporaries of it.
+        let embedding = 151_936 * 896;
+        assert_eq!(plan.gradient_buffers, (p + embedding) * 4);
+        assert_eq!(plan.optimizer_step, 3 * embedding * 4);
+        assert_eq!(
+            plan.peak(),
+            plan.resident() + plan.activations + plan.gradient_buffers
+        );
+    }
+
+    #[test]
+    fn a_small_update_peaks_in_the_optimizer_step() {
+        // One completion token, checkpointed: the embedding's two gradients and its AdamW
+        // temporaries outweigh the activations.
+        let plan = MemoryPlan::new(
+            &qwen_half_b(),
+            Settings {
+                rollout_rows: 1,
+                group: 1,
+                micro_batch: 1,
+                prompt_tokens: 1,
+                completion_tokens: 1,
+                gradient_checkpointing: true,
+                ..settings()
+            },
+        );
+        let embedding = 151_936 * 896 * 4;
+        assert_eq!(plan.gradient_buffers, 2 * embedding);
+        assert_eq!(plan.update(), plan.optimizer_step);
+        assert_eq!(plan.peak(), plan.resident() + 3 * embedding);
     }
 
     #[test]

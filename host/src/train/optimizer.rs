@@ -50,11 +50,19 @@ impl AdamW {
                 }
             })
             .collect();
-        AdamW {
+        let adamw = AdamW {
             settings,
             params,
             steps: 0,
+        };
+        // The gradients are allocated now, beside the moments. Left to the first backward,
+        // they land between that step's activations and, outliving them, split the memory
+        // those free into pieces too small for the next step's largest tensors: the CPU heap
+        // is never trimmed (crate::memory), so RSS grew by a step's vocabulary-sized tensors.
+        if adamw.params.iter().all(|s| s.param.requires_grad()) {
+            tch::with_grad(|| adamw.gradients());
         }
+        adamw
     }
 
     /// The moments and master weights, in parameter order: what a replica must share.
@@ -280,6 +288,17 @@ mod tests {
                 p.double_value(&[0])
             );
         }
+    }
+
+    #[test]
+    fn gradients_are_allocated_with_the_moments_and_accumulate_from_zero() {
+        let p = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
+        let _adam = AdamW::new(vec![("p".into(), p.shallow_clone())], settings(0.0));
+        let grad = p.grad();
+        assert!(grad.defined(), "allocated before any backward");
+        assert_eq!(Vec::<f32>::try_from(&grad).unwrap(), [0.0, 0.0]);
+        set_grad(&p, 3.0);
+        assert_eq!(Vec::<f32>::try_from(&p.grad()).unwrap(), [3.0, 3.0]);
     }
 
     #[test]
