@@ -105,6 +105,27 @@ pub fn publish_dir(target: &Path, write: impl FnOnce(&Path) -> anyhow::Result<()
     Ok(())
 }
 
+/// Refuses to write `output` when that would replace `input`: the same file or directory by
+/// any spelling, or a directory holding it (a replaced directory loses all it held). `flag`
+/// names the output's option and `input_name` what would be lost, for the message.
+pub fn refuse_replacing(output: &Path, flag: &str, input: &Path, input_name: &str) -> anyhow::Result<()> {
+    let Ok(input_path) = input.canonicalize() else {
+        return Ok(());
+    };
+    // The output may not exist yet: then it replaces nothing.
+    let Ok(output_path) = output.canonicalize() else {
+        return Ok(());
+    };
+    if input_path.starts_with(&output_path) {
+        anyhow::bail!(
+            "{flag} {} would replace {input_name} {} that this command reads: choose another {flag} (it would be lost)",
+            output.display(),
+            input.display()
+        );
+    }
+    Ok(())
+}
+
 /// Whether `path` holds something a user may have saved: a file, or a non-empty directory.
 pub fn is_occupied(path: &Path) -> bool {
     match std::fs::read_dir(path) {
@@ -116,6 +137,28 @@ pub fn is_occupied(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_output_that_is_or_holds_the_input_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model");
+        std::fs::create_dir(&model).unwrap();
+        std::fs::write(model.join("config.json"), "{}").unwrap();
+        let same = dir.path().join("./model/../model");
+        for output in [&model, &same, &dir.path().to_path_buf()] {
+            let error = refuse_replacing(output, "--out", &model, "the base model").unwrap_err();
+            assert!(
+                error.to_string().contains("would replace the base model"),
+                "{error}"
+            );
+        }
+        let config = model.join("config.json");
+        assert!(refuse_replacing(&config, "--output", &config, "the input file").is_err());
+        // A sibling, or a path not there yet, replaces nothing.
+        assert!(refuse_replacing(&dir.path().join("merged"), "--out", &model, "x").is_ok());
+        std::fs::create_dir(dir.path().join("merged")).unwrap();
+        assert!(refuse_replacing(&dir.path().join("merged"), "--out", &model, "x").is_ok());
+    }
 
     #[test]
     fn the_target_changes_only_on_commit() {

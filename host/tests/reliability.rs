@@ -114,6 +114,82 @@ fn init_model_never_replaces_a_model_without_overwrite() {
     assert_ne!(std::fs::read(&weights).unwrap(), before);
 }
 
+/// An output named like an input (by another spelling, or a directory holding it) is refused
+/// before anything is written, `--overwrite` or not: the input would be lost.
+#[test]
+fn no_command_writes_over_what_it_reads() {
+    let dir = setup("", "");
+    let path = |name: &str| dir.path().join(name);
+    let refused = |args: &[&str], says: &str, kept: &[&str]| {
+        let before: Vec<Vec<u8>> = kept.iter().map(|f| std::fs::read(path(f)).unwrap()).collect();
+        let output = run(dir.path(), args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {}", stderr(&output));
+        assert!(stderr(&output).contains(says), "{args:?}: {}", stderr(&output));
+        for (file, before) in kept.iter().zip(before) {
+            assert_eq!(
+                std::fs::read(path(file)).unwrap(),
+                before,
+                "{args:?}: {file} changed"
+            );
+        }
+    };
+    std::fs::write(path("scored.jsonl"), "{\"question\": \"q\", \"options\": {\"A\": \"x\"}, \"answer_idx\": \"A\", \"completion\": \"\\\\boxed{A}\"}\n").unwrap();
+    let score = [
+        "score",
+        "--objectives",
+        "accuracy",
+        "--input",
+        "scored.jsonl",
+        "--output",
+    ];
+    refused(
+        &[&score[..], &["./model/../scored.jsonl"]].concat(),
+        "would replace the input file",
+        &["scored.jsonl"],
+    );
+
+    let eval = ["eval", "--config", "run.toml", "--limit", "1"];
+    refused(
+        &[&eval[..], &["--output", "run.toml"]].concat(),
+        "would replace the config",
+        &["run.toml"],
+    );
+    refused(
+        &[&eval[..], &["--output-completions", "model"]].concat(),
+        "would replace the config's model",
+        &["model/model.safetensors"],
+    );
+    let both = [
+        &eval[..],
+        &["--output", "e.json", "--output-completions", "e.json"],
+    ]
+    .concat();
+    refused(&both, "give each its own file", &["run.toml"]);
+
+    std::fs::create_dir(path("run")).unwrap();
+    std::fs::write(path("run/metrics.jsonl"), "{\"step\": 1}\n").unwrap();
+    refused(
+        &["report", "run", "--out", "run/metrics.jsonl"],
+        "is not a crpo report",
+        &["run/metrics.jsonl"],
+    );
+
+    std::fs::create_dir(path("adapter")).unwrap();
+    let adapter_config = r#"{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"], "base_model_name_or_path": "model"}"#;
+    std::fs::write(path("adapter/adapter_config.json"), adapter_config).unwrap();
+    let merge = ["merge-lora", "--adapter", "adapter", "--overwrite", "--out"];
+    refused(
+        &[&merge[..], &["adapter"]].concat(),
+        "would replace the adapter",
+        &["adapter/adapter_config.json"],
+    );
+    refused(
+        &[&merge[..], &["model"]].concat(),
+        "would replace the base model",
+        &["model/model.safetensors"],
+    );
+}
+
 #[test]
 fn train_refuses_an_earlier_runs_files_and_a_resume_with_nothing_to_resume() {
     let dir = setup("max_steps = 1", "");

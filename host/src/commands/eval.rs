@@ -10,7 +10,7 @@ use crate::train::data::{load_splits, read_examples};
 use crate::train::eval::{evaluate, table, EvalReport};
 use crate::train::reward::RunReward;
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
@@ -54,6 +54,7 @@ pub fn run(dirs: &[PathBuf], args: &EvalArgs) -> anyhow::Result<()> {
         settings.limit = limit;
     }
     crate::train::eval::check_settings(settings)?;
+    refuse_replacing_inputs(args, &config)?;
     let mut completions = args
         .output_completions
         .as_deref()
@@ -75,6 +76,44 @@ pub fn run(dirs: &[PathBuf], args: &EvalArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.output {
         atomic_file::write(path, serde_json::to_string_pretty(&reports)?)?;
         println!("reports written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Refuses an output that would replace what the evaluation reads (the config, a model, a
+/// data file) or the other output.
+fn refuse_replacing_inputs(args: &EvalArgs, config: &RunConfig) -> anyhow::Result<()> {
+    let mut inputs: Vec<(&Path, &str)> = vec![
+        (&args.config, "the config"),
+        (&config.model.path, "the config's model"),
+        (&config.data.path, "the config's data file"),
+    ];
+    inputs.extend(
+        config
+            .data
+            .eval_path
+            .iter()
+            .map(|p| (p.as_path(), "the config's eval file")),
+    );
+    inputs.extend(args.model.iter().map(|p| (p.as_path(), "a --model directory")));
+    inputs.extend(args.data.iter().map(|p| (p.as_path(), "a --data file")));
+    let outputs = [
+        (args.output.as_deref(), "--output"),
+        (args.output_completions.as_deref(), "--output-completions"),
+    ];
+    for (output, flag) in outputs {
+        let Some(output) = output else { continue };
+        for (input, name) in &inputs {
+            atomic_file::refuse_replacing(output, flag, input, name)?;
+        }
+    }
+    if let (Some(reports), Some(completions)) = (&args.output, &args.output_completions) {
+        if reports == completions {
+            anyhow::bail!(
+                "--output and --output-completions are both {}: give each its own file",
+                reports.display()
+            );
+        }
     }
     Ok(())
 }

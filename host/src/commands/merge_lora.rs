@@ -46,6 +46,9 @@ pub fn run(args: &MergeLoraArgs) -> anyhow::Result<()> {
             base.display()
         );
     }
+    // Not even with --overwrite: the merge reads them.
+    atomic_file::refuse_replacing(&args.out, "--out", &args.adapter, "the adapter")?;
+    atomic_file::refuse_replacing(&args.out, "--out", &base, "the base model")?;
     if atomic_file::is_occupied(&args.out) && !args.overwrite {
         bail!(
             "{} is not empty: pass --overwrite to replace what is there, or choose another --out",

@@ -1,7 +1,7 @@
 //! `crpo-host report RUN_DIR... [--compare RUN...] [--out FILE]`: the run's HTML report.
 
 use anyhow::bail;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct ReportArgs {
@@ -21,7 +21,50 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
         bail!("name at least one run directory: crpo-host report RUN_DIR [--compare RUN_DIR...]");
     };
     let out = args.out.clone().unwrap_or_else(|| first.join("report.html"));
+    refuse_replacing_other_files(&out)?;
     crate::report::write_report(&runs, &out)?;
     println!("report: {}", out.display());
     Ok(())
+}
+
+/// An earlier report is replaced; anything else at `out` (a run's metrics, a config, a
+/// directory) is what a user saved, and is kept.
+fn refuse_replacing_other_files(out: &Path) -> anyhow::Result<()> {
+    if out.is_dir() {
+        bail!(
+            "--out {} is a directory: name the HTML file to write",
+            out.display()
+        );
+    }
+    let Ok(mut file) = std::fs::File::open(out) else {
+        return Ok(());
+    };
+    let mut head = [0u8; 256];
+    let read = std::io::Read::read(&mut file, &mut head).unwrap_or(0);
+    if !crate::report::is_report(&head[..read]) {
+        bail!(
+            "--out {} exists and is not a crpo report: choose another --out (it would be lost)",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_earlier_report_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = dir.path().join("metrics.jsonl");
+        std::fs::write(&metrics, "{\"step\":1}\n").unwrap();
+        let error = refuse_replacing_other_files(&metrics).unwrap_err().to_string();
+        assert!(error.contains("is not a crpo report"), "{error}");
+        assert!(refuse_replacing_other_files(dir.path()).is_err());
+        let report = dir.path().join("report.html");
+        assert!(refuse_replacing_other_files(&report).is_ok(), "not there yet");
+        std::fs::write(&report, crate::report::render(&[])).unwrap();
+        assert!(refuse_replacing_other_files(&report).is_ok());
+    }
 }

@@ -55,7 +55,7 @@ pub fn run(registry: &PluginRegistry, args: &ScoreArgs) -> anyhow::Result<()> {
         bail!("--options names `{unused}`, which is not among --objectives");
     }
     if let Some(output) = &args.output {
-        refuse_same_file(&args.input, output)?;
+        crate::atomic_file::refuse_replacing(output, "--output", &args.input, "the input file")?;
     }
     let records = read_records(registry, &args.dataset, &args.input)?;
     let input = args.input.display().to_string();
@@ -79,19 +79,6 @@ pub fn run(registry: &PluginRegistry, args: &ScoreArgs) -> anyhow::Result<()> {
             out.flush().context("cannot write to standard output")
         }
     }
-}
-
-/// Refuses an output that is the input (the same file by any path).
-fn refuse_same_file(input: &Path, output: &Path) -> anyhow::Result<()> {
-    if let (Ok(a), Ok(b)) = (input.canonicalize(), output.canonicalize()) {
-        if a == b {
-            bail!(
-                "--output {} is the input file: choose another path (the input would be lost)",
-                output.display()
-            );
-        }
-    }
-    Ok(())
 }
 
 /// One record to score: its line, example and completion.

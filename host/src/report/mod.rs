@@ -115,6 +115,14 @@ fn objective_names(runs: &[RunData]) -> Vec<String> {
 }
 
 /// The whole report as one HTML document.
+/// What every report's head holds: how an earlier report is told from other files.
+const REPORT_MARK: &str = "<title>crpo report";
+
+/// Whether `head` (a file's first bytes) is the start of a report this module wrote.
+pub fn is_report(head: &[u8]) -> bool {
+    String::from_utf8_lossy(head).contains(REPORT_MARK)
+}
+
 pub fn render(runs: &[RunData]) -> String {
     let names = objective_names(runs);
     let title = runs
