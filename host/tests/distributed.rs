@@ -56,6 +56,10 @@ gradient_accumulation_steps = {accumulation}
 learning_rate = 2e-3
 max_completion_length = 12
 beta = 0.04
+[eval]
+limit = 5
+batch_size = 2
+max_completion_length = 8
 "#,
         data.join("train.jsonl").display(),
     );
@@ -77,12 +81,17 @@ fn succeeded(output: Output, what: &str) {
 /// processes, one micro-batch of 5 each) for 3 steps with a checkpoint at the end, each
 /// config passed through `adjust` first; returns `two`'s config.
 fn train_one_and_two_processes(dir: &Path, adjust: impl Fn(PathBuf) -> PathBuf) -> PathBuf {
-    let one = adjust(setup(dir, "one", 2, "max_steps = 3\nsave_steps = 3"));
+    let one = adjust(setup(
+        dir,
+        "one",
+        2,
+        "max_steps = 3\nsave_steps = 3\neval_steps = 3",
+    ));
     let two = adjust(setup(
         dir,
         "two",
         1,
-        "max_steps = 3\nsave_steps = 3\nddp_timeout = 120",
+        "max_steps = 3\nsave_steps = 3\neval_steps = 3\nddp_timeout = 120",
     ));
     let one_process = crpo_host()
         .args(["train", "--config"])
@@ -158,6 +167,26 @@ fn two_processes_train_the_weights_one_process_trains() {
     }
     let samples = std::fs::read_to_string(two_run.join("samples.jsonl")).unwrap();
     assert!(!samples.is_empty());
+    // The held-out evaluation, its batches shared between the ranks (3 batches of 2, 2 and 1
+    // questions: 2 on rank 0, 1 on rank 1), is the one a single process gives on those weights.
+    let checkpoint = two_run.join("checkpoints/step-000003/model");
+    let report = dir.path().join("eval.json");
+    let evaluated = crpo_host()
+        .args(["eval", "--temperature", "0", "--samples", "1", "--config"])
+        .arg(&two)
+        .arg("--model")
+        .arg(&checkpoint)
+        .arg("--output")
+        .arg(&report)
+        .output()
+        .unwrap();
+    succeeded(evaluated, "eval");
+    let alone: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let shared = &b[2]["eval"]["greedy"];
+    assert_eq!(shared["questions"], 5);
+    for key in ["questions", "accuracy", "reward", "objectives"] {
+        assert_eq!(shared[key], alone[0][key], "eval {key}");
+    }
     // A different world size does not continue the run.
     let more = std::fs::read_to_string(&two)
         .unwrap()

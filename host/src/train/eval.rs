@@ -7,11 +7,13 @@ use super::config::{EvalSection, RunConfig};
 use super::data::PromptFormat;
 use super::reward::RunReward;
 use super::rollouts::{sample_groups, Group};
+use crate::distributed::World;
 use crate::plugins::PluginRegistry;
 use crate::rollout::sampling::SamplingConfig;
 use crate::rollout::Policy;
+use anyhow::Context;
 use crpo_sdk::Example;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -114,10 +116,14 @@ pub fn evaluate(
         examples,
         dataset,
         completions,
+        None,
     )
 }
 
-/// [`evaluate`] with the prompt format already made (the trainer's, during training).
+/// [`evaluate`] with the prompt format already made (the trainer's, during training). Across
+/// the ranks of a distributed run (`world`) each rank samples every `size`-th batch of
+/// questions and the outcomes are gathered: every rank returns the report one process would
+/// give, to the bit (each batch samples with its own seed, and the sums run in question order).
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_with(
     policy: &Policy,
@@ -128,6 +134,7 @@ pub fn evaluate_with(
     examples: &[Example],
     dataset: &str,
     mut completions: Option<&mut dyn FnMut(Value) -> anyhow::Result<()>>,
+    world: Option<&World>,
 ) -> anyhow::Result<EvalReport> {
     check_settings(settings)?;
     if examples.is_empty() {
@@ -144,12 +151,104 @@ pub fn evaluate_with(
         examples.len()
     };
     let names = reward.names();
+    let keep_records = completions.is_some();
+    let mine = sample_outcomes(
+        policy,
+        reward,
+        format,
+        config,
+        settings,
+        examples,
+        count,
+        keep_records,
+        world,
+    );
+    let mut outcomes = match world {
+        Some(world) => gather_outcomes(world, mine)?,
+        None => mine?,
+    };
+    outcomes.sort_by_key(|o| o.example);
+
     let (mut sums, mut reward_sum, mut correct, mut scored) =
         (vec![0.0f64; names.len()], 0.0f64, 0usize, 0usize);
     let mut by_meta: BTreeMap<String, GroupAccuracy> = BTreeMap::new();
+    for outcome in outcomes {
+        for row in &outcome.values {
+            for (sum, value) in sums.iter_mut().zip(row) {
+                *sum += *value as f64;
+            }
+            scored += 1;
+        }
+        reward_sum += outcome.totals.iter().map(|&t| t as f64).sum::<f64>();
+        correct += usize::from(outcome.right);
+        for key in meta_groups(&examples[outcome.example]) {
+            let entry = by_meta.entry(key).or_default();
+            entry.questions += 1;
+            entry.correct += usize::from(outcome.right);
+        }
+        if let (Some(write), Some(record)) = (completions.as_mut(), outcome.record) {
+            write(record)?;
+        }
+    }
+    for group in by_meta.values_mut() {
+        group.accuracy = group.correct as f64 / group.questions as f64;
+    }
+    let per_sample = scored.max(1) as f64;
+    Ok(EvalReport {
+        label: short(&policy.source.display().to_string()),
+        dataset: dataset.to_string(),
+        model: policy.source.display().to_string(),
+        questions: count,
+        samples: settings.samples,
+        temperature: settings.temperature,
+        accuracy: correct as f64 / count as f64,
+        objectives: names
+            .into_iter()
+            .zip(sums.iter().map(|s| s / per_sample))
+            .collect(),
+        reward: reward_sum / per_sample,
+        by_meta,
+    })
+}
+
+/// One question's result: all the report needs of it, so that ranks can send it.
+#[derive(Serialize, Deserialize)]
+struct Outcome {
+    /// Its index among the admitted examples.
+    example: usize,
+    /// Each completion's objective values, and its weighted total.
+    values: Vec<Vec<f32>>,
+    totals: Vec<f32>,
+    right: bool,
+    /// The `--output-completions` record, when one is kept.
+    record: Option<Value>,
+}
+
+/// Samples and scores this rank's batches of the first `count` questions: all of them alone,
+/// batch `n` on rank `n % size` in a distributed run.
+#[allow(clippy::too_many_arguments)]
+fn sample_outcomes(
+    policy: &Policy,
+    reward: &RunReward,
+    format: &PromptFormat,
+    config: &RunConfig,
+    settings: &EvalSection,
+    examples: &[Example],
+    count: usize,
+    keep_records: bool,
+    world: Option<&World>,
+) -> anyhow::Result<Vec<Outcome>> {
+    let names = reward.names();
     let indices: Vec<usize> = (0..count).collect();
-    let progress = super::progress::bar(count as u64, 0, "eval", "questions");
-    for (batch_number, batch) in indices.chunks(settings.batch_size).enumerate() {
+    let batches: Vec<(usize, &[usize])> = indices
+        .chunks(settings.batch_size)
+        .enumerate()
+        .filter(|(number, _)| world.is_none_or(|w| number % w.size == w.rank))
+        .collect();
+    let total = batches.iter().map(|(_, batch)| batch.len() as u64).sum();
+    let progress = super::progress::bar(total, 0, "eval", "questions");
+    let mut outcomes = Vec::new();
+    for (batch_number, batch) in batches {
         let sampling = SamplingConfig {
             max_new_tokens: settings.max_completion_length,
             min_new_tokens: 0,
@@ -170,49 +269,41 @@ pub fn evaluate_with(
             settings.samples,
             &sampling,
         )?;
-        for group in &groups {
-            for row in &group.scores.values {
-                for (sum, value) in sums.iter_mut().zip(row) {
-                    *sum += *value as f64;
-                }
-                scored += 1;
-            }
-            reward_sum += group.scores.totals.iter().map(|&t| t as f64).sum::<f64>();
+        for group in groups {
             let example = &examples[group.example];
             let vote = majority_vote(&group.scores.answers);
             let right = is_gold(example, vote);
-            correct += usize::from(right);
-            for key in meta_groups(example) {
-                let entry = by_meta.entry(key).or_default();
-                entry.questions += 1;
-                entry.correct += usize::from(right);
-            }
-            if let Some(write) = completions.as_mut() {
-                write(question_record(example, group, &names, vote, right))?;
-            }
+            let record = keep_records.then(|| question_record(example, &group, &names, vote, right));
+            outcomes.push(Outcome {
+                example: group.example,
+                values: group.scores.values,
+                totals: group.scores.totals,
+                right,
+                record,
+            });
         }
         progress.inc(batch.len() as u64);
     }
     progress.finish_and_clear();
-    for group in by_meta.values_mut() {
-        group.accuracy = group.correct as f64 / group.questions as f64;
+    Ok(outcomes)
+}
+
+/// Every rank's outcomes, on every rank (after every rank has sampled its share, or the
+/// first failed rank's error).
+fn gather_outcomes(world: &World, mine: anyhow::Result<Vec<Outcome>>) -> anyhow::Result<Vec<Outcome>> {
+    let mine = world.agree("evaluating the held-out set", mine)?;
+    let bytes = serde_json::to_vec(&mine)?;
+    let mut all = Vec::new();
+    for (rank, theirs) in world
+        .all_gather("gathering the evaluation", &bytes)?
+        .iter()
+        .enumerate()
+    {
+        let outcomes: Vec<Outcome> = serde_json::from_slice(theirs)
+            .with_context(|| format!("rank {rank}'s evaluation outcomes do not parse"))?;
+        all.extend(outcomes);
     }
-    let per_sample = scored.max(1) as f64;
-    Ok(EvalReport {
-        label: short(&policy.source.display().to_string()),
-        dataset: dataset.to_string(),
-        model: policy.source.display().to_string(),
-        questions: count,
-        samples: settings.samples,
-        temperature: settings.temperature,
-        accuracy: correct as f64 / count as f64,
-        objectives: names
-            .into_iter()
-            .zip(sums.iter().map(|s| s / per_sample))
-            .collect(),
-        reward: reward_sum / per_sample,
-        by_meta,
-    })
+    Ok(all)
 }
 
 fn is_gold(example: &Example, answer: Option<&str>) -> bool {

@@ -641,6 +641,7 @@ impl Trainer {
                 &self.splits.eval,
                 "held-out",
                 None,
+                self.world.as_ref(),
             )?;
             tracing::info!(
                 "step {}: held-out accuracy ({}) {:.3} on {} questions, reward {:.3}",
