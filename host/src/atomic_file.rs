@@ -105,9 +105,10 @@ pub fn publish_dir(target: &Path, write: impl FnOnce(&Path) -> anyhow::Result<()
     Ok(())
 }
 
-/// Refuses to write `output` when that would replace `input`: the same file or directory by
-/// any spelling, or a directory holding it (a replaced directory loses all it held). `flag`
-/// names the output's option and `input_name` what would be lost, for the message.
+/// Refuses to write `output` when that would replace `input` or part of it: the same file or
+/// directory by any spelling, a directory holding it (a replaced directory loses all it
+/// held), or a file already inside the input directory. `flag` names the output's option and
+/// `input_name` what would be lost, for the message.
 pub fn refuse_replacing(output: &Path, flag: &str, input: &Path, input_name: &str) -> anyhow::Result<()> {
     let Ok(input_path) = input.canonicalize() else {
         return Ok(());
@@ -116,14 +117,30 @@ pub fn refuse_replacing(output: &Path, flag: &str, input: &Path, input_name: &st
     let Ok(output_path) = output.canonicalize() else {
         return Ok(());
     };
-    if input_path.starts_with(&output_path) {
+    if input_path.starts_with(&output_path) || (input_path.is_dir() && output_path.starts_with(&input_path)) {
         anyhow::bail!(
-            "{flag} {} would replace {input_name} {} that this command reads: choose another {flag} (it would be lost)",
+            "{flag} {} would replace {input_name} {} (or a file in it) that this command reads: choose another {flag} (it would be lost)",
             output.display(),
             input.display()
         );
     }
     Ok(())
+}
+
+/// Where `path` points once its directory's links and `..` are resolved, whether or not the
+/// file exists yet: two outputs with the same `written_path` are one file.
+pub fn written_path(path: &Path) -> PathBuf {
+    if let Ok(existing) = path.canonicalize() {
+        return existing;
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match (parent.canonicalize(), path.file_name()) {
+        (Ok(parent), Some(name)) => parent.join(name),
+        _ => path.to_path_buf(),
+    }
 }
 
 /// Whether `path` holds something a user may have saved: a file, or a non-empty directory.
@@ -154,6 +171,13 @@ mod tests {
         }
         let config = model.join("config.json");
         assert!(refuse_replacing(&config, "--output", &config, "the input file").is_err());
+        // A file already in the input directory is part of it.
+        assert!(refuse_replacing(&config, "--out", &model, "the base model").is_err());
+        assert!(refuse_replacing(&model.join("new.json"), "--out", &model, "x").is_ok());
+        assert_eq!(
+            written_path(&dir.path().join("model/../a.json")),
+            written_path(&dir.path().join("a.json"))
+        );
         // A sibling, or a path not there yet, replaces nothing.
         assert!(refuse_replacing(&dir.path().join("merged"), "--out", &model, "x").is_ok());
         std::fs::create_dir(dir.path().join("merged")).unwrap();

@@ -155,13 +155,18 @@ fn no_command_writes_over_what_it_reads() {
         &["run.toml"],
     );
     refused(
-        &[&eval[..], &["--output-completions", "model"]].concat(),
+        &[&eval[..], &["--output-completions", "model/config.json"]].concat(),
         "would replace the config's model",
+        &["model/config.json"],
+    );
+    refused(
+        &[&eval[..], &["--output", "model"]].concat(),
+        "is a directory",
         &["model/model.safetensors"],
     );
     let both = [
         &eval[..],
-        &["--output", "e.json", "--output-completions", "e.json"],
+        &["--output", "e.json", "--output-completions", "model/../e.json"],
     ]
     .concat();
     refused(&both, "give each its own file", &["run.toml"]);
@@ -187,6 +192,11 @@ fn no_command_writes_over_what_it_reads() {
         &[&merge[..], &["model"]].concat(),
         "would replace the base model",
         &["model/model.safetensors"],
+    );
+    refused(
+        &[&merge[..], &["adapter/adapter_config.json"]].concat(),
+        "is a file",
+        &["adapter/adapter_config.json"],
     );
 }
 

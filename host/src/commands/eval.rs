@@ -95,6 +95,12 @@ fn refuse_replacing_inputs(args: &EvalArgs, config: &RunConfig) -> anyhow::Resul
             .iter()
             .map(|p| (p.as_path(), "the config's eval file")),
     );
+    let adapter = config
+        .model
+        .lora
+        .as_ref()
+        .and_then(|lora| lora.adapter.as_deref());
+    inputs.extend(adapter.map(|p| (p, "the config's LoRA adapter")));
     inputs.extend(args.model.iter().map(|p| (p.as_path(), "a --model directory")));
     inputs.extend(args.data.iter().map(|p| (p.as_path(), "a --data file")));
     let outputs = [
@@ -103,12 +109,18 @@ fn refuse_replacing_inputs(args: &EvalArgs, config: &RunConfig) -> anyhow::Resul
     ];
     for (output, flag) in outputs {
         let Some(output) = output else { continue };
+        if output.is_dir() {
+            anyhow::bail!(
+                "{flag} {} is a directory: name the file to write",
+                output.display()
+            );
+        }
         for (input, name) in &inputs {
             atomic_file::refuse_replacing(output, flag, input, name)?;
         }
     }
     if let (Some(reports), Some(completions)) = (&args.output, &args.output_completions) {
-        if reports == completions {
+        if atomic_file::written_path(reports) == atomic_file::written_path(completions) {
             anyhow::bail!(
                 "--output and --output-completions are both {}: give each its own file",
                 reports.display()

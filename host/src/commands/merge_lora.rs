@@ -46,6 +46,12 @@ pub fn run(args: &MergeLoraArgs) -> anyhow::Result<()> {
             base.display()
         );
     }
+    if args.out.exists() && !args.out.is_dir() {
+        bail!(
+            "--out {} is a file: the merged model is a directory",
+            args.out.display()
+        );
+    }
     // Not even with --overwrite: the merge reads them.
     atomic_file::refuse_replacing(&args.out, "--out", &args.adapter, "the adapter")?;
     atomic_file::refuse_replacing(&args.out, "--out", &base, "the base model")?;

@@ -36,8 +36,13 @@ fn refuse_replacing_other_files(out: &Path) -> anyhow::Result<()> {
             out.display()
         );
     }
-    let Ok(mut file) = std::fs::File::open(out) else {
-        return Ok(());
+    let mut file = match std::fs::File::open(out) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => bail!(
+            "--out {}: {error}: cannot check it is an earlier report",
+            out.display()
+        ),
     };
     let mut head = [0u8; 256];
     let read = std::io::Read::read(&mut file, &mut head).unwrap_or(0);

@@ -114,7 +114,6 @@ fn objective_names(runs: &[RunData]) -> Vec<String> {
     names
 }
 
-/// The whole report as one HTML document.
 /// What every report's head holds: how an earlier report is told from other files.
 const REPORT_MARK: &str = "<title>crpo report";
 
@@ -123,6 +122,7 @@ pub fn is_report(head: &[u8]) -> bool {
     String::from_utf8_lossy(head).contains(REPORT_MARK)
 }
 
+/// The whole report as one HTML document.
 pub fn render(runs: &[RunData]) -> String {
     let names = objective_names(runs);
     let title = runs
