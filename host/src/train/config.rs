@@ -623,6 +623,9 @@ impl RunConfig {
         resolve(&mut self.run.output_dir);
         self.run.plugin_dirs.iter_mut().for_each(resolve);
         resolve(&mut self.model.path);
+        if let Some(adapter) = self.model.lora.as_mut().and_then(|lora| lora.adapter.as_mut()) {
+            resolve(adapter);
+        }
         resolve(&mut self.data.path);
         if let Some(p) = self.data.eval_path.as_mut() {
             resolve(p);
@@ -902,9 +905,12 @@ mod tests {
     fn paths_are_relative_to_the_config_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run.toml");
-        std::fs::write(&path, MINIMAL).unwrap();
+        let lora = "[model.lora]\nr = 8\nlora_alpha = 16\ntarget_modules = [\"q_proj\"]\nadapter = \"runs/sft/model\"\n";
+        std::fs::write(&path, format!("{MINIMAL}\n{lora}")).unwrap();
         let config = RunConfig::load(&path).unwrap();
         assert_eq!(config.model.path, dir.path().join("models/tiny"));
+        let adapter = config.model.lora.unwrap().adapter.unwrap();
+        assert_eq!(adapter, dir.path().join("runs/sft/model"));
         let err = format!(
             "{:#}",
             RunConfig::load(&dir.path().join("missing.toml")).unwrap_err()
