@@ -593,6 +593,90 @@ mod tests {
         }
     }
 
+    /// Qwen2.5-3B's shape (Qwen/Qwen2.5-3B-Instruct's config.json; its safetensors hold
+    /// 3,085,938,688 parameters, the LM head tied to the embedding).
+    fn qwen_3b() -> ModelShape {
+        ModelShape {
+            parameters: 3_085_938_688,
+            hidden: 2048,
+            q_width: 2048,
+            intermediate: 11_008,
+            layers: 36,
+            kv_width: 256,
+            vocab: 151_936,
+        }
+    }
+
+    /// docs/reproduce-clinical-r1.md's config as a user copies it, and the peaks it quotes: the
+    /// guide stays what the plan says.
+    #[test]
+    fn the_reproduction_guide_quotes_its_configs_plans() {
+        let guide = include_str!("../../../docs/reproduce-clinical-r1.md");
+        let config = guide
+            .split("```toml\n")
+            .nth(1)
+            .unwrap()
+            .split("```")
+            .next()
+            .unwrap();
+        let peak = |config: &str, phase: Phase| {
+            let config = RunConfig::parse(config).unwrap();
+            let plan = MemoryPlan::new(&qwen_3b(), Settings::for_phase(&config, Kind::BFloat16, phase));
+            format!("{:.1}", plan.peak() as f64 / GIB)
+        };
+        let quoted = |figure: String| assert!(guide.contains(&figure), "the guide does not quote {figure}");
+        quoted(format!("peak {} GiB", peak(config, Phase::Train)));
+        // What checkpointing saves: the released code's micro-batch of 8 without it.
+        let unchecked = config
+            .replace("gradient_checkpointing = true", "gradient_checkpointing = false")
+            .replace(
+                "per_device_train_batch_size = 2",
+                "per_device_train_batch_size = 8",
+            );
+        let plan = |config: &str| {
+            let config = RunConfig::parse(config).unwrap();
+            MemoryPlan::new(
+                &qwen_3b(),
+                Settings::for_phase(&config, Kind::BFloat16, Phase::Train),
+            )
+        };
+        let gib = |bytes: u64| format!("{:.1}", bytes as f64 / GIB);
+        quoted(format!(
+            "one micro-batch of 8 would need {} GiB",
+            peak(&unchecked, Phase::Train)
+        ));
+        quoted(format!(
+            "activations {} → {} GiB",
+            gib(plan(&unchecked).activations),
+            gib(plan(config).activations)
+        ));
+        quoted(format!("gradient buffers: {} GiB", peak(config, Phase::Sft)));
+        // The LoRA variants: the table's train / sft peaks.
+        let lora = "[model.lora]\nr = 32\nlora_alpha = 16\ntarget_modules = \"all-linear\"\n";
+        for (rollout, micro_batch, accumulation) in [(50, 1, 80), (150, 4, 20)] {
+            let config = config
+                .replace(
+                    "rollout_batch_size = 64",
+                    &format!("rollout_batch_size = {rollout}"),
+                )
+                .replace(
+                    "per_device_train_batch_size = 2",
+                    &format!("per_device_train_batch_size = {micro_batch}"),
+                )
+                .replace(
+                    "gradient_accumulation_steps = 40",
+                    &format!("gradient_accumulation_steps = {accumulation}"),
+                )
+                + lora;
+            let row = format!(
+                "| {rollout} | {micro_batch} | true (both) | {} / {} GiB |",
+                peak(&config, Phase::Train),
+                peak(&config, Phase::Sft)
+            );
+            quoted(row);
+        }
+    }
+
     fn settings() -> Settings {
         Settings {
             weight_bytes: 4,
