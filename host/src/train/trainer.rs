@@ -435,14 +435,19 @@ impl Trainer {
             eval: None,
         };
         let mut record = record;
-        let every = self.config.run.eval_steps;
-        if every > 0 && (self.step.is_multiple_of(every) || self.step == self.config.run.max_steps) {
-            record.eval = Some(self.evaluate_held_out()?);
-        }
         if let Some(world) = &self.world {
             let spent = world.take_communication_times();
             record.communication_s = Some(spent.values().sum());
             record.gradient_all_reduce_s = Some(spent.get(SUMMING_GRADIENTS).copied().unwrap_or(0.0));
+        }
+        let every = self.config.run.eval_steps;
+        if every > 0 && (self.step.is_multiple_of(every) || self.step == self.config.run.max_steps) {
+            record.eval = Some(self.evaluate_held_out()?);
+            // The evaluation's gathers wait for the slowest rank's generation: not the step's
+            // communication.
+            if let Some(world) = &self.world {
+                world.take_communication_times();
+            }
         }
         let step = self.step;
         let Some(writers) = &mut self.writers else {
