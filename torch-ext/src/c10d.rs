@@ -239,6 +239,24 @@ impl ProcessGroup {
         Ok(())
     }
 
+    /// Averages each floating-point tensor in place across the ranks: the sum, divided by the
+    /// number of ranks (Gloo has no average). An integer tensor is refused: its mean would be
+    /// rounded.
+    pub fn all_reduce_mean(&self, tensors: &[&Tensor]) -> Result<(), String> {
+        if let Some(integer) = tensors.iter().find(|t| !t.is_floating_point()) {
+            return Err(format!(
+                "all-reduce mean: a tensor of kind {:?} (only floating-point tensors average)",
+                integer.kind()
+            ));
+        }
+        self.all_reduce_sum(tensors)?;
+        let _guard = tch::no_grad_guard();
+        for tensor in tensors {
+            let _ = tensor.shallow_clone().g_div_scalar_(self.world_size as f64);
+        }
+        Ok(())
+    }
+
     /// Sums contiguous tensors in place with one collective.
     fn all_reduce_in_place(&self, tensors: &[&Tensor]) -> Result<(), String> {
         let mut pointers: Vec<*mut C_tensor> = tensors.iter().map(|t| t.as_ptr() as *mut C_tensor).collect();

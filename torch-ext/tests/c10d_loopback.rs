@@ -98,6 +98,12 @@ fn two_ranks_reduce_broadcast_and_gather_over_loopback() {
     assert_eq!(floats.double_value(&[999]), 3.0);
     assert_eq!(big.double_value(&[0]), 1.0);
     assert_eq!(ints.int64_value(&[2]), 30);
+    // The mean: (1 + 2) / 2; integers are refused, not rounded.
+    let value = Tensor::full([5], rank + 1.0, (Kind::Float, Device::Cpu));
+    group.all_reduce_mean(&[&value]).unwrap();
+    assert_eq!(value.double_value(&[4]), 1.5);
+    let error = group.all_reduce_mean(&[&ints]).unwrap_err();
+    assert!(error.contains("Int64"), "{error}");
     // Broadcast from rank 1.
     let mine = Tensor::full([2, 3], rank * 5.0, (Kind::Float, Device::Cpu));
     group.broadcast(&[&mine], 1).unwrap();
