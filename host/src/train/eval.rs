@@ -152,17 +152,15 @@ pub fn evaluate_with(
     };
     let names = reward.names();
     let keep_records = completions.is_some();
-    let mine = sample_outcomes(
+    let questions = Questions {
         policy,
         reward,
         format,
         config,
         settings,
         examples,
-        count,
-        keep_records,
-        world,
-    );
+    };
+    let mine = questions.sample_outcomes(count, keep_records, world);
     let mut outcomes = match world {
         Some(world) => gather_outcomes(world, mine)?,
         None => mine?,
@@ -224,68 +222,76 @@ struct Outcome {
     record: Option<Value>,
 }
 
-/// Samples and scores this rank's batches of the first `count` questions: all of them alone,
-/// batch `n` on rank `n % size` in a distributed run.
-#[allow(clippy::too_many_arguments)]
-fn sample_outcomes(
-    policy: &Policy,
-    reward: &RunReward,
-    format: &PromptFormat,
-    config: &RunConfig,
-    settings: &EvalSection,
-    examples: &[Example],
-    count: usize,
-    keep_records: bool,
-    world: Option<&World>,
-) -> anyhow::Result<Vec<Outcome>> {
-    let names = reward.names();
-    let indices: Vec<usize> = (0..count).collect();
-    let batches: Vec<(usize, &[usize])> = indices
-        .chunks(settings.batch_size)
-        .enumerate()
-        .filter(|(number, _)| world.is_none_or(|w| number % w.size == w.rank))
-        .collect();
-    let total = batches.iter().map(|(_, batch)| batch.len() as u64).sum();
-    let progress = super::progress::bar(total, 0, "eval", "questions");
-    let mut outcomes = Vec::new();
-    for (batch_number, batch) in batches {
-        let sampling = SamplingConfig {
-            max_new_tokens: settings.max_completion_length,
-            min_new_tokens: 0,
-            temperature: settings.temperature,
-            top_p: 1.0,
-            top_k: 0,
-            greedy: settings.temperature <= 0.0,
-            seed: config.run.seed.wrapping_add(batch_number as u64),
-            first_stream: 0,
-            row_budgets: Vec::new(),
-        };
-        let (groups, _) = sample_groups(
-            policy,
-            reward,
-            examples,
-            batch,
-            format,
-            settings.samples,
-            &sampling,
-        )?;
-        for group in groups {
-            let example = &examples[group.example];
-            let vote = majority_vote(&group.scores.answers);
-            let right = is_gold(example, vote);
-            let record = keep_records.then(|| question_record(example, &group, &names, vote, right));
-            outcomes.push(Outcome {
-                example: group.example,
-                values: group.scores.values,
-                totals: group.scores.totals,
-                right,
-                record,
-            });
+/// What an evaluation samples and scores: the questions, and the policy, objectives, prompt
+/// format and settings it asks them with.
+struct Questions<'a> {
+    policy: &'a Policy,
+    reward: &'a RunReward,
+    format: &'a PromptFormat,
+    config: &'a RunConfig,
+    settings: &'a EvalSection,
+    examples: &'a [Example],
+}
+
+impl Questions<'_> {
+    /// Samples and scores this rank's batches of the first `count` questions: all of them alone,
+    /// batch `n` on rank `n % size` in a distributed run.
+    fn sample_outcomes(
+        &self,
+        count: usize,
+        keep_records: bool,
+        world: Option<&World>,
+    ) -> anyhow::Result<Vec<Outcome>> {
+        let (settings, examples) = (self.settings, self.examples);
+        let names = self.reward.names();
+        let indices: Vec<usize> = (0..count).collect();
+        let batches: Vec<(usize, &[usize])> = indices
+            .chunks(settings.batch_size)
+            .enumerate()
+            .filter(|(number, _)| world.is_none_or(|w| number % w.size == w.rank))
+            .collect();
+        let total = batches.iter().map(|(_, batch)| batch.len() as u64).sum();
+        let progress = super::progress::bar(total, 0, "eval", "questions");
+        let mut outcomes = Vec::new();
+        for (batch_number, batch) in batches {
+            let sampling = SamplingConfig {
+                max_new_tokens: settings.max_completion_length,
+                min_new_tokens: 0,
+                temperature: settings.temperature,
+                top_p: 1.0,
+                top_k: 0,
+                greedy: settings.temperature <= 0.0,
+                seed: self.config.run.seed.wrapping_add(batch_number as u64),
+                first_stream: 0,
+                row_budgets: Vec::new(),
+            };
+            let (groups, _) = sample_groups(
+                self.policy,
+                self.reward,
+                examples,
+                batch,
+                self.format,
+                settings.samples,
+                &sampling,
+            )?;
+            for group in groups {
+                let example = &examples[group.example];
+                let vote = majority_vote(&group.scores.answers);
+                let right = is_gold(example, vote);
+                let record = keep_records.then(|| question_record(example, &group, &names, vote, right));
+                outcomes.push(Outcome {
+                    example: group.example,
+                    values: group.scores.values,
+                    totals: group.scores.totals,
+                    right,
+                    record,
+                });
+            }
+            progress.inc(batch.len() as u64);
         }
-        progress.inc(batch.len() as u64);
+        progress.finish_and_clear();
+        Ok(outcomes)
     }
-    progress.finish_and_clear();
-    Ok(outcomes)
 }
 
 /// Every rank's outcomes, on every rank (after every rank has sampled its share, or the
