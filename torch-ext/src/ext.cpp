@@ -210,3 +210,59 @@ int crpo_ext_checkpoint(at::Tensor** inputs, size_t n_inputs, void* body, crpo_b
 }
 
 }  // extern "C"
+
+// ---- oneDNN's linear over a weight packed once (what `torch.ops.mkldnn._reorder_linear_weight`
+// and `torch.ops.mkldnn._linear_pointwise` do from Python). Called through the dispatcher by
+// name: the ops are registered by libtorch_cpu when it is built with oneDNN, and not in tch.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <optional>
+
+namespace {
+// The op `name` (overload ""), when this libtorch registered one.
+std::optional<c10::OperatorHandle> mkldnn_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchema({name, ""});
+}
+}  // namespace
+
+extern "C" {
+
+// `weight` [out, in] packed for products with about `rows` rows; 1 without oneDNN's ops.
+int crpo_ext_linear_prepack(at::Tensor* weight, int64_t rows, at::Tensor** out, char* error, size_t error_len) {
+  try {
+    static const auto op = mkldnn_op("mkldnn::_reorder_linear_weight");
+    if (!op.has_value()) return 1;
+    torch::jit::Stack stack{c10::IValue(*weight), c10::IValue(rows)};
+    op->callBoxed(&stack);
+    *out = new at::Tensor(stack.at(0).toTensor());
+    return 0;
+  } catch (const std::exception& e) {
+    write_error(e.what(), error, error_len);
+    return 2;
+  }
+}
+
+// `input` [rows, in] times the packed weight's transpose: [rows, out].
+int crpo_ext_linear_prepacked(at::Tensor* input, at::Tensor* packed, at::Tensor** out, char* error,
+                              size_t error_len) {
+  try {
+    static const auto op = mkldnn_op("mkldnn::_linear_pointwise");
+    if (!op.has_value()) return 1;
+    torch::jit::Stack stack{c10::IValue(*input),
+                            c10::IValue(*packed),
+                            c10::IValue(),
+                            c10::IValue(std::string("none")),
+                            c10::IValue(c10::List<std::optional<at::Scalar>>()),
+                            c10::IValue(std::string(""))};
+    op->callBoxed(&stack);
+    *out = new at::Tensor(stack.at(0).toTensor());
+    return 0;
+  } catch (const std::exception& e) {
+    write_error(e.what(), error, error_len);
+    return 2;
+  }
+}
+
+// The tensor's version counter: bumped by every in-place change (an optimizer step, a load).
+int64_t crpo_ext_tensor_version(at::Tensor* tensor) { return tensor->_version(); }
+
+}  // extern "C"

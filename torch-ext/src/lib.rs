@@ -1,9 +1,11 @@
 //! What tch does not expose of libtorch, through `src/ext.cpp` (compiled against the same
 //! torch headers by the build script): activation checkpointing (a custom autograd function),
-//! the CUDA caching allocator's memory statistics and the device's free memory. On a build
-//! without CUDA the CUDA calls answer `None`. [`c10d`] is libtorch's own distributed engine.
+//! the CUDA caching allocator's memory statistics and the device's free memory, oneDNN's packed
+//! linear ([`prepacked`]). On a build without CUDA the CUDA calls answer `None`. [`c10d`] is
+//! libtorch's own distributed engine.
 
 pub mod c10d;
+pub mod prepacked;
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use tch::Tensor;
