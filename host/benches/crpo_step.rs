@@ -182,7 +182,8 @@ gradient_checkpointing = {checkpointing}
         "plan": {"weights": plan.weights, "reference": plan.reference, "gradients": plan.gradients,
                  "optimizer_state": plan.optimizer_state, "kv_cache": plan.kv_cache,
                  "activations": plan.activations, "gradient_buffers": plan.gradient_buffers,
-                 "optimizer_step": plan.optimizer_step, "peak": plan.peak()},
+                 "optimizer_step": plan.optimizer_step, "decode_weights": plan.decode_weights,
+                 "peak": plan.peak()},
         "rss_over_estimate": peak as f64 / estimated,
         "threads": tch::get_num_threads(),
     })

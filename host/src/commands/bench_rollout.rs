@@ -113,6 +113,8 @@ pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result
         .iter()
         .map(|(_, p)| p.numel() * p.kind().elt_size_in_bytes())
         .sum();
+    // Counted first: a frozen policy lists no trainable parameters.
+    let policy = policy.for_inference();
     let mut timings = Vec::new();
     let mut stats = None;
     crate::memory_stats::reset_peak(device);

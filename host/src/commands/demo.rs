@@ -297,7 +297,7 @@ fn evaluate_entrants(
         let config = &entrant.config;
         let reward = RunReward::from_specs(registry, &preset_objectives(reported), &config.algorithm)?;
         let examples = load_splits(registry, config)?.eval;
-        let policy = Policy::load(registry, &config.model, &entrant.model)?;
+        let policy = Policy::load(registry, &config.model, &entrant.model)?.for_inference();
         let greedy = EvalSection {
             samples: 1,
             temperature: 0.0,

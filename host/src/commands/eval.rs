@@ -163,7 +163,7 @@ pub fn run_eval(
     let keep_completions = completions.is_some();
     let mut reports = Vec::new();
     for model in &models {
-        let policy = Policy::load(registry, &config.model, model)?;
+        let policy = Policy::load(registry, &config.model, model)?.for_inference();
         for (name, examples) in &datasets {
             let mut tagged = |mut record: serde_json::Value| match completions.as_mut() {
                 Some(file) => {

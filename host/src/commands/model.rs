@@ -117,7 +117,8 @@ pub fn generate(registry: &PluginRegistry, args: &GenerateArgs) -> anyhow::Resul
         device,
         kind,
         &serde_json::Value::Null,
-    )?;
+    )?
+    .for_inference();
     let prompt = if args.chat {
         let mut messages = Vec::new();
         if let Some(system) = &args.system {

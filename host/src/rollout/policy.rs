@@ -271,6 +271,16 @@ impl Policy {
     pub fn parameters(&self) -> Vec<(String, Tensor)> {
         self.model.parameters()
     }
+
+    /// The policy for sampling and scoring only (eval, generate, benches): no weight needs a
+    /// gradient, so the decoder may decode through packed copies of its frozen weights
+    /// (crpo_plugins_policy::packed).
+    pub fn for_inference(self) -> Self {
+        for (_, parameter) in self.parameters() {
+            let _ = parameter.set_requires_grad(false);
+        }
+        self
+    }
 }
 
 /// A model with NaN or infinite weights cannot give a meaningful completion or score: refuse it

@@ -15,6 +15,7 @@
 
 use super::config::RunConfig;
 use anyhow::{bail, Context};
+use crpo_plugins_policy::packed::PACKED_WEIGHT;
 use serde_json::Value;
 use std::path::Path;
 use tch::{Device, Kind};
@@ -154,6 +155,9 @@ pub struct Settings {
     pub gradient_checkpointing: bool,
     /// Under LoRA: the rank and which of q, k, v, o, gate, up, down projections it adapts.
     pub lora: Option<(u64, [bool; 7])>,
+    /// LoRA in f32 on the CPU: the rollout decodes through packed copies of the frozen base's
+    /// large weights (crpo_plugins_policy::packed).
+    pub decode_packing: bool,
 }
 
 /// The decoder's linear layers in `Settings::lora`'s order.
@@ -192,6 +196,20 @@ impl ModelShape {
             .map(|((inputs, outputs), _)| r * (inputs + outputs))
             .sum();
         per_layer * self.layers
+    }
+
+    /// Elements of the weights the rollout packs for decoding: each of at least
+    /// `PACKED_WEIGHT` elements (the MLP's and the LM head of a 0.5B model and up).
+    pub fn packed_for_decoding(&self) -> u64 {
+        let large = |elements: u64| {
+            if elements >= PACKED_WEIGHT as u64 {
+                elements
+            } else {
+                0
+            }
+        };
+        let per_layer: u64 = self.projection_sides().iter().map(|(i, o)| large(i * o)).sum();
+        per_layer * self.layers + large(self.vocab * self.hidden)
     }
 
     /// Elements of the largest trained tensor: the embedding (or LM head) when every weight
@@ -236,6 +254,7 @@ impl Settings {
                 completion_tokens: config.sft.max_completion_length as u64,
                 gradient_checkpointing: config.sft.gradient_checkpointing,
                 lora: lora_of(config),
+                decode_packing: false,
             },
         }
     }
@@ -255,6 +274,9 @@ impl Settings {
             completion_tokens: algorithm.max_completion_length as u64,
             gradient_checkpointing: algorithm.gradient_checkpointing,
             lora: lora_of(config),
+            decode_packing: config.model.lora.is_some()
+                && kind == Kind::Float
+                && crate::device::parse_device(&config.model.device).is_ok_and(|d| d == Device::Cpu),
         }
     }
 }
@@ -271,6 +293,9 @@ pub struct MemoryPlan {
     pub kv_cache: u64,
     /// The rollout's logits and sampling buffers (`[rows, vocab]` f32, a few of them).
     pub sampling: u64,
+    /// Packed copies of the large weights the rollout decodes with (f32 on the CPU), kept
+    /// for the run.
+    pub decode_weights: u64,
     pub activations: u64,
     /// Trained weights' gradients the backward holds beside the activations until each
     /// weight's last use has given its share.
@@ -340,6 +365,11 @@ impl MemoryPlan {
             optimizer_state: 2 * trained * 4,
             kv_cache: shape.layers * 2 * shape.kv_width * settings.rollout_rows * sequence * b,
             sampling: settings.rollout_rows * shape.vocab * 4 * 3,
+            decode_weights: if settings.decode_packing && settings.rollout_rows > 0 {
+                shape.packed_for_decoding() * 4
+            } else {
+                0
+            },
             activations: decoder + vocabulary,
             gradient_buffers,
             // The update and its denominator in f32, and a working copy (the f32 gradient of
@@ -355,14 +385,24 @@ impl MemoryPlan {
         (self.activations + self.gradient_buffers).max(self.optimizer_step)
     }
 
-    /// What stays for the whole run.
+    /// The most the rollout holds beside what stays.
+    pub fn rollout(&self) -> u64 {
+        self.kv_cache + self.sampling
+    }
+
+    /// What stays for the whole run (the decode weights too: crpo_plugins_policy::packed).
     pub fn resident(&self) -> u64 {
-        self.weights + self.reference + self.master_weights + self.gradients + self.optimizer_state
+        self.weights
+            + self.reference
+            + self.master_weights
+            + self.gradients
+            + self.optimizer_state
+            + self.decode_weights
     }
 
     /// The most held at once: the rollout and the update run one after the other.
     pub fn peak(&self) -> u64 {
-        self.resident() + (self.kv_cache + self.sampling).max(self.update())
+        self.resident() + self.rollout().max(self.update())
     }
 
     /// The plan as a table, one part per line.
@@ -392,6 +432,11 @@ impl MemoryPlan {
                 ),
             ),
             ("rollout sampling", self.sampling, String::new()),
+            (
+                "decode weights",
+                self.decode_weights,
+                "large weights packed for the rollout's decoding (f32 on the CPU), kept".into(),
+            ),
             (
                 "activations",
                 self.activations,
@@ -688,6 +733,7 @@ mod tests {
             completion_tokens: 64,
             gradient_checkpointing: false,
             lora: None,
+            decode_packing: false,
         }
     }
 
@@ -740,6 +786,25 @@ mod tests {
             plan.peak(),
             plan.resident() + plan.activations + plan.gradient_buffers
         );
+    }
+
+    #[test]
+    fn decoding_on_the_cpu_holds_packed_copies_of_the_large_weights() {
+        // The MLP's three 4,864 × 896 matrices of each of 24 layers and the 151,936 × 896 LM
+        // head; q and o (896 × 896) and k and v stay as they are.
+        let shape = qwen_half_b();
+        assert_eq!(shape.packed_for_decoding(), 3 * 4864 * 896 * 24 + 151_936 * 896);
+        let packing = MemoryPlan::new(
+            &shape,
+            Settings {
+                decode_packing: true,
+                ..settings()
+            },
+        );
+        assert_eq!(packing.decode_weights, shape.packed_for_decoding() * 4);
+        let plain = MemoryPlan::new(&shape, settings());
+        assert_eq!(packing.resident(), plain.resident() + packing.decode_weights);
+        assert_eq!(plain.decode_weights, 0);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod error;
+pub mod packed;
 pub mod plugin;
 pub mod policy;
 pub mod presets;

@@ -1,7 +1,7 @@
 //! A linear layer of the decoder with its optional LoRA adapter (`crpo_policy_sdk::lora`):
 //! `W·x (+ b) + s·B·(A·x)` while the model's adapters are on.
 
-use crate::qwen2::project;
+use crate::packed::PackedWeight;
 use crpo_policy_sdk::lora::{LoraAdapter, LoraConfig};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -11,6 +11,8 @@ use tch::{nn, Tensor};
 pub struct Projection {
     pub linear: nn::Linear,
     pub adapter: Option<LoraAdapter>,
+    /// The weight packed for decoding on the CPU, while decoding (crate::packed).
+    packed: PackedWeight,
 }
 
 impl Projection {
@@ -18,11 +20,12 @@ impl Projection {
         Projection {
             linear,
             adapter: None,
+            packed: PackedWeight::default(),
         }
     }
 
     pub fn forward(&self, xs: &Tensor) -> Tensor {
-        let out = project(&self.linear, xs);
+        let out = self.packed.project(&self.linear.ws, self.linear.bs.as_ref(), xs);
         match self.adapter.as_ref().and_then(|adapter| adapter.delta(xs)) {
             Some(delta) => out + delta,
             None => out,
@@ -73,6 +76,7 @@ impl Projection {
                 bs: self.linear.bs.as_ref().map(Tensor::shallow_clone),
             },
             adapter: self.adapter.as_ref().map(LoraAdapter::shallow_clone),
+            packed: self.packed.clone(),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! files load directly into the `VarStore`.
 
 use crate::config::DecoderConfig;
+use crate::packed::PackedWeight;
 use crate::projection::Projection;
 use crpo_policy_sdk::lora::LoraConfig;
 use crpo_policy_sdk::PluginError;
@@ -75,7 +76,7 @@ impl Rotary {
 }
 
 /// Rows at or below which a projection is computed as `W·xᵀ` (see [`project_weight`]).
-const FEW_ROWS: i64 = 64;
+pub const FEW_ROWS: i64 = 64;
 /// Weights of at least this many elements (1 MiB in f32) are worth that detour; smaller ones
 /// take one fused `linear` call, since per-call overhead is what costs at small sizes.
 const LARGE_WEIGHT: i64 = 1 << 18;
@@ -291,6 +292,8 @@ pub struct DecoderModel {
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
     lm_head: Option<nn::Linear>,
+    /// The LM head packed for decoding on the CPU (crate::packed).
+    head_packed: PackedWeight,
     rotary: Rotary,
     /// Training passes keep each layer's input only and recompute the layer in the backward.
     gradient_checkpointing: AtomicBool,
@@ -339,6 +342,7 @@ impl DecoderModel {
             layers,
             norm: RmsNorm::new(&model / "norm", config.hidden_size, config.rms_norm_eps),
             lm_head,
+            head_packed: PackedWeight::default(),
             rotary: Rotary::new(config.head_dim(), config.rope_theta(), root.device()),
             gradient_checkpointing: AtomicBool::new(false),
             adapters_enabled: Arc::new(AtomicBool::new(true)),
@@ -482,8 +486,8 @@ impl DecoderModel {
     /// Logits for final hidden states `[B, T, H]`.
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
         match &self.lm_head {
-            Some(head) => project(head, hidden),
-            None => project_weight(&self.embed_tokens.ws, None, hidden),
+            Some(head) => self.head_packed.project(&head.ws, head.bs.as_ref(), hidden),
+            None => self.head_packed.project(&self.embed_tokens.ws, None, hidden),
         }
     }
 
