@@ -14,6 +14,7 @@ import sys
 import time
 
 import torch
+import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor
 
 
@@ -61,7 +62,7 @@ def run_data(args, tokenizer, model):
     best, _ = timed(lambda: model.generate(**inputs, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
                                            max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
                                            use_cache=True), args.repeats)
-    print(json.dumps({"generator": "transformers", "batch": len(texts), "group": args.group, "new_tokens": args.new_tokens,
+    print(json.dumps({"generator": "transformers", "transformers_version": transformers.__version__, "batch": len(texts), "group": args.group, "new_tokens": args.new_tokens,
                       "seconds": best, "tokens_per_s": len(texts) * args.new_tokens / best}))
 
 
@@ -90,7 +91,7 @@ def run_workload(args, tokenizer, model):
         sys.exit(f"error: transformers generated {sum(counts)} tokens, the workload asks {sum(budgets)}; "
                  f"rows (row, generated, budget) off: {wrong[:8]}")
     tokens = sum(counts)
-    print(json.dumps({"generator": "transformers", "rows": len(prompts), "tokens": tokens, "seconds": best,
+    print(json.dumps({"generator": "transformers", "transformers_version": transformers.__version__, "rows": len(prompts), "tokens": tokens, "seconds": best,
                       "tokens_per_s": tokens / best, "max_new_tokens": max(budgets)}))
 
 

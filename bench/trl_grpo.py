@@ -11,6 +11,7 @@ import json
 import time
 
 import torch
+import trl
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
@@ -93,9 +94,15 @@ def main():
         callbacks=[timer],
     )
     trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
     print(json.dumps({
         "trainer": "trl",
+        "trl_version": trl.__version__,
         "seconds_per_step": timer.times,
+        # What shows the work was the same as crpo's: every completion at its fixed length,
+        # and the reference model run (a KL is logged only when beta > 0).
+        "completion_mean_length": [entry.get("completions/mean_length") for entry in logged],
+        "kl": [entry.get("kl") for entry in logged],
         "threads": torch.get_num_threads(),
         "gradient_checkpointing": args.gradient_checkpointing,
         "completions_per_step": batch,

@@ -5,7 +5,8 @@
 #
 #   CRPO_TORCH_VENV   where the venv lives (default ~/.cache/crpo/torch-2.11.0)
 #   CRPO_PYTHON       the python used to create the venv (default python3)
-#   CRPO_WITH_TRANSFORMERS=1  also install transformers (used by comparison tests)
+#   CRPO_WITH_TRANSFORMERS=1  also install transformers 5.25.0 (comparison tests, benches;
+#                             pinned: the side-by-side figures move with its version)
 #   CRPO_WITH_TRL=1           also install TRL 1.16.0 (bench/side_by_side.sh)
 #   CRPO_WITH_TENSORBOARD=1   also install tensorboard (a test reads our event files with it)
 #   CRPO_WITH_PEFT=1          also install peft 0.21.2 (a test loads our LoRA adapters with it)
@@ -33,8 +34,8 @@ fi
 
 if [ "${CRPO_WITH_TRANSFORMERS:-0}" = "1" ] &&
   ! "$venv/bin/python" -c 'import transformers' 2>/dev/null; then
-  echo "setup: installing transformers into $venv"
-  "$venv/bin/python" -m pip install --quiet transformers safetensors
+  echo "setup: installing transformers==5.25.0 into $venv"
+  "$venv/bin/python" -m pip install --quiet "transformers==5.25.0" "safetensors==0.8.0"
 fi
 
 if [ "${CRPO_WITH_PEFT:-0}" = "1" ] &&
