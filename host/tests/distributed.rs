@@ -305,6 +305,27 @@ fn a_rank_that_stalls_stops_the_other_within_the_timeout() {
 }
 
 #[test]
+fn more_local_ranks_than_cores_are_refused_before_any_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "many", 1, "max_steps = 1");
+    let started = Instant::now();
+    let output = crpo_host()
+        .args(["train", "--nproc", "100000", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--nproc 100000") && stderr.contains("CPU core(s)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("starting"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(!dir.path().join("many/metrics.jsonl").exists());
+}
+
+#[test]
 fn a_killed_two_process_run_resumes_to_the_uninterrupted_weights() {
     let dir = tempfile::tempdir().unwrap();
     let settings = "max_steps = 5\nsave_steps = 2\nddp_timeout = 60";

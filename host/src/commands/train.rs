@@ -130,10 +130,12 @@ fn join_world(config: &mut RunConfig) -> anyhow::Result<Option<World>> {
 
 /// `train --nproc N`: this command line again, without `--nproc`, as N local ranks.
 fn start_local_workers(nproc: usize, args: &RunArgs) -> anyhow::Result<()> {
-    if nproc == 0 {
-        bail!("--nproc must be at least 1");
-    }
     let config = RunConfig::load(&args.config)?;
+    let cuda = crate::device::parse_device(&config.model.device)
+        .map_err(|e| anyhow::anyhow!("model.device: {e}"))?
+        .is_cuda();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    distributed::launch::check_local_ranks(nproc, cuda, tch::Cuda::device_count() as usize, cores)?;
     let mut worker_args: Vec<OsString> = Vec::new();
     let mut given = std::env::args_os().skip(1);
     while let Some(arg) = given.next() {

@@ -91,6 +91,27 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Whether `nproc` local ranks can each have their own device here: a GPU each on CUDA, a CPU
+/// core each on the CPU (a rank computes with one thread). Checked before any worker starts:
+/// a mistyped `--nproc 1000` would otherwise start a thousand processes, each loading the
+/// model.
+pub fn check_local_ranks(nproc: usize, cuda: bool, gpus: usize, cores: usize) -> anyhow::Result<()> {
+    if nproc == 0 {
+        bail!("--nproc must be at least 1");
+    }
+    if cuda && nproc > gpus {
+        bail!(
+            "--nproc {nproc}: this machine has {gpus} GPU(s) and each rank of a CUDA run takes one (at most --nproc {gpus})"
+        );
+    }
+    if !cuda && nproc > cores {
+        bail!(
+            "--nproc {nproc}: this machine has {cores} CPU core(s) and each rank of a CPU run computes on one (at most --nproc {cores}; torchrun --nproc-per-node starts more if you mean them to share)"
+        );
+    }
+    Ok(())
+}
+
 /// Runs this program `nproc` times with `args` (the command line without `--nproc`), as ranks
 /// 0..nproc of one run on this machine. When a worker fails, the others get `grace` to stop on
 /// their own (their next collective fails and names it) and are then killed. Returns the first
@@ -120,8 +141,19 @@ pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> an
             .env("LOCAL_WORLD_SIZE", nproc.to_string())
             .env("MASTER_ADDR", "127.0.0.1")
             .env("MASTER_PORT", port.to_string())
-            .spawn()
-            .with_context(|| format!("cannot start worker {rank} ({})", program.display()))?;
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(error) => {
+                // The workers already started would wait for this one until their timeout.
+                for (_, started) in &mut workers {
+                    let _ = started.kill();
+                    let _ = started.wait();
+                }
+                return Err(error)
+                    .with_context(|| format!("cannot start worker {rank} ({})", program.display()));
+            }
+        };
         workers.push((rank, child));
     }
     let mut first_failure: Option<(usize, String)> = None;
@@ -202,6 +234,23 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         LaunchEnv::from_vars(|name| table.get(name).cloned())
+    }
+
+    #[test]
+    fn local_ranks_take_a_core_or_a_gpu_each() {
+        assert!(check_local_ranks(2, false, 0, 2).is_ok());
+        assert!(check_local_ranks(4, true, 4, 2).is_ok());
+        let error = check_local_ranks(1000, false, 0, 2).unwrap_err().to_string();
+        assert!(
+            error.contains("--nproc 1000") && error.contains("2 CPU core(s)"),
+            "{error}"
+        );
+        let error = check_local_ranks(3, true, 2, 64).unwrap_err().to_string();
+        assert!(
+            error.contains("2 GPU(s)") && error.contains("at most --nproc 2"),
+            "{error}"
+        );
+        assert!(check_local_ranks(0, false, 0, 2).is_err());
     }
 
     #[test]
