@@ -326,6 +326,41 @@ fn more_local_ranks_than_cores_are_refused_before_any_starts() {
 }
 
 #[test]
+fn a_rank_that_cannot_reach_rank_zero_names_the_address_once_within_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "alone", 1, "max_steps = 1\nddp_timeout = 3");
+    // Nothing listens there: rank 0 never started.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let output = crpo_host()
+        .args(["train", "--config"])
+        .arg(&config)
+        .envs([
+            ("RANK", "1"),
+            ("LOCAL_RANK", "1"),
+            ("WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "127.0.0.1"),
+        ])
+        .env("MASTER_PORT", port.to_string())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    // libtorch's log of each failed try carried its C++ stack.
+    assert!(!stderr.contains("frame #"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn a_killed_two_process_run_resumes_to_the_uninterrupted_weights() {
     let dir = tempfile::tempdir().unwrap();
     let settings = "max_steps = 5\nsave_steps = 2\nddp_timeout = 60";

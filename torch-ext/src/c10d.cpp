@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <c10/util/Logging.h>
 
 #if defined(CRPO_C10D_GLOO) || defined(CRPO_C10D_NCCL)
 #include <torch/csrc/distributed/c10d/Backend.hpp>
@@ -159,6 +160,29 @@ struct GradientSync {
   }
 };
 #endif
+#if defined(CRPO_C10D_GLOO) || defined(CRPO_C10D_NCCL)
+// While the store connects, c10d logs each failed try with the C++ stack of its exception (a
+// page of frames for a mistyped MASTER_ADDR); the error this shim returns names the address
+// and the cause once. Quietens c10's log below FATAL for its lifetime, then restores it.
+class QuietC10Log {
+ public:
+  QuietC10Log() : saved_(FLAGS_caffe2_log_level) {
+    if (FLAGS_caffe2_log_level < 3) FLAGS_caffe2_log_level = 3;
+  }
+  ~QuietC10Log() { FLAGS_caffe2_log_level = saved_; }
+  QuietC10Log(const QuietC10Log&) = delete;
+  QuietC10Log& operator=(const QuietC10Log&) = delete;
+
+ private:
+  int saved_;
+};
+
+c10::intrusive_ptr<c10d::Store> connect_store(const char* host, const c10d::TCPStoreOptions& options) {
+  const QuietC10Log quiet;
+  return c10::make_intrusive<c10d::TCPStore>(std::string(host), options);
+}
+#endif
+
 }  // namespace
 
 extern "C" {
@@ -174,6 +198,7 @@ int crpo_c10d_backends() {
 #endif
   return backends;
 }
+
 
 // Joins the group: the TCPStore on `host:port` is hosted by this process when `host_store`
 // (rank 0, unless torchrun's agent hosts it), every rank connects to it and keeps its keys under
@@ -192,7 +217,7 @@ int crpo_c10d_new(const char* host, uint16_t port, int host_store, const char* p
         options.waitWorkers = true;
         options.timeout = timeout;
         c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::PrefixStore>(
-            std::string(prefix), c10::make_intrusive<c10d::TCPStore>(std::string(host), options));
+            std::string(prefix), connect_store(host, options));
         c10::intrusive_ptr<c10d::Backend> group;
         if (backend == 0) {
 #ifdef CRPO_C10D_GLOO
