@@ -402,3 +402,47 @@ fn peft_loads_our_adapter_and_we_load_peft_s_with_the_same_logits() {
     assert!(loaded.adapters);
     assert_logits_match(&loaded, dir.path(), &expected);
 }
+
+#[test]
+fn an_adapter_to_start_from_keeps_the_scale_it_was_trained_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("model");
+    crpo_plugins_policy::presets::write_tiny(&base, 3).unwrap();
+    let trained = load(&base, Some(lora_config()));
+    randomize_b(&trained);
+    let adapter = dir.path().join("adapter");
+    trained.model.save(&adapter).unwrap();
+    // The run's model.lora says another scale (alpha 32, rsLoRA): the adapter's own holds.
+    let other = LoraConfig {
+        lora_alpha: 32.0,
+        use_rslora: true,
+        adapter: Some(adapter.clone()),
+        ..lora_config()
+    };
+    let started = load(&base, Some(other));
+    let (prompts, completions) = prompts();
+    let expected = trained.logprobs(&prompts, &completions, false).unwrap().logprobs;
+    let got = started.logprobs(&prompts, &completions, false).unwrap().logprobs;
+    assert!(
+        max_difference(&expected, &got) < 1e-6,
+        "{}",
+        max_difference(&expected, &got)
+    );
+    // A directory that is not an adapter is named with the key.
+    let not_adapter = LoraConfig {
+        adapter: Some(base.clone()),
+        ..lora_config()
+    };
+    let error = Policy::load(
+        &PluginRegistry::builtin_only(),
+        &section(&base, Some(not_adapter)),
+        &base,
+    )
+    .err()
+    .unwrap();
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("model.lora.adapter") && message.contains("adapter_config.json"),
+        "{message}"
+    );
+}

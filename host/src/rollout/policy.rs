@@ -42,7 +42,16 @@ impl Policy {
         let mut options = serde_json::to_value(&section.options)?;
         if let (Some(lora), Some(map)) = (&section.lora, options.as_object_mut()) {
             lora.validate().context("model.lora")?;
-            map.insert("lora".into(), serde_json::to_value(lora)?);
+            let lora = match &lora.adapter {
+                // An adapter to start from keeps the scale and layers it was trained with.
+                Some(adapter_dir) => {
+                    let (adapter, _) =
+                        lora::read_adapter_config(adapter_dir).context("model.lora.adapter")?;
+                    adapter_settings(Some(lora), adapter, adapter_dir)
+                }
+                None => lora.clone(),
+            };
+            map.insert("lora".into(), serde_json::to_value(&lora)?);
         }
         Self::load_with(registry, &section.policy, dir, device, kind, &options)
     }
@@ -73,28 +82,13 @@ impl Policy {
             other => other.clone(),
         };
         if let Some(map) = options.as_object_mut() {
-            if let Some(configured) = map.get("lora") {
-                let configured: lora::LoraConfig = serde_json::from_value(configured.clone())?;
-                let same = (
-                    configured.r,
-                    configured.lora_alpha,
-                    &configured.target_modules,
-                    configured.use_rslora,
-                ) == (
-                    adapter.r,
-                    adapter.lora_alpha,
-                    &adapter.target_modules,
-                    adapter.use_rslora,
-                );
-                if !same {
-                    tracing::warn!(
-                        "{} is a LoRA adapter with r = {}, lora_alpha = {}: it is loaded with its own settings, not model.lora's",
-                        dir.display(),
-                        adapter.r,
-                        adapter.lora_alpha
-                    );
+            let configured: Option<lora::LoraConfig> = match map.get("lora") {
+                Some(configured) if !configured.is_null() => {
+                    Some(serde_json::from_value(configured.clone())?)
                 }
-            }
+                _ => None,
+            };
+            let adapter = adapter_settings(configured.as_ref(), adapter, dir);
             map.insert("lora".into(), serde_json::to_value(&adapter)?);
         }
         // The tokenizer: the adapter directory's when it has one, else the base model's.
@@ -280,6 +274,40 @@ impl Policy {
             let _ = parameter.set_requires_grad(false);
         }
         self
+    }
+}
+
+/// The settings an adapter directory is loaded with: its own rank, scale and layers (from its
+/// adapter_config.json, as PEFT loads it: other ones would scale or place its matrices
+/// differently from how they were trained), the run's dropout; a warning when the run's
+/// `model.lora` says otherwise.
+fn adapter_settings(
+    configured: Option<&lora::LoraConfig>,
+    adapter: lora::LoraConfig,
+    dir: &Path,
+) -> lora::LoraConfig {
+    let Some(configured) = configured else {
+        return adapter;
+    };
+    let settings = |c: &lora::LoraConfig| (c.r, c.lora_alpha, c.target_modules.clone(), c.use_rslora);
+    if settings(configured) != settings(&adapter) {
+        tracing::warn!(
+            "{} is a LoRA adapter with r = {}, lora_alpha = {}, use_rslora = {}, target_modules = {:?}: it is loaded with these, not model.lora's (r = {}, lora_alpha = {}, use_rslora = {}, target_modules = {:?})",
+            dir.display(),
+            adapter.r,
+            adapter.lora_alpha,
+            adapter.use_rslora,
+            adapter.target_modules,
+            configured.r,
+            configured.lora_alpha,
+            configured.use_rslora,
+            configured.target_modules,
+        );
+    }
+    lora::LoraConfig {
+        lora_dropout: configured.lora_dropout,
+        adapter: Some(dir.to_path_buf()),
+        ..adapter
     }
 }
 
