@@ -68,6 +68,7 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     crpo_host::memory::configure_for_training();
+    crpo_host::error_report::install_panic_hook();
     tracing_subscriber::fmt()
         // Step summaries are info; RUST_LOG overrides (e.g. RUST_LOG=warn for quiet runs).
         // In a distributed run rank 0 speaks for all; the other ranks only warn.

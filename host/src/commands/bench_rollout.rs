@@ -78,6 +78,10 @@ pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result
         kind,
         &serde_json::Value::Null,
     )?;
+    policy.check_positions(
+        ("--prompt-tokens", args.prompt_tokens),
+        ("--max-length", args.max_length),
+    )?;
     let vocab = policy.tokenizer.vocab_size() as i64;
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let prompts: Vec<Vec<i64>> = (0..args.prompts)
