@@ -79,6 +79,16 @@ fn a_run_that_cannot_fit_is_refused_before_loading_naming_what_would_fit() {
     assert!(stdout.contains("does NOT fit"), "{stdout}");
     // 70B parameters counted from the header.
     assert!(stdout.contains("69501714432 parameters"), "{stdout}");
+
+    // A model directory that is not there is named, not planned for.
+    std::fs::rename(dir.path().join("model"), dir.path().join("moved")).unwrap();
+    let output = crpo(dir.path(), &["doctor", "--config", "run.toml"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("model.path") && stderr.contains("no such directory"),
+        "{stderr}"
+    );
 }
 
 #[test]

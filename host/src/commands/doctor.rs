@@ -55,9 +55,17 @@ fn memory_plan_of(path: &std::path::Path) -> anyhow::Result<()> {
         (memory_plan::Phase::Sft, "sft"),
     ] {
         let Some((plan, shape, device)) = memory_plan::plan_run(&config, phase)? else {
+            let model = &config.model.path;
+            if !model.is_dir() {
+                bail!(
+                    "model.path {} in {}: no such directory",
+                    model.display(),
+                    path.display()
+                );
+            }
             println!(
                 "memory plan: {} has no decoder shape in config.json (or no safetensors weights); no plan",
-                config.model.path.display()
+                model.display()
             );
             return Ok(());
         };
