@@ -173,7 +173,14 @@ const PROJECTIONS: [&str; 7] = [
 
 /// The rank and targeted projections of `model.lora`.
 fn lora_of(config: &RunConfig) -> Option<(u64, [bool; 7])> {
-    config.model.lora.as_ref().map(|lora| {
+    config.model.lora.as_ref().map(|configured| {
+        // An adapter to start from is loaded with its own rank and layers (rollout/policy.rs).
+        let adapter = configured
+            .adapter
+            .as_deref()
+            .and_then(|dir| crpo_policy_sdk::lora::read_adapter_config(dir).ok())
+            .map(|(adapter, _)| adapter);
+        let lora = adapter.as_ref().unwrap_or(configured);
         let targeted = PROJECTIONS.map(|name| lora.targets(&format!("model.layers.0.{name}")));
         (lora.r as u64, targeted)
     })
@@ -873,6 +880,24 @@ mod tests {
             assert!(error.contains(needle), "{needle}: {error}");
         }
         assert!(check_fits(&plan, &qwen_half_b(), plan.peak(), "free").is_ok());
+    }
+
+    #[test]
+    fn an_adapter_to_start_from_is_planned_with_its_own_rank_and_layers() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("adapter_config.json"),
+            r#"{"peft_type": "LORA", "r": 64, "lora_alpha": 16, "target_modules": ["q_proj"], "base_model_name_or_path": "m"}"#,
+        )
+        .unwrap();
+        let mut config = RunConfig::parse(
+            "[model]\npath = \"m\"\n[model.lora]\nr = 8\nlora_alpha = 16\n[data]\npath = \"d.jsonl\"\n[[reward.objectives]]\nplugin = \"consistency\"\n",
+        )
+        .unwrap();
+        assert_eq!(lora_of(&config), Some((8, [true; 7])));
+        config.model.lora.as_mut().unwrap().adapter = Some(dir.path().to_path_buf());
+        let q_only = [true, false, false, false, false, false, false];
+        assert_eq!(lora_of(&config), Some((64, q_only)));
     }
 
     #[test]
