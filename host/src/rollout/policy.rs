@@ -42,16 +42,9 @@ impl Policy {
         let mut options = serde_json::to_value(&section.options)?;
         if let (Some(lora), Some(map)) = (&section.lora, options.as_object_mut()) {
             lora.validate().context("model.lora")?;
-            let lora = match &lora.adapter {
-                // An adapter to start from keeps the scale and layers it was trained with.
-                Some(adapter_dir) => {
-                    let (adapter, _) =
-                        lora::read_adapter_config(adapter_dir).context("model.lora.adapter")?;
-                    adapter_settings(Some(lora), adapter, adapter_dir)
-                }
-                None => lora.clone(),
-            };
-            map.insert("lora".into(), serde_json::to_value(&lora)?);
+            let loaded = lora_as_loaded(lora)?;
+            warn_where_overridden(lora, &loaded);
+            map.insert("lora".into(), serde_json::to_value(&loaded)?);
         }
         Self::load_with(registry, &section.policy, dir, device, kind, &options)
     }
@@ -82,13 +75,15 @@ impl Policy {
             other => other.clone(),
         };
         if let Some(map) = options.as_object_mut() {
-            let configured: Option<lora::LoraConfig> = match map.get("lora") {
+            let adapter = match map.get("lora") {
                 Some(configured) if !configured.is_null() => {
-                    Some(serde_json::from_value(configured.clone())?)
+                    let configured: lora::LoraConfig = serde_json::from_value(configured.clone())?;
+                    let loaded = adapter_settings(&configured, adapter, dir);
+                    warn_where_overridden(&configured, &loaded);
+                    loaded
                 }
-                _ => None,
+                _ => adapter,
             };
-            let adapter = adapter_settings(configured.as_ref(), adapter, dir);
             map.insert("lora".into(), serde_json::to_value(&adapter)?);
         }
         // The tokenizer: the adapter directory's when it has one, else the base model's.
@@ -277,37 +272,49 @@ impl Policy {
     }
 }
 
+/// The LoRA settings a run's `model.lora` loads with: an adapter to start from keeps its own
+/// (see [`adapter_settings`]). The memory plan counts these too.
+pub fn lora_as_loaded(configured: &lora::LoraConfig) -> anyhow::Result<lora::LoraConfig> {
+    match &configured.adapter {
+        Some(dir) => {
+            let (adapter, _) = lora::read_adapter_config(dir).context("model.lora.adapter")?;
+            Ok(adapter_settings(configured, adapter, dir))
+        }
+        None => Ok(configured.clone()),
+    }
+}
+
 /// The settings an adapter directory is loaded with: its own rank, scale and layers (from its
 /// adapter_config.json, as PEFT loads it: other ones would scale or place its matrices
-/// differently from how they were trained), the run's dropout; a warning when the run's
-/// `model.lora` says otherwise.
+/// differently from how they were trained), the run's dropout.
 fn adapter_settings(
-    configured: Option<&lora::LoraConfig>,
+    configured: &lora::LoraConfig,
     adapter: lora::LoraConfig,
     dir: &Path,
 ) -> lora::LoraConfig {
-    let Some(configured) = configured else {
-        return adapter;
-    };
+    lora::LoraConfig {
+        lora_dropout: configured.lora_dropout,
+        adapter: Some(dir.to_path_buf()),
+        ..adapter
+    }
+}
+
+/// A warning when an adapter's own settings replace what the run's `model.lora` says.
+fn warn_where_overridden(configured: &lora::LoraConfig, loaded: &lora::LoraConfig) {
     let settings = |c: &lora::LoraConfig| (c.r, c.lora_alpha, c.target_modules.clone(), c.use_rslora);
-    if settings(configured) != settings(&adapter) {
+    if settings(configured) != settings(loaded) {
         tracing::warn!(
             "{} is a LoRA adapter with r = {}, lora_alpha = {}, use_rslora = {}, target_modules = {:?}: it is loaded with these, not model.lora's (r = {}, lora_alpha = {}, use_rslora = {}, target_modules = {:?})",
-            dir.display(),
-            adapter.r,
-            adapter.lora_alpha,
-            adapter.use_rslora,
-            adapter.target_modules,
+            loaded.adapter.as_deref().unwrap_or(Path::new("")).display(),
+            loaded.r,
+            loaded.lora_alpha,
+            loaded.use_rslora,
+            loaded.target_modules,
             configured.r,
             configured.lora_alpha,
             configured.use_rslora,
             configured.target_modules,
         );
-    }
-    lora::LoraConfig {
-        lora_dropout: configured.lora_dropout,
-        adapter: Some(dir.to_path_buf()),
-        ..adapter
     }
 }
 

@@ -174,13 +174,10 @@ const PROJECTIONS: [&str; 7] = [
 /// The rank and targeted projections of `model.lora`.
 fn lora_of(config: &RunConfig) -> Option<(u64, [bool; 7])> {
     config.model.lora.as_ref().map(|configured| {
-        // An adapter to start from is loaded with its own rank and layers (rollout/policy.rs).
-        let adapter = configured
-            .adapter
-            .as_deref()
-            .and_then(|dir| crpo_policy_sdk::lora::read_adapter_config(dir).ok())
-            .map(|(adapter, _)| adapter);
-        let lora = adapter.as_ref().unwrap_or(configured);
+        // As loaded (an adapter to start from keeps its rank and layers); an unreadable adapter
+        // is the load's error to name.
+        let loaded = crate::rollout::policy::lora_as_loaded(configured);
+        let lora = loaded.as_ref().unwrap_or(configured);
         let targeted = PROJECTIONS.map(|name| lora.targets(&format!("model.layers.0.{name}")));
         (lora.r as u64, targeted)
     })
