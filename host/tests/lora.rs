@@ -15,12 +15,8 @@ use tch::{Kind, Tensor};
 
 fn lora_config() -> LoraConfig {
     LoraConfig {
-        r: 4,
-        lora_alpha: 8.0,
-        lora_dropout: 0.0,
         target_modules: TargetModules::Names(vec!["q_proj".into(), "v_proj".into(), "down_proj".into()]),
-        use_rslora: false,
-        adapter: None,
+        ..LoraConfig::new(4, 8.0)
     }
 }
 
@@ -401,6 +397,90 @@ fn peft_loads_our_adapter_and_we_load_peft_s_with_the_same_logits() {
     let loaded = Policy::load(&PluginRegistry::builtin_only(), &section(&base, None), &theirs).unwrap();
     assert!(loaded.adapters);
     assert_logits_match(&loaded, dir.path(), &expected);
+}
+
+/// PEFT makes an adapter over `base` with `settings` (LoraConfig's arguments, JSON) into
+/// `adapter`, and writes its logits for ids.json to `expected`.
+fn peft_make(python: &Path, base: &Path, adapter: &Path, expected: &Path, settings: &str) -> bool {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peft_reference.py");
+    let ids = base.parent().unwrap().join("ids.json");
+    Command::new(python)
+        .args([
+            script.as_os_str(),
+            "make".as_ref(),
+            base.as_os_str(),
+            adapter.as_os_str(),
+        ])
+        .args([ids.as_os_str(), expected.as_os_str(), settings.as_ref()])
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn peft_s_narrower_selections_and_per_layer_ranks_load_and_merge_as_peft_applies_them() {
+    let python = match support::venv_python_with("peft", "CRPO_WITH_PEFT") {
+        Ok(python) => python,
+        Err(reason) => {
+            println!("skipped: {reason}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    crpo_plugins_policy::presets::write_tiny(&base, 7).unwrap();
+    ids_file(dir.path());
+    let variants = [
+        // A regular expression over full names, and ranks and alphas by pattern.
+        r#"{"target_modules": ".*\\.(q_proj|up_proj)", "rank_pattern": {"up_proj": 2}, "alpha_pattern": {"q_proj": 3}}"#,
+        // Names by dotted suffix, one decoder layer, one module excluded, rsLoRA.
+        r#"{"target_modules": ["self_attn.v_proj", "o_proj", "down_proj"], "layers_to_transform": [1], "exclude_modules": ["model.layers.1.self_attn.o_proj"], "use_rslora": true}"#,
+    ];
+    for (i, settings) in variants.iter().enumerate() {
+        let adapter = dir.path().join(format!("adapter-{i}"));
+        let expected = dir.path().join(format!("expected-{i}.json"));
+        assert!(
+            peft_make(&python, &base, &adapter, &expected, settings),
+            "{settings}"
+        );
+        let loaded = Policy::load(&PluginRegistry::builtin_only(), &section(&base, None), &adapter).unwrap();
+        assert_logits_match(&loaded, dir.path(), &expected);
+        // Merged by crpo, loaded without peft: the same model.
+        let merged = dir.path().join(format!("merged-{i}"));
+        let output = crpo(
+            dir.path(),
+            &[
+                "merge-lora",
+                "--adapter",
+                adapter.to_str().unwrap(),
+                "--out",
+                merged.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_logits_match(&load(&merged, None), dir.path(), &expected);
+    }
+    // DoRA is not plain LoRA: refused by name, not loaded without its magnitudes.
+    let dora = dir.path().join("dora");
+    assert!(peft_make(
+        &python,
+        &base,
+        &dora,
+        &dir.path().join("dora.json"),
+        r#"{"use_dora": true}"#
+    ));
+    let error = Policy::load(&PluginRegistry::builtin_only(), &section(&base, None), &dora)
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    assert!(
+        error.contains("use_dora") && error.contains("adapter_config.json"),
+        "{error}"
+    );
 }
 
 #[test]

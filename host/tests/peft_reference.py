@@ -5,9 +5,10 @@
       last-position logits of each id list.
   peft_reference.py plain MODEL - IDS_JSON OUT_JSON
       the same with transformers alone (a merged model).
-  peft_reference.py make BASE OUT_ADAPTER IDS_JSON OUT_JSON
-      makes a LoRA adapter with peft (r 4, alpha 8, q_proj and down_proj, B drawn at random so
-      it changes the model), saves it with save_pretrained, writes its logits the same way.
+  peft_reference.py make BASE OUT_ADAPTER IDS_JSON OUT_JSON [LORA_CONFIG_JSON]
+      makes a LoRA adapter with peft (r 4, alpha 8, q_proj and down_proj, or the LoraConfig
+      arguments given; B drawn at random so it changes the model), saves it with
+      save_pretrained, writes its logits the same way.
 """
 import json
 import sys
@@ -32,7 +33,10 @@ def main():
         model = PeftModel.from_pretrained(model, sys.argv[3])
     elif mode == "make":
         torch.manual_seed(0)
-        config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"], lora_dropout=0.0)
+        settings = dict(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"], lora_dropout=0.0)
+        if len(sys.argv) > 6:
+            settings.update(json.loads(sys.argv[6]))
+        config = LoraConfig(**settings)
         model = get_peft_model(model, config)
         with torch.no_grad():
             for name, parameter in model.named_parameters():

@@ -68,7 +68,7 @@ pub fn run(args: &MergeLoraArgs) -> anyhow::Result<()> {
             Tensor::read_safetensors(&file).with_context(|| format!("cannot read {}", file.display()))?,
         );
     }
-    let merged = merge(weights, &adapters, config.scale(), &args.adapter)?;
+    let merged = merge(weights, &adapters, &config, &args.adapter)?;
     atomic_file::publish_dir(&args.out, |temp| {
         save_tensors(&merged, &temp.join(SINGLE_FILE))?;
         for file in COPIED {
@@ -82,22 +82,21 @@ pub fn run(args: &MergeLoraArgs) -> anyhow::Result<()> {
     })
     .with_context(|| format!("cannot write {}", args.out.display()))?;
     println!(
-        "merged {} ({} adapted layers, scale {}) into {}: wrote {}",
+        "merged {} ({} adapted layers) into {}: wrote {}",
         args.adapter.display(),
         adapters.len() / 2,
-        config.scale(),
         base.display(),
         args.out.display()
     );
     Ok(())
 }
 
-/// `weights` with each adapted layer's `W` replaced by `W + scale·B·A` (computed in f32, kept
-/// in `W`'s dtype); every adapter pair must find its weight.
+/// `weights` with each adapted layer's `W` replaced by `W + s·B·A` (`s` the layer's scale by
+/// `config`; computed in f32, kept in `W`'s dtype); every adapter pair must find its weight.
 fn merge(
     weights: Vec<(String, Tensor)>,
     adapters: &HashMap<String, Tensor>,
-    scale: f64,
+    config: &lora::LoraConfig,
     adapter_dir: &Path,
 ) -> anyhow::Result<Vec<(String, Tensor)>> {
     let mut by_name: HashMap<String, Tensor> = weights.into_iter().collect();
@@ -118,7 +117,7 @@ fn merge(
                 adapter_dir.display()
             )
         })?;
-        let delta = b.to_kind(Kind::Float).matmul(&a.to_kind(Kind::Float)) * scale;
+        let delta = b.to_kind(Kind::Float).matmul(&a.to_kind(Kind::Float)) * config.scale_for(module);
         if delta.size() != weight.size() {
             bail!(
                 "{}: `{module}`'s adapter makes {:?}, its weight is {:?}",

@@ -301,19 +301,20 @@ fn adapter_settings(
 
 /// A warning when an adapter's own settings replace what the run's `model.lora` says.
 fn warn_where_overridden(configured: &lora::LoraConfig, loaded: &lora::LoraConfig) {
-    let settings = |c: &lora::LoraConfig| (c.r, c.lora_alpha, c.target_modules.clone(), c.use_rslora);
-    if settings(configured) != settings(loaded) {
+    // What places and scales the adapters (the dropout is the run's, the directory the adapter's).
+    let placement = |c: &lora::LoraConfig| lora::LoraConfig {
+        lora_dropout: 0.0,
+        adapter: None,
+        ..c.clone()
+    };
+    let (configured, loaded_placement) = (placement(configured), placement(loaded));
+    if configured != loaded_placement {
+        let described = |c: &lora::LoraConfig| serde_json::to_string(c).unwrap_or_default();
         tracing::warn!(
-            "{} is a LoRA adapter with r = {}, lora_alpha = {}, use_rslora = {}, target_modules = {:?}: it is loaded with these, not model.lora's (r = {}, lora_alpha = {}, use_rslora = {}, target_modules = {:?})",
+            "{} is a LoRA adapter with {}: it is loaded with these settings, not model.lora's ({})",
             loaded.adapter.as_deref().unwrap_or(Path::new("")).display(),
-            loaded.r,
-            loaded.lora_alpha,
-            loaded.use_rslora,
-            loaded.target_modules,
-            configured.r,
-            configured.lora_alpha,
-            configured.use_rslora,
-            configured.target_modules,
+            described(&loaded_placement),
+            described(&configured),
         );
     }
 }

@@ -16,6 +16,7 @@
 use super::config::RunConfig;
 use anyhow::{bail, Context};
 use crpo_plugins_policy::packed::PACKED_WEIGHT;
+use crpo_policy_sdk::lora::LoraConfig;
 use serde_json::Value;
 use std::path::Path;
 use tch::{Device, Kind};
@@ -142,7 +143,7 @@ fn elements_in(file: &Path) -> anyhow::Result<u64> {
 }
 
 /// The settings that size a run's memory.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// Bytes per weight in the model's dtype.
     pub weight_bytes: u64,
@@ -153,8 +154,8 @@ pub struct Settings {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub gradient_checkpointing: bool,
-    /// Under LoRA: the rank and which of q, k, v, o, gate, up, down projections it adapts.
-    pub lora: Option<(u64, [bool; 7])>,
+    /// Under LoRA: its settings as loaded (which layers it adapts, at which ranks).
+    pub lora: Option<LoraConfig>,
     /// LoRA in f32 on the CPU: the rollout decodes through packed copies of the frozen base's
     /// large weights (crpo_plugins_policy::packed).
     pub decode_packing: bool,
@@ -171,15 +172,11 @@ const PROJECTIONS: [&str; 7] = [
     "mlp.down_proj",
 ];
 
-/// The rank and targeted projections of `model.lora`.
-fn lora_of(config: &RunConfig) -> Option<(u64, [bool; 7])> {
+/// `model.lora` as loaded: an adapter to start from keeps its own rank and layers (an
+/// unreadable adapter is the load's error to name).
+fn lora_of(config: &RunConfig) -> Option<LoraConfig> {
     config.model.lora.as_ref().map(|configured| {
-        // As loaded (an adapter to start from keeps its rank and layers); an unreadable adapter
-        // is the load's error to name.
-        let loaded = crate::rollout::policy::lora_as_loaded(configured);
-        let lora = loaded.as_ref().unwrap_or(configured);
-        let targeted = PROJECTIONS.map(|name| lora.targets(&format!("model.layers.0.{name}")));
-        (lora.r as u64, targeted)
+        crate::rollout::policy::lora_as_loaded(configured).unwrap_or_else(|_| configured.clone())
     })
 }
 
@@ -190,16 +187,25 @@ impl ModelShape {
         [(h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h)]
     }
 
-    /// Parameters of LoRA adapters of rank `r` on the `targeted` projections of every layer.
-    pub fn adapter_parameters(&self, (r, targeted): (u64, [bool; 7])) -> u64 {
-        let per_layer: u64 = self
-            .projection_sides()
-            .iter()
-            .zip(targeted)
-            .filter(|(_, on)| *on)
-            .map(|((inputs, outputs), _)| r * (inputs + outputs))
-            .sum();
-        per_layer * self.layers
+    /// Each adapter `lora` gives a decoder layer: its rank, inputs and outputs.
+    fn adapters<'a>(&'a self, lora: &'a LoraConfig) -> impl Iterator<Item = (u64, u64, u64)> + 'a {
+        (0..self.layers).flat_map(move |layer| {
+            PROJECTIONS
+                .iter()
+                .zip(self.projection_sides())
+                .filter_map(move |(name, (inputs, outputs))| {
+                    let module = format!("model.layers.{layer}.{name}");
+                    lora.targets(&module)
+                        .then(|| (lora.rank_for(&module) as u64, inputs, outputs))
+                })
+        })
+    }
+
+    /// Parameters of the LoRA adapters `lora` gives the decoder.
+    pub fn adapter_parameters(&self, lora: &LoraConfig) -> u64 {
+        self.adapters(lora)
+            .map(|(r, inputs, outputs)| r * (inputs + outputs))
+            .sum()
     }
 
     /// Elements of the weights the rollout packs for decoding: each of at least
@@ -218,18 +224,16 @@ impl ModelShape {
 
     /// Elements of the largest trained tensor: the embedding (or LM head) when every weight
     /// trains, else the largest adapter matrix (`[r, in]` or `[out, r]`).
-    pub fn largest_trained(&self, lora: Option<(u64, [bool; 7])>) -> u64 {
-        let sides = self.projection_sides();
+    pub fn largest_trained(&self, lora: Option<&LoraConfig>) -> u64 {
         match lora {
-            None => sides
+            None => self
+                .projection_sides()
                 .iter()
                 .map(|(inputs, outputs)| inputs * outputs)
                 .fold(self.vocab * self.hidden, u64::max),
-            Some((r, targeted)) => sides
-                .iter()
-                .zip(targeted)
-                .filter(|(_, on)| *on)
-                .map(|((inputs, outputs), _)| r * inputs.max(outputs))
+            Some(lora) => self
+                .adapters(lora)
+                .map(|(r, inputs, outputs)| r * inputs.max(outputs))
                 .max()
                 .unwrap_or(0),
         }
@@ -340,8 +344,11 @@ impl MemoryPlan {
         let vocabulary = completion_tokens * shape.vocab * 4 * 3;
         // Under LoRA only the adapters train (gradients, AdamW, masters), and the reference is
         // the base with them off: no second copy.
-        let trained = settings.lora.map_or(p, |lora| shape.adapter_parameters(lora));
-        let largest = shape.largest_trained(settings.lora);
+        let trained = settings
+            .lora
+            .as_ref()
+            .map_or(p, |lora| shape.adapter_parameters(lora));
+        let largest = shape.largest_trained(settings.lora.as_ref());
         // A weight's gradient from one use waits in autograd's buffer for its others'. A
         // shared prompt pass uses every weight twice, its completions' backward coming first:
         // a gradient of every trained weight waits, and the tied embedding's lookup adds one
@@ -417,7 +424,7 @@ impl MemoryPlan {
             (
                 "reference",
                 self.reference,
-                match (s.reference, s.lora) {
+                match (s.reference, &s.lora) {
                     (true, None) => "beta > 0".into(),
                     (true, Some(_)) => "the base: LoRA adapters off".into(),
                     (false, _) => "none".into(),
@@ -572,7 +579,7 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
     if !plan.settings.gradient_checkpointing {
         let checkpointed = with(Settings {
             gradient_checkpointing: true,
-            ..plan.settings
+            ..plan.settings.clone()
         });
         remedies.push(format!(
             "set {section}.gradient_checkpointing = true (peak {:.1} GiB)",
@@ -584,7 +591,7 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
         micro_batch /= 2;
         let smaller = with(Settings {
             micro_batch,
-            ..plan.settings
+            ..plan.settings.clone()
         });
         if smaller.peak() <= free || micro_batch == 1 {
             remedies.push(format!(
@@ -596,8 +603,8 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
     }
     if plan.settings.lora.is_none() {
         let adapted = with(Settings {
-            lora: Some((32, [true; 7])),
-            ..plan.settings
+            lora: Some(LoraConfig::new(32, 16.0)),
+            ..plan.settings.clone()
         });
         remedies.push(format!(
             "train LoRA adapters instead of every weight ([model.lora] r = 32, lora_alpha = 16: peak {:.1} GiB)",
@@ -747,12 +754,12 @@ mod tests {
         // 32 × (q 896+896, k and v 896+128 each, o 896+896, gate, up and down 896+4864 each)
         // = 32 × 22,912 = 733,184; × 24 layers = 17,596,416.
         let shape = qwen_half_b();
-        let lora = (32, [true; 7]);
-        assert_eq!(shape.adapter_parameters(lora), 17_596_416);
+        let lora = LoraConfig::new(32, 16.0);
+        assert_eq!(shape.adapter_parameters(&lora), 17_596_416);
         let plan = MemoryPlan::new(
             &shape,
             Settings {
-                lora: Some(lora),
+                lora: Some(lora.clone()),
                 ..settings()
             },
         );
@@ -762,7 +769,7 @@ mod tests {
         assert_eq!(plan.gradients, 17_596_416 * 4);
         assert_eq!(plan.optimizer_state, 17_596_416 * 8);
         // The largest adapter matrix: down_proj's A or gate/up's B, 32 × 4,864.
-        assert_eq!(shape.largest_trained(Some(lora)), 155_648);
+        assert_eq!(shape.largest_trained(Some(&lora)), 155_648);
         assert_eq!(plan.gradient_buffers, (17_596_416 + 155_648) * 4);
         assert_eq!(plan.optimizer_step, 3 * 155_648 * 4);
         // No reference, and gradients and AdamW state for 3.6% of the parameters.
@@ -891,10 +898,20 @@ mod tests {
             "[model]\npath = \"m\"\n[model.lora]\nr = 8\nlora_alpha = 16\n[data]\npath = \"d.jsonl\"\n[[reward.objectives]]\nplugin = \"consistency\"\n",
         )
         .unwrap();
-        assert_eq!(lora_of(&config), Some((8, [true; 7])));
+        let shape = qwen_half_b();
+        let planned = |config: &RunConfig| shape.adapter_parameters(&lora_of(config).unwrap());
+        assert_eq!(planned(&config), 17_596_416 / 4, "r 8 on every projection");
         config.model.lora.as_mut().unwrap().adapter = Some(dir.path().to_path_buf());
-        let q_only = [true, false, false, false, false, false, false];
-        assert_eq!(lora_of(&config), Some((64, q_only)));
+        // r 64 on q_proj alone: 64 × (896 + 896) × 24 layers.
+        assert_eq!(planned(&config), 64 * 1792 * 24);
+        // PEFT's narrower selections: layers 0 and 1 only, the first of them at rank 4.
+        std::fs::write(
+            dir.path().join("adapter_config.json"),
+            r#"{"peft_type": "LORA", "r": 64, "lora_alpha": 16, "target_modules": ["q_proj"], "base_model_name_or_path": "m",
+                "layers_to_transform": [0, 1], "rank_pattern": {"layers\\.0\\.self_attn\\.q_proj": 4}}"#,
+        )
+        .unwrap();
+        assert_eq!(planned(&config), (64 + 4) * 1792);
     }
 
     #[test]

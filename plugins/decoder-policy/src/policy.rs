@@ -66,7 +66,7 @@ impl Policy {
                 if adapters.is_empty() {
                     return Err(invalid(
                         dir.join("config.json"),
-                        "lora.target_modules names none of this decoder's linear layers (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)",
+                        "lora.target_modules (less exclude_modules, within layers_to_transform) selects none of this decoder's linear layers (model.layers.N.self_attn.q_proj, k_proj, v_proj, o_proj; model.layers.N.mlp.gate_proj, up_proj, down_proj)",
                     ));
                 }
                 if let Some(adapter_dir) = &settings.adapter {

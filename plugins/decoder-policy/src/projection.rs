@@ -48,8 +48,8 @@ impl Projection {
         };
         let weight = &self.linear.ws;
         let adapter = LoraAdapter::fresh(
-            inputs,
-            outputs,
+            module,
+            (inputs, outputs),
             config,
             (weight.kind(), weight.device()),
             enabled.clone(),
