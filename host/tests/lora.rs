@@ -291,6 +291,17 @@ fn a_lora_run_checkpoints_peft_adapters_resumes_and_merges() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("is not empty"));
 }
 
+/// `crpo-host merge-lora` of `adapter` into `merged`, which must succeed.
+fn merge_lora(dir: &Path, adapter: &Path, merged: &Path) {
+    let (adapter, merged) = (adapter.to_str().unwrap(), merged.to_str().unwrap());
+    let output = crpo(dir, &["merge-lora", "--adapter", adapter, "--out", merged]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn ids_file(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("ids.json");
     std::fs::write(&path, "[[5, 6, 7, 8], [9, 10], [3, 17, 4, 21, 30]]").unwrap();
@@ -349,21 +360,7 @@ fn peft_loads_our_adapter_and_we_load_peft_s_with_the_same_logits() {
 
     // Ours merged → transformers alone: the same logits.
     let merged = dir.path().join("merged");
-    let output = crpo(
-        dir.path(),
-        &[
-            "merge-lora",
-            "--adapter",
-            adapter.to_str().unwrap(),
-            "--out",
-            merged.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    merge_lora(dir.path(), &adapter, &merged);
     let expected = dir.path().join("merged-logits.json");
     let status = Command::new(&python)
         .args([
@@ -382,18 +379,10 @@ fn peft_loads_our_adapter_and_we_load_peft_s_with_the_same_logits() {
     // PEFT → ours (its adapter directory is a model directory to crpo).
     let theirs = dir.path().join("theirs");
     let expected = dir.path().join("peft-made-logits.json");
-    let status = Command::new(&python)
-        .args([
-            script.as_os_str(),
-            "make".as_ref(),
-            base.as_os_str(),
-            theirs.as_os_str(),
-            ids.as_os_str(),
-            expected.as_os_str(),
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success(), "peft could not make an adapter");
+    assert!(
+        peft_make(&python, &base, &theirs, &expected, "{}"),
+        "peft could not make an adapter"
+    );
     let loaded = Policy::load(&PluginRegistry::builtin_only(), &section(&base, None), &theirs).unwrap();
     assert!(loaded.adapters);
     assert_logits_match(&loaded, dir.path(), &expected);
@@ -447,21 +436,7 @@ fn peft_s_narrower_selections_and_per_layer_ranks_load_and_merge_as_peft_applies
         assert_logits_match(&loaded, dir.path(), &expected);
         // Merged by crpo, loaded without peft: the same model.
         let merged = dir.path().join(format!("merged-{i}"));
-        let output = crpo(
-            dir.path(),
-            &[
-                "merge-lora",
-                "--adapter",
-                adapter.to_str().unwrap(),
-                "--out",
-                merged.to_str().unwrap(),
-            ],
-        );
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        merge_lora(dir.path(), &adapter, &merged);
         assert_logits_match(&load(&merged, None), dir.path(), &expected);
     }
     // DoRA is not plain LoRA: refused by name, not loaded without its magnitudes.

@@ -194,16 +194,19 @@ pub fn write_adapter(
         .map_err(|e| PluginError::failed(format!("cannot write {}: {e}", path.display())))
 }
 
+/// Rank 4, alpha 8 on `targets` (the tests' settings).
+#[cfg(test)]
+fn test_config(targets: TargetModules) -> LoraConfig {
+    LoraConfig {
+        target_modules: targets,
+        ..LoraConfig::new(4, 8.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_config as config;
     use super::*;
-
-    fn config(targets: TargetModules) -> LoraConfig {
-        LoraConfig {
-            target_modules: targets,
-            ..LoraConfig::new(4, 8.0)
-        }
-    }
 
     #[test]
     fn scale_by_hand() {

@@ -250,14 +250,8 @@ impl LoraConfig {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_config as config;
     use super::*;
-
-    fn config(targets: TargetModules) -> LoraConfig {
-        LoraConfig {
-            target_modules: targets,
-            ..LoraConfig::new(4, 8.0)
-        }
-    }
 
     fn names(names: &[&str]) -> TargetModules {
         TargetModules::Names(names.iter().map(|n| n.to_string()).collect())
