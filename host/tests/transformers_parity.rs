@@ -23,16 +23,16 @@ fn transformers_or_skip() -> Option<PathBuf> {
         .ok()
 }
 
-fn compare(tie: bool) {
-    let Some(python) = transformers_or_skip() else {
-        return;
-    };
+/// A model transformers made (`kind`: tie, separate or llama3; tests/transformers_reference.py)
+/// and its logits and greedy output, or `None` when transformers is missing.
+fn reference(kind: &str) -> Option<(tempfile::TempDir, serde_json::Value)> {
+    let python = transformers_or_skip()?;
     let dir = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transformers_reference.py");
     let output = Command::new(&python)
         .arg(&script)
         .arg(dir.path())
-        .arg(if tie { "tie" } else { "separate" })
+        .arg(kind)
         .output()
         .unwrap();
     assert!(
@@ -40,9 +40,13 @@ fn compare(tie: bool) {
         "reference script failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let expected: serde_json::Value =
+    let expected =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("expected.json")).unwrap()).unwrap();
+    Some((dir, expected))
+}
 
+/// Our logits and greedy output for the model in `dir` against transformers' `expected`.
+fn assert_matches_transformers(dir: &Path, expected: &serde_json::Value, label: &str) {
     // Through the registry's plugin, as a run loads it (the reference writes no tokenizer).
     let registry = PluginRegistry::builtin_only();
     let model = registry
@@ -50,15 +54,14 @@ fn compare(tie: bool) {
         .unwrap()
         .plugin()
         .load(&PolicyLoad {
-            dir: dir.path(),
+            dir,
             device: Device::Cpu,
             kind: Kind::Float,
             options: &serde_json::Value::Null,
         })
         .unwrap();
     let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap()).unwrap();
-    assert_eq!(config["tie_word_embeddings"].as_bool().unwrap_or(false), tie);
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
 
     let prompt: Vec<i64> = serde_json::from_value(expected["prompt"].clone()).unwrap();
     let ids = Tensor::from_slice(&prompt).unsqueeze(0);
@@ -71,7 +74,7 @@ fn compare(tie: bool) {
     let scale = theirs.abs().max().double_value(&[]);
     assert!(
         diff < 1e-4 * scale.max(1.0),
-        "tie={tie}: logits differ by {diff} (scale {scale})"
+        "{label}: logits differ by {diff} (scale {scale})"
     );
 
     let greedy = SamplingConfig {
@@ -90,7 +93,18 @@ fn compare(tie: bool) {
         .remove(0)
         .ids;
     let theirs: Vec<i64> = serde_json::from_value(expected["greedy"].clone()).unwrap();
-    assert_eq!(ours, theirs, "tie={tie}: greedy output differs");
+    assert_eq!(ours, theirs, "{label}: greedy output differs");
+}
+
+fn compare(tie: bool) {
+    let kind = if tie { "tie" } else { "separate" };
+    let Some((dir, expected)) = reference(kind) else {
+        return;
+    };
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["tie_word_embeddings"].as_bool().unwrap_or(false), tie);
+    assert_matches_transformers(dir.path(), &expected, kind);
 }
 
 #[test]
@@ -101,6 +115,31 @@ fn logits_and_greedy_output_match_transformers_with_separate_lm_head() {
 #[test]
 fn logits_and_greedy_output_match_transformers_with_tied_embeddings() {
     compare(true);
+}
+
+#[test]
+fn a_llama_with_llama3_rotary_scaling_matches_transformers_in_either_config_layout() {
+    let Some((dir, expected)) = reference("llama3") else {
+        return;
+    };
+    // transformers 5's layout: the scaling in rope_parameters.
+    assert_matches_transformers(dir.path(), &expected, "rope_parameters");
+    // transformers 4's, as Llama 3.1/3.2 checkpoints ship it: rope_theta at the top level and
+    // the scaling in rope_scaling.
+    let path = dir.path().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut scaling = config.as_object_mut().unwrap().remove("rope_parameters").unwrap();
+    config["rope_theta"] = scaling.as_object_mut().unwrap().remove("rope_theta").unwrap();
+    config["rope_scaling"] = scaling;
+    std::fs::write(&path, config.to_string()).unwrap();
+    assert_matches_transformers(dir.path(), &expected, "rope_scaling");
+    // Without the scaling the same weights give other logits: the test can tell.
+    config.as_object_mut().unwrap().remove("rope_scaling");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let unscaled =
+        std::panic::catch_unwind(|| assert_matches_transformers(dir.path(), &expected, "unscaled"));
+    assert!(unscaled.is_err(), "rotary scaling made no difference");
 }
 
 /// A Qwen2.5-style template: whitespace control, `loop.first`, indexing, filters, a default

@@ -1,14 +1,16 @@
-"""Makes a tiny random Qwen2 with transformers, saves it, and records its logits and greedy
-output for tests/transformers_parity.rs. Usage: python transformers_reference.py OUT_DIR TIE"""
+"""Makes a tiny random Qwen2 (or Llama with Llama 3.1's rotary scaling) with transformers, saves
+it, and records its logits and greedy output for tests/transformers_parity.rs.
+Usage: python transformers_reference.py OUT_DIR tie|separate|llama3"""
 import json
 import sys
 
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-out, tie = sys.argv[1], sys.argv[2] == "tie"
+out, kind = sys.argv[1], sys.argv[2]
+tie = kind == "tie"
 torch.manual_seed(0)
-config = Qwen2Config(
+shape = dict(
     vocab_size=128,
     hidden_size=64,
     intermediate_size=96,
@@ -16,11 +18,16 @@ config = Qwen2Config(
     num_attention_heads=4,
     num_key_value_heads=2,
     max_position_embeddings=256,
-    rope_theta=10000.0,
     rms_norm_eps=1e-6,
-    tie_word_embeddings=tie,
 )
-model = Qwen2ForCausalLM(config).eval()
+# Llama 3.1's scaling over a short original context, so the head's frequencies fall in all
+# three of its regimes (kept, divided, blended).
+llama3 = dict(rope_type="llama3", rope_theta=10000.0, factor=8.0, low_freq_factor=1.0,
+              high_freq_factor=4.0, original_max_position_embeddings=64)
+if kind == "llama3":
+    model = LlamaForCausalLM(LlamaConfig(**shape, rope_parameters=llama3, tie_word_embeddings=False)).eval()
+else:
+    model = Qwen2ForCausalLM(Qwen2Config(**shape, rope_theta=10000.0, tie_word_embeddings=tie)).eval()
 # Random init gives tiny logits; scale weights up so greedy decoding is not decided by noise.
 with torch.no_grad():
     for name, param in model.named_parameters():
@@ -28,7 +35,7 @@ with torch.no_grad():
             param.mul_(8.0)
 model.save_pretrained(out, safe_serialization=True)
 
-prompt = torch.tensor([[3, 17, 5, 42, 8, 11, 29]])
+prompt = torch.tensor([[3, 17, 5, 42, 8, 11, 29] * (6 if kind == "llama3" else 1)])
 with torch.no_grad():
     logits = model(prompt).logits[0]
     generated = model.generate(

@@ -1,6 +1,7 @@
 //! The model configuration, read straight from a Hugging Face `config.json` (Qwen2 and Llama;
 //! transformers 4 and 5 layouts alike).
 
+use crate::rope::RopeScaling;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +25,9 @@ pub struct DecoderConfig {
     pub rope_theta: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_parameters: Option<RopeParameters>,
+    /// transformers 4's frequency scaling (transformers 5 puts it in `rope_parameters`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeParameters>,
     #[serde(default = "default_max_positions")]
     pub max_position_embeddings: usize,
     #[serde(default)]
@@ -47,12 +51,32 @@ pub struct DecoderConfig {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Rotary settings (`rope_parameters`, or transformers 4's `rope_scaling`); crate::rope.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RopeParameters {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_theta: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// transformers 4 wrote `type` in older checkpoints.
+    #[serde(default, alias = "type", skip_serializing_if = "Option::is_none")]
     pub rope_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factor: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_freq_factor: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_freq_factor: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_max_position_embeddings: Option<f64>,
+    /// Other keys (a scaling's own), kept for saving and for [`RopeScaling::of`] to check.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl RopeParameters {
+    /// `rope_type`, `default` when absent.
+    pub fn kind(&self) -> &str {
+        self.rope_type.as_deref().unwrap_or("default")
+    }
 }
 
 /// `eos_token_id` is a number or a list of numbers.
@@ -101,6 +125,17 @@ impl DecoderConfig {
             .unwrap_or(10_000.0)
     }
 
+    /// The rotary frequencies' scaling: transformers 5's `rope_parameters`, else transformers
+    /// 4's `rope_scaling`.
+    pub fn rope_scaling(&self) -> Result<RopeScaling, String> {
+        match (&self.rope_parameters, &self.rope_scaling) {
+            (Some(parameters), _) if parameters.kind() != "default" || self.rope_scaling.is_none() => {
+                RopeScaling::of(Some(parameters), "rope_parameters")
+            }
+            (_, scaling) => RopeScaling::of(scaling.as_ref(), "rope_scaling"),
+        }
+    }
+
     /// q/k/v projections carry biases (always in Qwen2; per `attention_bias` in Llama).
     pub fn qkv_bias(&self) -> bool {
         self.attention_bias.unwrap_or(self.model_type == "qwen2")
@@ -125,11 +160,11 @@ impl DecoderConfig {
                 self.hidden_act
             ));
         }
-        if let Some(kind) = self.rope_parameters.as_ref().and_then(|p| p.rope_type.as_deref()) {
-            if kind != "default" {
-                return Err(format!(
-                    "rope_parameters.rope_type `{kind}` is not supported (default)"
-                ));
+        self.rope_scaling()?;
+        // Switches transformers reads that this decoder does not implement.
+        for key in ["use_sliding_window", "mlp_bias"] {
+            if self.extra.get(key).and_then(|v| v.as_bool()) == Some(true) {
+                return Err(format!("{key} = true is not supported"));
             }
         }
         if !self.num_attention_heads.is_multiple_of(self.num_kv_heads()) {
@@ -186,5 +221,14 @@ mod tests {
         assert!(config.validate().is_ok());
         config.hidden_act = "gelu".into();
         assert!(config.validate().unwrap_err().contains("hidden_act"));
+        config.hidden_act = "silu".into();
+        config.extra.insert("use_sliding_window".into(), true.into());
+        assert!(config.validate().unwrap_err().contains("use_sliding_window"));
+        config.extra.insert("use_sliding_window".into(), false.into());
+        config.rope_scaling = serde_json::from_str(r#"{"rope_type": "dynamic", "factor": 2.0}"#).unwrap();
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .contains("rope_scaling.rope_type `dynamic`"));
     }
 }

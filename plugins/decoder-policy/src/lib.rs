@@ -11,6 +11,7 @@ pub mod policy;
 pub mod presets;
 pub mod projection;
 pub mod qwen2;
+pub mod rope;
 pub mod weights;
 
 #[cfg(test)]

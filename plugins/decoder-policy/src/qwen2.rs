@@ -9,6 +9,7 @@
 use crate::config::DecoderConfig;
 use crate::packed::PackedWeight;
 use crate::projection::Projection;
+use crate::rope::{apply_rotary, RopeScaling, Rotary};
 use crpo_policy_sdk::lora::LoraConfig;
 use crpo_policy_sdk::PluginError;
 use crpo_policy_sdk::{
@@ -50,31 +51,6 @@ impl RmsNorm {
     }
 }
 
-/// Rotary embeddings: `cos`/`sin` for arbitrary (per-sequence) positions.
-#[derive(Debug)]
-pub struct Rotary {
-    inv_freq: Tensor,
-}
-
-impl Rotary {
-    pub fn new(head_dim: usize, theta: f64, device: Device) -> Self {
-        let half = (head_dim / 2) as i64;
-        let exponents = Tensor::arange(half, (Kind::Float, device)) * (2.0 / head_dim as f64);
-        let inv_freq = Tensor::from(theta as f32)
-            .to_device(device)
-            .pow(&exponents)
-            .reciprocal();
-        Rotary { inv_freq }
-    }
-
-    /// `(cos, sin)` of shape `[B, 1, T, head_dim]` for positions `[B, T]`.
-    pub fn cos_sin(&self, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
-        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * &self.inv_freq;
-        let angles = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
-        (angles.cos().to_kind(kind), angles.sin().to_kind(kind))
-    }
-}
-
 /// Rows at or below which a projection is computed as `W·xᵀ` (see [`project_weight`]).
 pub const FEW_ROWS: i64 = 64;
 /// Weights of at least this many elements (1 MiB in f32) are worth that detour; smaller ones
@@ -106,15 +82,6 @@ pub fn project_weight(weight: &Tensor, bias: Option<&Tensor>, xs: &Tensor) -> Te
         Some(bias) => out + bias,
         None => out,
     }
-}
-
-/// `x·cos + rotate_half(x)·sin`, with `rotate_half([a, b]) = [-b, a]` over the last dim.
-pub fn apply_rotary(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
-    let half = xs.size().last().copied().unwrap() / 2;
-    let first = xs.narrow(-1, 0, half);
-    let second = xs.narrow(-1, half, half);
-    let rotated = Tensor::cat(&[&(-second), &first], -1);
-    xs * cos + rotated * sin
 }
 
 #[derive(Debug)]
@@ -343,7 +310,12 @@ impl DecoderModel {
             norm: RmsNorm::new(&model / "norm", config.hidden_size, config.rms_norm_eps),
             lm_head,
             head_packed: PackedWeight::default(),
-            rotary: Rotary::new(config.head_dim(), config.rope_theta(), root.device()),
+            rotary: Rotary::scaled(
+                config.head_dim(),
+                config.rope_theta(),
+                config.rope_scaling().unwrap_or(RopeScaling::Default),
+                root.device(),
+            ),
             gradient_checkpointing: AtomicBool::new(false),
             adapters_enabled: Arc::new(AtomicBool::new(true)),
         }

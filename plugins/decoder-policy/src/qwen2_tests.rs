@@ -1,7 +1,8 @@
 //! The decoder's blocks against hand-computed values, and its cache and padding invariants.
 
 use crate::config::DecoderConfig;
-use crate::qwen2::{apply_rotary, DecoderModel, RmsNorm, Rotary};
+use crate::qwen2::{DecoderModel, RmsNorm};
+use crate::rope::{apply_rotary, Rotary};
 use crpo_policy_sdk::{KeyValues, KvCache};
 use tch::{nn, Device, Kind, Tensor};
 
