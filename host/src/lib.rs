@@ -13,6 +13,7 @@ pub mod error_report;
 pub mod interrupt;
 pub mod memory;
 pub mod memory_stats;
+pub mod model_output;
 pub mod plugins;
 pub mod report;
 pub mod rollout;

@@ -200,6 +200,110 @@ fn no_command_writes_over_what_it_reads() {
     );
 }
 
+/// `--overwrite` replaces a model directory, never a file, a directory holding anything else,
+/// or the directory the command runs in; a benchmark's workload never replaces the model.
+#[test]
+fn model_outputs_replace_only_models() {
+    let dir = setup("", "");
+    let path = |name: &str| dir.path().join(name);
+    let refused = |args: &[&str], says: &str, kept: &str| {
+        let before = std::fs::read(path(kept)).unwrap();
+        let output = run(dir.path(), args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {}", stderr(&output));
+        assert!(stderr(&output).contains(says), "{args:?}: {}", stderr(&output));
+        assert_eq!(
+            std::fs::read(path(kept)).unwrap(),
+            before,
+            "{args:?}: {kept} changed"
+        );
+    };
+    std::fs::create_dir_all(path("project/src")).unwrap();
+    std::fs::write(path("project/src/main.rs"), "fn main() {}").unwrap();
+    let init = ["init-model", "--overwrite", "--out"];
+    refused(
+        &[&init[..], &["project"]].concat(),
+        "not a model directory",
+        "project/src/main.rs",
+    );
+    std::fs::write(path("notes.txt"), "keep").unwrap();
+    refused(&[&init[..], &["notes.txt"]].concat(), "is a file", "notes.txt");
+    std::fs::write(path("model/thesis.tex"), "keep").unwrap();
+    refused(
+        &[&init[..], &["model"]].concat(),
+        "`thesis.tex`",
+        "model/thesis.tex",
+    );
+    let here = crpo()
+        .args(["init-model", "--overwrite", "--out", "."])
+        .current_dir(path("model"))
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&here).contains("the directory this command runs in"),
+        "{}",
+        stderr(&here)
+    );
+    assert!(path("model/thesis.tex").exists() && !path(".tmp-model").exists());
+    refused(
+        &[
+            "bench-rollout",
+            "--model",
+            "model",
+            "--min-length",
+            "1",
+            "--max-length",
+            "2",
+            "--workload-out",
+            "model/config.json",
+        ],
+        "would replace the model",
+        "model/config.json",
+    );
+    refused(
+        &[
+            "bench-rollout",
+            "--model",
+            "model",
+            "--min-length",
+            "1",
+            "--max-length",
+            "2",
+            "--workload-out",
+            "notes.txt",
+        ],
+        "is not a workload",
+        "notes.txt",
+    );
+    // An adapter's base model is an input of eval too.
+    crpo_plugins_policy::presets::write_tiny(&path("base"), 1).unwrap();
+    std::fs::create_dir(path("adapter")).unwrap();
+    let adapter_config = r#"{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"], "base_model_name_or_path": "base"}"#;
+    std::fs::write(path("adapter/adapter_config.json"), adapter_config).unwrap();
+    let eval = ["eval", "--config", "run.toml", "--model", "adapter"];
+    refused(
+        &[&eval[..], &["--output-completions", "base/model.safetensors"]].concat(),
+        "an adapter's base model",
+        "base/model.safetensors",
+    );
+    // An empty prompt has nothing to continue; a NaN temperature samples nothing.
+    let generate = ["generate", "--model", "model", "--device", "cpu", "--prompt"];
+    let output = run(dir.path(), &[&generate[..], &[""]].concat());
+    assert!(
+        stderr(&output).contains("--prompt is empty"),
+        "{}",
+        stderr(&output)
+    );
+    let output = run(
+        dir.path(),
+        &[&generate[..], &["hi", "--temperature", "NaN"]].concat(),
+    );
+    assert!(
+        stderr(&output).contains("--temperature must be"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 #[test]
 fn train_refuses_an_earlier_runs_files_and_a_resume_with_nothing_to_resume() {
     let dir = setup("max_steps = 1", "");

@@ -66,7 +66,17 @@ pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result
         bail!("--prompts, --group, --prompt-tokens and --repeats must be at least 1");
     }
     if args.min_length == 0 || args.min_length > args.max_length {
-        bail!("--min-length must be at least 1 and at most --max-length");
+        bail!(
+            "--min-length ({}) must be at least 1 and at most --max-length ({})",
+            args.min_length,
+            args.max_length
+        );
+    }
+    if let Some(gbps) = args.memory_gbps.filter(|gbps| !gbps.is_finite() || *gbps <= 0.0) {
+        bail!("--memory-gbps must be a number > 0 (the machine's memory bandwidth in GB/s); it is {gbps}");
+    }
+    if let Some(path) = &args.workload_out {
+        check_workload_out(path, &args.model)?;
     }
     let device = parse_device(&args.device)?;
     let kind = parse_dtype(&args.dtype, device)?;
@@ -188,12 +198,36 @@ pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result
     Ok(())
 }
 
+/// Refuses a `--workload-out` that would replace what the user keeps: the model (or a file of
+/// it), a directory, or a file that is not an earlier workload (one is replaced: a rerun).
+fn check_workload_out(path: &std::path::Path, model: &std::path::Path) -> anyhow::Result<()> {
+    crate::atomic_file::refuse_replacing(path, "--workload-out", model, "the model")?;
+    if path.is_dir() {
+        bail!(
+            "--workload-out {} is a directory: the workload is a JSON file",
+            path.display()
+        );
+    }
+    if path.exists() {
+        let earlier = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .is_some_and(|json| json.get("prompts").is_some() && json.get("budgets").is_some());
+        if !earlier {
+            bail!(
+                "--workload-out {} exists and is not a workload this command wrote: choose another path (it would be lost)",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn write_workload(path: &std::path::Path, workload: &serde_json::Value) -> anyhow::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(path, workload.to_string())?;
-    Ok(())
+    crate::atomic_file::write(path, workload.to_string())
 }
 
 fn synchronize(device: tch::Device) {

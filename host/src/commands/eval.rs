@@ -103,6 +103,13 @@ fn refuse_replacing_inputs(args: &EvalArgs, config: &RunConfig) -> anyhow::Resul
     inputs.extend(adapter.map(|p| (p, "the config's LoRA adapter")));
     inputs.extend(args.model.iter().map(|p| (p.as_path(), "a --model directory")));
     inputs.extend(args.data.iter().map(|p| (p.as_path(), "a --data file")));
+    // An adapter directory loads its base model too.
+    let bases: Vec<std::path::PathBuf> = inputs
+        .iter()
+        .filter_map(|(input, _)| crpo_policy_sdk::lora::read_adapter_config(input).ok())
+        .map(|(_, base)| base)
+        .collect();
+    inputs.extend(bases.iter().map(|p| (p.as_path(), "an adapter's base model")));
     let outputs = [
         (args.output.as_deref(), "--output"),
         (args.output_completions.as_deref(), "--output-completions"),

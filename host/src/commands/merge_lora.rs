@@ -22,7 +22,8 @@ pub struct MergeLoraArgs {
     /// Where the merged model directory goes.
     #[arg(long)]
     pub out: PathBuf,
-    /// Replace --out if it is not empty (a model there is lost).
+    /// Replace the model directory at --out (the model there is lost; a directory holding
+    /// anything else is refused).
     #[arg(long)]
     pub overwrite: bool,
 }
@@ -46,21 +47,10 @@ pub fn run(args: &MergeLoraArgs) -> anyhow::Result<()> {
             base.display()
         );
     }
-    if args.out.exists() && !args.out.is_dir() {
-        bail!(
-            "--out {} is a file: the merged model is a directory",
-            args.out.display()
-        );
-    }
+    crate::model_output::check_model_output(&args.out, "--out", args.overwrite)?;
     // Not even with --overwrite: the merge reads them.
     atomic_file::refuse_replacing(&args.out, "--out", &args.adapter, "the adapter")?;
     atomic_file::refuse_replacing(&args.out, "--out", &base, "the base model")?;
-    if atomic_file::is_occupied(&args.out) && !args.overwrite {
-        bail!(
-            "{} is not empty: pass --overwrite to replace what is there, or choose another --out",
-            args.out.display()
-        );
-    }
     let adapters: HashMap<String, Tensor> = lora::read_adapter_weights(&args.adapter)?.into_iter().collect();
     let mut weights = Vec::new();
     for file in weight_files(&base)? {
@@ -92,24 +82,46 @@ pub fn run(args: &MergeLoraArgs) -> anyhow::Result<()> {
 }
 
 /// `weights` with each adapted layer's `W` replaced by `W + s·B·A` (`s` the layer's scale by
-/// `config`; computed in f32, kept in `W`'s dtype); every adapter pair must find its weight.
+/// `config`; computed in f32, kept in `W`'s dtype). Every tensor of the adapter must be the
+/// `lora_A` or `lora_B` of a layer `config` selects, shaped for its rank and weight, finite.
 fn merge(
     weights: Vec<(String, Tensor)>,
     adapters: &HashMap<String, Tensor>,
     config: &lora::LoraConfig,
     adapter_dir: &Path,
 ) -> anyhow::Result<Vec<(String, Tensor)>> {
+    let file = adapter_dir.join(lora::ADAPTER_WEIGHTS);
     let mut by_name: HashMap<String, Tensor> = weights.into_iter().collect();
-    for (name, a) in adapters {
-        let Some(module) = name
-            .strip_prefix("base_model.model.")
-            .and_then(|n| n.strip_suffix(".lora_A.weight"))
-        else {
-            continue;
-        };
-        let b = adapters
-            .get(&lora::peft_name(module, "lora_B"))
-            .with_context(|| format!("{}: `{name}` has no lora_B beside it", adapter_dir.display()))?;
+    let mut modules: Vec<&str> = Vec::new();
+    for name in adapters.keys() {
+        let module = name.strip_prefix("base_model.model.").and_then(|n| {
+            n.strip_suffix(".lora_A.weight")
+                .or_else(|| n.strip_suffix(".lora_B.weight"))
+        });
+        match module {
+            Some(module) if !modules.contains(&module) => modules.push(module),
+            Some(_) => {}
+            None => bail!(
+                "{}: `{name}` is not a LoRA matrix (base_model.model.<layer>.lora_A.weight or lora_B.weight)",
+                file.display()
+            ),
+        }
+    }
+    if modules.is_empty() {
+        bail!(
+            "{}: holds no adapter matrices: there is nothing to merge",
+            file.display()
+        );
+    }
+    modules.sort_unstable();
+    for module in modules {
+        if !config.targets(module) {
+            bail!(
+                "{}: adapts `{module}`, which its adapter_config.json does not select (target_modules {})",
+                file.display(),
+                serde_json::to_string(&config.target_modules).unwrap_or_default()
+            );
+        }
         let key = format!("{module}.weight");
         let weight = by_name.get_mut(&key).with_context(|| {
             format!(
@@ -117,16 +129,97 @@ fn merge(
                 adapter_dir.display()
             )
         })?;
-        let delta = b.to_kind(Kind::Float).matmul(&a.to_kind(Kind::Float)) * config.scale_for(module);
-        if delta.size() != weight.size() {
-            bail!(
-                "{}: `{module}`'s adapter makes {:?}, its weight is {:?}",
-                adapter_dir.display(),
-                delta.size(),
-                weight.size()
-            );
-        }
+        let (outputs, inputs) = match weight.size()[..] {
+            [outputs, inputs] => (outputs, inputs),
+            _ => bail!(
+                "{}: adapts `{module}`, whose weight is not a matrix",
+                adapter_dir.display()
+            ),
+        };
+        let r = config.rank_for(module) as i64;
+        let matrix = |which: &str, expected: [i64; 2]| -> anyhow::Result<Tensor> {
+            let name = lora::peft_name(module, which);
+            let tensor = adapters
+                .get(&name)
+                .with_context(|| format!("{}: `{module}` has no `{name}`", file.display()))?;
+            if tensor.size() != expected {
+                bail!(
+                    "{}: `{name}` has shape {:?}; rank {r} (adapter_config.json) over `{key}` {:?} needs {expected:?}",
+                    file.display(),
+                    tensor.size(),
+                    [outputs, inputs]
+                );
+            }
+            if !tensor.is_floating_point() {
+                bail!(
+                    "{}: `{name}` holds {:?}, not floating-point numbers",
+                    file.display(),
+                    tensor.kind()
+                );
+            }
+            let values = tensor.to_kind(Kind::Float);
+            if values.isfinite().all().int64_value(&[]) == 0 {
+                bail!("{}: `{name}` holds NaN or infinite values", file.display());
+            }
+            Ok(values)
+        };
+        let a = matrix("lora_A", [r, inputs])?;
+        let b = matrix("lora_B", [outputs, r])?;
+        let delta = b.matmul(&a) * config.scale_for(module);
         *weight = (weight.to_kind(Kind::Float) + delta).to_kind(weight.kind());
     }
     Ok(by_name.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    const Q: &str = "model.layers.0.self_attn.q_proj";
+
+    fn merged(adapters: &[(&str, Tensor)]) -> anyhow::Result<Vec<(String, Tensor)>> {
+        let config = lora::LoraConfig {
+            target_modules: lora::TargetModules::Names(vec!["q_proj".into()]),
+            ..lora::LoraConfig::new(2, 4.0)
+        };
+        let weights = vec![(
+            format!("{Q}.weight"),
+            Tensor::zeros([6, 4], (Kind::Float, Device::Cpu)),
+        )];
+        let adapters = adapters
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.shallow_clone()))
+            .collect();
+        merge(weights, &adapters, &config, Path::new("adapter"))
+    }
+
+    fn ones(shape: [i64; 2]) -> Tensor {
+        Tensor::ones(shape, (Kind::Float, Device::Cpu))
+    }
+
+    #[test]
+    fn an_adapter_that_does_not_fit_its_config_or_weights_is_refused_by_name() {
+        let (a, b) = (lora::peft_name(Q, "lora_A"), lora::peft_name(Q, "lora_B"));
+        // W + (4 / 2)·B·A, with B·A = 2 everywhere.
+        let out = merged(&[(&a, ones([2, 4])), (&b, ones([6, 2]))]).unwrap();
+        assert_eq!(out[0].1.mean(Kind::Float).double_value(&[]), 4.0);
+        let error = |adapters: &[(&str, Tensor)]| merged(adapters).unwrap_err().to_string();
+        // A rank other than adapter_config.json's (it would merge at the wrong scale).
+        let e = error(&[(&a, ones([4, 4])), (&b, ones([6, 4]))]);
+        assert!(
+            e.contains("lora_A.weight` has shape [4, 4]") && e.contains("rank 2"),
+            "{e}"
+        );
+        let e = error(&[(&a, ones([2, 4])), (&b, ones([6, 3]))]);
+        assert!(e.contains("lora_B.weight` has shape [6, 3]"), "{e}");
+        let e = error(&[(&a, ones([2, 4]) * f64::NAN), (&b, ones([6, 2]))]);
+        assert!(e.contains("NaN"), "{e}");
+        let e = error(&[(&a, ones([2, 4]).to_kind(Kind::Int)), (&b, ones([6, 2]))]);
+        assert!(e.contains("not floating-point"), "{e}");
+        assert!(error(&[]).contains("nothing to merge"));
+        let k = lora::peft_name("model.layers.0.self_attn.k_proj", "lora_A");
+        assert!(error(&[(&k, ones([2, 4]))]).contains("does not select"));
+        assert!(error(&[("base_model.model.lm_head.weight", ones([2, 4]))]).contains("not a LoRA matrix"));
+    }
 }

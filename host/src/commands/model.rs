@@ -25,7 +25,8 @@ pub struct InitModelArgs {
     /// Seeds the weights: the same seed writes the same files.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Replace --out if it is not empty (a model there is lost).
+    /// Replace the model directory at --out (the model there is lost; a directory holding
+    /// anything else is refused).
     #[arg(long)]
     pub overwrite: bool,
 }
@@ -41,12 +42,7 @@ pub fn init_model(registry: &PluginRegistry, args: &InitModelArgs) -> anyhow::Re
             presets.join(", ")
         );
     }
-    if atomic_file::is_occupied(&args.out) && !args.overwrite {
-        bail!(
-            "{} is not empty: pass --overwrite to replace what is there (a trained model would be lost), or choose another --out",
-            args.out.display()
-        );
-    }
+    crate::model_output::check_model_output(&args.out, "--out", args.overwrite)?;
     atomic_file::publish_dir(&args.out, |temp| {
         Ok(plugin.write_preset(&args.preset, temp, args.seed)?)
     })
@@ -108,6 +104,13 @@ pub fn generate(registry: &PluginRegistry, args: &GenerateArgs) -> anyhow::Resul
     if args.system.is_some() && !args.chat {
         bail!("--system needs --chat: a system message is part of the chat template");
     }
+    if args.prompt.is_empty() && !args.chat {
+        bail!("--prompt is empty: there is nothing to continue (give text, or --chat to wrap it in the chat template)");
+    }
+    crate::rollout::sampling::check_temperature_and_top_p(
+        (args.temperature, "--temperature"),
+        (args.top_p, "--top-p"),
+    )?;
     let device = parse_device(&args.device)?;
     let kind = parse_dtype(&args.dtype, device)?;
     let policy = Policy::load_with(

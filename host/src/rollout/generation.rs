@@ -64,6 +64,11 @@ pub fn generate(
     if batch == 0 {
         return Ok((completions, stats));
     }
+    if let Some(empty) = prompts.iter().position(Vec::is_empty) {
+        return Err(crpo_sdk::PluginError::failed(format!(
+            "prompt {empty} of the batch has no tokens: a completion continues a prompt of at least one token"
+        )));
+    }
     let pad_id = tokens.pad_id as i64;
     let (distinct, repeats) = runs(prompts);
     let (ids, mask) = left_pad(&distinct, pad_id, device);

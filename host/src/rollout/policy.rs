@@ -46,7 +46,11 @@ impl Policy {
             warn_where_overridden(lora, &loaded);
             map.insert("lora".into(), serde_json::to_value(&loaded)?);
         }
-        Self::load_with(registry, &section.policy, dir, device, kind, &options)
+        let policy = Self::load_with(registry, &section.policy, dir, device, kind, &options)?;
+        if let Some(lora) = &section.lora {
+            warn_unmatched_targets(&lora_as_loaded(lora)?, &policy.parameters());
+        }
+        Ok(policy)
     }
 
     /// Loads `dir` with policy plugin `plugin`. An adapter directory (PEFT's
@@ -315,6 +319,22 @@ fn warn_where_overridden(configured: &lora::LoraConfig, loaded: &lora::LoraConfi
             loaded.adapter.as_deref().unwrap_or(Path::new("")).display(),
             described(&loaded_placement),
             described(&configured),
+        );
+    }
+}
+
+/// A warning for each `target_modules` name that adapted no layer of the loaded model.
+fn warn_unmatched_targets(lora: &lora::LoraConfig, parameters: &[(String, tch::Tensor)]) {
+    let adapted: Vec<&str> = parameters
+        .iter()
+        .filter_map(|(name, _)| {
+            name.strip_prefix("base_model.model.")?
+                .strip_suffix(".lora_A.weight")
+        })
+        .collect();
+    for name in lora.unmatched_target_names(&adapted) {
+        tracing::warn!(
+            "model.lora.target_modules: `{name}` names no linear layer of this model; it adapts nothing"
         );
     }
 }

@@ -49,6 +49,23 @@ impl Default for SamplingConfig {
     }
 }
 
+/// Refuses a temperature or top-p no sampler can use, naming `keys` (the flag or config key
+/// of each): a temperature is a finite number ≥ 0 (0 decodes greedily), top-p is in (0, 1].
+pub fn check_temperature_and_top_p(
+    (temperature, temperature_key): (f64, &str),
+    (top_p, top_p_key): (f64, &str),
+) -> anyhow::Result<()> {
+    if !temperature.is_finite() || temperature < 0.0 {
+        anyhow::bail!(
+            "{temperature_key} must be a finite number ≥ 0 (0 decodes greedily); it is {temperature}"
+        );
+    }
+    if top_p.is_nan() || top_p <= 0.0 || top_p > 1.0 {
+        anyhow::bail!("{top_p_key} must be in (0, 1] (1 keeps every token); it is {top_p}");
+    }
+    Ok(())
+}
+
 impl SamplingConfig {
     /// The new-token budget of row `row`.
     pub fn budget(&self, row: usize) -> usize {
@@ -171,6 +188,21 @@ mod tests {
             top_k,
             top_p,
             ..SamplingConfig::default()
+        }
+    }
+
+    #[test]
+    fn unusable_temperatures_and_top_ps_are_refused_by_name() {
+        let check = |t: f64, p: f64| check_temperature_and_top_p((t, "--temperature"), (p, "--top-p"));
+        assert!(check(0.0, 1.0).is_ok() && check(0.7, 0.95).is_ok());
+        for t in [f64::NAN, -1.0, f64::INFINITY] {
+            assert!(check(t, 1.0)
+                .unwrap_err()
+                .to_string()
+                .starts_with("--temperature"));
+        }
+        for p in [f64::NAN, 0.0, -1.0, 2.0] {
+            assert!(check(1.0, p).unwrap_err().to_string().starts_with("--top-p"));
         }
     }
 

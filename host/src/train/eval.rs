@@ -82,6 +82,12 @@ pub fn check_settings(settings: &EvalSection) -> anyhow::Result<()> {
     if settings.samples == 0 {
         anyhow::bail!("eval needs at least 1 sample per question");
     }
+    if !settings.temperature.is_finite() || settings.temperature < 0.0 {
+        anyhow::bail!(
+            "eval.temperature (or --temperature) must be a finite number ≥ 0 (0 decodes greedily); it is {}",
+            settings.temperature
+        );
+    }
     if settings.samples > 1 && settings.temperature <= 0.0 {
         anyhow::bail!(
             "{} samples per question need a temperature > 0 (greedy samples would all be the same): set eval.temperature or pass --temperature",

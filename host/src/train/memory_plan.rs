@@ -172,9 +172,23 @@ const PROJECTIONS: [&str; 7] = [
     "mlp.down_proj",
 ];
 
-/// `model.lora` as loaded: an adapter to start from keeps its own rank and layers (an
-/// unreadable adapter is the load's error to name).
+/// The model directory whose weights a run loads and the adapter it starts from, if any:
+/// `model.path` itself, or when that is an adapter directory its base and its own settings
+/// (as the load takes them; an unreadable adapter is the load's error to name).
+fn planned_model(config: &RunConfig) -> (std::path::PathBuf, Option<LoraConfig>) {
+    match crpo_policy_sdk::lora::read_adapter_config(&config.model.path) {
+        Ok((adapter, base)) => (base, Some(adapter)),
+        Err(_) => (config.model.path.clone(), None),
+    }
+}
+
+/// `model.lora` as loaded: an adapter to start from keeps its own rank and layers, and so
+/// does an adapter directory given as `model.path` (an unreadable adapter is the load's error
+/// to name).
 fn lora_of(config: &RunConfig) -> Option<LoraConfig> {
+    if let (_, Some(adapter)) = planned_model(config) {
+        return Some(adapter);
+    }
     config.model.lora.as_ref().map(|configured| {
         crate::rollout::policy::lora_as_loaded(configured).unwrap_or_else(|_| configured.clone())
     })
@@ -269,6 +283,10 @@ impl Settings {
 
     pub fn of(config: &RunConfig, kind: Kind) -> Self {
         let algorithm = &config.algorithm;
+        let lora = lora_of(config);
+        let decode_packing = lora.is_some()
+            && kind == Kind::Float
+            && crate::device::parse_device(&config.model.device).is_ok_and(|d| d == Device::Cpu);
         Settings {
             weight_bytes: kind.elt_size_in_bytes() as u64,
             reference: algorithm.beta > 0.0,
@@ -281,10 +299,8 @@ impl Settings {
             prompt_tokens: config.max_prompt_length() as u64,
             completion_tokens: algorithm.max_completion_length as u64,
             gradient_checkpointing: algorithm.gradient_checkpointing,
-            lora: lora_of(config),
-            decode_packing: config.model.lora.is_some()
-                && kind == Kind::Float
-                && crate::device::parse_device(&config.model.device).is_ok_and(|d| d == Device::Cpu),
+            lora,
+            decode_packing,
         }
     }
 }
@@ -523,7 +539,7 @@ pub fn plan_run(
 ) -> anyhow::Result<Option<(MemoryPlan, ModelShape, Device)>> {
     let device = crate::device::parse_device(&config.model.device).context("model.device")?;
     let kind = crate::device::parse_dtype(&config.model.dtype, device).context("model.dtype")?;
-    let Some(shape) = ModelShape::of_dir(&config.model.path)? else {
+    let Some(shape) = ModelShape::of_dir(&planned_model(config).0)? else {
         return Ok(None);
     };
     Ok(Some((
@@ -911,6 +927,11 @@ mod tests {
                 "layers_to_transform": [0, 1], "rank_pattern": {"layers\\.0\\.self_attn\\.q_proj": 4}}"#,
         )
         .unwrap();
+        assert_eq!(planned(&config), (64 + 4) * 1792);
+        // An adapter directory as model.path: its base's weights, with its own adapters.
+        config.model.lora = None;
+        config.model.path = dir.path().to_path_buf();
+        assert_eq!(planned_model(&config).0, std::path::PathBuf::from("m"));
         assert_eq!(planned(&config), (64 + 4) * 1792);
     }
 

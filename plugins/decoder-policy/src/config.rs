@@ -148,6 +148,19 @@ impl DecoderConfig {
 
     /// Checks what this implementation supports, naming the offending key.
     pub fn validate(&self) -> Result<(), String> {
+        for (key, value) in [
+            ("vocab_size", Some(self.vocab_size)),
+            ("hidden_size", Some(self.hidden_size)),
+            ("intermediate_size", Some(self.intermediate_size)),
+            ("num_hidden_layers", Some(self.num_hidden_layers)),
+            ("num_attention_heads", Some(self.num_attention_heads)),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("head_dim", self.head_dim),
+        ] {
+            if value == Some(0) {
+                return Err(format!("{key} must be at least 1"));
+            }
+        }
         if !matches!(self.model_type.as_str(), "qwen2" | "llama") {
             return Err(format!(
                 "model_type `{}` is not supported (qwen2, llama)",
@@ -219,6 +232,12 @@ mod tests {
         )
         .unwrap();
         assert!(config.validate().is_ok());
+        config.num_attention_heads = 0;
+        assert_eq!(
+            config.validate().unwrap_err(),
+            "num_attention_heads must be at least 1"
+        );
+        config.num_attention_heads = 2;
         config.hidden_act = "gelu".into();
         assert!(config.validate().unwrap_err().contains("hidden_act"));
         config.hidden_act = "silu".into();

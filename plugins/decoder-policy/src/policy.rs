@@ -64,10 +64,14 @@ impl Policy {
                 }
                 let adapters = model.attach_lora(settings);
                 if adapters.is_empty() {
-                    return Err(invalid(
-                        dir.join("config.json"),
-                        "lora.target_modules (less exclude_modules, within layers_to_transform) selects none of this decoder's linear layers (model.layers.N.self_attn.q_proj, k_proj, v_proj, o_proj; model.layers.N.mlp.gate_proj, up_proj, down_proj)",
-                    ));
+                    let selects_none = format!(
+                        "target_modules (less exclude_modules, within layers_to_transform) selects none of {}'s linear layers (model.layers.N.self_attn.q_proj, k_proj, v_proj, o_proj; model.layers.N.mlp.gate_proj, up_proj, down_proj)",
+                        dir.display()
+                    );
+                    return Err(match &settings.adapter {
+                        Some(adapter) => invalid(adapter.join(lora::ADAPTER_CONFIG), selects_none),
+                        None => invalid("model.lora", selects_none),
+                    });
                 }
                 if let Some(adapter_dir) = &settings.adapter {
                     load_adapter(&adapters, adapter_dir)?;

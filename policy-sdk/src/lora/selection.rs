@@ -164,6 +164,23 @@ impl LoraConfig {
         index.is_some_and(|index| indices.contains(index))
     }
 
+    /// The `target_modules` names that select none of `adapted` (the layers that got
+    /// adapters): a misspelt name beside good ones.
+    pub fn unmatched_target_names(&self, adapted: &[&str]) -> Vec<String> {
+        match &self.target_modules {
+            TargetModules::Names(names) => names
+                .iter()
+                .filter(|name| {
+                    !adapted
+                        .iter()
+                        .any(|module| names_match(std::slice::from_ref(name), module))
+                })
+                .cloned()
+                .collect(),
+            TargetModules::Pattern(_) => Vec::new(),
+        }
+    }
+
     /// The rank of `module`'s adapter: `rank_pattern`'s, else `r`.
     pub fn rank_for(&self, module: &str) -> usize {
         first_matching(&self.rank_pattern, module)
@@ -270,6 +287,10 @@ mod tests {
         // A suffix must start at a component: `proj` is no module of these.
         assert!(!config(names(&["proj"])).targets(Q0));
         assert!(!config(names(&["_proj"])).targets(Q0));
+        assert_eq!(
+            named.unmatched_target_names(&[Q0]),
+            vec!["mlp.down_proj".to_string()]
+        );
         assert!(config(names(&[Q0])).targets(Q0));
         let all = config(TargetModules::default());
         assert!(all.targets(UP1) && !all.targets("lm_head"));
