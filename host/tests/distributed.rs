@@ -6,6 +6,7 @@
 mod support;
 
 use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -227,7 +228,9 @@ fn worker_pid(launcher: &Child, rank: usize) -> u32 {
 
 /// A two-rank run of `config` (output `run`), once its first step is recorded.
 fn start_after_a_step(dir: &Path, config: &Path) -> Child {
+    // In its own process group, as a job in a terminal or under a scheduler.
     let mut launcher = crpo_host()
+        .process_group(0)
         .args(["train", "--nproc", "2", "--config"])
         .arg(config)
         .stdout(Stdio::null())
@@ -484,8 +487,9 @@ fn two_processes_train_the_lora_adapters_one_process_trains() {
     assert!(apart < 1e-5, "one and two processes' adapters differ by {apart}");
 }
 
-#[test]
-fn sigterm_to_the_launcher_checkpoints_and_stops_every_rank() {
+/// Sends `signal` to the launcher of a two-rank run (or to its whole process group) after a
+/// step: every rank finishes the step, rank 0 checkpoints, and the run exits 128 + signal.
+fn a_signal_checkpoints_and_stops_every_rank(signal: i32, to_the_group: bool) {
     let dir = tempfile::tempdir().unwrap();
     let config = setup(
         dir.path(),
@@ -494,12 +498,13 @@ fn sigterm_to_the_launcher_checkpoints_and_stops_every_rank() {
         "max_steps = 1000\nsave_steps = 1000\nddp_timeout = 60",
     );
     let launcher = start_after_a_step(dir.path(), &config);
-    // SAFETY: signalling the launcher this test started.
-    unsafe { libc::kill(launcher.id() as i32, libc::SIGTERM) };
+    let pid = launcher.id() as i32;
+    // SAFETY: signalling the launcher this test started (and its process group).
+    unsafe { libc::kill(if to_the_group { -pid } else { pid }, signal) };
     let output = launcher.wait_with_output().unwrap();
     let messages = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(128 + libc::SIGTERM), "{messages}");
-    assert!(messages.contains("stopped by SIGTERM after step"), "{messages}");
+    assert_eq!(output.status.code(), Some(128 + signal), "{messages}");
+    assert!(messages.contains("stopped by SIG"), "{messages}");
     let checkpoints: Vec<_> = std::fs::read_dir(dir.path().join("run/checkpoints"))
         .unwrap()
         .collect();
@@ -508,4 +513,23 @@ fn sigterm_to_the_launcher_checkpoints_and_stops_every_rank() {
         1,
         "one checkpoint, at the step every rank stopped after"
     );
+}
+
+#[test]
+fn sigterm_to_the_launcher_checkpoints_and_stops_every_rank() {
+    a_signal_checkpoints_and_stops_every_rank(libc::SIGTERM, false);
+}
+
+/// A scheduler signalling the whole job (SLURM, `kill -TERM -PGID`): each worker gets the
+/// signal once, from the launcher, so it is a first signal, never a second that stops it at
+/// once before rank 0 checkpoints.
+#[test]
+fn sigterm_to_the_whole_job_checkpoints_and_stops_every_rank() {
+    a_signal_checkpoints_and_stops_every_rank(libc::SIGTERM, true);
+}
+
+/// Ctrl-C reaches the launcher (the terminal's foreground group), which passes it on.
+#[test]
+fn sigint_to_the_launcher_checkpoints_and_stops_every_rank() {
+    a_signal_checkpoints_and_stops_every_rank(libc::SIGINT, false);
 }

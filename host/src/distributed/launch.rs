@@ -4,10 +4,11 @@
 
 use crate::interrupt::Interrupted;
 use anyhow::{bail, Context};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// This process's place in a distributed run.
@@ -117,23 +118,34 @@ pub fn check_local_ranks(nproc: usize, cuda: bool, gpus: usize, cores: usize) ->
 /// their own (their next collective fails and names it) and are then killed. Returns the first
 /// failure, naming the rank.
 ///
-/// Signals: Ctrl-C reaches the workers from the terminal itself, and a SIGTERM sent to this
-/// launcher (a scheduler's) is passed on to them; either way they finish the step, rank 0
-/// checkpoints, and this launcher waits for them and exits as they do.
+/// Signals: the workers run in their own process group, so a signal sent to the job's group
+/// (Ctrl-C, a scheduler's SIGTERM) reaches this launcher alone, which passes each on to every
+/// worker once: the first makes them finish the step (rank 0 checkpoints), a second stops
+/// them at once, as for one process. Had they shared the group, each would get a signal
+/// twice — from the group and from the launcher — and the second would stop them before any
+/// checkpoint. A worker whose launcher dies gets SIGTERM (PR_SET_PDEATHSIG), never runs on
+/// alone.
 pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> anyhow::Result<()> {
     if std::env::var_os("RANK").is_some() {
         bail!("--nproc starts the workers itself: do not set RANK (torchrun already did; drop --nproc)");
     }
     let program = std::env::current_exe().context("cannot find this program's path")?;
-    let (interrupted, terminated) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-    signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone())?;
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, terminated.clone())?;
-    let mut passed_on = false;
+    let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot listen for SIGINT and SIGTERM")?;
+    let mut received: Option<i32> = None;
     let port = free_port()?;
     tracing::info!("starting {nproc} local workers (rendezvous 127.0.0.1:{port})");
     let mut workers: Vec<(usize, Child)> = Vec::with_capacity(nproc);
     for rank in 0..nproc {
-        let child = Command::new(&program)
+        let mut command = Command::new(&program);
+        command.process_group(0);
+        // SAFETY: prctl is async-signal-safe, as a pre-exec hook must be.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            })
+        };
+        let child = command
             .args(args)
             .env("RANK", rank.to_string())
             .env("LOCAL_RANK", rank.to_string())
@@ -159,11 +171,11 @@ pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> an
     let mut first_failure: Option<(usize, String)> = None;
     let mut failed_at: Option<Instant> = None;
     while !workers.is_empty() {
-        if terminated.load(Ordering::SeqCst) && !passed_on {
-            passed_on = true;
+        for signal in signals.pending() {
+            received = Some(signal);
             for (_, child) in &workers {
                 // SAFETY: signalling a child this launcher started and has not reaped.
-                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                unsafe { libc::kill(child.id() as i32, signal) };
             }
         }
         let mut still_running = Vec::with_capacity(workers.len());
@@ -191,18 +203,11 @@ pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> an
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let signal = if terminated.load(Ordering::SeqCst) {
-        Some(signal_hook::consts::SIGTERM)
-    } else if interrupted.load(Ordering::SeqCst) {
-        Some(signal_hook::consts::SIGINT)
-    } else {
-        None
-    };
-    match (first_failure, signal) {
+    match (first_failure, received) {
         (Some(_), Some(signal)) => Err(Interrupted {
             signal,
             message: format!(
-                "the {nproc} workers stopped on {}: see rank 0's message above (with save_steps > 0 it checkpointed; continue with --resume --nproc {nproc})",
+                "the {nproc} workers stopped on {}: rank 0's message above says whether it wrote a checkpoint (continue with --resume --nproc {nproc})",
                 Interrupted::name(signal)
             ),
         }
