@@ -533,3 +533,78 @@ fn sigterm_to_the_whole_job_checkpoints_and_stops_every_rank() {
 fn sigint_to_the_launcher_checkpoints_and_stops_every_rank() {
     a_signal_checkpoints_and_stops_every_rank(libc::SIGINT, false);
 }
+
+/// Two ranks started by hand with configs that differ (another learning rate and group size):
+/// both stop at start-up naming each key, before any file is written — one trained its replica
+/// apart from the other without a word, the other failed deep inside a step.
+#[test]
+fn ranks_started_with_different_configs_are_refused_naming_the_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "run", 1, "max_steps = 1\nddp_timeout = 20");
+    let other = dir.path().join("other.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let changed = text
+        .replace("learning_rate = 2e-3", "learning_rate = 1e-2")
+        .replace("num_generations = 4", "num_generations = 2");
+    std::fs::write(&other, changed).unwrap();
+    let port = free_port();
+    let (zero, one) = (spawn_rank(&config, 0, 2, port), spawn_rank(&other, 1, 2, port));
+    for child in [zero, one] {
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("algorithm.learning_rate: 0.002 on rank 0, 0.01 on rank 1")
+                && stderr.contains("algorithm.num_generations: 4 on rank 0, 2 on rank 1"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    assert!(!dir.path().join("run/metrics.jsonl").exists());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `train --config config` as rank `rank` of `world_size`, started by hand as torchrun would.
+fn spawn_rank(config: &Path, rank: usize, world_size: usize, port: u16) -> Child {
+    crpo_host()
+        .args(["train", "--config"])
+        .arg(config)
+        .env("RANK", rank.to_string())
+        .env("LOCAL_RANK", rank.to_string())
+        .env("WORLD_SIZE", world_size.to_string())
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Ranks told different WORLD_SIZEs: each stops within the timeout saying so (rank 0 used to
+/// wait, silent, for a rank that never came).
+#[test]
+fn ranks_with_different_world_sizes_stop_within_the_timeout_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "run", 1, "max_steps = 1\nddp_timeout = 15");
+    let port = free_port();
+    let started = Instant::now();
+    let (zero, one) = (spawn_rank(&config, 0, 2, port), spawn_rank(&config, 1, 3, port));
+    for child in [zero, one] {
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("WORLD_SIZE differs between ranks"), "{stderr}");
+        assert!(!stderr.contains("frame #"), "{stderr}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "shim_error.h"
 #include <vector>
@@ -181,6 +182,38 @@ c10::intrusive_ptr<c10d::Store> connect_store(const char* host, const c10d::TCPS
   const QuietC10Log quiet;
   return c10::make_intrusive<c10d::TCPStore>(std::string(host), options);
 }
+
+// Every rank states its WORLD_SIZE in the store and reads every other's before the group is
+// made: a rank launched with another WORLD_SIZE would otherwise leave the group waiting for a
+// rank that never comes, past any timeout. A rank that does not come is named. The rank that
+// hosts the store lingers a moment before failing, so the others can read what it wrote.
+void agree_on_world_size(c10d::Store& store, int rank, int world_size, bool hosts_store,
+                         std::chrono::milliseconds timeout) {
+  const QuietC10Log quiet;
+  const auto key = [](int r) { return "crpo/world_size/" + std::to_string(r); };
+  const std::string mine = std::to_string(world_size);
+  store.set(key(rank), std::vector<uint8_t>(mine.begin(), mine.end()));
+  for (int other = 0; other < world_size; ++other) {
+    if (other == rank) continue;
+    std::string theirs;
+    try {
+      store.wait({key(other)}, timeout);
+      const auto value = store.get(key(other));
+      theirs.assign(value.begin(), value.end());
+    } catch (const std::exception&) {
+      throw std::runtime_error("rank " + std::to_string(other) + " of " + mine + " did not join within " +
+                               std::to_string(timeout.count() / 1000) +
+                               " s, or the rendezvous ended (is it started, with the same MASTER_ADDR, "
+                               "MASTER_PORT and WORLD_SIZE? a rank that stopped says why)");
+    }
+    if (theirs != mine) {
+      if (hosts_store) std::this_thread::sleep_for(std::min(timeout, std::chrono::milliseconds(3000)));
+      throw std::runtime_error("WORLD_SIZE differs between ranks: " + theirs + " on rank " + std::to_string(other) +
+                               ", " + mine + " on this rank (" + std::to_string(rank) +
+                               "): start every rank with the same WORLD_SIZE");
+    }
+  }
+}
 #endif
 
 }  // namespace
@@ -218,6 +251,7 @@ int crpo_c10d_new(const char* host, uint16_t port, int host_store, const char* p
         options.timeout = timeout;
         c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::PrefixStore>(
             std::string(prefix), connect_store(host, options));
+        agree_on_world_size(*store, rank, world_size, host_store != 0, timeout);
         c10::intrusive_ptr<c10d::Backend> group;
         if (backend == 0) {
 #ifdef CRPO_C10D_GLOO

@@ -64,6 +64,9 @@ pub fn train(dirs: &[PathBuf], args: &RunArgs) -> anyhow::Result<()> {
         config.run.output_dir = dir.clone();
     }
     let world = join_world(&mut config)?;
+    if let Some(world) = &world {
+        distributed::same_config::check_same_config(world, &config)?;
+    }
     let is_main = world.as_ref().is_none_or(World::is_main);
     let summary = trainer::Trainer::new_on(&registry, config, args.start_mode(), world)?
         .interruptible(Interrupt::install()?)

@@ -63,7 +63,10 @@ impl LaunchEnv {
         if world_size == 0 || rank >= world_size {
             bail!("distributed launch: RANK={rank} is not below WORLD_SIZE={world_size}");
         }
-        let master_addr = required("MASTER_ADDR")?;
+        let master_addr = required("MASTER_ADDR")?.trim().to_string();
+        if master_addr.is_empty() {
+            bail!("distributed launch: MASTER_ADDR is empty (rank 0's host name or address)");
+        }
         let port_text = required("MASTER_PORT")?;
         let master_port = port_text
             .trim()
@@ -307,5 +310,6 @@ mod tests {
         assert!(with("RANK", "-1").contains("RANK=`-1`"));
         assert!(with("MASTER_PORT", "0").contains("not a port"));
         assert!(with("MASTER_PORT", "port").contains("MASTER_PORT=`port`"));
+        assert!(with("MASTER_ADDR", " ").contains("MASTER_ADDR is empty"));
     }
 }

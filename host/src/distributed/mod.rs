@@ -1,10 +1,11 @@
 //! Data-parallel CRPO across processes, GPUs and machines on libtorch's own c10d (Gloo on
 //! CPU, NCCL on CUDA): how a run is launched ([`launch`]), this process's group and its
-//! guarded collectives ([`world`]), who does which share of a step ([`shard`]) and how the
+//! guarded collectives ([`world`]), that every rank runs the same config ([`same_config`]), who does which share of a step ([`shard`]) and how the
 //! replicas start identical ([`replicas`]). docs/distributed.md is the user's view.
 
 pub mod launch;
 pub mod replicas;
+pub mod same_config;
 pub mod shard;
 pub mod world;
 

@@ -54,6 +54,17 @@ impl World {
     /// Joins the group `env` describes (Gloo for CPU tensors, NCCL for CUDA ones), waiting up
     /// to `timeout` for every rank.
     pub fn join(env: &LaunchEnv, backend: Backend, timeout: Duration) -> anyhow::Result<Self> {
+        // A name that does not resolve fails now, not after the whole timeout of retries.
+        std::net::ToSocketAddrs::to_socket_addrs(&(env.master_addr.as_str(), env.master_port)).map_err(
+            |e| {
+                anyhow::anyhow!(
+                    "distributed start-up (rank {} of {}): MASTER_ADDR=`{}` does not resolve: {e}",
+                    env.rank,
+                    env.world_size,
+                    env.master_addr
+                )
+            },
+        )?;
         let loopback = matches!(env.master_addr.as_str(), "127.0.0.1" | "localhost" | "::1");
         let group = ProcessGroup::join(&Rendezvous {
             host: env.master_addr.clone(),
