@@ -143,6 +143,24 @@ fn score_names_the_file_line_and_field_of_a_bad_record() {
     assert!(err.contains("bad.jsonl:2: field `completion`"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 
+    // An empty input scores nothing, and a mistyped reader is named whatever the records.
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "\n").unwrap();
+    let score = |input: &std::path::Path, dataset: &str| {
+        let input = input.to_str().unwrap();
+        stderr(&crpo_host(&[
+            "score",
+            "--objectives",
+            "accuracy",
+            "--dataset",
+            dataset,
+            "--input",
+            input,
+        ]))
+    };
+    assert!(score(&empty, "medqa").contains("holds no records to score"));
+    assert!(score(&input, "medqaa").contains("--dataset"));
+
     let output = crpo_host(&[
         "score",
         "--objectives",

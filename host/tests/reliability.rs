@@ -313,7 +313,8 @@ fn train_refuses_an_earlier_runs_files_and_a_resume_with_nothing_to_resume() {
     let fresh = run(dir.path(), &["train", "--config", "run.toml"]);
     assert_eq!(fresh.status.code(), Some(1));
     assert!(
-        stderr(&fresh).contains("metrics.jsonl") && stderr(&fresh).contains("--resume"),
+        stderr(&fresh).contains("metrics.jsonl")
+            && stderr(&fresh).contains("no checkpoint to continue it from"),
         "{}",
         stderr(&fresh)
     );
@@ -329,6 +330,16 @@ fn train_refuses_an_earlier_runs_files_and_a_resume_with_nothing_to_resume() {
         "{\"step\": 1}\n",
         "the earlier run's metrics are untouched"
     );
+    // Empty files a refused start left behind hold nothing: they do not block the next start.
+    let left = dir.path().join("left");
+    std::fs::create_dir(&left).unwrap();
+    std::fs::write(left.join("metrics.jsonl"), "").unwrap();
+    std::fs::write(left.join("samples.jsonl"), "").unwrap();
+    let started = run(
+        dir.path(),
+        &["train", "--config", "run.toml", "--output-dir", "left"],
+    );
+    assert!(started.status.success(), "{}", stderr(&started));
 }
 
 #[test]
@@ -541,6 +552,19 @@ fn budgets_beyond_the_models_positions_and_sampling_without_temperature_are_refu
         "{}",
         stderr(&output)
     );
+    // The evaluations' budget is checked at start, not at the first evaluation; nothing is left.
+    write_config(
+        dir.path(),
+        "max_steps = 1\neval_steps = 1",
+        "[eval]\nmax_completion_length = 100000",
+    );
+    let output = run(dir.path(), &["train", "--config", "run.toml"]);
+    assert!(
+        stderr(&output).contains("eval.max_completion_length"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!dir.path().join("run/metrics.jsonl").exists());
 }
 
 #[test]

@@ -23,7 +23,7 @@ pub struct ScoreArgs {
     /// The dataset reader for records that are not crpo's own `{"example": …}` form.
     #[arg(long, default_value = "medqa")]
     pub dataset: String,
-    /// Options per objective, as a JSON object: `{"length_budget": {"budget": 512}}`.
+    /// Options per objective, as a JSON object: `{"length_penalty": {"max_length": 512}}`.
     #[arg(long, value_name = "JSON")]
     pub options: Option<String>,
     /// Where to write the scored JSONL (default: standard output); never the input.
@@ -91,6 +91,8 @@ struct Record {
 /// Reads every record of `path`: crpo's own examples, or the dataset reader's (which names a
 /// malformed record's line and field).
 fn read_records(registry: &PluginRegistry, dataset: &str, path: &Path) -> anyhow::Result<Vec<Record>> {
+    // Named now, even when every record is crpo's own form: a mistyped --dataset is an error.
+    registry.dataset(dataset).context("--dataset")?;
     let input = path.display().to_string();
     let text = std::fs::read(path).with_context(|| format!("cannot read {input}"))?;
     let text = String::from_utf8(text).map_err(|e| {
@@ -112,6 +114,9 @@ fn read_records(registry: &PluginRegistry, dataset: &str, path: &Path) -> anyhow
             bail!("{input}:{line_no}: field `completion`: missing or not a string");
         };
         lines.push((line_no, record.get("example").cloned(), completion.to_string()));
+    }
+    if lines.is_empty() {
+        bail!("{input} holds no records to score (one JSON object per line, each with a `completion`)");
     }
     let own_form = lines.iter().any(|(_, example, _)| example.is_some());
     if own_form {

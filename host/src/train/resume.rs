@@ -105,8 +105,17 @@ pub fn start<T>(
     setting: &str,
     mut load: impl FnMut(&Path) -> anyhow::Result<T>,
 ) -> anyhow::Result<Option<Resumed<T>>> {
+    if run_dir.exists() && !run_dir.is_dir() {
+        bail!(
+            "{setting} {} is a file: a run writes a directory there (choose another {setting})",
+            run_dir.display()
+        );
+    }
     checkpoint::remove_temporaries(run_dir)?;
     let checkpoints = checkpoint::list(run_dir)?;
+    if !start.resume && checkpoints.is_empty() {
+        remove_empty_run_files(run_dir)?;
+    }
     let earlier_files: Vec<&str> = RUN_FILES
         .iter()
         .copied()
@@ -122,7 +131,7 @@ pub fn start<T>(
         }
         if !earlier_files.is_empty() {
             bail!(
-                "{} holds an earlier run's {}: pass --resume to continue it (it has no checkpoint, so there is nothing to continue), remove them, or choose another {setting}",
+                "{} holds an earlier run's {} and no checkpoint to continue it from: remove them (they are kept, not replaced), or choose another {setting}",
                 run_dir.display(),
                 earlier_files.join(" and ")
             );
@@ -187,6 +196,20 @@ pub fn start<T>(
         run_dir.display(),
         list.join("\n")
     )
+}
+
+/// Removes metrics and samples files a run left empty (it stopped before its first step was
+/// recorded, e.g. refused by a check at start-up): they hold nothing a user could lose, and
+/// leaving them would refuse every start into the directory.
+fn remove_empty_run_files(run_dir: &Path) -> anyhow::Result<()> {
+    for file in RUN_FILES {
+        let path = run_dir.join(file);
+        if std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove the empty {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether the checkpoint's files are all there (their contents are checked by loading).

@@ -172,6 +172,13 @@ impl Trainer {
                 config.algorithm.max_completion_length,
             ),
         )?;
+        if config.run.eval_steps > 0 {
+            // Checked now, not at the first evaluation steps into the run.
+            policy.check_positions(
+                ("algorithm.max_prompt_length", config.max_prompt_length()),
+                ("eval.max_completion_length", config.eval.max_completion_length),
+            )?;
+        }
         if is_main {
             std::fs::create_dir_all(&run_dir)
                 .with_context(|| format!("cannot create {}", run_dir.display()))?;
