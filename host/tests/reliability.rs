@@ -362,6 +362,25 @@ fn a_resume_refuses_config_changes_that_change_the_run_unless_allowed() {
         "{text}"
     );
     assert_eq!(steps_recorded(&dir.path().join("run")), vec![1], "nothing ran");
+    // LoRA added to a full fine-tuning run: named as a change, the checkpoint kept usable.
+    let config = std::fs::read_to_string(dir.path().join("run.toml")).unwrap();
+    let lora = config.replace("[data]", "[model.lora]\nr = 2\nlora_alpha = 4\n[data]");
+    std::fs::write(dir.path().join("run.toml"), lora).unwrap();
+    let text = stderr(&run(dir.path(), &["train", "--config", "run.toml", "--resume"]));
+    assert!(
+        text.contains("model.lora") && text.contains("in the checkpoint"),
+        "{text}"
+    );
+    let kept = checkpoint_steps(&dir.path().join("run"));
+    assert!(
+        kept.len() == 1 && !kept[0].starts_with("unusable"),
+        "{kept:?}: {text}"
+    );
+    write_config(
+        dir.path(),
+        "max_steps = 2\nsave_steps = 1\nseed = 7",
+        "learning_rate = 5e-3",
+    );
     // Allowed: recorded in the run.
     let allowed = run(
         dir.path(),

@@ -165,6 +165,11 @@ pub fn start<T>(
                 state.mode
             );
         }
+        // Refused before loading: a changed config (LoRA added, another model) would otherwise
+        // read as a checkpoint that does not fit. An allowed change is recorded once one loads.
+        if !start.allow_config_change && files_present(dir).is_ok() {
+            check_config(run_dir, dir, &state, config, mode, false)?;
+        }
         match files_present(dir).and_then(|()| load(dir)) {
             Ok(loaded) => {
                 for (failed, why) in &failures {
@@ -176,7 +181,9 @@ pub fn start<T>(
                         dir.display()
                     );
                 }
-                check_config(run_dir, dir, &state, config, mode, start.allow_config_change)?;
+                if start.allow_config_change {
+                    check_config(run_dir, dir, &state, config, mode, true)?;
+                }
                 tracing::info!("resuming from {} (step {})", dir.display(), state.step);
                 return Ok(Some(Resumed {
                     state,

@@ -137,7 +137,7 @@ impl Trainer {
             if let Some(state) = &started.0 {
                 if state.world_size != world_size {
                     bail!(
-                        "--resume: the run was trained across {} process(es) and this start has {world_size}: a step's work is split by rank, so a different world size would not continue the same run (start it again with {} processes)",
+                        "--resume: the run was trained across {} process(es) and this start has {world_size}: a step's work is split by rank, so a different world size would not continue the same run (start it again with {} process(es))",
                         state.world_size,
                         state.world_size
                     );
