@@ -62,8 +62,15 @@ pub struct BenchRolloutArgs {
 }
 
 pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result<()> {
-    if args.prompts == 0 || args.group == 0 || args.prompt_tokens == 0 || args.repeats == 0 {
-        bail!("--prompts, --group, --prompt-tokens and --repeats must be at least 1");
+    for (flag, value) in [
+        ("--prompts", args.prompts),
+        ("--group", args.group),
+        ("--prompt-tokens", args.prompt_tokens),
+        ("--repeats", args.repeats),
+    ] {
+        if value == 0 {
+            bail!("{flag} must be at least 1");
+        }
     }
     if args.min_length == 0 || args.min_length > args.max_length {
         bail!(

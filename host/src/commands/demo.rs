@@ -92,8 +92,10 @@ pub fn run(dirs: &[PathBuf], args: &DemoArgs) -> anyhow::Result<()> {
     if !["tiny", "small"].contains(&args.model.as_str()) {
         bail!("--model {}: expected tiny or small", args.model);
     }
-    if args.steps == 0 || args.sft_epochs == 0 {
-        bail!("--steps and --sft-epochs must be at least 1");
+    for (flag, value) in [("--steps", args.steps), ("--sft-epochs", args.sft_epochs)] {
+        if value == 0 {
+            bail!("{flag} must be at least 1");
+        }
     }
     let task = args.task.task(args.seed)?;
     let out = &args.out;

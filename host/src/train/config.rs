@@ -703,17 +703,21 @@ impl RunConfig {
                 );
             }
         }
-        if self.sft.epochs == 0 || self.sft.batch_size == 0 {
-            bail!("sft.num_train_epochs and sft.per_device_train_batch_size must be at least 1");
+        for (key, value) in [
+            ("sft.num_train_epochs", self.sft.epochs),
+            ("sft.per_device_train_batch_size", self.sft.batch_size),
+            ("eval.num_generations_eval", self.eval.samples),
+            ("eval.batch_size", self.eval.batch_size),
+        ] {
+            if value == 0 {
+                bail!("{key} must be at least 1 (it is 0)");
+            }
         }
         if !self.sft.learning_rate.is_finite() || self.sft.learning_rate <= 0.0 {
             bail!(
                 "sft.learning_rate must be a finite number > 0 (it is {})",
                 self.sft.learning_rate
             );
-        }
-        if self.eval.samples == 0 || self.eval.batch_size == 0 {
-            bail!("eval.num_generations_eval and eval.batch_size must be at least 1");
         }
         if self.eval.samples > 1 && self.eval.temperature <= 0.0 {
             bail!("eval.num_generations_eval > 1 needs eval.temperature > 0 (greedy samples would all be the same)");
