@@ -314,3 +314,38 @@ limit = 3
         );
     }
 }
+
+/// A Parquet file corrupted inside its pages decoded to rows without end (CPU and memory
+/// growing until killed): it is refused once its rows outnumber what its footer declares.
+#[test]
+fn a_parquet_file_corrupt_inside_its_pages_is_refused_not_read_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(fixture("medqa.parquet")).unwrap();
+    for byte in &mut bytes[4..20] {
+        *byte ^= 0xff;
+    }
+    let corrupt = dir.path().join("corrupt.parquet");
+    std::fs::write(&corrupt, bytes).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crpo-host"))
+        .args(["data", "check", "--dataset", "medqa", "--path"])
+        .arg(&corrupt)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("still reading the corrupt file after a minute");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("corrupt.parquet") && stderr.contains("corrupt"),
+        "{stderr}"
+    );
+}

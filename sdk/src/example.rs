@@ -66,6 +66,14 @@ pub struct Example {
 }
 
 impl Example {
+    /// The reference completion a supervised fine-tuning trains on: present and not blank (a
+    /// blank one would teach the model to stop at once).
+    pub fn usable_reference(&self) -> Option<&str> {
+        self.reference_completion
+            .as_deref()
+            .filter(|r| !r.trim().is_empty())
+    }
+
     /// The text of the option with this key.
     pub fn option_text(&self, key: &str) -> Option<&str> {
         self.options

@@ -235,10 +235,7 @@ fn report(
         without_answer: examples.iter().filter(|e| e.answer.is_none()).count(),
         answers,
         options_per_example,
-        with_reference_completion: examples
-            .iter()
-            .filter(|e| e.reference_completion.is_some())
-            .count(),
+        with_reference_completion: examples.iter().filter(|e| e.usable_reference().is_some()).count(),
         prompt_tokens,
         shown,
     })

@@ -708,6 +708,8 @@ impl RunConfig {
             ("sft.per_device_train_batch_size", self.sft.batch_size),
             ("eval.num_generations_eval", self.eval.samples),
             ("eval.batch_size", self.eval.batch_size),
+            ("sft.max_completion_length", self.sft.max_completion_length),
+            ("eval.max_completion_length", self.eval.max_completion_length),
         ] {
             if value == 0 {
                 bail!("{key} must be at least 1 (it is 0)");

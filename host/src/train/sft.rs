@@ -71,10 +71,17 @@ pub fn run(
     )?;
     std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
     super::run_info::write(&run_dir, MODE, &policy, registry)?;
-    let examples: Vec<Example> = load_splits(registry, config)?
-        .train
+    let train = load_splits(registry, config)?.train;
+    let blank = train
+        .iter()
+        .filter(|e| e.reference_completion.is_some() && e.usable_reference().is_none())
+        .count();
+    if blank > 0 {
+        tracing::warn!("{blank} examples have a blank reference completion: left out of fine-tuning");
+    }
+    let examples: Vec<Example> = train
         .into_iter()
-        .filter(|e| e.reference_completion.is_some())
+        .filter(|e| e.usable_reference().is_some())
         .collect();
     if examples.is_empty() {
         bail!(
@@ -98,6 +105,8 @@ pub fn run(
     let (mut first_loss, mut last_loss) = (None, None);
     let progress = super::progress::bar(total_steps as u64, step as u64, "sft", "updates");
     let config_toml = toml::to_string(config)?;
+    // Examples whose reference was cut at sft.max_completion_length.
+    let mut cut = std::collections::BTreeSet::new();
     while step < total_steps {
         let started = Instant::now();
         let indices = next_indices(
@@ -118,10 +127,19 @@ pub fn run(
                     )
                 })?
                 .ids;
-            let reference = examples[i].reference_completion.as_deref().unwrap_or_default();
-            let mut ids = policy.tokenizer.encode(reference)?;
-            ids.truncate(sft.max_completion_length.saturating_sub(1));
-            ids.push(eos);
+            let reference = examples[i].usable_reference().unwrap_or_default();
+            let (ids, was_cut) = reference_ids(
+                policy.tokenizer.encode(reference)?,
+                eos,
+                sft.max_completion_length,
+            );
+            if was_cut && cut.insert(i) && cut.len() == 1 {
+                tracing::warn!(
+                    "example `{}`'s reference completion is over sft.max_completion_length ({}): trained on its first tokens, without EOS (each such example is counted at the end)",
+                    examples[i].id,
+                    sft.max_completion_length
+                );
+            }
             prompts.push(prompt);
             completions.push(ids);
         }
@@ -199,6 +217,14 @@ pub fn run(
         }
     }
     progress.finish_and_clear();
+    if !cut.is_empty() {
+        tracing::warn!(
+            "{} of {} examples had a reference completion over sft.max_completion_length ({}): trained on their first tokens, without EOS",
+            cut.len(),
+            examples.len(),
+            sft.max_completion_length
+        );
+    }
     let model_dir = run_dir.join(checkpoint::MODEL_DIR);
     publish_model(&policy, &model_dir)?;
     Ok(SftSummary {
@@ -210,7 +236,29 @@ pub fn run(
     })
 }
 
+/// The ids a reference completion trains on: its tokens and EOS, cut at `max` tokens — EOS
+/// and all, as TRL cuts (a cut reference does not end there, and ending it with EOS would
+/// teach the model to stop mid-answer) — and whether it was cut.
+fn reference_ids(mut ids: Vec<i64>, eos: i64, max: usize) -> (Vec<i64>, bool) {
+    ids.push(eos);
+    let cut = ids.len() > max;
+    ids.truncate(max);
+    (ids, cut)
+}
+
 /// Writes the model to `target` atomically: into a temporary sibling, then renamed over.
 pub fn publish_model(policy: &Policy, target: &Path) -> anyhow::Result<()> {
     crate::atomic_file::publish_dir(target, |temp| policy.save(temp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reference_ids;
+
+    #[test]
+    fn a_reference_ends_with_eos_unless_it_is_cut() {
+        assert_eq!(reference_ids(vec![5, 6], 2, 3), (vec![5, 6, 2], false));
+        assert_eq!(reference_ids(vec![5, 6, 7], 2, 3), (vec![5, 6, 7], true));
+        assert_eq!(reference_ids(vec![5, 6, 7, 8], 2, 3), (vec![5, 6, 7], true));
+    }
 }

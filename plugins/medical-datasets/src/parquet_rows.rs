@@ -4,7 +4,7 @@
 
 use crate::records::Records;
 use crpo_sdk::PluginError;
-use parquet::file::reader::SerializedFileReader;
+use parquet::file::reader::{FileReader, SerializedFileReader};
 use std::fs::File;
 use std::path::Path;
 
@@ -21,14 +21,19 @@ pub fn read_rows(path: &Path) -> Result<Records, PluginError> {
     let file = File::open(path).map_err(|e| fail(&format!("cannot read: {e}")))?;
     let reader =
         SerializedFileReader::new(file).map_err(|e| fail(&format!("not a readable Parquet file: {e}")))?;
-    Ok(reader
-        .into_iter()
-        .enumerate()
-        .map(|(index, row)| {
-            let record = row
-                .map(|row| row.to_json_value())
-                .map_err(|e| format!("unreadable Parquet row: {e}"));
-            (index + 1, record)
-        })
-        .collect())
+    // A corrupt page can decode to rows without end: no more than the footer declares are read.
+    let declared = usize::try_from(reader.metadata().file_metadata().num_rows()).unwrap_or(0);
+    let mut records = Vec::with_capacity(declared.min(1 << 20));
+    for (index, row) in reader.into_iter().enumerate() {
+        if index == declared {
+            return Err(fail(&format!(
+                "not a readable Parquet file: its pages decode to more rows than the {declared} its footer declares (the file is corrupt)"
+            )));
+        }
+        let record = row
+            .map(|row| row.to_json_value())
+            .map_err(|e| format!("unreadable Parquet row: {e}"));
+        records.push((index + 1, record));
+    }
+    Ok(records)
 }
