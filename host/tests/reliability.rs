@@ -983,3 +983,40 @@ fn mask_truncated_completions_leaves_cut_completions_out_of_the_loss() {
         "nothing cut: as without the mask ({none} vs {all})"
     );
 }
+
+/// A model's chat template that is empty or does not parse is named with its file.
+#[test]
+fn a_broken_chat_template_is_named_with_its_file() {
+    let dir = setup("", "");
+    let config_path = dir.path().join("model/tokenizer_config.json");
+    let original: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    let _ = std::fs::remove_file(dir.path().join("model/chat_template.jinja"));
+    for (template, says) in [
+        ("", "the chat template is empty"),
+        ("{% for m in messages %}{{ m.content }", "syntax error"),
+    ] {
+        let mut config = original.clone();
+        config["chat_template"] = template.into();
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let output = run(
+            dir.path(),
+            &[
+                "generate",
+                "--model",
+                "model",
+                "--chat",
+                "--prompt",
+                "hi",
+                "--max-new-tokens",
+                "2",
+            ],
+        );
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{text}");
+        assert!(
+            text.contains("tokenizer_config.json") && text.contains(says),
+            "{text}"
+        );
+    }
+}

@@ -41,6 +41,8 @@ impl Message {
 pub struct ChatTokenizer {
     tokenizer: Tokenizer,
     chat_template: String,
+    /// Where the template came from, for its errors ("M/tokenizer_config.json's chat_template").
+    template_source: String,
     bos_token: String,
     eos_token: String,
     eos_ids: Vec<u32>,
@@ -80,16 +82,28 @@ impl ChatTokenizer {
         let tokenizer = Tokenizer::from_file(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         let tokenizer_config = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or_default();
         let template_file = dir.join("chat_template.jinja");
-        let chat_template = if template_file.exists() {
-            std::fs::read_to_string(&template_file)
-                .with_context(|| format!("cannot read {}", template_file.display()))?
+        let config_file = dir.join("tokenizer_config.json");
+        let (chat_template, template_source) = if template_file.exists() {
+            let text = std::fs::read_to_string(&template_file)
+                .with_context(|| format!("cannot read {}", template_file.display()))?;
+            (text, template_file.display().to_string())
         } else {
-            tokenizer_config
-                .get("chat_template")
-                .and_then(|t| t.as_str())
-                .unwrap_or(CHATML_TEMPLATE)
-                .to_string()
+            match tokenizer_config.get("chat_template").and_then(|t| t.as_str()) {
+                Some(text) => (
+                    text.to_string(),
+                    format!("{}'s chat_template", config_file.display()),
+                ),
+                None => (
+                    CHATML_TEMPLATE.to_string(),
+                    format!("ChatML (the default: {} has none)", dir.display()),
+                ),
+            }
         };
+        if chat_template.trim().is_empty() {
+            return Err(anyhow!(
+                "{template_source}: the chat template is empty (every prompt would be no text)"
+            ));
+        }
         let eos_token = token_string(tokenizer_config.get("eos_token")).unwrap_or_default();
         let bos_token = token_string(tokenizer_config.get("bos_token")).unwrap_or_default();
         let mut eos_ids = Vec::new();
@@ -113,6 +127,7 @@ impl ChatTokenizer {
         Ok(ChatTokenizer {
             tokenizer,
             chat_template,
+            template_source,
             bos_token,
             eos_token,
             eos_ids,
@@ -143,7 +158,7 @@ impl ChatTokenizer {
             .trim_blocks(true)
             .lstrip_blocks(true)
             .build()
-            .map_err(|e| anyhow!("chat template: {e}"))?;
+            .map_err(|e| anyhow!("chat template of {}: {e}", self.template_source))?;
         env.set_syntax(syntax);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
@@ -157,7 +172,7 @@ impl ChatTokenizer {
         );
         let template = env
             .template_from_str(&self.chat_template)
-            .map_err(|e| anyhow!("chat template: {e}"))?;
+            .map_err(|e| anyhow!("chat template of {}: {e}", self.template_source))?;
         template
             .render(minijinja::context! {
                 messages => messages
@@ -168,7 +183,7 @@ impl ChatTokenizer {
                 bos_token => self.bos_token.clone(),
                 eos_token => self.eos_token.clone(),
             })
-            .map_err(|e| anyhow!("chat template: {e}"))
+            .map_err(|e| anyhow!("chat template of {}: {e}", self.template_source))
     }
 
     pub fn eos_ids(&self) -> &[u32] {

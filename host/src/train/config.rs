@@ -231,6 +231,25 @@ fn default_eval_fraction() -> f64 {
 fn default_true() -> bool {
     true
 }
+/// A prompt template must place the question, and may name only `{question}` and `{options}`:
+/// without the question every prompt is the same text, and an unknown placeholder would reach
+/// the model as written. Braces after a letter are a LaTeX argument (`\boxed{X}`), not one.
+fn check_prompt_template(template: &str) -> anyhow::Result<()> {
+    let placeholder = regex::Regex::new(r"(?:^|[^A-Za-z])\{([^{}\s]*)\}").expect("a valid expression");
+    for found in placeholder.captures_iter(template) {
+        let name = &found[1];
+        if name != "question" && name != "options" {
+            bail!("data.prompt_template: `{{{name}}}` is not a placeholder (only {{question}} and {{options}} are replaced)");
+        }
+    }
+    if !template.contains("{question}") {
+        bail!(
+            "data.prompt_template {template:?} has no {{question}}: every prompt would be the same text (the default is \"{{question}}\\n\\n{{options}}\")"
+        );
+    }
+    Ok(())
+}
+
 pub fn default_prompt_template() -> String {
     "{question}\n\n{options}".into()
 }
@@ -637,6 +656,7 @@ impl RunConfig {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         self.algorithm.validate()?;
+        check_prompt_template(&self.data.prompt_template)?;
         if self.run.save_total_limit == 0 {
             bail!("run.save_total_limit must be at least 1");
         }
@@ -827,6 +847,21 @@ mod tests {
         let text = format!("{MINIMAL}\n[sft]\nmax_steps = 4\n");
         let err = format!("{:#}", RunConfig::parse(&text).unwrap_err());
         assert!(err.contains("`max_steps` is a key of [run]"), "{err}");
+    }
+
+    #[test]
+    fn a_prompt_template_must_place_the_question_and_name_only_known_placeholders() {
+        assert!(check_prompt_template(&default_prompt_template()).is_ok());
+        assert!(check_prompt_template("Q: {question}").is_ok());
+        assert!(check_prompt_template("{question}\nAnswer in \\boxed{X}.").is_ok());
+        for (template, says) in [
+            ("{question", "has no {question}"),
+            ("", "has no {question}"),
+            ("{question} {unknown}", "`{unknown}` is not a placeholder"),
+        ] {
+            let error = check_prompt_template(template).unwrap_err().to_string();
+            assert!(error.contains(says), "{template}: {error}");
+        }
     }
 
     #[test]
