@@ -750,7 +750,7 @@ impl RunConfig {
                 self.eval.temperature
             );
         }
-        Ok(())
+        super::eval::check_settings(&self.eval)
     }
 
     /// The longest prompt in tokens: `algorithm.max_prompt_length` (or where earlier configs

@@ -78,9 +78,20 @@ pub fn meta_groups(example: &Example) -> Vec<String> {
 }
 
 /// Checks the evaluation settings: a greedy decoder gives k identical samples.
+/// The most completions one evaluation batch generates at once (questions × samples): a batch
+/// of more questions is split, and more samples of one question are refused — each row holds
+/// its own key/value cache, and a mistyped `--samples 1000000` ran the machine out of memory.
+pub const MAX_EVAL_ROWS: usize = 1024;
+
 pub fn check_settings(settings: &EvalSection) -> anyhow::Result<()> {
     if settings.samples == 0 {
         anyhow::bail!("eval needs at least 1 sample per question");
+    }
+    if settings.samples > MAX_EVAL_ROWS {
+        anyhow::bail!(
+            "eval.num_generations_eval (or --samples) is {}: at most {MAX_EVAL_ROWS} samples per question are generated together",
+            settings.samples
+        );
     }
     if !settings.temperature.is_finite() || settings.temperature < 0.0 {
         anyhow::bail!(
@@ -251,8 +262,10 @@ impl Questions<'_> {
         let (settings, examples) = (self.settings, self.examples);
         let names = self.reward.names();
         let indices: Vec<usize> = (0..count).collect();
+        // eval.batch_size questions, fewer when their samples would be over MAX_EVAL_ROWS rows.
+        let per_batch = settings.batch_size.min(MAX_EVAL_ROWS / settings.samples).max(1);
         let batches: Vec<(usize, &[usize])> = indices
-            .chunks(settings.batch_size)
+            .chunks(per_batch)
             .enumerate()
             .filter(|(number, _)| world.is_none_or(|w| number % w.size == w.rank))
             .collect();
@@ -439,6 +452,13 @@ mod tests {
         };
         let err = check_settings(&settings).unwrap_err().to_string();
         assert!(err.contains("4 samples") && err.contains("temperature"), "{err}");
+        let many = EvalSection {
+            samples: MAX_EVAL_ROWS + 1,
+            temperature: 1.0,
+            ..EvalSection::default()
+        };
+        let err = check_settings(&many).unwrap_err().to_string();
+        assert!(err.contains("--samples") && err.contains("1025"), "{err}");
     }
 
     #[test]
