@@ -750,6 +750,27 @@ fn a_long_prompt_loses_the_start_of_its_question_never_the_template_or_system_pr
         err.contains("q-long") && err.contains("algorithm.max_prompt_length = 80"),
         "{err}"
     );
+    // A question of megabytes is cut by characters before it is tokenized: the same end.
+    let huge = Example {
+        prompt: Prompt::Text(
+            "x ".repeat(1_000_000) + "A 60-year-old man has chest pain radiating to the left arm. ",
+        ),
+        ..example.clone()
+    };
+    let cut_huge = format(PromptTruncation::Left)
+        .render(tokenizer, &huge)
+        .unwrap()
+        .unwrap();
+    assert!(cut_huge.truncated && cut_huge.ids.len() <= 80);
+    assert!(
+        cut_huge.text.ends_with(&uncut[options_start..]),
+        "{}",
+        cut_huge.text
+    );
+    assert_eq!(
+        format(PromptTruncation::Skip).render(tokenizer, &huge).unwrap(),
+        None
+    );
     let short = Example {
         prompt: Prompt::Text("Chest pain.".into()),
         id: "q-short".into(),
