@@ -36,7 +36,7 @@ pub fn file_records(path: &Path) -> Result<Records, PluginError> {
 pub fn read_text(path: &Path) -> Result<String, PluginError> {
     let bytes = std::fs::read(path)
         .map_err(|e| PluginError::failed(format!("cannot read {}: {e}", path.display())))?;
-    String::from_utf8(bytes).map_err(|e| {
+    let text = String::from_utf8(bytes).map_err(|e| {
         let bytes = e.as_bytes();
         let at = e.utf8_error().valid_up_to();
         let line_start = bytes[..at].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
@@ -47,6 +47,11 @@ pub fn read_text(path: &Path) -> Result<String, PluginError> {
             bytes[at],
             at - line_start + 1
         ))
+    })?;
+    // A byte-order mark (Windows editors write one) is not part of the first record.
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
     })
 }
 
@@ -83,7 +88,7 @@ pub fn records(text: &str) -> Records {
     if text.trim_start().starts_with('[') {
         return match serde_json::from_str::<Vec<Value>>(text) {
             Ok(values) => {
-                let starts = object_start_lines(text, 1);
+                let starts = array_element_lines(text);
                 values
                     .into_iter()
                     .enumerate()
@@ -103,6 +108,42 @@ pub fn records(text: &str) -> Records {
             )
         })
         .collect()
+}
+
+/// 1-based lines where each element of the top-level JSON array starts (an object or any other
+/// value: a stray string or number must not shift the lines of the records after it).
+pub fn array_element_lines(text: &str) -> Vec<usize> {
+    let (mut lines, mut line, mut level, mut in_string, mut escaped) = (Vec::new(), 1, 0usize, false, false);
+    let mut expecting = false;
+    for c in text.chars() {
+        if c == '\n' {
+            line += 1;
+        }
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        if level == 1 && expecting && !c.is_whitespace() && c != ']' {
+            lines.push(line);
+            expecting = false;
+        }
+        match c {
+            '"' => in_string = true,
+            '{' | '[' => {
+                level += 1;
+                expecting = level == 1;
+            }
+            '}' | ']' => level = level.saturating_sub(1),
+            ',' if level == 1 => expecting = true,
+            _ => {}
+        }
+    }
+    lines
 }
 
 /// 1-based lines where each object at nesting `depth` (1 = inside the top-level array or
@@ -230,6 +271,19 @@ mod tests {
         let parsed = records(array);
         assert_eq!(parsed.iter().map(|(l, _)| *l).collect::<Vec<_>>(), vec![2, 3]);
         assert_eq!(parsed[1].1.as_ref().unwrap()["a"]["b"], 2);
+        // Elements that are not objects keep their own lines, and the records after them theirs.
+        let mixed = "[\n{\"a\": 1},\n\"str\",\n[1, 2],\n{\"a\": \"]\"},\nnull,\n{\"a\": 3}\n]";
+        let lines: Vec<usize> = records(mixed).iter().map(|(l, _)| *l).collect();
+        assert_eq!(lines, vec![2, 3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.jsonl");
+        std::fs::write(&path, "\u{feff}{\"a\": 1}\n").unwrap();
+        let parsed = records(&read_text(&path).unwrap());
+        assert_eq!(parsed[0].1.as_ref().unwrap()["a"], 1);
     }
 
     #[test]
