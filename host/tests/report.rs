@@ -57,6 +57,16 @@ fn the_report_draws_every_step_of_every_run_and_opens_clean_in_a_browser() {
         dir.path(),
         &["report", "a", "--compare", "b", "--out", "report.html"],
     );
+    // A run's file, or a run that is not there, is named as such.
+    for (run, says) in [("a/metrics.jsonl", "is a file"), ("c", "does not exist")] {
+        let output = Command::new(env!("CARGO_BIN_EXE_crpo-host"))
+            .args(["report", run])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains(says), "{stderr}");
+    }
     let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
     for objective in ["accuracy", "clinical_reasoning", "consistency"] {
         for run in ["a", "b"] {

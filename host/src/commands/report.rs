@@ -20,6 +20,29 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     let Some(first) = runs.first() else {
         bail!("name at least one run directory: crpo-host report RUN_DIR [--compare RUN_DIR...]");
     };
+    for run in &runs {
+        if !run.exists() {
+            bail!(
+                "{} does not exist: name a run directory (run.output_dir)",
+                run.display()
+            );
+        }
+        if !run.is_dir() {
+            bail!(
+                "{} is a file: name the run directory that holds it ({})",
+                run.display(),
+                run.parent()
+                    .map_or_else(|| ".".into(), |p| p.display().to_string())
+            );
+        }
+        if !run.join("metrics.jsonl").exists() && run.join("sft/metrics.jsonl").exists() {
+            bail!(
+                "{} has no metrics.jsonl of its own: its fine-tuning run is {}",
+                run.display(),
+                run.join("sft").display()
+            );
+        }
+    }
     let out = args.out.clone().unwrap_or_else(|| first.join("report.html"));
     refuse_replacing_other_files(&out)?;
     crate::report::write_report(&runs, &out)?;

@@ -702,7 +702,10 @@ impl RunConfig {
             bail!("algorithm.max_prompt_length must be at least 1");
         }
         if !(0.0..1.0).contains(&self.data.eval_fraction) {
-            bail!("data.eval_fraction must be in [0, 1)");
+            bail!(
+                "data.eval_fraction must be in [0, 1) (it is {})",
+                self.data.eval_fraction
+            );
         }
         if self.reward.preset.is_none() && self.reward.objectives.is_empty() {
             bail!("[reward] needs a `preset` or at least one [[reward.objectives]]");

@@ -62,7 +62,19 @@ pub fn load_splits(registry: &PluginRegistry, config: &RunConfig) -> anyhow::Res
             train.shuffle(&mut ChaCha8Rng::seed_from_u64(config.run.seed ^ 0x5eed_e7a1));
             let held_out = (train.len() as f64 * config.data.eval_fraction).round() as usize;
             if held_out >= train.len() {
-                bail!("data.eval_fraction leaves no training examples");
+                bail!(
+                    "data.eval_fraction = {} holds out all {} examples of {}: none is left to train on",
+                    config.data.eval_fraction,
+                    train.len(),
+                    config.data.path.display()
+                );
+            }
+            if held_out == 0 && config.data.eval_fraction > 0.0 {
+                tracing::warn!(
+                    "data.eval_fraction = {} of {} examples rounds to none held out: there is no held-out set (raise it, or set data.eval_path)",
+                    config.data.eval_fraction,
+                    train.len()
+                );
             }
             train.split_off(train.len() - held_out)
         }

@@ -155,7 +155,7 @@ pub fn evaluate_with(
 ) -> anyhow::Result<EvalReport> {
     check_settings(settings)?;
     if examples.is_empty() {
-        anyhow::bail!("{dataset}: there are no questions to evaluate");
+        anyhow::bail!("{dataset}: there are no questions to evaluate (a held-out set comes from data.eval_path, or data.eval_fraction of data.path)");
     }
     policy.check_positions(
         ("algorithm.max_prompt_length", config.max_prompt_length()),
