@@ -85,6 +85,14 @@ fn a_new_reward_crate_tests_builds_loads_and_scores() {
     assert!(
         !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("not a usable crate name")
     );
+    for taken in ["self", "std", "crpo-sdk"] {
+        let bad = crpo_host(d, &["new", "reward", taken]);
+        assert!(
+            !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("already uses"),
+            "{taken}"
+        );
+        assert!(!d.join(taken).exists());
+    }
 }
 
 #[test]

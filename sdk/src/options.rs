@@ -15,6 +15,12 @@ pub struct NoOptions {}
 pub fn parse_options<T: DeserializeOwned>(options: &serde_json::Value) -> Result<T, PluginError> {
     let empty = serde_json::Value::Object(Default::default());
     let options = if options.is_null() { &empty } else { options };
+    if !options.is_object() {
+        // Else serde names the plugin's options struct ("expected struct NoOptions").
+        return Err(PluginError::failed(format!(
+            "options must be a table of option names (a JSON object or TOML table), not `{options}`"
+        )));
+    }
     serde_path_to_error::deserialize(options).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner().to_string();
@@ -49,6 +55,15 @@ mod tests {
         budget: usize,
         #[serde(default)]
         penalty: f32,
+    }
+
+    #[test]
+    fn options_that_are_not_a_table_are_refused_without_serde_s_type_names() {
+        let error = parse_options::<LengthOptions>(&json!(5)).unwrap_err().to_string();
+        assert!(
+            error.contains("must be a table") && !error.contains("LengthOptions"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -58,9 +58,14 @@ fn memory_plan_of(path: &std::path::Path) -> anyhow::Result<()> {
             let model = &config.model.path;
             if !model.is_dir() {
                 bail!(
-                    "model.path {} in {}: no such directory",
+                    "model.path {} in {}: {}",
                     model.display(),
-                    path.display()
+                    path.display(),
+                    if model.exists() {
+                        "a file, not a model directory"
+                    } else {
+                        "no such directory"
+                    }
                 );
             }
             println!(

@@ -57,6 +57,68 @@ fn built_sdk() -> Option<PathBuf> {
         .flatten()
 }
 
+/// Names a plugin crate cannot take: Rust's keywords (the name is also a function's) and the
+/// crates every Rust program already has.
+const RESERVED: [&str; 57] = [
+    "as",
+    "break",
+    "const",
+    "continue",
+    "crate",
+    "else",
+    "enum",
+    "extern",
+    "false",
+    "fn",
+    "for",
+    "if",
+    "impl",
+    "in",
+    "let",
+    "loop",
+    "match",
+    "mod",
+    "move",
+    "mut",
+    "pub",
+    "ref",
+    "return",
+    "self",
+    "static",
+    "struct",
+    "super",
+    "trait",
+    "true",
+    "type",
+    "unsafe",
+    "use",
+    "where",
+    "while",
+    "async",
+    "await",
+    "dyn",
+    "abstract",
+    "become",
+    "box",
+    "do",
+    "final",
+    "macro",
+    "override",
+    "priv",
+    "typeof",
+    "unsized",
+    "virtual",
+    "yield",
+    "try",
+    "gen",
+    "std",
+    "core",
+    "alloc",
+    "proc_macro",
+    "test",
+    "union",
+];
+
 pub fn run(args: &NewArgs) -> anyhow::Result<()> {
     let ident = args.name.replace('-', "_");
     let valid = ident.chars().next().is_some_and(|c| c.is_ascii_lowercase())
@@ -66,6 +128,17 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
     if !valid {
         bail!(
             "`{}` is not a usable crate name: use lower-case letters, digits, `-` and `_`, starting with a letter",
+            args.name
+        );
+    }
+    // The name becomes a crate and a function: Rust's keywords and the standard crates cannot
+    // be either, and crpo's own crates would depend on themselves.
+    let crpo_crate = ["crpo_sdk", "crpo_policy_sdk", "crpo_host"].contains(&ident.as_str())
+        || ident.starts_with("crpo_plugins")
+        || ident.starts_with("crpo_torch");
+    if RESERVED.contains(&ident.as_str()) || crpo_crate {
+        bail!(
+            "`{}` is a name Rust or crpo already uses (a keyword, a standard crate or crpo's own): choose another (nothing was written)",
             args.name
         );
     }
