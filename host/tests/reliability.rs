@@ -244,33 +244,22 @@ fn model_outputs_replace_only_models() {
         stderr(&here)
     );
     assert!(path("model/thesis.tex").exists() && !path(".tmp-model").exists());
+    let bench = [
+        "bench-rollout",
+        "--model",
+        "model",
+        "--min-length",
+        "1",
+        "--max-length",
+        "2",
+    ];
     refused(
-        &[
-            "bench-rollout",
-            "--model",
-            "model",
-            "--min-length",
-            "1",
-            "--max-length",
-            "2",
-            "--workload-out",
-            "model/config.json",
-        ],
+        &[&bench[..], &["--workload-out", "model/config.json"]].concat(),
         "would replace the model",
         "model/config.json",
     );
     refused(
-        &[
-            "bench-rollout",
-            "--model",
-            "model",
-            "--min-length",
-            "1",
-            "--max-length",
-            "2",
-            "--workload-out",
-            "notes.txt",
-        ],
+        &[&bench[..], &["--workload-out", "notes.txt"]].concat(),
         "is not a workload",
         "notes.txt",
     );

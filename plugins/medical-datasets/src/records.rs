@@ -110,12 +110,12 @@ pub fn records(text: &str) -> Records {
         .collect()
 }
 
-/// 1-based lines where each element of the top-level JSON array starts (an object or any other
-/// value: a stray string or number must not shift the lines of the records after it).
-pub fn array_element_lines(text: &str) -> Vec<usize> {
-    let (mut lines, mut line, mut level, mut in_string, mut escaped) = (Vec::new(), 1, 0usize, false, false);
-    let mut expecting = false;
-    for c in text.chars() {
+/// The characters of a JSON text outside its strings (a string's opening quote included), each
+/// with its 1-based line.
+fn structure(text: &str) -> impl Iterator<Item = (usize, char)> + '_ {
+    let (mut line, mut in_string, mut escaped) = (1, false, false);
+    text.chars().filter_map(move |c| {
+        let at = line;
         if c == '\n' {
             line += 1;
         }
@@ -126,14 +126,23 @@ pub fn array_element_lines(text: &str) -> Vec<usize> {
                 (false, '"') => in_string = false,
                 _ => {}
             }
-            continue;
+            return None;
         }
+        in_string = c == '"';
+        Some((at, c))
+    })
+}
+
+/// 1-based lines where each element of the top-level JSON array starts (an object or any other
+/// value: a stray string or number must not shift the lines of the records after it).
+pub fn array_element_lines(text: &str) -> Vec<usize> {
+    let (mut lines, mut level, mut expecting) = (Vec::new(), 0usize, false);
+    for (line, c) in structure(text) {
         if level == 1 && expecting && !c.is_whitespace() && c != ']' {
             lines.push(line);
             expecting = false;
         }
         match c {
-            '"' => in_string = true,
             '{' | '[' => {
                 level += 1;
                 expecting = level == 1;
@@ -149,22 +158,9 @@ pub fn array_element_lines(text: &str) -> Vec<usize> {
 /// 1-based lines where each object at nesting `depth` (1 = inside the top-level array or
 /// object) opens, skipping braces inside strings.
 pub fn object_start_lines(text: &str, depth: usize) -> Vec<usize> {
-    let (mut lines, mut line, mut level, mut in_string, mut escaped) = (Vec::new(), 1, 0usize, false, false);
-    for c in text.chars() {
-        if c == '\n' {
-            line += 1;
-        }
-        if in_string {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let (mut lines, mut level) = (Vec::new(), 0usize);
+    for (line, c) in structure(text) {
         match c {
-            '"' => in_string = true,
             '{' | '[' => {
                 if c == '{' && level == depth {
                     lines.push(line);
