@@ -7,9 +7,11 @@ use super::World;
 use crate::train::config::RunConfig;
 use crate::train::resume::config_changes;
 
-/// Keys that may differ between ranks: where each machine keeps its files (the models are
-/// compared by checksum after the broadcast, and only rank 0 writes to `output_dir`).
-const PER_MACHINE: [&str; 5] = [
+/// Keys that may differ between ranks: the device (on CUDA each rank takes the GPU of its
+/// LOCAL_RANK) and where each machine keeps its files (the models are compared by checksum
+/// after the broadcast, and only rank 0 writes to `output_dir`).
+const PER_MACHINE: [&str; 6] = [
+    "model.device",
     "model.path",
     "model.lora.adapter",
     "data.path",
@@ -20,12 +22,26 @@ const PER_MACHINE: [&str; 5] = [
 /// Refuses to start unless every rank's `config` is rank 0's but for [`PER_MACHINE`] keys.
 pub fn check_same_config(world: &World, config: &RunConfig) -> anyhow::Result<()> {
     let mine = serde_json::to_vec(config)?;
-    let all = world.all_gather("comparing the ranks' configs", &mine)?;
-    let first: RunConfig = serde_json::from_slice(&all[0])?;
+    let configs = world
+        .all_gather("comparing the ranks' configs", &mine)?
+        .iter()
+        .map(|bytes| serde_json::from_slice(bytes))
+        .collect::<Result<Vec<RunConfig>, _>>()?;
+    let differences = differences(&configs)?;
+    if !differences.is_empty() {
+        anyhow::bail!(
+            "the ranks were started with different configs (every rank must train with the same settings):\n{}",
+            differences.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// Each key, but for [`PER_MACHINE`] ones, where a rank's config differs from rank 0's.
+fn differences(configs: &[RunConfig]) -> anyhow::Result<Vec<String>> {
     let mut differences = Vec::new();
-    for (rank, bytes) in all.iter().enumerate().skip(1) {
-        let theirs: RunConfig = serde_json::from_slice(bytes)?;
-        for change in config_changes(&first, &theirs)? {
+    for (rank, theirs) in configs.iter().enumerate().skip(1) {
+        for change in config_changes(&configs[0], theirs)? {
             if !PER_MACHINE.contains(&change.key.as_str()) {
                 differences.push(format!(
                     "  {}: {} on rank 0, {} on rank {rank}",
@@ -34,11 +50,28 @@ pub fn check_same_config(world: &World, config: &RunConfig) -> anyhow::Result<()
             }
         }
     }
-    if !differences.is_empty() {
-        anyhow::bail!(
-            "the ranks were started with different configs (every rank must train with the same settings):\n{}",
-            differences.join("\n")
+    Ok(differences)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_rank_s_gpu_may_differ_and_a_setting_may_not() {
+        let config = RunConfig::parse(
+            "[model]\npath = \"m\"\ndevice = \"cuda:0\"\n[data]\npath = \"d.jsonl\"\n[[reward.objectives]]\nplugin = \"consistency\"\n",
+        )
+        .unwrap();
+        let mut other = config.clone();
+        other.model.device = "cuda:1".into();
+        assert!(differences(&[config.clone(), other.clone()]).unwrap().is_empty());
+        other.algorithm.learning_rate *= 2.0;
+        let found = differences(&[config, other]).unwrap();
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0].starts_with("  algorithm.learning_rate:") && found[0].ends_with("on rank 1"),
+            "{found:?}"
         );
     }
-    Ok(())
 }
