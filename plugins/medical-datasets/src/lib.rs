@@ -31,6 +31,8 @@ impl DatasetPlugin for JsonlReader {
     }
 
     fn read(&self, source: &DatasetSource) -> Result<DatasetRead, PluginError> {
+        // These readers take no options: a key given is a mistake, named.
+        crpo_sdk::parse_options::<crpo_sdk::NoOptions>(&source.options)?;
         records::read_records(&source.path, self.parse)
     }
 }
@@ -41,3 +43,30 @@ pub static MEDQA: JsonlReader = JsonlReader {
     parse: medqa::parse,
 };
 crpo_sdk::register_dataset!(MEDQA);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readers_without_options_name_one_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.jsonl");
+        std::fs::write(
+            &path,
+            "{\"question\": \"q\", \"options\": {\"A\": \"x\"}, \"answer_idx\": \"A\"}\n",
+        )
+        .unwrap();
+        let read = |options| {
+            MEDQA.read(&DatasetSource {
+                path: path.clone(),
+                options,
+            })
+        };
+        assert_eq!(read(Value::Null).unwrap().examples.len(), 1);
+        let error = read(serde_json::json!({"question": "prompt"}))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("question"), "{error}");
+    }
+}

@@ -30,9 +30,14 @@ pub fn read_rows(path: &Path) -> Result<Records, PluginError> {
                 "not a readable Parquet file: its pages decode to more rows than the {declared} its footer declares (the file is corrupt)"
             )));
         }
-        let record = row
-            .map(|row| row.to_json_value())
-            .map_err(|e| format!("unreadable Parquet row: {e}"));
+        let record = row.map(|row| row.to_json_value()).map_err(|e| {
+            // The library's message can carry a page of raw bytes: the start says what failed.
+            let message = e.to_string();
+            match message.char_indices().nth(200) {
+                Some((cut, _)) => format!("unreadable Parquet row: {}…", &message[..cut]),
+                None => format!("unreadable Parquet row: {message}"),
+            }
+        });
         records.push((index + 1, record));
     }
     Ok(records)
