@@ -92,20 +92,15 @@ fn merge(
 ) -> anyhow::Result<Vec<(String, Tensor)>> {
     let file = adapter_dir.join(lora::ADAPTER_WEIGHTS);
     let mut by_name: HashMap<String, Tensor> = weights.into_iter().collect();
-    let mut modules: Vec<&str> = Vec::new();
+    let mut modules = std::collections::BTreeSet::new();
     for name in adapters.keys() {
-        let module = name.strip_prefix("base_model.model.").and_then(|n| {
-            n.strip_suffix(".lora_A.weight")
-                .or_else(|| n.strip_suffix(".lora_B.weight"))
-        });
-        match module {
-            Some(module) if !modules.contains(&module) => modules.push(module),
-            Some(_) => {}
+        match lora::module_of(name) {
+            Some((module, _)) => modules.insert(module),
             None => bail!(
                 "{}: `{name}` is not a LoRA matrix (base_model.model.<layer>.lora_A.weight or lora_B.weight)",
                 file.display()
             ),
-        }
+        };
     }
     if modules.is_empty() {
         bail!(
@@ -113,7 +108,6 @@ fn merge(
             file.display()
         );
     }
-    modules.sort_unstable();
     for module in modules {
         if !config.targets(module) {
             bail!(

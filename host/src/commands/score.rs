@@ -92,7 +92,7 @@ struct Record {
 /// malformed record's line and field).
 fn read_records(registry: &PluginRegistry, dataset: &str, path: &Path) -> anyhow::Result<Vec<Record>> {
     // Named now, even when every record is crpo's own form: a mistyped --dataset is an error.
-    registry.dataset(dataset).context("--dataset")?;
+    let reader = registry.dataset(dataset).context("--dataset")?;
     let input = path.display().to_string();
     let text = std::fs::read(path).with_context(|| format!("cannot read {input}"))?;
     let text = String::from_utf8(text).map_err(|e| {
@@ -134,8 +134,7 @@ fn read_records(registry: &PluginRegistry, dataset: &str, path: &Path) -> anyhow
             })
             .collect();
     }
-    let read = registry
-        .dataset(dataset)?
+    let read = reader
         .plugin()
         .read(&DatasetSource {
             path: path.to_path_buf(),

@@ -40,15 +40,17 @@ impl Policy {
         let device = parse_device(&section.device).context("model.device")?;
         let kind = parse_dtype(&section.dtype, device).context("model.dtype")?;
         let mut options = serde_json::to_value(&section.options)?;
+        let mut loaded_lora = None;
         if let (Some(lora), Some(map)) = (&section.lora, options.as_object_mut()) {
             lora.validate().context("model.lora")?;
             let loaded = lora_as_loaded(lora)?;
             warn_where_overridden(lora, &loaded);
             map.insert("lora".into(), serde_json::to_value(&loaded)?);
+            loaded_lora = Some(loaded);
         }
         let policy = Self::load_with(registry, &section.policy, dir, device, kind, &options)?;
-        if let Some(lora) = &section.lora {
-            warn_unmatched_targets(&lora_as_loaded(lora)?, &policy.parameters());
+        if let Some(lora) = &loaded_lora {
+            warn_unmatched_targets(lora, &policy.parameters());
         }
         Ok(policy)
     }
@@ -327,10 +329,7 @@ fn warn_where_overridden(configured: &lora::LoraConfig, loaded: &lora::LoraConfi
 fn warn_unmatched_targets(lora: &lora::LoraConfig, parameters: &[(String, tch::Tensor)]) {
     let adapted: Vec<&str> = parameters
         .iter()
-        .filter_map(|(name, _)| {
-            name.strip_prefix("base_model.model.")?
-                .strip_suffix(".lora_A.weight")
-        })
+        .filter_map(|(name, _)| lora::module_of(name).map(|(module, _)| module))
         .collect();
     for name in lora.unmatched_target_names(&adapted) {
         tracing::warn!(

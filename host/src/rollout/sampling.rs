@@ -49,17 +49,22 @@ impl Default for SamplingConfig {
     }
 }
 
-/// Refuses a temperature or top-p no sampler can use, naming `keys` (the flag or config key
-/// of each): a temperature is a finite number ≥ 0 (0 decodes greedily), top-p is in (0, 1].
+/// Refuses a temperature no sampler can use, naming `key`: a finite number ≥ 0 (0 decodes
+/// greedily).
+pub fn check_temperature(temperature: f64, key: &str) -> anyhow::Result<()> {
+    if !temperature.is_finite() || temperature < 0.0 {
+        anyhow::bail!("{key} must be a finite number ≥ 0 (0 decodes greedily); it is {temperature}");
+    }
+    Ok(())
+}
+
+/// Refuses a temperature or top-p no sampler can use, naming the key of each (top-p is in
+/// (0, 1]).
 pub fn check_temperature_and_top_p(
     (temperature, temperature_key): (f64, &str),
     (top_p, top_p_key): (f64, &str),
 ) -> anyhow::Result<()> {
-    if !temperature.is_finite() || temperature < 0.0 {
-        anyhow::bail!(
-            "{temperature_key} must be a finite number ≥ 0 (0 decodes greedily); it is {temperature}"
-        );
-    }
+    check_temperature(temperature, temperature_key)?;
     if top_p.is_nan() || top_p <= 0.0 || top_p > 1.0 {
         anyhow::bail!("{top_p_key} must be in (0, 1] (1 keeps every token); it is {top_p}");
     }

@@ -747,12 +747,6 @@ impl RunConfig {
         if self.eval.samples > 1 && self.eval.temperature <= 0.0 {
             bail!("eval.num_generations_eval > 1 needs eval.temperature > 0 (greedy samples would all be the same)");
         }
-        if !self.eval.temperature.is_finite() || self.eval.temperature < 0.0 {
-            bail!(
-                "eval.temperature must be a finite number ≥ 0 (0 decodes greedily); it is {}",
-                self.eval.temperature
-            );
-        }
         super::eval::check_settings(&self.eval)
     }
 

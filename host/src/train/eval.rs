@@ -93,12 +93,7 @@ pub fn check_settings(settings: &EvalSection) -> anyhow::Result<()> {
             settings.samples
         );
     }
-    if !settings.temperature.is_finite() || settings.temperature < 0.0 {
-        anyhow::bail!(
-            "eval.temperature (or --temperature) must be a finite number ≥ 0 (0 decodes greedily); it is {}",
-            settings.temperature
-        );
-    }
+    crate::rollout::sampling::check_temperature(settings.temperature, "eval.temperature (or --temperature)")?;
     if settings.samples > 1 && settings.temperature <= 0.0 {
         anyhow::bail!(
             "{} samples per question need a temperature > 0 (greedy samples would all be the same): set eval.temperature or pass --temperature",

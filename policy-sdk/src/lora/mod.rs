@@ -103,6 +103,15 @@ pub fn peft_name(module: &str, which: &str) -> String {
     format!("base_model.model.{module}.{which}.weight")
 }
 
+/// The module and matrix (`lora_A` or `lora_B`) a PEFT name names: [`peft_name`]'s inverse.
+pub fn module_of(name: &str) -> Option<(&str, &str)> {
+    let matrix = name.strip_prefix("base_model.model.")?.strip_suffix(".weight")?;
+    ["lora_A", "lora_B"].into_iter().find_map(|which| {
+        let module = matrix.strip_suffix(which)?.strip_suffix('.')?;
+        Some((module, which))
+    })
+}
+
 /// The adapter of one linear layer `in → out`.
 #[derive(Debug)]
 pub struct LoraAdapter {
@@ -207,6 +216,14 @@ fn test_config(targets: TargetModules) -> LoraConfig {
 mod tests {
     use super::test_config as config;
     use super::*;
+
+    #[test]
+    fn a_peft_name_gives_back_its_module_and_matrix() {
+        let module = "model.layers.3.mlp.up_proj";
+        assert_eq!(module_of(&peft_name(module, "lora_B")), Some((module, "lora_B")));
+        assert_eq!(module_of("base_model.model.lm_head.weight"), None);
+        assert_eq!(module_of("model.layers.0.q_proj.lora_A.weight"), None);
+    }
 
     #[test]
     fn scale_by_hand() {

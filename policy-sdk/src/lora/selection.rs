@@ -38,12 +38,18 @@ impl Default for TargetModules {
     }
 }
 
-/// Modules taken out (`exclude_modules`): names or a regular expression, as targets.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum ExcludedModules {
-    Names(Vec<String>),
-    Pattern(String),
+/// Modules taken out (`exclude_modules`): names or a regular expression, matched as targets.
+pub type ExcludedModules = TargetModules;
+
+impl TargetModules {
+    /// Whether `module` is listed (PEFT's suffix rule) or matches the expression entirely;
+    /// `"all-linear"` is the caller's to read.
+    fn matches(&self, module: &str) -> bool {
+        match self {
+            TargetModules::Names(names) => names_match(names, module),
+            TargetModules::Pattern(pattern) => full_match(pattern, module),
+        }
+    }
 }
 
 /// `layers_to_transform`: one decoder layer's index or several.
@@ -119,22 +125,21 @@ fn first_matching<'a, T>(patterns: &'a indexmap::IndexMap<String, T>, module: &s
 impl LoraConfig {
     /// Whether the linear layer named `module` (`model.layers.0.self_attn.q_proj`) gets an adapter.
     pub fn targets(&self, module: &str) -> bool {
-        let excluded = match &self.exclude_modules {
-            Some(ExcludedModules::Pattern(pattern)) => full_match(pattern, module),
-            Some(ExcludedModules::Names(names)) => names_match(names, module),
-            None => false,
-        };
-        if excluded {
+        if self
+            .exclude_modules
+            .as_ref()
+            .is_some_and(|excluded| excluded.matches(module))
+        {
             return false;
         }
         match &self.target_modules {
             TargetModules::Pattern(all) if all == ALL_LINEAR => {
                 module.rsplit('.').next() != Some("lm_head") && self.in_transformed_layer(module)
             }
-            TargetModules::Pattern(pattern) => full_match(pattern, module),
+            pattern @ TargetModules::Pattern(_) => pattern.matches(module),
             // A full name listed is taken whatever its layer (PEFT checks layers only for the rest).
             TargetModules::Names(names) if names.iter().any(|name| name == module) => true,
-            TargetModules::Names(names) => names_match(names, module) && self.in_transformed_layer(module),
+            names => names.matches(module) && self.in_transformed_layer(module),
         }
     }
 
