@@ -1,6 +1,6 @@
 use clap::{Parser, Subcommand};
 use crpo_host::commands;
-use crpo_host::plugins::PluginRegistry;
+use crpo_host::plugins::{PluginLoadError, PluginRegistry};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -101,25 +101,51 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let mut dirs = cli.plugin_dirs;
-    if let Some(path) = std::env::var_os("CRPO_PLUGIN_PATH") {
-        dirs.extend(std::env::split_paths(&path).filter(|p| !p.as_os_str().is_empty()));
+    let from_environment: Vec<PathBuf> = std::env::var_os("CRPO_PLUGIN_PATH")
+        .map(|path| {
+            std::env::split_paths(&path)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.extend(from_environment.iter().cloned());
+    run_command(cli.command, &dirs).map_err(|err| name_the_plugin_path_variable(err, &from_environment))
+}
+
+/// A plugin directory that cannot be read and came from CRPO_PLUGIN_PATH (not --plugins)
+/// says so: a stale variable in a shell profile is otherwise hard to find.
+fn name_the_plugin_path_variable(err: anyhow::Error, from_environment: &[PathBuf]) -> anyhow::Error {
+    let unreadable = err
+        .chain()
+        .find_map(|cause| match cause.downcast_ref::<PluginLoadError>() {
+            Some(PluginLoadError::Directory { dir, .. }) => Some(dir.clone()),
+            _ => None,
+        });
+    match unreadable {
+        Some(dir) if from_environment.contains(&dir) => {
+            err.context("a plugin directory of CRPO_PLUGIN_PATH (colon-separated) cannot be read")
+        }
+        _ => err,
     }
-    match cli.command {
-        Command::Doctor(args) => commands::doctor::run(&dirs, &args),
-        Command::Plugins(args) => commands::plugins::run(&dirs, &args),
-        Command::Data(args) => commands::data::run(&dirs, &args),
+}
+
+fn run_command(command: Command, dirs: &[PathBuf]) -> anyhow::Result<()> {
+    match command {
+        Command::Doctor(args) => commands::doctor::run(dirs, &args),
+        Command::Plugins(args) => commands::plugins::run(dirs, &args),
+        Command::Data(args) => commands::data::run(dirs, &args),
         Command::New(args) => commands::new::run(&args),
-        Command::Score(args) => commands::score::run(&PluginRegistry::load(&dirs)?, &args),
-        Command::InitModel(args) => commands::model::init_model(&PluginRegistry::load(&dirs)?, &args),
+        Command::Score(args) => commands::score::run(&PluginRegistry::load(dirs)?, &args),
+        Command::InitModel(args) => commands::model::init_model(&PluginRegistry::load(dirs)?, &args),
         Command::MergeLora(args) => commands::merge_lora::run(&args),
-        Command::Generate(args) => commands::model::generate(&PluginRegistry::load(&dirs)?, &args),
-        Command::Train(args) => commands::train::train(&dirs, &args),
-        Command::Sft(args) => commands::train::sft(&dirs, &args),
-        Command::Eval(args) => commands::eval::run(&dirs, &args),
+        Command::Generate(args) => commands::model::generate(&PluginRegistry::load(dirs)?, &args),
+        Command::Train(args) => commands::train::train(dirs, &args),
+        Command::Sft(args) => commands::train::sft(dirs, &args),
+        Command::Eval(args) => commands::eval::run(dirs, &args),
         Command::Report(args) => commands::report::run(&args),
         Command::DemoData(args) => commands::demo_data::run(&args),
-        Command::Demo(args) => commands::demo::run(&dirs, &args),
+        Command::Demo(args) => commands::demo::run(dirs, &args),
         Command::RewardWorker => crpo_host::plugins::isolation::serve_worker(),
-        Command::BenchRollout(args) => commands::bench_rollout::run(&PluginRegistry::load(&dirs)?, &args),
+        Command::BenchRollout(args) => commands::bench_rollout::run(&PluginRegistry::load(dirs)?, &args),
     }
 }

@@ -40,6 +40,28 @@ fn doctor_reports_torch_without_ld_library_path() {
 }
 
 #[test]
+fn doctor_loads_the_plugin_directories_as_a_run_would() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("junk.so"), b"not a library").unwrap();
+    let output = crpo_host(&["--plugins", dir.path().to_str().unwrap(), "doctor"]);
+    assert!(!output.status.success(), "{}", stdout(&output));
+    assert!(stderr(&output).contains("junk.so"), "{}", stderr(&output));
+    // The rest of the report still printed before the failure.
+    assert!(stdout(&output).contains("torch            2.11.0"));
+
+    // A stale CRPO_PLUGIN_PATH is named as the place the directory came from.
+    let missing = dir.path().join("gone");
+    let output = Command::new(env!("CARGO_BIN_EXE_crpo-host"))
+        .arg("plugins")
+        .env("CRPO_PLUGIN_PATH", &missing)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(err.contains("CRPO_PLUGIN_PATH") && err.contains("gone"), "{err}");
+}
+
+#[test]
 fn plugins_lists_builtins_and_loaded_libraries_with_origin() {
     let dir = plugin_dir(&["contraindication_safety", "csv_dataset", "legacy_plugin"]);
     let output = crpo_host(&["--plugins", dir.path().to_str().unwrap(), "plugins"]);

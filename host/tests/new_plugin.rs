@@ -93,6 +93,16 @@ fn a_new_reward_crate_tests_builds_loads_and_scores() {
         );
         assert!(!d.join(taken).exists());
     }
+    // A built-in's name would clash with the built-in at load time.
+    for (kind, builtin) in [("reward", "accuracy"), ("dataset", "medqa")] {
+        let clash = crpo_host(d, &["new", kind, builtin]);
+        assert!(
+            !clash.status.success() && String::from_utf8_lossy(&clash.stderr).contains("built-in"),
+            "{kind} {builtin}: {}",
+            String::from_utf8_lossy(&clash.stderr)
+        );
+        assert!(!d.join(builtin).exists());
+    }
 }
 
 #[test]

@@ -37,8 +37,17 @@ pub struct DoctorArgs {
 
 pub fn run(plugin_dirs: &[PathBuf], args: &DoctorArgs) -> anyhow::Result<()> {
     report(plugin_dirs)?;
+    // The plugin directories load as `train` would load them: a library that is no plugin,
+    // or a name clash, fails doctor as it would fail the run.
+    let registry = PluginRegistry::load(plugin_dirs)?;
+    println!(
+        "plugins          {} reward, {} dataset, {} policy (`crpo-host plugins` lists them)",
+        registry.rewards().len(),
+        registry.datasets().len(),
+        registry.policies().len(),
+    );
     if let Some(model) = &args.check_model {
-        check_model(&PluginRegistry::load(plugin_dirs)?, model, args)?;
+        check_model(&registry, model, args)?;
     }
     if let Some(path) = &args.config {
         memory_plan_of(path)?;

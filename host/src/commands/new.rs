@@ -119,6 +119,19 @@ const RESERVED: [&str; 57] = [
     "union",
 ];
 
+/// The built-in plugin of this kind named `ident`, if any: a library may not take its name.
+fn builtin_named(kind: PluginKind, ident: &str) -> Option<String> {
+    let builtins = crate::plugins::PluginRegistry::builtin_only();
+    let taken = match kind {
+        PluginKind::Reward => builtins.rewards().iter().any(|p| p.info.name == ident),
+        PluginKind::Dataset => builtins.datasets().iter().any(|p| p.info.name == ident),
+    };
+    taken.then(|| match kind {
+        PluginKind::Reward => format!("reward objective `{ident}`"),
+        PluginKind::Dataset => format!("dataset reader `{ident}`"),
+    })
+}
+
 pub fn run(args: &NewArgs) -> anyhow::Result<()> {
     let ident = args.name.replace('-', "_");
     let valid = ident.chars().next().is_some_and(|c| c.is_ascii_lowercase())
@@ -140,6 +153,11 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
         bail!(
             "`{}` is a name Rust or crpo already uses (a keyword, a standard crate or crpo's own): choose another (nothing was written)",
             args.name
+        );
+    }
+    if let Some(builtin) = builtin_named(args.kind, &ident) {
+        bail!(
+            "`{ident}` is the name of crpo's built-in {builtin}: a library plugin of that name would clash with it when loaded; choose another (nothing was written)"
         );
     }
     let sdk = match (&args.sdk, &args.sdk_git) {

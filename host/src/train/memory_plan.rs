@@ -18,6 +18,7 @@ use anyhow::{bail, Context};
 use crpo_plugins_policy::packed::PACKED_WEIGHT;
 use crpo_policy_sdk::lora::LoraConfig;
 use serde_json::Value;
+use std::num::Saturating;
 use std::path::Path;
 use tch::{Device, Kind};
 
@@ -58,20 +59,44 @@ impl ModelShape {
         };
         let head_dim = field("head_dim").unwrap_or(hidden / heads.max(1));
         let kv_heads = field("num_key_value_heads").unwrap_or(heads);
+        let q_width = heads.saturating_mul(head_dim);
+        let kv_width = kv_heads.saturating_mul(head_dim);
+        for (key, value, most) in [
+            ("hidden_size", hidden, MAX_WIDTH),
+            ("intermediate_size", intermediate, MAX_WIDTH),
+            ("num_attention_heads × head_dim", q_width, MAX_WIDTH),
+            ("num_key_value_heads × head_dim", kv_width, MAX_WIDTH),
+            ("num_hidden_layers", layers, MAX_LAYERS),
+            ("vocab_size", vocab, MAX_VOCAB),
+        ] {
+            if value > most {
+                bail!(
+                    "{}: {key} = {value} is larger than any decoder could be (at most {most})",
+                    path.display()
+                );
+            }
+        }
         let Some(parameters) = parameter_count(dir)? else {
             return Ok(None);
         };
         Ok(Some(ModelShape {
             parameters,
             hidden,
-            q_width: heads * head_dim,
+            q_width,
             intermediate,
             layers,
-            kv_width: kv_heads * head_dim,
+            kv_width,
             vocab,
         }))
     }
 }
+
+/// Bounds on a config.json's sizes, far above any real decoder's (Llama 3.1 405B: 16,384
+/// wide, 126 layers; vocabularies up to ~260k), so that a corrupt or hostile file is refused
+/// by name instead of planning nonsense.
+const MAX_WIDTH: u64 = 1 << 20;
+const MAX_LAYERS: u64 = 1 << 12;
+const MAX_VOCAB: u64 = 1 << 24;
 
 /// Elements of every tensor in the directory's safetensors files (`model.safetensors`, or
 /// the shards `model.safetensors.index.json` lists), from their headers alone.
@@ -102,7 +127,7 @@ pub fn parameter_count(dir: &Path) -> anyhow::Result<Option<u64>> {
     };
     let mut total = 0u64;
     for file in files {
-        total += elements_in(&file)?;
+        total = total.saturating_add(elements_in(&file)?);
     }
     Ok(Some(total))
 }
@@ -138,8 +163,13 @@ fn elements_in(file: &Path) -> anyhow::Result<u64> {
         .iter()
         .filter(|(name, _)| name.as_str() != "__metadata__")
         .filter_map(|(_, tensor)| tensor.get("shape").and_then(Value::as_array))
-        .map(|shape| shape.iter().filter_map(Value::as_u64).product::<u64>())
-        .sum())
+        .map(|shape| {
+            shape
+                .iter()
+                .filter_map(Value::as_u64)
+                .fold(1u64, u64::saturating_mul)
+        })
+        .fold(0u64, u64::saturating_add))
 }
 
 /// The settings that size a run's memory.
@@ -218,8 +248,8 @@ impl ModelShape {
     /// Parameters of the LoRA adapters `lora` gives the decoder.
     pub fn adapter_parameters(&self, lora: &LoraConfig) -> u64 {
         self.adapters(lora)
-            .map(|(r, inputs, outputs)| r * (inputs + outputs))
-            .sum()
+            .map(|(r, inputs, outputs)| r.saturating_mul(inputs + outputs))
+            .fold(0, u64::saturating_add)
     }
 
     /// Elements of the weights the rollout packs for decoding: each of at least
@@ -247,7 +277,7 @@ impl ModelShape {
                 .fold(self.vocab * self.hidden, u64::max),
             Some(lora) => self
                 .adapters(lora)
-                .map(|(r, inputs, outputs)| r * inputs.max(outputs))
+                .map(|(r, inputs, outputs)| r.saturating_mul(inputs.max(outputs)))
                 .max()
                 .unwrap_or(0),
         }
@@ -331,47 +361,55 @@ pub struct MemoryPlan {
 
 impl MemoryPlan {
     pub fn new(shape: &ModelShape, settings: Settings) -> Self {
-        let p = shape.parameters;
-        let b = settings.weight_bytes;
+        // Saturating throughout: a config with absurd sizes plans "more than any machine has"
+        // (and is refused), never a product that wrapped around to something small.
+        let n = Saturating;
+        let p = n(shape.parameters);
+        let b = n(settings.weight_bytes);
+        let (hidden, kv_width, intermediate) = (n(shape.hidden), n(shape.kv_width), n(shape.intermediate));
+        let (layers, vocab) = (n(shape.layers), n(shape.vocab));
+        let (micro_batch, rows) = (n(settings.micro_batch), n(settings.rollout_rows));
         let weights = p * b;
-        let sequence = settings.prompt_tokens + settings.completion_tokens;
+        let sequence = n(settings.prompt_tokens) + n(settings.completion_tokens);
         // A micro-batch's tokens: each prompt once for its completions (shared passes), one
         // more prompt for a micro-batch that splits a group; checkpointed passes lay every
         // row out in full.
         let prompts = if settings.gradient_checkpointing {
-            settings.micro_batch
+            micro_batch
         } else {
-            (settings.micro_batch.div_ceil(settings.group.max(1)) + 1).min(settings.micro_batch)
+            n((settings.micro_batch.div_ceil(settings.group.max(1)))
+                .saturating_add(1)
+                .min(settings.micro_batch))
         };
-        let prompt_tokens = prompts * settings.prompt_tokens;
-        let completion_tokens = settings.micro_batch * settings.completion_tokens;
+        let prompt_tokens = prompts * n(settings.prompt_tokens);
+        let completion_tokens = micro_batch * n(settings.completion_tokens);
         let tokens = prompt_tokens + completion_tokens;
-        let per_token_layer = (8 * shape.hidden + 4 * shape.kv_width + 4 * shape.intermediate) * b;
+        let per_token_layer = (n(8) * hidden + n(4) * kv_width + n(4) * intermediate) * b;
         let decoder = if settings.gradient_checkpointing {
             // Each layer's input, plus one layer's activations while it is recomputed.
-            tokens * shape.layers * shape.hidden * b + tokens * per_token_layer
+            tokens * layers * hidden * b + tokens * per_token_layer
         } else {
-            tokens * shape.layers * per_token_layer
+            tokens * layers * per_token_layer
         };
         // Three f32 vocabulary-sized allocations a pass: the logits, their log-softmax (in
         // chunks) and the logits' gradient (rollout/logprobs.rs). Two are live at a time, but
         // the memory one frees is seldom whole when the next is asked for (smaller tensors
         // take pieces of it first), and the CPU heap is never trimmed (crate::memory).
-        let vocabulary = completion_tokens * shape.vocab * 4 * 3;
+        let vocabulary = completion_tokens * vocab * n(4 * 3);
         // Under LoRA only the adapters train (gradients, AdamW, masters), and the reference is
         // the base with them off: no second copy.
-        let trained = settings
+        let trained = n(settings
             .lora
             .as_ref()
-            .map_or(p, |lora| shape.adapter_parameters(lora));
-        let largest = shape.largest_trained(settings.lora.as_ref());
+            .map_or(shape.parameters, |lora| shape.adapter_parameters(lora)));
+        let largest = n(shape.largest_trained(settings.lora.as_ref()));
         // A weight's gradient from one use waits in autograd's buffer for its others'. A
         // shared prompt pass uses every weight twice, its completions' backward coming first:
         // a gradient of every trained weight waits, and the tied embedding's lookup adds one
         // more of the largest. A checkpointed pass uses each layer once: only the embedding's
         // (LM head and lookup) waits, the whole backward.
         let gradient_buffers = if settings.gradient_checkpointing {
-            2 * largest * b
+            n(2) * largest * b
         } else {
             (trained + largest) * b
         };
@@ -381,27 +419,27 @@ impl MemoryPlan {
             weights
         };
         MemoryPlan {
-            weights,
+            weights: weights.0,
             reference: if settings.reference && settings.lora.is_none() {
-                weights
+                weights.0
             } else {
                 0
             },
-            master_weights: if b < 4 { trained * 4 } else { 0 },
-            gradients: trained * b,
-            optimizer_state: 2 * trained * 4,
-            kv_cache: shape.layers * 2 * shape.kv_width * settings.rollout_rows * sequence * b,
-            sampling: settings.rollout_rows * shape.vocab * 4 * 3,
+            master_weights: if b.0 < 4 { (trained * n(4)).0 } else { 0 },
+            gradients: (trained * b).0,
+            optimizer_state: (n(2) * trained * n(4)).0,
+            kv_cache: (layers * n(2) * kv_width * rows * sequence * b).0,
+            sampling: (rows * vocab * n(4 * 3)).0,
             decode_weights: if settings.decode_packing && settings.rollout_rows > 0 {
-                shape.packed_for_decoding() * 4
+                (n(shape.packed_for_decoding()) * n(4)).0
             } else {
                 0
             },
-            activations: decoder + vocabulary,
-            gradient_buffers,
+            activations: (decoder + vocabulary).0,
+            gradient_buffers: gradient_buffers.0,
             // The update and its denominator in f32, and a working copy (the f32 gradient of
             // bf16 weights, the squared gradient's term) (optimizer.rs).
-            optimizer_step: 3 * largest * 4,
+            optimizer_step: (n(3) * largest * n(4)).0,
             settings,
         }
     }
@@ -409,27 +447,30 @@ impl MemoryPlan {
     /// The most the policy update holds beside what stays: its passes' activations with
     /// their gradient buffers, or the optimizer step's temporaries.
     pub fn update(&self) -> u64 {
-        (self.activations + self.gradient_buffers).max(self.optimizer_step)
+        (self.activations.saturating_add(self.gradient_buffers)).max(self.optimizer_step)
     }
 
     /// The most the rollout holds beside what stays.
     pub fn rollout(&self) -> u64 {
-        self.kv_cache + self.sampling
+        self.kv_cache.saturating_add(self.sampling)
     }
 
     /// What stays for the whole run (the decode weights too: crpo_plugins_policy::packed).
     pub fn resident(&self) -> u64 {
-        self.weights
-            + self.reference
-            + self.master_weights
-            + self.gradients
-            + self.optimizer_state
-            + self.decode_weights
+        [
+            self.reference,
+            self.master_weights,
+            self.gradients,
+            self.optimizer_state,
+            self.decode_weights,
+        ]
+        .into_iter()
+        .fold(self.weights, u64::saturating_add)
     }
 
     /// The most held at once: the rollout and the update run one after the other.
     pub fn peak(&self) -> u64 {
-        self.resident() + self.rollout().max(self.update())
+        self.resident().saturating_add(self.rollout().max(self.update()))
     }
 
     /// The plan as a table, one part per line.
@@ -455,7 +496,7 @@ impl MemoryPlan {
                 format!(
                     "{} rows × {} positions",
                     s.rollout_rows,
-                    s.prompt_tokens + s.completion_tokens
+                    s.prompt_tokens.saturating_add(s.completion_tokens)
                 ),
             ),
             ("rollout sampling", self.sampling, String::new()),
@@ -585,10 +626,13 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
     }
     let gib = |bytes: u64| bytes as f64 / GIB;
     let mut remedies = Vec::new();
-    if plan.weights + plan.gradients + plan.optimizer_state + plan.master_weights > free {
+    let trained_state = [plan.gradients, plan.optimizer_state, plan.master_weights]
+        .into_iter()
+        .fold(plan.weights, u64::saturating_add);
+    if trained_state > free {
         remedies.push(format!(
             "a smaller model or a larger device (its weights, gradients and AdamW state alone take {:.1} GiB)",
-            gib(plan.weights + plan.gradients + plan.optimizer_state + plan.master_weights)
+            gib(trained_state)
         ));
     }
     let with = |settings: Settings| MemoryPlan::new(shape, settings);
@@ -986,5 +1030,34 @@ mod tests {
             error.contains("model.safetensors: not a safetensors file"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_by_key_or_planned_as_too_much_never_wrapped() {
+        let dir = tempfile::tempdir().unwrap();
+        crpo_plugins_policy::presets::write_tiny(dir.path(), 0).unwrap();
+        let config_path = dir.path().join("config.json");
+        let original: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+        for (key, value) in [
+            ("hidden_size", 1u64 << 40),
+            ("num_hidden_layers", 1_000_000_000),
+            ("vocab_size", u64::MAX),
+        ] {
+            let mut config = original.clone();
+            config[key] = value.into();
+            std::fs::write(&config_path, config.to_string()).unwrap();
+            let error = ModelShape::of_dir(dir.path()).unwrap_err().to_string();
+            assert!(error.contains(key) && error.contains("config.json"), "{error}");
+        }
+        // Sizes within the bounds with settings no machine holds: the plan saturates.
+        let settings = Settings {
+            micro_batch: u64::MAX / 2,
+            completion_tokens: u64::MAX / 3,
+            rollout_rows: u64::MAX,
+            ..settings()
+        };
+        let plan = MemoryPlan::new(&qwen_half_b(), settings);
+        assert_eq!(plan.peak(), u64::MAX);
+        assert!(check_fits(&plan, &qwen_half_b(), 1 << 40, "free").is_err());
     }
 }
