@@ -6,13 +6,49 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// A file being written; it appears at its path only on [`AtomicFile::commit`].
+///
+/// A path that is not a regular file's — a device, a pipe, `/dev/stdout`, a shell's
+/// `>(…)` — is written through instead: renaming over it would replace the device or pipe
+/// with a plain file. A link to a regular file is followed, so the link stays a link.
 pub struct AtomicFile {
     path: PathBuf,
-    writer: BufWriter<tempfile::NamedTempFile>,
+    sink: Sink,
+}
+
+enum Sink {
+    Temporary(BufWriter<tempfile::NamedTempFile>),
+    Through(BufWriter<std::fs::File>),
+}
+
+impl Write for Sink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::Temporary(writer) => writer.write(bytes),
+            Sink::Through(writer) => writer.write(bytes),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Temporary(writer) => writer.flush(),
+            Sink::Through(writer) => writer.flush(),
+        }
+    }
 }
 
 impl AtomicFile {
     pub fn create(path: &Path) -> anyhow::Result<Self> {
+        if is_special(path) {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .with_context(|| format!("cannot write to {}", path.display()))?;
+            return Ok(AtomicFile {
+                path: path.to_path_buf(),
+                sink: Sink::Through(BufWriter::new(file)),
+            });
+        }
+        let path = &regular_target(path)?;
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -30,24 +66,31 @@ impl AtomicFile {
             .with_context(|| format!("cannot create a file in {}", parent.display()))?;
         Ok(AtomicFile {
             path: path.to_path_buf(),
-            writer: BufWriter::new(temp),
+            sink: Sink::Temporary(BufWriter::new(temp)),
         })
     }
 
     pub fn writer(&mut self) -> &mut impl Write {
-        &mut self.writer
+        &mut self.sink
     }
 
     /// Writes one JSON value as a line.
     pub fn write_line(&mut self, value: &serde_json::Value) -> anyhow::Result<()> {
-        writeln!(self.writer, "{value}").with_context(|| format!("cannot write {}", self.path.display()))
+        writeln!(self.sink, "{value}").with_context(|| format!("cannot write {}", self.path.display()))
     }
 
-    /// Flushes, syncs and renames the file into place.
+    /// Flushes, syncs and renames the file into place (a device or pipe: flushes).
     pub fn commit(self) -> anyhow::Result<()> {
         let path = self.path;
-        let temp = self
-            .writer
+        let writer = match self.sink {
+            Sink::Through(mut writer) => {
+                return writer
+                    .flush()
+                    .with_context(|| format!("cannot write to {}", path.display()));
+            }
+            Sink::Temporary(writer) => writer,
+        };
+        let temp = writer
             .into_inner()
             .map_err(|e| e.into_error())
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -59,6 +102,42 @@ impl AtomicFile {
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(())
     }
+}
+
+/// Whether `path` is, or links to, something other than a regular file or directory (a
+/// device, a pipe, a socket), or one of this process's descriptors (`/dev/stdout`,
+/// `/dev/fd/N`, `/proc/self/fd/N`: a file the shell opened, to be written where it points).
+fn is_special(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let descriptor = |p: &Path| {
+        p.starts_with("/proc")
+            || p.starts_with("/dev/fd")
+            || p == Path::new("/dev/stdout")
+            || p == Path::new("/dev/stderr")
+    };
+    if descriptor(path) || std::fs::read_link(path).is_ok_and(|target| descriptor(&target)) {
+        return true;
+    }
+    std::fs::metadata(path).is_ok_and(|m| {
+        let kind = m.file_type();
+        kind.is_char_device() || kind.is_block_device() || kind.is_fifo() || kind.is_socket()
+    })
+}
+
+/// The regular file a write to `path` replaces: `path`, or the file a link at `path` points
+/// to (the link is kept). A link to nothing is refused rather than replaced by a file.
+fn regular_target(path: &Path) -> anyhow::Result<PathBuf> {
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        return Ok(path.to_path_buf());
+    }
+    path.canonicalize().with_context(|| {
+        format!(
+            "{} is a link to {}, which does not exist: write to a file, or make the link's target first",
+            path.display(),
+            std::fs::read_link(path).unwrap_or_default().display()
+        )
+    })
 }
 
 /// Writes `bytes` to `path` atomically.
@@ -212,6 +291,43 @@ mod tests {
             std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
             0o644
         );
+    }
+
+    #[test]
+    fn a_pipe_is_written_through_and_a_link_stays_a_link() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pipe = dir.path().join("pipe");
+        let name = std::ffi::CString::new(pipe.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let reader = {
+            let pipe = pipe.clone();
+            std::thread::spawn(move || std::fs::read_to_string(pipe).unwrap())
+        };
+        write(&pipe, "through\n").unwrap();
+        assert_eq!(reader.join().unwrap(), "through\n");
+        assert!(
+            std::fs::metadata(&pipe).unwrap().file_type().is_fifo(),
+            "still a pipe"
+        );
+
+        let target = dir.path().join("target.jsonl");
+        std::fs::write(&target, "old\n").unwrap();
+        let link = dir.path().join("link.jsonl");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write(&link, "new\n").unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new\n");
+
+        let dangling = dir.path().join("dangling.jsonl");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        let error = write(&dangling, "x").unwrap_err().to_string();
+        assert!(error.contains("does not exist"), "{error}");
+        assert!(std::fs::symlink_metadata(&dangling)
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 
     #[test]

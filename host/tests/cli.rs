@@ -146,6 +146,45 @@ fn score_writes_each_objectives_score_per_line() {
         rows[1]["scores"]["contraindication_safety"]["diagnostics"]["interaction_conflicts"],
         1.0
     );
+
+    // --output: a new file, then the same again (an earlier output is replaced); a file the
+    // user saved is kept; a run's samples are not an earlier output.
+    let score_to = |output: &std::path::Path| {
+        crpo_host(&[
+            "score",
+            "--objectives",
+            "accuracy",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ])
+    };
+    let scored = dir.path().join("scored.jsonl");
+    for _ in 0..2 {
+        let output = score_to(&scored);
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert_eq!(std::fs::read_to_string(&scored).unwrap().lines().count(), 2);
+    }
+    let notes = dir.path().join("notes.txt");
+    let samples = dir.path().join("samples.jsonl");
+    std::fs::write(&notes, "my notes\n").unwrap();
+    std::fs::write(
+        &samples,
+        r#"{"step": 1, "example": {}, "completion": "x", "scores": {}, "line": 1}"#,
+    )
+    .unwrap();
+    for kept in [&notes, &samples] {
+        let before = std::fs::read_to_string(kept).unwrap();
+        let output = score_to(kept);
+        assert!(!output.status.success());
+        assert!(
+            stderr(&output).contains("not an earlier score output"),
+            "{}",
+            stderr(&output)
+        );
+        assert_eq!(std::fs::read_to_string(kept).unwrap(), before);
+    }
 }
 
 #[test]

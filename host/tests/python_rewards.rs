@@ -11,7 +11,8 @@ use std::process::{Command, Output};
 
 /// Functions in the style of TRL's documentation, unchanged: conversational completions are
 /// `[{"role": "assistant", "content": …}]`, dataset columns arrive as keyword arguments.
-const REWARDS: &str = r#"import math
+const REWARDS: &str = r#"import itertools
+import math
 import re
 
 
@@ -49,6 +50,23 @@ def gold_option_reward(prompts, completions, completion_ids, answer, **kwargs):
 def broken_reward(completions, **kwargs):
     scale = 0
     return [math.sqrt(4) / scale for _ in completions]
+
+
+def group_size_reward(completions, **kwargs):
+    return [float(len(completions))] * len(completions)
+
+
+def endless_reward(completions, **kwargs):
+    return itertools.repeat(1.0)
+
+
+def chatty_reward(completions, **kwargs):
+    print("scoring", len(completions), "completions")
+    return [1.0 for _ in completions]
+
+
+def huge_reward(completions, **kwargs):
+    return [1e300 for _ in completions]
 
 
 def wrong_length_reward(completions, **kwargs):
@@ -137,6 +155,8 @@ fn trl_reward_functions_score_unchanged_and_fail_naming_function_and_file() {
     };
     assert_eq!(scores("format_reward"), [1.0, 0.0, 1.0]);
     assert_eq!(scores("accuracy_reward"), [1.0, 0.0, 1.0]);
+    // Consecutive records of one example are one group, as in training.
+    assert_eq!(scores("group_size_reward"), [2.0, 2.0, 1.0]);
     let rows = score(plugins.path(), &input, &file, "gold_option_reward").unwrap();
     let got: Vec<(f64, f64)> = rows
         .iter()
@@ -168,9 +188,18 @@ fn trl_reward_functions_score_unchanged_and_fail_naming_function_and_file() {
     assert!(
         wrong.contains("`wrong_length_reward`")
             && wrong.contains(&file_name)
-            && wrong.contains("returned 2 rewards for 1 completions"),
+            && wrong.contains("returned 3 rewards for 2 completions"),
         "{wrong}"
     );
+    let endless = score(plugins.path(), &input, &file, "endless_reward").unwrap_err();
+    assert!(
+        endless.contains("returned more than 2 rewards for 2 completions"),
+        "{endless}"
+    );
+    // print() goes to standard error: standard output stays score's JSONL.
+    assert_eq!(scores("chatty_reward"), [1.0, 1.0, 1.0]);
+    let huge = score(plugins.path(), &input, &file, "huge_reward").unwrap_err();
+    assert!(huge.contains("beyond the range of a reward"), "{huge}");
     let missing = score(plugins.path(), &input, &file, "no_such_reward").unwrap_err();
     assert!(
         missing.contains("option `function`")

@@ -9,7 +9,7 @@ use crate::plugins::{ConfiguredObjective, ObjectiveSpec, PluginRegistry};
 use anyhow::{bail, Context};
 use crpo_sdk::{DatasetSource, Example, ScoreRequest};
 use serde_json::{json, Map, Value};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -56,13 +56,17 @@ pub fn run(registry: &PluginRegistry, args: &ScoreArgs) -> anyhow::Result<()> {
     }
     if let Some(output) = &args.output {
         crate::atomic_file::refuse_replacing(output, "--output", &args.input, "the input file")?;
+        refuse_replacing_other_files(output)?;
     }
     let records = read_records(registry, &args.dataset, &args.input)?;
     let input = args.input.display().to_string();
-    let scored = records
-        .iter()
-        .map(|record| score_record(&objectives, record, &input))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Consecutive records of one example (a run's samples.jsonl lists a group's completions
+    // one after another) are scored as one group, as training scores them: an objective that
+    // compares a group's completions sees the same group here.
+    let mut scored = Vec::with_capacity(records.len());
+    for group in records.chunk_by(|a, b| a.example == b.example && a.step == b.step) {
+        scored.extend(score_group(&objectives, group, &input)?);
+    }
     match &args.output {
         Some(path) => {
             let mut file = AtomicFile::create(path)?;
@@ -81,11 +85,52 @@ pub fn run(registry: &PluginRegistry, args: &ScoreArgs) -> anyhow::Result<()> {
     }
 }
 
-/// One record to score: its line, example and completion.
+/// An earlier score output (or an empty file) is replaced, and a device or pipe written to;
+/// any other file at `--output` is what a user saved, and is kept.
+fn refuse_replacing_other_files(output: &Path) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    if output.is_dir() {
+        bail!(
+            "--output {} is a directory: name the JSONL file to write",
+            output.display()
+        );
+    }
+    let Ok(metadata) = std::fs::metadata(output) else {
+        return Ok(());
+    };
+    if !metadata.is_file() || metadata.len() == 0 {
+        return Ok(());
+    }
+    let file = std::fs::File::open(output).with_context(|| {
+        format!(
+            "--output {}: cannot check it is an earlier score output",
+            output.display()
+        )
+    })?;
+    let mut first = String::new();
+    let _ = std::io::BufReader::new(file).take(64 << 20).read_line(&mut first);
+    // score's rows: line, id, completion and scores (a run's samples.jsonl has scores too,
+    // with its example: not ours to replace).
+    let earlier = serde_json::from_str::<Value>(&first).is_ok_and(|row| {
+        row.get("scores").is_some_and(Value::is_object)
+            && row.get("line").is_some_and(Value::is_u64)
+            && row.get("example").is_none()
+    });
+    if !earlier {
+        bail!(
+            "--output {} exists and is not an earlier score output: choose another --output (it would be lost)",
+            output.display()
+        );
+    }
+    Ok(())
+}
+
+/// One record to score: its line, example and completion (and a run's step, if given).
 struct Record {
     line: usize,
     example: Example,
     completion: String,
+    step: Option<Value>,
 }
 
 /// Reads every record of `path`: crpo's own examples, or the dataset reader's (which names a
@@ -113,23 +158,32 @@ fn read_records(registry: &PluginRegistry, dataset: &str, path: &Path) -> anyhow
         let Some(completion) = record.get("completion").and_then(Value::as_str) else {
             bail!("{input}:{line_no}: field `completion`: missing or not a string");
         };
-        lines.push((line_no, record.get("example").cloned(), completion.to_string()));
+        lines.push(Line {
+            number: line_no,
+            example: record.get("example").cloned(),
+            completion: completion.to_string(),
+            step: record.get("step").cloned(),
+        });
     }
     if lines.is_empty() {
         bail!("{input} holds no records to score (one JSON object per line, each with a `completion`)");
     }
-    let own_form = lines.iter().any(|(_, example, _)| example.is_some());
+    let own_form = lines.iter().any(|line| line.example.is_some());
     if own_form {
         return lines
             .into_iter()
-            .map(|(line, example, completion)| {
-                let example = example.with_context(|| format!("{input}:{line}: field `example`: missing"))?;
+            .map(|line| {
+                let number = line.number;
+                let example = line
+                    .example
+                    .with_context(|| format!("{input}:{number}: field `example`: missing"))?;
                 let example: Example = serde_json::from_value(example)
-                    .with_context(|| format!("{input}:{line}: field `example`"))?;
+                    .with_context(|| format!("{input}:{number}: field `example`"))?;
                 Ok(Record {
-                    line,
+                    line: number,
                     example,
-                    completion,
+                    completion: line.completion,
+                    step: line.step,
                 })
             })
             .collect();
@@ -154,38 +208,65 @@ fn read_records(registry: &PluginRegistry, dataset: &str, path: &Path) -> anyhow
     Ok(lines
         .into_iter()
         .zip(read.examples)
-        .map(|((line, _, completion), example)| Record {
-            line,
+        .map(|(line, example)| Record {
+            line: line.number,
             example,
-            completion,
+            completion: line.completion,
+            step: line.step,
         })
         .collect())
 }
 
-fn score_record(objectives: &[ConfiguredObjective], record: &Record, input: &str) -> anyhow::Result<Value> {
-    let prompt = record.example.prompt.question().to_string();
-    let completions = [record.completion.as_str()];
-    let request = ScoreRequest::new(&record.example, &prompt, &completions);
-    let mut scores = Map::new();
+/// A line of the input, before its example is read.
+struct Line {
+    number: usize,
+    example: Option<Value>,
+    completion: String,
+    step: Option<Value>,
+}
+
+/// Scores a group of records of one example together, a line of output each.
+fn score_group(
+    objectives: &[ConfiguredObjective],
+    group: &[Record],
+    input: &str,
+) -> anyhow::Result<Vec<Value>> {
+    let example = &group[0].example;
+    let prompt = example.prompt.question().to_string();
+    let completions: Vec<&str> = group.iter().map(|record| record.completion.as_str()).collect();
+    let request = ScoreRequest::new(example, &prompt, &completions);
+    let lines = match group {
+        [one] => one.line.to_string(),
+        [first, .., last] => format!("{}-{}", first.line, last.line),
+        [] => return Ok(Vec::new()),
+    };
+    let mut scores = vec![Map::new(); group.len()];
     for objective in objectives {
-        let score = objective
+        let group_scores = objective
             .score_group(&request)
-            .with_context(|| format!("{input}:{}", record.line))?
-            .remove(0);
-        let diagnostics: Map<String, Value> = score
-            .diagnostics
-            .into_iter()
-            .map(|(k, v)| (k, json!(v)))
-            .collect();
-        scores.insert(
-            objective.name.clone(),
-            json!({"score": score.value, "answer": score.answer, "diagnostics": diagnostics}),
-        );
+            .with_context(|| format!("{input}:{lines}"))?;
+        for (score, record_scores) in group_scores.into_iter().zip(&mut scores) {
+            let diagnostics: Map<String, Value> = score
+                .diagnostics
+                .into_iter()
+                .map(|(k, v)| (k, json!(v)))
+                .collect();
+            record_scores.insert(
+                objective.name.clone(),
+                json!({"score": score.value, "answer": score.answer, "diagnostics": diagnostics}),
+            );
+        }
     }
-    Ok(json!({
-        "line": record.line,
-        "id": record.example.id,
-        "completion": record.completion,
-        "scores": scores,
-    }))
+    Ok(group
+        .iter()
+        .zip(scores)
+        .map(|(record, scores)| {
+            json!({
+                "line": record.line,
+                "id": record.example.id,
+                "completion": record.completion,
+                "scores": scores,
+            })
+        })
+        .collect())
 }

@@ -318,15 +318,21 @@ fn rewards(result: &Bound<'_, PyAny>, n: usize) -> Result<Vec<Option<f32>>, Stri
     {
         return Err(not_a_list());
     }
+    // One more than wanted at most: a generator without end is not read to the end of memory.
     let items = result
         .try_iter()
         .map_err(|_| not_a_list())?
+        .take(n + 1)
         .collect::<PyResult<Vec<_>>>()
         .map_err(|_| not_a_list())?;
     if items.len() != n {
+        let count = match result.len() {
+            Ok(length) => length.to_string(),
+            Err(_) if items.len() > n => format!("more than {n}"),
+            Err(_) => items.len().to_string(),
+        };
         return Err(format!(
-            "returned {} rewards for {n} completions: return exactly one float or None per completion",
-            items.len()
+            "returned {count} rewards for {n} completions: return exactly one float or None per completion"
         ));
     }
     items
@@ -341,6 +347,9 @@ fn rewards(result: &Bound<'_, PyAny>, n: usize) -> Result<Vec<Option<f32>>, Stri
                 return Err(bad("not a float or None"));
             }
             let value: f64 = item.extract().map_err(|_| bad("not a float or None"))?;
+            if value.is_finite() && !(value as f32).is_finite() {
+                return Err(bad("beyond the range of a reward (a 32-bit float)"));
+            }
             let value = value as f32;
             if value.is_finite() {
                 Ok(Some(value))
@@ -407,6 +416,9 @@ def setup(site_dirs, executable):
     # multiprocessing and subprocess calls use sys.executable: not the host's binary.
     if executable and os.path.exists(executable):
         sys.executable = executable
+    # A reward's print() goes to the log, never into the host's output (`score` writes JSONL
+    # to standard output).
+    sys.stdout = sys.stderr
 
 def add_path(entry):
     if entry not in sys.path:
