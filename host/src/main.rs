@@ -134,7 +134,7 @@ fn run_command(command: Command, dirs: &[PathBuf]) -> anyhow::Result<()> {
         Command::Doctor(args) => commands::doctor::run(dirs, &args),
         Command::Plugins(args) => commands::plugins::run(dirs, &args),
         Command::Data(args) => commands::data::run(dirs, &args),
-        Command::New(args) => commands::new::run(&args),
+        Command::New(args) => commands::new::run(dirs, &args),
         Command::Score(args) => commands::score::run(&PluginRegistry::load(dirs)?, &args),
         Command::InitModel(args) => commands::model::init_model(&PluginRegistry::load(dirs)?, &args),
         Command::MergeLora(args) => commands::merge_lora::run(&args),

@@ -217,6 +217,35 @@ fn file_that_is_not_a_library_is_refused_by_name() {
 }
 
 #[test]
+fn a_cut_short_copy_of_a_plugin_is_refused_not_a_crash() {
+    let whole = std::fs::read(plugin_library("contraindication_safety")).unwrap();
+    for length in [64, 4096, whole.len() / 2, whole.len() - 1] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("libcut.so"), &whole[..length]).unwrap();
+        let err = load_err(dir.path());
+        assert!(
+            err.contains("libcut.so")
+                && (err.contains("cut short") || err.contains("not a loadable library")),
+            "{length} bytes: {err}"
+        );
+    }
+}
+
+#[test]
+fn entries_named_like_libraries_that_are_not_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("folder.so")).unwrap();
+    assert!(load_err(dir.path()).contains("folder.so") && load_err(dir.path()).contains("a directory"));
+    std::fs::remove_dir(dir.path().join("folder.so")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("gone.so"), dir.path().join("libdangling.so")).unwrap();
+    let err = load_err(dir.path());
+    assert!(
+        err.contains("libdangling.so") && err.contains("broken link"),
+        "{err}"
+    );
+}
+
+#[test]
 fn library_without_crpo_root_module_is_refused_by_name() {
     let dir = plugin_dir(&["not_a_crpo_plugin"]);
     let err = load_err(dir.path());

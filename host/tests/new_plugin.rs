@@ -85,7 +85,7 @@ fn a_new_reward_crate_tests_builds_loads_and_scores() {
     assert!(
         !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("not a usable crate name")
     );
-    for taken in ["self", "std", "crpo-sdk"] {
+    for taken in ["self", "std", "crpo-sdk", "serde"] {
         let bad = crpo_host(d, &["new", "reward", taken]);
         assert!(
             !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("already uses"),
@@ -97,12 +97,31 @@ fn a_new_reward_crate_tests_builds_loads_and_scores() {
     for (kind, builtin) in [("reward", "accuracy"), ("dataset", "medqa")] {
         let clash = crpo_host(d, &["new", kind, builtin]);
         assert!(
-            !clash.status.success() && String::from_utf8_lossy(&clash.stderr).contains("built-in"),
+            !clash.status.success() && String::from_utf8_lossy(&clash.stderr).contains("crpo's built-in"),
             "{kind} {builtin}: {}",
             String::from_utf8_lossy(&clash.stderr)
         );
         assert!(!d.join(builtin).exists());
     }
+    // So would a name the plugin directories already hold.
+    let clash = crpo_host(
+        d,
+        &[
+            "--plugins",
+            "plugins",
+            "new",
+            "reward",
+            "gold_naming",
+            "--dir",
+            "again",
+        ],
+    );
+    let err = String::from_utf8_lossy(&clash.stderr);
+    assert!(
+        !clash.status.success() && err.contains("libgold_naming.so"),
+        "{err}"
+    );
+    assert!(!d.join("again").exists());
 }
 
 #[test]

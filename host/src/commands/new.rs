@@ -119,20 +119,35 @@ const RESERVED: [&str; 57] = [
     "union",
 ];
 
-/// The built-in plugin of this kind named `ident`, if any: a library may not take its name.
-fn builtin_named(kind: PluginKind, ident: &str) -> Option<String> {
-    let builtins = crate::plugins::PluginRegistry::builtin_only();
-    let taken = match kind {
-        PluginKind::Reward => builtins.rewards().iter().any(|p| p.info.name == ident),
-        PluginKind::Dataset => builtins.datasets().iter().any(|p| p.info.name == ident),
+/// The plugin of this kind named `ident` that the new one would clash with when loaded
+/// beside it, if any: a built-in, or one of the plugin directories' (when they load).
+fn taken_by(kind: PluginKind, ident: &str, plugin_dirs: &[PathBuf]) -> Option<String> {
+    let registry = crate::plugins::PluginRegistry::load(plugin_dirs)
+        .unwrap_or_else(|_| crate::plugins::PluginRegistry::builtin_only());
+    let origin = match kind {
+        PluginKind::Reward => registry
+            .rewards()
+            .iter()
+            .find(|p| p.info.name == ident)
+            .map(|p| p.origin.to_string()),
+        PluginKind::Dataset => registry
+            .datasets()
+            .iter()
+            .find(|p| p.info.name == ident)
+            .map(|p| p.origin.to_string()),
+    }?;
+    let kind = match kind {
+        PluginKind::Reward => "reward objective",
+        PluginKind::Dataset => "dataset reader",
     };
-    taken.then(|| match kind {
-        PluginKind::Reward => format!("reward objective `{ident}`"),
-        PluginKind::Dataset => format!("dataset reader `{ident}`"),
+    Some(if origin == "builtin" {
+        format!("crpo's built-in {kind} `{ident}`")
+    } else {
+        format!("the {kind} `{ident}` of {origin}")
     })
 }
 
-pub fn run(args: &NewArgs) -> anyhow::Result<()> {
+pub fn run(plugin_dirs: &[PathBuf], args: &NewArgs) -> anyhow::Result<()> {
     let ident = args.name.replace('-', "_");
     let valid = ident.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && ident
@@ -146,18 +161,21 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
     }
     // The name becomes a crate and a function: Rust's keywords and the standard crates cannot
     // be either, and crpo's own crates would depend on themselves.
-    let crpo_crate = ["crpo_sdk", "crpo_policy_sdk", "crpo_host"].contains(&ident.as_str())
+    // The crates the template depends on (and the sdk's own ABI crate) cannot be its name.
+    let dependency = ["serde", "serde_json", "abi_stable"].contains(&ident.as_str());
+    let crpo_crate = dependency
+        || ["crpo_sdk", "crpo_policy_sdk", "crpo_host"].contains(&ident.as_str())
         || ident.starts_with("crpo_plugins")
         || ident.starts_with("crpo_torch");
     if RESERVED.contains(&ident.as_str()) || crpo_crate {
         bail!(
-            "`{}` is a name Rust or crpo already uses (a keyword, a standard crate or crpo's own): choose another (nothing was written)",
+            "`{}` is a name Rust or crpo already uses (a keyword, a standard crate, a crate the plugin depends on or crpo's own): choose another (nothing was written)",
             args.name
         );
     }
-    if let Some(builtin) = builtin_named(args.kind, &ident) {
+    if let Some(taken) = taken_by(args.kind, &ident, plugin_dirs) {
         bail!(
-            "`{ident}` is the name of crpo's built-in {builtin}: a library plugin of that name would clash with it when loaded; choose another (nothing was written)"
+            "`{ident}` is the name of {taken}: a plugin of that name would clash with it when loaded; choose another (nothing was written)"
         );
     }
     let sdk = match (&args.sdk, &args.sdk_git) {

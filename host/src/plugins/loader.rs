@@ -52,13 +52,58 @@ pub fn library_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
             })?
             .path();
         let is_library = path.extension().and_then(|e| e.to_str()) == Some(std::env::consts::DLL_EXTENSION);
-        // `is_file` follows links: a link is listed here and judged by the trust checks.
-        if is_library && path.is_file() {
-            files.push(path);
+        if !is_library {
+            continue;
+        }
+        // `metadata` follows links: a link to a file is listed here and judged by the trust
+        // checks. Anything else named like a library is refused, not skipped in silence.
+        match std::fs::metadata(&path) {
+            Ok(metadata) if metadata.is_file() => files.push(path),
+            Ok(metadata) => {
+                return Err(LoadError::Library {
+                    path,
+                    reason: format!(
+                        "named like a plugin library but {}: remove or rename it",
+                        if metadata.is_dir() {
+                            "a directory"
+                        } else {
+                            "not a regular file (a device, pipe or socket)"
+                        }
+                    ),
+                })
+            }
+            Err(error) => return Err(LoadError::Library {
+                path,
+                reason: format!(
+                    "named like a plugin library but unreadable ({error}): a broken link? remove or fix it"
+                ),
+            }),
         }
     }
     files.sort();
     Ok(files)
+}
+
+/// Checks that `path` is a shared library whose every loaded segment lies within the file:
+/// dlopen maps a cut-short copy (an interrupted download or `cp`) without complaint, and the
+/// process then dies of SIGBUS when it touches the missing pages.
+fn check_whole_library(path: &Path) -> Result<(), String> {
+    use object::{Object, ObjectSegment};
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let file = object::File::parse(&*bytes).map_err(|e| {
+        format!("not a loadable library ({e}): a cut-short copy, or not a shared library at all")
+    })?;
+    for segment in file.segments() {
+        let (offset, size) = segment.file_range();
+        if offset.saturating_add(size) > bytes.len() as u64 {
+            return Err(format!(
+                "the file is cut short: it has {} bytes, its segments need {} (copy it again)",
+                bytes.len(),
+                offset.saturating_add(size)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Loads one library: checks it is a crpo plugin library of a compatible sdk version and type
@@ -68,6 +113,7 @@ pub fn load_library(path: &Path) -> Result<LoadedLibrary, LoadError> {
         path: path.to_path_buf(),
         reason,
     };
+    check_whole_library(path).map_err(fail)?;
     let header = lib_header_from_path(path).map_err(|e| fail(describe(e)))?;
     let sdk = header.version_strings().version.to_string();
     let root = init_root_module(header).map_err(|e| fail(describe(e)))?;
