@@ -240,6 +240,15 @@ fn score_names_the_file_line_and_field_of_a_bad_record() {
     let output = crpo_host(&[
         "score",
         "--objectives",
+        "accuracy,accuracy",
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success() && stderr(&output).contains("`accuracy` twice"));
+
+    let output = crpo_host(&[
+        "score",
+        "--objectives",
         "no_such_objective",
         "--input",
         input.to_str().unwrap(),

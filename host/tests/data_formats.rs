@@ -183,6 +183,27 @@ fn data_check_lists_every_malformed_record_and_renders_prompts_with_the_config()
         "{table}"
     );
     assert!(String::from_utf8_lossy(&text.stderr).contains("2 malformed records"));
+    let (_, none_listed) = check(d, "medqa", &path, &["--max-errors", "0"]);
+    assert!(String::from_utf8_lossy(&none_listed.stderr).contains("raise --max-errors to list them"));
+    // An empty file fails the check; a record of megabytes is not printed whole.
+    std::fs::write(d.join("empty.jsonl"), "\n").unwrap();
+    let (report, empty) = check(d, "medqa", &d.join("empty.jsonl"), &[]);
+    assert_eq!(report["examples"], 0);
+    assert!(
+        !empty.status.success() && String::from_utf8_lossy(&empty.stderr).contains("holds no examples"),
+        "{}",
+        String::from_utf8_lossy(&empty.stderr)
+    );
+    let huge =
+        json!({"question": "why? ".repeat(200_000), "options": {"A": "x", "B": "y"}, "answer_idx": "A"});
+    let huge = write_lines(d, "huge.jsonl", &[huge]);
+    let (report, _) = check(d, "medqa", &huge, &[]);
+    let shown = report["shown"][0]["prompt"].as_str().unwrap();
+    assert!(
+        shown.len() < 20_000 && shown.contains("more characters not shown"),
+        "{}",
+        shown.len()
+    );
     let not_an_object = crpo_host(
         d,
         &[

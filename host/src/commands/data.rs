@@ -118,7 +118,18 @@ pub fn run(dirs: &[PathBuf], args: &DataArgs) -> anyhow::Result<()> {
     }
     let malformed: usize = reports.iter().map(|r| r.malformed).sum();
     if malformed > 0 {
+        let listed: usize = reports.iter().map(|r| r.malformed_records.len()).sum();
+        if listed == 0 {
+            bail!("{malformed} malformed records (raise --max-errors to list them)");
+        }
         bail!("{malformed} malformed records (listed above)");
+    }
+    if let Some(empty) = reports.iter().find(|r| r.examples == 0) {
+        bail!(
+            "{} holds no examples for dataset `{}`: a run would have nothing to train on",
+            empty.file,
+            empty.dataset
+        );
     }
     Ok(())
 }
@@ -179,7 +190,7 @@ pub fn check(dirs: &[PathBuf], args: &CheckArgs) -> anyhow::Result<Vec<FileRepor
                     path: file.clone(),
                     options: options.clone(),
                 })
-                .with_context(|| format!("dataset `{dataset}` cannot read {}", file.display()))?;
+                .with_context(|| format!("dataset `{dataset}` reading {}", file.display()))?;
             report(&dataset, file, &read.examples, &read.malformed, &rendering, args)
         })
         .collect()
@@ -292,8 +303,24 @@ fn shown(rendering: &Rendering, example: &Example) -> anyhow::Result<ShownExampl
     Ok(ShownExample {
         id: example.id.clone(),
         answer: example.answer.clone(),
-        prompt,
+        prompt: shortened(prompt),
     })
+}
+
+/// Characters of a prompt shown: a record of megabytes (which a run cuts to
+/// max_prompt_length tokens) is not printed whole.
+const MAX_SHOWN_CHARS: usize = 8_000;
+
+fn shortened(prompt: String) -> String {
+    let total = prompt.chars().count();
+    if total <= MAX_SHOWN_CHARS {
+        return prompt;
+    }
+    let kept: String = prompt.chars().take(MAX_SHOWN_CHARS).collect();
+    format!(
+        "{kept}\n[… {} more characters not shown]",
+        total - MAX_SHOWN_CHARS
+    )
 }
 
 fn print_report(report: &FileReport) {

@@ -37,6 +37,22 @@ pub fn run(registry: &PluginRegistry, args: &ScoreArgs) -> anyhow::Result<()> {
             .context("--options must be a JSON object of objective name to its options")?,
         None => Map::new(),
     };
+    // Checked before any objective is made: a mistyped --options key would otherwise show
+    // as the objective's own missing option.
+    if let Some(unused) = options.keys().find(|name| !args.objectives.contains(name)) {
+        bail!(
+            "--options names `{unused}`, which is not among --objectives ({})",
+            args.objectives.join(",")
+        );
+    }
+    if let Some(twice) = args
+        .objectives
+        .iter()
+        .enumerate()
+        .find_map(|(i, name)| args.objectives[..i].contains(name).then_some(name))
+    {
+        bail!("--objectives names `{twice}` twice: each objective once");
+    }
     let objectives = args
         .objectives
         .iter()
@@ -51,9 +67,6 @@ pub fn run(registry: &PluginRegistry, args: &ScoreArgs) -> anyhow::Result<()> {
             ConfiguredObjective::create(registry, &spec)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(unused) = options.keys().next() {
-        bail!("--options names `{unused}`, which is not among --objectives");
-    }
     if let Some(output) = &args.output {
         crate::atomic_file::refuse_replacing(output, "--output", &args.input, "the input file")?;
         refuse_replacing_other_files(output)?;

@@ -72,12 +72,14 @@ pub fn library_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
                     ),
                 })
             }
-            Err(error) => return Err(LoadError::Library {
-                path,
-                reason: format!(
+            Err(error) => {
+                return Err(LoadError::Library {
+                    path,
+                    reason: format!(
                     "named like a plugin library but unreadable ({error}): a broken link? remove or fix it"
                 ),
-            }),
+                })
+            }
         }
     }
     files.sort();

@@ -27,7 +27,7 @@ pub fn read_examples(
     let read = plugin
         .plugin()
         .read(&source)
-        .with_context(|| format!("dataset `{}` cannot read {}", config.data.dataset, path.display()))?;
+        .with_context(|| format!("dataset `{}` reading {}", config.data.dataset, path.display()))?;
     if let Some(first) = read.malformed.first() {
         if !config.data.skip_malformed {
             bail!(
