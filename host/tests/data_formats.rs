@@ -146,6 +146,24 @@ fn data_check_reads_every_readers_real_layouts() {
         answers(&chat),
         "the same questions in both files"
     );
+    // Text stored as bytes reads as text; a NaN or non-text value makes its row malformed,
+    // naming the column (it read as no gold answer, or as base64).
+    let (odd, output) = check(d, "jsonl", &fixture("odd_values.parquet"), &[]);
+    assert!(!output.status.success());
+    assert_eq!(odd["examples"], 1);
+    assert!(odd["shown"][0]["prompt"]
+        .as_str()
+        .unwrap()
+        .starts_with("user: What is 2 + 2?"));
+    let malformed = odd["malformed_records"].to_string();
+    assert!(
+        malformed.contains("odd_values.parquet:2") && malformed.contains("column `answer`: NaN"),
+        "{malformed}"
+    );
+    assert!(
+        malformed.contains("odd_values.parquet:3") && malformed.contains("column `question`: binary data"),
+        "{malformed}"
+    );
 }
 
 #[test]

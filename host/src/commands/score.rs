@@ -266,7 +266,8 @@ fn score_group(
                 .collect();
             record_scores.insert(
                 objective.name.clone(),
-                json!({"score": score.value, "answer": score.answer, "diagnostics": diagnostics}),
+                // `+ 0.0` prints a negative zero (a penalty of 0 scaled) as 0.
+                json!({"score": score.value + 0.0, "answer": score.answer, "diagnostics": diagnostics}),
             );
         }
     }

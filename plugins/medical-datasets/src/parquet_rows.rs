@@ -5,6 +5,8 @@
 use crate::records::Records;
 use crpo_sdk::PluginError;
 use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::{Field, Row};
+use serde_json::{Map, Value};
 use std::fs::File;
 use std::path::Path;
 
@@ -30,15 +32,60 @@ pub fn read_rows(path: &Path) -> Result<Records, PluginError> {
                 "not a readable Parquet file: its pages decode to more rows than the {declared} its footer declares (the file is corrupt)"
             )));
         }
-        let record = row.map(|row| row.to_json_value()).map_err(|e| {
-            // The library's message can carry a page of raw bytes: the start says what failed.
-            let message = e.to_string();
-            match message.char_indices().nth(200) {
-                Some((cut, _)) => format!("unreadable Parquet row: {}…", &message[..cut]),
-                None => format!("unreadable Parquet row: {message}"),
-            }
-        });
+        let record = row
+            .map_err(|e| {
+                // The library's message can carry a page of raw bytes: the start says what failed.
+                let message = e.to_string();
+                match message.char_indices().nth(200) {
+                    Some((cut, _)) => format!("unreadable Parquet row: {}…", &message[..cut]),
+                    None => format!("unreadable Parquet row: {message}"),
+                }
+            })
+            .and_then(|row| row_json(&row));
         records.push((index + 1, record));
     }
     Ok(records)
+}
+
+/// A row as JSON, as a JSONL line of it would read: text stored as binary is text, and a
+/// NaN or infinite number (which no JSON line can hold) makes the row malformed, naming its
+/// column, instead of a silent `null` (a NaN gold answer would read as none).
+fn row_json(row: &Row) -> Result<Value, String> {
+    row.get_column_iter()
+        .map(|(name, field)| {
+            Ok((
+                name.clone(),
+                field_json(field).map_err(|why| format!("column `{name}`: {why}"))?,
+            ))
+        })
+        .collect::<Result<Map<String, Value>, String>>()
+        .map(Value::Object)
+}
+
+fn field_json(field: &Field) -> Result<Value, String> {
+    Ok(match field {
+        Field::Float(x) if !x.is_finite() => return Err(format!("{x} is not a number JSON can hold")),
+        Field::Double(x) if !x.is_finite() => return Err(format!("{x} is not a number JSON can hold")),
+        Field::Float16(x) if !x.is_finite() => return Err(format!("{x} is not a number JSON can hold")),
+        Field::Bytes(bytes) => match std::str::from_utf8(bytes.data()) {
+            Ok(text) => Value::String(text.to_string()),
+            Err(_) => return Err("binary data, not text".into()),
+        },
+        Field::Group(row) => row_json(row)?,
+        Field::ListInternal(list) => {
+            Value::Array(list.elements().iter().map(field_json).collect::<Result<_, _>>()?)
+        }
+        Field::MapInternal(map) => {
+            let mut object = Map::new();
+            for (key, value) in map.entries() {
+                let key = match field_json(key)? {
+                    Value::String(text) => text,
+                    other => other.to_string(),
+                };
+                object.insert(key, field_json(value)?);
+            }
+            Value::Object(object)
+        }
+        other => other.to_json_value(),
+    })
 }
