@@ -332,6 +332,51 @@ fn train_refuses_an_earlier_runs_files_and_a_resume_with_nothing_to_resume() {
 }
 
 #[test]
+fn sft_never_replaces_the_base_model_or_files_a_user_saved() {
+    let dir = setup("", "");
+    let d = dir.path();
+    let sft_into = |output_dir: &str| {
+        write_config(d, "", &format!("[sft]\noutput_dir = \"{output_dir}\""));
+        run(d, &["sft", "--config", "run.toml"])
+    };
+    let weights = std::fs::read(d.join("model/model.safetensors")).unwrap();
+    // The base model is `<sft.output_dir>/model`, which the fine-tuned model would replace.
+    let base = sft_into(".");
+    assert_eq!(base.status.code(), Some(1));
+    assert!(
+        stderr(&base).contains("would replace the base model"),
+        "{}",
+        stderr(&base)
+    );
+    assert_eq!(std::fs::read(d.join("model/model.safetensors")).unwrap(), weights);
+    // A user's files in `<sft.output_dir>/model`, or a run_info.json crpo did not write.
+    std::fs::create_dir_all(d.join("mine/model")).unwrap();
+    std::fs::write(d.join("mine/model/thesis.tex"), "chapter 1").unwrap();
+    let mine = sft_into("mine");
+    assert!(
+        stderr(&mine).contains("already holds a model"),
+        "{}",
+        stderr(&mine)
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("mine/model/thesis.tex")).unwrap(),
+        "chapter 1"
+    );
+    std::fs::create_dir_all(d.join("notes")).unwrap();
+    std::fs::write(d.join("notes/run_info.json"), "{\"mine\": true}").unwrap();
+    let notes = sft_into("notes");
+    assert!(
+        stderr(&notes).contains("not a crpo run's run_info.json"),
+        "{}",
+        stderr(&notes)
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("notes/run_info.json")).unwrap(),
+        "{\"mine\": true}"
+    );
+}
+
+#[test]
 fn a_resume_refuses_config_changes_that_change_the_run_unless_allowed() {
     let dir = setup("max_steps = 1\nsave_steps = 1", "");
     assert!(run(dir.path(), &["train", "--config", "run.toml"])
@@ -635,6 +680,15 @@ fn sigterm_finishes_the_step_writes_a_checkpoint_and_the_run_resumes() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // A second start into the directory while the run holds it is refused before it
+    // writes anything (a double launch would interleave two runs' metrics).
+    let second = run(dir.path(), &["train", "--config", "run.toml", "--resume"]);
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        stderr(&second).contains("in use by another crpo-host run"),
+        "{}",
+        stderr(&second)
+    );
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let output = child.wait_with_output().unwrap();

@@ -16,6 +16,7 @@ pub mod resume;
 pub mod reward;
 pub mod rollouts;
 pub mod run_info;
+pub mod run_lock;
 pub mod sft;
 pub mod tensorboard;
 pub mod trainer;

@@ -9,6 +9,7 @@ use super::checkpoint::{self, TrainerState};
 use super::config::RunConfig;
 use super::metrics::{flatten, METRICS_FILE, SAMPLES_FILE};
 use super::optimizer::{AdamW, AdamWSettings};
+use super::run_lock::RunLock;
 use crate::plugins::PluginRegistry;
 use crate::rollout::Policy;
 use anyhow::{bail, Context};
@@ -24,7 +25,9 @@ pub fn policy_and_optimizer(
     start_mode: StartMode,
     mode: &str,
     settings: AdamWSettings,
-) -> anyhow::Result<(Option<TrainerState>, Policy, AdamW)> {
+) -> anyhow::Result<(Option<TrainerState>, Policy, AdamW, RunLock)> {
+    // Taken before anything in the directory is read or tidied: another run may be using it.
+    let lock = super::run_lock::lock(run_dir, setting)?;
     // Fresh LoRA adapters are drawn from torch's generator: from the run's seed, as
     // transformers' Trainer seeds before it builds the model, so a run is reproducible.
     tch::manual_seed(config.run.seed as i64);
@@ -37,12 +40,12 @@ pub fn policy_and_optimizer(
     Ok(match resumed {
         Some(resumed) => {
             let (policy, optimizer) = resumed.loaded;
-            (Some(resumed.state), policy, optimizer)
+            (Some(resumed.state), policy, optimizer, lock)
         }
         None => {
             let policy = Policy::load(registry, &config.model, &config.model.path)?;
             let optimizer = AdamW::new(policy.parameters(), settings);
-            (None, policy, optimizer)
+            (None, policy, optimizer, lock)
         }
     })
 }
@@ -121,6 +124,13 @@ pub fn start<T>(
         .copied()
         .filter(|f| run_dir.join(f).exists())
         .collect();
+    let info = run_dir.join(super::run_info::RUN_INFO_FILE);
+    if info.exists() && !super::run_info::is_run_info(&info) {
+        bail!(
+            "{} is not a crpo run's run_info.json, and a run writes its own there: choose another {setting} (it would be lost)",
+            info.display()
+        );
+    }
     if !start.resume {
         if let Some((_, latest)) = checkpoints.last() {
             bail!(

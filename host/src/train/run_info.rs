@@ -43,3 +43,11 @@ pub fn write(
     });
     crate::atomic_file::write(&run_dir.join(RUN_INFO_FILE), serde_json::to_string_pretty(&info)?)
 }
+
+/// Whether `path` holds a run_info.json a crpo run wrote (so another run may replace it).
+pub fn is_run_info(path: &Path) -> bool {
+    std::fs::read(path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .is_some_and(|info| info.get("crpo_host").is_some() && info.get("command").is_some())
+}

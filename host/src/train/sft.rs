@@ -54,7 +54,8 @@ pub fn run(
         weight_decay: config.sft.weight_decay,
     };
     super::memory_plan::check_run(config, super::memory_plan::Phase::Sft)?;
-    let (state, policy, mut optimizer) = resume::policy_and_optimizer(
+    refuse_replacing_saved_models(config, &run_dir, start)?;
+    let (state, policy, mut optimizer, _run_lock) = resume::policy_and_optimizer(
         registry,
         config,
         (&run_dir, "sft.output_dir"),
@@ -244,6 +245,29 @@ fn reference_ids(mut ids: Vec<i64>, eos: i64, max: usize) -> (Vec<i64>, bool) {
     let cut = ids.len() > max;
     ids.truncate(max);
     (ids, cut)
+}
+
+/// The fine-tuned model replaces `<sft.output_dir>/model` at the end: that may not be (or
+/// hold) the base model or the adapter the run starts from, and a fresh run may not find a
+/// model there already (a user's, or another run's).
+fn refuse_replacing_saved_models(config: &RunConfig, run_dir: &Path, start: StartMode) -> anyhow::Result<()> {
+    let model_dir = run_dir.join(checkpoint::MODEL_DIR);
+    let adapter = config.model.lora.as_ref().and_then(|lora| lora.adapter.as_ref());
+    for (input, name) in [
+        (Some(&config.model.path), "the base model (model.path)"),
+        (adapter, "the adapter to start from (model.lora.adapter)"),
+    ] {
+        if let Some(input) = input {
+            crate::atomic_file::refuse_replacing(&model_dir, "sft.output_dir", input, name)?;
+        }
+    }
+    if !start.resume && crate::atomic_file::is_occupied(&model_dir) {
+        bail!(
+            "{} already holds a model, which sft would replace with its fine-tuned one: choose another sft.output_dir (it would be lost)",
+            run_dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Writes the model to `target` atomically: into a temporary sibling, then renamed over.

@@ -70,6 +70,8 @@ pub struct Trainer {
     writers: Option<Writers>,
     /// The other ranks of a distributed run.
     world: Option<World>,
+    /// Rank 0's hold on the run directory (crate::train::run_lock).
+    _run_lock: Option<super::run_lock::RunLock>,
 }
 
 /// The run's records.
@@ -124,9 +126,9 @@ impl Trainer {
                 tch::manual_seed(config.run.seed as i64);
                 let policy = Policy::load(registry, &config.model, &config.model.path)?;
                 let optimizer = AdamW::new(policy.parameters(), adam_settings(&config));
-                return Ok((None, policy, optimizer));
+                return Ok((None, policy, optimizer, None));
             }
-            let started = resume::policy_and_optimizer(
+            let (state, policy, optimizer, lock) = resume::policy_and_optimizer(
                 registry,
                 &config,
                 (&run_dir, "run.output_dir"),
@@ -134,7 +136,7 @@ impl Trainer {
                 MODE,
                 adam_settings(&config),
             )?;
-            if let Some(state) = &started.0 {
+            if let Some(state) = &state {
                 if state.world_size != world_size {
                     bail!(
                         "--resume: the run was trained across {} process(es) and this start has {world_size}: a step's work is split by rank, so a different world size would not continue the same run (start it again with {} process(es))",
@@ -143,9 +145,9 @@ impl Trainer {
                     );
                 }
             }
-            Ok(started)
+            Ok((state, policy, optimizer, Some(lock)))
         })();
-        let (state, policy, mut optimizer) = match &world {
+        let (state, policy, mut optimizer, run_lock) = match &world {
             Some(world) => world.agree("starting the run", started)?,
             None => started?,
         };
@@ -212,6 +214,7 @@ impl Trainer {
         Ok(Trainer {
             writers,
             world,
+            _run_lock: run_lock,
             cursor: state.as_ref().map_or_else(DataCursor::default, |s| s.cursor),
             step: state.as_ref().map_or(0, |s| s.step),
             nonfinite_steps: state.as_ref().map_or(0, |s| s.nonfinite_steps),

@@ -1,0 +1,84 @@
+//! One process at a time in a run directory: two starts into one directory (a double launch,
+//! a scheduler's requeue while the first still runs) would interleave their metrics and race
+//! for the same checkpoint names. The lock is `flock`'s, so it goes with the process however
+//! it ends (a SIGKILLed run resumes without anyone removing a stale lock).
+
+use anyhow::{bail, Context};
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+/// The lock file a run keeps in its directory.
+pub const LOCK_FILE: &str = ".crpo-run.lock";
+
+/// Held while a run uses its directory; released when dropped or when the process ends.
+pub struct RunLock {
+    _file: File,
+}
+
+/// Takes `run_dir` (made if new) for this process, or names the process that holds it.
+/// `setting` names the config key that moves the run, for the message.
+pub fn lock(run_dir: &Path, setting: &str) -> anyhow::Result<RunLock> {
+    if run_dir.exists() && !run_dir.is_dir() {
+        bail!(
+            "{setting} {} is a file: a run writes a directory there (choose another {setting})",
+            run_dir.display()
+        );
+    }
+    std::fs::create_dir_all(run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
+    let path = run_dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(error).with_context(|| format!("cannot lock {}", path.display()));
+        }
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = holder.trim();
+        bail!(
+            "{} is in use by another crpo-host run{}: wait for it to end (or stop it) before starting or resuming this one, or choose another {setting}",
+            run_dir.display(),
+            if holder.is_empty() {
+                String::new()
+            } else {
+                format!(" (process {holder})")
+            }
+        );
+    }
+    // Who holds it, for the message above.
+    file.set_len(0)?;
+    file.rewind()?;
+    write!(file, "{}", std::process::id())?;
+    Ok(RunLock { _file: file })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_is_refused_until_the_first_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let first = lock(&run, "run.output_dir").unwrap();
+        let error = lock(&run, "run.output_dir").err().unwrap().to_string();
+        assert!(
+            error.contains("in use by another crpo-host run")
+                && error.contains(&format!("process {}", std::process::id())),
+            "{error}"
+        );
+        drop(first);
+        lock(&run, "run.output_dir").unwrap();
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        assert!(lock(&dir.path().join("file"), "run.output_dir").is_err());
+    }
+}
