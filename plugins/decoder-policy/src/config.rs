@@ -146,6 +146,28 @@ impl DecoderConfig {
         self.model_type != "qwen2" && self.attention_bias.unwrap_or(false)
     }
 
+    /// Parameters the model has at the least (its embedding and each layer's projections;
+    /// biases, norms and an untied LM head come on top), in wide arithmetic so that absurd
+    /// sizes cannot wrap.
+    pub fn least_parameters(&self) -> u128 {
+        let [vocab, hidden, intermediate, layers] = [
+            self.vocab_size,
+            self.hidden_size,
+            self.intermediate_size,
+            self.num_hidden_layers,
+        ]
+        .map(|n| n as u128);
+        let head_dim = self.head_dim() as u128;
+        let times = u128::saturating_mul;
+        let q = times(self.num_attention_heads as u128, head_dim);
+        let kv = times(self.num_kv_heads() as u128, head_dim);
+        let per_layer = times(hidden, q)
+            .saturating_add(times(hidden, kv))
+            .saturating_mul(2)
+            .saturating_add(times(times(hidden, intermediate), 3));
+        times(vocab, hidden).saturating_add(times(layers, per_layer))
+    }
+
     /// Checks what this implementation supports, naming the offending key.
     pub fn validate(&self) -> Result<(), String> {
         for (key, value) in [
@@ -182,6 +204,12 @@ impl DecoderConfig {
         }
         if !self.num_attention_heads.is_multiple_of(self.num_kv_heads()) {
             return Err("num_attention_heads must be a multiple of num_key_value_heads".into());
+        }
+        if self.head_dim() == 0 {
+            return Err(format!(
+                "num_attention_heads = {} is more than hidden_size = {}: each head would have no dimensions (give head_dim, or fewer heads)",
+                self.num_attention_heads, self.hidden_size
+            ));
         }
         if !self.head_dim().is_multiple_of(2) {
             return Err("head_dim must be even for rotary embeddings".into());

@@ -50,6 +50,17 @@ impl Policy {
     /// (fresh, or `lora.adapter`'s).
     pub fn load_with_lora(dir: &Path, device: Device, kind: Kind, lora: Option<&LoraConfig>) -> Result<Self> {
         let config = read_config(dir)?;
+        // Checked before the model's variables are made: a config.json with absurd sizes
+        // would otherwise ask for terabytes before any tensor is compared with it.
+        let (needed, stored) = (config.least_parameters(), weights::stored_elements(dir)?);
+        if needed > stored {
+            return Err(invalid(
+                dir.join("config.json"),
+                format!(
+                    "describes a model of at least {needed} parameters, but the weights beside it hold {stored}: config.json does not describe these weights"
+                ),
+            ));
+        }
         let mut vs = VarStore::new(device);
         let mut model = DecoderModel::new(&vs.root(), &config);
         if kind != Kind::Float {

@@ -50,6 +50,8 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
 /// of the whole file kept every page read resident, so loading held the weights twice.
 pub fn load(vs: &mut VarStore, dir: &Path) -> Result<()> {
     let mut wanted: HashMap<String, Tensor> = vs.variables();
+    let model_layers: std::collections::BTreeSet<usize> =
+        wanted.keys().filter_map(|name| layer_of(name)).collect();
     for file in weight_files(dir)? {
         let handle = std::fs::File::open(&file).map_err(io(&file))?;
         // SAFETY: the file is only read; a concurrent writer could change what we read, as
@@ -61,6 +63,18 @@ pub fn load(vs: &mut VarStore, dir: &Path) -> Result<()> {
         let data_start = (8 + header) as u64;
         for (name, info) in metadata.tensors() {
             let Some(mut var) = wanted.remove(&name) else {
+                // Tensors the model has no place for are passed over, as transformers does
+                // (e.g. old checkpoints' `rotary_emb.inv_freq`), but a whole decoder layer
+                // beyond config.json's is weights and config that do not belong together.
+                if let Some(layer) = layer_of(&name).filter(|layer| !model_layers.contains(layer)) {
+                    return Err(PolicyError::Invalid {
+                        path: file,
+                        message: format!(
+                            "holds tensor `{name}` of decoder layer {layer}, but config.json's num_hidden_layers = {} gives the model no such layer: config.json does not describe these weights",
+                            model_layers.len()
+                        ),
+                    });
+                }
                 continue;
             };
             let found: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
@@ -97,6 +111,31 @@ pub fn load(vs: &mut VarStore, dir: &Path) -> Result<()> {
         }),
         None => Ok(()),
     }
+}
+
+/// The decoder layer a tensor name belongs to (`model.layers.N.…`).
+fn layer_of(name: &str) -> Option<usize> {
+    name.strip_prefix("model.layers.")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Elements of every tensor the directory's weight files hold, from their headers alone.
+pub fn stored_elements(dir: &Path) -> Result<u128> {
+    let mut total = 0u128;
+    for file in weight_files(dir)? {
+        let handle = std::fs::File::open(&file).map_err(io(&file))?;
+        // SAFETY: as in `load`: only the header's pages are read.
+        let mmap = unsafe { memmap2::Mmap::map(&handle) }.map_err(io(&file))?;
+        let (_, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| invalid(&file, e))?;
+        for (_, info) in metadata.tensors() {
+            let elements = info.shape.iter().fold(1u128, |n, &d| n.saturating_mul(d as u128));
+            total = total.saturating_add(elements);
+        }
+    }
+    Ok(total)
 }
 
 /// Fills `tensor` (contiguous, on the CPU) with the bytes of `file` at `offset`: safetensors

@@ -99,6 +99,50 @@ fn missing_or_misshapen_tensor_is_named() {
 }
 
 #[test]
+fn a_config_that_does_not_describe_the_weights_is_refused_before_anything_is_allocated() {
+    let dir = tiny_dir();
+    let path = dir.path().join("config.json");
+    let original: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for (key, value, expected) in [
+        (
+            "hidden_size",
+            1u64 << 40,
+            "config.json does not describe these weights",
+        ),
+        (
+            "intermediate_size",
+            1 << 62,
+            "config.json does not describe these weights",
+        ),
+        (
+            "num_hidden_layers",
+            1_000_000_000,
+            "config.json does not describe these weights",
+        ),
+        ("head_dim", 1 << 40, "config.json does not describe these weights"),
+        (
+            "num_attention_heads",
+            1 << 40,
+            "each head would have no dimensions",
+        ),
+        // Fewer layers than the weights hold: a layer would be dropped in silence.
+        ("num_hidden_layers", 1, "of decoder layer 1"),
+    ] {
+        let mut config = original.clone();
+        config[key] = value.into();
+        if key == "num_attention_heads" {
+            config["num_key_value_heads"] = value.into();
+        }
+        std::fs::write(&path, config.to_string()).unwrap();
+        let err = Policy::load(dir.path(), Device::Cpu, Kind::Float)
+            .err()
+            .unwrap_or_else(|| panic!("{key} = {value} loaded"))
+            .to_string();
+        assert!(err.contains(expected), "{key} = {value}: {err}");
+    }
+}
+
+#[test]
 fn loads_in_bf16_with_logits_close_to_f32() {
     let dir = tiny_dir();
     let f32_policy = load(dir.path());
