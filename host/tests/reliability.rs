@@ -170,6 +170,11 @@ fn no_command_writes_over_what_it_reads() {
     ]
     .concat();
     refused(&both, "give each its own file", &["run.toml"]);
+    refused(
+        &[&eval[..], &["--output", "no/such/dir/e.json"]].concat(),
+        "does not exist (create it first)",
+        &["run.toml"],
+    );
 
     std::fs::create_dir(path("run")).unwrap();
     std::fs::write(path("run/metrics.jsonl"), "{\"step\": 1}\n").unwrap();

@@ -122,6 +122,18 @@ fn refuse_replacing_inputs(args: &EvalArgs, config: &RunConfig) -> anyhow::Resul
                 output.display()
             );
         }
+        // Checked now, not after the whole evaluation has run.
+        let parent = output
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !parent.is_dir() {
+            anyhow::bail!(
+                "{flag} {}: its directory {} does not exist (create it first)",
+                output.display(),
+                parent.display()
+            );
+        }
         for (input, name) in &inputs {
             atomic_file::refuse_replacing(output, flag, input, name)?;
         }

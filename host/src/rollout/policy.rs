@@ -170,10 +170,11 @@ impl Policy {
         (completion_key, completion): (&str, usize),
     ) -> anyhow::Result<()> {
         if let Some(positions) = self.max_positions {
-            if prompt + completion > positions {
+            // Wide: two budgets near usize::MAX must not wrap to a sum that fits.
+            let total = prompt as u128 + completion as u128;
+            if total > positions as u128 {
                 bail!(
-                    "{prompt_key} ({prompt}) + {completion_key} ({completion}) = {} is beyond the {positions} positions of {} (max_position_embeddings in config.json): lower them",
-                    prompt + completion,
+                    "{prompt_key} ({prompt}) + {completion_key} ({completion}) = {total} is beyond the {positions} positions of {} (max_position_embeddings in config.json): lower them",
                     self.source.display()
                 );
             }

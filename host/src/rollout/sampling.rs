@@ -55,8 +55,17 @@ pub fn check_temperature(temperature: f64, key: &str) -> anyhow::Result<()> {
     if !temperature.is_finite() || temperature < 0.0 {
         anyhow::bail!("{key} must be a finite number ≥ 0 (0 decodes greedily); it is {temperature}");
     }
+    if temperature > 0.0 && temperature < MIN_TEMPERATURE {
+        anyhow::bail!(
+            "{key} = {temperature} is below {MIN_TEMPERATURE}: logits divided by it overflow and sampling reads garbage; use 0 to decode greedily"
+        );
+    }
     Ok(())
 }
+
+/// The lowest temperature sampled with: below it the scaled logits can overflow (1e-40
+/// sampled empty completions), and sampling is greedy in all but name.
+pub const MIN_TEMPERATURE: f64 = 1e-3;
 
 /// Refuses a temperature or top-p no sampler can use, naming the key of each (top-p is in
 /// (0, 1]).
@@ -200,7 +209,7 @@ mod tests {
     fn unusable_temperatures_and_top_ps_are_refused_by_name() {
         let check = |t: f64, p: f64| check_temperature_and_top_p((t, "--temperature"), (p, "--top-p"));
         assert!(check(0.0, 1.0).is_ok() && check(0.7, 0.95).is_ok());
-        for t in [f64::NAN, -1.0, f64::INFINITY] {
+        for t in [f64::NAN, -1.0, f64::INFINITY, 1e-40, 1e-38] {
             assert!(check(t, 1.0)
                 .unwrap_err()
                 .to_string()

@@ -256,6 +256,12 @@ pub fn default_prompt_template() -> String {
 /// `algorithm.max_prompt_length` when neither section sets it.
 pub const DEFAULT_MAX_PROMPT_LENGTH: usize = 512;
 
+/// The most tokens a prompt or completion budget may name: 16M, hundreds of times any
+/// model's context.
+pub const MAX_TOKENS: usize = 1 << 24;
+/// The most rows (completions, prompts, batch sizes) a setting may name.
+pub const MAX_ROWS: usize = 1 << 20;
+
 /// The reward: a preset, objectives of one's own, or a preset plus more objectives.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -510,11 +516,50 @@ impl AlgorithmConfig {
                 self.temperature
             );
         }
+        crate::rollout::sampling::check_temperature(self.temperature, "algorithm.temperature")?;
         if !self.kl_warning_threshold.is_finite() || self.kl_warning_threshold < 0.0 {
             bail!("algorithm.kl_warning_threshold must be a finite number ≥ 0");
         }
         if self.overlong_buffer_length > self.max_completion_length {
             bail!("algorithm.overlong_buffer_length cannot exceed algorithm.max_completion_length");
+        }
+        if self.min_completion_length > self.max_completion_length {
+            bail!(
+                "algorithm.min_completion_length ({}) cannot exceed algorithm.max_completion_length ({})",
+                self.min_completion_length,
+                self.max_completion_length
+            );
+        }
+        if !self.overlong_penalty_factor.is_finite() || self.overlong_penalty_factor < 0.0 {
+            bail!(
+                "algorithm.overlong_penalty_factor must be a finite number ≥ 0 (it is {})",
+                self.overlong_penalty_factor
+            );
+        }
+        // Far above any real run; beyond them sizes multiply past what memory could hold (and
+        // past what the arithmetic of a plan or a position check can count).
+        for (key, value, most) in [
+            ("max_completion_length", self.max_completion_length, MAX_TOKENS),
+            (
+                "max_prompt_length",
+                self.max_prompt_length.unwrap_or(0),
+                MAX_TOKENS,
+            ),
+            ("min_completion_length", self.min_completion_length, MAX_TOKENS),
+            ("num_generations", self.num_generations, MAX_ROWS),
+            ("prompts_per_step", self.prompts_per_step, MAX_ROWS),
+            ("rollout_batch_size", self.rollout_batch_size, MAX_ROWS),
+            ("per_device_train_batch_size", self.mini_batch_size, MAX_ROWS),
+            (
+                "gradient_accumulation_steps",
+                self.gradient_accumulation_steps,
+                MAX_ROWS,
+            ),
+            ("num_iterations", self.num_iterations, MAX_ROWS),
+        ] {
+            if value > most {
+                bail!("algorithm.{key} = {value} is beyond what any run can hold (at most {most})");
+            }
         }
         for (key, value) in [
             ("beta", self.beta),
@@ -744,6 +789,37 @@ impl RunConfig {
                 self.sft.learning_rate
             );
         }
+        for (key, value) in [
+            ("sft.weight_decay", self.sft.weight_decay),
+            ("sft.max_grad_norm", self.sft.max_grad_norm),
+        ] {
+            if !value.is_finite() || value < 0.0 {
+                bail!("{key} must be a finite number ≥ 0 (it is {value})");
+            }
+        }
+        for (key, value, most) in [
+            (
+                "data.max_prompt_length",
+                self.data.max_prompt_length.unwrap_or(0),
+                MAX_TOKENS,
+            ),
+            (
+                "sft.max_completion_length",
+                self.sft.max_completion_length,
+                MAX_TOKENS,
+            ),
+            (
+                "eval.max_completion_length",
+                self.eval.max_completion_length,
+                MAX_TOKENS,
+            ),
+            ("sft.per_device_train_batch_size", self.sft.batch_size, MAX_ROWS),
+            ("eval.batch_size", self.eval.batch_size, MAX_ROWS),
+        ] {
+            if value > most {
+                bail!("{key} = {value} is beyond what any run can hold (at most {most})");
+            }
+        }
         if self.eval.samples > 1 && self.eval.temperature <= 0.0 {
             bail!("eval.num_generations_eval > 1 needs eval.temperature > 0 (greedy samples would all be the same)");
         }
@@ -931,6 +1007,64 @@ mod tests {
         let text = format!("{MINIMAL}\n[algorithm]\nbeta = \"high\"\n");
         let err = format!("{:#}", RunConfig::parse(&text).unwrap_err());
         assert!(err.contains("beta") && err.contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn values_no_run_can_hold_and_non_finite_factors_are_refused_with_their_key() {
+        for (section, entry, key) in [
+            (
+                "algorithm",
+                "overlong_penalty_factor = nan",
+                "algorithm.overlong_penalty_factor",
+            ),
+            (
+                "algorithm",
+                "overlong_penalty_factor = inf",
+                "algorithm.overlong_penalty_factor",
+            ),
+            (
+                "algorithm",
+                "min_completion_length = 100\nmax_completion_length = 16",
+                "algorithm.min_completion_length",
+            ),
+            (
+                "algorithm",
+                "max_completion_length = 18446744073709551615",
+                "algorithm.max_completion_length",
+            ),
+            (
+                "algorithm",
+                "max_prompt_length = 9223372036854775807",
+                "algorithm.max_prompt_length",
+            ),
+            (
+                "algorithm",
+                "num_generations = 4611686018427387904",
+                "algorithm.num_generations",
+            ),
+            (
+                "algorithm",
+                "prompts_per_step = 4611686018427387904",
+                "algorithm.prompts_per_step",
+            ),
+            ("algorithm", "temperature = 1e-40", "algorithm.temperature"),
+            ("sft", "weight_decay = nan", "sft.weight_decay"),
+            ("sft", "max_grad_norm = -1.0", "sft.max_grad_norm"),
+            (
+                "sft",
+                "max_completion_length = 9223372036854775807",
+                "sft.max_completion_length",
+            ),
+        ] {
+            let text = format!("{MINIMAL}\n[{section}]\n{entry}\n");
+            let err = format!(
+                "{:#}",
+                RunConfig::parse(&text)
+                    .err()
+                    .unwrap_or_else(|| panic!("{entry} accepted"))
+            );
+            assert!(err.contains(key), "{entry}: {err}");
+        }
     }
 
     #[test]

@@ -79,8 +79,11 @@ impl LoraConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.r == 0 {
-            return Err(PluginError::invalid_option("lora.r", "must be at least 1"));
+        if self.r == 0 || self.r > MAX_RANK {
+            return Err(PluginError::invalid_option(
+                "lora.r",
+                format!("must be from 1 to {MAX_RANK} (it is {})", self.r),
+            ));
         }
         if !self.lora_alpha.is_finite() || self.lora_alpha <= 0.0 {
             return Err(PluginError::invalid_option(
@@ -97,6 +100,10 @@ impl LoraConfig {
         self.validate_selection()
     }
 }
+
+/// The highest rank an adapter may have: far above any layer's width (a rank above a layer's
+/// inputs or outputs adds nothing), low enough that its matrices can be allocated.
+pub const MAX_RANK: usize = 1 << 16;
 
 /// PEFT's name of an adapter matrix: `which` is `lora_A` or `lora_B`.
 pub fn peft_name(module: &str, which: &str) -> String {

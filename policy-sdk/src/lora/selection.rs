@@ -15,7 +15,7 @@
 //! Python's `re`; the common subset (no look-around or back-references) means the same in the
 //! `regex` crate, and one outside it is refused by [`LoraConfig::validate`].
 
-use super::LoraConfig;
+use super::{LoraConfig, MAX_RANK};
 use crpo_sdk::{PluginError, Result};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -239,15 +239,36 @@ impl LoraConfig {
             }
             _ => {}
         }
+        // PEFT's own rules (LoraConfig.__post_init__): an adapter breaking them is one PEFT
+        // refuses to load.
+        if let TargetModules::Pattern(pattern) = &self.target_modules {
+            for (key, given) in [
+                ("lora.layers_to_transform", self.layers_to_transform.is_some()),
+                ("lora.layers_pattern", self.layers_pattern.is_some()),
+            ] {
+                if given {
+                    return Err(PluginError::invalid_option(
+                        key,
+                        format!("cannot be used when target_modules is a string (`{pattern}`), as in PEFT: list the modules instead (e.g. [\"q_proj\", \"v_proj\"])"),
+                    ));
+                }
+            }
+        }
+        if self.layers_pattern.is_some() && self.layers_to_transform.is_none() {
+            return Err(PluginError::invalid_option(
+                "lora.layers_pattern",
+                "needs layers_to_transform, as in PEFT (it names where the layer numbers are)",
+            ));
+        }
         if let Some(ExcludedModules::Pattern(pattern)) = &self.exclude_modules {
             expression("lora.exclude_modules", pattern, anchored(pattern))?;
         }
         for (key, rank) in &self.rank_pattern {
             expression("lora.rank_pattern", key, pattern_key(key))?;
-            if *rank == 0 {
+            if *rank == 0 || *rank > MAX_RANK {
                 return Err(PluginError::invalid_option(
                     "lora.rank_pattern",
-                    format!("`{key}`: a rank must be at least 1"),
+                    format!("`{key}`: a rank must be from 1 to {MAX_RANK} (it is {rank})"),
                 ));
             }
         }
@@ -350,6 +371,49 @@ mod tests {
             ..config(TargetModules::default())
         };
         assert!(excluded.targets(Q0) && !excluded.targets(Q1));
+    }
+
+    #[test]
+    fn combinations_peft_refuses_are_refused_by_key() {
+        let refused = |lora: LoraConfig, key: &str| {
+            let error = lora.validate().unwrap_err().to_string();
+            assert!(error.contains(key), "{error}");
+        };
+        // PEFT: "`layers_to_transform` cannot be used when `target_modules` is a str".
+        refused(
+            LoraConfig {
+                layers_to_transform: Some(LayerIndices::One(0)),
+                ..config(TargetModules::Pattern(ALL_LINEAR.into()))
+            },
+            "lora.layers_to_transform",
+        );
+        refused(
+            LoraConfig {
+                layers_pattern: Some(LayersPattern::One("layers".into())),
+                ..config(TargetModules::Pattern(r".*q_proj".into()))
+            },
+            "lora.layers_pattern",
+        );
+        refused(
+            LoraConfig {
+                layers_pattern: Some(LayersPattern::One("layers".into())),
+                ..config(names(&["q_proj"]))
+            },
+            "needs layers_to_transform",
+        );
+        refused(
+            LoraConfig {
+                r: MAX_RANK + 1,
+                ..config(names(&["q_proj"]))
+            },
+            "lora.r",
+        );
+        let listed = LoraConfig {
+            layers_to_transform: Some(LayerIndices::One(0)),
+            layers_pattern: Some(LayersPattern::One("layers".into())),
+            ..config(names(&["q_proj"]))
+        };
+        assert!(listed.validate().is_ok());
     }
 
     #[test]
