@@ -503,6 +503,24 @@ fn a_corrupt_latest_checkpoint_falls_back_to_the_previous_one_with_a_warning() {
         stderr(&resumed)
     );
     assert_eq!(steps_recorded(&run_dir), vec![1, 2, 3, 4]);
+    // A trainer state edited to another step, and a config that does not parse: neither is
+    // trusted (the step would cut the metrics back to it), each passed over in turn.
+    let state_path = checkpoints.join("step-000004/trainer_state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    state["step"] = 99.into();
+    std::fs::write(&state_path, state.to_string()).unwrap();
+    std::fs::write(checkpoints.join("step-000003/config.toml"), "not = [toml").unwrap();
+    let resumed = run(dir.path(), &["train", "--config", "run.toml", "--resume"]);
+    let text = stderr(&resumed);
+    assert!(resumed.status.success(), "{text}");
+    assert!(
+        text.contains("its trainer state says step 99, its name step 4")
+            && text.contains("config.toml is not a config")
+            && text.contains("resuming from the earlier"),
+        "{text}"
+    );
+    assert_eq!(steps_recorded(&run_dir), vec![1, 2, 3, 4]);
 }
 
 #[test]

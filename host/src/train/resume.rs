@@ -160,8 +160,8 @@ pub fn start<T>(
         );
     }
     let mut failures: Vec<(PathBuf, String)> = Vec::new();
-    for (_, dir) in checkpoints.iter().rev() {
-        let state = match checkpoint::read_state(dir) {
+    for (named_step, dir) in checkpoints.iter().rev() {
+        let state = match checkpoint::read_state(dir).and_then(|state| consistent(state, *named_step)) {
             Ok(state) => state,
             Err(error) => {
                 failures.push((dir.clone(), format!("{error:#}")));
@@ -177,8 +177,15 @@ pub fn start<T>(
         }
         // Refused before loading: a changed config (LoRA added, another model) would otherwise
         // read as a checkpoint that does not fit. An allowed change is recorded once one loads.
+        let saved = match saved_config(dir) {
+            Ok(saved) => saved,
+            Err(error) => {
+                failures.push((dir.clone(), format!("{error:#}")));
+                continue;
+            }
+        };
         if !start.allow_config_change && files_present(dir).is_ok() {
-            check_config(run_dir, dir, &state, config, mode, false)?;
+            check_config(run_dir, dir, &state, (&saved, config), mode, false)?;
         }
         match files_present(dir).and_then(|()| load(dir)) {
             Ok(loaded) => {
@@ -192,7 +199,7 @@ pub fn start<T>(
                     );
                 }
                 if start.allow_config_change {
-                    check_config(run_dir, dir, &state, config, mode, true)?;
+                    check_config(run_dir, dir, &state, (&saved, config), mode, true)?;
                 }
                 tracing::info!("resuming from {} (step {})", dir.display(), state.step);
                 return Ok(Some(Resumed {
@@ -254,23 +261,42 @@ pub struct ConfigChange {
 /// Compares `config` with the checkpoint's: safe keys may change (logged); others are refused
 /// by name with both values unless `allow`, and an allowed change is recorded in
 /// `<run>/resumes.jsonl`.
+/// A checkpoint's trainer state, if it agrees with the checkpoint's name and can be resumed:
+/// a state edited or mixed up with another checkpoint's is not trusted (its step would cut
+/// the run's metrics back to it, and its checkpoints would clash with those on disk).
+fn consistent(state: TrainerState, named_step: usize) -> anyhow::Result<TrainerState> {
+    if state.step != named_step {
+        bail!(
+            "its trainer state says step {}, its name step {named_step}",
+            state.step
+        );
+    }
+    if state.world_size == 0 || state.optimizer_updates < 0 {
+        bail!(
+            "its trainer state is not one a run writes (world_size {}, optimizer updates {})",
+            state.world_size,
+            state.optimizer_updates
+        );
+    }
+    Ok(state)
+}
+
+/// The config a checkpoint was trained with.
+fn saved_config(checkpoint_dir: &Path) -> anyhow::Result<RunConfig> {
+    let path = checkpoint_dir.join(checkpoint::CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{} is not a config this version reads", path.display()))
+}
+
 fn check_config(
     run_dir: &Path,
     checkpoint_dir: &Path,
     state: &TrainerState,
-    config: &RunConfig,
+    (saved, config): (&RunConfig, &RunConfig),
     mode: &str,
     allow: bool,
 ) -> anyhow::Result<()> {
-    let path = checkpoint_dir.join(checkpoint::CONFIG_FILE);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let saved: RunConfig = toml::from_str(&text).with_context(|| {
-        format!(
-            "{} is not a config this version reads (pass a fresh output directory)",
-            path.display()
-        )
-    })?;
-    let changes = config_changes(&saved, config)?;
+    let changes = config_changes(saved, config)?;
     let (safe, meaningful): (Vec<_>, Vec<_>) = changes.into_iter().partition(|c| is_safe(&c.key, mode));
     for change in &safe {
         tracing::info!(
