@@ -410,6 +410,22 @@ fn a_resume_refuses_config_changes_that_change_the_run_unless_allowed() {
         text.contains("model.lora") && text.contains("in the checkpoint"),
         "{text}"
     );
+    // Not even when allowed: the run would go on with the checkpoint's weights while its
+    // config said LoRA.
+    let text = stderr(&run(
+        dir.path(),
+        &[
+            "train",
+            "--config",
+            "run.toml",
+            "--resume",
+            "--allow-config-change",
+        ],
+    ));
+    assert!(
+        text.contains("model.lora") && text.contains("even with --allow-config-change"),
+        "{text}"
+    );
     let kept = checkpoint_steps(&dir.path().join("run"));
     assert!(
         kept.len() == 1 && !kept[0].starts_with("unusable"),

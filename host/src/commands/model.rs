@@ -14,9 +14,9 @@ pub struct InitModelArgs {
     /// The policy plugin whose preset to write.
     #[arg(long, default_value = "qwen2")]
     pub policy: String,
-    /// The preset to write; qwen2's: tiny (2 layers, 64 wide), small (4 layers, 256 wide) or
-    /// qwen2.5-0.5b-shape (Qwen2.5-0.5B's shape); random weights, a BPE tokenizer trained on a
-    /// clinical corpus.
+    /// The preset to write; qwen2's: tiny (2 layers, 64 wide), small (4 layers, 256 wide),
+    /// qwen2.5-0.5b-shape or qwen2.5-3b-shape (those models' shapes); random weights, a BPE
+    /// tokenizer trained on a clinical corpus.
     #[arg(long, default_value = "tiny")]
     pub preset: String,
     /// Output directory (a Hugging Face model directory).

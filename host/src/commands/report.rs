@@ -32,6 +32,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
                 "{} is a file: name the run directory that holds it ({})",
                 run.display(),
                 run.parent()
+                    .filter(|p| !p.as_os_str().is_empty())
                     .map_or_else(|| ".".into(), |p| p.display().to_string())
             );
         }

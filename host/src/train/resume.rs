@@ -184,6 +184,7 @@ pub fn start<T>(
                 continue;
             }
         };
+        refuse_lora_changes(dir, &saved, config)?;
         if !start.allow_config_change && files_present(dir).is_ok() {
             check_config(run_dir, dir, &state, (&saved, config), mode, false)?;
         }
@@ -279,6 +280,25 @@ fn consistent(state: TrainerState, named_step: usize) -> anyhow::Result<TrainerS
         );
     }
     Ok(state)
+}
+
+/// The checkpoint's weights or adapters are what a run continues with: LoRA added, removed
+/// or reshaped in the config would be recorded but not applied, so no flag allows it.
+fn refuse_lora_changes(checkpoint_dir: &Path, saved: &RunConfig, config: &RunConfig) -> anyhow::Result<()> {
+    let changes = config_changes(saved, config)?;
+    if let Some(change) = changes
+        .iter()
+        .find(|c| c.key.starts_with("model.lora.") && c.key != "model.lora.lora_dropout")
+    {
+        bail!(
+            "--resume: {} is {} in the checkpoint ({}) and {} now, but a run continues with the weights or adapters its checkpoint holds, even with --allow-config-change: restore it (to train other adapters, start a new run, with model.lora.adapter naming this one's)",
+            change.key,
+            change.was,
+            checkpoint_dir.display(),
+            change.now
+        );
+    }
+    Ok(())
 }
 
 /// The config a checkpoint was trained with.

@@ -22,6 +22,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
+fn peft_default_r() -> usize {
+    8
+}
+
+fn peft_default_alpha() -> f64 {
+    8.0
+}
+
 /// PEFT's file names in an adapter directory.
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
@@ -30,9 +38,11 @@ pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoraConfig {
-    /// The rank.
+    /// The rank (PEFT's default: 8).
+    #[serde(default = "peft_default_r")]
     pub r: usize,
-    /// The scale's numerator: `s = lora_alpha / r` (rsLoRA: `/ √r`).
+    /// The scale's numerator: `s = lora_alpha / r` (rsLoRA: `/ √r`; PEFT's default: 8).
+    #[serde(default = "peft_default_alpha")]
     pub lora_alpha: f64,
     #[serde(default)]
     pub lora_dropout: f64,
@@ -223,6 +233,13 @@ fn test_config(targets: TargetModules) -> LoraConfig {
 mod tests {
     use super::test_config as config;
     use super::*;
+
+    #[test]
+    fn rank_and_alpha_default_to_peft_s() {
+        let lora: LoraConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!((lora.r, lora.lora_alpha), (8, 8.0));
+        assert_eq!(lora.target_modules, TargetModules::default());
+    }
 
     #[test]
     fn a_peft_name_gives_back_its_module_and_matrix() {
