@@ -291,6 +291,25 @@ fn a_lora_run_checkpoints_peft_adapters_resumes_and_merges() {
     );
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("is not empty"));
+    // Into another model of the same shape (the merged one): done as asked, with a warning
+    // that the adapter was trained on another base.
+    let output = crpo(
+        dir.path(),
+        &[
+            "merge-lora",
+            "--adapter",
+            adapter.to_str().unwrap(),
+            "--base",
+            "merged",
+            "--out",
+            "merged-twice",
+        ],
+    );
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && err.contains("the adapter was trained on"),
+        "{err}"
+    );
 }
 
 /// `crpo-host merge-lora` of `adapter` into `merged`, which must succeed.

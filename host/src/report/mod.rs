@@ -44,10 +44,7 @@ pub fn load_run(dir: &Path) -> anyhow::Result<RunData> {
         }
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        Ok(text
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect())
+        Ok(run_records(path, &text))
     };
     let config = checkpoint::latest(dir)?
         .and_then(|(_, checkpoint)| std::fs::read_to_string(checkpoint.join(checkpoint::CONFIG_FILE)).ok());
@@ -66,6 +63,33 @@ pub fn load_run(dir: &Path) -> anyhow::Result<RunData> {
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok()),
     })
+}
+
+/// The records of a run's JSONL file: JSON objects with a whole `step` ≥ 0. A half-written
+/// last line (a run still writing, or killed mid-line) is left out quietly; other lines that
+/// are not such records (edited, corrupted) are left out with a warning naming the first.
+fn run_records(path: &Path, text: &str) -> Vec<Value> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut records = Vec::with_capacity(lines.len());
+    let mut foreign = Vec::new();
+    for (index, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Value>(line) {
+            Ok(record) if record.get("step").is_some_and(Value::is_u64) => records.push(record),
+            Err(_) if index + 1 == lines.len() && !text.ends_with('\n') => {}
+            _ => foreign.push(index + 1),
+        }
+    }
+    if let Some(first) = foreign.first() {
+        tracing::warn!(
+            "{}: {} line(s) are not records a run writes (a JSON object with a whole `step` ≥ 0), first line {first}; left out of the report",
+            path.display(),
+            foreign.len()
+        );
+    }
+    records
 }
 
 const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
@@ -466,6 +490,17 @@ pub fn write_report(runs: &[PathBuf], out: &Path) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_records_with_a_whole_step_are_read() {
+        let text =
+            "{\"step\": 1}\nnot json\n{\"step\": \"x\"}\n{\"step\": -2}\n{\"step\": 2}\n{\"step\": 3, \"ha";
+        let steps: Vec<u64> = run_records(Path::new("m.jsonl"), text)
+            .iter()
+            .map(|r| r["step"].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps, [1, 2]);
+    }
 
     #[test]
     fn a_run_still_going_is_read_up_to_its_last_whole_line() {

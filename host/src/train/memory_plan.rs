@@ -641,10 +641,13 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
             gradient_checkpointing: true,
             ..plan.settings.clone()
         });
-        remedies.push(format!(
-            "set {section}.gradient_checkpointing = true (peak {:.1} GiB)",
-            gib(checkpointed.peak())
-        ));
+        // Offered only where it lowers the peak (with absurd settings it need not).
+        if checkpointed.peak() < plan.peak() {
+            remedies.push(format!(
+                "set {section}.gradient_checkpointing = true (peak {:.1} GiB)",
+                gib(checkpointed.peak())
+            ));
+        }
     }
     let mut micro_batch = plan.settings.micro_batch;
     while micro_batch > 1 {
@@ -666,10 +669,12 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
             lora: Some(LoraConfig::new(32, 16.0)),
             ..plan.settings.clone()
         });
-        remedies.push(format!(
-            "train LoRA adapters instead of every weight ([model.lora] r = 32, lora_alpha = 16: peak {:.1} GiB)",
-            gib(adapted.peak())
-        ));
+        if adapted.peak() < plan.peak() {
+            remedies.push(format!(
+                "train LoRA adapters instead of every weight ([model.lora] r = 32, lora_alpha = 16: peak {:.1} GiB)",
+                gib(adapted.peak())
+            ));
+        }
     }
     if plan.reference > 0 {
         remedies.push(format!(
