@@ -131,7 +131,12 @@ fn bad_lora_settings_are_refused_naming_the_key() {
         .to_string()
     };
     let error = parse("r = 0\nlora_alpha = 8", "");
-    assert!(error.contains("model.lora.r: must be at least 1"), "{error}");
+    assert!(error.contains("model.lora.r: must be from 1 to 65536"), "{error}");
+    let error = parse("layers_to_transform = [0]", "");
+    assert!(
+        error.contains("model.lora.layers_to_transform") && error.contains("all-linear"),
+        "{error}"
+    );
     let error = parse("r = 4\nlora_alpha = 8\ntarget_modules = \"everything\"", "");
     assert!(error.contains("model.lora.target_modules"), "{error}");
     let error = parse(

@@ -463,6 +463,20 @@ fn a_resume_refuses_config_changes_that_change_the_run_unless_allowed() {
     assert!(longer.status.success(), "{}", stderr(&longer));
     assert!(stderr(&longer).contains("resuming from"), "{}", stderr(&longer));
     assert_eq!(steps_recorded(&dir.path().join("run")), vec![1, 2, 3]);
+    // A max_steps below where the run is: said, not reported as trained.
+    write_config(
+        dir.path(),
+        "max_steps = 1\nsave_steps = 1\nseed = 7",
+        "learning_rate = 5e-3",
+    );
+    let shorter = run(dir.path(), &["train", "--config", "run.toml", "--resume"]);
+    assert_eq!(shorter.status.code(), Some(1));
+    assert!(
+        stderr(&shorter).contains("at step 3 already, beyond run.max_steps = 1"),
+        "{}",
+        stderr(&shorter)
+    );
+    assert_eq!(steps_recorded(&dir.path().join("run")), vec![1, 2, 3]);
 }
 
 #[test]

@@ -39,7 +39,12 @@ pub fn lock(run_dir: &Path, setting: &str) -> anyhow::Result<RunLock> {
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let error = std::io::Error::last_os_error();
         if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(error).with_context(|| format!("cannot lock {}", path.display()));
+            // A filesystem without locks (some network mounts) must not stop a run.
+            tracing::warn!(
+                "cannot lock {} ({error}): nothing stops another run from using this directory at the same time",
+                path.display()
+            );
+            return Ok(RunLock { _file: file });
         }
         let mut holder = String::new();
         let _ = file.read_to_string(&mut holder);

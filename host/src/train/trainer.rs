@@ -164,6 +164,15 @@ impl Trainer {
             }
             None => state,
         };
+        if let Some(state) = &state {
+            if state.step > config.run.max_steps {
+                bail!(
+                    "--resume: the run is at step {} already, beyond run.max_steps = {}: raise run.max_steps to train further (nothing was trained)",
+                    state.step,
+                    config.run.max_steps
+                );
+            }
+        }
         if config.algorithm.gradient_checkpointing {
             policy.set_gradient_checkpointing("algorithm.gradient_checkpointing", true)?;
         }
