@@ -206,6 +206,53 @@ pub fn refuse_replacing(output: &Path, flag: &str, input: &Path, input_name: &st
     Ok(())
 }
 
+/// Refuses to write `output` (the option `flag`) over a file that is not one this command
+/// wrote before: `is_earlier` is shown the file's start (up to 16 MiB, whole if smaller).
+/// A path not there yet, an empty file, a device or a pipe are written; a directory is
+/// refused; `what` names the command's outputs ("score output") for the message.
+pub fn refuse_replacing_unless(
+    output: &Path,
+    flag: &str,
+    what: &str,
+    is_earlier: impl Fn(&[u8]) -> bool,
+) -> anyhow::Result<()> {
+    use std::io::Read;
+    if output.is_dir() {
+        anyhow::bail!(
+            "{flag} {} is a directory: name the file to write",
+            output.display()
+        );
+    }
+    let Ok(metadata) = std::fs::metadata(output) else {
+        return Ok(());
+    };
+    if !metadata.is_file() || metadata.len() == 0 {
+        return Ok(());
+    }
+    let mut start = Vec::new();
+    std::fs::File::open(output)
+        .and_then(|file| file.take(16 << 20).read_to_end(&mut start))
+        .with_context(|| {
+            format!(
+                "{flag} {}: cannot check it is an earlier {what}",
+                output.display()
+            )
+        })?;
+    if !is_earlier(&start) {
+        anyhow::bail!(
+            "{flag} {} exists and is not an earlier {what}: choose another {flag} (it would be lost)",
+            output.display()
+        );
+    }
+    Ok(())
+}
+
+/// The first line of `bytes` as JSON, if it is.
+pub fn first_line_json(bytes: &[u8]) -> Option<serde_json::Value> {
+    let line = bytes.split(|&b| b == b'\n').next()?;
+    serde_json::from_slice(line).ok()
+}
+
 /// Where `path` points once its directory's links and `..` are resolved, whether or not the
 /// file exists yet: two outputs with the same `written_path` are one file.
 pub fn written_path(path: &Path) -> PathBuf {

@@ -175,6 +175,25 @@ fn no_command_writes_over_what_it_reads() {
         "does not exist (create it first)",
         &["run.toml"],
     );
+    // A file the user saved is not an earlier report or completions file: kept. An earlier
+    // one is replaced.
+    std::fs::write(path("notes.txt"), "my notes\n").unwrap();
+    for flag in ["--output", "--output-completions"] {
+        refused(
+            &[&eval[..], &[flag, "notes.txt"]].concat(),
+            "exists and is not an earlier eval",
+            &["notes.txt"],
+        );
+    }
+    let written = [
+        &eval[..],
+        &["--output", "e.json", "--output-completions", "c.jsonl"],
+    ]
+    .concat();
+    for _ in 0..2 {
+        let output = run(dir.path(), &written);
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
 
     std::fs::create_dir(path("run")).unwrap();
     std::fs::write(path("run/metrics.jsonl"), "{\"step\": 1}\n").unwrap();

@@ -138,6 +138,30 @@ fn refuse_replacing_inputs(args: &EvalArgs, config: &RunConfig) -> anyhow::Resul
             atomic_file::refuse_replacing(output, flag, input, name)?;
         }
     }
+    if let Some(reports) = &args.output {
+        atomic_file::refuse_replacing_unless(reports, "--output", "eval report", |bytes| {
+            serde_json::from_slice::<serde_json::Value>(bytes).is_ok_and(|json| {
+                json.as_array().is_some_and(|reports| {
+                    reports
+                        .iter()
+                        .all(|r| r.get("accuracy").is_some() && r.get("questions").is_some())
+                })
+            })
+        })?;
+    }
+    if let Some(completions) = &args.output_completions {
+        atomic_file::refuse_replacing_unless(
+            completions,
+            "--output-completions",
+            "eval completions file",
+            |bytes| {
+                atomic_file::first_line_json(bytes).is_some_and(|row| {
+                    row.get("completions").is_some_and(serde_json::Value::is_array)
+                        && row.get("correct").is_some()
+                })
+            },
+        )?;
+    }
     if let (Some(reports), Some(completions)) = (&args.output, &args.output_completions) {
         if atomic_file::written_path(reports) == atomic_file::written_path(completions) {
             anyhow::bail!(

@@ -9,7 +9,7 @@ use crate::plugins::{ConfiguredObjective, ObjectiveSpec, PluginRegistry};
 use anyhow::{bail, Context};
 use crpo_sdk::{DatasetSource, Example, ScoreRequest};
 use serde_json::{json, Map, Value};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -69,7 +69,7 @@ pub fn run(registry: &PluginRegistry, args: &ScoreArgs) -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(output) = &args.output {
         crate::atomic_file::refuse_replacing(output, "--output", &args.input, "the input file")?;
-        refuse_replacing_other_files(output)?;
+        crate::atomic_file::refuse_replacing_unless(output, "--output", "score output", is_score_output)?;
     }
     let records = read_records(registry, &args.dataset, &args.input)?;
     let input = args.input.display().to_string();
@@ -98,44 +98,14 @@ pub fn run(registry: &PluginRegistry, args: &ScoreArgs) -> anyhow::Result<()> {
     }
 }
 
-/// An earlier score output (or an empty file) is replaced, and a device or pipe written to;
-/// any other file at `--output` is what a user saved, and is kept.
-fn refuse_replacing_other_files(output: &Path) -> anyhow::Result<()> {
-    use std::io::BufRead;
-    if output.is_dir() {
-        bail!(
-            "--output {} is a directory: name the JSONL file to write",
-            output.display()
-        );
-    }
-    let Ok(metadata) = std::fs::metadata(output) else {
-        return Ok(());
-    };
-    if !metadata.is_file() || metadata.len() == 0 {
-        return Ok(());
-    }
-    let file = std::fs::File::open(output).with_context(|| {
-        format!(
-            "--output {}: cannot check it is an earlier score output",
-            output.display()
-        )
-    })?;
-    let mut first = String::new();
-    let _ = std::io::BufReader::new(file).take(64 << 20).read_line(&mut first);
-    // score's rows: line, id, completion and scores (a run's samples.jsonl has scores too,
-    // with its example: not ours to replace).
-    let earlier = serde_json::from_str::<Value>(&first).is_ok_and(|row| {
+/// A score output's rows: line, id, completion and scores (a run's samples.jsonl has scores
+/// too, with its example: not ours to replace).
+fn is_score_output(bytes: &[u8]) -> bool {
+    crate::atomic_file::first_line_json(bytes).is_some_and(|row| {
         row.get("scores").is_some_and(Value::is_object)
             && row.get("line").is_some_and(Value::is_u64)
             && row.get("example").is_none()
-    });
-    if !earlier {
-        bail!(
-            "--output {} exists and is not an earlier score output: choose another --output (it would be lost)",
-            output.display()
-        );
-    }
-    Ok(())
+    })
 }
 
 /// One record to score: its line, example and completion (and a run's step, if given).
