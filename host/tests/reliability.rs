@@ -374,30 +374,16 @@ fn sft_never_replaces_the_base_model_or_files_a_user_saved() {
     );
     assert_eq!(std::fs::read(d.join("model/model.safetensors")).unwrap(), weights);
     // A user's files in `<sft.output_dir>/model`, or a run_info.json crpo did not write.
-    std::fs::create_dir_all(d.join("mine/model")).unwrap();
-    std::fs::write(d.join("mine/model/thesis.tex"), "chapter 1").unwrap();
-    let mine = sft_into("mine");
-    assert!(
-        stderr(&mine).contains("already holds a model"),
-        "{}",
-        stderr(&mine)
-    );
-    assert_eq!(
-        std::fs::read_to_string(d.join("mine/model/thesis.tex")).unwrap(),
-        "chapter 1"
-    );
-    std::fs::create_dir_all(d.join("notes")).unwrap();
-    std::fs::write(d.join("notes/run_info.json"), "{\"mine\": true}").unwrap();
-    let notes = sft_into("notes");
-    assert!(
-        stderr(&notes).contains("not a crpo run's run_info.json"),
-        "{}",
-        stderr(&notes)
-    );
-    assert_eq!(
-        std::fs::read_to_string(d.join("notes/run_info.json")).unwrap(),
-        "{\"mine\": true}"
-    );
+    for (output_dir, file, says) in [
+        ("mine", "mine/model/thesis.tex", "already holds a model"),
+        ("notes", "notes/run_info.json", "not a crpo run's run_info.json"),
+    ] {
+        std::fs::create_dir_all(d.join(file).parent().unwrap()).unwrap();
+        std::fs::write(d.join(file), "{\"mine\": true}").unwrap();
+        let refused = sft_into(output_dir);
+        assert!(stderr(&refused).contains(says), "{}", stderr(&refused));
+        assert_eq!(std::fs::read_to_string(d.join(file)).unwrap(), "{\"mine\": true}");
+    }
 }
 
 #[test]

@@ -108,12 +108,7 @@ pub fn start<T>(
     setting: &str,
     mut load: impl FnMut(&Path) -> anyhow::Result<T>,
 ) -> anyhow::Result<Option<Resumed<T>>> {
-    if run_dir.exists() && !run_dir.is_dir() {
-        bail!(
-            "{setting} {} is a file: a run writes a directory there (choose another {setting})",
-            run_dir.display()
-        );
-    }
+    super::run_lock::refuse_a_file(run_dir, setting)?;
     checkpoint::remove_temporaries(run_dir)?;
     let checkpoints = checkpoint::list(run_dir)?;
     if !start.resume && checkpoints.is_empty() {

@@ -20,12 +20,7 @@ pub struct RunLock {
 /// Takes `run_dir` (made if new) for this process, or names the process that holds it.
 /// `setting` names the config key that moves the run, for the message.
 pub fn lock(run_dir: &Path, setting: &str) -> anyhow::Result<RunLock> {
-    if run_dir.exists() && !run_dir.is_dir() {
-        bail!(
-            "{setting} {} is a file: a run writes a directory there (choose another {setting})",
-            run_dir.display()
-        );
-    }
+    refuse_a_file(run_dir, setting)?;
     std::fs::create_dir_all(run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
     let path = run_dir.join(LOCK_FILE);
     let mut file = std::fs::OpenOptions::new()
@@ -64,6 +59,17 @@ pub fn lock(run_dir: &Path, setting: &str) -> anyhow::Result<RunLock> {
     file.rewind()?;
     write!(file, "{}", std::process::id())?;
     Ok(RunLock { _file: file })
+}
+
+/// A run directory's path that names a file is refused (`setting` names its key).
+pub fn refuse_a_file(run_dir: &Path, setting: &str) -> anyhow::Result<()> {
+    if run_dir.exists() && !run_dir.is_dir() {
+        bail!(
+            "{setting} {} is a file: a run writes a directory there (choose another {setting})",
+            run_dir.display()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
