@@ -39,10 +39,17 @@ impl Write for Sink {
 impl AtomicFile {
     pub fn create(path: &Path) -> anyhow::Result<Self> {
         if is_special(path) {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .with_context(|| format!("cannot write to {}", path.display()))?;
+            let file = match own_descriptor(path) {
+                // This process's own descriptor, where it stands: opened anew, a file the
+                // shell appends to (`>> log`) would be written from its start.
+                // SAFETY: dup gives a new descriptor that the File then owns.
+                Some(fd) => match unsafe { libc::dup(fd) } {
+                    -1 => Err(std::io::Error::last_os_error()),
+                    copy => Ok(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(copy) }),
+                },
+                None => std::fs::OpenOptions::new().write(true).open(path),
+            }
+            .with_context(|| format!("cannot write to {}", path.display()))?;
             return Ok(AtomicFile {
                 path: path.to_path_buf(),
                 sink: Sink::Through(BufWriter::new(file)),
@@ -122,6 +129,20 @@ fn is_special(path: &Path) -> bool {
         let kind = m.file_type();
         kind.is_char_device() || kind.is_block_device() || kind.is_fifo() || kind.is_socket()
     })
+}
+
+/// The descriptor of this process that `path` names: `/dev/stdout` (1), `/dev/stderr` (2),
+/// `/dev/fd/N` or `/proc/self/fd/N` (N).
+fn own_descriptor(path: &Path) -> Option<i32> {
+    match path.to_str()? {
+        "/dev/stdout" => Some(1),
+        "/dev/stderr" => Some(2),
+        text => text
+            .strip_prefix("/dev/fd/")
+            .or_else(|| text.strip_prefix("/proc/self/fd/"))?
+            .parse()
+            .ok(),
+    }
 }
 
 /// The regular file a write to `path` replaces: `path`, or the file a link at `path` points
@@ -366,6 +387,17 @@ mod tests {
         write(&link, "new\n").unwrap();
         assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "new\n");
+
+        assert_eq!(own_descriptor(Path::new("/dev/stdout")), Some(1));
+        assert_eq!(own_descriptor(Path::new("/proc/self/fd/63")), Some(63));
+        assert_eq!(own_descriptor(Path::new("/dev/null")), None);
+        // A descriptor of this process is written where it stands: appended, not from the start.
+        let log = dir.path().join("log.txt");
+        std::fs::write(&log, "earlier\n").unwrap();
+        let appending = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&appending);
+        write(Path::new(&format!("/dev/fd/{fd}")), "more\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "earlier\nmore\n");
 
         let dangling = dir.path().join("dangling.jsonl");
         std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
