@@ -111,6 +111,17 @@ fn a_run_that_fits_trains_with_gradient_checkpointing_and_logs_its_plan() {
     let output = crpo(dir.path(), &["doctor", "--config", "run.toml"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("fits:"), "{stdout}");
+    // LoRA that selects none of the model's layers would be refused by train: not "fits".
+    write_config(
+        dir.path(),
+        "per_device_train_batch_size = 4\n[model.lora]\ntarget_modules = [\"no_such_proj\"]",
+    );
+    let output = crpo(dir.path(), &["doctor", "--config", "run.toml"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("model.lora selects none") && !stdout.contains("fits:"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -89,6 +89,14 @@ fn memory_plan_of(path: &std::path::Path) -> anyhow::Result<()> {
             shape.parameters,
             plan.table()
         );
+        if let Some(lora) = &plan.settings.lora {
+            if shape.adapter_parameters(lora) == 0 {
+                println!(
+                    "refused: model.lora selects none of the model's linear layers ({command} would refuse it at load)"
+                );
+                continue;
+            }
+        }
         match memory_plan::free_memory(device) {
             Some((free, what)) => match memory_plan::check_fits(&plan, &shape, free, &what) {
                 Ok(()) => println!("fits: {} of {} {what}", gib(plan.peak()), gib(free)),
