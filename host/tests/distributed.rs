@@ -364,6 +364,44 @@ fn a_rank_that_cannot_reach_rank_zero_names_the_address_once_within_the_timeout(
 }
 
 #[test]
+fn a_port_another_program_holds_fails_the_start_within_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "taken", 1, "max_steps = 1\nddp_timeout = 2");
+    // Another program on MASTER_PORT: it accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let connections: Vec<_> = listener.incoming().take(64).collect();
+        drop(connections);
+    });
+    let started = Instant::now();
+    let output = crpo_host()
+        .args(["train", "--config"])
+        .arg(&config)
+        .envs([
+            ("RANK", "1"),
+            ("LOCAL_RANK", "1"),
+            ("WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "127.0.0.1"),
+        ])
+        .env("MASTER_PORT", port.to_string())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")) && stderr.contains("rendezvous"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(held);
+}
+
+#[test]
 fn a_killed_two_process_run_resumes_to_the_uninterrupted_weights() {
     let dir = tempfile::tempdir().unwrap();
     let settings = "max_steps = 5\nsave_steps = 2\nddp_timeout = 60";

@@ -61,6 +61,9 @@ pub struct BenchRolloutArgs {
     pub workload_out: Option<PathBuf>,
 }
 
+/// The most rows a benchmark's rollout batch may have.
+const MAX_ROWS: usize = 4096;
+
 pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result<()> {
     for (flag, value) in [
         ("--prompts", args.prompts),
@@ -71,6 +74,11 @@ pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result
         if value == 0 {
             bail!("{flag} must be at least 1");
         }
+    }
+    // A rollout batch beyond any GPU's (and far beyond this machine's memory).
+    let rows = args.prompts.saturating_mul(args.group);
+    if rows > MAX_ROWS {
+        bail!("--prompts × --group = {rows} rows: at most {MAX_ROWS} in one rollout batch");
     }
     if args.min_length == 0 || args.min_length > args.max_length {
         bail!(

@@ -6,15 +6,19 @@
 
 use super::demo_data::{write_task, DemoTaskArgs};
 use crate::atomic_file;
+use crate::demo_task as demo;
 use crate::plugins::PluginRegistry;
 use crate::rollout::Policy;
 use crate::train::config::{EvalSection, RunConfig};
 use crate::train::data::load_splits;
 use crate::train::eval::{decoding, evaluate, EvalReport};
-use crate::train::metrics::METRICS_FILE;
+use crate::train::metrics::{METRICS_FILE, SAMPLES_FILE};
 use crate::train::progress::text_table;
 use crate::train::resume::StartMode;
+use crate::train::resume::RESUMES_FILE;
 use crate::train::reward::{preset_objectives, RunReward};
+use crate::train::run_info::RUN_INFO_FILE;
+use crate::train::run_lock::LOCK_FILE;
 use crate::train::{checkpoint, sft, trainer::Trainer};
 use anyhow::{bail, Context};
 use crpo_sdk::RewardPreset;
@@ -265,13 +269,28 @@ fn write_config(
     RunConfig::load(&path)
 }
 
-/// Refuses to mix with other files unless asked to replace an earlier demo's.
+/// Refuses to mix with other files unless asked to replace an earlier demo's: then every
+/// file there must be one a demo writes (anything else — notes, a rerun the demo suggested —
+/// is a user's, and refused by name), and no run in it may be in use by another process.
 fn prepare_directory(out: &Path, overwrite: bool) -> anyhow::Result<()> {
-    let occupied = out.exists() && std::fs::read_dir(out)?.next().is_some();
+    if out.exists() && !out.is_dir() {
+        bail!("--out {} is a file: the demo writes a directory", out.display());
+    }
+    let occupied = out.exists()
+        && std::fs::read_dir(out)
+            .with_context(|| format!("cannot read {}", out.display()))?
+            .next()
+            .is_some();
     if occupied {
         if !overwrite {
             bail!(
                 "{} is not empty: pass --overwrite to replace the previous demo, or choose --out",
+                out.display()
+            );
+        }
+        if std::fs::symlink_metadata(out).is_ok_and(|m| m.file_type().is_symlink()) {
+            bail!(
+                "--out {} is a link: name the directory it points to",
                 out.display()
             );
         }
@@ -282,9 +301,128 @@ fn prepare_directory(out: &Path, overwrite: bool) -> anyhow::Result<()> {
                 out.display()
             );
         }
+        let runs = demo_runs(out)?;
+        if let Some(foreign) = first_foreign(out, &runs)? {
+            bail!(
+                "{} holds {}, which no demo writes: move it out first (--overwrite replaces an earlier demo whole, and it would be lost)",
+                out.display(),
+                foreign.display()
+            );
+        }
+        for run in &runs {
+            // Held for the check only: a demo still running in there is not deleted under it.
+            crate::train::run_lock::lock(&out.join(run), "--out")?;
+        }
         std::fs::remove_dir_all(out).with_context(|| format!("cannot clear {}", out.display()))?;
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))
+}
+
+/// The runs of an earlier demo: each `NAME.toml` the demo wrote (by its first line) names the
+/// run directory `NAME`.
+fn demo_runs(out: &Path) -> anyhow::Result<Vec<String>> {
+    let mut runs = Vec::new();
+    for entry in std::fs::read_dir(out).with_context(|| format!("cannot read {}", out.display()))? {
+        let path = entry?.path();
+        let (Some(name), Some("toml")) = (
+            path.file_stem().and_then(|n| n.to_str()),
+            path.extension().and_then(|e| e.to_str()),
+        ) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.starts_with("# Written by `crpo-host demo`") {
+            runs.push(name.to_string());
+        }
+    }
+    Ok(runs)
+}
+
+/// The first file under `out` that no demo writes, if any (`runs`: its run directories).
+fn first_foreign(out: &Path, runs: &[String]) -> anyhow::Result<Option<PathBuf>> {
+    let mut pending = vec![out.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
+            let entry = entry?;
+            let path = entry.path();
+            let relative: Vec<String> = path
+                .strip_prefix(out)
+                .unwrap_or(&path)
+                .iter()
+                .map(|c| c.to_string_lossy().into_owned())
+                .collect();
+            let is_dir = entry.file_type()?.is_dir();
+            if !demo_writes(&relative, is_dir, runs) {
+                return Ok(Some(path));
+            }
+            if is_dir {
+                pending.push(path);
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The files of a model directory the demo writes (a preset, a checkpoint, an adapter).
+const DEMO_MODEL_FILES: [&str; 9] = [
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "adapter_config.json",
+    "adapter_model.safetensors",
+];
+
+/// Whether a demo writes the entry at `relative` (its path's components under the demo).
+fn demo_writes(relative: &[String], is_dir: bool, runs: &[String]) -> bool {
+    let parts: Vec<&str> = relative.iter().map(String::as_str).collect();
+    let model_file = |name: &str| !is_dir && DEMO_MODEL_FILES.contains(&name);
+    let is_run = |name: &str| runs.iter().any(|run| run == name);
+    let is_checkpoint = |name: &str| {
+        ["step-", "unusable-step-", ".tmp-step-", ".trash-step-"]
+            .iter()
+            .any(|p| name.starts_with(p))
+    };
+    // What a write interrupted by a kill leaves: a temporary file, or a model directory's
+    // temporary or set-aside copy (crate::atomic_file).
+    let leftover = |name: &str| name.starts_with(".tmp-") || name.starts_with(".old-");
+    match parts.as_slice() {
+        ["report.json" | "report.html"] => !is_dir,
+        [file] if file.ends_with(".toml") => !is_dir && is_run(file.trim_end_matches(".toml")),
+        ["data" | "model"] => is_dir,
+        ["data", file] => !is_dir && [demo::TRAIN_FILE, demo::EVAL_FILE].contains(file),
+        ["model", file] => model_file(file),
+        [run] => is_dir && is_run(run),
+        [run, rest @ ..] if is_run(run) => match rest {
+            ["model"] | ["checkpoints"] => is_dir,
+            ["model", file] => model_file(file),
+            [copy] if leftover(copy) => true,
+            [copy, file] if leftover(copy) => model_file(file),
+            [file] => {
+                !is_dir
+                    && ([METRICS_FILE, SAMPLES_FILE, RUN_INFO_FILE, RESUMES_FILE, LOCK_FILE].contains(file)
+                        || file.starts_with("events.out.tfevents."))
+            }
+            ["checkpoints", checkpoint] => is_dir && is_checkpoint(checkpoint),
+            ["checkpoints", checkpoint, "model"] => is_dir && is_checkpoint(checkpoint),
+            ["checkpoints", checkpoint, "model", file] => is_checkpoint(checkpoint) && model_file(file),
+            ["checkpoints", checkpoint, file] => {
+                !is_dir
+                    && is_checkpoint(checkpoint)
+                    && [
+                        checkpoint::OPTIMIZER_FILE,
+                        checkpoint::STATE_FILE,
+                        checkpoint::CONFIG_FILE,
+                    ]
+                    .contains(file)
+            }
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// Each entrant greedy, then sampled, on the held-out split with every clinical objective.
@@ -476,4 +614,79 @@ fn print_outputs(out: &Path, entrants: &[Entrant], report: &Path) {
     }
     println!("report: {}", report.display());
     println!("charts: {}", out.join("report.html").display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An earlier demo's layout: configs, data, model, a run with a checkpoint, the report.
+    fn earlier_demo(out: &Path) {
+        let files = [
+            "sft.toml",
+            "grpo.toml",
+            "report.json",
+            "report.html",
+            "data/train.jsonl",
+            "data/eval.jsonl",
+            "model/config.json",
+            "model/model.safetensors",
+            "sft/metrics.jsonl",
+            "sft/model/tokenizer.json",
+            "grpo/metrics.jsonl",
+            "grpo/samples.jsonl",
+            "grpo/.crpo-run.lock",
+            "grpo/events.out.tfevents.0000000001.host.1",
+            "grpo/checkpoints/step-000002/trainer_state.json",
+            "grpo/checkpoints/step-000002/model/model.safetensors",
+        ];
+        for file in files {
+            let path = out.join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let text = if file.ends_with(".toml") {
+                "# Written by `crpo-host demo`: x.\n"
+            } else {
+                "{}"
+            };
+            std::fs::write(path, text).unwrap();
+        }
+    }
+
+    #[test]
+    fn overwrite_replaces_an_earlier_demo_but_never_a_file_a_demo_does_not_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("demo");
+        earlier_demo(&out);
+        for foreign in [
+            "notes.txt",
+            "grpo/my_notes.md",
+            "grpo-again/metrics.jsonl",
+            "grpo/checkpoints/mine/x.json",
+            "model/extra.bin",
+            "data/mydata.jsonl",
+            "my.toml",
+        ] {
+            let path = out.join(foreign);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, "mine").unwrap();
+            let error = prepare_directory(&out, true).unwrap_err().to_string();
+            assert!(error.contains("which no demo writes"), "{foreign}: {error}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), "mine", "{foreign}");
+            std::fs::remove_file(&path).unwrap();
+        }
+        std::fs::remove_dir_all(out.join("grpo-again")).unwrap();
+        std::fs::remove_dir_all(out.join("grpo/checkpoints/mine")).unwrap();
+        // A run of it in use by another process: not deleted under it.
+        let held = crate::train::run_lock::lock(&out.join("grpo"), "run.output_dir").unwrap();
+        let error = prepare_directory(&out, true).unwrap_err().to_string();
+        assert!(error.contains("in use by another crpo-host run"), "{error}");
+        drop(held);
+        prepare_directory(&out, true).unwrap();
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "replaced whole");
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        let error = prepare_directory(&dir.path().join("file"), true)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("is a file"), "{error}");
+    }
 }

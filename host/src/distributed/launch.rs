@@ -27,6 +27,10 @@ pub struct LaunchEnv {
     pub restart: usize,
 }
 
+/// The most processes a run may have: far beyond any cluster's, within what the collectives'
+/// per-rank buffers (and gloo's 32-bit sizes) can count.
+const MAX_WORLD_SIZE: usize = 1 << 16;
+
 const VARS: [&str; 5] = ["RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"];
 
 impl LaunchEnv {
@@ -39,6 +43,11 @@ impl LaunchEnv {
     /// From `var` (the environment, or a test's table).
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<Self>> {
         if var("RANK").is_none() && var("WORLD_SIZE").is_none() {
+            if var("SLURM_NTASKS").is_some_and(|n| n.trim() != "1") {
+                tracing::warn!(
+                    "SLURM_NTASKS is set but RANK and WORLD_SIZE are not: this process trains alone; to train across the job's tasks, set them from SLURM's (docs/distributed.md)"
+                );
+            }
             return Ok(None);
         }
         let required = |name: &str| {
@@ -62,6 +71,9 @@ impl LaunchEnv {
         };
         if world_size == 0 || rank >= world_size {
             bail!("distributed launch: RANK={rank} is not below WORLD_SIZE={world_size}");
+        }
+        if world_size > MAX_WORLD_SIZE {
+            bail!("distributed launch: WORLD_SIZE={world_size} is more processes than any run has (at most {MAX_WORLD_SIZE})");
         }
         let master_addr = required("MASTER_ADDR")?.trim().to_string();
         if master_addr.is_empty() {
@@ -311,5 +323,6 @@ mod tests {
         assert!(with("MASTER_PORT", "0").contains("not a port"));
         assert!(with("MASTER_PORT", "port").contains("MASTER_PORT=`port`"));
         assert!(with("MASTER_ADDR", " ").contains("MASTER_ADDR is empty"));
+        assert!(with("WORLD_SIZE", "4294967297").contains("more processes than any run has"));
     }
 }

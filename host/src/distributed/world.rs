@@ -50,6 +50,42 @@ fn position_key(rank: usize) -> String {
     format!("crpo/position/{rank}")
 }
 
+/// Time past `run.ddp_timeout` the rendezvous is given before the watchdog ends the process.
+const JOIN_GRACE: Duration = Duration::from_secs(5);
+
+/// Ends the process, naming the address, if the rendezvous has not completed within `timeout`
+/// (and a grace): libtorch's store client waits without end on a port another program holds
+/// (it reads an answer that never comes), and its connection retries overrun the timeout.
+/// Returns the flag to set once joined.
+fn rendezvous_watchdog(env: &LaunchEnv, timeout: Duration) -> Arc<AtomicBool> {
+    let joined = Arc::new(AtomicBool::new(false));
+    let flag = joined.clone();
+    let (rank, world_size) = (env.rank, env.world_size);
+    let address = format!("{}:{}", env.master_addr, env.master_port);
+    let spawned = std::thread::Builder::new()
+        .name("crpo-rendezvous-watchdog".into())
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            while started.elapsed() < timeout + JOIN_GRACE {
+                if flag.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            eprintln!(
+                "error: distributed start-up (rank {rank} of {world_size}): no rendezvous at {address} within {:?} (run.ddp_timeout): is rank 0 running there, is every rank started, and is that port rank 0's (not another program's)?",
+                timeout
+            );
+            // SAFETY: ends the process at once; libtorch's threads are mid-call, so exit
+            // handlers and destructors are not run under them.
+            unsafe { libc::_exit(1) };
+        });
+    if spawned.is_err() {
+        tracing::warn!("cannot start the rendezvous watchdog: start-up waits as long as libtorch does");
+    }
+    joined
+}
+
 impl World {
     /// Joins the group `env` describes (Gloo for CPU tensors, NCCL for CUDA ones), waiting up
     /// to `timeout` for every rank.
@@ -66,6 +102,7 @@ impl World {
             },
         )?;
         let loopback = matches!(env.master_addr.as_str(), "127.0.0.1" | "localhost" | "::1");
+        let joined = rendezvous_watchdog(env, timeout);
         let group = ProcessGroup::join(&Rendezvous {
             host: env.master_addr.clone(),
             port: env.master_port,
@@ -88,6 +125,7 @@ impl World {
                 env.world_size
             )
         })?;
+        joined.store(true, Ordering::Relaxed);
         let group = Arc::new(group);
         let stop = Arc::new(AtomicBool::new(false));
         let beating = {

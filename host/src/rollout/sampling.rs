@@ -113,7 +113,8 @@ pub fn sample_next(
     }
     let mut logits = logits / config.temperature;
     let vocab = logits.size()[1];
-    if config.top_k > 0 && (config.top_k as i64) < vocab {
+    // Compared unsigned: a top-k past i64's range (2^63) would turn negative as i64.
+    if config.top_k > 0 && (config.top_k as u64) < vocab as u64 {
         let (kth, _) = logits.topk(config.top_k as i64, -1, true, true);
         let threshold = kth.narrow(-1, config.top_k as i64 - 1, 1);
         logits = logits.masked_fill(&logits.lt_tensor(&threshold), f64::NEG_INFINITY);
@@ -237,6 +238,9 @@ mod tests {
 
     #[test]
     fn top_k_keeps_only_the_k_most_likely() {
+        // A top-k past the vocabulary (even past i64's range) keeps every token.
+        let all = draws(&sampling(1 << 63, 1.0), 200);
+        assert!(all.iter().any(|&t| t >= 2), "{all:?}");
         assert!(draws(&sampling(1, 1.0), 50).iter().all(|&t| t == 0));
         let two = draws(&sampling(2, 1.0), 200);
         assert!(two.iter().all(|&t| t < 2) && two.contains(&1));
