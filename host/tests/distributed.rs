@@ -328,6 +328,25 @@ fn more_local_ranks_than_cores_are_refused_before_any_starts() {
     assert!(!dir.path().join("many/metrics.jsonl").exists());
 }
 
+/// `train --config config` as rank 1 of 2 with rank 0 expected at 127.0.0.1:`port`, and how
+/// long it took to end.
+fn train_as_rank_one_of_two(config: &Path, port: u16) -> (Output, Duration) {
+    let started = Instant::now();
+    let output = crpo_host()
+        .args(["train", "--config"])
+        .arg(config)
+        .envs([
+            ("RANK", "1"),
+            ("LOCAL_RANK", "1"),
+            ("WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "127.0.0.1"),
+        ])
+        .env("MASTER_PORT", port.to_string())
+        .output()
+        .unwrap();
+    (output, started.elapsed())
+}
+
 #[test]
 fn a_rank_that_cannot_reach_rank_zero_names_the_address_once_within_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
@@ -338,29 +357,13 @@ fn a_rank_that_cannot_reach_rank_zero_names_the_address_once_within_the_timeout(
         .local_addr()
         .unwrap()
         .port();
-    let started = Instant::now();
-    let output = crpo_host()
-        .args(["train", "--config"])
-        .arg(&config)
-        .envs([
-            ("RANK", "1"),
-            ("LOCAL_RANK", "1"),
-            ("WORLD_SIZE", "2"),
-            ("MASTER_ADDR", "127.0.0.1"),
-        ])
-        .env("MASTER_PORT", port.to_string())
-        .output()
-        .unwrap();
+    let (output, elapsed) = train_as_rank_one_of_two(&config, port);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
     // libtorch's log of each failed try carried its C++ stack.
     assert!(!stderr.contains("frame #"), "{stderr}");
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
 }
 
 #[test]
@@ -374,30 +377,14 @@ fn a_port_another_program_holds_fails_the_start_within_the_timeout() {
         let connections: Vec<_> = listener.incoming().take(64).collect();
         drop(connections);
     });
-    let started = Instant::now();
-    let output = crpo_host()
-        .args(["train", "--config"])
-        .arg(&config)
-        .envs([
-            ("RANK", "1"),
-            ("LOCAL_RANK", "1"),
-            ("WORLD_SIZE", "2"),
-            ("MASTER_ADDR", "127.0.0.1"),
-        ])
-        .env("MASTER_PORT", port.to_string())
-        .output()
-        .unwrap();
+    let (output, elapsed) = train_as_rank_one_of_two(&config, port);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!("127.0.0.1:{port}")) && stderr.contains("rendezvous"),
         "{stderr}"
     );
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
     drop(held);
 }
 
