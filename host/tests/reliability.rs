@@ -199,7 +199,7 @@ fn no_command_writes_over_what_it_reads() {
     std::fs::write(path("run/metrics.jsonl"), "{\"step\": 1}\n").unwrap();
     refused(
         &["report", "run", "--out", "run/metrics.jsonl"],
-        "is not a crpo report",
+        "is not an earlier crpo report",
         &["run/metrics.jsonl"],
     );
 
@@ -284,7 +284,7 @@ fn model_outputs_replace_only_models() {
     );
     refused(
         &[&bench[..], &["--workload-out", "notes.txt"]].concat(),
-        "is not a workload",
+        "is not an earlier workload",
         "notes.txt",
     );
     // An adapter's base model is an input of eval too.

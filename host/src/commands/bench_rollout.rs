@@ -62,7 +62,7 @@ pub struct BenchRolloutArgs {
 }
 
 /// The most rows a benchmark's rollout batch may have.
-const MAX_ROWS: usize = 4096;
+const MAX_BENCH_ROWS: usize = 4096;
 
 pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result<()> {
     for (flag, value) in [
@@ -77,8 +77,8 @@ pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result
     }
     // A rollout batch beyond any GPU's (and far beyond this machine's memory).
     let rows = args.prompts.saturating_mul(args.group);
-    if rows > MAX_ROWS {
-        bail!("--prompts × --group = {rows} rows: at most {MAX_ROWS} in one rollout batch");
+    if rows > MAX_BENCH_ROWS {
+        bail!("--prompts × --group = {rows} rows: at most {MAX_BENCH_ROWS} in one rollout batch");
     }
     if args.min_length == 0 || args.min_length > args.max_length {
         bail!(
@@ -217,25 +217,10 @@ pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result
 /// it), a directory, or a file that is not an earlier workload (one is replaced: a rerun).
 fn check_workload_out(path: &std::path::Path, model: &std::path::Path) -> anyhow::Result<()> {
     crate::atomic_file::refuse_replacing(path, "--workload-out", model, "the model")?;
-    if path.is_dir() {
-        bail!(
-            "--workload-out {} is a directory: the workload is a JSON file",
-            path.display()
-        );
-    }
-    if path.exists() {
-        let earlier = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-            .is_some_and(|json| json.get("prompts").is_some() && json.get("budgets").is_some());
-        if !earlier {
-            bail!(
-                "--workload-out {} exists and is not a workload this command wrote: choose another path (it would be lost)",
-                path.display()
-            );
-        }
-    }
-    Ok(())
+    crate::atomic_file::refuse_replacing_unless(path, "--workload-out", "workload", |bytes| {
+        serde_json::from_slice::<serde_json::Value>(bytes)
+            .is_ok_and(|json| json.get("prompts").is_some() && json.get("budgets").is_some())
+    })
 }
 
 fn write_workload(path: &std::path::Path, workload: &serde_json::Value) -> anyhow::Result<()> {

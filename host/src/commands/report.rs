@@ -52,31 +52,12 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
 }
 
 /// An earlier report is replaced; anything else at `out` (a run's metrics, a config, a
-/// directory) is what a user saved, and is kept.
+/// directory) is what a user saved, and is kept. A device or pipe is written through.
 fn refuse_replacing_other_files(out: &Path) -> anyhow::Result<()> {
-    if out.is_dir() {
-        bail!(
-            "--out {} is a directory: name the HTML file to write",
-            out.display()
-        );
-    }
-    let mut file = match std::fs::File::open(out) {
-        Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(error) => bail!(
-            "--out {}: {error}: cannot check it is an earlier report",
-            out.display()
-        ),
-    };
-    let mut head = [0u8; 256];
-    let read = std::io::Read::read(&mut file, &mut head).unwrap_or(0);
-    if !crate::report::is_report(&head[..read]) {
-        bail!(
-            "--out {} exists and is not a crpo report: choose another --out (it would be lost)",
-            out.display()
-        );
-    }
-    Ok(())
+    // The mark is in the document's head: a file that only quotes it further down is not one.
+    crate::atomic_file::refuse_replacing_unless(out, "--out", "crpo report", |bytes| {
+        crate::report::is_report(&bytes[..bytes.len().min(256)])
+    })
 }
 
 #[cfg(test)]
@@ -89,11 +70,15 @@ mod tests {
         let metrics = dir.path().join("metrics.jsonl");
         std::fs::write(&metrics, "{\"step\":1}\n").unwrap();
         let error = refuse_replacing_other_files(&metrics).unwrap_err().to_string();
-        assert!(error.contains("is not a crpo report"), "{error}");
+        assert!(error.contains("is not an earlier crpo report"), "{error}");
         assert!(refuse_replacing_other_files(dir.path()).is_err());
         let report = dir.path().join("report.html");
         assert!(refuse_replacing_other_files(&report).is_ok(), "not there yet");
         std::fs::write(&report, crate::report::render(&[])).unwrap();
         assert!(refuse_replacing_other_files(&report).is_ok());
+        assert!(
+            refuse_replacing_other_files(Path::new("/dev/null")).is_ok(),
+            "written through"
+        );
     }
 }
