@@ -256,6 +256,11 @@ fn start_after_a_step(dir: &Path, config: &Path) -> Child {
 /// Starts a two-rank run, waits for its first step, sends `signal` to rank 1 and returns
 /// rank 0's messages once the run has stopped, and how long that took.
 fn run_and_break_rank_one(signal: i32) -> (String, Duration) {
+    run_and_break_rank(1, signal)
+}
+
+/// As [`run_and_break_rank_one`], for rank `broken_rank`: the run's messages once it stopped.
+fn run_and_break_rank(broken_rank: usize, signal: i32) -> (String, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let config = setup(
         dir.path(),
@@ -264,9 +269,9 @@ fn run_and_break_rank_one(signal: i32) -> (String, Duration) {
         "ddp_timeout = 8\nmax_steps = 1000\nsave_steps = 0",
     );
     let mut launcher = start_after_a_step(dir.path(), &config);
-    let rank_one = worker_pid(&launcher, 1);
+    let pid = worker_pid(&launcher, broken_rank);
     // SAFETY: signalling a process this test started.
-    unsafe { libc::kill(rank_one as i32, signal) };
+    unsafe { libc::kill(pid as i32, signal) };
     let broken = Instant::now();
     let output = loop {
         if launcher.try_wait().unwrap().is_some() {
@@ -275,13 +280,13 @@ fn run_and_break_rank_one(signal: i32) -> (String, Duration) {
         if broken.elapsed() > Duration::from_secs(90) {
             let _ = launcher.kill();
             // SAFETY: as above.
-            unsafe { libc::kill(rank_one as i32, libc::SIGKILL) };
-            panic!("the run did not stop within 90 s of rank 1's {signal}");
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("the run did not stop within 90 s of rank {broken_rank}'s {signal}");
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    // SAFETY: as above (a stopped rank 1 is killed by the launcher; this makes sure).
-    unsafe { libc::kill(rank_one as i32, libc::SIGKILL) };
+    // SAFETY: as above (a stopped rank is killed by the launcher; this makes sure).
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     assert!(!output.status.success());
     let messages = String::from_utf8_lossy(&output.stderr).into_owned();
     eprintln!("{messages}");
@@ -296,6 +301,20 @@ fn a_rank_that_dies_stops_the_other_which_names_it() {
         messages.contains("worker rank 1 of 2 failed (killed by signal 9)"),
         "{messages}"
     );
+    assert!(took < Duration::from_secs(30), "{took:?}");
+}
+
+/// Rank 0 hosts the rendezvous store: the other rank names it once, without libtorch's C++
+/// stack for every store call that failed.
+#[test]
+fn a_killed_rank_zero_stops_the_other_which_names_it_without_cpp_stacks() {
+    let (messages, took) = run_and_break_rank(0, libc::SIGKILL);
+    assert!(
+        messages.contains("worker rank 0 of 2 failed (killed by signal 9)"),
+        "{messages}"
+    );
+    assert!(messages.contains("rank 1 of 2"), "{messages}");
+    assert!(!messages.contains("frame #"), "{messages}");
     assert!(took < Duration::from_secs(30), "{took:?}");
 }
 

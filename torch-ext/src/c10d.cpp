@@ -162,9 +162,9 @@ struct GradientSync {
 };
 #endif
 #if defined(CRPO_C10D_GLOO) || defined(CRPO_C10D_NCCL)
-// While the store connects, c10d logs each failed try with the C++ stack of its exception (a
-// page of frames for a mistyped MASTER_ADDR); the error this shim returns names the address
-// and the cause once. Quietens c10's log below FATAL for its lifetime, then restores it.
+// While the store connects (or a store call meets a host that died), c10d logs each failed
+// try with the C++ stack of its exception (a page of frames for a mistyped MASTER_ADDR); the
+// error this shim returns names the address and the cause once. Quietens c10's log below FATAL for its lifetime, then restores it.
 class QuietC10Log {
  public:
   QuietC10Log() : saved_(FLAGS_caffe2_log_level) {
@@ -351,6 +351,8 @@ int crpo_c10d_store_set(void* handle, const char* key, const uint8_t* value, siz
                         size_t error_len) {
 #if defined(CRPO_C10D_GLOO) || defined(CRPO_C10D_NCCL)
   auto* group = static_cast<Group*>(handle);
+  // A store host that died would log each retry's C++ stack; the error returned names it.
+  const QuietC10Log quiet;
   return guarded([&] { group->store->set(std::string(key), std::vector<uint8_t>(value, value + len)); }, error,
                  error_len);
 #else
@@ -455,6 +457,8 @@ int crpo_c10d_store_get(void* handle, const char* key, uint8_t* out, size_t capa
                         size_t error_len) {
 #if defined(CRPO_C10D_GLOO) || defined(CRPO_C10D_NCCL)
   auto* group = static_cast<Group*>(handle);
+  // As in crpo_c10d_store_set: one error naming the store host, not a stack per retry.
+  const QuietC10Log quiet;
   return guarded(
       [&] {
         const std::string name(key);
