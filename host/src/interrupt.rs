@@ -1,5 +1,6 @@
 //! SIGTERM and SIGINT (SLURM preemption, Ctrl-C) during training: the first asks the run to
-//! finish its step, write a checkpoint and exit non-zero; a second exits at once.
+//! finish its step, write a checkpoint and exit non-zero; a second exits at once. A command
+//! with nothing to finish (the demo) says what to do next and exits at once.
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::flag;
@@ -36,6 +37,26 @@ impl Interrupt {
             .load(Ordering::SeqCst)
             .then(|| self.signal.load(Ordering::SeqCst) as i32)
     }
+}
+
+/// For a command that needs no clean-up (each file it writes is written whole): the first
+/// SIGINT or SIGTERM prints `error: stopped by SIGNAL: {next}` and ends the process at once
+/// with 128 + signal, as the default action does, but saying what to do next.
+pub fn exit_saying(next: &str) -> anyhow::Result<()> {
+    for signal in [SIGINT, SIGTERM] {
+        let text = format!("\nerror: stopped by {}: {next}\n", Interrupted::name(signal)).into_bytes();
+        let handler = move || {
+            // SAFETY: write(2) and _exit(2) are async-signal-safe; `text` was made before the
+            // handler was installed and is only read here.
+            unsafe {
+                libc::write(2, text.as_ptr().cast(), text.len());
+                libc::_exit(128 + signal);
+            }
+        };
+        // SAFETY: the handler only calls async-signal-safe functions (above).
+        unsafe { signal_hook::low_level::register(signal, handler) }?;
+    }
+    Ok(())
 }
 
 /// The error a run ends with after a signal: the process exits with 128 + `signal`.

@@ -472,6 +472,52 @@ fn demo_runs_the_matched_arms_and_prints_every_table() {
     );
 }
 
+/// Ctrl-C during the demo stops it at once, saying how to start it again; that command then
+/// replaces what the interrupted demo left.
+#[test]
+fn an_interrupted_demo_says_how_to_start_it_again_and_that_works() {
+    use std::io::{BufRead, BufReader};
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().join("demo");
+    let args = [
+        "demo",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--sft-epochs",
+        "1",
+        "--eval-questions",
+        "8",
+        "--eval-samples",
+        "2",
+    ];
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_crpo-host"))
+        .args(args)
+        .env_remove("CRPO_PLUGIN_PATH")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read until the cold start begins; kept open so that the demo's later lines are not lost.
+    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    assert!(lines.any(|line| line.is_ok_and(|l| l.starts_with("1/"))));
+    // SAFETY: signalling a process this test started.
+    unsafe { libc::kill(demo.id() as i32, libc::SIGINT) };
+    let output = demo.wait_with_output().unwrap();
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(130), "{message}");
+    assert!(
+        message.contains("error: stopped by SIGINT") && message.contains("with --overwrite starts it again"),
+        "{message}"
+    );
+    assert!(!out_dir.join("report.json").exists(), "it stopped before its end");
+    drop(lines);
+    let again = crpo_host(&[&args[..], &["--overwrite"]].concat());
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(out_dir.join("report.json").exists());
+}
+
 #[test]
 fn train_loads_reward_plugins_from_the_configs_plugin_dirs() {
     // option_coverage: the ≤ 30-line shorthand objective of docs/plugin-authoring.md §1.

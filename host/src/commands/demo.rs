@@ -107,12 +107,12 @@ pub fn run(dirs: &[PathBuf], args: &DemoArgs) -> anyhow::Result<()> {
     let reported = registry.preset(REPORTED)?;
     let arms = parse_arms(&registry, &args.arms, reported)?;
     prepare_directory(out, args.overwrite)?;
-    write_task(&task, &out.join("data"), true)?;
-    registry
-        .policy("qwen2")?
-        .plugin()
-        .write_preset(&args.model, &out.join("model"), args.seed)?;
-
+    crate::interrupt::exit_saying(&format!(
+        "the demo in {} did not finish; the same command with --overwrite starts it again",
+        out.display()
+    ))?;
+    // Its config first: it marks the directory as a demo's, so that --overwrite replaces
+    // whatever an interrupted demo left.
     let cold_config = write_config(
         out,
         "sft",
@@ -121,6 +121,11 @@ pub fn run(dirs: &[PathBuf], args: &DemoArgs) -> anyhow::Result<()> {
         reported,
         args,
     )?;
+    write_task(&task, &out.join("data"), true)?;
+    registry
+        .policy("qwen2")?
+        .plugin()
+        .write_preset(&args.model, &out.join("model"), args.seed)?;
     println!(
         "1/{} cold start: supervised fine-tuning of a {} model on the teacher's reference completions",
         arms.len() + 2,
