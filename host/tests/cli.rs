@@ -368,14 +368,12 @@ fn the_launcher_passes_arguments_and_exit_status_through() {
     );
 }
 
-#[test]
-fn demo_runs_the_matched_arms_and_prints_every_table() {
-    let out = tempfile::tempdir().unwrap();
-    let out_dir = out.path().join("demo");
-    let args = [
+/// The demo into `out`, shortened to seconds: two steps per arm, eight held-out questions.
+fn short_demo(out: &str) -> [&str; 11] {
+    [
         "demo",
         "--out",
-        out_dir.to_str().unwrap(),
+        out,
         "--steps",
         "2",
         "--sft-epochs",
@@ -384,7 +382,14 @@ fn demo_runs_the_matched_arms_and_prints_every_table() {
         "8",
         "--eval-samples",
         "2",
-    ];
+    ]
+}
+
+#[test]
+fn demo_runs_the_matched_arms_and_prints_every_table() {
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().join("demo");
+    let args = short_demo(out_dir.to_str().unwrap());
     let output = crpo_host(&args);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
@@ -479,19 +484,7 @@ fn an_interrupted_demo_says_how_to_start_it_again_and_that_works() {
     use std::io::{BufRead, BufReader};
     let out = tempfile::tempdir().unwrap();
     let out_dir = out.path().join("demo");
-    let args = [
-        "demo",
-        "--out",
-        out_dir.to_str().unwrap(),
-        "--steps",
-        "2",
-        "--sft-epochs",
-        "1",
-        "--eval-questions",
-        "8",
-        "--eval-samples",
-        "2",
-    ];
+    let args = short_demo(out_dir.to_str().unwrap());
     let mut demo = Command::new(env!("CARGO_BIN_EXE_crpo-host"))
         .args(args)
         .env_remove("CRPO_PLUGIN_PATH")
