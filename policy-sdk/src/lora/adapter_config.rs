@@ -54,7 +54,7 @@ struct PeftAdapterFile<'a> {
 
 /// PEFT settings that change what an adapter computes and that crpo does not implement: an
 /// adapter with any of them set (not null, false, empty or `"none"`) is refused.
-const UNSUPPORTED: [(&str, &str); 12] = [
+const UNSUPPORTED: [(&str, &str); 15] = [
     ("use_dora", "DoRA's magnitude vectors"),
     ("bias", "trained biases"),
     ("lora_bias", "a bias on lora_B"),
@@ -67,7 +67,18 @@ const UNSUPPORTED: [(&str, &str); 12] = [
     ("alora_invocation_tokens", "activated LoRA"),
     ("arrow_config", "Arrow's routing"),
     ("use_bdlora", "block-diagonal LoRA"),
+    ("kasa_config", "KaSA's singular-value adapters"),
+    ("velora_config", "VeLoRA's compressed activations"),
+    ("monteclora_config", "MonteCLoRA's sampled adapters"),
 ];
+
+/// `init_lora_weights` values whose adapter applies to the base model as it is. The others
+/// (PiSSA, OLoRA, CorDA, LoftQ) make PEFT rewrite the base weights when it loads the adapter,
+/// so B·A over the unchanged base would be another model.
+const BASE_KEEPING_INITS: [&str; 3] = ["gaussian", "eva", "orthogonal"];
+
+/// Modules whose PEFT adapters are not a linear layer's (embedding adapters, a trained head).
+const UNSUPPORTED_TARGETS: [&str; 2] = ["model.embed_tokens", "lm_head"];
 
 fn is_set(value: &serde_json::Value) -> bool {
     match value {
@@ -129,7 +140,23 @@ pub fn read_adapter_config(dir: &Path) -> Result<(LoraConfig, PathBuf)> {
             )));
         }
     }
+    match json.get("init_lora_weights") {
+        None | Some(serde_json::Value::Null | serde_json::Value::Bool(_)) => {}
+        Some(serde_json::Value::String(init)) if BASE_KEEPING_INITS.contains(&init.as_str()) => {}
+        Some(other) => {
+            return Err(failed(format!(
+                "`init_lora_weights` is {other}: PEFT rewrites the base model's weights when it loads such an adapter (PiSSA, OLoRA, CorDA, LoftQ), which crpo does not do, so it would compute another model; save it as a plain LoRA adapter (PEFT's `path_initial_model_for_weight_conversion`) or merge it with PEFT"
+            )))
+        }
+    }
     let file: PeftAdapterConfig = serde_json::from_str(&text).map_err(|e| failed(e.to_string()))?;
+    if let Some(targets) = &file.target_modules {
+        if let Some(module) = UNSUPPORTED_TARGETS.iter().find(|m| targets.matches(m)) {
+            return Err(failed(format!(
+                "`target_modules` adapts `{module}`: crpo implements LoRA on linear layers, not on the embedding or the LM head"
+            )));
+        }
+    }
     let required = |key: &str| failed(format!("no `{key}`"));
     let config = LoraConfig {
         r: file.r.ok_or_else(|| required("r"))?,
@@ -242,5 +269,53 @@ mod tests {
         .unwrap();
         let error = read_adapter_config(dir.path()).unwrap_err().to_string();
         assert!(error.contains("not a LoRA adapter"), "{error}");
+    }
+
+    #[test]
+    fn adapters_over_a_rewritten_base_or_on_the_embedding_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        for init in ["true", "false", r#""gaussian""#, r#""eva""#, r#""orthogonal""#] {
+            let field = format!(r#", "init_lora_weights": {init}"#);
+            assert_eq!(read_with(dir.path(), &field), "", "{init} keeps the base");
+        }
+        for init in [
+            r#""pissa""#,
+            r#""pissa_niter_16""#,
+            r#""olora""#,
+            r#""corda""#,
+            r#""loftq""#,
+        ] {
+            let error = read_with(dir.path(), &format!(r#", "init_lora_weights": {init}"#));
+            assert!(
+                error.contains("`init_lora_weights`") && error.contains("rewrites the base"),
+                "{error}"
+            );
+        }
+        for key in ["kasa_config", "velora_config", "monteclora_config"] {
+            let error = read_with(dir.path(), &format!(r#", "{key}": {{"a": 1}}"#));
+            assert!(error.contains(&format!("`{key}`")), "{error}");
+        }
+        let with_targets = |targets: &str| {
+            let text = format!(
+                r#"{{"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": {targets}, "base_model_name_or_path": "/b"}}"#
+            );
+            std::fs::write(dir.path().join(ADAPTER_CONFIG), text).unwrap();
+            read_adapter_config(dir.path()).err().map(|e| e.to_string())
+        };
+        for targets in [
+            r#"["q_proj", "embed_tokens"]"#,
+            r#"["lm_head"]"#,
+            r#"".*embed_tokens""#,
+        ] {
+            let error = with_targets(targets).unwrap_or_default();
+            assert!(error.contains("`target_modules` adapts"), "{targets}: {error}");
+        }
+        for targets in [
+            r#""all-linear""#,
+            r#"["q_proj", "down_proj"]"#,
+            r#"".*\\.(q|v)_proj""#,
+        ] {
+            assert_eq!(with_targets(targets), None, "{targets}");
+        }
     }
 }

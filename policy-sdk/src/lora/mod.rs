@@ -194,6 +194,13 @@ impl LoraAdapter {
 /// Reads an adapter directory's matrices by PEFT name.
 pub fn read_adapter_weights(dir: &Path) -> Result<Vec<(String, Tensor)>> {
     let path = dir.join(ADAPTER_WEIGHTS);
+    let pickled = dir.join("adapter_model.bin");
+    if !path.exists() && pickled.exists() {
+        return Err(PluginError::failed(format!(
+            "{} holds adapter_model.bin, which crpo does not read (a pickle): save the adapter with PEFT's save_pretrained(dir, safe_serialization=True) to write {ADAPTER_WEIGHTS}",
+            dir.display()
+        )));
+    }
     Tensor::read_safetensors(&path)
         .map_err(|e| PluginError::failed(format!("cannot read {}: {e}", path.display())))
 }
@@ -233,6 +240,17 @@ fn test_config(targets: TargetModules) -> LoraConfig {
 mod tests {
     use super::test_config as config;
     use super::*;
+
+    #[test]
+    fn a_pickled_adapter_is_named_with_how_to_convert_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("adapter_model.bin"), b"pickle").unwrap();
+        let error = read_adapter_weights(dir.path()).unwrap_err().to_string();
+        assert!(
+            error.contains("adapter_model.bin") && error.contains("safe_serialization=True"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn rank_and_alpha_default_to_peft_s() {

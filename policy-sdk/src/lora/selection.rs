@@ -44,7 +44,7 @@ pub type ExcludedModules = TargetModules;
 impl TargetModules {
     /// Whether `module` is listed (PEFT's suffix rule) or matches the expression entirely;
     /// `"all-linear"` is the caller's to read.
-    fn matches(&self, module: &str) -> bool {
+    pub(super) fn matches(&self, module: &str) -> bool {
         match self {
             TargetModules::Names(names) => names_match(names, module),
             TargetModules::Pattern(pattern) => full_match(pattern, module),
