@@ -98,35 +98,15 @@ const MAX_WIDTH: u64 = 1 << 20;
 const MAX_LAYERS: u64 = 1 << 12;
 const MAX_VOCAB: u64 = 1 << 24;
 
-/// Elements of every tensor in the directory's safetensors files (`model.safetensors`, or
-/// the shards `model.safetensors.index.json` lists), from their headers alone.
+/// Elements of every tensor in the directory's safetensors files (the ones the decoder
+/// reads: `model.safetensors`, else the shards its index lists), from their headers alone.
 pub fn parameter_count(dir: &Path) -> anyhow::Result<Option<u64>> {
-    let index = dir.join("model.safetensors.index.json");
-    let files: Vec<std::path::PathBuf> = if index.exists() {
-        let json: Value = serde_json::from_str(
-            &std::fs::read_to_string(&index).with_context(|| format!("cannot read {}", index.display()))?,
-        )
-        .with_context(|| format!("{} is not valid JSON", index.display()))?;
-        let mut shards: Vec<String> = json
-            .get("weight_map")
-            .and_then(Value::as_object)
-            .map(|map| {
-                map.values()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        shards.sort();
-        shards.dedup();
-        shards.into_iter().map(|shard| dir.join(shard)).collect()
-    } else if dir.join("model.safetensors").exists() {
-        vec![dir.join("model.safetensors")]
-    } else {
+    use crpo_plugins_policy::weights::{SHARD_INDEX, SINGLE_FILE};
+    if !dir.join(SINGLE_FILE).exists() && !dir.join(SHARD_INDEX).exists() {
         return Ok(None);
-    };
+    }
     let mut total = 0u64;
-    for file in files {
+    for file in crpo_plugins_policy::weights::weight_files(dir)? {
         total = total.saturating_add(elements_in(&file)?);
     }
     Ok(Some(total))

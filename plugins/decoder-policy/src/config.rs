@@ -136,9 +136,10 @@ impl DecoderConfig {
         }
     }
 
-    /// q/k/v projections carry biases (always in Qwen2; per `attention_bias` in Llama).
+    /// q/k/v projections carry biases (always in Qwen2, whose transformers class ignores
+    /// `attention_bias`; per `attention_bias` in Llama).
     pub fn qkv_bias(&self) -> bool {
-        self.attention_bias.unwrap_or(self.model_type == "qwen2")
+        self.model_type == "qwen2" || self.attention_bias.unwrap_or(false)
     }
 
     /// Only Llama's `attention_bias` puts a bias on the output projection.
@@ -251,6 +252,13 @@ mod tests {
         assert_eq!((v5.rope_theta(), v5.num_kv_heads()), (5e5, 4));
         assert_eq!(v5.eos_token_id.as_ref().unwrap().to_vec(), vec![1, 2]);
         assert!(!v5.qkv_bias());
+        // transformers' Qwen2 puts biases on q/k/v whatever `attention_bias` says.
+        let mut qwen2 = v4.clone();
+        qwen2.attention_bias = Some(false);
+        assert!(qwen2.qkv_bias() && !qwen2.o_bias());
+        let mut llama = v5.clone();
+        llama.attention_bias = Some(true);
+        assert!(llama.qkv_bias() && llama.o_bias());
     }
 
     #[test]

@@ -11,8 +11,14 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 pub const SINGLE_FILE: &str = "model.safetensors";
 pub const SHARD_INDEX: &str = "model.safetensors.index.json";
 
-/// The weight files of a model directory, shards in index order.
+/// The weight files of a model directory, shards in index order. With both a single file
+/// and an index, the single file, as transformers reads them: `save_pretrained` over an
+/// earlier sharded save leaves the old index beside the new file (and its shards deleted).
 pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join(SINGLE_FILE);
+    if single.exists() {
+        return Ok(vec![single]);
+    }
     let index = dir.join(SHARD_INDEX);
     if index.exists() {
         let text = std::fs::read_to_string(&index).map_err(io(&index))?;
@@ -24,11 +30,18 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         let files: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
         return Ok(files.into_iter().map(|f| dir.join(f)).collect());
     }
-    let single = dir.join(SINGLE_FILE);
-    if single.exists() {
-        return Ok(vec![single]);
-    }
-    Err(invalid(dir, format!("no {SINGLE_FILE} or {SHARD_INDEX}")))
+    let pickled = ["pytorch_model.bin", "pytorch_model.bin.index.json"]
+        .into_iter()
+        .find(|name| dir.join(name).exists());
+    Err(invalid(
+        dir,
+        match pickled {
+            Some(name) => format!(
+                "no {SINGLE_FILE} or {SHARD_INDEX}: it holds {name}, a pickle crpo does not read; re-save the model with transformers' save_pretrained(dir, safe_serialization=True)"
+            ),
+            None => format!("no {SINGLE_FILE} or {SHARD_INDEX}"),
+        },
+    ))
 }
 
 fn kind_of(dtype: Dtype) -> Option<Kind> {
@@ -52,6 +65,11 @@ pub fn load(vs: &mut VarStore, dir: &Path) -> Result<()> {
     let mut wanted: HashMap<String, Tensor> = vs.variables();
     let model_layers: std::collections::BTreeSet<usize> =
         wanted.keys().filter_map(|name| layer_of(name)).collect();
+    // A tied model's head is its embedding: a head stored beside it is read to check so.
+    let embedding = (!wanted.contains_key(HEAD))
+        .then(|| wanted.get(EMBEDDING).map(Tensor::shallow_clone))
+        .flatten();
+    let mut stored_head: Option<(Tensor, PathBuf)> = None;
     for file in weight_files(dir)? {
         let handle = std::fs::File::open(&file).map_err(io(&file))?;
         // SAFETY: the file is only read; a concurrent writer could change what we read, as
@@ -62,6 +80,15 @@ pub fn load(vs: &mut VarStore, dir: &Path) -> Result<()> {
         // Tensor offsets count from the end of the header and its 8-byte length.
         let data_start = (8 + header) as u64;
         for (name, info) in metadata.tensors() {
+            if name == HEAD && embedding.is_some() {
+                let found: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
+                if let Some(kind) = kind_of(info.dtype) {
+                    let head = Tensor::f_empty(found.as_slice(), (kind, Device::Cpu))?;
+                    read_into(&handle, data_start + info.data_offsets.0 as u64, &head).map_err(io(&file))?;
+                    stored_head = Some((head, file.clone()));
+                }
+                continue;
+            }
             let Some(mut var) = wanted.remove(&name) else {
                 // Tensors the model has no place for are passed over, as transformers does
                 // (e.g. old checkpoints' `rotary_emb.inv_freq`), but a whole decoder layer
@@ -104,14 +131,31 @@ pub fn load(vs: &mut VarStore, dir: &Path) -> Result<()> {
     }
     let mut missing: Vec<String> = wanted.into_keys().collect();
     missing.sort();
-    match missing.into_iter().next() {
-        Some(name) => Err(PolicyError::MissingTensor {
+    if let Some(name) = missing.into_iter().next() {
+        return Err(PolicyError::MissingTensor {
             name,
             dir: dir.to_path_buf(),
-        }),
-        None => Ok(()),
+        });
     }
+    if let (Some(embedding), Some((head, file))) = (embedding, stored_head) {
+        let same = head.size() == embedding.size()
+            && head
+                .f_to_kind(embedding.kind())?
+                .equal(&embedding.to_device(Device::Cpu));
+        if !same {
+            return Err(PolicyError::Invalid {
+                path: file,
+                message: format!(
+                    "holds an `{HEAD}` that differs from `{EMBEDDING}`, but config.json's tie_word_embeddings = true makes the head the embedding (transformers 5 would use the stored head, transformers 4 the embedding): set tie_word_embeddings to how the model was trained (false keeps this head)"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
+
+const HEAD: &str = "lm_head.weight";
+const EMBEDDING: &str = "model.embed_tokens.weight";
 
 /// The decoder layer a tensor name belongs to (`model.layers.N.…`).
 fn layer_of(name: &str) -> Option<usize> {
@@ -230,6 +274,47 @@ mod tests {
             assert!(vars["a"].equal(&a.to_kind(kind)), "{kind:?}");
             assert!(vars["b"].equal(&b.to_kind(kind)), "{kind:?}");
         }
+    }
+
+    /// transformers' order: a `save_pretrained` over a sharded save leaves the old index,
+    /// its shards deleted, beside the new single file.
+    #[test]
+    fn a_single_file_is_read_before_a_stale_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = values(6, Kind::Float).view([2, 3]);
+        let named = [
+            ("a".into(), a.shallow_clone()),
+            ("b".into(), values(4, Kind::Float)),
+        ];
+        save_tensors(&named, &dir.path().join(SINGLE_FILE)).unwrap();
+        let index = r#"{"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}"#;
+        std::fs::write(dir.path().join(SHARD_INDEX), index).unwrap();
+        assert!(loaded(dir.path(), Kind::Float).unwrap()["a"].equal(&a));
+    }
+
+    /// A tied model (no head variable) whose file also holds a head: the same as the
+    /// embedding loads; another is refused, naming tie_word_embeddings.
+    #[test]
+    fn a_stored_head_unlike_the_tied_embedding_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let embedding = values(6, Kind::Float).view([3, 2]);
+        let tied = |head: Tensor| {
+            let named = [(EMBEDDING.into(), embedding.shallow_clone()), (HEAD.into(), head)];
+            save_tensors(&named, &dir.path().join(SINGLE_FILE)).unwrap();
+            let mut vs = VarStore::new(Device::Cpu);
+            let _embedding = vs
+                .root()
+                .sub("model")
+                .sub("embed_tokens")
+                .zeros("weight", &[3, 2]);
+            load(&mut vs, dir.path()).err().map(|e| e.to_string())
+        };
+        assert_eq!(tied(embedding.copy()), None);
+        let error = tied(embedding.copy() + 1.0).unwrap_or_default();
+        assert!(
+            error.contains("tie_word_embeddings") && error.contains(SINGLE_FILE),
+            "{error}"
+        );
     }
 
     #[test]

@@ -96,6 +96,15 @@ fn missing_or_misshapen_tensor_is_named() {
         err.contains("no model.safetensors or model.safetensors.index.json"),
         "{err}"
     );
+    std::fs::write(broken.path().join("pytorch_model.bin"), b"pickle").unwrap();
+    let err = Policy::load(broken.path(), Device::Cpu, Kind::Float)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("pytorch_model.bin") && err.contains("safe_serialization=True"),
+        "{err}"
+    );
 }
 
 #[test]
