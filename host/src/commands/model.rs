@@ -143,7 +143,13 @@ pub fn generate(registry: &PluginRegistry, args: &GenerateArgs) -> anyhow::Resul
         first_stream: 0,
         row_budgets: Vec::new(),
     };
-    let ids = policy.tokenizer.encode(&prompt)?;
+    // A raw prompt is encoded as transformers' `tokenizer(prompt)` (with Llama's BOS); a
+    // rendered chat carries its own special tokens.
+    let ids = if args.chat {
+        policy.tokenizer.encode(&prompt)?
+    } else {
+        policy.tokenizer.encode_with_special_tokens(&prompt)?
+    };
     policy.check_positions(
         ("the prompt's tokens", ids.len()),
         ("--max-new-tokens", args.max_new_tokens),

@@ -3,7 +3,8 @@
 //! `tokenizer.json` is read with the tokenizers crate. The chat template comes from
 //! `chat_template.jinja` (transformers 5) or `tokenizer_config.json`'s `chat_template`, and is
 //! rendered with minijinja as transformers renders it (trim_blocks, lstrip_blocks, Python
-//! string methods, `raise_exception`); a model without one gets ChatML. EOS ids are the union of
+//! string methods, `raise_exception`, `strftime_now`, the special tokens); a list of named
+//! templates gives the one named "default"; a model without one gets ChatML. EOS ids are the union of
 //! `generation_config.json`, `config.json` and the tokenizer config's `eos_token`.
 
 use anyhow::{anyhow, Context, Result};
@@ -43,8 +44,8 @@ pub struct ChatTokenizer {
     chat_template: String,
     /// Where the template came from, for its errors ("M/tokenizer_config.json's chat_template").
     template_source: String,
-    bos_token: String,
-    eos_token: String,
+    /// `bos_token`, `eos_token`, `pad_token`, … as tokenizer_config.json sets them.
+    special_tokens: std::collections::BTreeMap<String, String>,
     eos_ids: Vec<u32>,
     pad_id: u32,
 }
@@ -76,9 +77,79 @@ fn ids(value: Option<&serde_json::Value>) -> Vec<u32> {
     }
 }
 
+/// The special tokens transformers passes to a chat template (its `special_tokens_map`).
+const SPECIAL_TOKENS: [&str; 7] = [
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "pad_token",
+    "sep_token",
+    "cls_token",
+    "mask_token",
+];
+
+/// tokenizer_config.json's `chat_template`: a string, or transformers' named templates
+/// (`[{"name": …, "template": …}]`), of which a chat uses the one named "default".
+fn config_template(value: Option<&serde_json::Value>, file: &Path) -> Result<Option<String>> {
+    let named = match value {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::String(text)) => return Ok(Some(text.clone())),
+        Some(serde_json::Value::Array(named)) => named,
+        Some(other) => {
+            return Err(anyhow!(
+                "{}: `chat_template` is {other}: expected a string or a list of {{\"name\", \"template\"}}",
+                file.display()
+            ))
+        }
+    };
+    let template = |name: &str| {
+        named.iter().find_map(|entry| {
+            (entry.get("name")?.as_str()? == name)
+                .then(|| entry.get("template")?.as_str().map(String::from))?
+        })
+    };
+    match template("default") {
+        Some(text) => Ok(Some(text)),
+        None => Err(anyhow!(
+            "{}: `chat_template` lists named templates ({}) and none named \"default\", the one a chat uses (as transformers): name one \"default\"",
+            file.display(),
+            named
+                .iter()
+                .filter_map(|entry| entry.get("name")?.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// transformers' `strftime_now(format)`: the local time now, for templates that state today's
+/// date (Llama 3.1's).
+fn strftime_now(format: String) -> std::result::Result<String, minijinja::Error> {
+    use std::fmt::Write;
+    let mut text = String::new();
+    write!(text, "{}", chrono::Local::now().format(&format)).map_err(|_| {
+        minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("strftime_now: {format:?} is not a strftime format"),
+        )
+    })?;
+    Ok(text)
+}
+
 impl ChatTokenizer {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
+        if !path.exists() {
+            if let Some(slow) = ["tokenizer.model", "vocab.json"]
+                .iter()
+                .find(|f| dir.join(f).exists())
+            {
+                return Err(anyhow!(
+                    "{}: no tokenizer.json, only a slow tokenizer's {slow}: write tokenizer.json with transformers (AutoTokenizer.from_pretrained(dir).save_pretrained(dir))",
+                    dir.display()
+                ));
+            }
+        }
         let tokenizer = Tokenizer::from_file(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         let tokenizer_config = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or_default();
         let template_file = dir.join("chat_template.jinja");
@@ -88,11 +159,8 @@ impl ChatTokenizer {
                 .with_context(|| format!("cannot read {}", template_file.display()))?;
             (text, template_file.display().to_string())
         } else {
-            match tokenizer_config.get("chat_template").and_then(|t| t.as_str()) {
-                Some(text) => (
-                    text.to_string(),
-                    format!("{}'s chat_template", config_file.display()),
-                ),
+            match config_template(tokenizer_config.get("chat_template"), &config_file)? {
+                Some(text) => (text, format!("{}'s chat_template", config_file.display())),
                 None => (
                     CHATML_TEMPLATE.to_string(),
                     format!("ChatML (the default: {} has none)", dir.display()),
@@ -105,7 +173,11 @@ impl ChatTokenizer {
             ));
         }
         let eos_token = token_string(tokenizer_config.get("eos_token")).unwrap_or_default();
-        let bos_token = token_string(tokenizer_config.get("bos_token")).unwrap_or_default();
+        // What transformers gives a template: each special token the tokenizer config sets.
+        let special_tokens: std::collections::BTreeMap<String, String> = SPECIAL_TOKENS
+            .iter()
+            .filter_map(|key| Some((key.to_string(), token_string(tokenizer_config.get(*key))?)))
+            .collect();
         let mut eos_ids = Vec::new();
         for file in ["generation_config.json", "config.json"] {
             if let Some(json) = read_json(&dir.join(file))? {
@@ -128,17 +200,28 @@ impl ChatTokenizer {
             tokenizer,
             chat_template,
             template_source,
-            bos_token,
-            eos_token,
+            special_tokens,
             eos_ids,
             pad_id,
         })
     }
 
+    /// Text that is already a whole prompt (a rendered chat template carries its own BOS):
+    /// as `tokenizer(text, add_special_tokens=False)`.
     pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
+        self.encode_with(text, false)
+    }
+
+    /// Raw text as `tokenizer(text)` encodes it: with the special tokens the tokenizer's
+    /// post-processor adds (Llama's BOS).
+    pub fn encode_with_special_tokens(&self, text: &str) -> Result<Vec<i64>> {
+        self.encode_with(text, true)
+    }
+
+    fn encode_with(&self, text: &str, add_special_tokens: bool) -> Result<Vec<i64>> {
         let encoding = self
             .tokenizer
-            .encode(text, false)
+            .encode(text, add_special_tokens)
             .map_err(|e| anyhow!("tokenizer.json: {e}"))?;
         Ok(encoding.get_ids().iter().map(|&id| id as i64).collect())
     }
@@ -161,6 +244,7 @@ impl ChatTokenizer {
             .map_err(|e| anyhow!("chat template of {}: {e}", self.template_source))?;
         env.set_syntax(syntax);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("strftime_now", strftime_now);
         env.add_function(
             "raise_exception",
             |message: String| -> std::result::Result<String, minijinja::Error> {
@@ -180,8 +264,7 @@ impl ChatTokenizer {
                     .map(|m| std::collections::BTreeMap::from([("role", m.role.clone()), ("content", m.content.clone())]))
                     .collect::<Vec<_>>(),
                 add_generation_prompt => add_generation_prompt,
-                bos_token => self.bos_token.clone(),
-                eos_token => self.eos_token.clone(),
+                ..minijinja::Value::from_pairs(self.special_tokens.clone())
             })
             .map_err(|e| anyhow!("chat template of {}: {e}", self.template_source))
     }
@@ -220,5 +303,100 @@ impl ChatTokenizer {
         } else {
             (id, format!("`{token}`"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tiny preset's tokenizer with `edit` applied to its tokenizer_config.json.
+    fn tokenizer_with(edit: impl Fn(&mut serde_json::Value)) -> (tempfile::TempDir, Result<ChatTokenizer>) {
+        let dir = tempfile::tempdir().unwrap();
+        crpo_plugins_policy::presets::write_tiny(dir.path(), 0).unwrap();
+        let path = dir.path().join("tokenizer_config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        edit(&mut config);
+        std::fs::write(&path, config.to_string()).unwrap();
+        let _ = std::fs::remove_file(dir.path().join("chat_template.jinja"));
+        let tokenizer = ChatTokenizer::from_dir(dir.path());
+        (dir, tokenizer)
+    }
+
+    fn rendered(template: serde_json::Value) -> Result<String> {
+        let (_dir, tokenizer) = tokenizer_with(|config| {
+            config["chat_template"] = template.clone();
+            config["pad_token"] = "<|endoftext|>".into();
+            config.as_object_mut().unwrap().remove("bos_token");
+        });
+        tokenizer?.render_chat(&[Message::new("user", "hi")], true)
+    }
+
+    #[test]
+    fn a_slow_tokenizer_alone_is_named_with_how_to_convert_it() {
+        let (dir, _) = tokenizer_with(|_| {});
+        std::fs::rename(dir.path().join("tokenizer.json"), dir.path().join("vocab.json")).unwrap();
+        let error = ChatTokenizer::from_dir(dir.path()).err().unwrap().to_string();
+        assert!(
+            error.contains("vocab.json") && error.contains("save_pretrained"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn named_templates_give_the_default_one_as_transformers() {
+        let named = serde_json::json!([
+            {"name": "tool_use", "template": "tools"},
+            {"name": "default", "template": "D:{{ messages[0].content }}"}
+        ]);
+        assert_eq!(rendered(named).unwrap(), "D:hi");
+        let error = rendered(serde_json::json!([{"name": "tool_use", "template": "tools"}]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("tokenizer_config.json")
+                && error.contains("tool_use")
+                && error.contains("default"),
+            "{error}"
+        );
+        let error = rendered(serde_json::json!(3)).unwrap_err().to_string();
+        assert!(error.contains("`chat_template` is 3"), "{error}");
+    }
+
+    #[test]
+    fn a_template_sees_the_set_special_tokens_and_today() {
+        let text =
+            rendered("{{ pad_token }}|{{ bos_token is defined }}|{{ strftime_now('%Y') }}".into()).unwrap();
+        let year = chrono::Local::now().format("%Y").to_string();
+        assert_eq!(text, format!("<|endoftext|>|False|{year}"), "as Python prints it");
+    }
+
+    /// `tokenizer(text)` adds what the post-processor adds (Llama's BOS); a rendered template
+    /// brings its own, so `encode` adds nothing.
+    #[test]
+    fn raw_text_gets_the_post_processor_s_special_tokens() {
+        let (dir, tokenizer) = tokenizer_with(|_| {});
+        let plain = tokenizer.unwrap();
+        let path = dir.path().join("tokenizer.json");
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let bos = "<|endoftext|>";
+        let id = plain.tokenizer.token_to_id(bos).unwrap();
+        json["post_processor"] = serde_json::json!({
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {bos: {"id": bos, "ids": [id], "tokens": [bos]}}
+        });
+        std::fs::write(&path, json.to_string()).unwrap();
+        let with_bos = ChatTokenizer::from_dir(dir.path()).unwrap();
+        let text = "The patient has";
+        let ids = with_bos.encode(text).unwrap();
+        assert_eq!(ids, plain.encode(text).unwrap());
+        assert_eq!(
+            with_bos.encode_with_special_tokens(text).unwrap(),
+            [&[id as i64][..], &ids].concat()
+        );
     }
 }
