@@ -61,10 +61,24 @@ impl Fields {
             None => "prompt",
         };
         let mut messages = chat_messages(record, field)?;
-        let reference_completion = match messages.last() {
+        let mut reference_completion = match messages.last() {
             Some(last) if last.role == "assistant" => messages.pop().map(|m| m.content),
             _ => None,
         };
+        // TRL's conversational prompt-completion form: the reference is `completion`'s turn.
+        let completion = (field == "prompt").then(|| record.get(COMPLETION)).flatten();
+        if let Some(value) = completion.filter(|v| !v.is_null()) {
+            let turns = chat_messages(record, COMPLETION)?;
+            match turns.as_slice() {
+                [turn] if turn.role == "assistant" => reference_completion = Some(turn.content.clone()),
+                _ => {
+                    return Err((
+                        COMPLETION.into(),
+                        format!("{value} is not one assistant turn (TRL's prompt-completion form)"),
+                    ))
+                }
+            }
+        }
         if !messages.iter().any(|m| m.role == "user") {
             return Err((field.to_string(), "no `user` turn to answer".into()));
         }
@@ -85,6 +99,9 @@ impl Fields {
         }
         let id = record_id(record, self.id.as_deref(), id);
         let mut consumed = vec![field, self.answer.as_str(), self.options.as_str()];
+        if completion.is_some() {
+            consumed.push(COMPLETION);
+        }
         consumed.extend(self.id.as_deref());
         Ok(Example {
             id,
@@ -96,6 +113,8 @@ impl Fields {
         })
     }
 }
+
+const COMPLETION: &str = "completion";
 
 /// The record's message list, each turn checked.
 fn chat_messages(record: &Map<String, Value>, field: &str) -> Result<Vec<ChatMessage>, FieldError> {
@@ -191,6 +210,19 @@ mod tests {
         assert_eq!(example.answer.as_deref(), Some("warfarin"));
         let mcq = json!({"messages": [{"role": "user", "content": "Which?"}], "options": ["a", "b"], "answer": "B"});
         assert_eq!(parse(mcq, json!(null)).unwrap().option_text("B"), Some("b"));
+    }
+
+    /// TRL's conversational prompt-completion records: the completion's turn is the reference.
+    #[test]
+    fn reads_trls_completion_turn_as_the_reference() {
+        let record = json!({"prompt": [{"role": "user", "content": "Which?"}],
+            "completion": [{"role": "assistant", "content": "\\boxed{B}"}], "answer": "warfarin"});
+        let example = parse(record, json!(null)).unwrap();
+        assert_eq!(example.reference_completion.as_deref(), Some("\\boxed{B}"));
+        assert!(!example.metadata.contains_key("completion"));
+        let two = json!({"prompt": [{"role": "user", "content": "Which?"}],
+            "completion": [{"role": "user", "content": "x"}]});
+        assert_eq!(parse(two, json!(null)).unwrap_err().0, "completion");
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //! - `id`, `reference_completion` (optional): fields holding the record id and a reference
 //!   completion for the supervised cold start.
 
-use crate::records::{metadata_without, optional_options, read_records, record_id, string_field};
+use crate::records::{
+    integer_value, metadata_without, optional_options, read_records, record_id, string_field,
+};
 use crate::FieldError;
 use crpo_sdk::{
     parse_options, AnswerOption, DatasetPlugin, DatasetRead, DatasetSource, Example, PluginError, PluginInfo,
@@ -68,9 +70,12 @@ impl FieldMapping {
         let options = optional_options(record, &self.options)?;
         let answer = self.answer(record, &options)?;
         let id = record_id(record, self.id.as_deref(), id);
-        let reference_completion = match &self.reference_completion {
-            Some(field) => Some(string_field(record, field)?.to_string()),
-            None => None,
+        // A record without one (absent or null) has none, as in MedQA: it is still a question
+        // for RL, and only the supervised cold start passes it over.
+        let reference_completion = match self.reference_completion.as_deref().map(|f| (f, record.get(f))) {
+            None | Some((_, None | Some(Value::Null))) => None,
+            Some((_, Some(Value::String(text)))) => Some(text.clone()),
+            Some((field, Some(_))) => return Err((field.to_string(), "not a string".to_string())),
         };
         let mut consumed = vec![
             self.question.as_str(),
@@ -108,12 +113,10 @@ impl FieldMapping {
                 } else {
                     0
                 };
-                let index = raw
-                    .as_i64()
-                    .or_else(|| raw.as_str().and_then(|s| s.trim().parse().ok()))
-                    .ok_or_else(|| fail("not an integer".into()))?;
-                let option = usize::try_from(index - base)
-                    .ok()
+                let index = integer_value(raw).ok_or_else(|| fail(format!("{raw} is not an integer")))?;
+                let option = index
+                    .checked_sub(base)
+                    .and_then(|i| usize::try_from(i).ok())
                     .and_then(|i| options.get(i))
                     .ok_or_else(|| fail(format!("{index} is not a {base}-based option position")))?;
                 option.key.clone()
@@ -194,6 +197,48 @@ mod tests {
                 .answer
                 .as_deref(),
             Some("B")
+        );
+    }
+
+    /// Options that could never be answered by letter, or gold answers no option holds, are
+    /// named; integral floats (a pandas column with a gap) read as integers; a reference
+    /// completion is optional per record.
+    #[test]
+    fn options_and_answers_that_cannot_be_scored_are_named() {
+        let m = mapping(json!({"answer_format": "index1", "reference_completion": "why"}));
+        let parse = |record: Value| m.parse(record.as_object().unwrap(), "f:1");
+        let field = |record: Value| parse(record).unwrap_err().0;
+        let many: Vec<String> = (0..30).map(|i| format!("option {i}")).collect();
+        assert_eq!(
+            field(json!({"question": "Q?", "options": many, "answer": 27})),
+            "options"
+        );
+        let numbered = json!({"question": "Q?", "options": {"1": "x", "10": "y"}, "answer": 2});
+        assert_eq!(field(numbered), "options.1");
+        assert_eq!(
+            field(json!({"question": "Q?", "options": {"a": "x"}, "answer": 1})),
+            "options.a"
+        );
+        assert_eq!(
+            field(json!({"question": "Q?", "options": [], "answer": 1})),
+            "options"
+        );
+        assert_eq!(
+            field(json!({"question": "Q?", "options": {"A": null}, "answer": 1})),
+            "options"
+        );
+        assert_eq!(
+            field(json!({"question": "Q?", "options": ["x", " "], "answer": 1})),
+            "options[1]"
+        );
+        let minimum = json!({"question": "Q?", "options": ["x"], "answer": i64::MIN});
+        assert_eq!(field(minimum), "answer");
+        let float = parse(json!({"question": "Q?", "options": ["x", "y"], "answer": 2.0})).unwrap();
+        assert_eq!(float.answer.as_deref(), Some("B"));
+        assert_eq!(float.reference_completion, None, "no `why`: no reference");
+        assert_eq!(
+            field(json!({"question": "Q?", "options": ["x"], "answer": 1, "why": 3})),
+            "why"
         );
     }
 

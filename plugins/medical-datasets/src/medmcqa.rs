@@ -5,7 +5,7 @@
 //! ambiguous; `1` or `0` state it. Records without an answer (the test split) are malformed.
 //! `exp`, the explanation, becomes the reference completion's reasoning when present.
 
-use crate::records::{file_records, metadata_without, parse_records, string_field, Records};
+use crate::records::{file_records, integer_value, metadata_without, parse_records, string_field, Records};
 use crate::FieldError;
 use crpo_sdk::{
     parse_options, AnswerOption, DatasetPlugin, DatasetRead, DatasetSource, Example, PluginError, PluginInfo,
@@ -26,16 +26,19 @@ struct Options {
 
 fn cop(record: &Map<String, Value>) -> Result<i64, FieldError> {
     match record.get("cop") {
-        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| ("cop".into(), "not an integer".into())),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse()
-            .map_err(|_| ("cop".into(), format!("`{s}` is not an integer"))),
         None | Some(Value::Null) => Err((
             "cop".into(),
             "missing: no answer (the test split has none)".into(),
         )),
-        Some(_) => Err(("cop".into(), "not an integer".into())),
+        Some(value) => match integer_value(value) {
+            // The Hugging Face test split marks its unreleased answers so.
+            Some(-1) => Err((
+                "cop".into(),
+                "-1: no answer (the Hugging Face test split has none)".into(),
+            )),
+            Some(index) => Ok(index),
+            None => Err(("cop".into(), format!("{value} is not an integer"))),
+        },
     }
 }
 
@@ -48,13 +51,16 @@ fn parse(record: &Map<String, Value>, id: &str, base: i64) -> Result<Example, Fi
             text: string_field(record, field)?.to_string(),
         });
     }
-    let index = cop(record)? - base;
-    if !(0..4).contains(&index) {
-        return Err((
-            "cop".into(),
-            format!("{} is out of range for {base}-based answers", index + base),
-        ));
-    }
+    let cop = cop(record)?;
+    let index = cop
+        .checked_sub(base)
+        .filter(|index| (0..4).contains(index))
+        .ok_or_else(|| {
+            (
+                "cop".to_string(),
+                format!("{cop} is out of range for {base}-based answers"),
+            )
+        })?;
     let answer = OPTION_FIELDS[index as usize].0.to_string();
     let id = record.get("id").and_then(Value::as_str).unwrap_or(id).to_string();
     Ok(Example {
@@ -140,6 +146,32 @@ mod tests {
     fn record(cop: Value) -> Value {
         json!({"id": "q1", "question": "Drug of choice?", "opa": "a", "opb": "b", "opc": "c", "opd": "d",
                "cop": cop, "choice_type": "single", "exp": "because", "subject_name": "Pharmacology"})
+    }
+
+    /// pandas writes `cop` as 1.0 when the column has a gap; an absurd one is out of range,
+    /// and the test split's -1 is no answer (not evidence of 1-3 answers).
+    #[test]
+    fn float_cops_read_and_absurd_ones_are_named() {
+        let (_d, floats) = source(&[record(json!(4.0)), record(json!(1.0))], Value::Null);
+        let read = MEDMCQA.read(&floats).unwrap();
+        assert_eq!(read.examples[0].answer.as_deref(), Some("D"));
+        let (_d, minimum) = source(
+            &[record(json!(i64::MIN)), record(json!(4))],
+            json!({"cop_base": 1}),
+        );
+        let read = MEDMCQA.read(&minimum).unwrap();
+        assert!(
+            read.malformed[0].message.contains("out of range"),
+            "{:?}",
+            read.malformed
+        );
+        let (_d, test_split) = source(&[record(json!(-1))], json!({"cop_base": 0}));
+        let read = MEDMCQA.read(&test_split).unwrap();
+        assert!(
+            read.malformed[0].message.contains("no answer"),
+            "{:?}",
+            read.malformed
+        );
     }
 
     #[test]

@@ -17,11 +17,24 @@ pub fn parse(record: &Map<String, Value>, id: &str) -> Result<Example, FieldErro
     let question = string_field(record, "question")?;
     let options = options_from_object(record, "options")?;
     let answer = string_field(record, "answer_idx")?;
-    if !options.iter().any(|o| o.key == answer) {
+    let Some(gold) = options.iter().find(|o| o.key == answer) else {
         return Err((
             "answer_idx".into(),
             format!("`{answer}` is not one of the options"),
         ));
+    };
+    // MedQA states the answer twice; an export that re-keyed or shuffled the options keeps
+    // `answer` and moves `answer_idx` (or the reverse): the gold would be another option.
+    if let Some(Value::String(text)) = record.get("answer") {
+        if comparable(text) != comparable(&gold.text) {
+            return Err((
+                "answer".into(),
+                format!(
+                    "`{text}` is not the text of option {answer} (`{}`), which answer_idx names: the answer and the options disagree (were the options re-keyed or shuffled?)",
+                    gold.text
+                ),
+            ));
+        }
     }
     let reference_completion = match record.get("reference_completion") {
         None | Some(Value::Null) => None,
@@ -40,6 +53,15 @@ pub fn parse(record: &Map<String, Value>, id: &str) -> Result<Example, FieldErro
         reference_completion,
         metadata,
     })
+}
+
+/// Text as two copies of one answer may differ: case, spacing, a final full stop.
+fn comparable(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_end_matches('.')
+        .to_lowercase()
 }
 
 #[cfg(test)]
@@ -86,5 +108,19 @@ mod tests {
             parse(record.as_object().unwrap(), "x").unwrap_err().0,
             "options.A"
         );
+    }
+
+    /// An export that moved `answer_idx` away from `answer`'s option gives another gold.
+    #[test]
+    fn an_answer_text_unlike_answer_idx_s_option_is_named() {
+        let options = json!({"A": "Aspirin", "B": "Heparin", "C": "Warfarin"});
+        let with = |answer: &str| {
+            let record =
+                json!({"question": "Best drug?", "answer": answer, "options": options, "answer_idx": "B"});
+            parse(record.as_object().unwrap(), "x").map_err(|e| e.0)
+        };
+        assert_eq!(with("Warfarin").unwrap_err(), "answer");
+        assert_eq!(with("Clopidogrel").unwrap_err(), "answer");
+        assert_eq!(with(" heparin. ").unwrap().answer.as_deref(), Some("B"));
     }
 }

@@ -37,6 +37,7 @@ fn yes() -> bool {
 fn contexts(value: Option<&Value>, field: &str) -> Result<Vec<String>, FieldError> {
     match value {
         None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(text)) => Ok(vec![text.clone()]),
         Some(Value::Array(items)) => items
             .iter()
             .map(|v| {
@@ -47,6 +48,20 @@ fn contexts(value: Option<&Value>, field: &str) -> Result<Vec<String>, FieldErro
             .collect(),
         Some(_) => Err((field.into(), "not a list of strings".into())),
     }
+}
+
+const FLAT_CONTEXTS: &str = "context.contexts";
+
+/// A PubMedQA question is asked about its abstract: without one it is mostly unanswerable,
+/// so a record that has none is malformed unless the context is left out on purpose.
+fn require_context(contexts: &[String], include_context: bool, field: &str) -> Result<(), FieldError> {
+    if include_context && contexts.iter().all(|c| c.trim().is_empty()) {
+        return Err((
+            field.into(),
+            "missing or empty: the question is asked about its abstract (set the dataset option include_context = false to ask without one)".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn example(
@@ -88,10 +103,14 @@ fn example(
 /// A Hugging Face export row.
 fn parse_row(record: &Map<String, Value>, id: &str, include_context: bool) -> Result<Example, FieldError> {
     let question = string_field(record, "question")?;
-    let contexts = contexts(
-        record.get("context").and_then(|c| c.get("contexts")),
-        "context.contexts",
-    )?;
+    // `context` as the export nests it, as a string or list, or flattened into
+    // `context.contexts` (`Dataset.flatten()`, `pandas.json_normalize`).
+    let contexts = match (record.get("context"), record.get(FLAT_CONTEXTS)) {
+        (Some(Value::Object(context)), _) => contexts(context.get("contexts"), "context.contexts")?,
+        (None | Some(Value::Null), Some(flat)) => contexts(Some(flat), FLAT_CONTEXTS)?,
+        (context, _) => contexts(context, "context")?,
+    };
+    require_context(&contexts, include_context, "context")?;
     let id = match record.get("pubid") {
         Some(Value::Number(n)) => n.to_string(),
         Some(Value::String(s)) => s.clone(),
@@ -104,7 +123,10 @@ fn parse_row(record: &Map<String, Value>, id: &str, include_context: bool) -> Re
         &contexts,
         decision,
         include_context,
-        metadata_without(record, &["question", "context", "final_decision", "pubid"]),
+        metadata_without(
+            record,
+            &["question", "context", FLAT_CONTEXTS, "final_decision", "pubid"],
+        ),
     )
 }
 
@@ -116,6 +138,7 @@ fn parse_original(
 ) -> Result<Example, FieldError> {
     let question = string_field(record, "QUESTION")?;
     let contexts = contexts(record.get("CONTEXTS"), "CONTEXTS")?;
+    require_context(&contexts, include_context, "CONTEXTS")?;
     let decision = string_field(record, "final_decision")?;
     example(
         pmid.to_string(),
@@ -201,7 +224,7 @@ mod tests {
   "11111111": {"QUESTION": "Does X?", "CONTEXTS": [], "final_decision": "maybe"}
 }"#;
         let read = read(text, Value::Null);
-        assert_eq!(read.examples.len(), 2);
+        assert_eq!(read.examples.len(), 1);
         assert_eq!(read.examples[0].id, "21645374");
         assert_eq!(read.examples[0].answer.as_deref(), Some("A"));
         assert!(read.examples[0]
@@ -209,9 +232,42 @@ mod tests {
             .question()
             .starts_with("Context:\nProgrammed cell death"));
         assert_eq!(read.examples[0].metadata["LONG_ANSWER"], "Yes.");
-        assert_eq!(read.examples[1].answer.as_deref(), Some("C"));
-        let bad = &read.malformed[0];
-        assert_eq!((bad.line, bad.field.as_str()), (4, "16418930.final_decision"));
+        let bad: Vec<(usize, &str)> = read
+            .malformed
+            .iter()
+            .map(|m| (m.line, m.field.as_str()))
+            .collect();
+        assert_eq!(
+            bad,
+            [(4, "16418930.final_decision"), (5, "11111111.CONTEXTS")],
+            "a question without its abstract is malformed"
+        );
+    }
+
+    /// The nested context flattened (`Dataset.flatten()`) or given as text is the context;
+    /// none at all is malformed unless include_context = false.
+    #[test]
+    fn a_flattened_or_textual_context_is_read_and_a_missing_one_is_malformed() {
+        let flat = json!({"question": "Q1?", "context.contexts": ["Abstract one."], "final_decision": "yes"});
+        let text = json!({"question": "Q2?", "context": "Abstract two.", "final_decision": "no"});
+        let none = json!({"question": "Q3?", "final_decision": "maybe"});
+        let read_all = |options| read(&format!("{flat}\n{text}\n{none}\n"), options);
+        let with_context = read_all(Value::Null);
+        let questions: Vec<&str> = with_context
+            .examples
+            .iter()
+            .map(|e| e.prompt.question())
+            .collect();
+        assert_eq!(
+            questions,
+            [
+                "Context:\nAbstract one.\n\nQuestion: Q1?",
+                "Context:\nAbstract two.\n\nQuestion: Q2?"
+            ]
+        );
+        assert_eq!(with_context.malformed[0].line, 3);
+        assert_eq!(with_context.malformed[0].field, "context");
+        assert_eq!(read_all(json!({"include_context": false})).examples.len(), 3);
     }
 
     #[test]

@@ -196,36 +196,70 @@ pub fn options_from_object(
         .iter()
         .filter(|(_, text)| !text.is_null())
         .map(|(key, text)| {
-            text.as_str()
-                .map(|t| AnswerOption {
-                    key: key.clone(),
-                    text: t.to_string(),
-                })
-                .ok_or_else(|| (format!("{field}.{key}"), "not a string".to_string()))
+            // The answer is an option's letter (`\boxed{B}`): another key could never be
+            // answered, and keys like "1", "10" would sort as text.
+            if !(key.len() == 1 && key.as_bytes()[0].is_ascii_uppercase()) {
+                return Err((
+                    format!("{field}.{key}"),
+                    "option keys are capital letters A–Z (the answer is an option's letter): re-key the options, or give them as a list (keyed A, B, … in order)".to_string(),
+                ));
+            }
+            option(format!("{field}.{key}"), key.clone(), text)
         })
         .collect::<Result<Vec<_>, _>>()?;
     options.sort_by(|a, b| a.key.cmp(&b.key));
+    if options.is_empty() {
+        return Err((field.into(), NO_OPTIONS.into()));
+    }
     Ok(options)
 }
 
+const NO_OPTIONS: &str =
+    "no options: a multiple-choice question needs at least one (leave the field out for a free-text answer)";
+
+/// An option keyed `key` from its `text`, which must be a non-empty string (`at` names it).
+fn option(at: String, key: String, text: &Value) -> Result<AnswerOption, FieldError> {
+    match text.as_str() {
+        Some(text) if !text.trim().is_empty() => Ok(AnswerOption {
+            key,
+            text: text.to_string(),
+        }),
+        Some(_) => Err((at, "an empty option text".to_string())),
+        None => Err((at, "not a string".to_string())),
+    }
+}
+
 /// The options of a record's optional `field`: none when it is absent or null, an object of
-/// key → text ([`options_from_object`]), or a list of texts keyed A, B, C, … in order.
+/// key → text ([`options_from_object`]), or a list of at most 26 texts keyed A, B, C, … in order.
 pub fn optional_options(record: &Map<String, Value>, field: &str) -> Result<Vec<AnswerOption>, FieldError> {
     match record.get(field) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Object(_)) => options_from_object(record, field),
+        Some(Value::Array(items)) if items.is_empty() => Err((field.into(), NO_OPTIONS.into())),
+        Some(Value::Array(items)) if items.len() > 26 => Err((
+            field.into(),
+            format!("{} options: at most 26, keyed A–Z", items.len()),
+        )),
         Some(Value::Array(items)) => items
             .iter()
             .enumerate()
-            .map(|(i, text)| match text {
-                Value::String(text) => Ok(AnswerOption {
-                    key: letter(i),
-                    text: text.clone(),
-                }),
-                _ => Err((format!("{field}[{i}]"), "not a string".to_string())),
-            })
+            .map(|(i, text)| option(format!("{field}[{i}]"), letter(i), text))
             .collect(),
         Some(_) => Err((field.into(), "not an object or a list of option texts".into())),
+    }
+}
+
+/// An integer as JSON or a data frame writes one: a number (`1`, or `1.0` from a column that
+/// pandas made float by a missing value) or a numeral string.
+pub fn integer_value(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map(|f| f as i64)
+        }),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
     }
 }
 
@@ -250,6 +284,7 @@ pub fn metadata_without(record: &Map<String, Value>, consumed: &[&str]) -> Map<S
 
 /// Option keys for a list of options: A, B, C, …
 pub fn letter(index: usize) -> String {
+    assert!(index < 26, "option {index} has no letter: callers allow 26");
     char::from(b'A' + index as u8).to_string()
 }
 
