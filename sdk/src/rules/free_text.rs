@@ -16,10 +16,16 @@ pub fn free_text_answer(completion: &str) -> Option<&str> {
     Some(&text[start..end])
 }
 
-/// An answer's text for comparison: lower case, whitespace runs as one space, without
-/// surrounding spaces, quotes, `$` signs or final punctuation, and without a `\text{…}` wrapper.
+/// An answer's text for comparison: Unicode NFKC (full-width digits, composed accents) with
+/// the minus sign as `-`, lower case, whitespace runs as one space, without surrounding
+/// spaces, quotes, `$` signs or final punctuation, and without a `\text{…}` wrapper.
 pub fn normalise_answer(answer: &str) -> String {
-    let mut text = answer.trim();
+    use unicode_normalization::UnicodeNormalization;
+    let compatible: String = answer
+        .nfkc()
+        .map(|c| if c == '\u{2212}' { '-' } else { c })
+        .collect();
+    let mut text = compatible.trim();
     if let Some(inner) = text.strip_prefix("\\text{").and_then(|t| t.strip_suffix('}')) {
         text = inner;
     }
@@ -90,6 +96,10 @@ mod tests {
         assert!(!same_answer("1,2", "12", 1e-6), "not a thousands separator");
         assert_eq!(parse_number("1/0"), None);
         assert_eq!(parse_number("inf"), None);
+        // As a typesetter or a CJK keyboard writes them.
+        assert!(same_answer("\u{2212}5", "-5", 1e-6), "the minus sign");
+        assert!(same_answer("\u{ff11}\u{ff12}", "12", 1e-6), "full-width digits");
+        assert!(same_answer("cafe\u{301}", "caf\u{e9}", 1e-6), "decomposed accent");
     }
 
     #[test]
