@@ -191,7 +191,8 @@ fn score_writes_each_objectives_score_per_line() {
 fn score_names_the_file_line_and_field_of_a_bad_record() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("bad.jsonl");
-    std::fs::write(&input, "{\"question\": \"q\", \"options\": {\"A\": \"x\"}, \"answer_idx\": \"A\", \"completion\": \"\\\\boxed{A}\"}\n{\"question\": \"q\"}\n").unwrap();
+    // A byte-order mark before line 1 (a Windows editor's) is not part of its record.
+    std::fs::write(&input, "\u{feff}{\"question\": \"q\", \"options\": {\"A\": \"x\"}, \"answer_idx\": \"A\", \"completion\": \"\\\\boxed{A}\"}\n{\"question\": \"q\"}\n").unwrap();
     let output = crpo_host(&[
         "score",
         "--objectives",

@@ -198,6 +198,9 @@ pub fn run_eval(
             })
             .collect::<anyhow::Result<Vec<_>>>()?
     };
+    for (name, examples) in &datasets {
+        reward.check_answers_fit(examples, &format!("the `{name}` data"))?;
+    }
     let models = if models.is_empty() {
         vec![config.model.path.clone()]
     } else {

@@ -130,6 +130,8 @@ fn read_records(registry: &PluginRegistry, dataset: &str, path: &Path) -> anyhow
             .count();
         anyhow::anyhow!("{input}:{line}: not UTF-8 text")
     })?;
+    // Editors on Windows start a UTF-8 file with a byte-order mark; it is no part of line 1.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut lines = Vec::new();
     for (index, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

@@ -79,7 +79,22 @@ pub fn load_splits(registry: &PluginRegistry, config: &RunConfig) -> anyhow::Res
             train.split_off(train.len() - held_out)
         }
     };
+    warn_of_shared_questions(&train, &eval);
     Ok(Splits { train, eval })
+}
+
+/// Held-out questions that are also training questions (a duplicated record, `eval_path` the
+/// same data as `path`) measure memory, not learning: said once, with how many.
+fn warn_of_shared_questions(train: &[Example], eval: &[Example]) {
+    let key = |e: &Example| serde_json::to_string(&e.prompt).unwrap_or_default();
+    let trained: std::collections::HashSet<String> = train.iter().map(key).collect();
+    let shared = eval.iter().filter(|e| trained.contains(&key(e))).count();
+    if shared > 0 {
+        tracing::warn!(
+            "{shared} of the {} held-out questions are also training questions (the same prompt): held-out scores over them measure memory (deduplicate the data, or set data.eval_path to other questions)",
+            eval.len()
+        );
+    }
 }
 
 /// Where the run is in its data: epoch and index into that epoch's order.

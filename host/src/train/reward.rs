@@ -77,6 +77,35 @@ impl RunReward {
         Ok(reward)
     }
 
+    /// Refuses `accuracy` (it scores an option's letter) over data whose examples have no
+    /// options (free-text answers, which only `exact_match` scores: no completion could be
+    /// right); warns when only some have none. `what` names the data ("data.path X").
+    pub fn check_answers_fit(&self, examples: &[Example], what: &str) -> anyhow::Result<()> {
+        let Some(accuracy) = self
+            .objectives
+            .iter()
+            .find(|o| o.plugin == "accuracy" && o.weight != 0.0)
+        else {
+            return Ok(());
+        };
+        let free = examples.iter().filter(|e| e.options.is_empty()).count();
+        if free == 0 {
+            return Ok(());
+        }
+        if free == examples.len() {
+            bail!(
+                "objective `{}` (plugin accuracy) scores the letter of an option, and none of the {free} examples of {what} has options (free-text answers): no completion could score; use the `exact_match` objective for free text (docs/objectives.md)",
+                accuracy.name
+            );
+        }
+        tracing::warn!(
+            "{free} of the {} examples of {what} have no options (free-text answers), which objective `{}` (plugin accuracy) cannot score right: use `exact_match` for them",
+            examples.len(),
+            accuracy.name
+        );
+        Ok(())
+    }
+
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.objectives.iter().map(|o| o.name.clone()).collect();
         if self.overlong.is_some() {
@@ -159,4 +188,64 @@ pub fn preset_objectives(preset: &crpo_sdk::RewardPreset) -> Vec<ObjectiveSpec> 
             ..ObjectiveSpec::default()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crpo_sdk::{AnswerOption, Prompt};
+
+    fn example(options: &[&str]) -> Example {
+        Example {
+            id: "q".into(),
+            prompt: Prompt::Text("Q?".into()),
+            answer: Some("A".into()),
+            options: options
+                .iter()
+                .zip('A'..)
+                .map(|(text, key)| AnswerOption {
+                    key: key.to_string(),
+                    text: text.to_string(),
+                })
+                .collect(),
+            reference_completion: None,
+            metadata: Default::default(),
+        }
+    }
+
+    fn reward(plugin: &str) -> RunReward {
+        let spec = ObjectiveSpec {
+            name: None,
+            plugin: plugin.into(),
+            weight: None,
+            options: serde_json::Value::Null,
+            execution: Default::default(),
+        };
+        RunReward::from_specs(
+            &PluginRegistry::builtin_only(),
+            &[spec],
+            &AlgorithmConfig::default(),
+        )
+        .unwrap()
+    }
+
+    /// `accuracy` reads an option's letter: over free-text answers no completion could score.
+    #[test]
+    fn accuracy_over_free_text_answers_is_refused_and_exact_match_is_not() {
+        let free = [example(&[]), example(&[])];
+        let error = reward("accuracy")
+            .check_answers_fit(&free, "data.path d.jsonl")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("exact_match") && error.contains("d.jsonl"),
+            "{error}"
+        );
+        assert!(reward("exact_match").check_answers_fit(&free, "d").is_ok());
+        let mixed = [example(&["x", "y"]), example(&[])];
+        assert!(
+            reward("accuracy").check_answers_fit(&mixed, "d").is_ok(),
+            "a warning only"
+        );
+    }
 }

@@ -205,6 +205,10 @@ impl Trainer {
         let reward = RunReward::from_config(registry, &config)?;
         let format = PromptFormat::from_config(&config, registry)?;
         let mut splits = load_splits(registry, &config)?;
+        reward.check_answers_fit(
+            &splits.train,
+            &format!("data.path {}", config.data.path.display()),
+        )?;
         splits.train = format.admit(&policy.tokenizer, std::mem::take(&mut splits.train), "training")?;
         let keep_through = state.as_ref().map(|s| s.step);
         let config_toml = toml::to_string(&config)?;
