@@ -247,6 +247,31 @@ fn score_names_the_file_line_and_field_of_a_bad_record() {
     ]);
     assert!(!output.status.success() && stderr(&output).contains("`accuracy` twice"));
 
+    // A reader's options reach it: MedMCQA answers 1-3 alone do not say their base.
+    let medmcqa = dir.path().join("medmcqa.jsonl");
+    let record = |cop: u8| {
+        format!(
+            "{{\"question\": \"Drug?\", \"opa\": \"a\", \"opb\": \"b\", \"opc\": \"c\", \"opd\": \"d\", \"cop\": {cop}, \"completion\": \"\\\\boxed{{B}}\"}}\n"
+        )
+    };
+    std::fs::write(&medmcqa, record(2) + &record(1)).unwrap();
+    let score_medmcqa = |extra: &[&str]| {
+        let base = [
+            "score",
+            "--objectives",
+            "accuracy",
+            "--dataset",
+            "medmcqa",
+            "--input",
+        ];
+        crpo_host(&[&base[..], &[medmcqa.to_str().unwrap()], extra].concat())
+    };
+    assert!(stderr(&score_medmcqa(&[])).contains("cop_base"));
+    let output = score_medmcqa(&["--dataset-options", r#"{"cop_base": 1}"#]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let first: Value = serde_json::from_str(stdout(&output).lines().next().unwrap()).unwrap();
+    assert_eq!(first["scores"]["accuracy"]["score"], 1.0, "cop 2 of 1-based is B");
+
     let output = crpo_host(&[
         "score",
         "--objectives",

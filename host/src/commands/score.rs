@@ -23,6 +23,9 @@ pub struct ScoreArgs {
     /// The dataset reader for records that are not crpo's own `{"example": …}` form.
     #[arg(long, default_value = "medqa")]
     pub dataset: String,
+    /// The reader's options, as a JSON object (a config's `data.options`): `{"cop_base": 1}`.
+    #[arg(long, value_name = "JSON")]
+    pub dataset_options: Option<String>,
     /// Options per objective, as a JSON object: `{"length_penalty": {"max_length": 512}}`.
     #[arg(long, value_name = "JSON")]
     pub options: Option<String>,
@@ -71,7 +74,13 @@ pub fn run(registry: &PluginRegistry, args: &ScoreArgs) -> anyhow::Result<()> {
         crate::atomic_file::refuse_replacing(output, "--output", &args.input, "the input file")?;
         crate::atomic_file::refuse_replacing_unless(output, "--output", "score output", is_score_output)?;
     }
-    let records = read_records(registry, &args.dataset, &args.input)?;
+    let dataset_options: Value = match &args.dataset_options {
+        Some(json) => serde_json::from_str::<Map<String, Value>>(json)
+            .map(Value::Object)
+            .context("--dataset-options must be a JSON object of the reader's options")?,
+        None => Value::Null,
+    };
+    let records = read_records(registry, (&args.dataset, dataset_options), &args.input)?;
     let input = args.input.display().to_string();
     // Consecutive records of one example (a run's samples.jsonl lists a group's completions
     // one after another) are scored as one group, as training scores them: an objective that
@@ -118,7 +127,11 @@ struct Record {
 
 /// Reads every record of `path`: crpo's own examples, or the dataset reader's (which names a
 /// malformed record's line and field).
-fn read_records(registry: &PluginRegistry, dataset: &str, path: &Path) -> anyhow::Result<Vec<Record>> {
+fn read_records(
+    registry: &PluginRegistry,
+    (dataset, options): (&str, Value),
+    path: &Path,
+) -> anyhow::Result<Vec<Record>> {
     // Named now, even when every record is crpo's own form: a mistyped --dataset is an error.
     let reader = registry.dataset(dataset).context("--dataset")?;
     let input = path.display().to_string();
@@ -177,7 +190,7 @@ fn read_records(registry: &PluginRegistry, dataset: &str, path: &Path) -> anyhow
         .plugin()
         .read(&DatasetSource {
             path: path.to_path_buf(),
-            options: Value::Null,
+            options,
         })
         .with_context(|| format!("dataset `{dataset}` cannot read {input}"))?;
     if let Some(first) = read.malformed.first() {
