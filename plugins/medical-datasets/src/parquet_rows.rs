@@ -2,7 +2,7 @@
 //! columns become objects, lists arrays, nulls `null`), numbered from 1 as a line would be.
 //! Hugging Face stores datasets this way (`…/train-00000-of-00001.parquet`).
 
-use crate::records::Records;
+use crate::records::{unreadable, Records};
 use crpo_sdk::PluginError;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::{Field, Row};
@@ -48,8 +48,9 @@ pub fn read_rows(path: &Path) -> Result<Records, PluginError> {
 }
 
 /// A row as JSON, as a JSONL line of it would read: text stored as binary is text, and a
-/// NaN or infinite number (which no JSON line can hold) makes the row malformed, naming its
-/// column, instead of a silent `null` (a NaN gold answer would read as none).
+/// NaN or infinite number or binary data (which no JSON line holds) becomes an
+/// [`unreadable`](crate::records::unreadable) marker, never a silent `null` (a NaN gold answer
+/// would read as none): the row is malformed, naming the column, if the reader uses it.
 fn row_json(row: &Row) -> Result<Value, String> {
     row.get_column_iter()
         .map(|(name, field)| {
@@ -63,13 +64,14 @@ fn row_json(row: &Row) -> Result<Value, String> {
 }
 
 fn field_json(field: &Field) -> Result<Value, String> {
+    let not_json = |x: &dyn std::fmt::Display| unreadable(&format!("{x} is not a number JSON can hold"));
     Ok(match field {
-        Field::Float(x) if !x.is_finite() => return Err(format!("{x} is not a number JSON can hold")),
-        Field::Double(x) if !x.is_finite() => return Err(format!("{x} is not a number JSON can hold")),
-        Field::Float16(x) if !x.is_finite() => return Err(format!("{x} is not a number JSON can hold")),
+        Field::Float(x) if !x.is_finite() => not_json(x),
+        Field::Double(x) if !x.is_finite() => not_json(x),
+        Field::Float16(x) if !x.is_finite() => not_json(x),
         Field::Bytes(bytes) => match std::str::from_utf8(bytes.data()) {
             Ok(text) => Value::String(text.to_string()),
-            Err(_) => return Err("binary data, not text".into()),
+            Err(_) => unreadable("binary data, not text"),
         },
         Field::Group(row) => row_json(row)?,
         Field::ListInternal(list) => {

@@ -71,8 +71,20 @@ pub fn parse_records(
         };
         match record {
             Ok(Value::Object(record)) => match parse(&record, &format!("{file_name}:{line_no}")) {
-                Ok(example) => read.examples.push(example),
-                Err((field, message)) => read.malformed.push(malformed(field, message)),
+                Ok(mut example) => {
+                    // Columns no reader used: an image, a hash, a NaN score.
+                    example.metadata.retain(|_, value| unreadable_in(value).is_none());
+                    read.examples.push(example)
+                }
+                Err((field, message)) => {
+                    // A field the reader could not read may be a value no JSON holds.
+                    let column = field.split(['.', '[']).next().unwrap_or(&field).to_string();
+                    let message = match record.get(&column).and_then(unreadable_in) {
+                        Some(why) => format!("column `{column}`: {why}"),
+                        None => message,
+                    };
+                    read.malformed.push(malformed(field, message))
+                }
             },
             Ok(_) => read
                 .malformed
@@ -81,6 +93,30 @@ pub fn parse_records(
         }
     }
     read
+}
+
+/// The key of the marker a value no JSON line holds (a Parquet NaN, binary data) leaves in
+/// its record: malformed when a reader uses it, dropped from the metadata when none does.
+const UNREADABLE: &str = "crpo:unreadable";
+
+/// The marker for a value that cannot be read as JSON, and why.
+pub fn unreadable(why: &str) -> Value {
+    Value::Object(Map::from_iter([(
+        UNREADABLE.to_string(),
+        Value::String(why.to_string()),
+    )]))
+}
+
+/// Why `value` (or a value inside it) could not be read, if it holds a marker.
+fn unreadable_in(value: &Value) -> Option<&str> {
+    match value {
+        Value::Object(fields) => match fields.get(UNREADABLE) {
+            Some(why) => why.as_str(),
+            None => fields.values().find_map(unreadable_in),
+        },
+        Value::Array(items) => items.iter().find_map(unreadable_in),
+        _ => None,
+    }
 }
 
 /// The records of a JSONL text or a JSON array, each with the line it starts on.
@@ -291,6 +327,38 @@ pub fn letter(index: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A value no JSON holds (a Parquet image column, a NaN) spoils only the records whose
+    /// reader uses it, and is named with its column there.
+    #[test]
+    fn an_unreadable_value_is_malformed_only_where_it_is_used() {
+        let row = |question: Value| {
+            Ok(Value::Object(Map::from_iter([
+                ("question".to_string(), question),
+                ("image".to_string(), unreadable("binary data, not text")),
+            ])))
+        };
+        let records = vec![
+            (1, row(Value::String("Q?".into()))),
+            (2, row(unreadable("binary data, not text"))),
+        ];
+        let read = parse_records("f.parquet", records, |record, id| {
+            Ok(Example {
+                id: id.to_string(),
+                prompt: crpo_sdk::Prompt::Text(string_field(record, "question")?.to_string()),
+                metadata: metadata_without(record, &["question"]),
+                ..Example::default()
+            })
+        });
+        assert_eq!(read.examples.len(), 1);
+        assert!(
+            read.examples[0].metadata.is_empty(),
+            "the unused column is dropped"
+        );
+        let bad = &read.malformed[0];
+        assert_eq!((bad.line, bad.field.as_str()), (2, "question"));
+        assert_eq!(bad.message, "column `question`: binary data, not text");
+    }
 
     #[test]
     fn jsonl_and_json_arrays_give_records_with_their_lines() {
