@@ -102,10 +102,25 @@ impl DemoTask {
                 .map(|hard| self.record(&mut rng, hard))
                 .collect()
         };
-        Ok(DemoFiles {
-            train: split(0, self.train),
-            eval: split(1, self.eval),
-        })
+        let train: Vec<Value> = split(0, self.train);
+        let mut eval: Vec<Value> = split(1, self.eval);
+        // A held-out question that is also a training question measures memory: each such
+        // one is drawn again (as hard as it was) from a stream of its own, so that the other
+        // held-out questions stay what the seed gave.
+        let asked: std::collections::HashSet<String> =
+            train.iter().map(|r| r["question"].to_string()).collect();
+        let mut spare = ChaCha8Rng::seed_from_u64(self.seed);
+        spare.set_stream(2);
+        for record in &mut eval {
+            let hard = record["meta_info"]["difficulty"] == "hard";
+            for _ in 0..1000 {
+                if !asked.contains(&record["question"].to_string()) {
+                    break;
+                }
+                *record = self.record(&mut spare, hard);
+            }
+        }
+        Ok(DemoFiles { train, eval })
     }
 
     /// One MedQA-format record with its reference completion.
@@ -299,6 +314,19 @@ mod tests {
         let other = DemoTask { seed: 1, ..task }.generate().unwrap();
         assert_ne!(to_jsonl(&a.train), to_jsonl(&other.train));
         assert_ne!(to_jsonl(&a.train[..10]), to_jsonl(&a.eval[..10]));
+    }
+
+    #[test]
+    fn no_held_out_question_is_a_training_question() {
+        for seed in 0..4 {
+            let files = DemoTask { seed, ..DemoTask::default() }.generate().unwrap();
+            let asked: std::collections::HashSet<String> =
+                files.train.iter().map(|r| r["question"].to_string()).collect();
+            assert!(
+                files.eval.iter().all(|r| !asked.contains(&r["question"].to_string())),
+                "seed {seed}"
+            );
+        }
     }
 
     #[test]
