@@ -319,11 +319,19 @@ mod tests {
     #[test]
     fn no_held_out_question_is_a_training_question() {
         for seed in 0..4 {
-            let files = DemoTask { seed, ..DemoTask::default() }.generate().unwrap();
+            let files = DemoTask {
+                seed,
+                ..DemoTask::default()
+            }
+            .generate()
+            .unwrap();
             let asked: std::collections::HashSet<String> =
                 files.train.iter().map(|r| r["question"].to_string()).collect();
             assert!(
-                files.eval.iter().all(|r| !asked.contains(&r["question"].to_string())),
+                files
+                    .eval
+                    .iter()
+                    .all(|r| !asked.contains(&r["question"].to_string())),
                 "seed {seed}"
             );
         }
