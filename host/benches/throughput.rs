@@ -87,10 +87,10 @@ fn main() {
             let row_tokens = (batch * (PROMPT + NEW)) as f64;
             let start = Instant::now();
             let batch_rows = ContinuationBatch::new(&prompts, &completion_ids, 0, Device::Cpu).unwrap();
-            let _ = tch::no_grad(|| completion_logprobs(&model, &batch_rows, false)).unwrap();
+            let _ = tch::no_grad(|| completion_logprobs(&model, &batch_rows, 1.0, false)).unwrap();
             let forward_rate = row_tokens / start.elapsed().as_secs_f64();
             let start = Instant::now();
-            let out = completion_logprobs(&model, &batch_rows, false).unwrap();
+            let out = completion_logprobs(&model, &batch_rows, 1.0, false).unwrap();
             out.logprobs.sum(Kind::Float).backward();
             let backward_rate = row_tokens / start.elapsed().as_secs_f64();
             model.0.vs.variables().values().for_each(|v| {

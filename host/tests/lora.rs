@@ -97,7 +97,10 @@ fn adapters_alone_train(registry: &PluginRegistry, plugin: &str, dir: &Path) {
         max_difference(&plain, &on) > 1e-3,
         "the adapters change the model"
     );
-    let reference = adapted.base_logprobs(&prompts, &completions).unwrap().logprobs;
+    let reference = adapted
+        .base_logprobs(&prompts, &completions, 1.0)
+        .unwrap()
+        .logprobs;
     assert!(
         max_difference(&plain, &reference) < 1e-6,
         "adapters off is the base"
@@ -116,7 +119,10 @@ fn adapters_alone_train(registry: &PluginRegistry, plugin: &str, dir: &Path) {
         }
     }
     // A model without adapters has no base pass to offer.
-    let error = format!("{:#}", base.base_logprobs(&prompts, &completions).unwrap_err());
+    let error = format!(
+        "{:#}",
+        base.base_logprobs(&prompts, &completions, 1.0).unwrap_err()
+    );
     assert!(error.contains("LoRA adapters"), "{error}");
 }
 

@@ -1,6 +1,7 @@
 //! Log-prob passes grouped by length and cut by a token budget give the update that one
 //! padded pass per nominal micro-batch gives: the loss is defined over the nominal
-//! micro-batches, and the passes only decide what runs through the model together.
+//! micro-batches, and the passes only decide what runs through the model together. Every
+//! pass scores the distribution sampled at the run's temperature.
 
 mod support;
 
@@ -125,4 +126,69 @@ fn passes_by_length_and_budget_give_the_padded_passes_update() {
             assert!(largest_move > 1e-3, "the update moved nothing ({largest_move})");
         }
     }
+}
+
+/// Every pass of the update scores the distribution the completions were sampled from:
+/// softmax(logits / temperature), as TRL and verl do. The update's logged entropy is that of
+/// the tempered distribution, not of the model's own.
+#[test]
+fn the_update_scores_completions_at_the_sampling_temperature() {
+    let dir = tempfile::tempdir().unwrap();
+    crpo_plugins_policy::presets::write_tiny(dir.path(), 3).unwrap();
+    let (prompts, completions) = step();
+    let mean_entropy = |temperature: f64| {
+        let policy = load(dir.path());
+        let scored =
+            tch::no_grad(|| policy.sampled_logprobs(&prompts, &completions, temperature, false)).unwrap();
+        (scored.entropies * &scored.mask)
+            .sum(tch::Kind::Double)
+            .double_value(&[])
+            / scored.mask.sum(tch::Kind::Double).double_value(&[])
+    };
+    for temperature in [0.5, 1.0, 1.7] {
+        let policy = load(dir.path());
+        let reference = load(dir.path());
+        let settings = AdamWSettings {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        };
+        let mut optimizer = AdamW::new(policy.parameters(), settings);
+        let algorithm = AlgorithmConfig {
+            temperature,
+            beta: 0.1,
+            max_completion_length: 12,
+            ..AlgorithmConfig::default()
+        };
+        let batch = Batch {
+            prompts: &prompts,
+            completions: &completions,
+            advantages: &[1.0, -1.0, 0.5, -0.5, -1.5, 1.5],
+            truncated: &[false; 6],
+        };
+        let stats = update_policy(
+            &policy,
+            Reference::Model(&reference),
+            &mut optimizer,
+            &batch,
+            &algorithm,
+            1,
+            1,
+            None,
+        )
+        .unwrap();
+        let expected = mean_entropy(temperature);
+        assert!(
+            (stats.entropy - expected).abs() < 1e-4,
+            "T {temperature}: the update's entropy {} is not the tempered distribution's {expected}",
+            stats.entropy
+        );
+        // The reference scores the same tempered distribution: before the update, no KL.
+        assert!(stats.kl.abs() < 1e-6, "T {temperature}: kl {}", stats.kl);
+    }
+    assert!(
+        (mean_entropy(0.5) - mean_entropy(1.0)).abs() > 1e-2,
+        "the temperatures should differ"
+    );
 }

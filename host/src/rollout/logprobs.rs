@@ -70,11 +70,13 @@ impl ContinuationBatch {
     }
 }
 
-/// Log-probs and entropies of `batch`'s completions under `model`; the entropies carry no
-/// gradient unless `entropy_grad`.
+/// Log-probs and entropies of `batch`'s completions under `model`, of the distribution sampled
+/// at `temperature` (the logits divided by it, as TRL and verl score completions: 1 is the
+/// model's own); the entropies carry no gradient unless `entropy_grad`.
 pub fn completion_logprobs(
     model: &dyn PolicyModel,
     batch: &ContinuationBatch,
+    temperature: f64,
     entropy_grad: bool,
 ) -> crpo_policy_sdk::Result<TokenLogProbs> {
     let logits = model.forward_continuations(
@@ -84,7 +86,8 @@ pub fn completion_logprobs(
         &batch.continuation_ids,
         &batch.continuation_mask,
     )?;
-    let (logprobs, entropies) = target_logprobs_and_entropies(logits, &batch.continuation_ids, entropy_grad);
+    let (logprobs, entropies) =
+        target_logprobs_and_entropies(logits, &batch.continuation_ids, temperature, entropy_grad);
     let mask = batch.continuation_mask.to_kind(Kind::Float);
     Ok(TokenLogProbs {
         logprobs: logprobs * &mask,
@@ -99,8 +102,8 @@ pub fn completion_logprobs(
 const CHUNK_ELEMENTS: i64 = 1 << 22;
 
 /// From logits `[B, C, V]` and target ids `[B, C]`: each target's log-probability and each
-/// position's entropy −Σ p·log p, both `[B, C]`, in f32; the entropies carry no gradient
-/// unless `entropy_grad` (an entropy bonus).
+/// position's entropy −Σ p·log p under softmax(logits / `temperature`), both `[B, C]`, in f32;
+/// the entropies carry no gradient unless `entropy_grad` (an entropy bonus).
 ///
 /// The vocabulary-sized tensors are a pass's largest, so the log-softmax is taken a few
 /// positions at a time (`CHUNK_ELEMENTS`). Without a graph (the reference's and the sampling
@@ -112,14 +115,27 @@ const CHUNK_ELEMENTS: i64 = 1 << 22;
 pub fn target_logprobs_and_entropies(
     logits: Tensor,
     targets: &Tensor,
+    temperature: f64,
     entropy_grad: bool,
 ) -> (Tensor, Tensor) {
     let vocab = logits.size().last().copied().unwrap_or(1).max(1);
-    by_chunks(logits, targets, entropy_grad, (CHUNK_ELEMENTS / vocab).max(1))
+    by_chunks(
+        logits,
+        targets,
+        temperature,
+        entropy_grad,
+        (CHUNK_ELEMENTS / vocab).max(1),
+    )
 }
 
 /// [`target_logprobs_and_entropies`], `positions` at a time.
-fn by_chunks(logits: Tensor, targets: &Tensor, entropy_grad: bool, positions: i64) -> (Tensor, Tensor) {
+fn by_chunks(
+    logits: Tensor,
+    targets: &Tensor,
+    temperature: f64,
+    entropy_grad: bool,
+    positions: i64,
+) -> (Tensor, Tensor) {
     let shape = targets.size();
     let vocab = logits.size().last().copied().unwrap_or(1);
     let device = logits.device();
@@ -130,6 +146,12 @@ fn by_chunks(logits: Tensor, targets: &Tensor, entropy_grad: bool, positions: i6
     let (mut logprobs, mut entropies, mut start) = (Vec::new(), Vec::new(), 0);
     for chunk in chunks {
         let n = chunk.size()[0];
+        // At 1 the logits are used as they are (no copy, and the same bits as before).
+        let chunk = if temperature == 1.0 {
+            chunk
+        } else {
+            chunk / temperature
+        };
         let log_p = chunk.log_softmax(-1, Kind::Float);
         logprobs.push(log_p.gather(1, &targets.narrow(0, start, n), false).view([-1]));
         entropies.push(if entropy_grad {
@@ -169,9 +191,29 @@ mod tests {
         // H = −(0.5 ln 0.5 + 2 · 0.25 ln 0.25) = 1.039721.
         let logits = Tensor::from_slice(&[0.5f32, 0.25, 0.25]).log().view([1, 1, 3]) + 7.0;
         let (logprobs, entropies) =
-            target_logprobs_and_entropies(logits, &Tensor::from_slice(&[1i64]).view([1, 1]), true);
+            target_logprobs_and_entropies(logits, &Tensor::from_slice(&[1i64]).view([1, 1]), 1.0, true);
         assert!((logprobs.double_value(&[0, 0]) + 1.386_294).abs() < 1e-5);
         assert!((entropies.double_value(&[0, 0]) - 1.039_721).abs() < 1e-5);
+    }
+
+    /// The distribution sampled at T is softmax(logits / T), as TRL and verl score it: logits
+    /// (2, 1, 0, −1) at T = 0.6 give token 0 a log-prob of −0.20806 and an entropy of 0.58766
+    /// (at T = 1: −0.44019 and 0.94754).
+    #[test]
+    fn log_probs_and_entropy_are_of_the_tempered_distribution() {
+        let logits = || Tensor::from_slice(&[2f32, 1.0, 0.0, -1.0]).view([1, 1, 4]);
+        let token = Tensor::from_slice(&[0i64]).view([1, 1]);
+        for (temperature, logprob, entropy) in [(0.6, -0.208_06, 0.587_66), (1.0, -0.440_19, 0.947_54)] {
+            let (logprobs, entropies) = target_logprobs_and_entropies(logits(), &token, temperature, false);
+            assert!(
+                (logprobs.double_value(&[0, 0]) - logprob).abs() < 1e-4,
+                "T {temperature}: {logprobs}"
+            );
+            assert!(
+                (entropies.double_value(&[0, 0]) - entropy).abs() < 1e-4,
+                "T {temperature}: {entropies}"
+            );
+        }
     }
 
     #[test]
@@ -180,9 +222,10 @@ mod tests {
             .view([1, 1, 3])
             .set_requires_grad(true);
         let targets = Tensor::from_slice(&[2i64]).view([1, 1]);
-        let (logprobs, detached) = target_logprobs_and_entropies(logits.shallow_clone(), &targets, false);
+        let (logprobs, detached) =
+            target_logprobs_and_entropies(logits.shallow_clone(), &targets, 1.0, false);
         assert!(logprobs.requires_grad() && !detached.requires_grad());
-        let (_, tracked) = target_logprobs_and_entropies(logits, &targets, true);
+        let (_, tracked) = target_logprobs_and_entropies(logits, &targets, 1.0, true);
         assert!(tracked.requires_grad());
         assert!((tracked.double_value(&[0, 0]) - detached.double_value(&[0, 0])).abs() < 1e-7);
     }
@@ -210,12 +253,12 @@ mod tests {
         };
         let expected = gradient(&whole);
         // Chunks of 4 positions: 4 + 2.
-        let chunked = gradient(&|leaf| by_chunks(leaf.shallow_clone(), &targets, true, 4));
+        let chunked = gradient(&|leaf| by_chunks(leaf.shallow_clone(), &targets, 1.0, true, 4));
         let close = |a: &Tensor, b: &Tensor| a.allclose(b, 1e-6, 1e-6, false);
         assert!(close(&expected.0, &chunked.0) && close(&expected.1, &chunked.1));
         assert!(close(&expected.2, &chunked.2), "{} vs {}", expected.2, chunked.2);
         // Without a graph: the same values.
-        let (plain, plain_entropies) = target_logprobs_and_entropies(logits, &targets, false);
+        let (plain, plain_entropies) = target_logprobs_and_entropies(logits, &targets, 1.0, false);
         assert!(close(&expected.0, &plain) && close(&expected.1, &plain_entropies));
     }
 

@@ -216,9 +216,22 @@ impl Policy {
         completions: &[Vec<i64>],
         entropy_grad: bool,
     ) -> anyhow::Result<TokenLogProbs> {
+        self.sampled_logprobs(prompts, completions, 1.0, entropy_grad)
+    }
+
+    /// [`Policy::logprobs`] of the distribution completions were sampled from at
+    /// `temperature` (the logits divided by it), as the policy-gradient passes need: the
+    /// ratio, KL and entropy are then of what was sampled (TRL and verl do the same).
+    pub fn sampled_logprobs(
+        &self,
+        prompts: &[Vec<i64>],
+        completions: &[Vec<i64>],
+        temperature: f64,
+        entropy_grad: bool,
+    ) -> anyhow::Result<TokenLogProbs> {
         let batch =
             ContinuationBatch::new(prompts, completions, self.tokenizer.pad_id() as i64, self.device)?;
-        completion_logprobs(&*self.model, &batch, entropy_grad)
+        completion_logprobs(&*self.model, &batch, temperature, entropy_grad)
             .with_context(|| format!("policy `{}` failed a log-prob pass", self.plugin))
     }
 
@@ -239,17 +252,19 @@ impl Policy {
         Ok(())
     }
 
-    /// Log-probs under the base model, adapters off (the reference of a LoRA run); they are on
-    /// again afterwards, whatever happens.
+    /// Log-probs under the base model, adapters off (the reference of a LoRA run), at
+    /// `temperature` as [`Policy::sampled_logprobs`]; the adapters are on again afterwards,
+    /// whatever happens.
     pub fn base_logprobs(
         &self,
         prompts: &[Vec<i64>],
         completions: &[Vec<i64>],
+        temperature: f64,
     ) -> anyhow::Result<TokenLogProbs> {
         self.model
             .set_adapters_enabled(false)
             .with_context(|| format!("policy `{}`: cannot turn its LoRA adapters off", self.plugin))?;
-        let result = self.logprobs(prompts, completions, false);
+        let result = self.sampled_logprobs(prompts, completions, temperature, false);
         self.model
             .set_adapters_enabled(true)
             .with_context(|| format!("policy `{}`: cannot turn its LoRA adapters on", self.plugin))?;

@@ -799,7 +799,7 @@ fn check_same_model(world: &World, policy: &Policy, reference: Option<&Policy>) 
         );
     }
     if policy.adapters {
-        let base = policy.base_logprobs(&prompt, &completion)?.logprobs;
+        let base = policy.base_logprobs(&prompt, &completion, 1.0)?.logprobs;
         values.extend(
             Vec::<f32>::try_from(base.reshape([-1]).to_kind(tch::Kind::Float))?
                 .iter()

@@ -104,6 +104,8 @@ pub fn update_policy(
     // With a single update the sampling policy is the current one: its log-probs are the
     // detached current ones. Otherwise they are computed once, before any update.
     let single_update = updates.len() * algorithm.num_iterations == 1;
+    // Every pass scores the distribution the completions were sampled from.
+    let temperature = algorithm.temperature;
     // Per update, per pass.
     let (mut old, mut reference_logprobs) = (Vec::new(), Vec::new());
     {
@@ -121,12 +123,22 @@ pub fn update_policy(
                 update_old.push(if single_update {
                     Tensor::new()
                 } else {
-                    policy.logprobs(&prompts, &completions, false)?.logprobs
+                    policy
+                        .sampled_logprobs(&prompts, &completions, temperature, false)?
+                        .logprobs
                 });
                 update_reference.push(match reference {
                     Reference::None => Tensor::new(),
-                    Reference::Model(model) => model.logprobs(&prompts, &completions, false)?.logprobs,
-                    Reference::AdaptersOff => policy.base_logprobs(&prompts, &completions)?.logprobs,
+                    Reference::Model(model) => {
+                        model
+                            .sampled_logprobs(&prompts, &completions, temperature, false)?
+                            .logprobs
+                    }
+                    Reference::AdaptersOff => {
+                        policy
+                            .base_logprobs(&prompts, &completions, temperature)?
+                            .logprobs
+                    }
                 });
             }
             old.push(update_old);
@@ -148,7 +160,12 @@ pub fn update_policy(
                 let on_device = |values: Vec<f32>| Tensor::from_slice(&values).to_device(policy.device);
                 let advantages = on_device(rows.iter().map(|&i| batch.advantages[i]).collect());
                 let row_weights = on_device(rows.iter().map(|&i| update.row_weights[i] as f32).collect());
-                let mut current = policy.logprobs(&prompts, &completions, algorithm.entropy_coeff > 0.0)?;
+                let mut current = policy.sampled_logprobs(
+                    &prompts,
+                    &completions,
+                    temperature,
+                    algorithm.entropy_coeff > 0.0,
+                )?;
                 if rows.iter().any(|&i| !counted[i]) {
                     let keep = on_device(rows.iter().map(|&i| f32::from(u8::from(counted[i]))).collect())
                         .unsqueeze(1);
