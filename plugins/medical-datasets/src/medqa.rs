@@ -4,6 +4,7 @@
 
 use crate::records::{metadata_without, options_from_object, string_field};
 use crate::FieldError;
+use crpo_sdk::rules::python_strip;
 use crpo_sdk::{Example, Prompt};
 use serde_json::{Map, Value};
 
@@ -55,13 +56,11 @@ pub fn parse(record: &Map<String, Value>, id: &str) -> Result<Example, FieldErro
     })
 }
 
-/// Text as two copies of one answer may differ: case, spacing, a final full stop.
+/// Text as two copies of one answer may differ: case, spacing, a final full stop (the rules'
+/// own normalisation, edges and the stop dropped).
 fn comparable(text: &str) -> String {
-    text.split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .trim_end_matches('.')
-        .to_lowercase()
+    let normalised = crpo_sdk::rules::normalise(text);
+    python_strip(python_strip(&normalised).trim_end_matches('.')).to_string()
 }
 
 #[cfg(test)]

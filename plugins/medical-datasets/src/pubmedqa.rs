@@ -10,7 +10,7 @@
 //! abstract contexts unless the option `include_context = false`.
 
 use crate::records::{
-    file_records, metadata_without, object_start_lines, parse_records, read_text, records, string_field,
+    file_records, member_value_lines, metadata_without, parse_records, read_text, records, string_field,
 };
 use crate::FieldError;
 use crpo_sdk::{
@@ -178,20 +178,24 @@ impl DatasetPlugin for PubMedQaReader {
         let Some(by_pmid) = by_pmid else {
             return Ok(parse_records(&file, records(&text), parse));
         };
-        let lines = object_start_lines(&text, 1);
+        let lines = member_value_lines(&text);
         let mut read = DatasetRead::default();
         for (index, (pmid, value)) in by_pmid.iter().enumerate() {
             let line = lines.get(index).copied().unwrap_or(1);
             let parsed = match value {
-                Value::Object(record) => parse_original(pmid, record, options.include_context),
-                _ => Err((pmid.clone(), "not a JSON object".into())),
+                Value::Object(record) => parse_original(pmid, record, options.include_context)
+                    .map_err(|(field, message)| (format!("{pmid}.{field}"), message)),
+                _ => Err((
+                    pmid.clone(),
+                    format!("not a JSON object of QUESTION, CONTEXTS, final_decision (it is {value})"),
+                )),
             };
             match parsed {
                 Ok(example) => read.examples.push(example),
                 Err((field, message)) => read.malformed.push(RecordError {
                     file: file.clone(),
                     line,
-                    field: format!("{pmid}.{field}"),
+                    field,
                     message,
                 }),
             }
@@ -241,6 +245,30 @@ mod tests {
             bad,
             [(4, "16418930.final_decision"), (5, "11111111.CONTEXTS")],
             "a question without its abstract is malformed"
+        );
+    }
+
+    /// A value that is not a record keeps its own line, and the records after it theirs.
+    #[test]
+    fn a_member_that_is_not_a_record_is_named_at_its_line() {
+        let text = r#"{
+  "1": null,
+  "2": {"QUESTION": "Is it?", "CONTEXTS": ["Text."], "final_decision": "yes"},
+  "3":
+    {"QUESTION": "Is it?", "CONTEXTS": ["Text."], "final_decision": "never"}
+}"#;
+        let read = read(text, Value::Null);
+        assert_eq!(read.examples.len(), 1);
+        let bad: Vec<(usize, &str)> = read
+            .malformed
+            .iter()
+            .map(|m| (m.line, m.field.as_str()))
+            .collect();
+        assert_eq!(bad, [(2, "1"), (5, "3.final_decision")]);
+        assert!(
+            read.malformed[0].message.contains("null"),
+            "{}",
+            read.malformed[0].message
         );
     }
 

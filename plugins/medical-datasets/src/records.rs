@@ -36,6 +36,9 @@ pub fn file_records(path: &Path) -> Result<Records, PluginError> {
 pub fn read_text(path: &Path) -> Result<String, PluginError> {
     let bytes = std::fs::read(path)
         .map_err(|e| PluginError::failed(format!("cannot read {}: {e}", path.display())))?;
+    if let Some(what) = other_format(path, &bytes) {
+        return Err(PluginError::failed(format!("{}: {what}", path.display())));
+    }
     let text = String::from_utf8(bytes).map_err(|e| {
         let bytes = e.as_bytes();
         let at = e.utf8_error().valid_up_to();
@@ -49,10 +52,54 @@ pub fn read_text(path: &Path) -> Result<String, PluginError> {
         ))
     })?;
     // A byte-order mark (Windows editors write one) is not part of the first record.
-    Ok(match text.strip_prefix('\u{feff}') {
+    let text = match text.strip_prefix('\u{feff}') {
         Some(rest) => rest.to_string(),
         None => text,
+    };
+    // Classic Mac line endings (CR alone): JSON holds no raw CR inside a string, so each CR
+    // ends a line.
+    Ok(if !text.contains('\n') && text.contains('\r') {
+        text.replace('\r', "\n")
+    } else {
+        text
     })
+}
+
+/// What a file that is not JSON text is, by its first bytes (or a CSV by its name), and what to
+/// do: the UTF-8 check would say only "not UTF-8", the parser only "invalid JSON".
+fn other_format(path: &Path, bytes: &[u8]) -> Option<String> {
+    let starts = |magic: &[u8]| bytes.starts_with(magic);
+    let utf16 = starts(&[0xff, 0xfe])
+        || starts(&[0xfe, 0xff])
+        || (bytes.len() >= 4 && (bytes[1] == 0 && bytes[3] == 0 || bytes[0] == 0 && bytes[2] == 0));
+    let what = if starts(&[0x1f, 0x8b]) {
+        "is gzip-compressed: decompress it first (gunzip -k FILE)"
+    } else if starts(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        "is zstd-compressed: decompress it first (zstd -d FILE)"
+    } else if starts(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        "is xz-compressed: decompress it first (xz -dk FILE)"
+    } else if starts(b"BZh") {
+        "is bzip2-compressed: decompress it first (bunzip2 -k FILE)"
+    } else if starts(b"PK\x03\x04") {
+        "is a zip archive (or a spreadsheet): extract or export the JSON Lines file from it"
+    } else if starts(b"PAR1") {
+        "is a Parquet file: name it with the .parquet extension to read it as Parquet"
+    } else if utf16 {
+        "is UTF-16 text: save it as UTF-8"
+    } else if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv") || e.eq_ignore_ascii_case("tsv"))
+        && !String::from_utf8_lossy(&bytes[..bytes.len().min(64)])
+            .trim_start_matches('\u{feff}')
+            .trim_start()
+            .starts_with(['{', '['])
+    {
+        "is CSV, which is not read: convert it to JSON Lines (pandas: \
+         pd.read_csv(FILE).to_json(OUT, orient=\"records\", lines=True)) or Parquet"
+    } else {
+        return None;
+    };
+    Some(what.to_string())
 }
 
 /// Parses each record (read from `file_name`) with `parse(record, id)`.
@@ -191,19 +238,19 @@ pub fn array_element_lines(text: &str) -> Vec<usize> {
     lines
 }
 
-/// 1-based lines where each object at nesting `depth` (1 = inside the top-level array or
-/// object) opens, skipping braces inside strings.
-pub fn object_start_lines(text: &str, depth: usize) -> Vec<usize> {
-    let (mut lines, mut level) = (Vec::new(), 0usize);
+/// 1-based lines where each member's value of the top-level JSON object starts (an object or
+/// any other value: a stray `null` must not shift the lines of the members after it).
+pub fn member_value_lines(text: &str) -> Vec<usize> {
+    let (mut lines, mut level, mut expecting) = (Vec::new(), 0usize, false);
     for (line, c) in structure(text) {
+        if level == 1 && expecting && !c.is_whitespace() {
+            lines.push(line);
+            expecting = false;
+        }
         match c {
-            '{' | '[' => {
-                if c == '{' && level == depth {
-                    lines.push(line);
-                }
-                level += 1;
-            }
+            '{' | '[' => level += 1,
             '}' | ']' => level = level.saturating_sub(1),
+            ':' if level == 1 => expecting = true,
             _ => {}
         }
     }
@@ -383,6 +430,47 @@ mod tests {
         std::fs::write(&path, "\u{feff}{\"a\": 1}\n").unwrap();
         let parsed = records(&read_text(&path).unwrap());
         assert_eq!(parsed[0].1.as_ref().unwrap()["a"], 1);
+    }
+
+    /// Compressed, UTF-16, zipped and CSV files say what they are and what to do.
+    #[test]
+    fn files_in_other_formats_say_what_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            read_text(&path).unwrap_err().to_string()
+        };
+        let utf16: Vec<u8> = "{\"a\": 1}\n".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        for (name, bytes, says) in [
+            ("train.jsonl.gz", &[0x1f, 0x8b, 8, 0][..], "gzip"),
+            ("train.jsonl", &[0x28, 0xb5, 0x2f, 0xfd, 0][..], "zstd"),
+            ("train.jsonl", &b"PK\x03\x04rest"[..], "zip"),
+            ("train.jsonl", &b"PAR1rest"[..], ".parquet"),
+            ("train.jsonl", &utf16[..], "UTF-16"),
+            ("train.jsonl", &[0xff, 0xfe, b'{', 0][..], "UTF-16"),
+            ("train.csv", &b"question,answer\nWhich?,B\n"[..], "CSV"),
+        ] {
+            let message = error(name, bytes);
+            assert!(
+                message.contains(name) && message.contains(says),
+                "{name}: {message}"
+            );
+        }
+        // A .csv that holds JSON Lines is read as such.
+        let path = dir.path().join("lines.csv");
+        std::fs::write(&path, "{\"a\": 1}\n").unwrap();
+        assert!(read_text(&path).is_ok());
+    }
+
+    #[test]
+    fn lines_ended_by_carriage_returns_alone_are_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.jsonl");
+        std::fs::write(&path, "{\"a\": 1}\r{\"a\": 2}\r").unwrap();
+        let parsed = records(&read_text(&path).unwrap());
+        assert_eq!(parsed.iter().map(|(l, _)| *l).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(parsed[1].1.as_ref().unwrap()["a"], 2);
     }
 
     #[test]
