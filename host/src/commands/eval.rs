@@ -173,6 +173,27 @@ fn refuse_replacing_inputs(args: &EvalArgs, config: &RunConfig) -> anyhow::Resul
     Ok(())
 }
 
+/// A label for each `--data` file in tables and completion records: its stem (`test` for
+/// `medqa/test.jsonl`), or the path as given where two files share a stem.
+fn dataset_labels(paths: &[PathBuf]) -> Vec<String> {
+    let stem = |path: &PathBuf| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default()
+    };
+    paths
+        .iter()
+        .map(|path| {
+            let shared = paths.iter().filter(|other| stem(other) == stem(path)).count() > 1;
+            if shared {
+                path.display().to_string()
+            } else {
+                stem(path)
+            }
+        })
+        .collect()
+}
+
 /// Evaluates each model on each dataset (the config's eval split when `data` is empty) with
 /// the config's objectives and prompt format; question records go to `completions`, tagged
 /// with the model and dataset.
@@ -189,13 +210,8 @@ pub fn run_eval(
         vec![("eval".to_string(), load_splits(registry, config)?.eval)]
     } else {
         data.iter()
-            .map(|path| {
-                let name = path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().to_string())
-                    .unwrap_or_default();
-                Ok((name, read_examples(registry, config, path)?))
-            })
+            .zip(dataset_labels(data))
+            .map(|(path, name)| Ok((name, read_examples(registry, config, path)?)))
             .collect::<anyhow::Result<Vec<_>>>()?
     };
     for (name, examples) in &datasets {
@@ -227,4 +243,21 @@ pub fn run_eval(
         }
     }
     Ok(reports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_sharing_a_stem_are_labelled_by_their_paths() {
+        let paths: Vec<PathBuf> = ["medqa/test.jsonl", "medmcqa/test.jsonl", "pubmedqa/dev.json"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(
+            dataset_labels(&paths),
+            ["medqa/test.jsonl", "medmcqa/test.jsonl", "dev"]
+        );
+    }
 }

@@ -80,7 +80,7 @@ pub fn run(registry: &PluginRegistry, args: &ScoreArgs) -> anyhow::Result<()> {
             .context("--dataset-options must be a JSON object of the reader's options")?,
         None => Value::Null,
     };
-    let records = read_records(registry, (&args.dataset, dataset_options), &args.input)?;
+    let records = read_records(registry, &args.dataset, dataset_options, &args.input)?;
     let input = args.input.display().to_string();
     // Consecutive records of one example (a run's samples.jsonl lists a group's completions
     // one after another) are scored as one group, as training scores them: an objective that
@@ -129,7 +129,8 @@ struct Record {
 /// malformed record's line and field).
 fn read_records(
     registry: &PluginRegistry,
-    (dataset, options): (&str, Value),
+    dataset: &str,
+    dataset_options: Value,
     path: &Path,
 ) -> anyhow::Result<Vec<Record>> {
     // Named now, even when every record is crpo's own form: a mistyped --dataset is an error.
@@ -190,7 +191,7 @@ fn read_records(
         .plugin()
         .read(&DatasetSource {
             path: path.to_path_buf(),
-            options,
+            options: dataset_options,
         })
         .with_context(|| format!("dataset `{dataset}` cannot read {input}"))?;
     if let Some(first) = read.malformed.first() {

@@ -107,6 +107,30 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// The port of `--nproc`'s local rendezvous: MASTER_PORT where the user set one (a port their
+/// machine allows, as torchrun's `--master-port`), else a free one. Refused inside another
+/// launch (RANK or WORLD_SIZE set: torchrun or an sbatch script already places this process).
+fn local_rendezvous_port(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<u16> {
+    for name in ["RANK", "WORLD_SIZE"] {
+        if let Some(value) = var(name) {
+            bail!(
+                "--nproc starts the workers itself, but {name}={value} is set: this process is already one rank of a launch (torchrun, srun); drop --nproc, or unset {name}"
+            );
+        }
+    }
+    match var("MASTER_PORT") {
+        Some(text) => text
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p > 0)
+            .with_context(|| {
+                format!("--nproc: MASTER_PORT=`{text}` is not a port (1-65535); unset it for a free one")
+            }),
+        None => free_port(),
+    }
+}
+
 /// Whether `nproc` local ranks can each have their own device here: a GPU each on CUDA, a CPU
 /// core each on the CPU (a rank computes with one thread). Checked before any worker starts:
 /// a mistyped `--nproc 1000` would otherwise start a thousand processes, each loading the
@@ -141,13 +165,10 @@ pub fn check_local_ranks(nproc: usize, cuda: bool, gpus: usize, cores: usize) ->
 /// checkpoint. A worker whose launcher dies gets SIGTERM (PR_SET_PDEATHSIG), never runs on
 /// alone.
 pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> anyhow::Result<()> {
-    if std::env::var_os("RANK").is_some() {
-        bail!("--nproc starts the workers itself: do not set RANK (torchrun already did; drop --nproc)");
-    }
+    let port = local_rendezvous_port(|name| std::env::var(name).ok())?;
     let program = std::env::current_exe().context("cannot find this program's path")?;
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot listen for SIGINT and SIGTERM")?;
     let mut received: Option<i32> = None;
-    let port = free_port()?;
     tracing::info!("starting {nproc} local workers (rendezvous 127.0.0.1:{port})");
     let mut workers: Vec<(usize, Child)> = Vec::with_capacity(nproc);
     for rank in 0..nproc {
@@ -254,6 +275,25 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         LaunchEnv::from_vars(|name| table.get(name).cloned())
+    }
+
+    #[test]
+    fn nproc_takes_a_set_master_port_and_refuses_inside_another_launch() {
+        let port = |pairs: &[(&str, &str)]| {
+            let table: HashMap<&str, &str> = pairs.iter().copied().collect();
+            local_rendezvous_port(|name| table.get(name).map(|v| v.to_string()))
+        };
+        assert_eq!(port(&[("MASTER_PORT", "29511")]).unwrap(), 29511);
+        assert!(port(&[]).unwrap() > 0);
+        let error = port(&[("MASTER_PORT", "http")]).unwrap_err().to_string();
+        assert!(error.contains("MASTER_PORT=`http`"), "{error}");
+        for name in ["RANK", "WORLD_SIZE"] {
+            let error = port(&[(name, "4")]).unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("{name}=4")) && error.contains("drop --nproc"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

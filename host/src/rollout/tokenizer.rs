@@ -41,7 +41,10 @@ impl Message {
 
 pub struct ChatTokenizer {
     tokenizer: Tokenizer,
-    chat_template: String,
+    /// The chat template, parsed once, as `CHAT_TEMPLATE` in an environment set up as
+    /// transformers renders templates; or why it does not parse, said when a chat is rendered
+    /// (as transformers, raw text still encodes).
+    templates: std::result::Result<minijinja::Environment<'static>, String>,
     /// Where the template came from, for its errors ("M/tokenizer_config.json's chat_template").
     template_source: String,
     /// `bos_token`, `eos_token`, `pad_token`, … as tokenizer_config.json sets them.
@@ -122,6 +125,35 @@ fn config_template(value: Option<&serde_json::Value>, file: &Path) -> Result<Opt
     }
 }
 
+/// The name of the chat template in `ChatTokenizer::templates`.
+const CHAT_TEMPLATE: &str = "chat_template";
+
+/// An environment holding `template`, with transformers' rendering settings and functions:
+/// trim_blocks, lstrip_blocks, Python's string methods, `raise_exception`, `strftime_now`.
+fn template_environment(
+    template: String,
+) -> std::result::Result<minijinja::Environment<'static>, minijinja::Error> {
+    let mut env = minijinja::Environment::new();
+    let syntax = minijinja::syntax::SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(true)
+        .build()?;
+    env.set_syntax(syntax);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function("strftime_now", strftime_now);
+    env.add_function(
+        "raise_exception",
+        |message: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                message,
+            ))
+        },
+    );
+    env.add_template_owned(CHAT_TEMPLATE, template)?;
+    Ok(env)
+}
+
 /// transformers' `strftime_now(format)`: the local time now, for templates that state today's
 /// date (Llama 3.1's).
 fn strftime_now(format: String) -> std::result::Result<String, minijinja::Error> {
@@ -172,7 +204,6 @@ impl ChatTokenizer {
                 "{template_source}: the chat template is empty (every prompt would be no text)"
             ));
         }
-        let eos_token = token_string(tokenizer_config.get("eos_token")).unwrap_or_default();
         // What transformers gives a template: each special token the tokenizer config sets.
         let special_tokens: std::collections::BTreeMap<String, String> = SPECIAL_TOKENS
             .iter()
@@ -184,7 +215,9 @@ impl ChatTokenizer {
                 eos_ids.extend(ids(json.get("eos_token_id")));
             }
         }
-        eos_ids.extend(tokenizer.token_to_id(&eos_token));
+        if let Some(eos_token) = special_tokens.get("eos_token") {
+            eos_ids.extend(tokenizer.token_to_id(eos_token));
+        }
         eos_ids.sort_unstable();
         eos_ids.dedup();
         if eos_ids.is_empty() {
@@ -196,9 +229,10 @@ impl ChatTokenizer {
         let pad_id = token_string(tokenizer_config.get("pad_token"))
             .and_then(|t| tokenizer.token_to_id(&t))
             .unwrap_or(eos_ids[0]);
+        let templates = template_environment(chat_template).map_err(|e| e.to_string());
         Ok(ChatTokenizer {
             tokenizer,
-            chat_template,
+            templates,
             template_source,
             special_tokens,
             eos_ids,
@@ -236,26 +270,11 @@ impl ChatTokenizer {
 
     /// Renders messages with the chat template, as `apply_chat_template(..., tokenize=False)`.
     pub fn render_chat(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
-        let mut env = minijinja::Environment::new();
-        let syntax = minijinja::syntax::SyntaxConfig::builder()
-            .trim_blocks(true)
-            .lstrip_blocks(true)
-            .build()
-            .map_err(|e| anyhow!("chat template of {}: {e}", self.template_source))?;
-        env.set_syntax(syntax);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("strftime_now", strftime_now);
-        env.add_function(
-            "raise_exception",
-            |message: String| -> std::result::Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    message,
-                ))
-            },
-        );
-        let template = env
-            .template_from_str(&self.chat_template)
+        let template = self
+            .templates
+            .as_ref()
+            .map_err(|e| anyhow!("chat template of {}: {e}", self.template_source))?
+            .get_template(CHAT_TEMPLATE)
             .map_err(|e| anyhow!("chat template of {}: {e}", self.template_source))?;
         template
             .render(minijinja::context! {
