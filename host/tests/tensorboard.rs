@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
+/// Reads a run directory with TensorBoard's classic reader.
 const READ_BACK: &str = r#"
 import json, sys
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -17,6 +18,25 @@ acc.Reload()
 tags = acc.Tags()
 out = {"scalars": {t: [[e.step, e.value] for e in acc.Scalars(t)] for t in tags["scalars"]},
        "texts": {t: [[e.step, e.tensor_proto.string_val[0].decode()] for e in acc.Tensors(t)] for t in tags["tensors"]}}
+print(json.dumps(out))
+"#;
+
+/// Reads it with the reader TensorBoard's Python server uses (`--load_fast=false`), which
+/// ignores a run's first SessionLog START: a resumed file's START must not be the first.
+const READ_BACK_AS_THE_SERVER: &str = r#"
+import json, sys
+from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+from tensorboard.util import tensor_util
+acc = EventAccumulator(sys.argv[1], size_guidance={"tensors": 0})
+acc.Reload()
+out = {"scalars": {}, "texts": {}}
+for t in acc.Tags()["tensors"]:
+    plugin = acc.SummaryMetadata(t).plugin_data.plugin_name
+    events = acc.Tensors(t)
+    if plugin == "scalars":
+        out["scalars"][t] = [[e.step, float(tensor_util.make_ndarray(e.tensor_proto).item())] for e in events]
+    else:
+        out["texts"][t] = [[e.step, e.tensor_proto.string_val[0].decode()] for e in events]
 print(json.dumps(out))
 "#;
 
@@ -79,18 +99,25 @@ fn tensorboard_reads_back_what_metrics_jsonl_holds() {
     std::fs::remove_dir_all(dir.path().join("run/checkpoints/step-000003")).unwrap();
     train(dir.path(), 4, true);
     let run_dir = dir.path().join("run");
-    let output = Command::new(&python)
-        .args(["-c", READ_BACK])
-        .arg(&run_dir)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let read: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    for reader in [READ_BACK, READ_BACK_AS_THE_SERVER] {
+        let output = Command::new(&python)
+            .args(["-c", reader])
+            .arg(&run_dir)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let read: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_equals_metrics(&run_dir, &read);
+    }
+}
 
+/// What a reader gave equals metrics.jsonl: the same tags, each step once, the same values,
+/// and the samples as text at steps 2 and 4.
+fn assert_equals_metrics(run_dir: &Path, read: &serde_json::Value) {
     let mut expected: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
     for line in std::fs::read_to_string(run_dir.join("metrics.jsonl"))
         .unwrap()

@@ -127,14 +127,15 @@ impl EventWriter {
             out: BufWriter::new(file),
         };
         writer.write(0, EventContent::FileVersion("brain.Event:2".into()))?;
-        if let Some(step) = resumed_at {
-            writer.write(
-                step as i64,
-                EventContent::SessionLog(SessionLog {
-                    status: SESSION_START,
-                }),
-            )?;
-        }
+        // Every file starts a session, a fresh run's too: TensorBoard's server reader ignores
+        // a run's first START, so a resumed file's must never be the first (its step 3 would
+        // show twice). A fresh run's START purges nothing: no file precedes it.
+        writer.write(
+            resumed_at.unwrap_or(0) as i64,
+            EventContent::SessionLog(SessionLog {
+                status: SESSION_START,
+            }),
+        )?;
         Ok(writer)
     }
 
