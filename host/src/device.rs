@@ -34,6 +34,26 @@ pub fn parse_dtype(text: &str, device: Device) -> anyhow::Result<Kind> {
     })
 }
 
+/// A device as the config writes it: `cpu`, `cuda:0`.
+pub fn device_name(device: Device) -> String {
+    match device {
+        Device::Cuda(index) => format!("cuda:{index}"),
+        Device::Mps => "mps".into(),
+        Device::Vulkan => "vulkan".into(),
+        Device::Cpu => "cpu".into(),
+    }
+}
+
+/// A dtype as the config writes it: `f32`, `bf16`.
+pub fn dtype_name(kind: Kind) -> String {
+    match kind {
+        Kind::Float => "f32".into(),
+        Kind::BFloat16 => "bf16".into(),
+        Kind::Half => "f16".into(),
+        other => format!("{other:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +75,8 @@ mod tests {
         assert_eq!(parse_dtype("auto", Device::Cpu).unwrap(), Kind::Float);
         assert_eq!(parse_dtype("auto", Device::Cuda(0)).unwrap(), Kind::BFloat16);
         assert!(parse_dtype("f8", Device::Cpu).is_err());
+        assert_eq!(device_name(Device::Cuda(1)), "cuda:1");
+        assert_eq!(device_name(Device::Cpu), "cpu");
+        assert_eq!(dtype_name(Kind::BFloat16), "bf16");
     }
 }

@@ -102,7 +102,7 @@ fn a_run_that_fits_trains_with_gradient_checkpointing_and_logs_its_plan() {
     let output = crpo(dir.path(), &["train", "--config", "run.toml"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("memory plan on Cpu"), "{stderr}");
+    assert!(stderr.contains("memory plan on cpu"), "{stderr}");
     assert!(stderr.contains("checkpointed"), "{stderr}");
     let metrics = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
     let record: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
@@ -142,7 +142,7 @@ fn the_cold_start_fine_tunes_with_gradient_checkpointing() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(
-        stderr.contains("memory plan on Cpu") && stderr.contains("checkpointed"),
+        stderr.contains("memory plan on cpu") && stderr.contains("checkpointed"),
         "{stderr}"
     );
     assert!(

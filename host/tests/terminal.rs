@@ -49,13 +49,16 @@ fn a_redirected_log_has_no_colour_and_says_what_runs_first() {
         !has_colour(&stderr),
         "escape codes in a redirected log: {stderr:?}"
     );
-    // The memory plan (before anything loads), then what runs, then the steps.
+    // What runs, at once (before anything loads), then the memory plan, then the steps.
     let lines: Vec<&str> = stderr.lines().filter(|l| l.contains(" INFO ")).collect();
-    assert!(lines[0].contains("memory plan on Cpu"), "{stderr}");
     assert!(
-        lines[1].contains("train: ") && lines[1].contains("policy `qwen2`"),
+        lines[0].contains("train: ")
+            && lines[0].contains("policy `qwen2`")
+            && lines[0].contains("on cpu in f32")
+            && lines[0].contains("accuracy"),
         "{stderr}"
     );
+    assert!(lines[1].contains("memory plan on cpu"), "{stderr}");
     let steps: Vec<&str> = lines
         .iter()
         .filter_map(|l| l.split("step ").nth(1))

@@ -584,7 +584,8 @@ pub fn check_run(config: &RunConfig, phase: Phase) -> anyhow::Result<()> {
         }
     }
     tracing::info!(
-        "memory plan on {device:?}{}:\n{}",
+        "memory plan on {}{}:\n{}",
+        crate::device::device_name(device),
         free.as_ref()
             .map(|(bytes, what)| format!(" ({:.1} GiB {what})", *bytes as f64 / GIB))
             .unwrap_or_default(),

@@ -18,6 +18,7 @@ pub mod rollouts;
 pub mod run_info;
 pub mod run_lock;
 pub mod sft;
+pub mod startup;
 pub mod tensorboard;
 pub mod trainer;
 pub mod update;

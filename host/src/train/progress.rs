@@ -28,18 +28,32 @@ pub fn log_writer() -> LogWriter {
     LogWriter
 }
 
-/// A bar of `total` `unit`s (steps, updates, questions), `done` of them already.
+/// A bar of `total` `unit`s (steps, updates, questions), `done` of them already. Its clock
+/// ticks every second (a first step can take minutes), and it gives no ETA until this process
+/// has finished a unit: the `done` ones came before it (a resume) and say nothing of its rate.
 pub fn bar(total: u64, done: u64, label: &str, unit: &str) -> ProgressBar {
     let bar = BARS.add(ProgressBar::new(total));
+    let first = format!("after the first {}", unit.trim_end_matches('s'));
     bar.set_style(
         ProgressStyle::with_template(&format!(
-            "{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{elapsed}} elapsed, ETA {{eta}}"
+            "{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{elapsed}} elapsed, ETA {{eta_once_known}}"
         ))
         .expect("a valid template")
+        .with_key(
+            "eta_once_known",
+            move |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = match state.pos() > done {
+                    true => write!(out, "{:#}", indicatif::HumanDuration(state.eta())),
+                    false => write!(out, "{first}"),
+                };
+            },
+        )
         .progress_chars("=> "),
     );
     bar.set_message(label.to_string());
     bar.set_position(done);
+    bar.reset_eta();
+    bar.enable_steady_tick(std::time::Duration::from_secs(1));
     bar
 }
 

@@ -53,6 +53,13 @@ pub fn run(
         eps: config.algorithm.adam_epsilon,
         weight_decay: config.sft.weight_decay,
     };
+    let work = format!(
+        "{} epoch(s) of {}'s reference completions in batches of {}",
+        config.sft.epochs,
+        config.data.path.display(),
+        config.sft.batch_size
+    );
+    tracing::info!("{}", super::startup::line(MODE, config, &work, &run_dir));
     super::memory_plan::check_run(config, super::memory_plan::Phase::Sft)?;
     refuse_replacing_saved_models(config, &run_dir, start)?;
     let (state, policy, mut optimizer, _run_lock) = resume::policy_and_optimizer(

@@ -119,6 +119,11 @@ impl Trainer {
         let run_dir = config.run.output_dir.clone();
         let is_main = world.as_ref().is_none_or(World::is_main);
         let world_size = world.as_ref().map_or(1, |w| w.size);
+        let reward = RunReward::from_config(registry, &config)?;
+        if is_main {
+            let work = super::startup::train_work(&reward.names(), &reward.weights(), &config);
+            tracing::info!("{}", super::startup::line(MODE, &config, &work, &run_dir));
+        }
         let started = (|| {
             super::memory_plan::check_run(&config, Phase::Train)?;
             if !is_main {
@@ -202,7 +207,6 @@ impl Trainer {
         } else {
             None
         };
-        let reward = RunReward::from_config(registry, &config)?;
         let format = PromptFormat::from_config(&config, registry)?;
         let mut splits = load_splits(registry, &config)?;
         reward.check_answers_fit(
@@ -267,7 +271,6 @@ impl Trainer {
         let mut last_metrics = None;
         let mut streak = NonfiniteStreak::new(self.config.run.max_nonfinite_steps);
         let mut first_step = true;
-        self.announce();
         while self.step < max_steps {
             let step = self.step + 1;
             if let Some(world) = &self.world {
@@ -323,30 +326,6 @@ impl Trainer {
     }
 
     /// What is about to run, at once (loading a large model takes a while before step 1).
-    fn announce(&self) {
-        let objectives: Vec<String> = self
-            .reward
-            .names()
-            .iter()
-            .zip(self.reward.weights())
-            .map(|(name, weight)| format!("{weight}·{name}"))
-            .collect();
-        let algorithm = &self.config.algorithm;
-        tracing::info!(
-            "train: {} (policy `{}`) on {:?} in {:?}; reward {}; steps {}→{} of {} prompts × {} completions; writing {}",
-            self.policy.source.display(),
-            self.policy.plugin,
-            self.policy.device,
-            self.policy.kind,
-            objectives.join(" + "),
-            self.step,
-            self.config.run.max_steps,
-            algorithm.prompts_per_step,
-            algorithm.num_generations,
-            self.config.run.output_dir.display()
-        );
-    }
-
     /// One step: rollouts, advantages, the policy update, the records.
     fn train_step(&mut self) -> anyhow::Result<StepMetrics> {
         let started = Instant::now();
