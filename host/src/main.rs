@@ -83,7 +83,8 @@ fn main() -> ExitCode {
         // Colour codes only for a person at a terminal: never in a redirected log, never under
         // NO_COLOR (https://no-color.org).
         .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none(),
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         )
         .init();
     let cli = Cli::parse();

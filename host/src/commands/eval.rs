@@ -24,7 +24,7 @@ pub struct EvalArgs {
     /// config's eval split).
     #[arg(long)]
     pub data: Vec<PathBuf>,
-    /// Samples per question, majority-voted (overrides eval.samples; needs a temperature > 0).
+    /// Samples per question, majority-voted (overrides eval.num_generations_eval; needs a temperature > 0).
     #[arg(long)]
     pub samples: Option<usize>,
     /// Sampling temperature (overrides eval.temperature; 0 = greedy).

@@ -213,7 +213,7 @@ pub fn mean_by_name<'a>(lists: impl IntoIterator<Item = &'a [(String, f32)]>) ->
         entry.1 += 1;
     }
     sums.into_iter()
-        .map(|(name, (sum, n))| (name, sum / n as f64))
+        .map(|(name, (sum, n))| (name, positive_zero(sum / n as f64)))
         .collect()
 }
 
@@ -225,7 +225,13 @@ pub fn mean_std(values: &[f32]) -> (f64, f64) {
     let n = values.len() as f64;
     let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
     let var = values.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-    (mean, var.sqrt())
+    (positive_zero(mean), var.sqrt())
+}
+
+/// `x`, with −0 as 0: a mean of scores of −0 (Rust's float sums start at −0) would print
+/// as `-0.000` in logs, tables and TensorBoard.
+fn positive_zero(x: f64) -> f64 {
+    x + 0.0
 }
 
 #[cfg(test)]
@@ -258,5 +264,6 @@ mod tests {
     fn mean_and_std() {
         assert_eq!(mean_std(&[1.0, 3.0]), (2.0, 1.0));
         assert_eq!(mean_std(&[]), (0.0, 0.0));
+        assert!(mean_std(&[-0.0, -0.0]).0.is_sign_positive());
     }
 }

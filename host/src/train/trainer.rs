@@ -616,8 +616,8 @@ impl Trainer {
             table.push_str(&format!(
                 "| {} | {} | {} | {:.3} | {:.3} | {} |\n",
                 cell(&group.texts[i]),
-                example.answer.as_deref().unwrap_or("-"),
-                group.scores.answers[i].as_deref().unwrap_or("-"),
+                cell(example.answer.as_deref().unwrap_or("-")),
+                cell(group.scores.answers[i].as_deref().unwrap_or("-")),
                 group.scores.totals[i],
                 advantages[index],
                 group.scores.values[i]
