@@ -678,9 +678,14 @@ impl RunConfig {
         Ok(config)
     }
 
+    /// Relative paths from `base` (the config file's directory); `~/…` from the home
+    /// directory, as a shell would expand it (a TOML string is not expanded by any shell).
     fn resolve_paths(&mut self, base: &Path) {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
         let resolve = |p: &mut PathBuf| {
-            if p.is_relative() && !p.as_os_str().is_empty() {
+            if let (Ok(rest), Some(home)) = (p.strip_prefix("~"), &home) {
+                *p = home.join(rest);
+            } else if p.is_relative() && !p.as_os_str().is_empty() {
                 *p = base.join(&*p);
             }
         };
@@ -1094,5 +1099,20 @@ mod tests {
             RunConfig::load(&dir.path().join("missing.toml")).unwrap_err()
         );
         assert!(err.contains("missing.toml"), "{err}");
+    }
+
+    /// `~/crpo-plugins`, as docs/plugin-authoring.md writes it, is the home directory's.
+    #[test]
+    fn a_path_from_the_home_directory_is_expanded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.toml");
+        let text = format!("[run]\nplugin_dirs = [\"~/crpo-plugins\", \"~not-home\"]\n{MINIMAL}");
+        std::fs::write(&path, text).unwrap();
+        let config = RunConfig::load(&path).unwrap();
+        let home = PathBuf::from(std::env::var_os("HOME").unwrap());
+        assert_eq!(
+            config.run.plugin_dirs,
+            [home.join("crpo-plugins"), dir.path().join("~not-home")]
+        );
     }
 }
