@@ -21,7 +21,7 @@ pub struct NewArgs {
     pub sdk_git: Option<String>,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PluginKind {
     Reward,
     Dataset,
@@ -47,6 +47,23 @@ const DATASET: Template = Template {
     test: include_str!("../../templates/dataset/test.rs"),
     readme: include_str!("../../templates/dataset/README.md"),
 };
+
+/// Each lower-case name a template's `use` lines bring into scope, with the line's path
+/// (`reasoning`, `crpo_sdk::rules`).
+fn imported_names(template: &Template) -> impl Iterator<Item = (&'static str, &'static str)> {
+    [template.lib, template.test]
+        .into_iter()
+        .flat_map(str::lines)
+        .filter_map(|line| line.strip_prefix("use ")?.trim_end_matches(';').rsplit_once("::"))
+        .flat_map(|(path, names)| {
+            names
+                .trim_matches(|c| c == '{' || c == '}')
+                .split(',')
+                .map(str::trim)
+                .filter(|name| name.starts_with(|c: char| c.is_ascii_lowercase()))
+                .map(move |name| (name, path))
+        })
+}
 
 /// The sdk source this binary was built from, if it is still there.
 fn built_sdk() -> Option<PathBuf> {
@@ -173,6 +190,15 @@ pub fn run(plugin_dirs: &[PathBuf], args: &NewArgs) -> anyhow::Result<()> {
             args.name
         );
     }
+    if args.kind == PluginKind::Reward {
+        // The name is the objective's function, beside the rules the template imports.
+        if let Some(import) = imported_names(&REWARD).find(|(name, _)| *name == ident) {
+            bail!(
+                "`{ident}` is a name the template imports ({}): the objective's function would clash with it; choose another (nothing was written)",
+                import.1
+            );
+        }
+    }
     if let Some(taken) = taken_by(args.kind, &ident, plugin_dirs) {
         bail!(
             "`{ident}` is the name of {taken}: a plugin of that name would clash with it when loaded; choose another (nothing was written)"
@@ -264,4 +290,39 @@ fn sdk_path_dependency(dir: &Path) -> anyhow::Result<String> {
 /// A TOML basic string.
 fn toml_string(text: &str) -> String {
     toml::Value::String(text.to_string()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reward named like a rule the template imports would not compile (E0255).
+    #[test]
+    fn a_reward_named_like_an_imported_rule_is_refused_before_writing() {
+        let imported: Vec<&str> = imported_names(&REWARD).map(|(name, _)| name).collect();
+        for name in [
+            "reasoning",
+            "clauses",
+            "names_option",
+            "chosen_letter",
+            "score_one",
+            "example_from_json",
+        ] {
+            assert!(imported.contains(&name), "{name}: {imported:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let args = NewArgs {
+            kind: PluginKind::Reward,
+            name: "reasoning".into(),
+            dir: Some(dir.path().join("reasoning")),
+            sdk: Some(dir.path().to_path_buf()),
+            sdk_git: None,
+        };
+        let error = run(&[], &args).unwrap_err().to_string();
+        assert!(
+            error.contains("crpo_sdk::rules") && error.contains("nothing was written"),
+            "{error}"
+        );
+        assert!(!dir.path().join("reasoning").exists());
+    }
 }
