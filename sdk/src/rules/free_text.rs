@@ -46,14 +46,27 @@ pub fn parse_number(answer: &str) -> Option<f64> {
     parse_plain(text)
 }
 
+/// Whether `text`'s commas are thousands separators: a first group of one to three digits
+/// (after a sign), then groups of exactly three, the last of which may go on with a decimal
+/// part: "1,234" and "-12,345.5", not "1,2", "1,2345" or "1234,567".
+fn has_thousands_separators(text: &str) -> bool {
+    let groups: Vec<&[u8]> = text.split(',').map(str::as_bytes).collect();
+    let digits = |g: &[u8]| g.iter().all(u8::is_ascii_digit);
+    let first = groups[0]
+        .strip_prefix(b"-")
+        .or_else(|| groups[0].strip_prefix(b"+"))
+        .unwrap_or(groups[0]);
+    let last = groups.len() - 1;
+    groups.len() > 1
+        && (1..=3).contains(&first.len())
+        && digits(first)
+        && groups[1..].iter().enumerate().all(|(i, g)| {
+            g.len() >= 3 && digits(&g[..3]) && (g.len() == 3 || (i + 1 == last && !g[3].is_ascii_digit()))
+        })
+}
+
 fn parse_plain(text: &str) -> Option<f64> {
-    // Thousands separators only between digit groups of three: "1,234" but not "1,2".
-    let groups: Vec<&str> = text.split(',').collect();
-    let grouped = groups.len() > 1
-        && groups[1..]
-            .iter()
-            .all(|g| g.len() >= 3 && g[..3].bytes().all(|b| b.is_ascii_digit()));
-    let plain = if grouped {
+    let plain = if has_thousands_separators(text) {
         text.replace(',', "")
     } else {
         text.to_string()
@@ -63,11 +76,19 @@ fn parse_plain(text: &str) -> Option<f64> {
 }
 
 /// Whether a stated answer is the gold one: both numbers within `relative_tolerance` of the
-/// gold's size (at least 1), or the same normalised text.
+/// gold (of 1 for a gold of 0), or the same normalised text. A blank gold is no answer: an
+/// empty `\boxed{}` must not match it.
 pub fn same_answer(answer: &str, gold: &str, relative_tolerance: f64) -> bool {
     match (parse_number(answer), parse_number(gold)) {
-        (Some(a), Some(g)) => (a - g).abs() <= relative_tolerance * g.abs().max(1.0),
-        _ => normalise_answer(answer) == normalise_answer(gold),
+        // Relative to the gold alone: a dose of 0.05 is not 0.06 at a tolerance of 1%.
+        (Some(a), Some(g)) => {
+            let scale = if g == 0.0 { 1.0 } else { g.abs() };
+            (a - g).abs() <= relative_tolerance * scale
+        }
+        _ => {
+            let gold = normalise_answer(gold);
+            !gold.is_empty() && normalise_answer(answer) == gold
+        }
     }
 }
 
@@ -94,6 +115,26 @@ mod tests {
         assert!(same_answer("3/4", "0.75", 1e-6));
         assert!(!same_answer("42.1", "42", 1e-6));
         assert!(!same_answer("1,2", "12", 1e-6), "not a thousands separator");
+        assert!(!same_answer("1,2345", "12345", 1e-6), "groups of three");
+        assert!(
+            !same_answer("1234,567", "1234567", 1e-6),
+            "a first group of at most three"
+        );
+        assert!(same_answer("-12,345.5", "-12345.5", 1e-6));
+        assert!(same_answer("1,234,567", "1234567", 1e-6));
+        assert_eq!(
+            parse_number("1,\u{e9}\u{e9}"),
+            None,
+            "no panic inside a character"
+        );
+        // Relative to the gold, however small.
+        assert!(!same_answer("0.06", "0.05", 0.01));
+        assert!(same_answer("0.0504", "0.05", 0.01));
+        assert!(!same_answer("1e-7", "5e-7", 1e-6));
+        assert!(
+            same_answer("0.0000001", "0", 1e-6),
+            "a gold of 0: within the tolerance of 1"
+        );
         assert_eq!(parse_number("1/0"), None);
         assert_eq!(parse_number("inf"), None);
         // As a typesetter or a CJK keyboard writes them.
@@ -113,5 +154,7 @@ mod tests {
         assert!(same_answer("\"warfarin\"", "Warfarin", 1e-6));
         assert!(!same_answer("heparin", "warfarin", 1e-6));
         assert!(!same_answer("", "warfarin", 1e-6));
+        assert!(!same_answer("", "", 1e-6), "a blank gold is no answer");
+        assert!(!same_answer("  ", " ", 1e-6));
     }
 }
