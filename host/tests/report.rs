@@ -106,8 +106,11 @@ fn the_report_draws_every_step_of_every_run_and_opens_clean_in_a_browser() {
         .collect();
     assert_eq!(evaluated, [2, 4]);
     for decoding in ["greedy", "sampled"] {
-        let path = format!("data-series=\"eval/{decoding}/accuracy\" data-run=\"a\" data-points=\"2\"");
-        assert!(html.contains(&path), "{path} missing");
+        // The share answered right and the accuracy objective's mean are two series.
+        for series in ["accuracy", "objectives/accuracy"] {
+            let path = format!("data-series=\"eval/{decoding}/{series}\" data-run=\"a\" data-points=\"2\"");
+            assert_eq!(html.matches(&path).count(), 1, "{path}");
+        }
     }
     assert!(
         !html.contains("http://") && !html.contains("https://"),
@@ -117,6 +120,26 @@ fn the_report_draws_every_step_of_every_run_and_opens_clean_in_a_browser() {
         html.contains("a — environment") && html.contains("&quot;torch&quot;: &quot;2."),
         "the environment"
     );
+
+    // Runs whose folders share a name are told apart by their paths.
+    for copy in ["x/a", "y/a"] {
+        std::fs::create_dir_all(dir.path().join(copy)).unwrap();
+        std::fs::copy(
+            dir.path().join("a/metrics.jsonl"),
+            dir.path().join(copy).join("metrics.jsonl"),
+        )
+        .unwrap();
+    }
+    crpo(
+        dir.path(),
+        &["report", "x/a", "--compare", "y/a", "--out", "same-names.html"],
+    );
+    let same_names = std::fs::read_to_string(dir.path().join("same-names.html")).unwrap();
+    for run in ["x/a", "y/a"] {
+        let path = format!("data-series=\"objective/accuracy\" data-run=\"{run}\" data-points=\"4\"");
+        assert!(same_names.contains(&path), "{path} missing");
+    }
+    assert!(same_names.contains("<title>crpo report: x/a vs y/a</title>"));
 
     let Some(browser) = chromium() else {
         println!("skipped the browser check: no chromium (CRPO_WITH_CHROMIUM=1 scripts/setup.sh)");

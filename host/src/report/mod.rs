@@ -4,92 +4,26 @@
 //! charts (SVG) are inline. It reads metrics.jsonl and samples.jsonl as they stand, so it works
 //! on a run that is still going.
 
+mod runs;
 pub mod svg;
 pub mod tradeoffs;
 
-use crate::train::checkpoint;
-use crate::train::metrics::{METRICS_FILE, SAMPLES_FILE};
-use anyhow::{bail, Context};
+pub use runs::{load_run, load_runs, RunData};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use svg::{chart, escape, Series};
-use tradeoffs::{conflicts, pearson, within_group, GroupedScores};
+use tradeoffs::{conflicts, pearson_by_step, within_group, GroupedScores};
 
-/// One run as the report sees it.
-pub struct RunData {
-    pub label: String,
-    pub dir: PathBuf,
-    pub metrics: Vec<Value>,
-    pub samples: Vec<Value>,
-    /// The run's config (from its latest checkpoint), if it has written one.
-    pub config: Option<String>,
-    /// What it ran on (`run_info.json`), if it says.
-    pub environment: Option<Value>,
-}
-
-/// Reads a run directory; a half-written last line (a run still going) is left out.
-pub fn load_run(dir: &Path) -> anyhow::Result<RunData> {
-    let metrics_path = dir.join(METRICS_FILE);
-    if !metrics_path.exists() {
-        bail!(
-            "{} has no {METRICS_FILE}: not a run directory (train or sft writes one)",
-            dir.display()
-        );
-    }
-    let read = |path: &Path| -> anyhow::Result<Vec<Value>> {
-        if !path.exists() {
-            return Ok(Vec::new());
-        }
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        Ok(run_records(path, &text))
-    };
-    let config = checkpoint::latest(dir)?
-        .and_then(|(_, checkpoint)| std::fs::read_to_string(checkpoint.join(checkpoint::CONFIG_FILE)).ok());
-    let label = dir
-        .canonicalize()
-        .unwrap_or_else(|_| dir.to_path_buf())
-        .file_name()
-        .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().to_string());
-    Ok(RunData {
-        label,
-        dir: dir.to_path_buf(),
-        metrics: read(&metrics_path)?,
-        samples: read(&dir.join(SAMPLES_FILE))?,
-        config,
-        environment: std::fs::read_to_string(dir.join(crate::train::run_info::RUN_INFO_FILE))
-            .ok()
-            .and_then(|text| serde_json::from_str(&text).ok()),
-    })
-}
-
-/// The records of a run's JSONL file: JSON objects with a whole `step` ≥ 0. A half-written
-/// last line (a run still writing, or killed mid-line) is left out quietly; other lines that
-/// are not such records (edited, corrupted) are left out with a warning naming the first.
-fn run_records(path: &Path, text: &str) -> Vec<Value> {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut records = Vec::with_capacity(lines.len());
-    let mut foreign = Vec::new();
-    for (index, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<Value>(line) {
-            Ok(record) if record.get("step").is_some_and(Value::is_u64) => records.push(record),
-            Err(_) if index + 1 == lines.len() && !text.ends_with('\n') => {}
-            _ => foreign.push(index + 1),
-        }
-    }
-    if let Some(first) = foreign.first() {
-        tracing::warn!(
-            "{}: {} line(s) are not records a run writes (a JSON object with a whole `step` ≥ 0), first line {first}; left out of the report",
-            path.display(),
-            foreign.len()
-        );
-    }
-    records
+/// A JSON pointer to `segments`, each escaped per RFC 6901 (`~` as `~0`, `/` as `~1`):
+/// objective names are the config's strings, and `acc/y` must reach the key `acc/y`, not
+/// the key `y` inside `acc`.
+fn json_pointer(segments: &[&str]) -> String {
+    segments
+        .iter()
+        .map(|segment| format!("/{}", segment.replace('~', "~0").replace('/', "~1")))
+        .collect()
 }
 
 const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
@@ -170,46 +104,18 @@ pub fn render(runs: &[RunData]) -> String {
     ));
     for name in &names {
         html.push_str(&chart(
-            name,
-            &format!("objective/{name}"),
+            &format!("{name} obj (mean ± std)"),
+            &objective_series_id(name),
             &series(
                 runs,
-                &format!("/objectives/{name}/mean"),
-                Some(&format!("/objectives/{name}/std")),
+                &json_pointer(&["objectives", name, "mean"]),
+                Some(&json_pointer(&["objectives", name, "std"])),
             ),
         ));
     }
     html.push_str("</div>");
     for decoding in ["greedy", "sampled"] {
-        let held_out = series(runs, &format!("/eval/{decoding}/accuracy"), None);
-        if held_out.is_empty() {
-            continue;
-        }
-        let _ = write!(
-            html,
-            "<h2>Held-out evaluation, {decoding} (run.eval_steps)</h2><div class=\"grid\">"
-        );
-        html.push_str(&chart(
-            &format!("held-out accuracy, {decoding} (share right)"),
-            &format!("eval/{decoding}/accuracy"),
-            &held_out,
-        ));
-        html.push_str(&chart(
-            &format!("held-out reward, {decoding}"),
-            &format!("eval/{decoding}/reward"),
-            &series(runs, &format!("/eval/{decoding}/reward"), None),
-        ));
-        for name in &names {
-            let drawn = series(runs, &format!("/eval/{decoding}/objectives/{name}"), None);
-            if !drawn.is_empty() {
-                html.push_str(&chart(
-                    &format!("held-out {name}, {decoding}"),
-                    &format!("eval/{decoding}/{name}"),
-                    &drawn,
-                ));
-            }
-        }
-        html.push_str("</div>");
+        html.push_str(&held_out_section(runs, &names, decoding));
     }
     html.push_str("<h2>Training signals</h2><div class=\"grid\">");
     for (title, pointer) in [
@@ -240,6 +146,51 @@ pub fn render(runs: &[RunData]) -> String {
     html.push_str(&samples_section(runs, &names));
     html.push_str(&config_section(runs));
     let _ = write!(html, "<script>{SCRIPT}</script></body></html>");
+    html
+}
+
+/// The `data-series` of an objective's training curve. The ids of a page never meet: only
+/// these start `objective/`, and held-out objectives sit under `eval/DECODING/objectives/`,
+/// apart from the held-out `accuracy` (share right) and `reward` beside them.
+fn objective_series_id(name: &str) -> String {
+    format!("objective/{name}")
+}
+
+/// The `data-series` of an objective's held-out mean under `decoding`.
+fn held_out_objective_series_id(decoding: &str, name: &str) -> String {
+    format!("eval/{decoding}/objectives/{name}")
+}
+
+/// The charts of the held-out evaluations under `decoding` (none if the runs have none),
+/// titled as the terminal's tables head their columns: `acc (share right)` is the share of
+/// questions answered right, `NAME obj (mean)` an objective's mean over completions.
+fn held_out_section(runs: &[RunData], names: &[String], decoding: &str) -> String {
+    let held_out = series(runs, &json_pointer(&["eval", decoding, "accuracy"]), None);
+    if held_out.is_empty() {
+        return String::new();
+    }
+    let mut html = format!("<h2>Held-out evaluation, {decoding} (run.eval_steps)</h2><div class=\"grid\">");
+    html.push_str(&chart(
+        &format!("held-out acc (share right), {decoding}"),
+        &format!("eval/{decoding}/accuracy"),
+        &held_out,
+    ));
+    html.push_str(&chart(
+        &format!("held-out reward (mean), {decoding}"),
+        &format!("eval/{decoding}/reward"),
+        &series(runs, &json_pointer(&["eval", decoding, "reward"]), None),
+    ));
+    for name in names {
+        let drawn = series(runs, &json_pointer(&["eval", decoding, "objectives", name]), None);
+        if !drawn.is_empty() {
+            html.push_str(&chart(
+                &format!("held-out {name} obj (mean), {decoding}"),
+                &held_out_objective_series_id(decoding, name),
+                &drawn,
+            ));
+        }
+    }
+    html.push_str("</div>");
     html
 }
 
@@ -302,32 +253,17 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 fn tradeoff_section(runs: &[RunData], names: &[String]) -> String {
     let mut html = String::from("<h2>Trade-offs</h2><p>Does one objective rise at another's expense? <b>Steps</b>: correlation of the objectives' per-step means over the run. <b>Within groups</b>: correlation of the per-completion scores in the sampled completions, each minus its group's mean (what the advantages compare). A pair flagged below rose and fell by more than 0.05 between the first and the last tenth of the run.</p>");
     for run in runs {
-        let step_series: BTreeMap<String, Vec<f64>> = names
+        let step_means: BTreeMap<&String, BTreeMap<u64, f64>> = names
             .iter()
-            .map(|name| {
-                let values = points(run, &format!("/objectives/{name}/mean"), None)
-                    .into_iter()
-                    .map(|p| p.1)
-                    .collect();
-                (name.clone(), values)
-            })
+            .map(|name| (name, objective_step_means(run, name)))
             .collect();
-        let grouped: Vec<GroupedScores> = run
-            .samples
+        let trends: BTreeMap<String, Vec<f64>> = step_means
             .iter()
-            .filter_map(|sample| {
-                let scores = sample.get("scores")?.as_object()?;
-                Some(GroupedScores {
-                    group: (sample.get("step")?.as_u64()?, example_id(sample)),
-                    scores: scores
-                        .iter()
-                        .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
-                        .collect(),
-                })
-            })
+            .map(|(name, means)| (name.to_string(), means.values().copied().collect()))
             .collect();
+        let grouped = grouped_scores(run);
         let _ = write!(html, "<h3>{}</h3>", escape(&run.label));
-        let found = conflicts(&step_series, 0.05);
+        let found = conflicts(&trends, 0.05);
         if found.is_empty() {
             html.push_str("<p class=\"ok\">No objective fell while another rose.</p>");
         }
@@ -347,7 +283,7 @@ fn tradeoff_section(runs: &[RunData], names: &[String]) -> String {
         html.push_str("<table class=\"corr\"><tr><th>objective</th><th>objective</th><th>steps</th><th>within groups</th></tr>");
         for (i, a) in names.iter().enumerate() {
             for b in &names[i + 1..] {
-                let steps = pearson(&step_series[a], &step_series[b]);
+                let steps = pearson_by_step(&step_means[a], &step_means[b]);
                 let within = within_group(&grouped, a, b);
                 let cell = |v: Option<f64>| {
                     v.map_or("<td class=\"na\">–</td>".to_string(), |v| {
@@ -367,6 +303,35 @@ fn tradeoff_section(runs: &[RunData], names: &[String]) -> String {
         html.push_str("</table>");
     }
     html
+}
+
+/// An objective's mean at each step of `run` that logged it (the latest record of a step).
+fn objective_step_means(run: &RunData, name: &str) -> BTreeMap<u64, f64> {
+    let pointer = json_pointer(&["objectives", name, "mean"]);
+    run.metrics
+        .iter()
+        .filter_map(|record| {
+            let step = record.get("step")?.as_u64()?;
+            Some((step, record.pointer(&pointer)?.as_f64()?))
+        })
+        .collect()
+}
+
+/// The sampled completions' scores, each with the group (step, example) it was sampled in.
+fn grouped_scores(run: &RunData) -> Vec<GroupedScores> {
+    run.samples
+        .iter()
+        .filter_map(|sample| {
+            let scores = sample.get("scores")?.as_object()?;
+            Some(GroupedScores {
+                group: (sample.get("step")?.as_u64()?, example_id(sample)),
+                scores: scores
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+                    .collect(),
+            })
+        })
+        .collect()
 }
 
 fn samples_section(runs: &[RunData], names: &[String]) -> String {
@@ -405,7 +370,7 @@ fn samples_section(runs: &[RunData], names: &[String]) -> String {
                 let _ = write!(
                     html,
                     "<td>{}</td>",
-                    number(sample.pointer(&format!("/scores/{name}")))
+                    number(sample.pointer(&json_pointer(&["scores", name])))
                 );
             }
             let completion = text(sample.get("completion"));
@@ -478,11 +443,7 @@ const SCRIPT: &str = "(function(){var t=document.getElementById('samples');if(!t
 
 /// Writes the report of `runs` to `out` (atomically) and returns it.
 pub fn write_report(runs: &[PathBuf], out: &Path) -> anyhow::Result<String> {
-    let data = runs
-        .iter()
-        .map(|dir| load_run(dir))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let html = render(&data);
+    let html = render(&load_runs(runs)?);
     crate::atomic_file::write(out, &html)?;
     Ok(html)
 }
@@ -490,17 +451,7 @@ pub fn write_report(runs: &[PathBuf], out: &Path) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_records_with_a_whole_step_are_read() {
-        let text =
-            "{\"step\": 1}\nnot json\n{\"step\": \"x\"}\n{\"step\": -2}\n{\"step\": 2}\n{\"step\": 3, \"ha";
-        let steps: Vec<u64> = run_records(Path::new("m.jsonl"), text)
-            .iter()
-            .map(|r| r["step"].as_u64().unwrap())
-            .collect();
-        assert_eq!(steps, [1, 2]);
-    }
+    use crate::train::metrics::{METRICS_FILE, SAMPLES_FILE};
 
     #[test]
     fn a_run_still_going_is_read_up_to_its_last_whole_line() {
@@ -518,6 +469,120 @@ mod tests {
         assert!(html.contains("data-points=\"2\""));
         let err = load_run(&dir.path().join("nothing")).err().unwrap().to_string();
         assert!(err.contains("not a run directory"), "{err}");
+    }
+
+    /// A metrics.jsonl line at `step` with each objective's mean (std 0.1) and, where
+    /// `held_out` is given, a greedy evaluation with that share right and objective means.
+    fn metrics_line(step: u64, objectives: &[(&str, f64)], held_out: Option<f64>) -> String {
+        let mut record = serde_json::json!({"step": step, "reward": {"mean": 0.5, "std": 0.1}});
+        for (name, mean) in objectives {
+            record["objectives"][*name] = serde_json::json!({"mean": mean, "std": 0.1, "weight": 1.0});
+        }
+        if let Some(accuracy) = held_out {
+            record["eval"]["greedy"] =
+                serde_json::json!({"questions": 4, "accuracy": accuracy, "reward": 0.3});
+            for (name, mean) in objectives {
+                record["eval"]["greedy"]["objectives"][*name] = serde_json::json!(mean);
+            }
+        }
+        format!("{record}\n")
+    }
+
+    /// Every `data-series` id on the page of one run, in order.
+    fn series_ids(html: &str) -> Vec<&str> {
+        html.split("data-series=\"")
+            .skip(1)
+            .map(|rest| rest.split('"').next().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn json_pointers_escape_names_with_slashes_and_tildes() {
+        assert_eq!(
+            json_pointer(&["objectives", "acc/y~1", "mean"]),
+            "/objectives/acc~1y~01/mean"
+        );
+        let record = serde_json::json!({"objectives": {"acc/y~1": {"mean": 0.25}}});
+        assert_eq!(
+            record.pointer(&json_pointer(&["objectives", "acc/y~1", "mean"])),
+            Some(&serde_json::json!(0.25))
+        );
+    }
+
+    #[test]
+    fn an_objective_named_with_a_slash_or_tilde_is_drawn_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = "acc/y~1";
+        let metrics: String = (1..=4)
+            .map(|step| {
+                let x = step as f64;
+                metrics_line(step, &[(name, x / 4.0), ("other", 1.0 - x / 4.0)], Some(0.5))
+            })
+            .collect();
+        std::fs::write(dir.path().join(METRICS_FILE), metrics).unwrap();
+        let sample =
+            serde_json::json!({"step": 2, "example": {"id": "q1"}, "scores": {name: 0.75, "other": 0.0}});
+        std::fs::write(dir.path().join(SAMPLES_FILE), format!("{sample}\n")).unwrap();
+        let html = render(&[load_run(dir.path()).unwrap()]);
+        assert!(
+            html.contains("data-series=\"objective/acc/y~1\" data-run"),
+            "the training curve"
+        );
+        assert!(
+            html.contains("data-series=\"eval/greedy/objectives/acc/y~1\""),
+            "the held-out curve"
+        );
+        let drawn_points = |id: &str| {
+            html.split(&format!("data-series=\"{id}\""))
+                .nth(1)
+                .and_then(|rest| rest.split("data-points=\"").nth(1))
+                .and_then(|rest| rest.split('"').next())
+                .map(str::to_string)
+        };
+        assert_eq!(drawn_points("objective/acc/y~1").as_deref(), Some("4"));
+        assert_eq!(
+            drawn_points("eval/greedy/objectives/acc/y~1").as_deref(),
+            Some("4")
+        );
+        assert!(html.contains("<td>0.750</td>"), "the sample's score");
+        assert!(
+            html.contains("<td>acc/y~1</td><td>other</td><td class=\"neg\">-1.00</td>"),
+            "the step correlation"
+        );
+    }
+
+    #[test]
+    fn held_out_share_right_and_objective_means_have_their_own_series_and_titles() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics: String = (1..=2)
+            .map(|step| metrics_line(step, &[("accuracy", 0.5), ("reward", 0.2)], Some(0.75)))
+            .collect();
+        std::fs::write(dir.path().join(METRICS_FILE), metrics).unwrap();
+        let html = render(&[load_run(dir.path()).unwrap()]);
+        let ids = series_ids(&html);
+        let distinct: BTreeSet<&str> = ids.iter().copied().collect();
+        assert_eq!(distinct.len(), ids.len(), "a series id drawn twice: {ids:?}");
+        for id in [
+            "eval/greedy/accuracy",
+            "eval/greedy/objectives/accuracy",
+            "eval/greedy/reward",
+            "eval/greedy/objectives/reward",
+            "objective/reward",
+            "reward",
+        ] {
+            assert!(distinct.contains(id), "{id} missing: {ids:?}");
+        }
+        for title in [
+            "held-out acc (share right), greedy",
+            "held-out accuracy obj (mean), greedy",
+            "held-out reward obj (mean), greedy",
+            "accuracy obj (mean ± std)",
+        ] {
+            assert!(
+                html.contains(&format!("<figcaption>{title}</figcaption>")),
+                "{title}"
+            );
+        }
     }
 
     #[test]

@@ -43,8 +43,8 @@ pub fn chart(title: &str, key: &str, series: &[Series<'_>]) -> String {
         let spread = p.2.unwrap_or(0.0);
         [p.1 - spread, p.1 + spread]
     }));
-    let x = |v: f64| LEFT + (v - x_min) / (x_max - x_min) * (WIDTH - LEFT - RIGHT);
-    let y = |v: f64| HEIGHT - BOTTOM - (v - y_min) / (y_max - y_min) * (HEIGHT - TOP - BOTTOM);
+    let x = |v: f64| LEFT + fraction(v, x_min, x_max) * (WIDTH - LEFT - RIGHT);
+    let y = |v: f64| HEIGHT - BOTTOM - fraction(v, y_min, y_max) * (HEIGHT - TOP - BOTTOM);
     // Axes with their extremes.
     let _ = write!(
         svg,
@@ -114,7 +114,8 @@ pub fn chart(title: &str, key: &str, series: &[Series<'_>]) -> String {
     svg
 }
 
-/// The range of `values`, widened when flat so every point has a place.
+/// The range of the finite `values`, widened when flat so every point has a place. Both ends
+/// stay finite: widening a flat line at ±f64::MAX stops at f64's end.
 fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (mut low, mut high) = (f64::INFINITY, f64::NEG_INFINITY);
     for v in values.filter(|v| v.is_finite()) {
@@ -126,9 +127,23 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     }
     if high - low < 1e-12 {
         let pad = low.abs().max(1.0) * 0.05;
-        return (low - pad, high + pad);
+        return ((low - pad).max(f64::MIN), (high + pad).min(f64::MAX));
     }
     (low, high)
+}
+
+/// Where `value` lies from `low` (0) to `high` (1), for `low < high` as `bounds` gives them.
+/// Halving first keeps the differences finite for any finite bounds (`1e308 - -1e308`
+/// overflows to inf, and inf / inf drew NaN coordinates). A value past the bounds (a band's
+/// edge that overflowed to ±inf) is held at the edge, and NaN at the middle, so the SVG only
+/// ever holds finite numbers.
+fn fraction(value: f64, low: f64, high: f64) -> f64 {
+    let share = (value / 2.0 - low / 2.0) / (high / 2.0 - low / 2.0);
+    if share.is_nan() {
+        0.5
+    } else {
+        share.clamp(0.0, 1.0)
+    }
 }
 
 fn number(value: f64) -> String {
@@ -171,5 +186,45 @@ mod tests {
         let path = svg.split("d=\"").nth(1).unwrap().split('"').next().unwrap();
         assert_eq!(path.matches(['M', 'L']).count(), 3);
         assert!(chart("empty", "k", &[]).contains("no data yet"));
+    }
+
+    /// Every number in the SVG's coordinates (`points`, `d`) and axes parses as finite.
+    fn assert_coordinates_finite(svg: &str) {
+        assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+        for attribute in ["points=\"", " d=\""] {
+            for value in svg.split(attribute).skip(1) {
+                let coordinates = value.split('"').next().unwrap();
+                for number in coordinates.split([' ', ',', 'M', 'L']).filter(|n| !n.is_empty()) {
+                    let parsed: f64 = number.parse().unwrap();
+                    assert!(parsed.is_finite(), "{number} in {coordinates}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn values_at_the_ends_of_f64_draw_finite_coordinates() {
+        let extreme = Series {
+            label: "run",
+            color: "#c33",
+            // max − min overflows to inf; the band's upper edge overflows to inf itself.
+            points: vec![
+                (1.0, -1e308, None),
+                (2.0, 1e308, Some(1e308)),
+                (3.0, f64::MAX, Some(f64::MAX)),
+            ],
+        };
+        let svg = chart("extreme", "k", &[extreme]);
+        assert_coordinates_finite(&svg);
+        let flat_at_the_end = Series {
+            label: "run",
+            color: "#c33",
+            points: vec![(1.0, f64::MAX, None), (2.0, f64::MAX, None)],
+        };
+        assert_coordinates_finite(&chart("flat", "k", &[flat_at_the_end]));
+        assert_eq!(fraction(f64::INFINITY, -1.0, 1.0), 1.0);
+        assert_eq!(fraction(f64::NEG_INFINITY, -1.0, 1.0), 0.0);
+        assert_eq!(fraction(f64::NAN, -1.0, 1.0), 0.5);
+        assert_eq!(fraction(0.0, -f64::MAX, f64::MAX), 0.5);
     }
 }

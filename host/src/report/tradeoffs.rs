@@ -22,6 +22,17 @@ pub fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
     (va > 1e-12 && vb > 1e-12).then(|| cov / (va * vb).sqrt())
 }
 
+/// Pearson's correlation of two objectives' per-step means, paired by step: an objective
+/// missing at some steps (added on resume, or not logged) is compared only at the steps both
+/// have, never with another step's value.
+pub fn pearson_by_step(a: &BTreeMap<u64, f64>, b: &BTreeMap<u64, f64>) -> Option<f64> {
+    let (xs, ys): (Vec<f64>, Vec<f64>) = a
+        .iter()
+        .filter_map(|(step, &x)| b.get(step).map(|&y| (x, y)))
+        .unzip();
+    pearson(&xs, &ys)
+}
+
 /// Scores of completions with the group (step, example) they were sampled in.
 pub struct GroupedScores {
     pub group: (u64, String),
@@ -111,6 +122,19 @@ mod tests {
             row(2, 7.0, -1.0),
         ];
         assert!((within_group(&rows, "a", "b").unwrap() - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn step_correlations_pair_values_of_the_same_step() {
+        let a: BTreeMap<u64, f64> = [(1, 1.0), (2, 5.0), (3, 2.0), (4, 6.0)].into();
+        // b is missing at step 2 and equals a at every step it has: by step they agree
+        // exactly; by position b's step 3 met a's step 2, and they seemed opposed.
+        let b: BTreeMap<u64, f64> = [(1, 1.0), (3, 2.0), (4, 6.0)].into();
+        assert!((pearson_by_step(&a, &b).unwrap() - 1.0).abs() < 1e-12);
+        let by_position = |m: &BTreeMap<u64, f64>| m.values().copied().collect::<Vec<_>>();
+        assert!(pearson(&by_position(&a), &by_position(&b)).unwrap() < 0.0);
+        let sparse: BTreeMap<u64, f64> = [(1, 0.0), (9, 1.0)].into();
+        assert_eq!(pearson_by_step(&a, &sparse), None, "one step in common");
     }
 
     #[test]
