@@ -86,7 +86,7 @@ pub fn run(registry: &PluginRegistry, args: &ScoreArgs) -> anyhow::Result<()> {
     // one after another) are scored as one group, as training scores them: an objective that
     // compares a group's completions sees the same group here.
     let mut scored = Vec::with_capacity(records.len());
-    for group in records.chunk_by(|a, b| a.example == b.example && a.step == b.step) {
+    for group in records.chunk_by(|a, b| same_example(&a.example, &b.example) && a.step == b.step) {
         scored.extend(score_group(&objectives, group, &input)?);
     }
     match &args.output {
@@ -105,6 +105,16 @@ pub fn run(registry: &PluginRegistry, args: &ScoreArgs) -> anyhow::Result<()> {
             out.flush().context("cannot write to standard output")
         }
     }
+}
+
+/// Whether two records are completions of one example: equal but for the id (a dataset
+/// reader names each line's example by its line, `file:3`).
+fn same_example(a: &Example, b: &Example) -> bool {
+    a.prompt == b.prompt
+        && a.answer == b.answer
+        && a.options == b.options
+        && a.reference_completion == b.reference_completion
+        && a.metadata == b.metadata
 }
 
 /// A score output's rows: line, id, completion and scores (a run's samples.jsonl has scores
@@ -207,11 +217,17 @@ fn read_records(
     Ok(lines
         .into_iter()
         .zip(read.examples)
-        .map(|(line, example)| Record {
-            line: line.number,
-            example,
-            completion: line.completion,
-            step: line.step,
+        .map(|(line, mut example)| {
+            // The completion (and a run's step) are what is scored, not the example.
+            example
+                .metadata
+                .retain(|key, _| key != "completion" && key != "step");
+            Record {
+                line: line.number,
+                example,
+                completion: line.completion,
+                step: line.step,
+            }
         })
         .collect())
 }
@@ -269,4 +285,36 @@ fn score_group(
             })
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Consecutive lines of one question read by a dataset reader (ids `file:1`, `file:2`)
+    /// are one group, as in training; another question is another group.
+    #[test]
+    fn records_of_one_example_group_whatever_their_ids() {
+        let registry = PluginRegistry::builtin_only();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("completions.jsonl");
+        let record = |question: &str, completion: &str| {
+            json!({"question": question, "answer_idx": "A", "options": {"A": "Yes", "B": "No"}, "completion": completion})
+                .to_string()
+        };
+        let lines = [
+            record("Is it?", "\\boxed{A}"),
+            record("Is it?", "\\boxed{B}"),
+            record("Is it not?", "\\boxed{A}"),
+        ];
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let records = read_records(&registry, "medqa", Value::Null, &path).unwrap();
+        assert_ne!(records[0].example.id, records[1].example.id);
+        assert!(!records[0].example.metadata.contains_key("completion"));
+        let groups: Vec<usize> = records
+            .chunk_by(|a, b| same_example(&a.example, &b.example))
+            .map(<[Record]>::len)
+            .collect();
+        assert_eq!(groups, [2, 1]);
+    }
 }
