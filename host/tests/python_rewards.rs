@@ -69,6 +69,17 @@ def huge_reward(completions, **kwargs):
     return [1e300 for _ in completions]
 
 
+async def async_reward(completions, **kwargs):
+    """TRL awaits async reward functions."""
+    import asyncio
+    await asyncio.sleep(0)
+    return [0.25 for _ in completions]
+
+
+async def async_broken_reward(completions, **kwargs):
+    raise ValueError("no score")
+
+
 def wrong_length_reward(completions, **kwargs):
     return [1.0] * (len(completions) + 1)
 
@@ -195,6 +206,12 @@ fn trl_reward_functions_score_unchanged_and_fail_naming_function_and_file() {
     assert!(
         endless.contains("returned more than 2 rewards for 2 completions"),
         "{endless}"
+    );
+    assert_eq!(scores("async_reward"), [0.25, 0.25, 0.25]);
+    let raised_later = score(plugins.path(), &input, &file, "async_broken_reward").unwrap_err();
+    assert!(
+        raised_later.contains("`async_broken_reward`") && raised_later.contains("ValueError: no score"),
+        "{raised_later}"
     );
     // print() goes to standard error: standard output stays score's JSONL.
     assert_eq!(scores("chatty_reward"), [1.0, 1.0, 1.0]);

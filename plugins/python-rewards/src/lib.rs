@@ -173,13 +173,18 @@ impl PythonFunction {
                 describe(py, &e, &self.file)
             ))
         })?;
-        let result = self.function.bind(py).call((), Some(&kwargs)).map_err(|e| {
-            PluginError::failed(format!(
-                "{} raised {}",
-                self.label(),
-                describe(py, &e, &self.file)
-            ))
-        })?;
+        let result = self
+            .function
+            .bind(py)
+            .call((), Some(&kwargs))
+            .and_then(|result| awaited(py, result))
+            .map_err(|e| {
+                PluginError::failed(format!(
+                    "{} raised {}",
+                    self.label(),
+                    describe(py, &e, &self.file)
+                ))
+            })?;
         let rewards =
             rewards(&result, n).map_err(|e| PluginError::failed(format!("{} {e}", self.label())))?;
         Ok(rewards
@@ -196,6 +201,16 @@ impl RewardObjective for PythonFunction {
     fn score_group(&self, request: &ScoreRequest<'_>) -> Result<Vec<Score>, PluginError> {
         Python::attach(|py| self.call(py, request))
     }
+}
+
+/// What an `async def` reward function's coroutine returns, run to its end on an event loop of
+/// its own (TRL awaits async reward functions); any other result as it is.
+fn awaited<'py>(py: Python<'py>, result: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let inspect = py.import("inspect")?;
+    if !inspect.call_method1("iscoroutine", (&result,))?.is_truthy()? {
+        return Ok(result);
+    }
+    py.import("asyncio")?.call_method1("run", (result,))
 }
 
 /// TRL's keyword arguments for one group: `prompts`, `completions`, `completion_ids` and the
