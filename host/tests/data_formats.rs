@@ -351,6 +351,18 @@ limit = 3
             "{dataset}: {}",
             String::from_utf8_lossy(&eval.stderr)
         );
+        // Objectives that state no answers: the share right cannot count any, and says so.
+        let no_answers = std::fs::read_to_string(d.join("run.toml"))
+            .unwrap()
+            .replace("[[reward.objectives]]\nplugin = \"exact_match\"\n", "");
+        std::fs::write(d.join("no_answers.toml"), no_answers).unwrap();
+        let eval = crpo_host(d, &["eval", "--config", "no_answers.toml", "--limit", "2"]);
+        let stderr = String::from_utf8_lossy(&eval.stderr);
+        assert!(eval.status.success(), "{dataset}: {stderr}");
+        assert!(
+            stderr.contains("objective `consistency` stated no answer for any question"),
+            "{dataset}: {stderr}"
+        );
     }
 }
 

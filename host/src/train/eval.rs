@@ -178,6 +178,9 @@ pub fn evaluate_with(
         None => mine?,
     };
     outcomes.sort_by_key(|o| o.example);
+    if !outcomes.iter().any(|o| o.answered) {
+        warn_of_no_answers(reward, dataset);
+    }
 
     let (mut sums, mut reward_sum, mut correct, mut scored) =
         (vec![0.0f64; names.len()], 0.0f64, 0usize, 0usize);
@@ -221,6 +224,18 @@ pub fn evaluate_with(
     })
 }
 
+/// No completion of any question stated an answer the share right could count: said, as a
+/// share of 0 would read as a model that is always wrong.
+fn warn_of_no_answers(reward: &RunReward, dataset: &str) {
+    let Some(index) = reward.answers_from() else {
+        return;
+    };
+    tracing::warn!(
+        "{dataset}: objective `{}` stated no answer for any question, so acc (share right) counts none right. If the model did answer, this objective does not report answers: evaluation votes on those of the objective named `accuracy` (else the first); a built-in accuracy or exact_match objective reports them, a Python reward does not",
+        reward.names()[index]
+    );
+}
+
 /// One question's result: all the report needs of it, so that ranks can send it.
 #[derive(Serialize, Deserialize)]
 struct Outcome {
@@ -230,6 +245,9 @@ struct Outcome {
     values: Vec<Vec<f32>>,
     totals: Vec<f32>,
     right: bool,
+    /// Whether any of its completions stated an answer (the share right means nothing when
+    /// no question's did).
+    answered: bool,
     /// The `--output-completions` record, when one is kept.
     record: Option<Value>,
 }
@@ -298,6 +316,7 @@ impl Questions<'_> {
                     values: group.scores.values,
                     totals: group.scores.totals,
                     right,
+                    answered: vote.is_some(),
                     record,
                 });
             }
