@@ -80,6 +80,11 @@ async def async_broken_reward(completions, **kwargs):
     raise ValueError("no score")
 
 
+def solution_reward(completions, solution, **kwargs):
+    """TRL's standard form: text completions, the gold in the dataset's `solution` column."""
+    return [1.0 if "\\boxed{" + str(s) + "}" in c else 0.0 for c, s in zip(completions, solution)]
+
+
 def wrong_length_reward(completions, **kwargs):
     return [1.0] * (len(completions) + 1)
 
@@ -208,6 +213,45 @@ fn trl_reward_functions_score_unchanged_and_fail_naming_function_and_file() {
         "{endless}"
     );
     assert_eq!(scores("async_reward"), [0.25, 0.25, 0.25]);
+    // A column a reader maps as the gold (`solution`, TRL's name) still reaches the function.
+    let standard = dir.path().join("standard.jsonl");
+    let rows = [
+        json!({"question": "Normal adult heart rate at rest, per minute?", "solution": 70, "completion": "\\boxed{70}"}),
+        json!({"question": "Normal adult heart rate at rest, per minute?", "solution": 70, "completion": "\\boxed{120}"}),
+    ];
+    let text: Vec<String> = rows.iter().map(Value::to_string).collect();
+    std::fs::write(&standard, text.join("\n")).unwrap();
+    let options = json!({"python": {"file": file, "function": "solution_reward"}}).to_string();
+    let output = crpo_host(&[
+        "--plugins",
+        plugins.path().to_str().unwrap(),
+        "score",
+        "--objectives",
+        "python,exact_match",
+        "--options",
+        &options,
+        "--dataset",
+        "jsonl",
+        "--dataset-options",
+        r#"{"answer": "solution"}"#,
+        "--input",
+        standard.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let rows: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let both = |row: &Value| {
+        (
+            row["scores"]["python"]["score"].as_f64().unwrap(),
+            row["scores"]["exact_match"]["score"].as_f64().unwrap(),
+        )
+    };
+    assert_eq!(
+        rows.iter().map(both).collect::<Vec<_>>(),
+        [(1.0, 1.0), (0.0, 0.0)]
+    );
     let raised_later = score(plugins.path(), &input, &file, "async_broken_reward").unwrap_err();
     assert!(
         raised_later.contains("`async_broken_reward`") && raised_later.contains("ValueError: no score"),

@@ -77,7 +77,7 @@ fn medqa_example(record: &Map<String, Value>, id: &str) -> Result<Example> {
     };
     let metadata = record
         .iter()
-        .filter(|(k, _)| !["question", "options", "answer_idx", "reference_completion"].contains(&k.as_str()))
+        .filter(|(k, _)| !["question", "options", "reference_completion"].contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     Ok(Example {

@@ -98,11 +98,12 @@ impl Fields {
             }
         }
         let id = record_id(record, self.id.as_deref(), id);
-        let mut consumed = vec![field, self.answer.as_str(), self.options.as_str()];
+        // The other columns stay, the answer's and options' raw values too: a reward function
+        // written for TRL is passed every column but the prompt and completion.
+        let mut consumed = vec![field];
         if completion.is_some() {
             consumed.push(COMPLETION);
         }
-        consumed.extend(self.id.as_deref());
         Ok(Example {
             id,
             prompt: Prompt::Messages(messages),

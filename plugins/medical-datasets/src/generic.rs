@@ -77,12 +77,9 @@ impl FieldMapping {
             Some((_, Some(Value::String(text)))) => Some(text.clone()),
             Some((field, Some(_))) => return Err((field.to_string(), "not a string".to_string())),
         };
-        let mut consumed = vec![
-            self.question.as_str(),
-            self.options.as_str(),
-            self.answer.as_str(),
-        ];
-        consumed.extend(self.id.as_deref());
+        // The record's other columns stay, the answer's and options' raw values too: a reward
+        // function written for TRL is passed every column but the prompt.
+        let mut consumed = vec![self.question.as_str()];
         consumed.extend(self.reference_completion.as_deref());
         Ok(Example {
             id,

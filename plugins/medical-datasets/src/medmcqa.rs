@@ -69,7 +69,8 @@ fn parse(record: &Map<String, Value>, id: &str, base: i64) -> Result<Example, Fi
         answer: Some(answer),
         options,
         reference_completion: None,
-        metadata: metadata_without(record, &["question", "opa", "opb", "opc", "opd", "cop", "id"]),
+        // `cop`, `opa`…`opd` and `id` stay: columns a TRL reward function may name.
+        metadata: metadata_without(record, &["question"]),
     })
 }
 

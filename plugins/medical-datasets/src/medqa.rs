@@ -44,7 +44,9 @@ pub fn parse(record: &Map<String, Value>, id: &str) -> Result<Example, FieldErro
     };
     let metadata = metadata_without(
         record,
-        &["question", "options", "answer_idx", "reference_completion"],
+        // `answer_idx` stays, a column a TRL reward function may name; the options are the
+        // example's (passed as `options`).
+        &["question", "options", "reference_completion"],
     );
     Ok(Example {
         id: id.to_string(),

@@ -23,7 +23,8 @@ pub fn parse(record: &Map<String, Value>, id: &str) -> Result<Example, FieldErro
         answer: Some(label.to_string()),
         options,
         reference_completion: None,
-        metadata: metadata_without(record, &["question", "options", "label", "id"]),
+        // `label` and `id` stay: columns a TRL reward function may name.
+        metadata: metadata_without(record, &["question", "options"]),
     })
 }
 

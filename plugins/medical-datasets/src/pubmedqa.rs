@@ -125,7 +125,8 @@ fn parse_row(record: &Map<String, Value>, id: &str, include_context: bool) -> Re
         include_context,
         metadata_without(
             record,
-            &["question", "context", FLAT_CONTEXTS, "final_decision", "pubid"],
+            // `final_decision` and `pubid` stay: columns a TRL reward function may name.
+            &["question", "context", FLAT_CONTEXTS],
         ),
     )
 }
@@ -146,7 +147,7 @@ fn parse_original(
         &contexts,
         decision,
         include_context,
-        metadata_without(record, &["QUESTION", "CONTEXTS", "final_decision"]),
+        metadata_without(record, &["QUESTION", "CONTEXTS"]),
     )
 }
 
