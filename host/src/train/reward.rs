@@ -7,6 +7,9 @@ use crate::plugins::{ConfiguredObjective, ObjectiveSpec, PluginRegistry};
 use anyhow::{bail, Context};
 use crpo_sdk::{overlong_penalty, Example, ScoreRequest};
 
+/// Built-in objectives that compare a completion with the example's gold answer.
+const GOLD_OBJECTIVES: [&str; 2] = ["accuracy", "exact_match"];
+
 /// The name the overlong penalty is reported under.
 pub const OVERLONG: &str = "overlong";
 
@@ -81,6 +84,7 @@ impl RunReward {
     /// options (free-text answers, which only `exact_match` scores: no completion could be
     /// right); warns when only some have none. `what` names the data ("data.path X").
     pub fn check_answers_fit(&self, examples: &[Example], what: &str) -> anyhow::Result<()> {
+        self.check_golds_given(examples, what)?;
         let Some(accuracy) = self
             .objectives
             .iter()
@@ -103,6 +107,31 @@ impl RunReward {
             examples.len(),
             accuracy.name
         );
+        Ok(())
+    }
+
+    /// The objectives that compare with the gold answer fail at the first example without
+    /// one (TRL's prompt-only data, an answer column under another name): refused before a
+    /// run starts, naming the first.
+    fn check_golds_given(&self, examples: &[Example], what: &str) -> anyhow::Result<()> {
+        let Some(objective) = self
+            .objectives
+            .iter()
+            .find(|o| GOLD_OBJECTIVES.contains(&o.plugin.as_str()) && o.weight != 0.0)
+        else {
+            return Ok(());
+        };
+        let mut without = examples.iter().filter(|e| e.answer.is_none());
+        if let Some(first) = without.next() {
+            bail!(
+                "{} of the {} examples of {what} have no gold answer (the first: `{}`), which objective `{}` (plugin {}) compares completions with: give the answer's field (the jsonl reader's `answer` option names it) or leave the objective out",
+                1 + without.count(),
+                examples.len(),
+                first.id,
+                objective.name,
+                objective.plugin
+            );
+        }
         Ok(())
     }
 
@@ -247,5 +276,28 @@ mod tests {
             reward("accuracy").check_answers_fit(&mixed, "d").is_ok(),
             "a warning only"
         );
+    }
+
+    /// TRL's prompt-only data has no gold: objectives that compare with one are refused
+    /// before the run, those that need none are not.
+    #[test]
+    fn examples_without_a_gold_are_refused_by_objectives_that_compare_with_it() {
+        let mut without = example(&[]);
+        without.answer = None;
+        without.id = "d.jsonl:2".into();
+        let data = [example(&[]), without];
+        for plugin in ["accuracy", "exact_match"] {
+            let error = reward(plugin)
+                .check_answers_fit(&data, "data.path d.jsonl")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("1 of the 2 examples")
+                    && error.contains("`d.jsonl:2`")
+                    && error.contains(plugin),
+                "{error}"
+            );
+        }
+        assert!(reward("consistency").check_answers_fit(&data, "d").is_ok());
     }
 }

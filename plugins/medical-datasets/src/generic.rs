@@ -10,7 +10,8 @@
 //! - `question` (default `"question"`): the question text.
 //! - `options` (default `"options"`, optional in records): an object of key → text, or a list
 //!   of texts (keys A, B, C, … in order). Without it, the answer is a free label.
-//! - `answer` (default `"answer"`): the gold answer; `answer_format` says how to read it:
+//! - `answer` (default `"answer"`): the gold answer, which a record may leave out (TRL's
+//!   prompt-only data, scored by objectives that need no gold); `answer_format` says how to read it:
 //!   `key` (default: an option key or label as is), `index0` / `index1` (a 0- or 1-based
 //!   position in the options), `text` (the text of one of the options).
 //! - `id`, `reference_completion` (optional): fields holding the record id and a reference
@@ -84,18 +85,23 @@ impl FieldMapping {
         Ok(Example {
             id,
             prompt: Prompt::Text(question.to_string()),
-            answer: Some(answer),
+            answer,
             options,
             reference_completion,
             metadata: metadata_without(record, &consumed),
         })
     }
 
-    fn answer(&self, record: &Map<String, Value>, options: &[AnswerOption]) -> Result<String, FieldError> {
+    /// The gold answer's key (or free label); none when the record has no such field (or null).
+    fn answer(
+        &self,
+        record: &Map<String, Value>,
+        options: &[AnswerOption],
+    ) -> Result<Option<String>, FieldError> {
         let field = self.answer.as_str();
-        let raw = record
-            .get(field)
-            .ok_or_else(|| (field.to_string(), "missing".to_string()))?;
+        let Some(raw) = record.get(field).filter(|v| !v.is_null()) else {
+            return Ok(None);
+        };
         let fail = |message: String| (field.to_string(), message);
         let key = match self.answer_format {
             AnswerFormat::Key => match raw {
@@ -130,7 +136,7 @@ impl FieldMapping {
         if !options.is_empty() && !options.iter().any(|o| o.key == key) {
             return Err(fail(format!("`{key}` is not one of the option keys")));
         }
-        Ok(key)
+        Ok(Some(key))
     }
 }
 
@@ -260,5 +266,18 @@ mod tests {
                 .as_deref(),
             Some("yes")
         );
+    }
+
+    /// TRL's prompt-only form: a prompt and nothing else is a question without a gold.
+    #[test]
+    fn a_record_without_an_answer_has_no_gold() {
+        let m = mapping(json!({"question": "prompt"}));
+        for record in [
+            json!({"prompt": "Summarise the note."}),
+            json!({"prompt": "Summarise.", "answer": null}),
+        ] {
+            let example = m.parse(record.as_object().unwrap(), "f:1").unwrap();
+            assert_eq!(example.answer, None);
+        }
     }
 }
