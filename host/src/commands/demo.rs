@@ -208,7 +208,7 @@ pub fn run(dirs: &[PathBuf], args: &DemoArgs) -> anyhow::Result<()> {
     atomic_file::write(&report_path, serde_json::to_string_pretty(&report)?)?;
     let arms: Vec<PathBuf> = entrants.iter().filter_map(|e| e.run_dir.clone()).collect();
     crate::report::write_report(&arms, &out.join("report.html"))?;
-    print_outputs(out, &entrants, &report_path);
+    print_outputs(out, &entrants, &report_path, args.eval_samples);
     Ok(())
 }
 
@@ -565,7 +565,9 @@ fn trend_line(reported: &RewardPreset, trend: &TrainingTrend) -> String {
     format!("{:<14} {}", trend.arm, parts.join(" | "))
 }
 
-fn print_outputs(out: &Path, entrants: &[Entrant], report: &Path) {
+/// Where the demo's files are, and commands that go on from them (the evaluation as the demo
+/// sampled it: `eval_samples` per question).
+fn print_outputs(out: &Path, entrants: &[Entrant], report: &Path, eval_samples: usize) {
     let show = |p: &Path| p.display().to_string();
     println!("outputs in {}:", out.display());
     println!(
@@ -611,9 +613,10 @@ fn print_outputs(out: &Path, entrants: &[Entrant], report: &Path) {
             .map(|n| n.to_string_lossy().to_string());
         if let Some(name) = name {
             println!(
-                "  crpo-host eval  --config {} --model {} --samples 8 --temperature 1",
+                "  crpo-host eval  --config {} --model {} --samples {} --temperature 1",
                 show(&out.join(format!("{name}.toml"))),
-                show(&last.model)
+                show(&last.model),
+                eval_samples.max(1)
             );
         }
     }

@@ -50,7 +50,11 @@ impl JsonlLog {
             .append(true)
             .open(&self.path)
             .with_context(|| format!("cannot append to {}", self.path.display()))?;
-        writeln!(file, "{record}").with_context(|| format!("cannot append to {}", self.path.display()))
+        // One write of the whole line: a reader of a run still going (`report`, a tail) never
+        // sees a line's first pieces without the rest for longer than the kernel takes.
+        let line = format!("{record}\n");
+        file.write_all(line.as_bytes())
+            .with_context(|| format!("cannot append to {}", self.path.display()))
     }
 
     pub fn path(&self) -> &Path {
