@@ -221,14 +221,18 @@ pub fn mean_by_name<'a>(lists: impl IntoIterator<Item = &'a [(String, f32)]>) ->
         .collect()
 }
 
-/// Mean and (population) standard deviation.
+/// Mean and unbiased standard deviation (Bessel's n − 1, as TRL logs `rewards/*/std` and as
+/// the advantages use; 0 for fewer than two values).
 pub fn mean_std(values: &[f32]) -> (f64, f64) {
     if values.is_empty() {
         return (0.0, 0.0);
     }
     let n = values.len() as f64;
     let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = values.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    if values.len() < 2 {
+        return (positive_zero(mean), 0.0);
+    }
+    let var = values.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0);
     (positive_zero(mean), var.sqrt())
 }
 
@@ -266,7 +270,9 @@ mod tests {
 
     #[test]
     fn mean_and_std() {
-        assert_eq!(mean_std(&[1.0, 3.0]), (2.0, 1.0));
+        assert_eq!(mean_std(&[1.0, 3.0]), (2.0, 2f64.sqrt()));
+        assert_eq!(mean_std(&[0.0, 1.0, 1.0, 1.0]), (0.75, 0.5), "TRL's reward std of [0, 1, 1, 1]");
+        assert_eq!(mean_std(&[5.0]), (5.0, 0.0));
         assert_eq!(mean_std(&[]), (0.0, 0.0));
         assert!(mean_std(&[-0.0, -0.0]).0.is_sign_positive());
     }
