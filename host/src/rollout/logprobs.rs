@@ -147,10 +147,11 @@ fn by_chunks(
     for chunk in chunks {
         let n = chunk.size()[0];
         // At 1 the logits are used as they are (no copy, and the same bits as before).
+        // Divided in f32: a bf16 division would round the logits a second time.
         let chunk = if temperature == 1.0 {
             chunk
         } else {
-            chunk / temperature
+            chunk.to_kind(Kind::Float) / temperature
         };
         let log_p = chunk.log_softmax(-1, Kind::Float);
         logprobs.push(log_p.gather(1, &targets.narrow(0, start, n), false).view([-1]));

@@ -33,7 +33,7 @@ pub fn log_writer() -> LogWriter {
 /// has finished a unit: the `done` ones came before it (a resume) and say nothing of its rate.
 pub fn bar(total: u64, done: u64, label: &str, unit: &str) -> ProgressBar {
     let bar = BARS.add(ProgressBar::new(total));
-    let first = format!("after the first {}", unit.trim_end_matches('s'));
+    let first = format!("after the first {}", unit.strip_suffix('s').unwrap_or(unit));
     bar.set_style(
         ProgressStyle::with_template(&format!(
             "{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{elapsed}} elapsed, ETA {{eta_once_known}}"

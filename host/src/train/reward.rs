@@ -114,10 +114,11 @@ impl RunReward {
     /// one (TRL's prompt-only data, an answer column under another name): refused before a
     /// run starts, naming the first.
     fn check_golds_given(&self, examples: &[Example], what: &str) -> anyhow::Result<()> {
+        // Weight 0 included: such an objective is still scored (a diagnostic) and fails alike.
         let Some(objective) = self
             .objectives
             .iter()
-            .find(|o| GOLD_OBJECTIVES.contains(&o.plugin.as_str()) && o.weight != 0.0)
+            .find(|o| GOLD_OBJECTIVES.contains(&o.plugin.as_str()))
         else {
             return Ok(());
         };

@@ -119,19 +119,21 @@ impl Trainer {
         let run_dir = config.run.output_dir.clone();
         let is_main = world.as_ref().is_none_or(World::is_main);
         let world_size = world.as_ref().map_or(1, |w| w.size);
-        let reward = RunReward::from_config(registry, &config)?;
-        if is_main {
-            let work = super::startup::train_work(&reward.names(), &reward.weights(), &config);
-            tracing::info!("{}", super::startup::line(MODE, &config, &work, &run_dir));
-        }
         let started = (|| {
+            // Built first (a plugin or Python file that fails, fails on every rank together),
+            // and said at once: loading a large model takes a while before step 1.
+            let reward = RunReward::from_config(registry, &config)?;
+            if is_main {
+                let work = super::startup::train_work(&reward.names(), &reward.weights(), &config);
+                tracing::info!("{}", super::startup::line(MODE, &config, &work, &run_dir));
+            }
             super::memory_plan::check_run(&config, Phase::Train)?;
             if !is_main {
                 // Its trainable weights come from rank 0; the seed keeps the rest alike.
                 tch::manual_seed(config.run.seed as i64);
                 let policy = Policy::load(registry, &config.model, &config.model.path)?;
                 let optimizer = AdamW::new(policy.parameters(), adam_settings(&config));
-                return Ok((None, policy, optimizer, None));
+                return Ok((reward, None, policy, optimizer, None));
             }
             let (state, policy, optimizer, lock) = resume::policy_and_optimizer(
                 registry,
@@ -150,9 +152,9 @@ impl Trainer {
                     );
                 }
             }
-            Ok((state, policy, optimizer, Some(lock)))
+            Ok((reward, state, policy, optimizer, Some(lock)))
         })();
-        let (state, policy, mut optimizer, run_lock) = match &world {
+        let (reward, state, policy, mut optimizer, run_lock) = match &world {
             Some(world) => world.agree("starting the run", started)?,
             None => started?,
         };
@@ -213,6 +215,10 @@ impl Trainer {
             &splits.train,
             &format!("data.path {}", config.data.path.display()),
         )?;
+        if config.run.eval_steps > 0 {
+            // Checked now, not at the first evaluation hours into the run.
+            reward.check_answers_fit(&splits.eval, "the held-out data (run.eval_steps evaluates it)")?;
+        }
         splits.train = format.admit(&policy.tokenizer, std::mem::take(&mut splits.train), "training")?;
         let keep_through = state.as_ref().map(|s| s.step);
         let config_toml = toml::to_string(&config)?;
@@ -325,7 +331,6 @@ impl Trainer {
         })
     }
 
-    /// What is about to run, at once (loading a large model takes a while before step 1).
     /// One step: rollouts, advantages, the policy update, the records.
     fn train_step(&mut self) -> anyhow::Result<StepMetrics> {
         let started = Instant::now();

@@ -166,17 +166,20 @@ pub fn update_policy(
                     temperature,
                     algorithm.entropy_coeff > 0.0,
                 )?;
-                if rows.iter().any(|&i| !counted[i]) {
-                    let keep = on_device(rows.iter().map(|&i| f32::from(u8::from(counted[i]))).collect())
-                        .unsqueeze(1);
-                    current.mask = &current.mask * &keep;
-                    current.logprobs = &current.logprobs * &keep;
-                    current.entropies = &current.entropies * &keep;
+                let keep = rows.iter().any(|&i| !counted[i]).then(|| {
+                    on_device(rows.iter().map(|&i| f32::from(u8::from(counted[i]))).collect()).unsqueeze(1)
+                });
+                if let Some(keep) = &keep {
+                    current.mask = &current.mask * keep;
+                    current.logprobs = &current.logprobs * keep;
+                    current.entropies = &current.entropies * keep;
                 }
-                let old_logprobs = if single_update {
-                    current.logprobs.detach()
-                } else {
-                    old[u][p].shallow_clone()
+                let old_logprobs = match (single_update, &keep) {
+                    (true, _) => current.logprobs.detach(),
+                    // Zeroed where the current ones are: the ratio of a left-out row is then 1,
+                    // never exp(−old), which overflows (and inf × mask 0 is NaN) below −88.
+                    (false, Some(keep)) => &old[u][p] * keep,
+                    (false, None) => old[u][p].shallow_clone(),
                 };
                 let reference = &reference_logprobs[u][p];
                 let (loss, pass_stats) = pass_loss(
