@@ -69,9 +69,18 @@ def huge_reward(completions, **kwargs):
     return [1e300 for _ in completions]
 
 
+_judge_loop = None
+
+
 async def async_reward(completions, **kwargs):
-    """TRL awaits async reward functions."""
+    """TRL awaits async reward functions, on one loop: a client bound to the loop of its
+    first call (an AsyncOpenAI judge) keeps working."""
+    global _judge_loop
     import asyncio
+    running = asyncio.get_running_loop()
+    if _judge_loop is None:
+        _judge_loop = running
+    assert running is _judge_loop, "another event loop than the first call's"
     await asyncio.sleep(0)
     return [0.25 for _ in completions]
 

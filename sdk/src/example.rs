@@ -60,7 +60,9 @@ pub struct Example {
     /// A reference completion (for supervised cold start), when the data carries one.
     #[serde(default)]
     pub reference_completion: Option<String>,
-    /// Everything else the record had that a custom objective may want.
+    /// The record's other fields, for a custom objective (and a Python reward's keyword
+    /// arguments): all but its question or prompt, options and reference; the gold's own
+    /// column stays as the file gives it.
     #[serde(default)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
 }

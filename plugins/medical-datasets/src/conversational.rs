@@ -98,9 +98,9 @@ impl Fields {
             }
         }
         let id = record_id(record, self.id.as_deref(), id);
-        // The other columns stay, the answer's and options' raw values too: a reward function
-        // written for TRL is passed every column but the prompt and completion.
-        let mut consumed = vec![field];
+        // The other columns stay, the answer's raw value too (a reward function written for
+        // TRL is passed its dataset's columns); the options are the example's.
+        let mut consumed = vec![field, self.options.as_str()];
         if completion.is_some() {
             consumed.push(COMPLETION);
         }

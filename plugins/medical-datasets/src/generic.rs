@@ -78,9 +78,9 @@ impl FieldMapping {
             Some((_, Some(Value::String(text)))) => Some(text.clone()),
             Some((field, Some(_))) => return Err((field.to_string(), "not a string".to_string())),
         };
-        // The record's other columns stay, the answer's and options' raw values too: a reward
-        // function written for TRL is passed every column but the prompt.
-        let mut consumed = vec![self.question.as_str()];
+        // The record's other columns stay, the answer's raw value too (a reward function
+        // written for TRL is passed its dataset's columns); the options are the example's.
+        let mut consumed = vec![self.question.as_str(), self.options.as_str()];
         consumed.extend(self.reference_completion.as_deref());
         Ok(Example {
             id,

@@ -203,14 +203,24 @@ impl RewardObjective for PythonFunction {
     }
 }
 
-/// What an `async def` reward function's coroutine returns, run to its end on an event loop of
-/// its own (TRL awaits async reward functions); any other result as it is.
+/// The event loop async reward functions run on: one for the process, as TRL keeps one for
+/// the trainer's life, so a client a module made at import (an `AsyncOpenAI` judge, an
+/// `httpx.AsyncClient`), bound to the loop of its first call, works for every later call.
+static EVENT_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// What an `async def` reward function's coroutine returns, run to its end on
+/// [`EVENT_LOOP`] (TRL awaits async reward functions); any other result as it is.
 fn awaited<'py>(py: Python<'py>, result: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let inspect = py.import("inspect")?;
     if !inspect.call_method1("iscoroutine", (&result,))?.is_truthy()? {
         return Ok(result);
     }
-    py.import("asyncio")?.call_method1("run", (result,))
+    let event_loop = EVENT_LOOP.get_or_try_init(py, || {
+        py.import("asyncio")?
+            .call_method0("new_event_loop")
+            .map(Bound::unbind)
+    })?;
+    event_loop.bind(py).call_method1("run_until_complete", (result,))
 }
 
 /// TRL's keyword arguments for one group: `prompts`, `completions`, `completion_ids` and the
