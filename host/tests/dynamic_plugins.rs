@@ -180,6 +180,31 @@ fn panicking_plugin_fails_the_call_and_the_host_goes_on() {
     );
     // Still alive, and the plugin can be called again.
     assert!(score(&objective, &["c"]).is_err());
+
+    // From the command line: one clean error naming where it panicked, and not the plugin's
+    // own "thread '<unnamed>' panicked at …" line before it.
+    let input = dir.path().join("completions.jsonl");
+    let record = serde_json::json!({"example": {"id": "q1", "prompt": {"text": "Which?"}, "answer": "A"}, "completion": "\\boxed{A}"});
+    std::fs::write(&input, format!("{record}\n")).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_crpo-host"))
+        .args([
+            "--plugins",
+            dir.path().to_str().unwrap(),
+            "score",
+            "--objectives",
+            "misbehaving",
+        ])
+        .args(["--options", r#"{"misbehaving": {"fault": "panic"}}"#, "--input"])
+        .arg(&input)
+        .env_remove("CRPO_PLUGIN_PATH")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("panicked at ") && stderr.contains("src/lib.rs:") && !stderr.contains("thread '"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -2,12 +2,48 @@ use super::error::FfiPluginError;
 use crate::error::PluginError;
 use abi_stable::std_types::{RResult, RString};
 use std::any::Any;
+use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+
+thread_local! {
+    /// Whether this thread is inside an entry point whose panic becomes an error.
+    static CATCHING: Cell<bool> = const { Cell::new(false) };
+    /// Where the last caught panic happened (`src/lib.rs:12`), for its error.
+    static PANIC_PLACE: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// A plugin library has its own copy of std and so its own panic hook, which would print
+/// "thread '<unnamed>' panicked at …" to the host's stderr before the host reports the error
+/// cleanly. Within an entry point the hook only notes where the panic happened (the error
+/// says it); anywhere else the hook that was there runs.
+fn quiet_panics_within_entry_points() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if CATCHING.with(Cell::get) {
+                let place = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+                PANIC_PLACE.with(|p| *p.borrow_mut() = place);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// `call` with its panic caught quietly (see [`quiet_panics_within_entry_points`]).
+fn caught<R>(call: impl FnOnce() -> R) -> Result<R, Box<dyn Any + Send>> {
+    quiet_panics_within_entry_points();
+    let outer = CATCHING.with(|c| c.replace(true));
+    let result = catch_unwind(AssertUnwindSafe(call));
+    CATCHING.with(|c| c.set(outer));
+    result
+}
 
 /// Runs a plugin entry point, turning a panic into an error instead of letting it reach
 /// `extern "C"` (where abi_stable aborts the process).
 pub fn catch_panic<T>(what: &str, call: impl FnOnce() -> Result<T, String>) -> RResult<T, RString> {
-    match catch_unwind(AssertUnwindSafe(call)) {
+    match caught(call) {
         Ok(Ok(value)) => RResult::ROk(value),
         Ok(Err(message)) => RResult::RErr(message.into()),
         Err(payload) => RResult::RErr(panicked(what, payload).into()),
@@ -19,7 +55,7 @@ pub fn catch_panic_typed<T>(
     what: &str,
     call: impl FnOnce() -> Result<T, PluginError>,
 ) -> RResult<T, FfiPluginError> {
-    match catch_unwind(AssertUnwindSafe(call)) {
+    match caught(call) {
         Ok(Ok(value)) => RResult::ROk(value),
         Ok(Err(error)) => RResult::RErr(error.into()),
         Err(payload) => RResult::RErr(FfiPluginError::failed(panicked(what, payload))),
@@ -32,7 +68,10 @@ fn panicked(what: &str, payload: Box<dyn Any + Send>) -> String {
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic payload".to_string());
-    format!("{what} panicked: {reason}")
+    match PANIC_PLACE.with(|p| p.borrow_mut().take()) {
+        Some(place) => format!("{what} panicked at {place}: {reason}"),
+        None => format!("{what} panicked: {reason}"),
+    }
 }
 
 #[cfg(test)]
@@ -42,7 +81,11 @@ mod tests {
     #[test]
     fn panic_becomes_error() {
         let result: RResult<(), RString> = catch_panic("score_group", || panic!("bad index 7"));
-        assert_eq!(result.unwrap_err().as_str(), "score_group panicked: bad index 7");
+        let line = line!() - 1;
+        assert_eq!(
+            result.unwrap_err().as_str(),
+            format!("score_group panicked at sdk/src/ffi/panic.rs:{line}: bad index 7")
+        );
     }
 
     #[test]

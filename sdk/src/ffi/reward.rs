@@ -383,6 +383,10 @@ mod tests {
             .score_group(&request(&["boom"]))
             .unwrap_err()
             .to_string();
-        assert!(panicked.contains("score_group panicked: boom"), "{panicked}");
+        assert!(
+            panicked.contains("score_group panicked at sdk/src/ffi/reward.rs:")
+                && panicked.ends_with(": boom"),
+            "{panicked}"
+        );
     }
 }
