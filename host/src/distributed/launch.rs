@@ -118,17 +118,23 @@ fn local_rendezvous_port(var: impl Fn(&str) -> Option<String>) -> anyhow::Result
             );
         }
     }
-    match var("MASTER_PORT") {
-        Some(text) => text
-            .trim()
-            .parse::<u16>()
-            .ok()
-            .filter(|&p| p > 0)
-            .with_context(|| {
-                format!("--nproc: MASTER_PORT=`{text}` is not a port (1-65535); unset it for a free one")
-            }),
-        None => free_port(),
+    let Some(text) = var("MASTER_PORT") else {
+        return free_port();
+    };
+    let port = text
+        .trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|&p| p > 0)
+        .with_context(|| {
+            format!("--nproc: MASTER_PORT=`{text}` is not a port (1-65535); unset it for a free one")
+        })?;
+    // A port a cluster exports for every job may be another run's rendezvous here: its
+    // workers would join that run.
+    if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        bail!("--nproc: MASTER_PORT={port} is in use on this machine (another run's rendezvous?): choose another, or unset MASTER_PORT for a free one");
     }
+    Ok(port)
 }
 
 /// Whether `nproc` local ranks can each have their own device here: a GPU each on CUDA, a CPU
@@ -283,7 +289,12 @@ mod tests {
             let table: HashMap<&str, &str> = pairs.iter().copied().collect();
             local_rendezvous_port(|name| table.get(name).map(|v| v.to_string()))
         };
-        assert_eq!(port(&[("MASTER_PORT", "29511")]).unwrap(), 29511);
+        let free = free_port().unwrap().to_string();
+        assert_eq!(port(&[("MASTER_PORT", &free)]).unwrap().to_string(), free);
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = held.local_addr().unwrap().port().to_string();
+        let error = port(&[("MASTER_PORT", &taken)]).unwrap_err().to_string();
+        assert!(error.contains("in use"), "{error}");
         assert!(port(&[]).unwrap() > 0);
         let error = port(&[("MASTER_PORT", "http")]).unwrap_err().to_string();
         assert!(error.contains("MASTER_PORT=`http`"), "{error}");

@@ -137,16 +137,22 @@ pub fn next_indices(
     taken
 }
 
-/// The user message for an example: the template with `{question}` and `{options}`.
+/// The user message for an example: the template with `{question}` and `{options}`. Without
+/// options (a free-text question) the blank lines the template kept for them are dropped.
 pub fn user_message(example: &Example, template: &str) -> String {
     let options: Vec<String> = example
         .options
         .iter()
         .map(|o| format!("{}. {}", o.key, o.text))
         .collect();
-    template
+    let message = template
         .replace("{question}", example.prompt.question())
-        .replace("{options}", &options.join("\n"))
+        .replace("{options}", &options.join("\n"));
+    if options.is_empty() {
+        message.trim_end().to_string()
+    } else {
+        message
+    }
 }
 
 /// The chat messages an example is asked with.
@@ -378,6 +384,11 @@ mod tests {
             user_message(&example, "{question}\n\n{options}"),
             "Which drug?\n\nA. Aspirin\nB. Heparin"
         );
+        let free = Example {
+            options: Vec::new(),
+            ..example.clone()
+        };
+        assert_eq!(user_message(&free, "{question}\n\n{options}"), "Which drug?");
         let with_system = messages(&example, "{question}", Some("Be brief."));
         assert_eq!(with_system[0].role, "system");
         assert_eq!(with_system[1].content, "Which drug?");

@@ -271,7 +271,11 @@ mod tests {
     #[test]
     fn mean_and_std() {
         assert_eq!(mean_std(&[1.0, 3.0]), (2.0, 2f64.sqrt()));
-        assert_eq!(mean_std(&[0.0, 1.0, 1.0, 1.0]), (0.75, 0.5), "TRL's reward std of [0, 1, 1, 1]");
+        assert_eq!(
+            mean_std(&[0.0, 1.0, 1.0, 1.0]),
+            (0.75, 0.5),
+            "TRL's reward std of [0, 1, 1, 1]"
+        );
         assert_eq!(mean_std(&[5.0]), (5.0, 0.0));
         assert_eq!(mean_std(&[]), (0.0, 0.0));
         assert!(mean_std(&[-0.0, -0.0]).0.is_sign_positive());

@@ -2,7 +2,7 @@
 //!
 //! The completion's answer is its last `\boxed{…}`, else its last `<answer>…</answer>`
 //! (`crpo_sdk::rules::free_text_answer`). It scores 1 when it is the gold answer — numbers
-//! compared as numbers within `tolerance` (relative to the gold's size, at least 1), anything
+//! compared as numbers within `tolerance` (relative to the gold; absolute for a gold of 0), anything
 //! else as normalised text (case, spaces, quotes, final punctuation) — and 0 otherwise or
 //! without an answer. Its answer for evaluation is the gold text when it matches (so that
 //! `42.0` and `42` vote together and count as right), else the normalised answer.
@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExactMatchOptions {
-    /// How far a number may be from the gold, relative to the gold's size (at least 1).
+    /// How far a number may be from the gold, relative to the gold (absolute for a gold of 0).
     #[serde(deserialize_with = "non_negative")]
     pub tolerance: f64,
 }
