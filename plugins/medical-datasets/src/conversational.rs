@@ -145,11 +145,37 @@ fn chat_messages(record: &Map<String, Value>, field: &str) -> Result<Vec<ChatMes
             };
             let content = match turn.get("content") {
                 Some(Value::String(content)) => content.clone(),
-                _ => return Err((at("content"), "missing or not a string".into())),
+                Some(Value::Array(parts)) => text_parts(parts).map_err(|message| (at("content"), message))?,
+                _ => {
+                    return Err((
+                        at("content"),
+                        "missing, or neither a string nor a list of parts".into(),
+                    ))
+                }
             };
             Ok(ChatMessage { role, content })
         })
         .collect()
+}
+
+/// Content given as OpenAI-style parts (`[{"type": "text", "text": "…"}]`, as multimodal chat
+/// datasets write even text): the text parts one after another, as a chat template that
+/// takes parts renders them. Other parts (an image) are refused: the policy reads text.
+fn text_parts(parts: &[Value]) -> Result<String, String> {
+    let mut text = String::new();
+    for (i, part) in parts.iter().enumerate() {
+        match (part.get("type").and_then(Value::as_str), part.get("text")) {
+            (Some("text"), Some(Value::String(piece))) => text.push_str(piece),
+            (Some("text"), _) => return Err(format!("part {i} is a text part without a `text` string")),
+            (Some(other), _) => {
+                return Err(format!(
+                    "part {i} is `{other}`: only text parts are read (the policy reads text)"
+                ))
+            }
+            (None, _) => return Err(format!("part {i} is not a {{\"type\", …}} object")),
+        }
+    }
+    Ok(text)
 }
 
 pub struct ConversationalReader;
@@ -224,6 +250,22 @@ mod tests {
         let two = json!({"prompt": [{"role": "user", "content": "Which?"}],
             "completion": [{"role": "user", "content": "x"}]});
         assert_eq!(parse(two, json!(null)).unwrap_err().0, "completion");
+    }
+
+    /// OpenAI-style content parts, as multimodal chat datasets write text too.
+    #[test]
+    fn reads_text_parts_and_refuses_other_parts() {
+        let record = json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "Dose of X "}, {"type": "text", "text": "in mg?"}]}]});
+        assert_eq!(
+            parse(record, json!(null)).unwrap().prompt.question(),
+            "Dose of X in mg?"
+        );
+        let image = json!({"messages": [{"role": "user", "content": [
+            {"type": "image", "url": "x.png"}, {"type": "text", "text": "What is it?"}]}]});
+        let (field, message) = parse(image, json!(null)).unwrap_err();
+        assert_eq!(field, "messages[0].content");
+        assert!(message.contains("`image`"), "{message}");
     }
 
     #[test]
