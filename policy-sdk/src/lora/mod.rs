@@ -252,6 +252,20 @@ mod tests {
         );
     }
 
+    /// The host hands a policy plugin its LoRA settings as a JSON value: the patterns keep
+    /// their order there (the first matching key gives a layer its rank and alpha), where a
+    /// sorted map would pick another key.
+    #[test]
+    fn patterns_keep_their_order_through_a_json_value() {
+        let mut lora = LoraConfig::new(4, 8.0);
+        lora.alpha_pattern.insert("q_proj".into(), 2.0);
+        lora.alpha_pattern
+            .insert("model.layers.0.self_attn.q_proj".into(), 64.0);
+        let value = serde_json::to_value(&lora).unwrap();
+        let back: LoraConfig = serde_json::from_value(value).unwrap();
+        assert_eq!(back.alpha_pattern.keys().next().unwrap(), "q_proj");
+    }
+
     #[test]
     fn rank_and_alpha_default_to_peft_s() {
         let lora: LoraConfig = serde_json::from_str("{}").unwrap();
