@@ -20,6 +20,9 @@ pub struct Policy {
     pub model: Box<dyn PolicyModel>,
     /// Loaded with LoRA adapters: only they train, and the reference is the base (adapters off).
     pub adapters: bool,
+    /// The adapters' dropout (0 without adapters): layers that drop at random cannot be
+    /// recomputed by activation checkpointing.
+    lora_dropout: f64,
     pub tokenizer: ChatTokenizer,
     pub device: Device,
     pub kind: Kind,
@@ -149,8 +152,13 @@ impl Policy {
                 ));
             }
         }
+        let lora_dropout = options
+            .pointer("/lora/lora_dropout")
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0);
         Ok(Policy {
             adapters,
+            lora_dropout,
             max_positions: max_positions(dir)?,
             model,
             tokenizer,
@@ -273,6 +281,15 @@ impl Policy {
 
     /// Activation checkpointing of the passes with grad, as the config's `key` asks.
     pub fn set_gradient_checkpointing(&self, key: &str, enabled: bool) -> anyhow::Result<()> {
+        // config.rs refuses [model.lora]'s dropout with checkpointing; an adapter directory
+        // given as model.path brings its own (PEFT saves 0.05 or 0.1 often).
+        if enabled && self.lora_dropout > 0.0 {
+            bail!(
+                "{key}: the LoRA adapters of {} have lora_dropout = {}: a recomputed layer would draw another dropout mask than its forward did; set [model.lora] lora_dropout = 0 (it overrides the adapter's) or turn checkpointing off",
+                self.source.display(),
+                self.lora_dropout
+            );
+        }
         self.model
             .set_gradient_checkpointing(enabled)
             .with_context(|| format!("{key}: policy `{}` cannot checkpoint its layers", self.plugin))
