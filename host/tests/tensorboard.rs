@@ -100,17 +100,8 @@ fn tensorboard_reads_back_what_metrics_jsonl_holds() {
     train(dir.path(), 4, true);
     let run_dir = dir.path().join("run");
     for reader in [READ_BACK, READ_BACK_AS_THE_SERVER] {
-        let output = Command::new(&python)
-            .args(["-c", reader])
-            .arg(&run_dir)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let read: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let stdout = support::python_output(&python, &["-c".as_ref(), reader.as_ref(), run_dir.as_os_str()]);
+        let read: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
         assert_equals_metrics(&run_dir, &read);
     }
 }

@@ -13,7 +13,6 @@ use crpo_host::rollout::tokenizer::{ChatTokenizer, Message};
 use crpo_host::rollout::Policy;
 use crpo_policy_sdk::PolicyLoad;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use tch::{Device, Kind, Tensor};
 
 /// The venv python with transformers, or `None` after printing why the test is skipped.
@@ -29,16 +28,9 @@ fn reference(kind: &str) -> Option<(tempfile::TempDir, serde_json::Value)> {
     let python = transformers_or_skip()?;
     let dir = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transformers_reference.py");
-    let output = Command::new(&python)
-        .arg(&script)
-        .arg(dir.path())
-        .arg(kind)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "reference script failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    support::python_output(
+        &python,
+        &[script.as_os_str(), dir.path().as_os_str(), kind.as_ref()],
     );
     let expected =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("expected.json")).unwrap()).unwrap();
@@ -186,18 +178,12 @@ fn chat_templates_render_as_transformers_renders_them() {
                     .map(|(role, content)| serde_json::json!({"role": role, "content": content}))
                     .collect(),
             );
-            let output = Command::new(&python)
-                .arg(&script)
-                .arg(dir.path())
-                .arg(json.to_string())
-                .output()
-                .unwrap();
-            assert!(
-                output.status.success(),
-                "{}",
-                String::from_utf8_lossy(&output.stderr)
+            let json = json.to_string();
+            let stdout = support::python_output(
+                &python,
+                &[script.as_os_str(), dir.path().as_os_str(), json.as_ref()],
             );
-            let expected: Vec<String> = String::from_utf8_lossy(&output.stdout)
+            let expected: Vec<String> = String::from_utf8_lossy(&stdout)
                 .lines()
                 .map(|l| serde_json::from_str(l).unwrap())
                 .collect();
@@ -250,18 +236,8 @@ with torch.no_grad():
     logits = model(torch.tensor([ids])).logits[0, -1]
 print(json.dumps({"ids": ids, "logits": logits.tolist()}))
 "#;
-    let output = Command::new(&python)
-        .arg("-c")
-        .arg(script)
-        .arg(&saved)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let theirs: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let stdout = support::python_output(&python, &["-c".as_ref(), script.as_ref(), saved.as_os_str()]);
+    let theirs: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
     let their_ids: Vec<i64> = serde_json::from_value(theirs["ids"].clone()).unwrap();
     assert_eq!(their_ids, ids, "the saved tokenizer encodes the same ids");
     let their_logits: Vec<f32> = serde_json::from_value(theirs["logits"].clone()).unwrap();

@@ -137,6 +137,18 @@ pub fn venv_python_with(module: &str, setup_flag: &str) -> Result<PathBuf, Strin
     }
 }
 
+/// What `python ARGS…` prints; a failure fails the test with Python's stderr.
+pub fn python_output<S: AsRef<std::ffi::OsStr>>(python: &Path, args: &[S]) -> Vec<u8> {
+    let output = Command::new(python).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{} failed:\n{}",
+        python.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
 /// The built-in decoder on `dir` (CPU, f32).
 pub fn load_qwen2(dir: &Path) -> crpo_host::rollout::Policy {
     crpo_host::rollout::Policy::load_with(
