@@ -533,3 +533,32 @@ fn an_adapter_to_start_from_keeps_the_scale_it_was_trained_with() {
         "{message}"
     );
 }
+
+/// An adapter directory given as `model.path` brings its own dropout, which activation
+/// checkpointing cannot recompute (another mask): refused, as `[model.lora]`'s is.
+#[test]
+fn an_adapter_s_own_dropout_is_refused_with_checkpointing() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("model");
+    crpo_plugins_policy::presets::write_tiny(&base, 3).unwrap();
+    let dropping = LoraConfig {
+        lora_dropout: 0.1,
+        ..lora_config()
+    };
+    let adapter = dir.path().join("adapter");
+    load(&base, Some(dropping)).model.save(&adapter).unwrap();
+    let policy = load(&adapter, None);
+    let error = format!(
+        "{:#}",
+        policy
+            .set_gradient_checkpointing("sft.gradient_checkpointing", true)
+            .unwrap_err()
+    );
+    assert!(
+        error.contains("sft.gradient_checkpointing") && error.contains("lora_dropout = 0.1"),
+        "{error}"
+    );
+    assert!(policy
+        .set_gradient_checkpointing("sft.gradient_checkpointing", false)
+        .is_ok());
+}
