@@ -469,6 +469,13 @@ mod tests {
         assert!(html.contains("data-points=\"2\""));
         let err = load_run(&dir.path().join("nothing")).err().unwrap().to_string();
         assert!(err.contains("not a run directory"), "{err}");
+        // Started (run_info.json written) but no step logged yet: a run with no data.
+        let starting = dir.path().join("starting");
+        std::fs::create_dir(&starting).unwrap();
+        std::fs::write(starting.join(crate::train::run_info::RUN_INFO_FILE), "{}").unwrap();
+        let run = load_run(&starting).unwrap();
+        assert!(run.metrics.is_empty());
+        assert!(render(&[run]).contains("no data yet"));
     }
 
     /// A metrics.jsonl line at `step` with each objective's mean (std 0.1) and, where

@@ -25,7 +25,10 @@ pub struct RunData {
 /// Reads a run directory; a half-written last line (a run still going) is left out.
 pub fn load_run(dir: &Path) -> anyhow::Result<RunData> {
     let metrics_path = dir.join(METRICS_FILE);
-    if !metrics_path.exists() {
+    // A run writes run_info.json as it starts and metrics.jsonl once its model has loaded
+    // (tens of seconds for a large one): in between it is a run with no steps yet.
+    let starting = dir.join(crate::train::run_info::RUN_INFO_FILE).exists();
+    if !metrics_path.exists() && !starting {
         bail!(
             "{} has no {METRICS_FILE}: not a run directory (train or sft writes one)",
             dir.display()
