@@ -71,6 +71,7 @@ impl RewardPlugin for PythonRewards {
             .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
             .collect::<Vec<_>>();
         make_python_symbols_global();
+        check_python_home(std::env::var_os("PYTHONHOME").map(PathBuf::from).as_deref())?;
         Python::initialize();
         Python::attach(|py| {
             let helper = helper(py).map_err(|e| PluginError::failed(describe(py, &e, &file)))?;
@@ -207,6 +208,35 @@ impl RewardObjective for PythonFunction {
 /// the trainer's life, so a client a module made at import (an `AsyncOpenAI` judge, an
 /// `httpx.AsyncClient`), bound to the loop of its first call, works for every later call.
 static EVENT_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// A `PYTHONHOME` without a standard library makes the interpreter's start end the process
+/// ("Fatal Python error: init_fs_encoding"), before any error can be returned: refused first.
+fn check_python_home(home: Option<&Path>) -> Result<(), PluginError> {
+    let Some(home) = home else {
+        return Ok(());
+    };
+    // PYTHONHOME may be `prefix:exec_prefix`; the standard library is under the prefix.
+    let prefix = home
+        .to_str()
+        .and_then(|h| h.split(':').next())
+        .map_or(home, Path::new);
+    // `lib`, or `lib64` where the platform's libdir is that (Fedora's sys.platlibdir).
+    let has_stdlib = ["lib", "lib64"].iter().any(|libdir| {
+        std::fs::read_dir(prefix.join(libdir)).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                e.file_name().to_string_lossy().starts_with("python3") && e.path().join("encodings").is_dir()
+            })
+        })
+    });
+    if has_stdlib {
+        Ok(())
+    } else {
+        Err(PluginError::failed(format!(
+            "PYTHONHOME={} has no Python standard library (lib/python3.*/encodings): the interpreter could not start; unset PYTHONHOME, or point it at the Python the plugin was built with",
+            home.display()
+        )))
+    }
+}
 
 /// What an `async def` reward function's coroutine returns, run to its end on
 /// [`EVENT_LOOP`] (TRL awaits async reward functions); any other result as it is.
@@ -558,4 +588,26 @@ fn make_python_symbols_global() {}
 crpo_sdk::export_plugin_library! {
     rewards: [PythonRewards],
     datasets: [],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PYTHONHOME without a standard library is refused before the interpreter starts (it
+    /// would end the process); one with it, or none, passes.
+    #[test]
+    fn a_python_home_without_a_standard_library_is_refused() {
+        assert!(check_python_home(None).is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let error = check_python_home(Some(dir.path())).unwrap_err().to_string();
+        assert!(
+            error.contains("PYTHONHOME=") && error.contains("unset PYTHONHOME"),
+            "{error}"
+        );
+        std::fs::create_dir_all(dir.path().join("lib64/python3.11/encodings")).unwrap();
+        assert!(check_python_home(Some(dir.path())).is_ok(), "Fedora's lib64");
+        let both = format!("{}:/elsewhere", dir.path().display());
+        assert!(check_python_home(Some(Path::new(&both))).is_ok());
+    }
 }
