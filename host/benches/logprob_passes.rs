@@ -11,7 +11,7 @@ use crpo_host::plugins::PluginRegistry;
 use crpo_host::rollout::Policy;
 use crpo_host::train::config::AlgorithmConfig;
 use crpo_host::train::micro_batches::{padded_tokens, plan, Rows};
-use crpo_host::train::optimizer::{AdamW, AdamWSettings};
+use crpo_host::train::optimizer::AdamW;
 use crpo_host::train::update::{update_policy, Batch, Reference};
 use crpo_plugins_policy::presets::{write_preset, Preset};
 use rand::{Rng, SeedableRng};
@@ -88,13 +88,7 @@ fn main() {
             .sum()
     };
     let real: usize = PROMPTS * PROMPT_TOKENS + lengths.iter().sum::<usize>();
-    let settings = AdamWSettings {
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-    };
-    let mut optimizer = AdamW::new(policy.parameters(), settings);
+    let mut optimizer = AdamW::new(policy.parameters(), AlgorithmConfig::default().adam_settings());
     let mut run = |config: &AlgorithmConfig| {
         let started = Instant::now();
         update_policy(

@@ -151,13 +151,6 @@ fn the_update_scores_completions_at_the_sampling_temperature() {
     for (temperature, num_iterations) in [(0.5, 1), (1.0, 1), (1.7, 1), (0.5, 2)] {
         let policy = load(dir.path());
         let reference = load(dir.path());
-        let settings = AdamWSettings {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        };
-        let mut optimizer = AdamW::new(policy.parameters(), settings);
         let algorithm = AlgorithmConfig {
             temperature,
             num_iterations,
@@ -166,6 +159,7 @@ fn the_update_scores_completions_at_the_sampling_temperature() {
             max_completion_length: 12,
             ..AlgorithmConfig::default()
         };
+        let mut optimizer = AdamW::new(policy.parameters(), algorithm.adam_settings());
         let batch = Batch {
             prompts: &prompts,
             completions: &completions,

@@ -773,12 +773,7 @@ fn sigterm_finishes_the_step_writes_a_checkpoint_and_the_run_resumes() {
 
 /// AdamW as the defaults configure it.
 fn adam_settings() -> crpo_host::train::optimizer::AdamWSettings {
-    crpo_host::train::optimizer::AdamWSettings {
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-    }
+    crpo_host::train::config::AlgorithmConfig::default().adam_settings()
 }
 
 fn tiny_policy(dir: &Path) -> crpo_host::rollout::Policy {

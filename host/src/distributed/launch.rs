@@ -80,14 +80,9 @@ impl LaunchEnv {
             bail!("distributed launch: MASTER_ADDR is empty (rank 0's host name or address)");
         }
         let port_text = required("MASTER_PORT")?;
-        let master_port = port_text
-            .trim()
-            .parse::<u16>()
-            .ok()
-            .filter(|&p| p > 0)
-            .with_context(|| {
-                format!("distributed launch: MASTER_PORT=`{port_text}` is not a port (1-65535)")
-            })?;
+        let master_port = port(&port_text).with_context(|| {
+            format!("distributed launch: MASTER_PORT=`{port_text}` is not a port (1-65535)")
+        })?;
         Ok(Some(LaunchEnv {
             rank,
             world_size,
@@ -100,6 +95,11 @@ impl LaunchEnv {
                 .unwrap_or(0),
         }))
     }
+}
+
+/// MASTER_PORT's text as a port (1-65535), spaces around it allowed.
+fn port(text: &str) -> Option<u16> {
+    text.trim().parse::<u16>().ok().filter(|&p| p > 0)
 }
 
 /// A free TCP port on the loopback interface, for a local rendezvous.
@@ -121,14 +121,9 @@ fn local_rendezvous_port(var: impl Fn(&str) -> Option<String>) -> anyhow::Result
     let Some(text) = var("MASTER_PORT") else {
         return free_port();
     };
-    let port = text
-        .trim()
-        .parse::<u16>()
-        .ok()
-        .filter(|&p| p > 0)
-        .with_context(|| {
-            format!("--nproc: MASTER_PORT=`{text}` is not a port (1-65535); unset it for a free one")
-        })?;
+    let port = port(&text).with_context(|| {
+        format!("--nproc: MASTER_PORT=`{text}` is not a port (1-65535); unset it for a free one")
+    })?;
     // A port a cluster exports for every job may be another run's rendezvous here: its
     // workers would join that run.
     if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {

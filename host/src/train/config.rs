@@ -471,6 +471,16 @@ impl Default for AlgorithmConfig {
 }
 
 impl AlgorithmConfig {
+    /// The optimizer's settings as these keys give them.
+    pub fn adam_settings(&self) -> super::optimizer::AdamWSettings {
+        super::optimizer::AdamWSettings {
+            beta1: self.adam_beta1,
+            beta2: self.adam_beta2,
+            eps: self.adam_epsilon,
+            weight_decay: self.weight_decay,
+        }
+    }
+
     pub fn epsilon_high(&self) -> f64 {
         self.epsilon_high.unwrap_or(self.epsilon)
     }

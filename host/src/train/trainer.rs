@@ -12,7 +12,7 @@ use super::metrics::{
     mean_by_name, ClipRatio, CompletionLength, DynamicSampling, EvalPoint, JsonlLog, MeanStd, ObjectiveStats,
     StepMetrics, METRICS_FILE, SAMPLES_FILE,
 };
-use super::optimizer::{AdamW, AdamWSettings};
+use super::optimizer::AdamW;
 use super::resume::{self, StartMode};
 use super::reward::RunReward;
 use super::rollouts::{sample_groups, Group, Rollouts};
@@ -83,16 +83,6 @@ struct Writers {
 }
 
 /// AdamW with the run's settings.
-fn adam_settings(config: &RunConfig) -> AdamWSettings {
-    let algorithm = &config.algorithm;
-    AdamWSettings {
-        beta1: algorithm.adam_beta1,
-        beta2: algorithm.adam_beta2,
-        eps: algorithm.adam_epsilon,
-        weight_decay: algorithm.weight_decay,
-    }
-}
-
 /// A step's rollouts and what collecting them took.
 struct Collected {
     rollouts: Rollouts,
@@ -132,7 +122,7 @@ impl Trainer {
                 // Its trainable weights come from rank 0; the seed keeps the rest alike.
                 tch::manual_seed(config.run.seed as i64);
                 let policy = Policy::load(registry, &config.model, &config.model.path)?;
-                let optimizer = AdamW::new(policy.parameters(), adam_settings(&config));
+                let optimizer = AdamW::new(policy.parameters(), config.algorithm.adam_settings());
                 return Ok((reward, None, policy, optimizer, None));
             }
             let (state, policy, optimizer, lock) = resume::policy_and_optimizer(
@@ -141,7 +131,7 @@ impl Trainer {
                 (&run_dir, "run.output_dir"),
                 start,
                 MODE,
-                adam_settings(&config),
+                config.algorithm.adam_settings(),
             )?;
             if let Some(state) = &state {
                 if state.world_size != world_size {
