@@ -11,7 +11,7 @@
 //! pneumonia.</dx><conclusion>\boxed{B}</conclusion>` with B = Pneumonia → 1.5.
 
 use crate::rule::RuleObjective;
-use crpo_sdk::rules::{is_named, normalise, preprocess, python_strip, PY_SPACE};
+use crpo_sdk::rules::{is_named_in_normalised, normalise, preprocess, python_strip, PY_SPACE};
 use crpo_sdk::{AnswerOption, Score};
 use regex::Regex;
 use std::sync::LazyLock;
@@ -51,8 +51,8 @@ pub fn clinical_reasoning(completion: &str, options: &[AnswerOption]) -> Clinica
         };
     };
     let dx = normalise(dx);
-    let cross_reference =
-        conclusion_choice(conclusion, options).is_some_and(|chosen| is_named(&chosen.text, &dx));
+    let cross_reference = conclusion_choice(conclusion, options)
+        .is_some_and(|chosen| is_named_in_normalised(&chosen.text, &dx));
     ClinicalReasoning {
         format: true,
         cross_reference,
@@ -88,7 +88,9 @@ fn conclusion_choice<'a>(conclusion: &str, options: &'a [AnswerOption]) -> Optio
         }
     }
     let conclusion = normalise(conclusion);
-    let mut named = options.iter().filter(|o| is_named(&o.text, &conclusion));
+    let mut named = options
+        .iter()
+        .filter(|o| is_named_in_normalised(&o.text, &conclusion));
     match (named.next(), named.next()) {
         (Some(only), None) => Some(only),
         _ => None,

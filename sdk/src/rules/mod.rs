@@ -24,4 +24,6 @@ mod text;
 pub use boxed::{boxed_answer, chosen_letter, chosen_option, last_boxed, BoxedAnswer};
 pub use free_text::{free_text_answer, normalise_answer, parse_number, same_answer};
 pub use reasoning::{clauses, names_option, reasoning};
-pub use text::{is_named, is_python_space, normalise, preprocess, python_strip, PY_SPACE};
+pub use text::{
+    is_named, is_named_in_normalised, is_python_space, normalise, preprocess, python_strip, PY_SPACE,
+};

@@ -1,7 +1,7 @@
 //! A completion's reasoning (apart from its final answer), cut into clauses, and whether a
 //! clause names an answer option.
 
-use super::text::{is_named, normalise, preprocess};
+use super::text::{is_named_in_normalised, normalise, preprocess};
 use crate::example::AnswerOption;
 use regex::Regex;
 use std::sync::LazyLock;
@@ -36,10 +36,13 @@ pub fn clauses(reasoning: &str) -> Vec<String> {
         .collect()
 }
 
-/// Whether a normalised clause names an option: its text as a whole word ([`is_named`]), or its
-/// key as `option b`, `choice b`, `answer b`, `(b)` or `b (`.
+/// Whether a clause names an option: its text as a whole word ([`super::is_named`]), or its
+/// key as `option b`, `choice b`, `answer b`, `(b)` or `b (`, in the clause normalised (as
+/// [`clauses`] gives it; normalising again changes nothing).
 pub fn names_option(clause: &str, option: &AnswerOption) -> bool {
-    if is_named(&option.text, clause) {
+    let clause = normalise(clause);
+    let clause = clause.as_str();
+    if is_named_in_normalised(&option.text, clause) {
         return true;
     }
     let key = regex::escape(&option.key.to_lowercase());
@@ -75,6 +78,11 @@ mod tests {
         assert_eq!(clauses.len(), 3);
         assert!(names_option(&clauses[0], &option("A", "Pneumonia")));
         assert!(names_option(&clauses[1], &option("C", "Asthma")));
+        assert!(
+            names_option("Likely PNEUMONIA", &option("A", "Pneumonia")),
+            "a clause not yet normalised"
+        );
+        assert!(names_option("see Option  C", &option("C", "Asthma")));
         assert!(names_option(&clauses[2], &option("B", "Heparin")));
         assert!(!names_option("a 45-year-old man", &option("A", "Asthma")));
     }

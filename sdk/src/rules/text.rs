@@ -32,10 +32,16 @@ pub fn normalise(text: &str) -> String {
     WHITESPACE_RUN.replace_all(&text.to_lowercase(), " ").into_owned()
 }
 
-/// Whether `phrase` (e.g. an option's text) occurs in the normalised `segment` as a whole
-/// word: normalised and stripped, with no ASCII letter or digit either side, so `pneumonia` is
-/// named in `likely pneumonia.` but not in `bronchopneumonia`. A blank phrase names nothing.
-pub fn is_named(phrase: &str, segment: &str) -> bool {
+/// Whether `phrase` (e.g. an option's text) occurs in `text` as a whole word, both
+/// normalised: with no ASCII letter or digit either side, so `Pneumonia` is named in
+/// `Likely PNEUMONIA.` but not in `bronchopneumonia`. A blank phrase names nothing.
+pub fn is_named(phrase: &str, text: &str) -> bool {
+    is_named_in_normalised(phrase, &normalise(text))
+}
+
+/// [`is_named`] over a `segment` already [`normalise`]d: for a caller that looks for several
+/// phrases in one text and normalises it once.
+pub fn is_named_in_normalised(phrase: &str, segment: &str) -> bool {
     let normalised = normalise(phrase);
     let needle = python_strip(&normalised);
     if needle.is_empty() {
@@ -91,5 +97,14 @@ mod tests {
             "a later occurrence counts"
         );
         assert!(!is_named("  ", "anything"), "blank option text names nothing");
+        assert!(
+            is_named("Pneumonia", "The diagnosis is\nPNEUMONIA"),
+            "the text is normalised too"
+        );
+        assert!(is_named_in_normalised("Pneumonia", "likely pneumonia."));
+        assert!(
+            !is_named_in_normalised("Pneumonia", "likely PNEUMONIA."),
+            "a segment not normalised is taken as it is"
+        );
     }
 }
