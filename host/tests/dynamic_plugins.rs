@@ -364,6 +364,25 @@ fn cost_declared_by_a_current_plugin_crosses_the_boundary() {
 }
 
 #[test]
+fn init_model_of_a_policy_without_presets_says_so() {
+    let dir = plugin_dir(&["bigram_policy"]);
+    let out = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_crpo-host"))
+        .arg("--plugins")
+        .arg(dir.path())
+        .args(["init-model", "--policy", "bigram", "--out"])
+        .arg(out.path().join("m"))
+        .env_remove("CRPO_PLUGIN_PATH")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    // It said "has no preset `tiny`: expected one of " and an empty list.
+    assert!(stderr.contains("policy `bigram` writes no presets"), "{stderr}");
+    assert!(!out.path().join("m").exists());
+}
+
+#[test]
 fn loaded_policy_plugin_trains_through_tensor_handles() {
     use crpo_policy_sdk::{PolicyLoad, PolicyModel};
     use tch::{Device, Kind, Tensor};

@@ -2,8 +2,9 @@
 //! put a plugin author's [`PolicyPlugin`] behind the vtables of `crpo_sdk::ffi::policy` (every
 //! call in `catch_unwind`), and `ForeignPolicyPlugin` / `ForeignPolicyModel` put a loaded
 //! library's vtables behind the sdk traits again, so the engine cannot tell them from a
-//! built-in model. The fast path crosses as typed methods (sdk 1.4): the engine's key/value
-//! cache is lent by handle and written in place by the library. A library built before 1.4
+//! built-in model. The fast path crosses as typed methods (sdk 1.4; the on/off switches and a
+//! forward with a typed error since 1.7): the engine's key/value cache is lent by handle and
+//! written in place by the library. A library built before 1.4
 //! answers `RNone` to those, and its model takes the generic path: its own cache, the
 //! default log-prob pass.
 
@@ -72,7 +73,13 @@ impl FfiPolicyPlugin for PolicyPluginExport {
                 options: &options,
             };
             let model = self.0.load(&request)?;
-            Ok(FfiPolicyModel_TO::from_value(PolicyModelExport(model), TD_Opaque))
+            // Read here, where a panic fails the load with its location; the vtable's
+            // `cache_layout` has no error to carry one.
+            let layout = model.cache_layout();
+            Ok(FfiPolicyModel_TO::from_value(
+                PolicyModelExport { model, layout },
+                TD_Opaque,
+            ))
         })
     }
 
@@ -80,7 +87,7 @@ impl FfiPolicyPlugin for PolicyPluginExport {
         catch_panic("presets", || {
             Ok(self.0.presets().into_iter().map(RString::from).collect())
         })
-        .unwrap_or_default()
+        .unwrap_or_else(|error| report_lost_error(&error))
     }
 
     fn write_preset(&self, name: RStr<'_>, dir: RStr<'_>, seed: u64) -> RResult<(), FfiPluginError> {
@@ -90,7 +97,18 @@ impl FfiPolicyPlugin for PolicyPluginExport {
     }
 }
 
-struct PolicyModelExport(Box<dyn PolicyModel>);
+struct PolicyModelExport {
+    model: Box<dyn PolicyModel>,
+    layout: Option<CacheLayout>,
+}
+
+/// For the sdk 1.0 entry points that return a plain value: an error (a caught panic) cannot
+/// cross them, so it is printed here and the host sees an empty answer, which it refuses
+/// (no parameters, no presets) naming the plugin.
+fn report_lost_error<T: Default>(error: &RString) -> T {
+    eprintln!("error: in a policy plugin library: {error}");
+    T::default()
+}
 
 /// Runs a tensor-returning call and hands the result over.
 fn tensor_call(what: &str, call: impl FnOnce() -> Result<Tensor>) -> FfiTensorResult {
@@ -106,7 +124,7 @@ impl FfiPolicyModel for PolicyModelExport {
             // SAFETY: the host lends live tensors for this call, after checking that this
             // library runs on its libtorch build.
             let (ids, mask) = unsafe { (borrow_tensor(input_ids), borrow_tensor(attention_mask)) };
-            self.0
+            self.model
                 .forward(&ids, &mask)
                 .map(give_tensor)
                 .map_err(|e| e.to_string())
@@ -122,13 +140,13 @@ impl FfiPolicyModel for PolicyModelExport {
     fn parameters(&self) -> RVec<Tuple2<RString, usize>> {
         catch_panic("parameters", || {
             Ok(self
-                .0
+                .model
                 .parameters()
                 .into_iter()
                 .map(|(name, t)| Tuple2(name.into(), give_tensor(t)))
                 .collect())
         })
-        .unwrap_or_default()
+        .unwrap_or_else(|error| report_lost_error(&error))
     }
 
     fn save(&self, dir: RStr<'_>) -> RResult<(), RString> {
@@ -137,30 +155,23 @@ impl FfiPolicyModel for PolicyModelExport {
     }
 
     fn extension(&self, name: RStr<'_>, request_json: RStr<'_>) -> RResult<RString, RString> {
-        match name.as_str() {
-            name @ (extension::POLICY_GRADIENT_CHECKPOINTING | extension::POLICY_ADAPTERS_ENABLED) => {
-                catch_panic(name, || {
-                    let request: serde_json::Value =
-                        serde_json::from_str(request_json.as_str()).map_err(|e| format!("{name}: {e}"))?;
-                    let enabled = request
-                        .get("enabled")
-                        .and_then(serde_json::Value::as_bool)
-                        .unwrap_or(false);
-                    let result = if name == extension::POLICY_GRADIENT_CHECKPOINTING {
-                        self.0.set_gradient_checkpointing(enabled)
-                    } else {
-                        self.0.set_adapters_enabled(enabled)
-                    };
-                    result.map(|()| RString::new()).map_err(|e| e.to_string())
-                })
-            }
-            other => RResult::RErr(extension::unknown(other)),
-        }
+        // What hosts of sdk 1.5 and 1.6 ask (later ones call the typed methods).
+        let switch = match name.as_str() {
+            extension::POLICY_GRADIENT_CHECKPOINTING => Self::set_gradient_checkpointing,
+            extension::POLICY_ADAPTERS_ENABLED => Self::set_adapters_enabled,
+            other => return RResult::RErr(extension::unknown(other)),
+        };
+        let enabled = serde_json::from_str::<serde_json::Value>(request_json.as_str())
+            .ok()
+            .and_then(|request| request.get("enabled")?.as_bool())
+            .unwrap_or(false);
+        switch(self, enabled)
+            .map(|()| RString::new())
+            .map_err(|error| PluginError::from(error).to_string().into())
     }
 
     fn cache_layout(&self) -> ROption<FfiCacheLayout> {
-        catch_panic("cache_layout", || Ok(self.0.cache_layout()))
-            .unwrap_or(None)
+        self.layout
             .map(|layout| FfiCacheLayout {
                 layers: layout.layers as u32,
                 kv_heads: layout.kv_heads as u32,
@@ -192,7 +203,7 @@ impl FfiPolicyModel for PolicyModelExport {
                 )
             };
             let mut cache = KvCache::from_parts(layers, key_mask, cache.len);
-            self.0.forward_cached(&ids, &mask, &mut cache)
+            self.model.forward_cached(&ids, &mask, &mut cache)
         })
     }
 
@@ -200,7 +211,7 @@ impl FfiPolicyModel for PolicyModelExport {
         tensor_call("forward_from", || {
             // SAFETY: as in `forward`.
             let (ids, mask) = unsafe { (borrow_tensor(input_ids), borrow_tensor(attention_mask)) };
-            self.0.forward_from(&ids, &mask, first)
+            self.model.forward_from(&ids, &mask, first)
         })
     }
 
@@ -218,13 +229,33 @@ impl FfiPolicyModel for PolicyModelExport {
                 [prompt_ids, prompt_mask, continuation_ids, continuation_mask].map(|h| borrow_tensor(h))
             };
             let [p_ids, p_mask, c_ids, c_mask] = &tensors;
-            self.0
+            self.model
                 .forward_continuations(p_ids, p_mask, repeats.as_slice(), c_ids, c_mask)
         })
     }
 
     fn save_typed(&self, dir: RStr<'_>) -> RResult<(), FfiPluginError> {
-        catch_panic_typed("save", || self.0.save(Path::new(dir.as_str())))
+        catch_panic_typed("save", || self.model.save(Path::new(dir.as_str())))
+    }
+
+    fn forward_typed(&self, input_ids: usize, attention_mask: usize) -> FfiTensorResult {
+        tensor_call("forward", || {
+            // SAFETY: as in `forward`.
+            let (ids, mask) = unsafe { (borrow_tensor(input_ids), borrow_tensor(attention_mask)) };
+            self.model.forward(&ids, &mask)
+        })
+    }
+
+    fn set_gradient_checkpointing(&self, enabled: bool) -> RResult<(), FfiPluginError> {
+        catch_panic_typed("set_gradient_checkpointing", || {
+            self.model.set_gradient_checkpointing(enabled)
+        })
+    }
+
+    fn set_adapters_enabled(&self, enabled: bool) -> RResult<(), FfiPluginError> {
+        catch_panic_typed("set_adapters_enabled", || {
+            self.model.set_adapters_enabled(enabled)
+        })
     }
 }
 
@@ -304,15 +335,14 @@ fn taken(result: FfiTensorResult) -> Option<Result<Tensor>> {
 }
 
 impl ForeignPolicyModel {
-    /// An on/off extension of sdk 1.5 (`{"enabled": bool}`).
-    fn switch(&self, name: &str, what: &str, enabled: bool) -> Result<()> {
-        let request = serde_json::json!({ "enabled": enabled }).to_string();
-        match self.model.extension(name.into(), RStr::from_str(&request)).into_result() {
-            Ok(_) => Ok(()),
-            Err(error) if extension::is_unknown(&error) => Err(PluginError::failed(format!(
+    /// The answer of an on/off switch (sdk 1.7; 1.5–1.6 through the extension channel).
+    fn switched(result: RResult<(), FfiPluginError>, what: &str) -> Result<()> {
+        match result.into_result() {
+            Ok(()) => Ok(()),
+            Err(error) if extension::is_unknown(&error.message) => Err(PluginError::failed(format!(
                 "this policy library was built before {what} (crpo-policy-sdk 1.5): rebuild it against the current sdk"
             ))),
-            Err(error) => Err(PluginError::Failed(error.into())),
+            Err(error) => Err(error.into()),
         }
     }
 
@@ -334,7 +364,10 @@ impl PolicyModel for ForeignPolicyModel {
     }
 
     fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
-        self.legacy_forward(input_ids, attention_mask, 0)
+        let typed = self
+            .model
+            .forward_typed(lend_tensor(input_ids), lend_tensor(attention_mask));
+        taken(typed).unwrap_or_else(|| self.legacy_forward(input_ids, attention_mask, 0))
     }
 
     fn forward_cached(
@@ -349,6 +382,12 @@ impl PolicyModel for ForeignPolicyModel {
                 Some(id) => id,
                 None => {
                     let id = self.model.new_cache();
+                    if id == 0 {
+                        // 0 is "no cache" to `forward`: decoding would see one token at a time.
+                        return Err(PluginError::failed(
+                            "the library gives no cache layout and keeps no cache of its own (new_cache gave 0)",
+                        ));
+                    }
                     cache.kept_by_model = Some(id);
                     id
                 }
@@ -437,15 +476,14 @@ impl PolicyModel for ForeignPolicyModel {
     }
 
     fn set_gradient_checkpointing(&self, enabled: bool) -> Result<()> {
-        self.switch(
-            extension::POLICY_GRADIENT_CHECKPOINTING,
+        Self::switched(
+            self.model.set_gradient_checkpointing(enabled),
             "gradient checkpointing",
-            enabled,
         )
     }
 
     fn set_adapters_enabled(&self, enabled: bool) -> Result<()> {
-        self.switch(extension::POLICY_ADAPTERS_ENABLED, "LoRA adapters", enabled)
+        Self::switched(self.model.set_adapters_enabled(enabled), "LoRA adapters")
     }
 }
 
@@ -592,5 +630,97 @@ mod tests {
         assert_eq!(loaded.parameters().len(), 1);
         let saved = loaded.save(Path::new("/nonexistent")).unwrap_err();
         assert_eq!(saved.to_string(), "read-only test model");
+    }
+
+    /// The tiny model with one fault, to see what crosses the boundary.
+    struct Faulty {
+        inner: Box<dyn PolicyModel>,
+        fault: &'static str,
+    }
+
+    impl PolicyModel for Faulty {
+        fn cache_layout(&self) -> Option<CacheLayout> {
+            assert!(self.fault != "layout", "no layout today");
+            self.inner.cache_layout()
+        }
+        fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+            if self.fault == "forward" {
+                return Err(PluginError::invalid_option("width", "too wide"));
+            }
+            self.inner.forward(input_ids, attention_mask)
+        }
+        fn forward_cached(
+            &self,
+            input_ids: &Tensor,
+            attention_mask: &Tensor,
+            cache: &mut KvCache,
+        ) -> Result<Tensor> {
+            self.inner.forward_cached(input_ids, attention_mask, cache)
+        }
+        fn parameters(&self) -> Vec<(String, Tensor)> {
+            assert!(self.fault != "parameters", "parameters lost");
+            self.inner.parameters()
+        }
+        fn save(&self, dir: &Path) -> Result<()> {
+            self.inner.save(dir)
+        }
+        fn set_adapters_enabled(&self, _enabled: bool) -> Result<()> {
+            Err(PluginError::invalid_option("lora", "this model has no adapters"))
+        }
+    }
+
+    struct FaultyPlugin(&'static str);
+
+    impl PolicyPlugin for FaultyPlugin {
+        fn info(&self) -> PluginInfo {
+            PluginInfo::new("faulty", "1.0.0", "test model")
+        }
+        fn load(&self, request: &PolicyLoad<'_>) -> Result<Box<dyn PolicyModel>> {
+            Ok(Box::new(Faulty {
+                inner: TinyPlugin.load(request)?,
+                fault: self.0,
+            }))
+        }
+    }
+
+    #[test]
+    fn faults_cross_with_their_kind_or_fail_the_load() {
+        let options = serde_json::Value::Null;
+        let request = PolicyLoad {
+            dir: Path::new("."),
+            device: Device::Cpu,
+            kind: Kind::Float,
+            options: &options,
+        };
+        let load = |fault| ForeignPolicyPlugin(export_policy(Box::new(FaultyPlugin(fault)))).load(&request);
+
+        // A panicking cache_layout fails the load where it happened (it was read as "no
+        // layout", and the engine then decoded one token at a time).
+        let error = load("layout").err().unwrap().to_string();
+        assert!(
+            error.contains("panicked") && error.contains("no layout today"),
+            "{error}"
+        );
+
+        let ids = Tensor::from_slice(&[3i64, 4]).view([1, 2]);
+        let model = load("forward").unwrap();
+        let error = model.forward(&ids, &ids.ones_like()).unwrap_err();
+        assert!(
+            matches!(&error, PluginError::InvalidOption { option, .. } if option == "width"),
+            "{error:?}"
+        );
+        let error = model.set_adapters_enabled(false).unwrap_err();
+        assert!(
+            matches!(&error, PluginError::InvalidOption { option, .. } if option == "lora"),
+            "{error:?}"
+        );
+        assert!(
+            model.set_gradient_checkpointing(true).is_err(),
+            "the trait's default refuses"
+        );
+
+        // No error can cross `parameters`: the library prints it and the host sees none, which
+        // it refuses at load (crpo-host's check_contract).
+        assert!(load("parameters").unwrap().parameters().is_empty());
     }
 }

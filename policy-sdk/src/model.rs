@@ -19,9 +19,9 @@ pub struct PolicyLoad<'a> {
 }
 
 pub trait PolicyModel: Send {
-    /// The key/value cache the engine allocates for this model's generation. `None` for a
-    /// model that keeps its own cache (libraries built before sdk 1.4): the engine then feeds
-    /// every row to the end of the batch.
+    /// The key/value cache the engine allocates for this model's generation. Only a library
+    /// built before sdk 1.4, whose model keeps its own cache, answers `None` (the engine then
+    /// feeds every row to the end of the batch); the host refuses `None` from any other model.
     fn cache_layout(&self) -> Option<CacheLayout>;
 
     /// Logits `[B, T, vocab]` for `input_ids` `[B, T]` and a 0/1 `attention_mask` `[B, T]`

@@ -34,6 +34,12 @@ pub struct InitModelArgs {
 pub fn init_model(registry: &PluginRegistry, args: &InitModelArgs) -> anyhow::Result<()> {
     let plugin = registry.policy(&args.policy)?.plugin();
     let presets = plugin.presets();
+    if presets.is_empty() {
+        bail!(
+            "policy `{}` writes no presets (its presets() lists none): init-model makes models only for policies that offer them, such as qwen2",
+            args.policy
+        );
+    }
     if !presets.contains(&args.preset) {
         bail!(
             "policy `{}` has no preset `{}`: expected one of {}",

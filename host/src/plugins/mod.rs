@@ -28,6 +28,18 @@ pub enum Origin {
     },
 }
 
+impl Origin {
+    /// Whether this is a library built against a crpo-sdk older than `major.minor`.
+    pub fn built_before(&self, major: u64, minor: u64) -> bool {
+        let Origin::Library { sdk, .. } = self else {
+            return false;
+        };
+        let mut parts = sdk.split('.').map(|part| part.parse::<u64>().unwrap_or(0));
+        let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        version < (major, minor)
+    }
+}
+
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -260,4 +272,23 @@ fn find<'a, T: ?Sized>(
                 .collect::<Vec<_>>()
                 .join(", "),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Origin;
+
+    #[test]
+    fn a_library_s_sdk_version_is_compared_by_number() {
+        let library = |sdk: &str| Origin::Library {
+            path: "lib.so".into(),
+            library: "x 0.1.0".into(),
+            sdk: sdk.into(),
+        };
+        assert!(library("1.3.0").built_before(1, 4));
+        assert!(!library("1.4.0").built_before(1, 4));
+        assert!(!library("1.10.0").built_before(1, 4), "10 > 4 as numbers");
+        assert!(library("0.9.1").built_before(1, 4));
+        assert!(!Origin::Builtin.built_before(1, 4), "built-ins are current");
+    }
 }

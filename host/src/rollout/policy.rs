@@ -8,7 +8,7 @@ use super::logprobs::{completion_logprobs, ContinuationBatch, TokenLogProbs};
 use super::sampling::SamplingConfig;
 use super::tokenizer::{ChatTokenizer, TOKENIZER_FILES};
 use crate::device::{parse_device, parse_dtype};
-use crate::plugins::PluginRegistry;
+use crate::plugins::{Origin, PluginRegistry};
 use crate::train::config::ModelSection;
 use anyhow::{bail, Context};
 use crpo_policy_sdk::lora;
@@ -119,8 +119,8 @@ impl Policy {
         options: &serde_json::Value,
     ) -> anyhow::Result<Self> {
         let adapters = options.get("lora").is_some_and(|l| !l.is_null());
-        let model = registry
-            .policy(plugin)?
+        let registered = registry.policy(plugin)?;
+        let model = registered
             .plugin()
             .load(&PolicyLoad {
                 dir,
@@ -138,6 +138,7 @@ impl Policy {
                     format!("policy `{plugin}` cannot load {}", dir.display())
                 }
             })?;
+        check_contract(&*model, plugin, &registered.origin)?;
         let tokenizer = ChatTokenizer::from_dir(tokenizer_dir)
             .with_context(|| format!("cannot read the tokenizer of {}", tokenizer_dir.display()))?;
         check_weights_are_finite(&*model, dir)?;
@@ -371,6 +372,22 @@ fn warn_unmatched_targets(lora: &lora::LoraConfig, parameters: &[(String, tch::T
     }
 }
 
+/// What the engine needs of every loaded model, refused naming the plugin rather than met
+/// mid-run: parameters to train and save (a library whose `parameters()` failed reports none),
+/// and the layout of the key/value cache the engine allocates (only a library built before
+/// sdk 1.4 keeps its own cache; without either, decoding would see one token at a time).
+fn check_contract(model: &dyn PolicyModel, plugin: &str, origin: &Origin) -> anyhow::Result<()> {
+    if model.parameters().is_empty() {
+        bail!("policy `{plugin}` ({origin}) loaded a model with no parameters: its PolicyModel::parameters() returned none");
+    }
+    if model.cache_layout().is_none() && !origin.built_before(1, 4) {
+        bail!(
+            "policy `{plugin}` ({origin}) gives the engine no key/value cache layout (PolicyModel::cache_layout() returned None): a model built on crpo-policy-sdk 1.4 or later returns its layers, key/value heads and head size"
+        );
+    }
+    Ok(())
+}
+
 /// A model with NaN or infinite weights cannot give a meaningful completion or score: refuse it
 /// at load rather than print empty completions and accuracy 0.
 fn check_weights_are_finite(model: &dyn PolicyModel, dir: &Path) -> anyhow::Result<()> {
@@ -427,4 +444,65 @@ fn max_positions(dir: &Path) -> anyhow::Result<Option<usize>> {
         .get("max_position_embeddings")
         .and_then(serde_json::Value::as_u64)
         .map(|n| n as usize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crpo_policy_sdk::{CacheLayout, KvCache};
+
+    /// A model with one weight, or none, and no cache layout.
+    struct NoLayout(Vec<(String, Tensor)>);
+
+    impl PolicyModel for NoLayout {
+        fn cache_layout(&self) -> Option<CacheLayout> {
+            None
+        }
+        fn forward(&self, input_ids: &Tensor, _: &Tensor) -> crpo_sdk::Result<Tensor> {
+            Ok(input_ids.zeros_like())
+        }
+        fn forward_cached(
+            &self,
+            input_ids: &Tensor,
+            _: &Tensor,
+            _: &mut KvCache,
+        ) -> crpo_sdk::Result<Tensor> {
+            Ok(input_ids.zeros_like())
+        }
+        fn parameters(&self) -> Vec<(String, Tensor)> {
+            self.0
+                .iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect()
+        }
+        fn save(&self, _: &Path) -> crpo_sdk::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_model_without_parameters_or_cache_layout_is_refused_unless_it_predates_sdk_1_4() {
+        let weight = || vec![("w".to_string(), Tensor::zeros([2], (Kind::Float, Device::Cpu)))];
+        let library = |sdk: &str| Origin::Library {
+            path: "libp.so".into(),
+            library: "p 0.1.0".into(),
+            sdk: sdk.into(),
+        };
+        let error = check_contract(&NoLayout(weight()), "p", &Origin::Builtin)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("policy `p` (builtin) gives the engine no key/value cache layout"),
+            "{error}"
+        );
+        assert!(check_contract(&NoLayout(weight()), "p", &library("1.7.0")).is_err());
+        assert!(
+            check_contract(&NoLayout(weight()), "p", &library("1.3.0")).is_ok(),
+            "a 1.3 library keeps its own cache"
+        );
+        let error = check_contract(&NoLayout(Vec::new()), "p", &library("1.3.0"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("no parameters"), "{error}");
+    }
 }

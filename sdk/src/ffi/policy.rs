@@ -10,12 +10,12 @@
 //! over and owned by the receiver. That is only sound when both sides run the same libtorch
 //! build, which the host checks (`PluginLibrary::torch_version`) before it calls anything.
 //!
-//! The methods before each `last_prefix_field` are sdk 1.0's; those after it arrived in 1.4,
-//! and a library built before them answers `RNone` (the trait's default), which the host
-//! reads as "use the generic path".
+//! The methods before each `last_prefix_field` are sdk 1.0's; those after it arrived in 1.4
+//! and 1.7, and for a library built before them the host runs the trait's default: `RNone`,
+//! which it reads as "use the generic path", or the by-name extension a 1.5 library answered.
 
 use super::error::FfiPluginError;
-use super::FfiPluginInfo;
+use super::{extension, FfiPluginInfo};
 use abi_stable::std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec, Tuple2};
 use abi_stable::{sabi_trait, StableAbi};
 
@@ -131,6 +131,30 @@ pub trait FfiPolicyModel: Send {
     /// Since 1.4: `save` with a typed error.
     fn save_typed(&self, dir: RStr<'_>) -> RResult<(), FfiPluginError> {
         self.save(dir).map_err(FfiPluginError::failed)
+    }
+    /// Since 1.7: `forward` without a cache, with a typed error.
+    fn forward_typed(&self, _input_ids: usize, _attention_mask: usize) -> FfiTensorResult {
+        ROption::RNone
+    }
+    /// Since 1.7: activation checkpointing on or off. A library of 1.5 or 1.6 answers the
+    /// extension of the same name, which this default asks; an older one answers
+    /// [`extension::unknown`].
+    fn set_gradient_checkpointing(&self, enabled: bool) -> RResult<(), FfiPluginError> {
+        self.extension(
+            RStr::from_str(extension::POLICY_GRADIENT_CHECKPOINTING),
+            RStr::from_str(extension::switch_request(enabled)),
+        )
+        .map(|_| ())
+        .map_err(FfiPluginError::failed)
+    }
+    /// Since 1.7: LoRA adapters on or off; before, as [`Self::set_gradient_checkpointing`].
+    fn set_adapters_enabled(&self, enabled: bool) -> RResult<(), FfiPluginError> {
+        self.extension(
+            RStr::from_str(extension::POLICY_ADAPTERS_ENABLED),
+            RStr::from_str(extension::switch_request(enabled)),
+        )
+        .map(|_| ())
+        .map_err(FfiPluginError::failed)
     }
 }
 
