@@ -326,6 +326,19 @@ fn a_rank_that_stalls_stops_the_other_within_the_timeout() {
     assert!(took < Duration::from_secs(45), "{took:?}");
 }
 
+/// Rank 0 stopped, not dead: the store it hosts keeps the connection open and never answers,
+/// and libtorch's store client waits for the answer without a limit (rank 1 hung for good).
+#[test]
+fn a_stalled_rank_zero_stops_the_other_within_the_timeout() {
+    let (messages, took) = run_and_break_rank(0, libc::SIGSTOP);
+    assert!(
+        messages.contains("rank 1 of 2") && messages.contains("rank 0, which hosts the rendezvous store"),
+        "{messages}"
+    );
+    // ddp_timeout = 8 s, the collective's grace of 15 s, the launcher's grace of 20 s.
+    assert!(took < Duration::from_secs(60), "{took:?}");
+}
+
 #[test]
 fn more_local_ranks_than_cores_are_refused_before_any_starts() {
     let dir = tempfile::tempdir().unwrap();

@@ -31,6 +31,8 @@ pub struct World {
     /// Time spent in each kind of collective since the last [`World::take_communication_times`].
     spent: std::cell::RefCell<BTreeMap<String, Duration>>,
     heartbeat: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    /// Ends the process when a collective outlives its bound (see [`CollectiveWatchdog`]).
+    watchdog: CollectiveWatchdog,
     rendezvous: String,
     /// The gradient sums hooked onto the backward pass, made at the first update.
     gradient_sync: std::cell::OnceCell<GradientSync>,
@@ -84,6 +86,59 @@ fn rendezvous_watchdog(env: &LaunchEnv, timeout: Duration) -> Arc<AtomicBool> {
         tracing::warn!("cannot start the rendezvous watchdog: start-up waits as long as libtorch does");
     }
     joined
+}
+
+/// Time past `run.ddp_timeout` a collective (with the store calls around it and the search
+/// for the rank to blame) is given before the watchdog ends the process.
+const COLLECTIVE_GRACE: Duration = Duration::from_secs(15);
+
+/// Bounds every collective from outside: libtorch's store client reads its answer without a
+/// time limit, so when rank 0 (the store's host) is stopped rather than dead, a peer's store
+/// call would wait forever, past `run.ddp_timeout`. The watchdog thread ends the process
+/// naming the store's host once a collective outlives its deadline.
+struct CollectiveWatchdog {
+    /// The deadline of the collective in progress and the message to end with.
+    armed: Arc<std::sync::Mutex<Option<(Instant, String)>>>,
+}
+
+impl CollectiveWatchdog {
+    fn start() -> Self {
+        let armed: Arc<std::sync::Mutex<Option<(Instant, String)>>> = Arc::default();
+        let watched = armed.clone();
+        let spawned = std::thread::Builder::new()
+            .name("crpo-collective-watchdog".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(200));
+                let expired = watched.lock().ok().and_then(|armed| {
+                    armed
+                        .as_ref()
+                        .filter(|(at, _)| Instant::now() > *at)
+                        .map(|(_, m)| m.clone())
+                });
+                if let Some(message) = expired {
+                    eprintln!("error: {message}");
+                    // SAFETY: ends the process at once; the main thread is inside libtorch,
+                    // so exit handlers and destructors are not run under it.
+                    unsafe { libc::_exit(1) };
+                }
+            });
+        if spawned.is_err() {
+            tracing::warn!("cannot start the collective watchdog: a stalled store host is waited for as long as libtorch does");
+        }
+        CollectiveWatchdog { armed }
+    }
+
+    fn arm(&self, deadline: Instant, message: String) {
+        if let Ok(mut armed) = self.armed.lock() {
+            *armed = Some((deadline, message));
+        }
+    }
+
+    fn disarm(&self) {
+        if let Ok(mut armed) = self.armed.lock() {
+            *armed = None;
+        }
+    }
 }
 
 impl World {
@@ -159,6 +214,7 @@ impl World {
             entered: Cell::new(0),
             spent: Default::default(),
             heartbeat: Some((stop, beating)),
+            watchdog: CollectiveWatchdog::start(),
             rendezvous: format!("{}:{}", env.master_addr, env.master_port),
             gradient_sync: std::cell::OnceCell::new(),
         })
@@ -191,6 +247,21 @@ impl World {
         let entered = self.entered.get() + 1;
         self.entered.set(entered);
         let position = format!("{entered}\t{}, {what}", self.stage.borrow());
+        let bound = self.group.timeout + COLLECTIVE_GRACE;
+        let stalled = if self.rank == 0 {
+            "a peer stalled and libtorch did not time out".to_string()
+        } else {
+            self.store_host_gone()
+        };
+        self.watchdog.arm(
+            Instant::now() + bound,
+            format!(
+                "rank {} of {} ({}, {what}): no answer within {bound:?} (run.ddp_timeout and a grace): {stalled}",
+                self.rank,
+                self.size,
+                self.stage.borrow()
+            ),
+        );
         // Best effort: a store that is gone shows up in the collective's own error.
         let _ = self
             .group
@@ -198,7 +269,7 @@ impl World {
         let started = Instant::now();
         let result = f(&self.group);
         *self.spent.borrow_mut().entry(what.to_string()).or_default() += started.elapsed();
-        result.map_err(|error| {
+        let result = result.map_err(|error| {
             anyhow::anyhow!(
                 "rank {} of {} ({}, {what}): {}; {error}",
                 self.rank,
@@ -206,7 +277,9 @@ impl World {
                 self.stage.borrow(),
                 self.blame(entered)
             )
-        })
+        });
+        self.watchdog.disarm();
+        result
     }
 
     /// Which peers stopped the group: stale heartbeats (dead or stopped), else ranks behind.
@@ -325,7 +398,15 @@ impl Drop for World {
     fn drop(&mut self) {
         if let Some((stop, beating)) = self.heartbeat.take() {
             stop.store(true, Ordering::Relaxed);
-            let _ = beating.join();
+            // Not joined when it is stuck in a store call to a stalled store host: the
+            // process is ending either way.
+            let deadline = Instant::now() + HEARTBEAT_EVERY * 4;
+            while !beating.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if beating.is_finished() {
+                let _ = beating.join();
+            }
         }
     }
 }
