@@ -620,6 +620,43 @@ fn ranks_started_with_different_configs_are_refused_naming_the_keys() {
     assert!(!dir.path().join("run/metrics.jsonl").exists());
 }
 
+/// A rank whose data file holds other contents (a machine's stale copy) trained on prompts no
+/// rank chose and recorded its completions under rank 0's examples, without a word.
+#[test]
+fn ranks_reading_different_data_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "run", 1, "max_steps = 1\nddp_timeout = 20");
+    let demo = repo().join("data/demo/train.jsonl");
+    let stale = dir.path().join("stale.jsonl");
+    let fewer: String = std::fs::read_to_string(&demo)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(&stale, fewer).unwrap();
+    let other = dir.path().join("other.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &other,
+        text.replace(&demo.display().to_string(), &stale.display().to_string()),
+    )
+    .unwrap();
+    let port = free_port();
+    let (zero, one) = (spawn_rank(&config, 0, 2, port), spawn_rank(&other, 1, 2, port));
+    for child in [zero, one] {
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("the ranks read different training data")
+                && stderr.contains("stale.jsonl on rank 1"),
+            "{stderr}"
+        );
+    }
+    assert!(!dir.path().join("run/metrics.jsonl").exists());
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -484,6 +484,62 @@ fn a_resume_refuses_config_changes_that_change_the_run_unless_allowed() {
     assert_eq!(steps_recorded(&dir.path().join("run")), vec![1, 2, 3]);
 }
 
+/// The same config over other files: a model re-initialised in place under `model.path` (the
+/// frozen reference) or a regenerated data file made the resumed run another one, in silence.
+#[test]
+fn a_resume_refuses_a_model_or_data_file_changed_under_the_same_path() {
+    let dir = setup("", "");
+    let d = dir.path();
+    let demo = repo().join("data/demo/train.jsonl");
+    std::fs::copy(&demo, d.join("train.jsonl")).unwrap();
+    let configure = |max_steps: usize| {
+        write_config(d, &format!("max_steps = {max_steps}\nsave_steps = 1"), "");
+        let config = std::fs::read_to_string(d.join("run.toml"))
+            .unwrap()
+            .replace("beta = 0.0", "beta = 0.04")
+            .replace(&demo.display().to_string(), "train.jsonl");
+        std::fs::write(d.join("run.toml"), config).unwrap();
+    };
+    configure(1);
+    let first = run(d, &["train", "--config", "run.toml"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    configure(2);
+
+    crpo_plugins_policy::presets::write_tiny(&d.join("model"), 9).unwrap();
+    let refused = run(d, &["train", "--config", "run.toml", "--resume"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("model.path (its files): \"sha256 "),
+        "{}",
+        stderr(&refused)
+    );
+    crpo_plugins_policy::presets::write_tiny(&d.join("model"), 0).unwrap();
+
+    let data = std::fs::read_to_string(d.join("train.jsonl")).unwrap();
+    let fewer: String = data.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    std::fs::write(d.join("train.jsonl"), fewer).unwrap();
+    let refused = run(d, &["train", "--config", "run.toml", "--resume"]);
+    assert!(
+        stderr(&refused).contains("data.path (its contents)") && !stderr(&refused).contains("model.path"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(steps_recorded(&d.join("run")), vec![1], "nothing ran");
+    let allowed = run(
+        d,
+        &[
+            "train",
+            "--config",
+            "run.toml",
+            "--resume",
+            "--allow-config-change",
+        ],
+    );
+    assert!(allowed.status.success(), "{}", stderr(&allowed));
+    let record = std::fs::read_to_string(d.join("run/resumes.jsonl")).unwrap();
+    assert!(record.contains("data.path (its contents)"), "{record}");
+}
+
 #[test]
 fn a_corrupt_latest_checkpoint_falls_back_to_the_previous_one_with_a_warning() {
     let dir = setup("max_steps = 2\nsave_steps = 1\nsave_total_limit = 5", "");

@@ -1,15 +1,18 @@
-//! Every rank must train with the same settings: a rank started with another config (another
-//! `num_generations`, learning rate, seed, …) would fail deep inside a step or, worse, train
-//! its replica apart from the others without a word. Right after joining, the ranks compare
-//! their configs and all stop, naming each key that differs and where.
+//! Every rank must train with the same settings and data: a rank started with another config
+//! (another `num_generations`, learning rate, seed, …) would fail deep inside a step or, worse,
+//! train its replica apart from the others without a word, and a rank reading another data
+//! file (a machine's stale copy) would train on prompts no rank chose and record its
+//! completions under rank 0's examples. Right after joining, the ranks compare their configs,
+//! then their data files by content, and all stop, naming what differs and where.
 
 use super::World;
 use crate::train::config::RunConfig;
+use crate::train::input_fingerprints::InputFingerprints;
 use crate::train::resume::config_changes;
 
 /// Keys that may differ between ranks: the device (on CUDA each rank takes the GPU of its
 /// LOCAL_RANK) and where each machine keeps its files (the models are compared by checksum
-/// after the broadcast, and only rank 0 writes to `output_dir`).
+/// after the broadcast, the data by content, and only rank 0 writes to `output_dir`).
 const PER_MACHINE: [&str; 6] = [
     "model.device",
     "model.path",
@@ -33,6 +36,35 @@ pub fn check_same_config(world: &World, config: &RunConfig) -> anyhow::Result<()
             "the ranks were started with different configs (every rank must train with the same settings):\n{}",
             differences.join("\n")
         );
+    }
+    Ok(())
+}
+
+/// Refuses to start unless every rank's data files hold rank 0's contents (each machine may
+/// keep them under another path).
+pub fn check_same_data(world: &World, config: &RunConfig, inputs: &InputFingerprints) -> anyhow::Result<()> {
+    let mine = serde_json::to_vec(&(
+        inputs.data.as_deref(),
+        inputs.eval_data.as_deref(),
+        config.data.path.display().to_string(),
+    ))?;
+    let all = world.all_gather("comparing the ranks' data", &mine)?;
+    let all: Vec<(Option<String>, Option<String>, String)> = all
+        .iter()
+        .map(|bytes| serde_json::from_slice(bytes))
+        .collect::<Result<_, _>>()?;
+    let (data0, eval0, path0) = &all[0];
+    for (rank, (data, eval, path)) in all.iter().enumerate().skip(1) {
+        if data != data0 {
+            anyhow::bail!(
+                "the ranks read different training data: data.path {path} on rank {rank} holds other contents than {path0} on rank 0 (every rank must read the same file; copy rank 0's)"
+            );
+        }
+        if eval != eval0 {
+            anyhow::bail!(
+                "the ranks read different held-out data: data.eval_path on rank {rank} holds other contents than on rank 0 (every rank must read the same file; copy rank 0's)"
+            );
+        }
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! the next start).
 
 use super::data::DataCursor;
+use super::input_fingerprints::InputFingerprints;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -37,6 +38,9 @@ pub struct TrainerState {
     /// Processes the run was trained across (1: one); a resume must use as many.
     #[serde(default = "one_process")]
     pub world_size: usize,
+    /// What the run read, by content (absent in checkpoints of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<InputFingerprints>,
 }
 
 fn one_process() -> usize {
@@ -192,6 +196,7 @@ mod tests {
             seed: 0,
             mode: "train".into(),
             nonfinite_steps: 0,
+            inputs: None,
         }
     }
 

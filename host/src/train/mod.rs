@@ -5,6 +5,7 @@ pub mod config;
 pub mod data;
 pub mod divergence;
 pub mod eval;
+pub mod input_fingerprints;
 pub mod loss;
 pub mod maths;
 pub mod memory_plan;

@@ -7,6 +7,7 @@
 
 use super::checkpoint::{self, TrainerState};
 use super::config::RunConfig;
+use super::input_fingerprints::InputFingerprints;
 use super::metrics::{flatten, METRICS_FILE, SAMPLES_FILE};
 use super::optimizer::{AdamW, AdamWSettings};
 use super::run_lock::RunLock;
@@ -25,13 +26,14 @@ pub fn policy_and_optimizer(
     start_mode: StartMode,
     mode: &str,
     settings: AdamWSettings,
-) -> anyhow::Result<(Option<TrainerState>, Policy, AdamW, RunLock)> {
+) -> anyhow::Result<(Option<TrainerState>, Policy, AdamW, RunLock, InputFingerprints)> {
     // Taken before anything in the directory is read or tidied: another run may be using it.
     let lock = super::run_lock::lock(run_dir, setting)?;
+    let inputs = InputFingerprints::of(config, mode)?;
     // Fresh LoRA adapters are drawn from torch's generator: from the run's seed, as
     // transformers' Trainer seeds before it builds the model, so a run is reproducible.
     tch::manual_seed(config.run.seed as i64);
-    let resumed = start(run_dir, config, start_mode, mode, setting, |dir| {
+    let resumed = start(run_dir, (config, &inputs), start_mode, mode, setting, |dir| {
         let policy = Policy::load(registry, &config.model, &dir.join(checkpoint::MODEL_DIR))?;
         let mut optimizer = AdamW::new(policy.parameters(), settings);
         optimizer.load(&dir.join(checkpoint::OPTIMIZER_FILE))?;
@@ -40,12 +42,12 @@ pub fn policy_and_optimizer(
     Ok(match resumed {
         Some(resumed) => {
             let (policy, optimizer) = resumed.loaded;
-            (Some(resumed.state), policy, optimizer, lock)
+            (Some(resumed.state), policy, optimizer, lock, inputs)
         }
         None => {
             let policy = Policy::load(registry, &config.model, &config.model.path)?;
             let optimizer = AdamW::new(policy.parameters(), settings);
-            (None, policy, optimizer, lock)
+            (None, policy, optimizer, lock, inputs)
         }
     })
 }
@@ -99,10 +101,11 @@ const RUN_FILES: &[&str] = &[METRICS_FILE, SAMPLES_FILE];
 
 /// Prepares `run_dir` for `mode` (`train` or `sft`) and returns the checkpoint to resume
 /// from, if any: newest first, each tried with `load` until one loads (a corrupt one is
-/// passed over with a warning). `setting` names the config key that moves the run.
+/// passed over with a warning). `setting` names the config key that moves the run; `inputs`
+/// are what the run reads now, compared with what the checkpoint read.
 pub fn start<T>(
     run_dir: &Path,
-    config: &RunConfig,
+    (config, inputs): (&RunConfig, &InputFingerprints),
     start: StartMode,
     mode: &str,
     setting: &str,
@@ -181,7 +184,7 @@ pub fn start<T>(
         };
         refuse_lora_changes(dir, &saved, config)?;
         if !start.allow_config_change && files_present(dir).is_ok() {
-            check_config(run_dir, dir, &state, (&saved, config), mode, false)?;
+            check_config(run_dir, dir, &state, (&saved, config, inputs), mode, false)?;
         }
         match files_present(dir).and_then(|()| load(dir)) {
             Ok(loaded) => {
@@ -195,7 +198,7 @@ pub fn start<T>(
                     );
                 }
                 if start.allow_config_change {
-                    check_config(run_dir, dir, &state, (&saved, config), mode, true)?;
+                    check_config(run_dir, dir, &state, (&saved, config, inputs), mode, true)?;
                 }
                 tracing::info!("resuming from {} (step {})", dir.display(), state.step);
                 return Ok(Some(Resumed {
@@ -307,11 +310,14 @@ fn check_config(
     run_dir: &Path,
     checkpoint_dir: &Path,
     state: &TrainerState,
-    (saved, config): (&RunConfig, &RunConfig),
+    (saved, config, inputs): (&RunConfig, &RunConfig, &InputFingerprints),
     mode: &str,
     allow: bool,
 ) -> anyhow::Result<()> {
-    let changes = config_changes(saved, config)?;
+    let mut changes = config_changes(saved, config)?;
+    if let Some(was) = &state.inputs {
+        changes.extend(inputs.changes_since(was));
+    }
     let (safe, meaningful): (Vec<_>, Vec<_>) = changes.into_iter().partition(|c| is_safe(&c.key, mode));
     for change in &safe {
         tracing::info!(

@@ -62,7 +62,7 @@ pub fn run(
     tracing::info!("{}", super::startup::line(MODE, config, &work, &run_dir));
     super::memory_plan::check_run(config, super::memory_plan::Phase::Sft)?;
     refuse_replacing_saved_models(config, &run_dir, start)?;
-    let (state, policy, mut optimizer, _run_lock) = resume::policy_and_optimizer(
+    let (state, policy, mut optimizer, _run_lock, inputs) = resume::policy_and_optimizer(
         registry,
         config,
         (&run_dir, "sft.output_dir"),
@@ -207,6 +207,7 @@ pub fn run(
                 seed: config.run.seed,
                 mode: MODE.into(),
                 nonfinite_steps: 0,
+                inputs: Some(inputs.clone()),
             };
             checkpoint::save(
                 &run_dir,

@@ -7,6 +7,7 @@ use super::config::RunConfig;
 use super::data::{load_splits, next_indices, DataCursor, PromptFormat, Splits};
 use super::divergence::NonfiniteStreak;
 use super::eval::evaluate_with;
+use super::input_fingerprints::InputFingerprints;
 use super::memory_plan::Phase;
 use super::metrics::{
     mean_by_name, ClipRatio, CompletionLength, DynamicSampling, EvalPoint, JsonlLog, MeanStd, ObjectiveStats,
@@ -18,7 +19,7 @@ use super::reward::RunReward;
 use super::rollouts::{sample_groups, Group, Rollouts};
 use super::tensorboard::{scalars_of, EventWriter};
 use super::update::{update_policy, Batch, Reference, UpdateStats, SUMMING_GRADIENTS};
-use crate::distributed::{replicas, shard, World};
+use crate::distributed::{replicas, same_config, shard, World};
 use crate::interrupt::{Interrupt, Interrupted};
 use crate::memory_stats;
 use crate::plugins::PluginRegistry;
@@ -55,6 +56,8 @@ const DROPOUT_STREAM: u64 = 0x0064_726f_706f_7574;
 pub struct Trainer {
     config: RunConfig,
     config_toml: String,
+    /// What the run reads, by content: recorded in each checkpoint.
+    inputs: InputFingerprints,
     policy: Policy,
     reference: Option<Policy>,
     reward: RunReward,
@@ -123,9 +126,10 @@ impl Trainer {
                 tch::manual_seed(config.run.seed as i64);
                 let policy = Policy::load(registry, &config.model, &config.model.path)?;
                 let optimizer = AdamW::new(policy.parameters(), config.algorithm.adam_settings());
-                return Ok((reward, None, policy, optimizer, None));
+                let inputs = InputFingerprints::of(&config, MODE)?;
+                return Ok((reward, None, policy, optimizer, None, inputs));
             }
-            let (state, policy, optimizer, lock) = resume::policy_and_optimizer(
+            let (state, policy, optimizer, lock, inputs) = resume::policy_and_optimizer(
                 registry,
                 &config,
                 (&run_dir, "run.output_dir"),
@@ -142,12 +146,15 @@ impl Trainer {
                     );
                 }
             }
-            Ok((reward, state, policy, optimizer, Some(lock)))
+            Ok((reward, state, policy, optimizer, Some(lock), inputs))
         })();
-        let (reward, state, policy, mut optimizer, run_lock) = match &world {
+        let (reward, state, policy, mut optimizer, run_lock, inputs) = match &world {
             Some(world) => world.agree("starting the run", started)?,
             None => started?,
         };
+        if let Some(world) = &world {
+            same_config::check_same_data(world, &config, &inputs)?;
+        }
         let state = match &world {
             Some(world) => {
                 let state = share_state(world, state)?;
@@ -234,6 +241,7 @@ impl Trainer {
             interrupt: None,
             config,
             config_toml,
+            inputs,
             policy,
             reference,
             reward,
@@ -697,6 +705,7 @@ impl Trainer {
             mode: MODE.into(),
             nonfinite_steps: self.nonfinite_steps,
             world_size: self.world.as_ref().map_or(1, |w| w.size),
+            inputs: Some(self.inputs.clone()),
         };
         let path = checkpoint::save(
             &self.config.run.output_dir,
