@@ -614,6 +614,31 @@ fn a_corrupt_latest_checkpoint_falls_back_to_the_previous_one_with_a_warning() {
     assert_eq!(steps_recorded(&run_dir), vec![1, 2, 3, 4]);
 }
 
+/// A checkpoint whose model lost its tokenizer_config.json resumed with another chat template
+/// (the tokenizer's default), in silence.
+#[test]
+fn a_checkpoint_missing_a_file_it_was_written_with_is_passed_over() {
+    let dir = setup("max_steps = 2\nsave_steps = 1\nsave_total_limit = 5", "");
+    let first = run(dir.path(), &["train", "--config", "run.toml"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let run_dir = dir.path().join("run");
+    std::fs::remove_file(run_dir.join("checkpoints/step-000002/model/tokenizer_config.json")).unwrap();
+    write_config(
+        dir.path(),
+        "max_steps = 3\nsave_steps = 1\nsave_total_limit = 5",
+        "",
+    );
+    let resumed = run(dir.path(), &["train", "--config", "run.toml", "--resume"]);
+    let text = stderr(&resumed);
+    assert!(resumed.status.success(), "{text}");
+    assert!(
+        text.contains("tokenizer_config.json is missing (the checkpoint was written with it)")
+            && text.contains("resuming from the earlier"),
+        "{text}"
+    );
+    assert_eq!(steps_recorded(&run_dir), vec![1, 2, 3]);
+}
+
 #[test]
 fn a_diverging_run_stops_before_its_weights_are_checkpointed() {
     let dir = setup("max_steps = 3\nsave_steps = 1", "learning_rate = 1e9");

@@ -15,6 +15,10 @@ pub const MODEL_DIR: &str = "model";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const STATE_FILE: &str = "trainer_state.json";
 pub const CONFIG_FILE: &str = "config.toml";
+/// Every file the checkpoint was written with, and its length: a file deleted or cut later
+/// (a tokenizer_config.json gone switched the chat template in silence) makes the checkpoint
+/// unusable rather than a different one.
+pub const MANIFEST_FILE: &str = "manifest.json";
 const TEMP_PREFIX: &str = ".tmp-";
 /// An old checkpoint is renamed to this prefix before it is deleted, so a kill mid-deletion
 /// never leaves a half-deleted checkpoint that is still listed.
@@ -150,6 +154,8 @@ pub fn save(
     write_contents(&temp)?;
     std::fs::write(temp.join(STATE_FILE), serde_json::to_string_pretty(state)?)?;
     std::fs::write(temp.join(CONFIG_FILE), config_toml)?;
+    let manifest = serde_json::to_string_pretty(&file_lengths(&temp)?)?;
+    std::fs::write(temp.join(MANIFEST_FILE), manifest)?;
     sync_tree(&temp)?;
     let target = dir.join(&name);
     if target.exists() {
@@ -167,6 +173,62 @@ pub fn save(
             .with_context(|| format!("cannot remove the old checkpoint {}", trash.display()))?;
     }
     Ok(target)
+}
+
+/// Every file under `root` (paths relative to it, `/`-separated) and its length.
+fn file_lengths(root: &Path) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        found: &mut std::collections::BTreeMap<String, u64>,
+    ) -> anyhow::Result<()> {
+        for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                walk(root, &path, found)?;
+            } else {
+                let relative = path.strip_prefix(root).unwrap_or(&path);
+                let name = relative
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                found.insert(name, std::fs::metadata(&path)?.len());
+            }
+        }
+        Ok(())
+    }
+    let mut found = std::collections::BTreeMap::new();
+    walk(root, root, &mut found)?;
+    Ok(found)
+}
+
+/// Whether every file the checkpoint was written with is there at its length (checkpoints
+/// of versions without a manifest pass).
+pub fn check_manifest(checkpoint: &Path) -> anyhow::Result<()> {
+    let path = checkpoint.join(MANIFEST_FILE);
+    if !path.exists() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let written: std::collections::BTreeMap<String, u64> = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a checkpoint manifest", path.display()))?;
+    for (file, length) in written {
+        let file = checkpoint.join(&file);
+        match std::fs::metadata(&file) {
+            Err(_) => bail!(
+                "{} is missing (the checkpoint was written with it)",
+                file.display()
+            ),
+            Ok(metadata) if metadata.len() != length => bail!(
+                "{} holds {} bytes, but the checkpoint wrote {length}",
+                file.display(),
+                metadata.len()
+            ),
+            Ok(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// fsyncs every file and directory under `root` so the rename publishes durable contents.

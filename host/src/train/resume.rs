@@ -246,7 +246,7 @@ fn files_present(dir: &Path) -> anyhow::Result<()> {
             bail!("{} is missing", dir.join(needed).display());
         }
     }
-    Ok(())
+    checkpoint::check_manifest(dir)
 }
 
 /// One key whose value differs between the checkpoint's config and this one.
