@@ -5,7 +5,18 @@
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::flag;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+/// The installed handlers' flag, for code that waits on something else (a reward worker) and
+/// should stop waiting once a stop is asked for.
+static STOP_REQUESTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// Whether SIGTERM or SIGINT was received since [`Interrupt::install`].
+pub fn stop_requested() -> bool {
+    STOP_REQUESTED
+        .get()
+        .is_some_and(|flag| flag.load(Ordering::SeqCst))
+}
 
 /// The signals a run listens for, once installed.
 #[derive(Clone)]
@@ -28,6 +39,7 @@ impl Interrupt {
             flag::register_usize(signal, Arc::clone(&interrupt.signal), signal as usize)?;
             flag::register(signal, Arc::clone(&interrupt.requested))?;
         }
+        let _ = STOP_REQUESTED.set(Arc::clone(&interrupt.requested));
         Ok(interrupt)
     }
 

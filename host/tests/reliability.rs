@@ -1060,6 +1060,64 @@ fn an_objective_isolated_in_a_worker_trains_and_its_crash_fails_the_run_cleanly(
     );
 }
 
+/// A worker that hangs, with retries: SIGTERM waited for every retry's timeout (retries had no
+/// bound, so a run could never stop).
+#[test]
+fn sigterm_ends_the_wait_for_a_hanging_reward_worker_without_retrying() {
+    let plugins = support::plugin_dir(&["misbehaving_rewards"]);
+    let dir = setup(
+        &format!("max_steps = 1\nplugin_dirs = [\"{}\"]", plugins.path().display()),
+        "",
+    );
+    let config = std::fs::read_to_string(dir.path().join("run.toml")).unwrap();
+    let objective = "[[reward.objectives]]\nplugin = \"misbehaving\"\noptions = { fault = \"hang\" }\nisolation = \"process\"\ntimeout_s = 120\nretries = RETRIES\n[algorithm]";
+    let with = |retries: &str| config.replace("[algorithm]", &objective.replace("RETRIES", retries));
+    std::fs::write(dir.path().join("run.toml"), with("11")).unwrap();
+    let refused = run(dir.path(), &["train", "--config", "run.toml"]);
+    assert!(
+        stderr(&refused).contains("retries is 11, at most 10"),
+        "{}",
+        stderr(&refused)
+    );
+
+    std::fs::write(dir.path().join("run.toml"), with("3")).unwrap();
+    let mut train = spawn_train(dir.path(), false);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // Once a worker answers (or hangs on) a call: it is the train process's child.
+    let worker_started = || {
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", train.id()))
+            .unwrap_or_default()
+            .split_whitespace()
+            .any(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("reward-worker"))
+            })
+    };
+    while !worker_started() {
+        assert!(Instant::now() < deadline, "no worker started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Past its start-up, into the call that hangs.
+    std::thread::sleep(Duration::from_secs(3));
+    // SAFETY: signalling a process this test started.
+    unsafe { libc::kill(train.id() as i32, libc::SIGTERM) };
+    let signalled = Instant::now();
+    while train.try_wait().unwrap().is_none() {
+        assert!(
+            signalled.elapsed() < Duration::from_secs(30),
+            "SIGTERM was not heeded"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = train.wait_with_output().unwrap();
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("a stop was asked for") && !text.contains("retrying"),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_second_signal_exits_at_once() {
     let dir = setup("max_steps = 400\nsave_steps = 1000", "");

@@ -251,7 +251,22 @@ impl Worker {
         if let Err(error) = writeln!(self.stdin, "{line}").and_then(|()| self.stdin.flush()) {
             return Err(WorkerFault(format!("{} ({error})", self.ended())));
         }
-        match self.lines.recv_timeout(timeout) {
+        // Waited for in slices: a stop asked for (SIGTERM, Ctrl-C) ends the wait at once.
+        let deadline = std::time::Instant::now() + timeout;
+        let received = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left.min(Duration::from_millis(200))) {
+                Err(RecvTimeoutError::Timeout) if !left.is_zero() => {
+                    if crate::interrupt::stop_requested() {
+                        let _ = self.child.kill();
+                        let _ = self.child.wait();
+                        return Err(WorkerFault(STOPPED.into()));
+                    }
+                }
+                other => break other,
+            }
+        };
+        match received {
             Ok(Ok(text)) => serde_json::from_str(&text)
                 .map_err(|e| WorkerFault(format!("the worker's reply is not understood ({e}): {text}"))),
             Ok(Err(error)) => Err(WorkerFault(format!("cannot read the worker's reply: {error}"))),
@@ -324,6 +339,9 @@ impl IsolatedObjective {
     }
 }
 
+/// The fault of a call abandoned because a stop was asked for: not retried.
+const STOPPED: &str = "a stop was asked for (SIGTERM or Ctrl-C) while the worker was answering: the call was abandoned, not retried";
+
 impl RewardObjective for IsolatedObjective {
     fn score_group(&self, request: &ScoreRequest<'_>) -> crpo_sdk::Result<Vec<Score>> {
         let line = serde_json::to_string(&OwnedRequest::from(request))
@@ -332,8 +350,11 @@ impl RewardObjective for IsolatedObjective {
             .worker
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut faults = Vec::new();
+        let mut faults: Vec<String> = Vec::new();
         for _ in 0..=self.retries {
+            if faults.last().is_some_and(|fault| fault == STOPPED) {
+                break;
+            }
             let reply = match slot.take() {
                 Some(worker) => Ok(worker),
                 None => Worker::spawn(&self.init, self.timeout),
@@ -348,7 +369,7 @@ impl RewardObjective for IsolatedObjective {
                 Ok(Reply::Error(message)) => return Err(PluginError::failed(message)),
                 Ok(Reply::Ready) => faults.push("the worker answered out of turn".to_string()),
                 Err(WorkerFault(message)) => {
-                    if faults.len() < self.retries {
+                    if faults.len() < self.retries && message != STOPPED {
                         tracing::warn!(
                             "reward worker for `{}`: {message}; retrying on a fresh worker",
                             self.init.plugin

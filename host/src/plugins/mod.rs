@@ -127,6 +127,7 @@ impl PluginRegistry {
         let mut registry = PluginRegistry::builtin_only();
         registry.dirs = trust::distinct_dirs(dirs);
         registry.trust = trust.clone();
+        let mut seen = std::collections::BTreeSet::new();
         for dir in registry.dirs.clone() {
             let libraries = loader::library_files(&dir)?;
             if !libraries.is_empty() {
@@ -135,6 +136,15 @@ impl PluginRegistry {
             for path in libraries {
                 trust.check_library(&dir, &path)?;
                 registry.add_library(&path)?;
+                seen.insert(path.file_name().map(|n| n.to_string_lossy().into_owned()));
+            }
+        }
+        for pin in &trust.pins {
+            if !seen.contains(&Some(pin.file.clone())) {
+                tracing::warn!(
+                    "run.plugin_pins pins {}, which no plugin directory holds (a misspelt name, or a library not installed)",
+                    pin.file
+                );
             }
         }
         Ok(registry)

@@ -36,6 +36,12 @@ impl Trust {
         }
         if !self.allow_insecure {
             insecure(&real).map_err(refuse)?;
+            // A link may lead into a subdirectory: whoever can write there can swap the file.
+            let mut parent = real.parent();
+            while let Some(dir) = parent.filter(|dir| *dir != real_dir) {
+                insecure(dir).map_err(refuse)?;
+                parent = dir.parent();
+            }
         }
         if !self.pins.is_empty() {
             let name = library
@@ -178,6 +184,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("outside the plugin directory"), "{err}");
+
+        // A link to a library in a subdirectory everyone can write to.
+        let sub = plugins.join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("libw.so"), b"w").unwrap();
+        std::os::unix::fs::symlink("sub/libw.so", plugins.join("libw.so")).unwrap();
+        Trust::default()
+            .check_library(&plugins, &plugins.join("libw.so"))
+            .unwrap();
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = Trust::default()
+            .check_library(&plugins, &plugins.join("libw.so"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sub is writable by every user"), "{err}");
 
         std::fs::set_permissions(&library, std::fs::Permissions::from_mode(0o666)).unwrap();
         let err = Trust::default()

@@ -116,6 +116,35 @@ pub struct PluginPin {
     pub sha256: String,
 }
 
+/// The most fresh workers a call may be retried on.
+const MAX_RETRIES: usize = 10;
+
+/// Pins that cannot mean anything are refused by key: a sha256 that is not 64 hex digits
+/// (it read as "the file changed since it was pinned"), one file pinned to two hashes (the
+/// first won, so the outcome depended on order).
+fn check_plugin_pins(pins: &[PluginPin]) -> anyhow::Result<()> {
+    for (i, pin) in pins.iter().enumerate() {
+        if pin.sha256.len() != 64 || !pin.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+            bail!(
+                "run.plugin_pins[{i}].sha256 = {:?} is not a sha256 (64 hex digits); `crpo-host plugins --verify` prints each library's",
+                pin.sha256
+            );
+        }
+        if let Some(other) = pins[..i]
+            .iter()
+            .find(|p| p.file == pin.file && !p.sha256.eq_ignore_ascii_case(&pin.sha256))
+        {
+            bail!(
+                "run.plugin_pins pins {} twice, to {} and to {}: keep the one the library has",
+                pin.file,
+                other.sha256,
+                pin.sha256
+            );
+        }
+    }
+    Ok(())
+}
+
 impl Default for RunSection {
     fn default() -> Self {
         RunSection {
@@ -734,6 +763,7 @@ impl RunConfig {
         if self.run.max_nonfinite_steps == 0 {
             bail!("run.max_nonfinite_steps must be at least 1");
         }
+        check_plugin_pins(&self.run.plugin_pins)?;
         if self.run.ddp_timeout == 0 {
             bail!("run.ddp_timeout must be at least 1 (seconds a collective may wait for the other ranks)");
         }
@@ -774,10 +804,17 @@ impl RunConfig {
             if let Some(timeout) = objective.timeout_s {
                 if !timeout.is_finite() || timeout <= 0.0 || timeout > 1e9 {
                     bail!(
-                        "[[reward.objectives]] `{}`: timeout_s must be a number of seconds > 0 (it is {timeout})",
+                        "[[reward.objectives]] `{}`: timeout_s must be a number of seconds above 0 and at most 1e9 (it is {timeout:e})",
                         objective.plugin
                     );
                 }
+            }
+            if objective.retries > MAX_RETRIES {
+                bail!(
+                    "[[reward.objectives]] `{}`: retries is {}, at most {MAX_RETRIES}: a worker that fails that often will not answer (each retry may wait timeout_s)",
+                    objective.plugin,
+                    objective.retries
+                );
             }
             if objective.retries > 0 && objective.isolation != Isolation::Process {
                 bail!(
@@ -1124,5 +1161,26 @@ mod tests {
             config.run.plugin_dirs,
             [home.join("crpo-plugins"), dir.path().join("~not-home")]
         );
+    }
+
+    #[test]
+    fn pins_that_cannot_mean_anything_are_refused_by_key() {
+        let pin = |file: &str, sha256: &str| {
+            format!("[[run.plugin_pins]]\nfile = \"{file}\"\nsha256 = \"{sha256}\"\n")
+        };
+        let parse = |pins: String| {
+            RunConfig::parse(&format!("{pins}{MINIMAL}"))
+                .and_then(|c| c.validate().map(|()| c))
+                .map_err(|e| format!("{e:#}"))
+        };
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        assert!(parse(pin("liba.so", &a) + &pin("liba.so", &a.to_uppercase())).is_ok());
+        let error = parse(pin("liba.so", "xyz")).unwrap_err();
+        assert!(
+            error.contains("run.plugin_pins[0].sha256 = \"xyz\" is not a sha256"),
+            "{error}"
+        );
+        let error = parse(pin("liba.so", &a) + &pin("liba.so", &b)).unwrap_err();
+        assert!(error.contains("pins liba.so twice"), "{error}");
     }
 }
