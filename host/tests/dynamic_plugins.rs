@@ -613,6 +613,14 @@ fn a_worker_that_aborts_or_hangs_fails_the_call_naming_the_objective_not_the_tra
     assert!(score(&too_few, &["a", "b"])
         .unwrap_err()
         .contains("returned 1 scores for 2 completions"));
+    // JSON has no inf: it crossed the pipe as null and was reported as NaN.
+    let infinite = ConfiguredObjective::create(
+        &registry,
+        &isolated("misbehaving", json!({"fault": "inf"}), 60.0, 0),
+    )
+    .unwrap();
+    let err = score(&infinite, &["a"]).unwrap_err();
+    assert!(err.contains("non-finite score inf"), "{err}");
 }
 
 #[test]

@@ -61,7 +61,11 @@ def endless_reward(completions, **kwargs):
 
 
 def chatty_reward(completions, **kwargs):
+    import os, subprocess
     print("scoring", len(completions), "completions")
+    # Past sys.stdout: the file descriptor itself, and a checker run as a subprocess.
+    os.write(1, b"from os.write\n")
+    subprocess.run(["echo", "from a subprocess"], check=True)
     return [1.0 for _ in completions]
 
 
@@ -266,7 +270,8 @@ fn trl_reward_functions_score_unchanged_and_fail_naming_function_and_file() {
         raised_later.contains("`async_broken_reward`") && raised_later.contains("ValueError: no score"),
         "{raised_later}"
     );
-    // print() goes to standard error: standard output stays score's JSONL.
+    // print(), os.write(1, …) and subprocesses go to standard error: standard output stays
+    // score's JSONL.
     assert_eq!(scores("chatty_reward"), [1.0, 1.0, 1.0]);
     let huge = score(plugins.path(), &input, &file, "huge_reward").unwrap_err();
     assert!(huge.contains("beyond the range of a reward"), "{huge}");

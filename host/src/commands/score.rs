@@ -35,6 +35,11 @@ pub struct ScoreArgs {
 }
 
 pub fn run(registry: &PluginRegistry, args: &ScoreArgs) -> anyhow::Result<()> {
+    // Before any objective loads (a Python module may print on import).
+    let results = match &args.output {
+        Some(_) => None,
+        None => Some(claim_stdout()?),
+    };
     let mut options = match &args.options {
         Some(json) => serde_json::from_str::<Map<String, Value>>(json)
             .context("--options must be a JSON object of objective name to its options")?,
@@ -98,12 +103,41 @@ pub fn run(registry: &PluginRegistry, args: &ScoreArgs) -> anyhow::Result<()> {
             file.commit()
         }
         None => {
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let results = results.context("standard output was not claimed")?;
+            let mut out = std::io::BufWriter::new(results);
             for record in &scored {
                 writeln!(out, "{record}")?;
             }
             out.flush().context("cannot write to standard output")
         }
+    }
+}
+
+/// Standard output for the scored lines alone: from here on, whatever else writes to file
+/// descriptor 1 — an objective's subprocess, a Python reward's `os.write(1, …)`, a C
+/// library's printf — goes to standard error, never into the JSONL.
+fn claim_stdout() -> anyhow::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    std::io::stdout()
+        .flush()
+        .context("cannot write to standard output")?;
+    // SAFETY: dup and dup2 on this process's own standard descriptors; the duplicate is
+    // owned by the returned File alone.
+    unsafe {
+        let results = libc::dup(1);
+        if results < 0 {
+            bail!(
+                "cannot duplicate standard output: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        if libc::dup2(2, 1) < 0 {
+            bail!(
+                "cannot point standard output at standard error: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(std::fs::File::from_raw_fd(results))
     }
 }
 

@@ -69,11 +69,22 @@ pub struct DemoFiles {
     pub eval: Vec<Value>,
 }
 
+/// The most questions a split of the demo task may have (about 1 GB of records).
+pub const MAX_QUESTIONS: usize = 1_000_000;
 impl DemoTask {
     /// Refuses knobs that cannot make a task.
     pub fn validate(&self) -> Result<(), String> {
         if self.train == 0 || self.eval == 0 {
             return Err("the demo task needs at least one training and one held-out question".into());
+        }
+        // Each question is about 1 KB in memory and on disk: beyond this the allocation failed
+        // with a panic trace or an abort.
+        for (flag, count) in [("--train-questions", self.train), ("--eval-questions", self.eval)] {
+            if count > MAX_QUESTIONS {
+                return Err(format!(
+                    "{flag} {count} is more questions than the demo task writes (at most {MAX_QUESTIONS})"
+                ));
+            }
         }
         for (what, share) in [("hard", self.hard_share), ("wrong", self.wrong_share)] {
             if !(0.0..=1.0).contains(&share) {
@@ -240,6 +251,19 @@ mod tests {
             reference_completion: map["reference_completion"].as_str().map(String::from),
             ..crpo_sdk::Example::default()
         }
+    }
+
+    #[test]
+    fn a_count_no_machine_could_hold_is_refused_by_flag() {
+        let huge = DemoTask {
+            train: usize::MAX,
+            ..DemoTask::default()
+        };
+        let error = huge.validate().unwrap_err();
+        assert!(
+            error.contains("--train-questions 18446744073709551615"),
+            "{error}"
+        );
     }
 
     #[test]

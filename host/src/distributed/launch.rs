@@ -118,6 +118,12 @@ fn local_rendezvous_port(var: impl Fn(&str) -> Option<String>) -> anyhow::Result
             );
         }
     }
+    // srun sets neither RANK nor WORLD_SIZE: each of its tasks would start a run of its own.
+    if let Some(tasks) = var("SLURM_NTASKS").filter(|n| n.trim() != "1") {
+        bail!(
+            "--nproc starts the workers of one machine itself, but this is one of SLURM_NTASKS={tasks} srun tasks: each would start a run of its own; run one task with --nproc, or one task per rank without it, RANK and WORLD_SIZE set from SLURM's (docs/distributed.md)"
+        );
+    }
     let Some(text) = var("MASTER_PORT") else {
         return free_port();
     };
@@ -293,6 +299,12 @@ mod tests {
         assert!(port(&[]).unwrap() > 0);
         let error = port(&[("MASTER_PORT", "http")]).unwrap_err().to_string();
         assert!(error.contains("MASTER_PORT=`http`"), "{error}");
+        let error = port(&[("SLURM_NTASKS", "2")]).unwrap_err().to_string();
+        assert!(error.contains("SLURM_NTASKS=2 srun tasks"), "{error}");
+        assert!(
+            port(&[("SLURM_NTASKS", "1")]).is_ok(),
+            "one task: --nproc on its node"
+        );
         for name in ["RANK", "WORLD_SIZE"] {
             let error = port(&[(name, "4")]).unwrap_err().to_string();
             assert!(

@@ -195,7 +195,11 @@ pub fn serve_worker() -> anyhow::Result<()> {
     for line in lines {
         let request: OwnedRequest = serde_json::from_str(&line?)?;
         match request.score_with(&*objective) {
-            Ok(scores) => reply(&Reply::Scores(scores.iter().map(WireScore::from).collect()))?,
+            // Checked here: JSON has no inf or NaN, and ±inf crossed as null (read as NaN).
+            Ok(scores) => match crpo_sdk::check_scores(&scores, scores.len()) {
+                Ok(()) => reply(&Reply::Scores(scores.iter().map(WireScore::from).collect()))?,
+                Err(message) => reply(&Reply::Error(message))?,
+            },
             Err(error) => reply(&Reply::Error(error.to_string()))?,
         }
     }
