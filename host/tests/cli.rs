@@ -48,6 +48,24 @@ fn doctor_loads_the_plugin_directories_as_a_run_would() {
     assert!(stderr(&output).contains("junk.so"), "{}", stderr(&output));
     // The rest of the report still printed before the failure.
     assert!(stdout(&output).contains("torch            2.11.0"));
+    // A config's plugin_dirs too, as `train --config` loads them (doctor said "(none)").
+    let config = dir.path().join("run.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[run]\nplugin_dirs = [\"{}\"]\n[model]\npath = \"m\"\n[data]\npath = \"d.jsonl\"\n[reward]\npreset = \"crpo\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let output = crpo_host(&["doctor", "--config", config.to_str().unwrap()]);
+    assert!(!output.status.success(), "{}", stdout(&output));
+    assert!(stderr(&output).contains("junk.so"), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains(&dir.path().display().to_string()),
+        "{}",
+        stdout(&output)
+    );
 
     // A stale CRPO_PLUGIN_PATH is named as the place the directory came from.
     let missing = dir.path().join("gone");

@@ -4,6 +4,7 @@
 use crate::attention_backend;
 use crate::device::{parse_device, parse_dtype};
 use crate::memory_stats;
+use crate::plugins::trust::Trust;
 use crate::plugins::PluginRegistry;
 use crate::rollout::sampling::SamplingConfig;
 use crate::rollout::Policy;
@@ -36,10 +37,23 @@ pub struct DoctorArgs {
 }
 
 pub fn run(plugin_dirs: &[PathBuf], args: &DoctorArgs) -> anyhow::Result<()> {
-    report(plugin_dirs)?;
+    // With a run config, its plugin directories and pins too, as `train` loads them; a config
+    // that does not read fails after the report.
+    let config = args.config.as_deref().map(RunConfig::load);
+    let mut dirs = plugin_dirs.to_vec();
+    let mut trust = Trust::default();
+    if let Some(Ok(config)) = &config {
+        dirs.extend(config.run.plugin_dirs.iter().cloned());
+        trust = Trust {
+            pins: config.run.plugin_pins.clone(),
+            allow_insecure: config.run.allow_insecure_plugins,
+        };
+    }
+    report(&dirs)?;
+    config.transpose()?;
     // The plugin directories load as `train` would load them: a library that is no plugin,
-    // or a name clash, fails doctor as it would fail the run.
-    let registry = PluginRegistry::load(plugin_dirs)?;
+    // a name clash or a pin it fails, fails doctor as it would fail the run.
+    let registry = PluginRegistry::load_trusted(&dirs, &trust)?;
     println!(
         "plugins          {} reward, {} dataset, {} policy (`crpo-host plugins` lists them)",
         registry.rewards().len(),
