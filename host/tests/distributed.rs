@@ -326,6 +326,40 @@ fn a_rank_that_stalls_stops_the_other_within_the_timeout() {
     assert!(took < Duration::from_secs(45), "{took:?}");
 }
 
+/// SIGTERM to one worker (a scheduler signalling a process, not the job): every rank stops
+/// after the step and rank 0 checkpoints, and the launcher says so with 143 (it reported rank 0
+/// as failed, exit 1).
+#[test]
+fn sigterm_to_one_worker_stops_the_run_as_a_signal_to_the_launcher_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(
+        dir.path(),
+        "run",
+        1,
+        "ddp_timeout = 20\nmax_steps = 1000\nsave_steps = 1000",
+    );
+    let mut launcher = start_after_a_step(dir.path(), &config);
+    let pid = worker_pid(&launcher, 1);
+    // SAFETY: signalling a process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let signalled = Instant::now();
+    while launcher.try_wait().unwrap().is_none() {
+        assert!(
+            signalled.elapsed() < Duration::from_secs(90),
+            "the run did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = launcher.wait_with_output().unwrap();
+    let messages = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(143), "{messages}");
+    assert!(
+        messages.contains("workers stopped on SIGTERM") && !messages.contains("failed (exit status"),
+        "{messages}"
+    );
+    assert!(dir.path().join("run/checkpoints").exists(), "{messages}");
+}
+
 /// Rank 0 stopped, not dead: the store it hosts keeps the connection open and never answers,
 /// and libtorch's store client waits for the answer without a limit (rank 1 hung for good).
 #[test]

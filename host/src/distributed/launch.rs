@@ -212,6 +212,10 @@ pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> an
         workers.push((rank, child));
     }
     let mut first_failure: Option<(usize, String)> = None;
+    // Whether every worker that failed stopped on a signal (128 + SIGTERM or SIGINT): one sent
+    // to a worker rather than to this launcher stops every rank after the same step too.
+    let mut stopped_on: Option<i32> = None;
+    let mut only_stopped = true;
     let mut failed_at: Option<Instant> = None;
     while !workers.is_empty() {
         for signal in signals.pending() {
@@ -227,6 +231,16 @@ pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> an
                 Some(status) if !status.success() => {
                     first_failure.get_or_insert((rank, describe(status)));
                     failed_at.get_or_insert_with(Instant::now);
+                    match status
+                        .code()
+                        .map(|code| code - 128)
+                        .filter(|s| [SIGINT, SIGTERM].contains(s))
+                    {
+                        Some(signal) => {
+                            stopped_on.get_or_insert(signal);
+                        }
+                        None => only_stopped = false,
+                    }
                 }
                 Some(_) => {}
                 None => still_running.push((rank, child)),
@@ -241,10 +255,14 @@ pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> an
                 );
                 let _ = child.kill();
                 let _ = child.wait();
+                only_stopped = false;
             }
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+    if only_stopped {
+        received = received.or(stopped_on);
     }
     match (first_failure, received) {
         (Some(_), Some(signal)) => Err(Interrupted {
