@@ -333,8 +333,12 @@ impl Trainer {
     fn train_step(&mut self) -> anyhow::Result<StepMetrics> {
         let started = Instant::now();
         // Draws inside the passes (LoRA dropout) come from torch's generator: seeded from the
-        // run's seed and the step, so a resumed run draws what the uninterrupted one would.
-        tch::manual_seed(sampling_seed(self.config.run.seed ^ DROPOUT_STREAM, self.step, 0) as i64);
+        // run's seed and the step, so a resumed run draws what the uninterrupted one would,
+        // and the rank, so ranks draw independent masks (the same seed gave every rank's k-th
+        // pass the same mask). They follow each rank's passes, not each completion: with
+        // dropout, N processes train like one only in distribution (docs/distributed.md).
+        let rank = self.world.as_ref().map_or(0, |w| w.rank);
+        tch::manual_seed(sampling_seed(self.config.run.seed ^ DROPOUT_STREAM, self.step, rank) as i64);
         memory_stats::reset_peak(self.policy.device);
         let collected = self.collect()?;
         let rollout_seconds = started.elapsed().as_secs_f64();
