@@ -691,6 +691,45 @@ fn ranks_reading_different_data_are_refused() {
     assert!(!dir.path().join("run/metrics.jsonl").exists());
 }
 
+/// Two processes told RANK=1 (RANK from SLURM_LOCALID on two nodes): the one that claims it
+/// second is refused naming the mistake (it blamed rank 0, which was fine).
+#[test]
+fn a_rank_started_twice_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // A run that lasts: the refused process must find the rendezvous still there.
+    let config = setup(
+        dir.path(),
+        "run",
+        1,
+        "max_steps = 1000\nsave_steps = 0\nddp_timeout = 20",
+    );
+    let port = free_port();
+    let mut children = vec![
+        spawn_rank(&config, 0, 2, port),
+        spawn_rank(&config, 1, 2, port),
+        spawn_rank(&config, 1, 2, port),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let refused = loop {
+        if let Some(i) = children.iter_mut().position(|c| c.try_wait().unwrap().is_some()) {
+            break children.remove(i);
+        }
+        assert!(Instant::now() < deadline, "no process stopped");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let output = refused.wait_with_output().unwrap();
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("another process was started as RANK=1 too"),
+        "{message}"
+    );
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

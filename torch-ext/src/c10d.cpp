@@ -190,6 +190,13 @@ c10::intrusive_ptr<c10d::Store> connect_store(const char* host, const c10d::TCPS
 void agree_on_world_size(c10d::Store& store, int rank, int world_size, bool hosts_store,
                          std::chrono::milliseconds timeout) {
   const QuietC10Log quiet;
+  // Two processes told the same RANK (RANK set from SLURM_LOCALID on several nodes): the second
+  // is refused here, naming the mistake, instead of failing the group with a peer's error.
+  if (store.add("crpo/rank_claims/" + std::to_string(rank), 1) > 1) {
+    throw std::runtime_error("another process was started as RANK=" + std::to_string(rank) +
+                             " too: give each process its own RANK, 0 to WORLD_SIZE-1 (under srun, "
+                             "RANK=$SLURM_PROCID, not $SLURM_LOCALID)");
+  }
   const auto key = [](int r) { return "crpo/world_size/" + std::to_string(r); };
   const std::string mine = std::to_string(world_size);
   store.set(key(rank), std::vector<uint8_t>(mine.begin(), mine.end()));
