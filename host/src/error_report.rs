@@ -1,8 +1,9 @@
 //! How a failed command's error reads: its chain of contexts, with a full disk said in words
 //! (libraries below us report it as `IoError(Os { code: 28, kind: StorageFull, … })`).
 
-/// The message `crpo-host` prints after `error: `.
-pub fn describe(error: &anyhow::Error) -> String {
+/// The message `crpo-host` prints after `error: `; `resumable` for a command that continues
+/// with `--resume` (train, sft).
+pub fn describe(error: &anyhow::Error, resumable: bool) -> String {
     let disk_full = error.chain().any(|cause| {
         cause
             .downcast_ref::<std::io::Error>()
@@ -18,8 +19,13 @@ pub fn describe(error: &anyhow::Error) -> String {
         .filter(|text| !is_raw_disk_full(text) && !text.contains("No space left on device"))
         .collect();
     format!(
-        "no space left on device while writing: {} (free some space and run again; a run resumes with --resume)",
-        contexts.join(": ")
+        "no space left on device while writing: {} (free some space and run again{})",
+        contexts.join(": "),
+        if resumable {
+            "; the run continues with --resume"
+        } else {
+            ""
+        }
     )
 }
 
@@ -86,25 +92,25 @@ mod tests {
         let error = Err::<(), _>(raw)
             .context("cannot write run/checkpoints/.tmp-step-000002/optimizer.safetensors")
             .unwrap_err();
-        let text = describe(&error);
+        let text = describe(&error, true);
         assert_eq!(
             text,
-            "no space left on device while writing: cannot write run/checkpoints/.tmp-step-000002/optimizer.safetensors (free some space and run again; a run resumes with --resume)"
+            "no space left on device while writing: cannot write run/checkpoints/.tmp-step-000002/optimizer.safetensors (free some space and run again; the run continues with --resume)"
         );
         // As the safetensors crate prints it, inside a plain message.
         let debug = anyhow::anyhow!(
             "safetensors error model.safetensors: IoError(Os {{ code: 28, kind: StorageFull, message: \"No space left on device\" }})"
         )
         .context("policy `qwen2` cannot save to out/model");
-        let text = describe(&debug);
+        let text = describe(&debug, false);
         assert!(
             text.starts_with(
                 "no space left on device while writing: policy `qwen2` cannot save to out/model"
             ),
             "{text}"
         );
-        assert!(!text.contains("Os {"), "{text}");
+        assert!(!text.contains("Os {") && !text.contains("--resume"), "{text}");
         let other = anyhow::anyhow!("plain").context("outer");
-        assert_eq!(describe(&other), "outer: plain");
+        assert_eq!(describe(&other, false), "outer: plain");
     }
 }

@@ -88,10 +88,11 @@ fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
+    let resumable = matches!(cli.command, Command::Train(_) | Command::Sft(_));
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", crpo_host::error_report::describe(&err));
+            eprintln!("error: {}", crpo_host::error_report::describe(&err, resumable));
             match err.downcast_ref::<crpo_host::interrupt::Interrupted>() {
                 Some(interrupted) => ExitCode::from((128 + interrupted.signal) as u8),
                 None => ExitCode::FAILURE,
