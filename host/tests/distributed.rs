@@ -139,6 +139,11 @@ fn two_processes_train_the_weights_one_process_trains() {
     // prompts split 3 + 2, so groups stay whole and the ranks' shares differ.
     let two = train_one_and_two_processes(dir.path(), |path| path);
     let (one_run, two_run) = (dir.path().join("one"), dir.path().join("two"));
+    let processes = |run: &Path| -> serde_json::Value {
+        let info = std::fs::read_to_string(run.join("run_info.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&info).unwrap()["processes"].clone()
+    };
+    assert_eq!((processes(&one_run), processes(&two_run)), (1.into(), 2.into()));
     let initial: HashMap<String, Tensor> =
         Tensor::read_safetensors(dir.path().join("model/model.safetensors"))
             .unwrap()

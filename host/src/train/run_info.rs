@@ -14,6 +14,7 @@ pub fn write(
     command: &str,
     policy: &Policy,
     registry: &PluginRegistry,
+    world_size: usize,
 ) -> anyhow::Result<()> {
     let plugins: Vec<Value> = registry
         .rewards()
@@ -39,6 +40,7 @@ pub fn write(
         "model": policy.source.display().to_string(),
         "os": std::env::consts::OS,
         "cpu_threads": tch::get_num_threads(),
+        "processes": world_size,
         "plugins": plugins,
     });
     crate::atomic_file::write(&run_dir.join(RUN_INFO_FILE), serde_json::to_string_pretty(&info)?)

@@ -78,7 +78,7 @@ pub fn run(
         ("sft.max_completion_length", config.sft.max_completion_length),
     )?;
     std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
-    super::run_info::write(&run_dir, MODE, &policy, registry)?;
+    super::run_info::write(&run_dir, MODE, &policy, registry, 1)?;
     let train = load_splits(registry, config)?.train;
     let blank = train
         .iter()

@@ -197,7 +197,7 @@ impl Trainer {
         if is_main {
             std::fs::create_dir_all(&run_dir)
                 .with_context(|| format!("cannot create {}", run_dir.display()))?;
-            super::run_info::write(&run_dir, MODE, &policy, registry)?;
+            super::run_info::write(&run_dir, MODE, &policy, registry, world_size)?;
         }
         // The reference is the initial model, frozen; with beta = 0 it is not needed at all.
         // Under LoRA it is the policy with its adapters off.
