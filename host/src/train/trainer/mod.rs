@@ -1,35 +1,38 @@
 //! The CRPO loop: each step samples groups and scores them ([`Rollouts`]), turns scores into
 //! advantages, updates the policy ([`update_policy`]), and records [`StepMetrics`], samples
-//! and checkpoints.
+//! and checkpoints. How a run starts is in `start.rs`, what a step writes in `records.rs`,
+//! what the ranks of a distributed run exchange in `ranks.rs`.
 
-use super::checkpoint::{self, TrainerState};
+use super::checkpoint;
 use super::config::RunConfig;
-use super::data::{load_splits, next_indices, DataCursor, PromptFormat, Splits};
+use super::data::{next_indices, DataCursor, PromptFormat, Splits};
 use super::divergence::NonfiniteStreak;
-use super::eval::evaluate_with;
 use super::input_fingerprints::InputFingerprints;
-use super::memory_plan::Phase;
 use super::metrics::{
-    mean_by_name, ClipRatio, CompletionLength, DynamicSampling, EvalPoint, JsonlLog, MeanStd, ObjectiveStats,
-    StepMetrics, METRICS_FILE, SAMPLES_FILE,
+    mean_by_name, ClipRatio, CompletionLength, DynamicSampling, JsonlLog, MeanStd, ObjectiveStats,
+    StepMetrics,
 };
 use super::optimizer::AdamW;
-use super::resume::{self, StartMode};
+use super::resume::StartMode;
 use super::reward::RunReward;
 use super::rollouts::{sample_groups, Group, Rollouts};
 use super::tensorboard::{scalars_of, EventWriter};
 use super::update::{update_policy, Batch, Reference, UpdateStats, SUMMING_GRADIENTS};
-use crate::distributed::{replicas, same_config, shard, World};
+use crate::distributed::{shard, World};
 use crate::interrupt::{Interrupt, Interrupted};
 use crate::memory_stats;
 use crate::plugins::PluginRegistry;
 use crate::rollout::sampling::SamplingConfig;
 use crate::rollout::Policy;
 use anyhow::{bail, Context};
-use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
+
+mod ranks;
+mod records;
+mod start;
+
+use ranks::{any_rank_signalled, gather_groups};
 
 pub const MODE: &str = "train";
 
@@ -98,157 +101,6 @@ impl Trainer {
     /// newest usable checkpoint with a matching config.
     pub fn new(registry: &PluginRegistry, config: RunConfig, start: StartMode) -> anyhow::Result<Self> {
         Self::new_on(registry, config, start, None)
-    }
-
-    /// [`Trainer::new`] as one rank of a distributed run: rank 0 starts (or resumes) the run
-    /// and writes everything; the others load the model and take rank 0's weights, optimizer
-    /// state and position.
-    pub fn new_on(
-        registry: &PluginRegistry,
-        config: RunConfig,
-        start: StartMode,
-        world: Option<World>,
-    ) -> anyhow::Result<Self> {
-        let run_dir = config.run.output_dir.clone();
-        let is_main = world.as_ref().is_none_or(World::is_main);
-        let world_size = world.as_ref().map_or(1, |w| w.size);
-        let started = (|| {
-            // Built first (a plugin or Python file that fails, fails on every rank together),
-            // and said at once: loading a large model takes a while before step 1.
-            let reward = RunReward::from_config(registry, &config)?;
-            if is_main {
-                let work = super::startup::train_work(&reward.names(), &reward.weights(), &config);
-                tracing::info!("{}", super::startup::line(MODE, &config, &work, &run_dir));
-            }
-            super::memory_plan::check_run(&config, Phase::Train)?;
-            if !is_main {
-                // Its trainable weights come from rank 0; the seed keeps the rest alike.
-                tch::manual_seed(config.run.seed as i64);
-                let policy = Policy::load(registry, &config.model, &config.model.path)?;
-                let optimizer = AdamW::new(policy.parameters(), config.algorithm.adam_settings());
-                let inputs = InputFingerprints::of(&config, MODE)?;
-                return Ok((reward, None, policy, optimizer, None, inputs));
-            }
-            let (state, policy, optimizer, lock, inputs) = resume::policy_and_optimizer(
-                registry,
-                &config,
-                (&run_dir, "run.output_dir"),
-                start,
-                MODE,
-                config.algorithm.adam_settings(),
-            )?;
-            if let Some(state) = &state {
-                if state.world_size != world_size {
-                    bail!(
-                        "--resume: the run was trained across {} process(es) and this start has {world_size}: a step's work is split by rank, so a different world size would not continue the same run (start it again with {} process(es))",
-                        state.world_size,
-                        state.world_size
-                    );
-                }
-            }
-            Ok((reward, state, policy, optimizer, Some(lock), inputs))
-        })();
-        let (reward, state, policy, mut optimizer, run_lock, inputs) = match &world {
-            Some(world) => world.agree("starting the run", started)?,
-            None => started?,
-        };
-        if let Some(world) = &world {
-            same_config::check_same_data(world, &config, &inputs)?;
-        }
-        let state = match &world {
-            Some(world) => {
-                let state = share_state(world, state)?;
-                let mut shared = optimizer.parameters();
-                if state.is_some() {
-                    shared.extend(optimizer.state_tensors());
-                }
-                replicas::start_identical(world, &shared, &shared)?;
-                optimizer.steps = state.as_ref().map_or(0, |s| s.optimizer_updates);
-                state
-            }
-            None => state,
-        };
-        if let Some(state) = &state {
-            if state.step > config.run.max_steps {
-                bail!(
-                    "--resume: the run is at step {} already, beyond run.max_steps = {}: raise run.max_steps to train further (nothing was trained)",
-                    state.step,
-                    config.run.max_steps
-                );
-            }
-        }
-        if config.algorithm.gradient_checkpointing {
-            policy.set_gradient_checkpointing("algorithm.gradient_checkpointing", true)?;
-        }
-        policy.check_positions(
-            ("algorithm.max_prompt_length", config.max_prompt_length()),
-            (
-                "algorithm.max_completion_length",
-                config.algorithm.max_completion_length,
-            ),
-        )?;
-        if config.run.eval_steps > 0 {
-            // Checked now, not at the first evaluation steps into the run.
-            policy.check_positions(
-                ("algorithm.max_prompt_length", config.max_prompt_length()),
-                ("eval.max_completion_length", config.eval.max_completion_length),
-            )?;
-        }
-        if is_main {
-            std::fs::create_dir_all(&run_dir)
-                .with_context(|| format!("cannot create {}", run_dir.display()))?;
-            super::run_info::write(&run_dir, MODE, &policy, registry, world_size)?;
-        }
-        // The reference is the initial model, frozen; with beta = 0 it is not needed at all.
-        // Under LoRA it is the policy with its adapters off.
-        let reference = if config.algorithm.beta > 0.0 && !policy.adapters {
-            Some(Policy::load(registry, &config.model, &config.model.path).context("the reference model")?)
-        } else {
-            None
-        };
-        let format = PromptFormat::from_config(&config, registry)?;
-        let mut splits = load_splits(registry, &config)?;
-        reward.check_answers_fit(
-            &splits.train,
-            &format!("data.path {}", config.data.path.display()),
-        )?;
-        if config.run.eval_steps > 0 {
-            // Checked now, not at the first evaluation hours into the run.
-            reward.check_answers_fit(&splits.eval, "the held-out data (run.eval_steps evaluates it)")?;
-        }
-        splits.train = format.admit(&policy.tokenizer, std::mem::take(&mut splits.train), "training")?;
-        let keep_through = state.as_ref().map(|s| s.step);
-        let config_toml = toml::to_string(&config)?;
-        let writers = if is_main {
-            Some(Writers {
-                metrics: JsonlLog::open(&run_dir, METRICS_FILE, keep_through)?,
-                samples: JsonlLog::open(&run_dir, SAMPLES_FILE, keep_through)?,
-                events: EventWriter::create(&run_dir, keep_through.map(|step| step + 1))?,
-            })
-        } else {
-            None
-        };
-        if let Some(world) = &world {
-            check_same_model(world, &policy, reference.as_ref())?;
-        }
-        Ok(Trainer {
-            writers,
-            world,
-            _run_lock: run_lock,
-            cursor: state.as_ref().map_or_else(DataCursor::default, |s| s.cursor),
-            step: state.as_ref().map_or(0, |s| s.step),
-            nonfinite_steps: state.as_ref().map_or(0, |s| s.nonfinite_steps),
-            interrupt: None,
-            config,
-            config_toml,
-            inputs,
-            policy,
-            reference,
-            reward,
-            optimizer,
-            splits,
-            format,
-        })
     }
 
     /// Listens for SIGTERM and SIGINT: the run finishes its step, checkpoints and stops.
@@ -582,102 +434,6 @@ impl Trainer {
         })
     }
 
-    /// The first `sample_count` completions of the step with their scores, diagnostics,
-    /// answer and gold answer, reward and advantage.
-    fn write_samples(&mut self, rollouts: &Rollouts, advantages: &[f32]) -> anyhow::Result<()> {
-        let names = self.reward.names();
-        let step = self.step;
-        let Some(writers) = &mut self.writers else {
-            return Ok(());
-        };
-        let mut table = format!(
-            "| completion | gold | answer | reward | advantage | {} |\n|---|---|---|---|---|{}\n",
-            names.join(" | "),
-            "---|".repeat(names.len())
-        );
-        for (index, (group, i)) in rollouts.rows().enumerate().take(self.config.run.sample_count) {
-            let example = &self.splits.train[group.example];
-            let scores: Map<String, Value> = names
-                .iter()
-                .zip(&group.scores.values[i])
-                .map(|(name, value)| (name.clone(), json!(value)))
-                .collect();
-            let diagnostics: Map<String, Value> = group.scores.diagnostics[i]
-                .iter()
-                .map(|(name, value)| (name.clone(), json!(value)))
-                .collect();
-            writers.samples.append(&json!({
-                "step": step,
-                // The whole example, so `crpo-host score --input samples.jsonl` can score it again.
-                "example": example,
-                "prompt": group.prompt_text,
-                "completion": group.texts[i],
-                "gold": example.answer,
-                "answer": group.scores.answers[i],
-                "scores": scores,
-                "diagnostics": diagnostics,
-                "reward": group.scores.totals[i],
-                "advantage": advantages[index],
-            }))?;
-            let cell = |text: &str| text.replace('|', "\\|").replace('\n', "<br>");
-            table.push_str(&format!(
-                "| {} | {} | {} | {:.3} | {:.3} | {} |\n",
-                cell(&group.texts[i]),
-                cell(example.answer.as_deref().unwrap_or("-")),
-                cell(group.scores.answers[i].as_deref().unwrap_or("-")),
-                group.scores.totals[i],
-                advantages[index],
-                group.scores.values[i]
-                    .iter()
-                    .map(|v| format!("{v:.3}"))
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            ));
-        }
-        writers.events.text(step, "samples", &table)
-    }
-
-    /// The held-out set in each of `run.eval_decodings`, as `crpo-host eval` would score it now.
-    fn evaluate_held_out(&self) -> anyhow::Result<BTreeMap<String, EvalPoint>> {
-        if self.splits.eval.is_empty() {
-            bail!(
-                "run.eval_steps is set but there is no held-out set (data.eval_path or data.eval_fraction)"
-            );
-        }
-        let mut points = BTreeMap::new();
-        for decoding in &self.config.run.eval_decodings {
-            let report = evaluate_with(
-                &self.policy,
-                &self.reward,
-                &self.format,
-                &self.config,
-                &decoding.settings(&self.config.eval),
-                &self.splits.eval,
-                "held-out",
-                None,
-                self.world.as_ref(),
-            )?;
-            tracing::info!(
-                "step {}: held-out accuracy ({}) {:.3} on {} questions, reward {:.3}",
-                self.step,
-                decoding.name(),
-                report.accuracy,
-                report.questions,
-                report.reward
-            );
-            points.insert(
-                decoding.name().to_string(),
-                EvalPoint {
-                    questions: report.questions,
-                    accuracy: report.accuracy,
-                    reward: report.reward,
-                    objectives: report.objectives,
-                },
-            );
-        }
-        Ok(points)
-    }
-
     /// After an update, the policy must still give finite log-probs (weights of magnitude
     /// 1e9 are finite but overflow in the forward pass): else the run stops here, before the
     /// weights can be checkpointed.
@@ -699,31 +455,6 @@ impl Trainer {
         }
         Ok(())
     }
-
-    fn save_checkpoint(&self) -> anyhow::Result<PathBuf> {
-        let state = TrainerState {
-            step: self.step,
-            optimizer_updates: self.optimizer.steps,
-            cursor: self.cursor,
-            seed: self.config.run.seed,
-            mode: MODE.into(),
-            nonfinite_steps: self.nonfinite_steps,
-            world_size: self.world.as_ref().map_or(1, |w| w.size),
-            inputs: Some(self.inputs.clone()),
-        };
-        let path = checkpoint::save(
-            &self.config.run.output_dir,
-            &state,
-            &self.config_toml,
-            self.config.run.save_total_limit,
-            |dir| {
-                self.policy.save(&dir.join(checkpoint::MODEL_DIR))?;
-                self.optimizer.save(&dir.join(checkpoint::OPTIMIZER_FILE))
-            },
-        )?;
-        tracing::info!("checkpoint {}", path.display());
-        Ok(path)
-    }
 }
 
 /// Mean and longest completion, and the share cut at the budget.
@@ -744,86 +475,4 @@ fn completion_lengths(completions: &[Vec<i64>], rollouts: &Rollouts) -> Completi
             truncated as f64 / lengths.len() as f64
         },
     }
-}
-
-/// Every rank's groups, in rank order (the step's order, as shares are contiguous), on every
-/// rank: advantages, metrics and the update then see the whole step.
-fn gather_groups(world: &World, groups: Vec<Group>) -> anyhow::Result<Vec<Group>> {
-    let mine = serde_json::to_vec(&groups)?;
-    let mut all = Vec::new();
-    for (rank, bytes) in world.all_gather("gathering rollouts", &mine)?.iter().enumerate() {
-        let theirs: Vec<Group> = serde_json::from_slice(bytes)
-            .with_context(|| format!("rank {rank}'s rollouts do not read back"))?;
-        all.extend(theirs);
-    }
-    Ok(all)
-}
-
-/// Rank 0's trainer state (where a resumed run continues), on every rank.
-fn share_state(world: &World, state: Option<TrainerState>) -> anyhow::Result<Option<TrainerState>> {
-    let mine = if world.is_main() {
-        serde_json::to_vec(&state)?
-    } else {
-        Vec::new()
-    };
-    let all = world.all_gather("sharing the trainer state", &mine)?;
-    Ok(serde_json::from_slice(&all[0])?)
-}
-
-/// After the broadcast, the models must compute the same: frozen weights (LoRA's base, the
-/// reference) are loaded by each rank from its own files and not broadcast. Compares each
-/// rank's log-probs of one fixed sequence with rank 0's.
-fn check_same_model(world: &World, policy: &Policy, reference: Option<&Policy>) -> anyhow::Result<()> {
-    let (prompt, completion) = (vec![vec![1i64, 2, 3]], vec![vec![4i64, 5]]);
-    let _guard = tch::no_grad_guard();
-    let mut values: Vec<f64> = Vec::new();
-    for model in std::iter::once(policy).chain(reference) {
-        let scored = model.logprobs(&prompt, &completion, false)?.logprobs;
-        values.extend(
-            Vec::<f32>::try_from(scored.reshape([-1]).to_kind(tch::Kind::Float))?
-                .iter()
-                .map(|&v| f64::from(v)),
-        );
-    }
-    if policy.adapters {
-        let base = policy.base_logprobs(&prompt, &completion, 1.0)?.logprobs;
-        values.extend(
-            Vec::<f32>::try_from(base.reshape([-1]).to_kind(tch::Kind::Float))?
-                .iter()
-                .map(|&v| f64::from(v)),
-        );
-    }
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let all = world.all_gather("comparing the models", &bytes)?;
-    let read = |bytes: &[u8]| -> Vec<f64> {
-        bytes
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-            .collect()
-    };
-    let first = read(&all[0]);
-    for (rank, theirs) in all.iter().enumerate().skip(1) {
-        let theirs = read(theirs);
-        let differs = theirs.len() != first.len()
-            || theirs
-                .iter()
-                .zip(&first)
-                .any(|(a, b)| (a - b).abs() > 1e-3 * (1.0 + b.abs()));
-        if differs {
-            bail!(
-                "rank {rank}'s model computes other log-probs than rank 0's after the broadcast: its frozen weights differ (is model.path the same files on every machine?)"
-            );
-        }
-    }
-    Ok(())
-}
-
-/// The signal any rank received, on every rank.
-fn any_rank_signalled(world: &World, signal: Option<i32>) -> anyhow::Result<Option<i32>> {
-    let mine = signal.map(|s| s.to_le_bytes().to_vec()).unwrap_or_default();
-    Ok(world
-        .all_gather("agreeing whether to stop", &mine)?
-        .iter()
-        .find(|bytes| bytes.len() == 4)
-        .map(|bytes| i32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"))))
 }
