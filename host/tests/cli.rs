@@ -653,3 +653,44 @@ fn the_gpu_check_dry_runs_on_the_cpu() {
     assert!(records[1]["peak_rss_gib"].as_f64().unwrap() > 0.0, "{results}");
     assert!(text.contains("attention (SDPA) kernel"), "{text}");
 }
+
+/// Sampled evaluation seeded each batch of questions: `eval.batch_size`, a memory setting,
+/// changed every sample and the voted accuracy with it.
+#[test]
+fn sampled_eval_does_not_depend_on_the_batch_size() {
+    let dir = tempfile::tempdir().unwrap();
+    crpo_plugins_policy::presets::write_tiny(&dir.path().join("model"), 0).unwrap();
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/demo/eval.jsonl");
+    let completions = |batch_size: usize| {
+        let config = dir.path().join(format!("b{batch_size}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[model]\npath = \"{}\"\n[data]\npath = \"{}\"\n[reward]\npreset = \"crpo\"\n[eval]\nnum_generations_eval = 3\ntemperature = 1.0\nmax_completion_length = 8\nlimit = 5\nbatch_size = {batch_size}\n",
+                dir.path().join("model").display(),
+                data.display()
+            ),
+        )
+        .unwrap();
+        let out = dir.path().join(format!("b{batch_size}.jsonl"));
+        let output = crpo_host(&[
+            "eval",
+            "--config",
+            config.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--output-completions",
+            out.to_str().unwrap(),
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 5);
+        assert_eq!(lines[0]["completions"].as_array().map(Vec::len), Some(3));
+        lines.iter().map(|l| l["completions"].clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(completions(1), completions(4));
+}

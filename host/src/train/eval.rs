@@ -285,7 +285,7 @@ impl Questions<'_> {
         let total = batches.iter().map(|(_, batch)| batch.len() as u64).sum();
         let progress = super::progress::bar(total, 0, "eval", "questions");
         let mut outcomes = Vec::new();
-        for (batch_number, batch) in batches {
+        for (_, batch) in batches {
             let sampling = SamplingConfig {
                 max_new_tokens: settings.max_completion_length,
                 min_new_tokens: 0,
@@ -293,8 +293,10 @@ impl Questions<'_> {
                 top_p: 1.0,
                 top_k: 0,
                 greedy: settings.temperature <= 0.0,
-                seed: self.config.run.seed.wrapping_add(batch_number as u64),
-                first_stream: 0,
+                // Question q's k-th sample draws from stream q × samples + k, whatever the
+                // batches: eval.batch_size (and the ranks' shares) leave the samples as they are.
+                seed: self.config.run.seed,
+                first_stream: (batch[0] * settings.samples) as u64,
                 row_budgets: Vec::new(),
             };
             let (groups, _) = sample_groups(
