@@ -8,7 +8,8 @@
 //!   `(K)`, `K (`);
 //! - **argued for** (0.5): some clause naming K endorses it (a word such as *fits, suggests,
 //!   consistent with, most likely, confirms* and no negation such as *not, unlikely, rules
-//!   out*) without naming another option, and no clause endorses any other option — a
+//!   out*, the options' own texts set aside: PubMedQA's option "no" is no negation) without
+//!   naming another option, and no clause endorses any other option — a
 //!   reasoning that endorses every option singles none out and gets nothing here;
 //! - **no contradiction** (0.25): no clause endorses another option (alone or in a list with
 //!   K).
@@ -17,7 +18,7 @@
 //! aspirin does not" → 1.0; "heparin, aspirin and warfarin all fit" → 0.25 (discussed only);
 //! "aspirin fits best" then `\boxed{B}` → 0.25.
 
-use crate::reasoning::{endorses, final_answer};
+use crate::reasoning::{endorses_among, final_answer};
 use crate::rule::RuleObjective;
 use crpo_sdk::rules::{clauses, names_option, reasoning};
 use crpo_sdk::{Example, Score};
@@ -44,14 +45,14 @@ pub fn faithfulness(example: &Example, completion: &str) -> Option<Faithfulness>
     let clauses = clauses(reasoning(completion));
     let discussed = clauses.iter().any(|c| names_option(c, chosen));
     // Endorsing another option, even in one breath with K, contradicts the answer.
-    let endorsed_other = example
-        .options
-        .iter()
-        .filter(|o| o.key != answer)
-        .any(|o| clauses.iter().any(|c| names_option(c, o) && endorses(c)));
+    let endorsed_other = example.options.iter().filter(|o| o.key != answer).any(|o| {
+        clauses
+            .iter()
+            .any(|c| names_option(c, o) && endorses_among(c, &example.options))
+    });
     let singled_out = clauses.iter().any(|c| {
         names_option(c, chosen)
-            && endorses(c)
+            && endorses_among(c, &example.options)
             && !example
                 .options
                 .iter()
@@ -109,6 +110,30 @@ mod tests {
 
     fn score(completion: &str) -> f32 {
         FAITHFULNESS.score_one(&example(), completion)
+    }
+
+    /// PubMedQA's option "no" is also a negating word: an answer "no" could never be argued
+    /// for, and scored half of "yes" for the same reasoning.
+    #[test]
+    fn an_option_named_like_a_negation_can_be_argued_for() {
+        let pubmedqa = Example {
+            options: [("A", "yes"), ("B", "no"), ("C", "maybe")]
+                .iter()
+                .map(|(k, t)| AnswerOption {
+                    key: k.to_string(),
+                    text: t.to_string(),
+                })
+                .collect(),
+            ..Example::default()
+        };
+        let reasoning = |answer: &str, other: &str, key: &str| {
+            format!(
+                "<dx>System 1: the trial suggests {answer}. System 2: {answer} fits the data because mortality fell; {other} is less likely.</dx><conclusion>The answer is {answer}, \\boxed{{{key}}}</conclusion>"
+            )
+        };
+        let yes = FAITHFULNESS.score_one(&pubmedqa, &reasoning("yes", "no", "A"));
+        let no = FAITHFULNESS.score_one(&pubmedqa, &reasoning("no", "yes", "B"));
+        assert_eq!((yes, no), (1.0, 1.0));
     }
 
     #[test]
