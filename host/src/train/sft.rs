@@ -93,8 +93,9 @@ pub fn run(
         .collect();
     if examples.is_empty() {
         bail!(
-            "{} has no reference completions to fine-tune on (MedQA records carry them as `reference_completion`)",
-            config.data.path.display()
+            "{} has no reference completions to fine-tune on: the `{}` reader gave none (MedQA-layout records carry them as `reference_completion`; the `jsonl` reader maps one from any field, docs/datasets.md)",
+            config.data.path.display(),
+            config.data.dataset
         );
     }
     let format = PromptFormat::from_config(config, registry)?;

@@ -126,11 +126,23 @@ impl FieldMapping {
             }
             AnswerFormat::Text => {
                 let text = raw.as_str().ok_or_else(|| fail("not a string".into()))?;
-                options
+                // As the medqa reader compares them: case, spacing and a final full stop aside.
+                let wanted = crate::medqa::comparable(text);
+                let matching: Vec<&str> = options
                     .iter()
-                    .find(|o| o.text.trim() == text.trim())
-                    .map(|o| o.key.clone())
-                    .ok_or_else(|| fail(format!("`{text}` is not the text of an option")))?
+                    .filter(|o| crate::medqa::comparable(&o.text) == wanted)
+                    .map(|o| o.key.as_str())
+                    .collect();
+                match matching.as_slice() {
+                    [key] => key.to_string(),
+                    [] => return Err(fail(format!("`{text}` is not the text of an option"))),
+                    keys => {
+                        return Err(fail(format!(
+                            "`{text}` is the text of options {}: the gold is ambiguous",
+                            keys.join(" and ")
+                        )))
+                    }
+                }
             }
         };
         if !options.is_empty() && !options.iter().any(|o| o.key == key) {
@@ -200,6 +212,17 @@ mod tests {
                 .answer
                 .as_deref(),
             Some("B")
+        );
+        // As the medqa reader compares: case, spacing and a final full stop aside.
+        let loose = json!({"question": "Which?", "options": ["Aspirin", "Heparin "], "answer": " heparin."});
+        let parsed = text.parse(loose.as_object().unwrap(), "f:2").unwrap();
+        assert_eq!(parsed.answer.as_deref(), Some("B"));
+        let twice =
+            json!({"question": "Which?", "options": ["Aspirin", "Heparin", "aspirin"], "answer": "Aspirin"});
+        let (field, message) = text.parse(twice.as_object().unwrap(), "f:3").unwrap_err();
+        assert!(
+            field == "answer" && message.contains("options A and C"),
+            "{message}"
         );
     }
 

@@ -3,7 +3,9 @@
 //! the Hugging Face export. Option `cop_base` says which: `"auto"` (default) decides per file
 //! — a 0 anywhere means 0–3, a 4 anywhere means 1–4, and a file with neither is refused as
 //! ambiguous; `1` or `0` state it. Records without an answer (the test split) are malformed.
-//! `exp`, the explanation, becomes the reference completion's reasoning when present.
+//! `exp`, the explanation, is kept in the metadata with every other field; records carry no
+//! reference completion (an explanation is not a completion in the format a preset trains), so
+//! `sft` needs another source (the `jsonl` reader's `reference_completion` field mapping).
 
 use crate::records::{file_records, integer_value, metadata_without, parse_records, string_field, Records};
 use crate::FieldError;

@@ -60,7 +60,7 @@ pub fn parse(record: &Map<String, Value>, id: &str) -> Result<Example, FieldErro
 
 /// Text as two copies of one answer may differ: case, spacing, a final full stop (the rules'
 /// own normalisation, edges and the stop dropped).
-fn comparable(text: &str) -> String {
+pub(crate) fn comparable(text: &str) -> String {
     let normalised = crpo_sdk::rules::normalise(text);
     python_strip(python_strip(&normalised).trim_end_matches('.')).to_string()
 }
