@@ -1,5 +1,6 @@
 //! MedQA (USMLE), JSONL: `{"question", "answer" (text), "options": {"A": …}, "answer_idx": "C",
-//! "meta_info", "metamap_phrases"}`. 4- and 5-option variants alike. crpo's own extension: an
+//! "meta_info", "metamap_phrases"}`. 4- and 5-option variants alike, and BigBio's source layout
+//! (`options` a list of `{"key", "value"}`). crpo's own extension: an
 //! optional `"reference_completion"` string, the target of the supervised cold start.
 
 use crate::records::{metadata_without, options_from_object, string_field};
@@ -10,7 +11,9 @@ use serde_json::{Map, Value};
 
 pub fn looks_like(record: &Map<String, Value>) -> bool {
     record.contains_key("question")
-        && record.get("options").is_some_and(Value::is_object)
+        && record
+            .get("options")
+            .is_some_and(|o| o.is_object() || crate::records::key_value_list(o).is_some())
         && (record.contains_key("answer_idx") || !record.contains_key("label"))
 }
 
@@ -82,6 +85,13 @@ mod tests {
             "ABCD"
         );
         assert_eq!(example.metadata["meta_info"], "step1");
+        // BigBio's source layout: the options as a list of key/value pairs.
+        let bigbio = json!({"question": "Which?", "answer": "Heparin", "answer_idx": "B", "meta_info": "step1",
+            "options": [{"key": "A", "value": "Aspirin"}, {"key": "B", "value": "Heparin"}]});
+        assert!(looks_like(bigbio.as_object().unwrap()));
+        let example = parse(bigbio.as_object().unwrap(), "bigbio.jsonl:1").unwrap();
+        assert_eq!(example.answer.as_deref(), Some("B"));
+        assert_eq!(example.options[1].text, "Heparin");
     }
 
     /// Plugin authors build test examples with the sdk's `example_from_json`: it must read

@@ -3,7 +3,8 @@
 //!   "CONTEXTS": […], "LABELS", "MESHES", "YEAR", "reasoning_required_pred",
 //!   "reasoning_free_pred", "final_decision", "LONG_ANSWER"}`;
 //! - the Hugging Face export (`pqa_labeled`), JSONL or a JSON array of `{"pubid", "question",
-//!   "context": {"contexts", "labels", "meshes"}, "long_answer", "final_decision"}`.
+//!   "context": {"contexts", "labels", "meshes"}, "long_answer", "final_decision"}`;
+//! - rows in the original's fields, one a line (BigBio's source layout).
 //!
 //! The answer `final_decision` (yes | no | maybe) becomes option A (yes), B (no) or C (maybe),
 //! so the letter rules of the objectives apply unchanged. The question is asked after its
@@ -100,8 +101,16 @@ fn example(
     })
 }
 
-/// A Hugging Face export row.
+/// A Hugging Face export row, or a row in the original's fields (BigBio's source layout).
 fn parse_row(record: &Map<String, Value>, id: &str, include_context: bool) -> Result<Example, FieldError> {
+    if record.contains_key("QUESTION") && !record.contains_key("question") {
+        let id = match record.get("pubid").or_else(|| record.get("PMID")) {
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::String(s)) => s.clone(),
+            _ => id.to_string(),
+        };
+        return parse_original(&id, record, include_context);
+    }
     let question = string_field(record, "question")?;
     // `context` as the export nests it, as a string or list, or flattened into
     // `context.contexts` (`Dataset.flatten()`, `pandas.json_normalize`).
@@ -247,6 +256,26 @@ mod tests {
             [(4, "16418930.final_decision"), (5, "11111111.CONTEXTS")],
             "a question without its abstract is malformed"
         );
+    }
+
+    /// BigBio's source layout: the original's fields, one row a line.
+    #[test]
+    fn reads_rows_in_the_original_s_fields() {
+        let text = concat!(
+            r#"{"QUESTION": "Does X help?", "CONTEXTS": ["Trial of X."], "LABELS": ["RESULTS"], "final_decision": "no", "LONG_ANSWER": "No."}"#,
+            "\n",
+            r#"{"pubid": 7, "QUESTION": "Does Y?", "CONTEXTS": ["Y."], "final_decision": "maybe"}"#,
+            "\n"
+        );
+        let read = read(text, Value::Null);
+        assert!(read.malformed.is_empty(), "{:?}", read.malformed);
+        let answers: Vec<_> = read.examples.iter().map(|e| e.answer.as_deref()).collect();
+        assert_eq!(answers, [Some("B"), Some("C")]);
+        assert_eq!(read.examples[1].id, "7");
+        assert!(read.examples[0]
+            .prompt
+            .question()
+            .ends_with("Question: Does X help?"));
     }
 
     /// A value that is not a record keeps its own line, and the records after it theirs.

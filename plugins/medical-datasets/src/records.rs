@@ -272,8 +272,19 @@ pub fn options_from_object(
     record: &Map<String, Value>,
     field: &str,
 ) -> Result<Vec<AnswerOption>, FieldError> {
-    let Some(Value::Object(raw)) = record.get(field) else {
-        return Err((field.into(), "missing or not an object of letter → text".into()));
+    let listed;
+    let raw = match record.get(field) {
+        Some(Value::Object(raw)) => raw,
+        Some(value) if key_value_list(value).is_some() => {
+            listed = key_value_list(value).unwrap_or_default();
+            &listed
+        }
+        _ => {
+            return Err((
+                field.into(),
+                "missing or not an object of letter → text (or a list of {\"key\", \"value\"})".into(),
+            ))
+        }
     };
     let mut options = raw
         .iter()
@@ -295,6 +306,19 @@ pub fn options_from_object(
         return Err((field.into(), NO_OPTIONS.into()));
     }
     Ok(options)
+}
+
+/// BigBio's layout of MedQA's options (and a Parquet map column's): a list of
+/// `{"key": "A", "value": text}`, as an object of key → text.
+pub fn key_value_list(value: &Value) -> Option<Map<String, Value>> {
+    value
+        .as_array()?
+        .iter()
+        .map(|item| {
+            let item = item.as_object()?;
+            Some((item.get("key")?.as_str()?.to_string(), item.get("value")?.clone()))
+        })
+        .collect()
 }
 
 const NO_OPTIONS: &str =
