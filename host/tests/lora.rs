@@ -145,11 +145,12 @@ fn bad_lora_settings_are_refused_naming_the_key() {
     );
     let error = parse("r = 4\nlora_alpha = 8\ntarget_modules = \"everything\"", "");
     assert!(error.contains("model.lora.target_modules"), "{error}");
-    let error = parse(
-        "r = 4\nlora_alpha = 8\nlora_dropout = 0.1",
-        "gradient_checkpointing = true",
-    );
-    assert!(error.contains("another dropout mask"), "{error}");
+    // Dropout with checkpointing is the command's to refuse (train's and sft's keys differ):
+    // one config may checkpoint sft and not train.
+    assert!(crpo_host::train::config::RunConfig::parse(
+        "[model]\npath = \"m\"\n[model.lora]\nr = 4\nlora_alpha = 8\nlora_dropout = 0.1\n[data]\npath = \"d.jsonl\"\n[[reward.objectives]]\nplugin = \"consistency\"\n[sft]\ngradient_checkpointing = true\n"
+    )
+    .is_ok());
 }
 
 #[test]
@@ -545,8 +546,20 @@ fn an_adapter_s_own_dropout_is_refused_with_checkpointing() {
         lora_dropout: 0.1,
         ..lora_config()
     };
+    // [model.lora]'s own dropout: refused by the key that asks for checkpointing.
+    let fresh = load(&base, Some(dropping.clone()));
+    let error = format!(
+        "{:#}",
+        fresh
+            .set_gradient_checkpointing("algorithm.gradient_checkpointing", true)
+            .unwrap_err()
+    );
+    assert!(
+        error.contains("algorithm.gradient_checkpointing") && error.contains("lora_dropout = 0.1"),
+        "{error}"
+    );
     let adapter = dir.path().join("adapter");
-    load(&base, Some(dropping)).model.save(&adapter).unwrap();
+    fresh.model.save(&adapter).unwrap();
     let policy = load(&adapter, None);
     let error = format!(
         "{:#}",

@@ -73,7 +73,9 @@ fn a_run_that_cannot_fit_is_refused_before_loading_naming_what_would_fit() {
     // doctor prints the same plan and verdict.
     let output = crpo(dir.path(), &["doctor", "--config", "run.toml"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success());
+    // Its verdict is its exit status, as train's (it exited 0).
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("train and sft would refuse this config"));
     assert!(stdout.contains("memory plan of run.toml (train)"), "{stdout}");
     assert!(stdout.contains("memory plan of run.toml (sft)"), "{stdout}");
     assert!(stdout.contains("does NOT fit"), "{stdout}");

@@ -73,6 +73,7 @@ pub fn run(plugin_dirs: &[PathBuf], args: &DoctorArgs) -> anyhow::Result<()> {
 /// the verdict each command would reach.
 fn memory_plan_of(path: &std::path::Path) -> anyhow::Result<()> {
     let config = RunConfig::load(path)?;
+    let mut refused = Vec::new();
     for (phase, command) in [
         (memory_plan::Phase::Train, "train"),
         (memory_plan::Phase::Sft, "sft"),
@@ -114,10 +115,23 @@ fn memory_plan_of(path: &std::path::Path) -> anyhow::Result<()> {
         match memory_plan::free_memory(device) {
             Some((free, what)) => match memory_plan::check_fits(&plan, &shape, free, &what) {
                 Ok(()) => println!("fits: {} of {} {what}", gib(plan.peak()), gib(free)),
-                Err(refusal) => println!("does NOT fit: {refusal}"),
+                Err(refusal) => {
+                    println!("does NOT fit: {refusal}");
+                    if config.run.memory_check {
+                        refused.push(command);
+                    }
+                }
             },
             None => println!("(the free memory of {device:?} is unknown)"),
         }
+    }
+    // A check's verdict is its exit status too, as `train` would end.
+    if !refused.is_empty() {
+        bail!(
+            "{}: {} would refuse this config (its memory plan does not fit; above)",
+            path.display(),
+            refused.join(" and ")
+        );
     }
     Ok(())
 }

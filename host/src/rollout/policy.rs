@@ -282,8 +282,8 @@ impl Policy {
 
     /// Activation checkpointing of the passes with grad, as the config's `key` asks.
     pub fn set_gradient_checkpointing(&self, key: &str, enabled: bool) -> anyhow::Result<()> {
-        // config.rs refuses [model.lora]'s dropout with checkpointing; an adapter directory
-        // given as model.path brings its own (PEFT saves 0.05 or 0.1 often).
+        // [model.lora]'s dropout, or an adapter directory's own (PEFT saves 0.05 or 0.1 often),
+        // refused for the command that checkpoints (train's and sft's keys differ).
         if enabled && self.lora_dropout > 0.0 {
             bail!(
                 "{key}: the LoRA adapters of {} have lora_dropout = {}: a recomputed layer would draw another dropout mask than its forward did; set [model.lora] lora_dropout = 0 (it overrides the adapter's) or turn checkpointing off",

@@ -774,14 +774,6 @@ impl RunConfig {
                 }
                 other => anyhow::anyhow!("model.lora: {other}"),
             })?;
-            if lora.lora_dropout > 0.0
-                && (self.algorithm.gradient_checkpointing || self.sft.gradient_checkpointing)
-            {
-                bail!(
-                    "model.lora.lora_dropout = {} with gradient checkpointing: a recomputed layer would draw another dropout mask than its forward did; set one of them off",
-                    lora.lora_dropout
-                );
-            }
         }
         if let (Some(a), Some(d)) = (self.algorithm.max_prompt_length, self.data.max_prompt_length) {
             if a != d {

@@ -13,7 +13,8 @@
 //! optimizer step works on temporaries the size of the largest trained tensor.
 //! `crpo_step`'s bench measures peak RSS against this plan.
 
-use super::config::RunConfig;
+use super::config::{EvalDecoding, RunConfig};
+use super::eval::MAX_EVAL_ROWS;
 use anyhow::{bail, Context};
 use crpo_plugins_policy::packed::PACKED_WEIGHT;
 use crpo_policy_sdk::lora::LoraConfig;
@@ -169,6 +170,12 @@ pub struct Settings {
     /// LoRA in f32 on the CPU: the rollout decodes through packed copies of the frozen base's
     /// large weights (crpo_plugins_policy::packed).
     pub decode_packing: bool,
+    /// The run is on the CPU (where LoRA in f32 decodes through packed weights).
+    pub on_cpu: bool,
+    /// Rows of an evaluation batch during training (`run.eval_steps`; 0 without), and their
+    /// completion budget.
+    pub eval_rows: u64,
+    pub eval_completion_tokens: u64,
 }
 
 /// The decoder's linear layers in `Settings::lora`'s order.
@@ -287,6 +294,9 @@ impl Settings {
                 gradient_checkpointing: config.sft.gradient_checkpointing,
                 lora: lora_of(config),
                 decode_packing: false,
+                on_cpu: on_cpu(config),
+                eval_rows: 0,
+                eval_completion_tokens: 0,
             },
         }
     }
@@ -294,9 +304,25 @@ impl Settings {
     pub fn of(config: &RunConfig, kind: Kind) -> Self {
         let algorithm = &config.algorithm;
         let lora = lora_of(config);
-        let decode_packing = lora.is_some()
-            && kind == Kind::Float
-            && crate::device::parse_device(&config.model.device).is_ok_and(|d| d == Device::Cpu);
+        let decode_packing = lora.is_some() && kind == Kind::Float && on_cpu(config);
+        // Evaluation between steps samples batches of whole questions (eval.rs), the sampled
+        // decoding with the most rows.
+        let samples = if config.run.eval_decodings.contains(&EvalDecoding::Sampled) {
+            config.eval.samples.max(1)
+        } else {
+            1
+        };
+        let eval_rows = if config.run.eval_steps > 0 {
+            (config.eval.batch_size.min(MAX_EVAL_ROWS / samples).max(1) * samples) as u64
+        } else {
+            0
+        };
+        // A token budget per pass holds fewer rows than the micro-batch (micro_batches.rs).
+        let sequence = config.max_prompt_length() + algorithm.max_completion_length;
+        let micro_batch = match algorithm.max_tokens_per_micro_batch {
+            Some(budget) => algorithm.mini_batch_size.min((budget / sequence.max(1)).max(1)),
+            None => algorithm.mini_batch_size,
+        };
         Settings {
             weight_bytes: kind.elt_size_in_bytes() as u64,
             reference: algorithm.beta > 0.0,
@@ -305,14 +331,21 @@ impl Settings {
                 .min(algorithm.prompts_per_rollout_batch())
                 * algorithm.num_generations) as u64,
             group: algorithm.num_generations as u64,
-            micro_batch: algorithm.mini_batch_size as u64,
+            micro_batch: micro_batch as u64,
             prompt_tokens: config.max_prompt_length() as u64,
             completion_tokens: algorithm.max_completion_length as u64,
             gradient_checkpointing: algorithm.gradient_checkpointing,
             lora,
             decode_packing,
+            on_cpu: on_cpu(config),
+            eval_rows,
+            eval_completion_tokens: config.eval.max_completion_length as u64,
         }
     }
+}
+
+fn on_cpu(config: &RunConfig) -> bool {
+    crate::device::parse_device(&config.model.device).is_ok_and(|d| d == Device::Cpu)
 }
 
 /// The plan: bytes by part, the peak, and what is free.
@@ -327,6 +360,8 @@ pub struct MemoryPlan {
     pub kv_cache: u64,
     /// The rollout's logits and sampling buffers (`[rows, vocab]` f32, a few of them).
     pub sampling: u64,
+    /// An evaluation batch between steps: its KV cache and sampling buffers.
+    pub evaluation: u64,
     /// Packed copies of the large weights the rollout decodes with (f32 on the CPU), kept
     /// for the run.
     pub decode_weights: u64,
@@ -410,6 +445,13 @@ impl MemoryPlan {
             optimizer_state: (n(2) * trained * n(4)).0,
             kv_cache: (layers * n(2) * kv_width * rows * sequence * b).0,
             sampling: (rows * vocab * n(4 * 3)).0,
+            evaluation: {
+                let (eval_rows, eval_sequence) = (
+                    n(settings.eval_rows),
+                    n(settings.prompt_tokens) + n(settings.eval_completion_tokens),
+                );
+                (layers * n(2) * kv_width * eval_rows * eval_sequence * b + eval_rows * vocab * n(4 * 3)).0
+            },
             decode_weights: if settings.decode_packing && settings.rollout_rows > 0 {
                 (n(shape.packed_for_decoding()) * n(4)).0
             } else {
@@ -448,9 +490,11 @@ impl MemoryPlan {
         .fold(self.weights, u64::saturating_add)
     }
 
-    /// The most held at once: the rollout and the update run one after the other.
+    /// The most held at once: the rollout, the update and an evaluation run one after the
+    /// other.
     pub fn peak(&self) -> u64 {
-        self.resident().saturating_add(self.rollout().max(self.update()))
+        self.resident()
+            .saturating_add(self.rollout().max(self.update()).max(self.evaluation))
     }
 
     /// The plan as a table, one part per line.
@@ -480,6 +524,19 @@ impl MemoryPlan {
                 ),
             ),
             ("rollout sampling", self.sampling, String::new()),
+            (
+                "evaluation",
+                self.evaluation,
+                if s.eval_rows > 0 {
+                    format!(
+                        "KV cache and sampling of {} rows × {} positions (run.eval_steps)",
+                        s.eval_rows,
+                        s.prompt_tokens.saturating_add(s.eval_completion_tokens)
+                    )
+                } else {
+                    "none during training".into()
+                },
+            ),
             (
                 "decode weights",
                 self.decode_weights,
@@ -648,6 +705,10 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
     if plan.settings.lora.is_none() {
         let adapted = with(Settings {
             lora: Some(LoraConfig::new(32, 16.0)),
+            // As the run would: LoRA in f32 on the CPU decodes through packed weights.
+            decode_packing: plan.settings.on_cpu
+                && plan.settings.weight_bytes == 4
+                && plan.settings.rollout_rows > 0,
             ..plan.settings.clone()
         });
         if adapted.peak() < plan.peak() {
@@ -663,9 +724,35 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
             gib(plan.reference)
         ));
     }
-    if plan.kv_cache > plan.update() {
+    if plan.rollout() > plan.update() && plan.rollout() >= plan.evaluation {
+        // Fewer rows a rollout batch (whole groups): the key that bounds the KV cache.
+        let group = plan.settings.group.max(1);
+        let mut rows = plan.settings.rollout_rows;
+        let mut offered = None;
+        while rows > group {
+            rows = (rows / 2 / group).max(1) * group;
+            let smaller = with(Settings {
+                rollout_rows: rows,
+                ..plan.settings.clone()
+            });
+            offered = Some((rows, smaller.peak()));
+            if smaller.peak() <= free {
+                break;
+            }
+        }
+        match offered {
+            Some((rows, peak)) => remedies.push(format!(
+                "lower algorithm.rollout_batch_size to {rows} (the rollout's KV cache; peak {:.1} GiB)",
+                gib(peak)
+            )),
+            None => remedies
+                .push("lower algorithm.max_completion_length (one group's KV cache is the rollout's)".into()),
+        }
+    }
+    if plan.evaluation > plan.update() && plan.evaluation > plan.rollout() {
         remedies.push(
-            "lower algorithm.prompts_per_step or max_completion_length (the rollout's KV cache)".into(),
+            "lower eval.batch_size or eval.num_generations_eval (an evaluation batch's KV cache during training)"
+                .into(),
         );
     }
     remedies.push("set run.memory_check = false to start anyway".into());
@@ -747,9 +834,12 @@ mod tests {
             "one micro-batch of 8 would need {} GiB",
             peak(&unchecked, Phase::Train)
         ));
+        // What checkpointing alone saves, at the guide's micro-batch.
+        let same_micro_batch =
+            config.replace("gradient_checkpointing = true", "gradient_checkpointing = false");
         quoted(format!(
             "activations {} → {} GiB",
-            gib(plan(&unchecked).activations),
+            gib(plan(&same_micro_batch).activations),
             gib(plan(config).activations)
         ));
         quoted(format!("gradient buffers: {} GiB", peak(config, Phase::Sft)));
@@ -791,6 +881,9 @@ mod tests {
             gradient_checkpointing: false,
             lora: None,
             decode_packing: false,
+            on_cpu: true,
+            eval_rows: 0,
+            eval_completion_tokens: 0,
         }
     }
 
@@ -991,6 +1084,90 @@ mod tests {
             Settings::of(&config, Kind::BFloat16).rollout_rows,
             10,
             "no more than a step"
+        );
+    }
+
+    /// Evaluation between steps samples batches of whole questions: a plan without it said a
+    /// run fits that ran out of memory at its first evaluation. A token budget per pass holds
+    /// fewer rows than the micro-batch.
+    #[test]
+    fn evaluation_during_training_and_a_token_budget_are_planned() {
+        let mut config = RunConfig::parse(
+            "[model]\npath = \"m\"\n[data]\npath = \"d.jsonl\"\n[[reward.objectives]]\nplugin = \"consistency\"\n",
+        )
+        .unwrap();
+        assert_eq!(Settings::of(&config, Kind::Float).eval_rows, 0, "no eval_steps");
+        config.run.eval_steps = 10;
+        config.run.eval_decodings = vec![EvalDecoding::Greedy, EvalDecoding::Sampled];
+        config.eval.samples = 8;
+        config.eval.batch_size = 64;
+        config.eval.max_completion_length = 4096;
+        let settings = Settings::of(&config, Kind::BFloat16);
+        assert_eq!(settings.eval_rows, 512, "64 questions × 8 samples");
+        let plan = MemoryPlan::new(&qwen_3b(), settings);
+        assert!(plan.evaluation > plan.rollout() && plan.peak() == plan.resident() + plan.evaluation);
+        let error = check_fits(&plan, &qwen_3b(), plan.peak() - 1, "free")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("lower eval.batch_size"), "{error}");
+
+        config.algorithm.mini_batch_size = 8;
+        config.algorithm.max_tokens_per_micro_batch =
+            Some(2 * (config.max_prompt_length() + config.algorithm.max_completion_length));
+        assert_eq!(Settings::of(&config, Kind::BFloat16).micro_batch, 2);
+    }
+
+    /// When the rollout's KV cache is the peak, the key that bounds it is named with a value
+    /// that fits (fewer prompts a step did not lower it), and the LoRA offer counts the packed
+    /// decode weights the run would hold.
+    #[test]
+    fn remedies_name_the_key_that_bounds_the_peak_with_its_real_effect() {
+        let rollout_bound = Settings {
+            rollout_rows: 1024,
+            completion_tokens: 4096,
+            micro_batch: 1,
+            gradient_checkpointing: true,
+            ..settings()
+        };
+        let plan = MemoryPlan::new(&qwen_half_b(), rollout_bound.clone());
+        assert!(plan.rollout() > plan.update());
+        let free = plan.peak() / 3;
+        let error = check_fits(&plan, &qwen_half_b(), free, "free")
+            .unwrap_err()
+            .to_string();
+        let offered: u64 = error
+            .split("lower algorithm.rollout_batch_size to ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{error}"));
+        let smaller = MemoryPlan::new(
+            &qwen_half_b(),
+            Settings {
+                rollout_rows: offered,
+                ..rollout_bound
+            },
+        );
+        assert!(
+            smaller.peak() <= free && offered.is_multiple_of(4),
+            "{offered}: {error}"
+        );
+
+        let full = MemoryPlan::new(&qwen_half_b(), settings());
+        let error = check_fits(&full, &qwen_half_b(), full.peak() / 2, "free")
+            .unwrap_err()
+            .to_string();
+        let lora_cpu = MemoryPlan::new(
+            &qwen_half_b(),
+            Settings {
+                lora: Some(LoraConfig::new(32, 16.0)),
+                decode_packing: true,
+                ..settings()
+            },
+        );
+        assert!(
+            error.contains(&format!("peak {:.1} GiB)", lora_cpu.peak() as f64 / GIB)),
+            "the LoRA offer is the plan a LoRA run gets: {error}"
         );
     }
 
