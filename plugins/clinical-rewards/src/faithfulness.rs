@@ -89,14 +89,19 @@ mod tests {
     use crpo_sdk::AnswerOption;
 
     fn example() -> Example {
-        let options = [
-            ("A", "Aspirin"),
-            ("B", "Heparin"),
-            ("C", "Warfarin"),
-            ("D", "Alteplase"),
-        ];
         Example {
             answer: Some("B".into()),
+            ..with_options(&[
+                ("A", "Aspirin"),
+                ("B", "Heparin"),
+                ("C", "Warfarin"),
+                ("D", "Alteplase"),
+            ])
+        }
+    }
+
+    fn with_options(options: &[(&str, &str)]) -> Example {
+        Example {
             options: options
                 .iter()
                 .map(|(k, t)| AnswerOption {
@@ -116,16 +121,7 @@ mod tests {
     /// for, and scored half of "yes" for the same reasoning.
     #[test]
     fn an_option_named_like_a_negation_can_be_argued_for() {
-        let pubmedqa = Example {
-            options: [("A", "yes"), ("B", "no"), ("C", "maybe")]
-                .iter()
-                .map(|(k, t)| AnswerOption {
-                    key: k.to_string(),
-                    text: t.to_string(),
-                })
-                .collect(),
-            ..Example::default()
-        };
+        let pubmedqa = with_options(&[("A", "yes"), ("B", "no"), ("C", "maybe")]);
         let reasoning = |answer: &str, other: &str, key: &str| {
             format!(
                 "<dx>System 1: the trial suggests {answer}. System 2: {answer} fits the data because mortality fell; {other} is less likely.</dx><conclusion>The answer is {answer}, \\boxed{{{key}}}</conclusion>"
