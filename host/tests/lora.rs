@@ -145,6 +145,17 @@ fn bad_lora_settings_are_refused_naming_the_key() {
     );
     let error = parse("r = 4\nlora_alpha = 8\ntarget_modules = \"everything\"", "");
     assert!(error.contains("model.lora.target_modules"), "{error}");
+    // PEFT adapts these; crpo does not, and said "selects none of the linear layers" or warned.
+    for head in ["lm_head", "embed_tokens"] {
+        let error = parse(
+            &format!("r = 4\nlora_alpha = 8\ntarget_modules = [\"q_proj\", \"{head}\"]"),
+            "",
+        );
+        assert!(
+            error.contains("model.lora.target_modules") && error.contains(head),
+            "{error}"
+        );
+    }
     // Dropout with checkpointing is the command's to refuse (train's and sft's keys differ):
     // one config may checkpoint sft and not train.
     assert!(crpo_host::train::config::RunConfig::parse(

@@ -77,9 +77,6 @@ const UNSUPPORTED: [(&str, &str); 15] = [
 /// so B·A over the unchanged base would be another model.
 const BASE_KEEPING_INITS: [&str; 3] = ["gaussian", "eva", "orthogonal"];
 
-/// Modules whose PEFT adapters are not a linear layer's (embedding adapters, a trained head).
-const UNSUPPORTED_TARGETS: [&str; 2] = ["model.embed_tokens", "lm_head"];
-
 fn is_set(value: &serde_json::Value) -> bool {
     match value {
         serde_json::Value::Null | serde_json::Value::Bool(false) => false,
@@ -151,7 +148,7 @@ pub fn read_adapter_config(dir: &Path) -> Result<(LoraConfig, PathBuf)> {
     }
     let file: PeftAdapterConfig = serde_json::from_str(&text).map_err(|e| failed(e.to_string()))?;
     if let Some(targets) = &file.target_modules {
-        if let Some(module) = UNSUPPORTED_TARGETS.iter().find(|m| targets.matches(m)) {
+        if let Some(module) = targets.unsupported() {
             return Err(failed(format!(
                 "`target_modules` adapts `{module}`: crpo implements LoRA on linear layers, not on the embedding or the LM head"
             )));

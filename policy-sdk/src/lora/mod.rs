@@ -107,6 +107,12 @@ impl LoraConfig {
                 "must be in [0, 1)",
             ));
         }
+        if let Some(module) = self.target_modules.unsupported() {
+            return Err(PluginError::invalid_option(
+                "lora.target_modules",
+                format!("adapts `{module}`: crpo implements LoRA on the decoder's linear layers, not on the embedding or the LM head (as PEFT would); leave it out"),
+            ));
+        }
         self.validate_selection()
     }
 }
