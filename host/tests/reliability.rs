@@ -1061,16 +1061,17 @@ fn an_objective_isolated_in_a_worker_trains_and_its_crash_fails_the_run_cleanly(
 }
 
 /// A worker that hangs, with retries: SIGTERM waited for every retry's timeout (retries had no
-/// bound, so a run could never stop).
+/// bound, so a run could never stop). The call in flight keeps its timeout (a busy worker's
+/// step may still finish); no retry follows.
 #[test]
-fn sigterm_ends_the_wait_for_a_hanging_reward_worker_without_retrying() {
+fn sigterm_stops_retrying_a_hanging_reward_worker() {
     let plugins = support::plugin_dir(&["misbehaving_rewards"]);
     let dir = setup(
         &format!("max_steps = 1\nplugin_dirs = [\"{}\"]", plugins.path().display()),
         "",
     );
     let config = std::fs::read_to_string(dir.path().join("run.toml")).unwrap();
-    let objective = "[[reward.objectives]]\nplugin = \"misbehaving\"\noptions = { fault = \"hang\" }\nisolation = \"process\"\ntimeout_s = 120\nretries = RETRIES\n[algorithm]";
+    let objective = "[[reward.objectives]]\nplugin = \"misbehaving\"\noptions = { fault = \"hang\" }\nisolation = \"process\"\ntimeout_s = 8\nretries = RETRIES\n[algorithm]";
     let with = |retries: &str| config.replace("[algorithm]", &objective.replace("RETRIES", retries));
     std::fs::write(dir.path().join("run.toml"), with("11")).unwrap();
     let refused = run(dir.path(), &["train", "--config", "run.toml"]);
@@ -1080,7 +1081,8 @@ fn sigterm_ends_the_wait_for_a_hanging_reward_worker_without_retrying() {
         stderr(&refused)
     );
 
-    std::fs::write(dir.path().join("run.toml"), with("3")).unwrap();
+    // Five retries of 8 s each would take 48 s.
+    std::fs::write(dir.path().join("run.toml"), with("5")).unwrap();
     let mut train = spawn_train(dir.path(), false);
     let deadline = Instant::now() + Duration::from_secs(120);
     // Once a worker answers (or hangs on) a call: it is the train process's child.
@@ -1113,7 +1115,8 @@ fn sigterm_ends_the_wait_for_a_hanging_reward_worker_without_retrying() {
     let text = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(
-        text.contains("a stop was asked for") && !text.contains("retrying"),
+        text.contains("1 attempt(s) failed: no answer within 8 s")
+            && text.contains("not retried: a stop was asked for"),
         "{text}"
     );
 }

@@ -161,10 +161,14 @@ impl FfiPolicyModel for PolicyModelExport {
             extension::POLICY_ADAPTERS_ENABLED => Self::set_adapters_enabled,
             other => return RResult::RErr(extension::unknown(other)),
         };
-        let enabled = serde_json::from_str::<serde_json::Value>(request_json.as_str())
+        let Some(enabled) = serde_json::from_str::<serde_json::Value>(request_json.as_str())
             .ok()
             .and_then(|request| request.get("enabled")?.as_bool())
-            .unwrap_or(false);
+        else {
+            return RResult::RErr(
+                format!("{}: the request is not {{\"enabled\": bool}}", name.as_str()).into(),
+            );
+        };
         switch(self, enabled)
             .map(|()| RString::new())
             .map_err(|error| PluginError::from(error).to_string().into())

@@ -98,6 +98,17 @@ fn memory_plan_of(path: &std::path::Path) -> anyhow::Result<()> {
             );
             return Ok(());
         };
+        let checkpointing = match phase {
+            memory_plan::Phase::Train => (
+                "algorithm.gradient_checkpointing",
+                config.algorithm.gradient_checkpointing,
+            ),
+            memory_plan::Phase::Sft => ("sft.gradient_checkpointing", config.sft.gradient_checkpointing),
+        };
+        if let Err(refusal) = config.check_lora_dropout(checkpointing.0, checkpointing.1) {
+            println!("refused: {refusal} ({command} would refuse it before loading)");
+            refused.push(command);
+        }
         println!(
             "memory plan of {} ({command}) on {device:?} ({} parameters):\n{}",
             path.display(),
@@ -109,6 +120,7 @@ fn memory_plan_of(path: &std::path::Path) -> anyhow::Result<()> {
                 println!(
                     "refused: model.lora selects none of the model's linear layers ({command} would refuse it at load)"
                 );
+                refused.push(command);
                 continue;
             }
         }
@@ -128,7 +140,7 @@ fn memory_plan_of(path: &std::path::Path) -> anyhow::Result<()> {
     // A check's verdict is its exit status too, as `train` would end.
     if !refused.is_empty() {
         bail!(
-            "{}: {} would refuse this config (its memory plan does not fit; above)",
+            "{}: {} would refuse this config (why: above)",
             path.display(),
             refused.join(" and ")
         );

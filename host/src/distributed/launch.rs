@@ -119,9 +119,11 @@ fn local_rendezvous_port(var: impl Fn(&str) -> Option<String>) -> anyhow::Result
         }
     }
     // srun sets neither RANK nor WORLD_SIZE: each of its tasks would start a run of its own.
-    if let Some(tasks) = var("SLURM_NTASKS").filter(|n| n.trim() != "1") {
+    // SLURM_STEP_NUM_TASKS is srun's: the batch script of `sbatch -n 8` has SLURM_NTASKS=8,
+    // and one `--nproc 8` there is right.
+    if let Some(tasks) = var("SLURM_STEP_NUM_TASKS").filter(|n| n.trim() != "1") {
         bail!(
-            "--nproc starts the workers of one machine itself, but this is one of SLURM_NTASKS={tasks} srun tasks: each would start a run of its own; run one task with --nproc, or one task per rank without it, RANK and WORLD_SIZE set from SLURM's (docs/distributed.md)"
+            "--nproc starts the workers of one machine itself, but this is one of SLURM_STEP_NUM_TASKS={tasks} srun tasks: each would start a run of its own; run one task with --nproc, or one task per rank without it, RANK and WORLD_SIZE set from SLURM's (docs/distributed.md)"
         );
     }
     let Some(text) = var("MASTER_PORT") else {
@@ -317,11 +319,15 @@ mod tests {
         assert!(port(&[]).unwrap() > 0);
         let error = port(&[("MASTER_PORT", "http")]).unwrap_err().to_string();
         assert!(error.contains("MASTER_PORT=`http`"), "{error}");
-        let error = port(&[("SLURM_NTASKS", "2")]).unwrap_err().to_string();
-        assert!(error.contains("SLURM_NTASKS=2 srun tasks"), "{error}");
+        let error = port(&[("SLURM_STEP_NUM_TASKS", "2")]).unwrap_err().to_string();
+        assert!(error.contains("SLURM_STEP_NUM_TASKS=2 srun tasks"), "{error}");
         assert!(
-            port(&[("SLURM_NTASKS", "1")]).is_ok(),
+            port(&[("SLURM_STEP_NUM_TASKS", "1")]).is_ok(),
             "one task: --nproc on its node"
+        );
+        assert!(
+            port(&[("SLURM_NTASKS", "8")]).is_ok(),
+            "an sbatch -n 8 script's own process"
         );
         for name in ["RANK", "WORLD_SIZE"] {
             let error = port(&[(name, "4")]).unwrap_err().to_string();

@@ -128,14 +128,21 @@ impl CollectiveWatchdog {
         CollectiveWatchdog { armed }
     }
 
-    fn arm(&self, deadline: Instant, message: String) {
+    /// Arms the watchdog until the returned guard drops.
+    fn arm(&self, deadline: Instant, message: String) -> Armed<'_> {
         if let Ok(mut armed) = self.armed.lock() {
             *armed = Some((deadline, message));
         }
+        Armed(self)
     }
+}
 
-    fn disarm(&self) {
-        if let Ok(mut armed) = self.armed.lock() {
+/// The watchdog armed for one collective; disarmed when dropped.
+struct Armed<'a>(&'a CollectiveWatchdog);
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut armed) = self.0.armed.lock() {
             *armed = None;
         }
     }
@@ -251,9 +258,10 @@ impl World {
         let stalled = if self.rank == 0 {
             "a peer stalled and libtorch did not time out".to_string()
         } else {
-            self.store_host_gone()
+            format!("no rank answered; most likely {}", self.store_host_gone())
         };
-        self.watchdog.arm(
+        // Disarmed however the collective ends (a panic caught above included).
+        let _armed = self.watchdog.arm(
             Instant::now() + bound,
             format!(
                 "rank {} of {} ({}, {what}): no answer within {bound:?} (run.ddp_timeout and a grace): {stalled}",
@@ -269,7 +277,7 @@ impl World {
         let started = Instant::now();
         let result = f(&self.group);
         *self.spent.borrow_mut().entry(what.to_string()).or_default() += started.elapsed();
-        let result = result.map_err(|error| {
+        result.map_err(|error| {
             anyhow::anyhow!(
                 "rank {} of {} ({}, {what}): {}; {error}",
                 self.rank,
@@ -277,9 +285,7 @@ impl World {
                 self.stage.borrow(),
                 self.blame(entered)
             )
-        });
-        self.watchdog.disarm();
-        result
+        })
     }
 
     /// Which peers stopped the group: stale heartbeats (dead or stopped), else ranks behind.

@@ -255,22 +255,7 @@ impl Worker {
         if let Err(error) = writeln!(self.stdin, "{line}").and_then(|()| self.stdin.flush()) {
             return Err(WorkerFault(format!("{} ({error})", self.ended())));
         }
-        // Waited for in slices: a stop asked for (SIGTERM, Ctrl-C) ends the wait at once.
-        let deadline = std::time::Instant::now() + timeout;
-        let received = loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left.min(Duration::from_millis(200))) {
-                Err(RecvTimeoutError::Timeout) if !left.is_zero() => {
-                    if crate::interrupt::stop_requested() {
-                        let _ = self.child.kill();
-                        let _ = self.child.wait();
-                        return Err(WorkerFault(STOPPED.into()));
-                    }
-                }
-                other => break other,
-            }
-        };
-        match received {
+        match self.lines.recv_timeout(timeout) {
             Ok(Ok(text)) => serde_json::from_str(&text)
                 .map_err(|e| WorkerFault(format!("the worker's reply is not understood ({e}): {text}"))),
             Ok(Err(error)) => Err(WorkerFault(format!("cannot read the worker's reply: {error}"))),
@@ -343,8 +328,8 @@ impl IsolatedObjective {
     }
 }
 
-/// The fault of a call abandoned because a stop was asked for: not retried.
-const STOPPED: &str = "a stop was asked for (SIGTERM or Ctrl-C) while the worker was answering: the call was abandoned, not retried";
+/// Why a failed call was not retried.
+const NOT_RETRIED: &str = "; not retried: a stop was asked for (SIGTERM or Ctrl-C)";
 
 impl RewardObjective for IsolatedObjective {
     fn score_group(&self, request: &ScoreRequest<'_>) -> crpo_sdk::Result<Vec<Score>> {
@@ -355,8 +340,13 @@ impl RewardObjective for IsolatedObjective {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut faults: Vec<String> = Vec::new();
-        for _ in 0..=self.retries {
-            if faults.last().is_some_and(|fault| fault == STOPPED) {
+        let mut stopped = "";
+        for attempt in 0..=self.retries {
+            // A stop asked for (SIGTERM, Ctrl-C) lets the call in flight finish (within
+            // timeout_s), so a busy worker's step still completes, but starts no retry: a
+            // failing worker retried up to `retries` × timeout_s past a scheduler's grace.
+            if attempt > 0 && crate::interrupt::stop_requested() {
+                stopped = NOT_RETRIED;
                 break;
             }
             let reply = match slot.take() {
@@ -373,7 +363,7 @@ impl RewardObjective for IsolatedObjective {
                 Ok(Reply::Error(message)) => return Err(PluginError::failed(message)),
                 Ok(Reply::Ready) => faults.push("the worker answered out of turn".to_string()),
                 Err(WorkerFault(message)) => {
-                    if faults.len() < self.retries && message != STOPPED {
+                    if faults.len() < self.retries && !crate::interrupt::stop_requested() {
                         tracing::warn!(
                             "reward worker for `{}`: {message}; retrying on a fresh worker",
                             self.init.plugin
@@ -384,7 +374,7 @@ impl RewardObjective for IsolatedObjective {
             }
         }
         Err(PluginError::failed(format!(
-            "in its worker process, {} attempt(s) failed: {}",
+            "in its worker process, {} attempt(s) failed: {}{stopped}",
             faults.len(),
             faults.join("; ")
         )))

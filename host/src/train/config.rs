@@ -743,6 +743,19 @@ impl RunConfig {
         }
     }
 
+    /// `[model.lora]`'s dropout under the command's activation checkpointing (`key`), refused
+    /// before anything loads: a recomputed layer would draw another mask than its forward did.
+    /// Each command asks with its own key: one config may checkpoint sft and not train.
+    pub fn check_lora_dropout(&self, key: &str, checkpointing: bool) -> anyhow::Result<()> {
+        match &self.model.lora {
+            Some(lora) if checkpointing && lora.lora_dropout > 0.0 => bail!(
+                "{key} = true with model.lora.lora_dropout = {}: a recomputed layer would draw another dropout mask than its forward did; set one of them off",
+                lora.lora_dropout
+            ),
+            _ => Ok(()),
+        }
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
         self.algorithm.validate()?;
         check_prompt_template(&self.data.prompt_template)?;
@@ -1174,5 +1187,27 @@ mod tests {
         );
         let error = parse(pin("liba.so", &a) + &pin("liba.so", &b)).unwrap_err();
         assert!(error.contains("pins liba.so twice"), "{error}");
+    }
+
+    #[test]
+    fn lora_dropout_is_refused_by_the_command_that_checkpoints() {
+        let config = RunConfig::parse(&format!(
+            "[model.lora]\nr = 4\nlora_alpha = 8\nlora_dropout = 0.1\n[sft]\ngradient_checkpointing = true\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert!(config
+            .check_lora_dropout(
+                "algorithm.gradient_checkpointing",
+                config.algorithm.gradient_checkpointing
+            )
+            .is_ok());
+        let error = config
+            .check_lora_dropout("sft.gradient_checkpointing", config.sft.gradient_checkpointing)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("sft.gradient_checkpointing = true with model.lora.lora_dropout = 0.1"),
+            "{error}"
+        );
     }
 }

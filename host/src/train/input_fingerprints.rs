@@ -47,6 +47,15 @@ impl InputFingerprints {
         })
     }
 
+    /// The data's fingerprints alone: what the ranks other than 0 compare (only rank 0
+    /// checkpoints, and reading a large model's files on every rank costs each the time).
+    pub fn of_data(config: &RunConfig, mode: &str) -> anyhow::Result<Self> {
+        let mut data_only = config.clone();
+        data_only.model.lora = None;
+        data_only.algorithm.beta = 0.0;
+        Self::of(&data_only, mode)
+    }
+
     /// Each input whose fingerprint differs from `was`'s, as a change of its config key (an
     /// input either side did not record is not compared).
     pub fn changes_since(&self, was: &Self) -> Vec<ConfigChange> {

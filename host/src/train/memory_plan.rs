@@ -317,10 +317,14 @@ impl Settings {
         } else {
             0
         };
-        // A token budget per pass holds fewer rows than the micro-batch (micro_batches.rs).
-        let sequence = config.max_prompt_length() + algorithm.max_completion_length;
+        // A token budget per pass holds fewer rows than the micro-batch. The cut counts a
+        // shared prompt once (micro_batches.rs, `padded_tokens`): at most the rows whose
+        // completions fit beside one prompt, and always one.
         let micro_batch = match algorithm.max_tokens_per_micro_batch {
-            Some(budget) => algorithm.mini_batch_size.min((budget / sequence.max(1)).max(1)),
+            Some(budget) => algorithm.mini_batch_size.min(
+                (budget.saturating_sub(config.max_prompt_length()) / algorithm.max_completion_length.max(1))
+                    .max(1),
+            ),
             None => algorithm.mini_batch_size,
         };
         Settings {
@@ -1111,10 +1115,17 @@ mod tests {
             .to_string();
         assert!(error.contains("lower eval.batch_size"), "{error}");
 
-        config.algorithm.mini_batch_size = 8;
+        // One prompt and as many completions as fit beside it, as the cut counts them.
+        config.algorithm.mini_batch_size = 16;
         config.algorithm.max_tokens_per_micro_batch =
-            Some(2 * (config.max_prompt_length() + config.algorithm.max_completion_length));
-        assert_eq!(Settings::of(&config, Kind::BFloat16).micro_batch, 2);
+            Some(config.max_prompt_length() + 3 * config.algorithm.max_completion_length);
+        assert_eq!(Settings::of(&config, Kind::BFloat16).micro_batch, 3);
+        config.algorithm.max_tokens_per_micro_batch = Some(1);
+        assert_eq!(
+            Settings::of(&config, Kind::BFloat16).micro_batch,
+            1,
+            "a row over the budget runs alone"
+        );
     }
 
     /// When the rollout's KV cache is the peak, the key that bounds it is named with a value

@@ -61,6 +61,7 @@ pub fn run(
     );
     tracing::info!("{}", super::startup::line(MODE, config, &work, &run_dir));
     super::memory_plan::check_run(config, super::memory_plan::Phase::Sft)?;
+    config.check_lora_dropout("sft.gradient_checkpointing", config.sft.gradient_checkpointing)?;
     refuse_replacing_saved_models(config, &run_dir, start)?;
     let (state, policy, mut optimizer, _run_lock, inputs) = resume::policy_and_optimizer(
         registry,

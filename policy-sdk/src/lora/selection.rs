@@ -42,8 +42,6 @@ impl Default for TargetModules {
 pub type ExcludedModules = TargetModules;
 
 impl TargetModules {
-    /// Whether `module` is listed (PEFT's suffix rule) or matches the expression entirely;
-    /// `"all-linear"` is the caller's to read.
     /// A module these targets select that crpo cannot adapt: PEFT adapts the embedding and a
     /// trained head too; crpo's adapters are on the decoder's linear layers.
     pub(super) fn unsupported(&self) -> Option<&'static str> {
@@ -52,6 +50,8 @@ impl TargetModules {
             .find(|module| self.matches(module))
     }
 
+    /// Whether `module` is listed (PEFT's suffix rule) or matches the expression entirely;
+    /// `"all-linear"` is the caller's to read.
     pub(super) fn matches(&self, module: &str) -> bool {
         match self {
             TargetModules::Names(names) => names_match(names, module),

@@ -40,12 +40,16 @@ impl Trainer {
                 tracing::info!("{}", crate::train::startup::line(MODE, &config, &work, &run_dir));
             }
             crate::train::memory_plan::check_run(&config, Phase::Train)?;
+            config.check_lora_dropout(
+                "algorithm.gradient_checkpointing",
+                config.algorithm.gradient_checkpointing,
+            )?;
             if !is_main {
                 // Its trainable weights come from rank 0; the seed keeps the rest alike.
                 tch::manual_seed(config.run.seed as i64);
                 let policy = Policy::load(registry, &config.model, &config.model.path)?;
                 let optimizer = AdamW::new(policy.parameters(), config.algorithm.adam_settings());
-                let inputs = InputFingerprints::of(&config, MODE)?;
+                let inputs = InputFingerprints::of_data(&config, MODE)?;
                 return Ok((reward, None, policy, optimizer, None, inputs));
             }
             let (state, policy, optimizer, lock, inputs) = resume::policy_and_optimizer(
