@@ -93,7 +93,7 @@ fn memory_plan_of(path: &std::path::Path) -> anyhow::Result<()> {
                 );
             }
             println!(
-                "memory plan: {} has no decoder shape in config.json (or no safetensors weights); no plan",
+                "memory plan: {} has no decoder shape in config.json; no plan",
                 model.display()
             );
             return Ok(());
@@ -110,9 +110,14 @@ fn memory_plan_of(path: &std::path::Path) -> anyhow::Result<()> {
             refused.push(command);
         }
         println!(
-            "memory plan of {} ({command}) on {device:?} ({} parameters):\n{}",
+            "memory plan of {} ({command}) on {device:?} ({} parameters{}):\n{}",
             path.display(),
             shape.parameters,
+            if shape.counted {
+                ""
+            } else {
+                ", from config.json's shape: no weights there yet"
+            },
             plan.table()
         );
         if let Some(lora) = &plan.settings.lora {

@@ -36,11 +36,15 @@ pub struct ModelShape {
     pub layers: u64,
     pub kv_width: u64,
     pub vocab: u64,
+    /// Whether `parameters` was counted from the weights' headers (else from config.json's
+    /// shape: a directory without weights yet).
+    pub counted: bool,
 }
 
 impl ModelShape {
-    /// Reads `dir`'s config.json and safetensors headers; `None` when config.json lacks a
-    /// decoder's shape (a policy plugin of another kind: no plan, not an error).
+    /// Reads `dir`'s config.json and safetensors headers (without weights, the count from the
+    /// shape); `None` when config.json lacks a decoder's shape (a policy plugin of another
+    /// kind: no plan, not an error).
     pub fn of_dir(dir: &Path) -> anyhow::Result<Option<Self>> {
         let path = dir.join("config.json");
         let Ok(text) = std::fs::read_to_string(&path) else {
@@ -77,18 +81,53 @@ impl ModelShape {
                 );
             }
         }
-        let Some(parameters) = parameter_count(dir)? else {
-            return Ok(None);
-        };
-        Ok(Some(ModelShape {
-            parameters,
+        let mut shape = ModelShape {
+            parameters: 0,
             hidden,
             q_width,
             intermediate,
             layers,
             kv_width,
             vocab,
-        }))
+            counted: true,
+        };
+        match parameter_count(dir)? {
+            Some(parameters) => shape.parameters = parameters,
+            // No weights yet (config.json alone, checked before a download): the decoder's
+            // count from its shape, as transformers builds it.
+            None => {
+                let bias = json
+                    .get("attention_bias")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(json.get("model_type").and_then(Value::as_str) == Some("qwen2"));
+                let tied = json
+                    .get("tie_word_embeddings")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                shape.parameters = shape.parameters_from_shape(bias, tied);
+                shape.counted = false;
+            }
+        }
+        Ok(Some(shape))
+    }
+
+    /// The decoder's parameters from its shape: embedding (and an untied LM head), per layer
+    /// the attention's projections (with q/k/v biases), the MLP's three and two norms, and the
+    /// final norm.
+    fn parameters_from_shape(&self, attention_bias: bool, tied: bool) -> u64 {
+        let n = Saturating;
+        let (hidden, q, kv, intermediate) = (
+            n(self.hidden),
+            n(self.q_width),
+            n(self.kv_width),
+            n(self.intermediate),
+        );
+        let biases = if attention_bias { q + n(2) * kv } else { n(0) };
+        let layer =
+            n(2) * hidden * q + n(2) * hidden * kv + n(3) * hidden * intermediate + n(2) * hidden + biases;
+        let embedding = n(self.vocab) * hidden;
+        let head = if tied { n(0) } else { embedding };
+        (embedding + head + n(self.layers) * layer + hidden).0
     }
 }
 
@@ -783,6 +822,7 @@ mod tests {
             layers: 24,
             kv_width: 128,
             vocab: 151_936,
+            counted: true,
         }
     }
 
@@ -797,7 +837,29 @@ mod tests {
             layers: 36,
             kv_width: 256,
             vocab: 151_936,
+            counted: true,
         }
+    }
+
+    /// A directory holding only config.json (checked before a download): planned from its
+    /// shape, with the count its weights would have (tied heads, q/k/v biases as Qwen2 has
+    /// them).
+    #[test]
+    fn a_config_without_weights_is_planned_from_its_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |config: &str| std::fs::write(dir.path().join("config.json"), config).unwrap();
+        write(
+            r#"{"model_type": "qwen2", "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36, "num_attention_heads": 16, "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": true}"#,
+        );
+        let shape = ModelShape::of_dir(dir.path()).unwrap().unwrap();
+        assert_eq!((shape.parameters, shape.counted), (qwen_3b().parameters, false));
+        write(
+            r#"{"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": true}"#,
+        );
+        assert_eq!(
+            ModelShape::of_dir(dir.path()).unwrap().unwrap().parameters,
+            qwen_half_b().parameters
+        );
     }
 
     /// docs/reproduce-clinical-r1.md's config as a user copies it, and the peaks it quotes: the
