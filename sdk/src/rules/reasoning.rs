@@ -1,9 +1,11 @@
 //! A completion's reasoning (apart from its final answer), cut into clauses, and whether a
 //! clause names an answer option.
 
-use super::text::{is_named_in_normalised, normalise, preprocess};
+use super::text::{is_named_in_normalised, normalise, normalised, preprocess};
 use crate::example::AnswerOption;
 use regex::Regex;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 static CLAUSE_END: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[.;!?\n]+(?:\s|$)|\n").unwrap());
@@ -40,17 +42,39 @@ pub fn clauses(reasoning: &str) -> Vec<String> {
 /// key as `option b`, `choice b`, `answer b`, `(b)` or `b (`, in the clause normalised (as
 /// [`clauses`] gives it; normalising again changes nothing).
 pub fn names_option(clause: &str, option: &AnswerOption) -> bool {
-    let clause = normalise(clause);
-    let clause = clause.as_str();
+    let clause = normalised(clause);
+    let clause = clause.as_ref();
     if is_named_in_normalised(&option.text, clause) {
         return true;
     }
-    let key = regex::escape(&option.key.to_lowercase());
+    KEY_PATTERNS.with_borrow_mut(|patterns| {
+        let key = option.key.to_lowercase();
+        if !patterns.contains_key(&key) {
+            // Keys are few (A–E, 1–10…); a runaway set of them is not kept forever.
+            if patterns.len() >= MAX_CACHED_KEYS {
+                patterns.clear();
+            }
+            patterns.insert(key.clone(), key_pattern(&key));
+        }
+        patterns[&key].as_ref().is_some_and(|re| re.is_match(clause))
+    })
+}
+
+const MAX_CACHED_KEYS: usize = 256;
+
+thread_local! {
+    /// The compiled key pattern per option key: every clause × option of every completion asks
+    /// for one, and compiling it each time was most of `names_option`'s cost.
+    static KEY_PATTERNS: RefCell<HashMap<String, Option<Regex>>> = RefCell::new(HashMap::new());
+}
+
+/// `option b`, `choice b`, `answer b`, `(b)` or `b (` for the lower-cased `key`.
+fn key_pattern(key: &str) -> Option<Regex> {
+    let key = regex::escape(key);
     Regex::new(&format!(
         r"\b(option|choice|answer)\s+{key}\b|\({key}\)|(^|[\s,;:]){key}\s*\("
     ))
-    .map(|re| re.is_match(clause))
-    .unwrap_or(false)
+    .ok()
 }
 
 #[cfg(test)]
@@ -62,6 +86,23 @@ mod tests {
             key: key.into(),
             text: text.into(),
         }
+    }
+
+    #[test]
+    fn key_patterns_stay_right_past_the_cache_bound() {
+        for round in 0..2 {
+            for n in 0..(MAX_CACHED_KEYS + 10) {
+                let key = format!("k{n}");
+                let clause = format!("see option {key} here");
+                assert!(names_option(&clause, &option(&key, "zzz")), "{round} {key}");
+                assert!(
+                    !names_option("see option q here", &option(&key, "zzz")),
+                    "{round} {key}"
+                );
+            }
+        }
+        assert!(names_option("see (B) here", &option("b", "zzz")));
+        assert!(names_option("see (b) here", &option("B", "zzz")));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! on them (REWARD_RULES §0), and naming a phrase as a whole word.
 
 use regex::Regex;
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 /// The pattern for Python's `\s` in `re` (a `str` pattern), for use inside regexes.
@@ -30,6 +31,27 @@ pub fn preprocess(completion: &str) -> &str {
 /// Lower case, every whitespace run collapsed to one space (the rules' `norm(x)`).
 pub fn normalise(text: &str) -> String {
     WHITESPACE_RUN.replace_all(&text.to_lowercase(), " ").into_owned()
+}
+
+/// `text` as [`normalise`] gives it, borrowed when it is already so (the clauses of
+/// [`super::clauses`] are): callers that may get either skip the copy.
+pub fn normalised(text: &str) -> Cow<'_, str> {
+    let mut after_space = false;
+    let already = text.chars().all(|c| {
+        let fine = if is_python_space(c) {
+            c == ' ' && !after_space
+        } else {
+            let mut lower = c.to_lowercase();
+            lower.next() == Some(c) && lower.next().is_none()
+        };
+        after_space = is_python_space(c);
+        fine
+    });
+    if already {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(normalise(text))
+    }
 }
 
 /// Whether `phrase` (e.g. an option's text) occurs in `text` as a whole word, both
@@ -65,6 +87,20 @@ pub fn is_named_in_normalised(phrase: &str, segment: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn normalised_borrows_only_what_normalise_leaves_unchanged() {
+        for text in [
+            "a b", "a  b", "A b", "a\tb", " a", "a ", "ǅ x", "straße", "", "\u{1c}",
+        ] {
+            assert_eq!(normalised(text), normalise(text), "{text:?}");
+            assert_eq!(
+                matches!(normalised(text), Cow::Borrowed(_)),
+                normalise(text) == text,
+                "{text:?}"
+            );
+        }
+    }
 
     #[test]
     fn strips_like_python_including_separators() {
