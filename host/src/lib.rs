@@ -17,6 +17,7 @@ pub mod model_output;
 pub mod plugins;
 pub mod report;
 pub mod rollout;
+pub mod text_table;
 pub mod torch_info;
 pub mod train;
 

@@ -9,11 +9,11 @@ use crate::atomic_file;
 use crate::demo_task as demo;
 use crate::plugins::PluginRegistry;
 use crate::rollout::Policy;
+use crate::text_table::text_table;
 use crate::train::config::{EvalSection, RunConfig};
 use crate::train::data::load_splits;
 use crate::train::eval::{decoding, evaluate, EvalReport};
 use crate::train::metrics::{METRICS_FILE, SAMPLES_FILE};
-use crate::train::progress::text_table;
 use crate::train::resume::StartMode;
 use crate::train::resume::RESUMES_FILE;
 use crate::train::reward::{preset_objectives, RunReward};
@@ -189,9 +189,14 @@ pub fn run(dirs: &[PathBuf], args: &DemoArgs) -> anyhow::Result<()> {
     println!("acc (share right) = share of held-out questions answered right (greedy, or the vote of the samples);");
     println!("an `obj (mean)` column is that objective's mean over completions (accuracy obj: 1 right, 0 wrong, negative for broken answers).");
     println!();
+    let window = training.first().map_or(0, |t| t.window);
     println!(
-        "Training: each objective's mean over the first → last {} steps",
-        training.first().map_or(0, |t| t.window)
+        "Training: each objective's mean over the first → last {}",
+        if window == 1 {
+            "step".to_string()
+        } else {
+            format!("{window} steps")
+        }
     );
     for line in training.iter().map(|t| trend_line(reported, t)) {
         println!("  {line}");

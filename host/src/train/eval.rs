@@ -422,7 +422,7 @@ pub fn table(reports: &[EvalReport]) -> String {
         );
         row
     });
-    super::progress::text_table(header, rows)
+    crate::text_table::text_table(header, rows)
 }
 
 /// The last two components of a path, enough to tell models apart in a table.

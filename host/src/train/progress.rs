@@ -76,20 +76,6 @@ pub fn summary_line(record: &StepMetrics) -> String {
     )
 }
 
-/// A plain-text table (Markdown-style borders, so it reads the same in a terminal, a log file
-/// and docs), wrapped to the terminal's width when there is one.
-pub fn text_table(header: Vec<String>, rows: impl IntoIterator<Item = Vec<String>>) -> String {
-    let mut table = comfy_table::Table::new();
-    table
-        .load_preset(comfy_table::presets::ASCII_MARKDOWN)
-        .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
-        .set_header(header);
-    for row in rows {
-        table.add_row(row);
-    }
-    table.to_string()
-}
-
 /// Whether step `step` of `total` gets a log line: every `every` steps, and the first and last.
 pub fn logs_step(step: usize, total: usize, every: usize) -> bool {
     step == 1 || step == total || (every > 0 && step.is_multiple_of(every))
