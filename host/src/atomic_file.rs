@@ -70,7 +70,15 @@ impl AtomicFile {
             .prefix(".tmp-")
             .permissions(permissions)
             .tempfile_in(parent)
-            .with_context(|| format!("cannot create a file in {}", parent.display()))?;
+            .map_err(|error| {
+                // tempfile's message names its temporary, which the user never asked for.
+                let reason = match error.raw_os_error() {
+                    _ if !parent.is_dir() => "there is no such directory".to_string(),
+                    Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+                    None => error.kind().to_string(),
+                };
+                anyhow::anyhow!("cannot create a file in {}: {reason}", parent.display())
+            })?;
         Ok(AtomicFile {
             path: path.to_path_buf(),
             sink: Sink::Temporary(BufWriter::new(temp)),
@@ -329,6 +337,18 @@ mod tests {
         assert!(refuse_replacing(&dir.path().join("merged"), "--out", &model, "x").is_ok());
         std::fs::create_dir(dir.path().join("merged")).unwrap();
         assert!(refuse_replacing(&dir.path().join("merged"), "--out", &model, "x").is_ok());
+    }
+
+    #[test]
+    fn a_missing_directory_is_named_without_the_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = write(&dir.path().join("no/such/r.html"), "x").unwrap_err();
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("no/such: there is no such directory"),
+            "{message}"
+        );
+        assert!(!message.contains(".tmp-"), "{message}");
     }
 
     #[test]

@@ -44,10 +44,29 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
             );
         }
     }
+    refuse_the_same_run_twice(&runs)?;
     let out = args.out.clone().unwrap_or_else(|| first.join("report.html"));
     refuse_replacing_other_files(&out)?;
     crate::report::write_report(&runs, &out)?;
     println!("report: {}", out.display());
+    Ok(())
+}
+
+/// A run named twice (`a`, `a/`, `./a`, its absolute path, a link to it) would be drawn as
+/// two runs with identical curves.
+fn refuse_the_same_run_twice(runs: &[PathBuf]) -> anyhow::Result<()> {
+    let mut seen: Vec<(PathBuf, &PathBuf)> = Vec::new();
+    for run in runs {
+        let canonical = run.canonicalize().unwrap_or_else(|_| run.clone());
+        if let Some((_, earlier)) = seen.iter().find(|(c, _)| *c == canonical) {
+            bail!(
+                "{} and {} are the same run directory: name each run once",
+                earlier.display(),
+                run.display()
+            );
+        }
+        seen.push((canonical, run));
+    }
     Ok(())
 }
 
@@ -63,6 +82,22 @@ fn refuse_replacing_other_files(out: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_named_twice_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::fs::write(run.join("metrics.jsonl"), "").unwrap();
+        let args = ReportArgs {
+            runs: vec![run.clone()],
+            compare: vec![run.join(".")],
+            out: Some(dir.path().join("r.html")),
+        };
+        let error = super::run(&args).unwrap_err().to_string();
+        assert!(error.contains("are the same run directory"), "{error}");
+        assert!(!dir.path().join("r.html").exists());
+    }
 
     #[test]
     fn only_an_earlier_report_is_replaced() {

@@ -17,12 +17,24 @@ const RIGHT: f64 = 12.0;
 const TOP: f64 = 14.0;
 const BOTTOM: f64 = 30.0;
 
-/// The escaped form of `text` for HTML and SVG.
+/// The escaped form of `text` for HTML and SVG. Control characters other than tab and line
+/// ends (a completion may hold any) are shown as their symbols (U+0000 as `␀`): raw, they
+/// made the report a "binary file" to grep and are not allowed in XML.
 pub fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\t' | '\n' | '\r' => escaped.push(c),
+            '\u{0}'..='\u{1f}' => escaped.push(char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}')),
+            '\u{7f}' => escaped.push('\u{2421}'),
+            _ => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 /// A chart titled `title`; `key` names its series in `data-series`.
@@ -38,11 +50,14 @@ pub fn chart(title: &str, key: &str, series: &[Series<'_>]) -> String {
         svg.push_str(r#"<text x="50%" y="50%" text-anchor="middle">no data yet</text></svg></figure>"#);
         return svg;
     }
-    let (x_min, x_max) = bounds(all.iter().map(|p| p.0));
-    let (y_min, y_max) = bounds(all.iter().flat_map(|p| {
-        let spread = p.2.unwrap_or(0.0);
-        [p.1 - spread, p.1 + spread]
-    }));
+    let (x_min, x_max) = bounds(all.iter().map(|p| p.0), Flat::Steps);
+    let (y_min, y_max) = bounds(
+        all.iter().flat_map(|p| {
+            let spread = p.2.unwrap_or(0.0);
+            [p.1 - spread, p.1 + spread]
+        }),
+        Flat::Values,
+    );
     let x = |v: f64| LEFT + fraction(v, x_min, x_max) * (WIDTH - LEFT - RIGHT);
     let y = |v: f64| HEIGHT - BOTTOM - fraction(v, y_min, y_max) * (HEIGHT - TOP - BOTTOM);
     // Axes with their extremes.
@@ -114,9 +129,19 @@ pub fn chart(title: &str, key: &str, series: &[Series<'_>]) -> String {
     svg
 }
 
-/// The range of the finite `values`, widened when flat so every point has a place. Both ends
-/// stay finite: widening a flat line at ±f64::MAX stops at f64's end.
-fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+/// How a flat range (one value) is widened so its points have a place.
+#[derive(Clone, Copy)]
+enum Flat {
+    /// Steps: a whole step either side, so the axis reads `step 2` … `4`, not `2.850`.
+    Steps,
+    /// Values: 5% of the value either side (a constant learning rate of 1e-4 reads
+    /// `9.50e-5` … `1.05e-4`, not ±0.05), or 0 … 1 for a line at zero.
+    Values,
+}
+
+/// The range of the finite `values`, widened when flat. Both ends stay finite: widening a
+/// flat line at ±f64::MAX stops at f64's end.
+fn bounds(values: impl Iterator<Item = f64>, flat: Flat) -> (f64, f64) {
     let (mut low, mut high) = (f64::INFINITY, f64::NEG_INFINITY);
     for v in values.filter(|v| v.is_finite()) {
         low = low.min(v);
@@ -125,9 +150,13 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     if !low.is_finite() {
         return (0.0, 1.0);
     }
-    if high - low < 1e-12 {
-        let pad = low.abs().max(1.0) * 0.05;
-        return ((low - pad).max(f64::MIN), (high + pad).min(f64::MAX));
+    if high - low <= low.abs().max(high.abs()) * 1e-12 {
+        let (below, above) = match flat {
+            Flat::Steps => (1.0, 1.0),
+            Flat::Values if low == 0.0 => (0.0, 1.0),
+            Flat::Values => (low.abs() * 0.05, low.abs() * 0.05),
+        };
+        return ((low - below).max(f64::MIN), (high + above).min(f64::MAX));
     }
     (low, high)
 }
@@ -226,5 +255,27 @@ mod tests {
         assert_eq!(fraction(f64::NEG_INFINITY, -1.0, 1.0), 0.0);
         assert_eq!(fraction(f64::NAN, -1.0, 1.0), 0.5);
         assert_eq!(fraction(0.0, -f64::MAX, f64::MAX), 0.5);
+    }
+
+    #[test]
+    fn a_flat_line_gets_an_axis_it_can_be_read_on() {
+        // A constant learning rate: the axis spans it, not ±0.05 around it.
+        let (low, high) = bounds([1e-4, 1e-4].into_iter(), Flat::Values);
+        assert!(low < 1e-4 && high > 1e-4 && high - low < 2e-5, "{low} {high}");
+        assert_eq!((number(low), number(high)), ("9.50e-5".into(), "1.05e-4".into()));
+        assert_eq!(bounds([0.0, 0.0].into_iter(), Flat::Values), (0.0, 1.0));
+        assert_eq!(bounds([-2.0].into_iter(), Flat::Values), (-2.1, -1.9));
+        // One step: whole steps either side.
+        assert_eq!(bounds([3.0].into_iter(), Flat::Steps), (2.0, 4.0));
+        assert_eq!(bounds([1.0, 5.0].into_iter(), Flat::Steps), (1.0, 5.0));
+    }
+
+    #[test]
+    fn escaping_keeps_text_and_shows_control_characters() {
+        assert_eq!(escape("a<b>&\"c\"\n\td"), "a&lt;b&gt;&amp;&quot;c&quot;\n\td");
+        assert_eq!(
+            escape("x\u{0}y\u{1b}[31m\u{7f}"),
+            "x\u{2400}y\u{241b}[31m\u{2421}"
+        );
     }
 }
