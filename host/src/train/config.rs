@@ -712,6 +712,7 @@ impl RunConfig {
 
     /// Parses and validates TOML text (paths left as written).
     pub fn parse(text: &str) -> anyhow::Result<Self> {
+        refuse_synonyms_together(text)?;
         let config: RunConfig = toml::from_str(text).map_err(with_section_hint)?;
         config.validate()?;
         Ok(config)
@@ -766,6 +767,14 @@ impl RunConfig {
             if self.run.eval_decodings.is_empty() {
                 bail!("run.eval_decodings needs \"greedy\", \"sampled\" or both when run.eval_steps is set");
             }
+            if let Some(twice) = (1..self.run.eval_decodings.len())
+                .find(|&i| self.run.eval_decodings[..i].contains(&self.run.eval_decodings[i]))
+            {
+                bail!(
+                    "run.eval_decodings names \"{}\" twice: each decoding is evaluated once per eval step",
+                    self.run.eval_decodings[twice].name()
+                );
+            }
             if self.run.eval_decodings.contains(&EvalDecoding::Sampled) && self.eval.temperature <= 0.0 {
                 bail!(
                     "run.eval_decodings has \"sampled\" but eval.temperature is {}: set it above 0",
@@ -806,6 +815,16 @@ impl RunConfig {
             bail!("[reward] needs a `preset` or at least one [[reward.objectives]]");
         }
         for objective in &self.reward.objectives {
+            if objective
+                .name
+                .as_deref()
+                .is_some_and(|name| name.trim().is_empty())
+            {
+                bail!(
+                    "[[reward.objectives]] `{}`: name is blank; it names the objective in metrics, the report and TensorBoard (leave it out for the plugin's name)",
+                    objective.plugin
+                );
+            }
             if let Some(timeout) = objective.timeout_s {
                 if !timeout.is_finite() || timeout <= 0.0 || timeout > 1e9 {
                     bail!(
@@ -910,6 +929,37 @@ impl RunConfig {
     }
 }
 
+/// Settings with two names: TRL's, and the one crpo had first (configs still use it).
+const SYNONYMS: &[(&str, &str, &str)] = &[
+    ("run", "num_completions_to_print", "sample_count"),
+    ("algorithm", "per_device_train_batch_size", "mini_batch_size"),
+    ("algorithm", "entropy_coef", "entropy_coeff"),
+    ("algorithm", "multi_objective_aggregation", "aggregation"),
+    ("sft", "num_train_epochs", "epochs"),
+    ("sft", "per_device_train_batch_size", "batch_size"),
+    ("eval", "num_generations_eval", "samples"),
+];
+
+/// A setting given under both its names is refused naming both (serde would call it a
+/// "duplicate field" under the name the user may not have written).
+fn refuse_synonyms_together(text: &str) -> anyhow::Result<()> {
+    // Malformed TOML is left to the typed parse, which says where.
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Ok(());
+    };
+    for (section, name, synonym) in SYNONYMS {
+        let Some(keys) = table.get(*section).and_then(toml::Value::as_table) else {
+            continue;
+        };
+        if keys.contains_key(*name) && keys.contains_key(*synonym) {
+            bail!(
+                "[{section}] sets both `{name}` and `{synonym}`, two names of one setting (TRL's and crpo's earlier one): keep one"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// An unknown key that another section knows: say where it belongs.
 fn with_section_hint(error: toml::de::Error) -> anyhow::Error {
     let message = error.to_string();
@@ -924,7 +974,7 @@ fn with_section_hint(error: toml::de::Error) -> anyhow::Error {
             section_keys()
                 .into_iter()
                 .filter(|(_, keys)| keys.iter().any(|k| k == key))
-                .map(|(section, _)| format!("[{section}]"))
+                .map(|(section, _)| section)
                 .collect()
         })
         .unwrap_or_default();
@@ -934,15 +984,25 @@ fn with_section_hint(error: toml::de::Error) -> anyhow::Error {
     }
 }
 
-/// Every section's keys (those that default to nothing too).
+/// Every section's keys (those that default to nothing too), by the section's header:
+/// `[algorithm]`, `[model.lora]`, `[[reward.objectives]]`.
 fn section_keys() -> Vec<(String, Vec<String>)> {
-    const EXAMPLE: &str = "[model]\npath = \"m\"\n[data]\npath = \"d\"\n[reward]\npreset = \"p\"\n";
+    const EXAMPLE: &str = "[model]\npath = \"m\"\n[model.lora]\n[data]\npath = \"d\"\n[reward]\npreset = \"p\"\n[[reward.objectives]]\nplugin = \"p\"\n";
     const UNSET_BY_DEFAULT: &[(&str, &str)] = &[
         ("algorithm", "epsilon_high"),
         ("data", "eval_path"),
         ("data", "system_prompt"),
         ("sft", "lr_scheduler_type"),
         ("sft", "output_dir"),
+        ("model.lora", "exclude_modules"),
+        ("model.lora", "layers_to_transform"),
+        ("model.lora", "layers_pattern"),
+        ("model.lora", "rank_pattern"),
+        ("model.lora", "alpha_pattern"),
+        ("model.lora", "adapter"),
+        ("reward.objectives", "name"),
+        ("reward.objectives", "weight"),
+        ("reward.objectives", "timeout_s"),
     ];
     let Ok(config) = toml::from_str::<RunConfig>(EXAMPLE) else {
         return Vec::new();
@@ -950,17 +1010,37 @@ fn section_keys() -> Vec<(String, Vec<String>)> {
     let Ok(toml::Value::Table(sections)) = toml::Value::try_from(&config) else {
         return Vec::new();
     };
-    sections
+    let mut found = Vec::new();
+    for (section, value) in &sections {
+        let Some(table) = value.as_table() else {
+            continue;
+        };
+        found.push((section.clone(), format!("[{section}]"), table));
+        for (key, value) in table {
+            match value {
+                toml::Value::Table(nested) => {
+                    found.push((format!("{section}.{key}"), format!("[{section}.{key}]"), nested))
+                }
+                toml::Value::Array(items) => {
+                    if let Some(nested) = items.first().and_then(toml::Value::as_table) {
+                        found.push((format!("{section}.{key}"), format!("[[{section}.{key}]]"), nested));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    found
         .into_iter()
-        .filter_map(|(section, value)| {
-            let mut keys: Vec<String> = value.as_table()?.keys().cloned().collect();
+        .map(|(path, header, table)| {
+            let mut keys: Vec<String> = table.keys().cloned().collect();
             keys.extend(
                 UNSET_BY_DEFAULT
                     .iter()
-                    .filter(|(s, _)| *s == section)
+                    .filter(|(s, _)| *s == path)
                     .map(|(_, k)| k.to_string()),
             );
-            Some((section, keys))
+            (header, keys)
         })
         .collect()
 }
@@ -968,6 +1048,55 @@ fn section_keys() -> Vec<(String, Vec<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_of_a_nested_table_in_its_parent_says_where_it_belongs() {
+        let text = MINIMAL.replace("[model]", "[model]\nlora_alpha = 8");
+        let err = format!("{:#}", RunConfig::parse(&text).unwrap_err());
+        assert!(err.contains("`lora_alpha` is a key of [model.lora]"), "{err}");
+        let text = MINIMAL.replace("[reward]", "[reward]\nweight = 2.0");
+        let err = format!("{:#}", RunConfig::parse(&text).unwrap_err());
+        assert!(
+            err.contains("`weight` is a key of [[reward.objectives]]"),
+            "{err}"
+        );
+        let text = MINIMAL.replace("[reward]", "[reward]\ntimeout_s = 2.0");
+        let err = format!("{:#}", RunConfig::parse(&text).unwrap_err());
+        assert!(
+            err.contains("`timeout_s` is a key of [[reward.objectives]]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_blank_objective_name_and_a_decoding_named_twice_are_refused() {
+        let text = MINIMAL.replace(
+            "[reward]",
+            "[[reward.objectives]]\nplugin = \"accuracy\"\nname = \" \"\n[reward]",
+        );
+        let err = format!("{:#}", RunConfig::parse(&text).unwrap_err());
+        assert!(err.contains("`accuracy`: name is blank"), "{err}");
+        let text = format!("{MINIMAL}\n[run]\neval_steps = 2\neval_decodings = [\"greedy\", \"greedy\"]\n");
+        let err = format!("{:#}", RunConfig::parse(&text).unwrap_err());
+        assert!(err.contains("names \"greedy\" twice"), "{err}");
+    }
+
+    #[test]
+    fn a_setting_under_both_its_names_is_refused_naming_both() {
+        assert_eq!(
+            include_str!("config.rs").matches(concat!("alias", " = ")).count(),
+            SYNONYMS.len(),
+            "every serde alias is listed in SYNONYMS"
+        );
+        for (section, name, synonym) in SYNONYMS {
+            let text = format!("{MINIMAL}\n[{section}]\n{name} = 1\n{synonym} = 2\n");
+            let err = format!("{:#}", RunConfig::parse(&text).unwrap_err());
+            assert!(
+                err.contains(&format!("[{section}] sets both `{name}` and `{synonym}`")),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn a_key_in_the_wrong_section_says_where_it_belongs() {
