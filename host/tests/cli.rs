@@ -348,6 +348,22 @@ fn init_model_then_generate_with_the_chat_template() {
         generate(&["--chat", "--greedy"])
     );
     assert_eq!(generate(&["--seed", "9"]), generate(&["--seed", "9"]));
+    // Greedy with a sampling flag is a contradiction, not a silent choice of one.
+    let output = crpo_host(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "x",
+        "--greedy",
+        "--temperature",
+        "0.7",
+    ]);
+    let err = stderr(&output);
+    assert!(
+        !output.status.success() && err.contains("'--greedy' cannot be used with '--temperature"),
+        "{err}"
+    );
 
     let output = crpo_host(&[
         "generate",

@@ -1243,6 +1243,21 @@ fn mask_truncated_completions_leaves_cut_completions_out_of_the_loss() {
     );
 }
 
+/// A step whose completions were all cut and masked trained nothing: it says so, rather than
+/// logging a loss, KL and entropy of 0 as if they were measured.
+#[test]
+fn a_step_with_every_completion_masked_says_nothing_was_trained() {
+    let dir = setup("max_steps = 1", "mask_truncated_completions = true");
+    let config = std::fs::read_to_string(dir.path().join("run.toml")).unwrap();
+    let config = config.replace("max_completion_length = 8", "max_completion_length = 1");
+    std::fs::write(dir.path().join("run.toml"), config).unwrap();
+    let output = run(dir.path(), &["train", "--config", "run.toml"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let says = stderr(&output);
+    assert!(says.contains("step 1: every completion was cut"), "{says}");
+    assert!(says.contains("nothing was trained"), "{says}");
+}
+
 /// A model's chat template that is empty or does not parse is named with its file.
 #[test]
 fn a_broken_chat_template_is_named_with_its_file() {

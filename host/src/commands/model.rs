@@ -80,8 +80,8 @@ pub struct GenerateArgs {
     /// Optional system message (with --chat).
     #[arg(long)]
     pub system: Option<String>,
-    /// Take the most likely token each time (no sampling).
-    #[arg(long)]
+    /// Take the most likely token each time (no sampling; so no sampling flags with it).
+    #[arg(long, conflicts_with_all = ["temperature", "top_p", "top_k", "seed"])]
     pub greedy: bool,
     /// Most tokens to generate (fewer when the model ends its turn).
     #[arg(long, default_value_t = 128)]

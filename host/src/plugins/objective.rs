@@ -100,11 +100,17 @@ impl ConfiguredObjective {
 
     /// Scores a group, checking one finite score per completion.
     pub fn score_group(&self, request: &ScoreRequest<'_>) -> Result<Vec<Score>, ObjectiveError> {
-        let scores = self
+        let mut scores = self
             .objective
             .score_group(request)
             .map_err(|e| self.failed(e.to_string()))?;
         check_scores(&scores, request.completions.len()).map_err(|e| self.failed(e))?;
+        // −0 is 0: printed as `-0.000` in samples, tables and the report it reads as a penalty.
+        for score in &mut scores {
+            if score.value == 0.0 {
+                score.value = 0.0;
+            }
+        }
         Ok(scores)
     }
 

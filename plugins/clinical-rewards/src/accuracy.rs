@@ -13,6 +13,8 @@ use crpo_sdk::{PluginError, Score};
 /// The accuracy score of one completion against the gold option letter.
 pub fn accuracy(completion: &str, gold: &str) -> f32 {
     match boxed_answer(completion) {
+        // No box scores 0, not −0 (which prints as `-0.000`, like a penalty).
+        BoxedAnswer::NotOneBox(0) => 0.0,
         BoxedAnswer::NotOneBox(boxes) => -(boxes as f32),
         BoxedAnswer::Unreadable => -1.0,
         BoxedAnswer::Letter(letter) => {
@@ -69,6 +71,7 @@ mod tests {
     #[test]
     fn box_counts() {
         assert_eq!(accuracy("no box at all", "B"), 0.0);
+        assert!(accuracy("no box at all", "B").is_sign_positive(), "0, not −0");
         assert_eq!(accuracy("\\boxed{B} and \\boxed{B}", "B"), -2.0);
         assert_eq!(accuracy("\\boxed{A}\\boxed{B}\\boxed{C}", "B"), -3.0);
         assert_eq!(accuracy("\\boxed", "B"), -1.0, "one box marker without braces");

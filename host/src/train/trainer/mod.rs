@@ -229,6 +229,16 @@ impl Trainer {
         };
         let train_seconds = train_started.elapsed().as_secs_f64();
         self.step += 1;
+        if self.config.algorithm.mask_truncated_completions
+            && !rollouts.is_empty()
+            && rollouts.groups.iter().all(|g| g.finished.iter().all(|f| !f))
+        {
+            tracing::warn!(
+                "step {}: every completion was cut at algorithm.max_completion_length = {} and mask_truncated_completions leaves them all out of the loss: nothing was trained (its loss, KL and entropy read 0; raise max_completion_length)",
+                self.step,
+                self.config.algorithm.max_completion_length
+            );
+        }
         if stats.nonfinite {
             self.nonfinite_steps += 1;
         } else if stats.updates > 0 {
