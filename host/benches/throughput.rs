@@ -21,12 +21,16 @@ const NEW: usize = 16;
 fn config(name: &str) -> DecoderConfig {
     let json = match name {
         // The tiny preset's shape (vocab as the trained tokenizer gives).
-        "tiny" => serde_json::json!({"vocab_size": 1280, "hidden_size": 64, "intermediate_size": 176,
-            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "tie_word_embeddings": true}),
+        "tiny" => {
+            serde_json::json!({"model_type": "qwen2", "vocab_size": 1280, "hidden_size": 64, "intermediate_size": 176,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "tie_word_embeddings": true})
+        }
         // Qwen2.5-0.5B's shape.
-        "0.5b" => serde_json::json!({"vocab_size": 151936, "hidden_size": 896, "intermediate_size": 4864,
+        "0.5b" => {
+            serde_json::json!({"model_type": "qwen2", "vocab_size": 151936, "hidden_size": 896, "intermediate_size": 4864,
             "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
-            "rope_theta": 1000000.0, "tie_word_embeddings": true}),
+            "rope_theta": 1000000.0, "tie_word_embeddings": true})
+        }
         other => panic!("unknown config {other} (tiny, 0.5b)"),
     };
     serde_json::from_value(json).unwrap()

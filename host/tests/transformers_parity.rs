@@ -193,6 +193,10 @@ fn chat_templates_render_as_transformers_renders_them() {
     }
 }
 
+/// Digits, an age and a temperature: Qwen2's own tokenizer splits digits apart, so a preset
+/// tokenizer that transformers read as Qwen2's would encode this differently.
+const PROMPT_WITH_DIGITS: &str = "A 24-year-old man, System 1: fever 38.5 C and cough suggest pneumonia.";
+
 /// What `Policy::save` writes (and so every trainer checkpoint's `model/`) loads in
 /// transformers, tokenizer included, and gives our logits.
 #[test]
@@ -213,10 +217,7 @@ fn saved_policies_load_in_transformers() {
     .unwrap();
     let saved = dir.path().join("saved");
     policy.save(&saved).unwrap();
-    let ids = policy
-        .tokenizer
-        .encode("Fever and cough suggest pneumonia.")
-        .unwrap();
+    let ids = policy.tokenizer.encode(PROMPT_WITH_DIGITS).unwrap();
     let ours = tch::no_grad(|| {
         let ids = Tensor::from_slice(&ids).unsqueeze(0);
         policy
@@ -231,12 +232,20 @@ import json, sys, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
 tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
-ids = tokenizer("Fever and cough suggest pneumonia.")["input_ids"]
+ids = tokenizer(sys.argv[2])["input_ids"]
 with torch.no_grad():
     logits = model(torch.tensor([ids])).logits[0, -1]
 print(json.dumps({"ids": ids, "logits": logits.tolist()}))
 "#;
-    let stdout = support::python_output(&python, &["-c".as_ref(), script.as_ref(), saved.as_os_str()]);
+    let stdout = support::python_output(
+        &python,
+        &[
+            "-c".as_ref(),
+            script.as_ref(),
+            saved.as_os_str(),
+            PROMPT_WITH_DIGITS.as_ref(),
+        ],
+    );
     let theirs: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
     let their_ids: Vec<i64> = serde_json::from_value(theirs["ids"].clone()).unwrap();
     assert_eq!(their_ids, ids, "the saved tokenizer encodes the same ids");

@@ -3,10 +3,11 @@
 
 use crate::rope::RopeScaling;
 use serde::{Deserialize, Serialize};
+use serde_json::Number;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecoderConfig {
-    #[serde(default = "default_model_type")]
+    /// Required, as transformers requires it: a Llama read as Qwen2 would drop its biases.
     pub model_type: String,
     pub vocab_size: usize,
     pub hidden_size: usize,
@@ -22,7 +23,7 @@ pub struct DecoderConfig {
     pub rms_norm_eps: f64,
     /// transformers 4 writes `rope_theta` at the top level; transformers 5 under `rope_parameters`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rope_theta: Option<f64>,
+    pub rope_theta: Option<Number>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_parameters: Option<RopeParameters>,
     /// transformers 4's frequency scaling (transformers 5 puts it in `rope_parameters`).
@@ -52,21 +53,22 @@ pub struct DecoderConfig {
 }
 
 /// Rotary settings (`rope_parameters`, or transformers 4's `rope_scaling`); crate::rope.
+/// Numbers are kept as written (`8192`, not `8192.0`), so a saved config.json is the one loaded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RopeParameters {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rope_theta: Option<f64>,
+    pub rope_theta: Option<Number>,
     /// transformers 4 wrote `type` in older checkpoints.
     #[serde(default, alias = "type", skip_serializing_if = "Option::is_none")]
     pub rope_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub factor: Option<f64>,
+    pub factor: Option<Number>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub low_freq_factor: Option<f64>,
+    pub low_freq_factor: Option<Number>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub high_freq_factor: Option<f64>,
+    pub high_freq_factor: Option<Number>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub original_max_position_embeddings: Option<f64>,
+    pub original_max_position_embeddings: Option<Number>,
     /// Other keys (a scaling's own), kept for saving and for [`RopeScaling::of`] to check.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -96,9 +98,6 @@ impl TokenIds {
     }
 }
 
-fn default_model_type() -> String {
-    "qwen2".into()
-}
 fn default_rms_norm_eps() -> f64 {
     1e-6
 }
@@ -121,7 +120,9 @@ impl DecoderConfig {
 
     pub fn rope_theta(&self) -> f64 {
         self.rope_theta
-            .or_else(|| self.rope_parameters.as_ref().and_then(|p| p.rope_theta))
+            .as_ref()
+            .or_else(|| self.rope_parameters.as_ref().and_then(|p| p.rope_theta.as_ref()))
+            .and_then(Number::as_f64)
             .unwrap_or(10_000.0)
     }
 
@@ -264,7 +265,7 @@ mod tests {
     #[test]
     fn unsupported_settings_are_named() {
         let mut config: DecoderConfig = serde_json::from_str(
-            r#"{"vocab_size":10,"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2}"#,
+            r#"{"model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2}"#,
         )
         .unwrap();
         assert!(config.validate().is_ok());
@@ -285,5 +286,28 @@ mod tests {
             .validate()
             .unwrap_err()
             .contains("rope_scaling.rope_type `dynamic`"));
+    }
+
+    #[test]
+    fn a_config_without_model_type_is_refused_and_numbers_are_saved_as_written() {
+        let error = serde_json::from_str::<DecoderConfig>(
+            r#"{"vocab_size":10,"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2}"#,
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("missing field `model_type`"),
+            "{error}"
+        );
+        let text = r#"{"model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,"rope_theta":500000,"rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1,"high_freq_factor":4.0,"original_max_position_embeddings":8192}}"#;
+        let config: DecoderConfig = serde_json::from_str(text).unwrap();
+        assert_eq!(config.rope_theta(), 5e5);
+        let saved = serde_json::to_value(&config).unwrap();
+        assert_eq!(saved["rope_theta"], serde_json::json!(500000));
+        assert_eq!(
+            saved["rope_scaling"]["original_max_position_embeddings"],
+            serde_json::json!(8192)
+        );
+        assert_eq!(saved["rope_scaling"]["factor"], serde_json::json!(8.0));
+        assert!(matches!(config.rope_scaling(), Ok(RopeScaling::Llama3 { .. })));
     }
 }

@@ -122,7 +122,10 @@ impl Policy {
             .values()
             .next()
             .map_or(Kind::Float, |t| t.kind());
+        // transformers 4 reads `torch_dtype`, transformers 5 `dtype`: both name what is written
+        // (a stale `dtype` made transformers 5 load f32 weights as bf16).
         config.torch_dtype = Some(dtype_name(kind).to_string());
+        config.dtype = config.torch_dtype.clone();
         let config_path = dir.join("config.json");
         let json = serde_json::to_string_pretty(&config).map_err(|e| invalid(&config_path, e))?;
         std::fs::write(&config_path, json).map_err(io(&config_path))?;
@@ -165,5 +168,34 @@ fn load_adapter(adapters: &[(String, Tensor)], dir: &Path) -> Result<()> {
             ),
         )),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saved_config_names_the_written_dtype_under_both_keys() {
+        let source = tempfile::tempdir().unwrap();
+        crate::presets::write_tiny(source.path(), 0).unwrap();
+        // A config saved by transformers 5 from a bf16 model: `dtype` says bfloat16.
+        let path = source.path().join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        config["dtype"] = "bfloat16".into();
+        config["torch_dtype"] = "bfloat16".into();
+        std::fs::write(&path, config.to_string()).unwrap();
+        for (kind, name) in [(Kind::Float, "float32"), (Kind::BFloat16, "bfloat16")] {
+            let policy = Policy::load(source.path(), Device::Cpu, kind).unwrap();
+            let saved = tempfile::tempdir().unwrap();
+            policy.save(saved.path()).unwrap();
+            let text = std::fs::read_to_string(saved.path().join("config.json")).unwrap();
+            let written: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                (written["dtype"].as_str(), written["torch_dtype"].as_str()),
+                (Some(name), Some(name))
+            );
+        }
     }
 }

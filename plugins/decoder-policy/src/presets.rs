@@ -16,14 +16,20 @@ use std::path::Path;
 use tch::{nn::VarStore, Device, Tensor};
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::models::TrainerWrapper;
+use tokenizers::normalizers::unicode::NFC;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::{AddedToken, Tokenizer};
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 pub const CORPUS: &str = include_str!("../assets/clinical_corpus.txt");
 /// ChatML, as Qwen models use: the chat template the presets' tokenizer config carries.
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 pub const SPECIAL_TOKENS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
 const BPE_VOCAB: usize = 1280;
+/// Qwen2's pre-tokenizer pattern (its tokenizer.json, and transformers' `Qwen2Tokenizer`).
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Model shapes the project can create (random weights, the trained tokenizer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +100,20 @@ pub fn train_tokenizer(dir: &Path) -> Result<Tokenizer> {
     let corpus = dir.join("corpus.txt");
     std::fs::write(&corpus, CORPUS).map_err(io(&corpus))?;
     let mut tokenizer = Tokenizer::new(BPE::default());
-    tokenizer.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+    // Qwen2's own pipeline, which transformers rebuilds for any `qwen2` model whatever
+    // tokenizer.json says: NFC, its split (each digit alone), then bytes. With GPT-2's split
+    // instead, transformers encoded "24-year-old" in other ids than crpo trained on.
+    tokenizer.with_normalizer(Some(NFC));
+    let qwen2_split = Split::new(
+        SplitPattern::Regex(QWEN2_SPLIT.into()),
+        SplitDelimiterBehavior::Isolated,
+        false,
+    )
+    .map_err(|e| invalid(&corpus, e))?;
+    tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
+        PreTokenizerWrapper::Split(qwen2_split),
+        PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, false)),
+    ])));
     tokenizer.with_decoder(Some(ByteLevel::default()));
     let trainer = BpeTrainerBuilder::new()
         .vocab_size(BPE_VOCAB)

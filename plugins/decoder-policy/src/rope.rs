@@ -29,13 +29,17 @@ impl RopeScaling {
         let Some(parameters) = parameters else {
             return Ok(RopeScaling::Default);
         };
-        let number = |name: &str, value: Option<f64>| {
-            value.filter(|v| v.is_finite() && *v > 0.0).ok_or_else(|| {
-                format!(
-                    "{key}.{name} must be a number > 0 for rope_type `{}`",
-                    parameters.kind()
-                )
-            })
+        let number = |name: &str, value: &Option<serde_json::Number>| {
+            value
+                .as_ref()
+                .and_then(serde_json::Number::as_f64)
+                .filter(|v| v.is_finite() && *v > 0.0)
+                .ok_or_else(|| {
+                    format!(
+                        "{key}.{name} must be a number > 0 for rope_type `{}`",
+                        parameters.kind()
+                    )
+                })
         };
         if let Some(partial) = parameters.extra.get("partial_rotary_factor") {
             if partial.as_f64() != Some(1.0) {
@@ -47,21 +51,21 @@ impl RopeScaling {
         match parameters.kind() {
             "default" => Ok(RopeScaling::Default),
             "linear" => Ok(RopeScaling::Linear {
-                factor: number("factor", parameters.factor)?,
+                factor: number("factor", &parameters.factor)?,
             }),
             "llama3" => {
-                let low_freq_factor = number("low_freq_factor", parameters.low_freq_factor)?;
-                let high_freq_factor = number("high_freq_factor", parameters.high_freq_factor)?;
+                let low_freq_factor = number("low_freq_factor", &parameters.low_freq_factor)?;
+                let high_freq_factor = number("high_freq_factor", &parameters.high_freq_factor)?;
                 if high_freq_factor <= low_freq_factor {
                     return Err(format!("{key}.high_freq_factor must exceed low_freq_factor"));
                 }
                 Ok(RopeScaling::Llama3 {
-                    factor: number("factor", parameters.factor)?,
+                    factor: number("factor", &parameters.factor)?,
                     low_freq_factor,
                     high_freq_factor,
                     original_max_position_embeddings: number(
                         "original_max_position_embeddings",
-                        parameters.original_max_position_embeddings,
+                        &parameters.original_max_position_embeddings,
                     )?,
                 })
             }
