@@ -34,16 +34,72 @@ pub fn normalise_answer(answer: &str) -> String {
     normalise(trimmed.trim())
 }
 
-/// The number an answer states: `1,234.5`, `-3`, `2.5e3`, `45%` (45), `$12` (12) or a fraction
-/// `3/4`; `None` when it is not a number.
+/// The number an answer states: `1,234.5`, `-3`, `2.5e3`, `45%` or `45\%` (45), `$12` (12), a
+/// fraction `3/4`, `\frac{3}{4}` or `¾`, a mixed number `1 1/2` or `1½`; `None` when it is
+/// not a number.
 pub fn parse_number(answer: &str) -> Option<f64> {
-    let text = normalise_answer(answer);
-    let text = text.trim_start_matches('$').trim_end_matches('%').trim();
+    let text = normalise_answer(&spaced_vulgar_fractions(answer)).replace('\u{2044}', "/");
+    let text = text.trim_start_matches('$').trim_end_matches('%').trim_end();
+    // LaTeX's `\%`.
+    let text = text.strip_suffix('\\').unwrap_or(text).trim();
+    if let Some(value) = latex_fraction(text) {
+        return Some(value);
+    }
+    if let Some((whole, fraction)) = text.split_once(' ') {
+        // A mixed number: `1 1/2`, `-2 3/4`.
+        let whole = parse_plain(whole)?;
+        let fraction = fraction
+            .contains('/')
+            .then(|| parse_fraction(fraction))
+            .flatten()?;
+        if whole.fract() != 0.0 || fraction < 0.0 {
+            return None;
+        }
+        return Some(if whole.is_sign_negative() {
+            whole - fraction
+        } else {
+            whole + fraction
+        });
+    }
+    parse_fraction(text)
+}
+
+/// `n/d` or a plain number.
+fn parse_fraction(text: &str) -> Option<f64> {
     if let Some((numerator, denominator)) = text.split_once('/') {
         let (n, d) = (parse_plain(numerator.trim())?, parse_plain(denominator.trim())?);
         return (d != 0.0).then_some(n / d);
     }
     parse_plain(text)
+}
+
+/// `\frac{n}{d}` (or `\dfrac`, `\tfrac`), with an optional sign before it.
+fn latex_fraction(text: &str) -> Option<f64> {
+    let (sign, rest) = match text.strip_prefix('-') {
+        Some(rest) => (-1.0, rest.trim_start()),
+        None => (1.0, text),
+    };
+    let rest = ["\\frac", "\\dfrac", "\\tfrac"]
+        .iter()
+        .find_map(|command| rest.strip_prefix(command))?;
+    let (numerator, rest) = rest.trim_start().strip_prefix('{')?.split_once('}')?;
+    let denominator = rest.trim_start().strip_prefix('{')?.strip_suffix('}')?;
+    let (n, d) = (parse_plain(numerator.trim())?, parse_plain(denominator.trim())?);
+    (d != 0.0).then_some(sign * n / d)
+}
+
+/// A space before each vulgar fraction (`1½` → `1 ½`): NFKC makes `½` `1⁄2`, and without
+/// the space `1½` would read as 11/2.
+fn spaced_vulgar_fractions(answer: &str) -> String {
+    let vulgar = |c: char| matches!(c, '\u{bc}'..='\u{be}' | '\u{2150}'..='\u{215e}' | '\u{2189}');
+    let mut spaced = String::with_capacity(answer.len() + 4);
+    for c in answer.chars() {
+        if vulgar(c) {
+            spaced.push(' ');
+        }
+        spaced.push(c);
+    }
+    spaced
 }
 
 /// Whether `text`'s commas are thousands separators: a first group of one to three digits
@@ -136,6 +192,21 @@ mod tests {
             "a gold of 0: within the tolerance of 1"
         );
         assert_eq!(parse_number("1/0"), None);
+        // Fractions as people and LaTeX write them; percent as LaTeX writes it.
+        assert_eq!(parse_number("\u{bd}"), Some(0.5));
+        assert_eq!(parse_number("1\u{bd}"), Some(1.5), "1½ is not 11/2");
+        assert_eq!(parse_number("-2 3/4"), Some(-2.75));
+        assert_eq!(parse_number("1\u{2044}4"), Some(0.25), "the fraction slash");
+        assert_eq!(parse_number("\\frac{1}{2}"), Some(0.5));
+        assert_eq!(parse_number("-\\dfrac{3}{4}"), Some(-0.75));
+        assert_eq!(parse_number("\\frac{1}{0}"), None);
+        assert_eq!(parse_number("50\\%"), Some(50.0));
+        assert_eq!(parse_number("50 \\%"), Some(50.0));
+        assert_eq!(parse_number("1.5 2/3"), None, "a whole number before a fraction");
+        assert_eq!(parse_number("2 3"), None);
+        assert!(same_answer("\u{bd}", "0.5", 1e-6) && same_answer("\\frac{1}{2}", "\u{bd}", 1e-6));
+        assert!(same_answer("50\\%", "50%", 1e-6));
+        assert!(!same_answer("0.3333", "1/3", 1e-6), "as docs/objectives.md says");
         assert_eq!(parse_number("inf"), None);
         // As a typesetter or a CJK keyboard writes them.
         assert!(same_answer("\u{2212}5", "-5", 1e-6), "the minus sign");
