@@ -116,13 +116,21 @@ pub fn check_scores(scores: &[Score], completions: usize) -> Result<(), String> 
             scores.len()
         ));
     }
-    match scores.iter().enumerate().find(|(_, s)| !s.value.is_finite()) {
-        Some((i, bad)) => Err(format!(
+    if let Some((i, bad)) = scores.iter().enumerate().find(|(_, s)| !s.value.is_finite()) {
+        return Err(format!(
             "returned a non-finite score {} for completion {i}",
             bad.value
-        )),
-        None => Ok(()),
+        ));
     }
+    // A diagnostic is averaged into metrics: a non-finite one was written as null, silently.
+    for (i, score) in scores.iter().enumerate() {
+        if let Some((name, value)) = score.diagnostics.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(format!(
+                "returned a non-finite diagnostic `{name}` = {value} for completion {i}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Scores each completion on its own: the common case, with no state shared across a group.
@@ -153,7 +161,24 @@ pub fn overlong_penalty(length: usize, max_length: usize, buffer: usize) -> f32 
 
 #[cfg(test)]
 mod tests {
-    use super::overlong_penalty;
+    use super::{check_scores, overlong_penalty, Score};
+
+    #[test]
+    fn scores_and_diagnostics_must_be_finite_and_one_per_completion() {
+        assert!(check_scores(&[Score::new(1.0).with("d", 0.5)], 1).is_ok());
+        assert!(check_scores(&[Score::new(1.0)], 2)
+            .unwrap_err()
+            .contains("1 scores for 2"));
+        assert!(check_scores(&[Score::new(f32::NAN)], 1)
+            .unwrap_err()
+            .contains("non-finite score"));
+        let error =
+            check_scores(&[Score::new(1.0), Score::new(0.0).with("d", f32::INFINITY)], 2).unwrap_err();
+        assert_eq!(
+            error,
+            "returned a non-finite diagnostic `d` = inf for completion 1"
+        );
+    }
 
     #[test]
     fn overlong_penalty_is_dapos_soft_ramp() {
