@@ -6,6 +6,7 @@
 pub mod atomic_file;
 pub mod attention_backend;
 pub mod commands;
+pub mod control_chars;
 pub mod demo_task;
 pub mod device;
 pub mod distributed;

@@ -200,7 +200,7 @@ fn data_check_lists_every_malformed_record_and_renders_prompts_with_the_config()
         table.contains("train.jsonl:5: field `question`: missing"),
         "{table}"
     );
-    assert!(String::from_utf8_lossy(&text.stderr).contains("2 malformed records"));
+    assert!(String::from_utf8_lossy(&text.stderr).contains("2 malformed record(s)"));
     let (_, none_listed) = check(d, "medqa", &path, &["--max-errors", "0"]);
     assert!(String::from_utf8_lossy(&none_listed.stderr).contains("raise --max-errors to list them"));
     // An empty file fails the check; a record of megabytes is not printed whole.
@@ -257,15 +257,15 @@ fn data_check_lists_every_malformed_record_and_renders_prompts_with_the_config()
             d,
             &["data", "check", "--config", "run.toml", "--json", "--show", "1"],
         );
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
         let report: Value = serde_json::from_slice(&output.stdout).unwrap();
-        report[0].clone()
+        (report[0].clone(), output)
     };
-    let roomy = report_with(4096);
+    let (roomy, output) = report_with(4096);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let prompt = roomy["shown"][0]["prompt"].as_str().unwrap();
     assert!(
         prompt.contains("<|im_start|>system") && prompt.contains("A. aspirin\nB. heparin"),
@@ -277,8 +277,15 @@ fn data_check_lists_every_malformed_record_and_renders_prompts_with_the_config()
         "{roomy}"
     );
     // Below the prompts' length: every one is over, and the run could not ask them.
-    let tight = report_with(20);
+    let (tight, output) = report_with(20);
     assert_eq!(tight["prompt_tokens"]["over_limit"], 4, "{tight}");
+    // … so the check fails, as the run would refuse them.
+    assert_eq!(tight["cannot_be_asked"], 4, "{tight}");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && said.contains("4 examples cannot be asked"),
+        "{said}"
+    );
     let prompt = tight["shown"][0]["prompt"].as_str().unwrap();
     assert!(
         prompt.starts_with("[cannot be asked:") && prompt.contains("max_prompt_length = 20"),

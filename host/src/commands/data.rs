@@ -2,6 +2,7 @@
 //! malformed record (file:line, up to a limit), the gold answers' distribution, prompt lengths
 //! against `max_prompt_length`, and the first examples exactly as the model will be asked them.
 
+use crate::control_chars::visible;
 use crate::plugins::PluginRegistry;
 use crate::rollout::tokenizer::ChatTokenizer;
 use crate::train::config::{default_prompt_template, PromptTruncation, DEFAULT_MAX_PROMPT_LENGTH};
@@ -79,6 +80,11 @@ pub struct FileReport {
     /// Prompt lengths in tokens (chat template and system prompt included), when a tokenizer
     /// is known.
     pub prompt_tokens: Option<LengthSummary>,
+    /// Examples a run could not ask at all (rendered as the run would: the chat template and
+    /// system prompt alone over `max_prompt_length`, a template that fails on the record),
+    /// and the first `max_errors` of the reasons, each with its example.
+    pub cannot_be_asked: usize,
+    pub cannot_be_asked_examples: Vec<String>,
     pub shown: Vec<ShownExample>,
 }
 
@@ -120,9 +126,24 @@ pub fn run(dirs: &[PathBuf], args: &DataArgs) -> anyhow::Result<()> {
     if malformed > 0 {
         let listed: usize = reports.iter().map(|r| r.malformed_records.len()).sum();
         if listed == 0 {
-            bail!("{malformed} malformed records (raise --max-errors to list them)");
+            bail!("{malformed} malformed record(s) (raise --max-errors to list them)");
         }
-        bail!("{malformed} malformed records (listed above)");
+        bail!(
+            "{malformed} malformed record(s) ({})",
+            if args.json {
+                "listed in the JSON's malformed_records"
+            } else {
+                "listed above"
+            }
+        );
+    }
+    let unaskable: usize = reports.iter().map(|r| r.cannot_be_asked).sum();
+    if unaskable > 0 {
+        let first = reports
+            .iter()
+            .find_map(|r| r.cannot_be_asked_examples.first())
+            .map_or(String::new(), |reason| format!(": {reason}"));
+        bail!("{unaskable} examples cannot be asked as a run would render them (a run refuses them){first}");
     }
     if let Some(empty) = reports.iter().find(|r| r.examples == 0) {
         bail!(
@@ -228,6 +249,16 @@ fn report(
         Some(tokenizer) => Some(prompt_lengths(tokenizer, &rendering.format, examples)?),
         None => None,
     };
+    let unaskable: Vec<String> = match &rendering.tokenizer {
+        Some(tokenizer) => examples
+            .iter()
+            .filter_map(|example| {
+                let error = rendering.format.render(tokenizer, example).err()?;
+                Some(format!("example `{}`: {error:#}", example.id))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let shown = examples
         .iter()
         .take(args.show)
@@ -248,6 +279,8 @@ fn report(
         options_per_example,
         with_reference_completion: examples.iter().filter(|e| e.usable_reference().is_some()).count(),
         prompt_tokens,
+        cannot_be_asked: unaskable.len(),
+        cannot_be_asked_examples: unaskable.into_iter().take(args.max_errors).collect(),
         shown,
     })
 }
@@ -328,7 +361,7 @@ fn print_report(report: &FileReport) {
     println!("  examples                 {}", report.examples);
     println!("  malformed records        {}", report.malformed);
     for record in &report.malformed_records {
-        println!("    {record}");
+        println!("    {}", visible(record));
     }
     if report.malformed > report.malformed_records.len() {
         println!("    … {} more", report.malformed - report.malformed_records.len());
@@ -350,6 +383,7 @@ fn print_report(report: &FileReport) {
     );
     for (answer, count) in report.answers.iter().take(20) {
         let share = 100.0 * *count as f64 / report.examples.max(1) as f64;
+        let answer = visible(answer);
         println!("    {answer:<24} {count:>7}  {share:5.1}%");
     }
     if report.answers.len() > 20 {
@@ -362,14 +396,27 @@ fn print_report(report: &FileReport) {
         ),
         None => println!("  prompt tokens            (no tokenizer: give --model or --config)"),
     }
+    if report.cannot_be_asked > 0 {
+        println!("  cannot be asked          {}", report.cannot_be_asked);
+        for reason in &report.cannot_be_asked_examples {
+            println!("    {}", visible(reason));
+        }
+        if report.cannot_be_asked > report.cannot_be_asked_examples.len() {
+            println!(
+                "    … {} more",
+                report.cannot_be_asked - report.cannot_be_asked_examples.len()
+            );
+        }
+    }
     for example in &report.shown {
         println!(
             "\n  --- {} (gold: {}) ---",
-            example.id,
-            example.answer.as_deref().unwrap_or("none")
+            visible(&example.id),
+            visible(example.answer.as_deref().unwrap_or("none"))
         );
+        // A record's control characters are shown, not sent to the terminal.
         for line in example.prompt.lines() {
-            println!("  {line}");
+            println!("  {}", visible(line));
         }
     }
     println!();

@@ -28,10 +28,7 @@ pub fn escape(text: &str) -> String {
             '<' => escaped.push_str("&lt;"),
             '>' => escaped.push_str("&gt;"),
             '"' => escaped.push_str("&quot;"),
-            '\t' | '\n' | '\r' => escaped.push(c),
-            '\u{0}'..='\u{1f}' => escaped.push(char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}')),
-            '\u{7f}' => escaped.push('\u{2421}'),
-            _ => escaped.push(c),
+            _ => escaped.push(crate::control_chars::picture(c).unwrap_or(c)),
         }
     }
     escaped
