@@ -70,15 +70,7 @@ impl AtomicFile {
             .prefix(".tmp-")
             .permissions(permissions)
             .tempfile_in(parent)
-            .map_err(|error| {
-                // tempfile's message names its temporary, which the user never asked for.
-                let reason = match error.raw_os_error() {
-                    _ if !parent.is_dir() => "there is no such directory".to_string(),
-                    Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
-                    None => error.kind().to_string(),
-                };
-                anyhow::anyhow!("cannot create a file in {}: {reason}", parent.display())
-            })?;
+            .map_err(|error| cannot_create_in(parent, &error))?;
         Ok(AtomicFile {
             path: path.to_path_buf(),
             sink: Sink::Temporary(BufWriter::new(temp)),
@@ -176,6 +168,17 @@ pub fn write(path: &Path, bytes: impl AsRef<[u8]>) -> anyhow::Result<()> {
         .write_all(bytes.as_ref())
         .with_context(|| format!("cannot write {}", path.display()))?;
     file.commit()
+}
+
+/// Why a temporary could not be made in `parent`, without the temporary's name (tempfile's
+/// message names it, and the user never asked for it).
+pub fn cannot_create_in(parent: &Path, error: &std::io::Error) -> anyhow::Error {
+    let reason = match error.raw_os_error() {
+        _ if !parent.is_dir() => "there is no such directory".to_string(),
+        Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+        None => error.kind().to_string(),
+    };
+    anyhow::anyhow!("cannot create a file in {}: {reason}", parent.display())
 }
 
 /// Writes a directory whole or not at all: `write` fills a temporary sibling, which then

@@ -238,7 +238,7 @@ pub fn run(plugin_dirs: &[PathBuf], args: &NewArgs) -> anyhow::Result<()> {
     let staging = tempfile::Builder::new()
         .prefix(".crpo-new-")
         .tempdir_in(&parent)
-        .with_context(|| format!("cannot write in {}", parent.display()))?;
+        .map_err(|error| crate::atomic_file::cannot_create_in(&parent, &error))?;
     let files = [
         ("Cargo.toml".to_string(), fill(template.cargo_toml)),
         ("src/lib.rs".to_string(), fill(template.lib)),

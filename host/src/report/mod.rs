@@ -281,9 +281,11 @@ fn tradeoff_section(runs: &[RunData], names: &[String]) -> String {
             );
         }
         html.push_str("<table class=\"corr\"><tr><th>objective</th><th>objective</th><th>steps</th><th>within groups</th></tr>");
-        for (i, a) in names.iter().enumerate() {
-            for b in &names[i + 1..] {
-                let steps = pearson_by_step(&step_means[a], &step_means[b]);
+        // Only this run's objectives: runs overlaid with --compare may have others.
+        let own: Vec<&String> = names.iter().filter(|name| !step_means[name].is_empty()).collect();
+        for (i, a) in own.iter().enumerate() {
+            for b in &own[i + 1..] {
+                let steps = pearson_by_step(&step_means[*a], &step_means[*b]);
                 let within = within_group(&grouped, a, b);
                 let cell = |v: Option<f64>| {
                     v.map_or("<td class=\"na\">–</td>".to_string(), |v| {
@@ -493,6 +495,33 @@ mod tests {
             }
         }
         format!("{record}\n")
+    }
+
+    #[test]
+    fn each_runs_trade_off_table_pairs_only_its_own_objectives() {
+        let run = |label: &str, objectives: &[(&str, f64)]| RunData {
+            label: label.into(),
+            dir: PathBuf::from(label),
+            metrics: (1..=3)
+                .map(|step| serde_json::from_str(&metrics_line(step, objectives, None)).unwrap())
+                .collect(),
+            samples: Vec::new(),
+            config: None,
+            environment: None,
+        };
+        let html = render(&[
+            run("grpo", &[("accuracy", 0.5), ("format", 0.2)]),
+            run("crpo", &[("accuracy", 0.5), ("faithfulness", 0.3)]),
+        ]);
+        let grpo = html
+            .split("<h3>grpo</h3>")
+            .nth(1)
+            .unwrap()
+            .split("<h3>")
+            .next()
+            .unwrap();
+        assert!(grpo.contains("<td>accuracy</td><td>format</td>"), "{grpo}");
+        assert!(!grpo.contains("faithfulness"), "{grpo}");
     }
 
     /// Every `data-series` id on the page of one run, in order.

@@ -166,7 +166,7 @@ fn skipped_lines_warnings(path: &Path, read: &ReadRecords) -> Vec<String> {
     }
     if !read.foreign.is_empty() {
         warnings.push(format!(
-            "{}, {}: not records a run writes (a JSON object with a whole `step` ≥ 0); left out of the report",
+            "{}, {}: not the records a run writes (each is a JSON object with a whole `step` ≥ 0); left out of the report",
             path.display(),
             line_list(&read.foreign)
         ));
@@ -265,7 +265,7 @@ mod tests {
             warnings[0]
         );
         assert!(
-            warnings[1].starts_with("run/metrics.jsonl, line 4: not records"),
+            warnings[1].starts_with("run/metrics.jsonl, line 4: not the records"),
             "{}",
             warnings[1]
         );
