@@ -1258,6 +1258,63 @@ fn a_step_with_every_completion_masked_says_nothing_was_trained() {
     assert!(says.contains("nothing was trained"), "{says}");
 }
 
+/// When dynamic sampling drops every group, the step's record still describes what was
+/// sampled (the tied groups) and the schedule's learning rate, not zeros.
+#[test]
+fn a_step_whose_groups_were_all_dropped_records_what_was_sampled() {
+    let dir = setup(
+        "max_steps = 1",
+        "dynamic_sampling = true\nmax_resample_rounds = 1\nlearning_rate = 1e-3",
+    );
+    let config = std::fs::read_to_string(dir.path().join("run.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("run.toml"),
+        config.replace("preset = \"crpo\"", "preset = \"grpo\""),
+    )
+    .unwrap();
+    let output = run(dir.path(), &["train", "--config", "run.toml"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(record["optimizer_updates"], 0, "{record}");
+    assert!(
+        record["dynamic_sampling"]["groups_dropped"].as_u64().unwrap() > 0,
+        "{record}"
+    );
+    assert_eq!(record["frac_reward_zero_std"], 1.0, "{record}");
+    assert!(record["learning_rate"].as_f64().unwrap() > 0.0, "{record}");
+    assert!(
+        record["completion_length"]["mean"].as_f64().unwrap() >= 1.0,
+        "{record}"
+    );
+    assert!(record["rollout_tokens_per_s"].as_f64().unwrap() > 0.0, "{record}");
+    let consistency = record["objectives"]["consistency"]["mean"].as_f64().unwrap();
+    assert!(consistency > 0.0, "the tied groups' scores, not zeros: {record}");
+    let samples = std::fs::read_to_string(dir.path().join("run/samples.jsonl")).unwrap();
+    assert!(samples.lines().count() > 0, "the dropped groups are sampled");
+}
+
+/// A run directory that is the model's: refused before anything is written there.
+#[test]
+fn a_run_into_the_model_directory_is_refused() {
+    let dir = setup("max_steps = 1", "");
+    let config = std::fs::read_to_string(dir.path().join("run.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("run.toml"),
+        config.replace("output_dir = \"run\"", "output_dir = \"model\""),
+    )
+    .unwrap();
+    let before: Vec<_> = std::fs::read_dir(dir.path().join("model")).unwrap().collect();
+    let output = run(dir.path(), &["train", "--config", "run.toml"]);
+    let says = stderr(&output);
+    assert!(
+        !output.status.success() && says.contains("is the model directory model.path"),
+        "{says}"
+    );
+    let after: Vec<_> = std::fs::read_dir(dir.path().join("model")).unwrap().collect();
+    assert_eq!(before.len(), after.len(), "nothing written into the model");
+}
+
 /// A model's chat template that is empty or does not parse is named with its file.
 #[test]
 fn a_broken_chat_template_is_named_with_its_file() {

@@ -68,6 +68,7 @@ impl Policy {
         kind: Kind,
         options: &serde_json::Value,
     ) -> anyhow::Result<Self> {
+        refuse_a_checkpoint_for_its_model(dir)?;
         if !dir.join(lora::ADAPTER_CONFIG).exists() {
             return Self::load_model(registry, plugin, dir, dir, device, kind, options);
         }
@@ -446,9 +447,39 @@ fn max_positions(dir: &Path) -> anyhow::Result<Option<usize>> {
         .map(|n| n as usize))
 }
 
+/// A checkpoint (or sft's output directory) holds its model in `model/`: naming the
+/// checkpoint is a slip worth a pointer, not "config.json: No such file".
+fn refuse_a_checkpoint_for_its_model(dir: &Path) -> anyhow::Result<()> {
+    let model = dir.join(crate::train::checkpoint::MODEL_DIR);
+    let is_model = |d: &Path| d.join("config.json").exists() || d.join(lora::ADAPTER_CONFIG).exists();
+    if !is_model(dir) && is_model(&model) {
+        bail!(
+            "{} is not a model directory but holds one: name {}",
+            dir.display(),
+            model.display()
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkpoint_named_for_its_model_points_at_the_model() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("model")).unwrap();
+        std::fs::write(dir.path().join("model/config.json"), "{}").unwrap();
+        let error = refuse_a_checkpoint_for_its_model(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("is not a model directory but holds one: name"),
+            "{error}"
+        );
+        assert!(refuse_a_checkpoint_for_its_model(&dir.path().join("model")).is_ok());
+    }
     use crpo_policy_sdk::{CacheLayout, KvCache};
 
     /// A model with one weight, or none, and no cache layout.

@@ -710,6 +710,16 @@ impl RunConfig {
         Ok(config)
     }
 
+    /// This config with every relative path made absolute from the working directory: what a
+    /// checkpoint's config.toml records, so that it names the same files from anywhere (as
+    /// `--config` from its checkpoint, it had read `model` inside the checkpoint).
+    pub fn with_absolute_paths(&self) -> anyhow::Result<Self> {
+        let mut absolute = self.clone();
+        let cwd = std::env::current_dir().context("cannot read the working directory")?;
+        absolute.resolve_paths(&cwd);
+        Ok(absolute)
+    }
+
     /// Parses and validates TOML text (paths left as written).
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         refuse_synonyms_together(text)?;
@@ -762,6 +772,14 @@ impl RunConfig {
         check_prompt_template(&self.data.prompt_template)?;
         if self.run.save_total_limit == 0 {
             bail!("run.save_total_limit must be at least 1");
+        }
+        for (key, dir) in [
+            ("run.output_dir", Some(&self.run.output_dir)),
+            ("sft.output_dir", self.sft.output_dir.as_ref()),
+        ] {
+            if dir.is_some_and(|dir| dir.as_os_str().is_empty()) {
+                bail!("{key} is empty: name the run's directory (an empty one wrote into wherever the command ran)");
+            }
         }
         if self.run.eval_steps > 0 {
             if self.run.eval_decodings.is_empty() {
@@ -978,8 +996,25 @@ fn with_section_hint(error: toml::de::Error) -> anyhow::Error {
                 .collect()
         })
         .unwrap_or_default();
-    match (key, sections.is_empty()) {
-        (Some(key), false) => anyhow::anyhow!("{message}`{key}` is a key of {}", sections.join(" and ")),
+    let invisible = key.as_deref().and_then(|key| {
+        let hidden: Vec<String> = key
+            .chars()
+            .filter(|&c| c.is_control() || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2060}' | '\u{feff}'))
+            .map(|c| format!("U+{:04X}", c as u32))
+            .collect();
+        (!hidden.is_empty()).then(|| {
+            format!(
+                "`{}` holds an invisible character ({})",
+                key.escape_debug(),
+                hidden.join(", ")
+            )
+        })
+    });
+    match (key, sections.is_empty(), invisible) {
+        (_, _, Some(invisible)) => anyhow::anyhow!("{message}{invisible}: retype the key"),
+        (Some(key), false, None) => {
+            anyhow::anyhow!("{message}`{key}` is a key of {}", sections.join(" and "))
+        }
         _ => error.into(),
     }
 }
@@ -1066,6 +1101,24 @@ mod tests {
             err.contains("`timeout_s` is a key of [[reward.objectives]]"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_key_with_an_invisible_character_says_so() {
+        let text = format!("{MINIMAL}\n[algorithm]\n\"num_generations\u{200b}\" = 4\n");
+        let err = format!("{:#}", RunConfig::parse(&text).unwrap_err());
+        assert!(err.contains("holds an invisible character (U+200B)"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_output_dir_is_refused() {
+        for text in [
+            format!("{MINIMAL}\n[run]\noutput_dir = \"\"\n"),
+            format!("{MINIMAL}\n[sft]\noutput_dir = \"\"\n"),
+        ] {
+            let err = format!("{:#}", RunConfig::parse(&text).unwrap_err());
+            assert!(err.contains("output_dir is empty"), "{err}");
+        }
     }
 
     #[test]

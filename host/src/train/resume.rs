@@ -385,10 +385,25 @@ pub fn config_changes(was: &RunConfig, now: &RunConfig) -> anyhow::Result<Vec<Co
         // One key wherever the config set it (earlier configs: [data]).
         config.algorithm.max_prompt_length = Some(config.max_prompt_length());
         config.data.max_prompt_length = None;
-        for path in [&mut config.model.path, &mut config.data.path] {
+        // Checkpoints record absolute paths; a config may give them relative.
+        for path in [
+            &mut config.model.path,
+            &mut config.data.path,
+            &mut config.run.output_dir,
+        ] {
             *path = canonical(path);
         }
-        if let Some(path) = config.data.eval_path.as_mut() {
+        config
+            .run
+            .plugin_dirs
+            .iter_mut()
+            .for_each(|path| *path = canonical(path));
+        let optional = [
+            config.data.eval_path.as_mut(),
+            config.sft.output_dir.as_mut(),
+            config.model.lora.as_mut().and_then(|lora| lora.adapter.as_mut()),
+        ];
+        for path in optional.into_iter().flatten() {
             *path = canonical(path);
         }
     }
@@ -408,8 +423,11 @@ pub fn config_changes(was: &RunConfig, now: &RunConfig) -> anyhow::Result<Vec<Co
         .collect())
 }
 
+/// The file a path names (absolute even where it does not exist yet).
 fn canonical(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
 }
 
 #[cfg(test)]
@@ -452,6 +470,15 @@ mod tests {
             !is_safe("sft.num_train_epochs", "sft"),
             "sft reads its own section"
         );
+    }
+
+    #[test]
+    fn a_checkpoints_absolute_paths_equal_the_relative_ones_they_came_from() {
+        let was = RunConfig::parse(&format!("{CONFIG}\n[run]\nplugin_dirs = [\"p\"]\n")).unwrap();
+        let recorded = was.with_absolute_paths().unwrap();
+        assert!(recorded.model.path.is_absolute() && recorded.run.output_dir.is_absolute());
+        assert!(recorded.run.plugin_dirs[0].is_absolute());
+        assert!(config_changes(&recorded, &was).unwrap().is_empty());
     }
 
     #[test]

@@ -102,6 +102,14 @@ pub fn run(
     let format = PromptFormat::from_config(config, registry)?;
     let examples = format.admit(&policy.tokenizer, examples, "fine-tuning")?;
     let sft = &config.sft;
+    if sft.batch_size > examples.len() {
+        bail!(
+            "sft.per_device_train_batch_size = {} is more than the {} examples to fine-tune on: a batch would hold each of them several times; set it to at most {}",
+            sft.batch_size,
+            examples.len(),
+            examples.len()
+        );
+    }
     let total_steps = sft.epochs * examples.len().div_ceil(sft.batch_size);
     let eos = *policy
         .tokenizer
@@ -114,7 +122,7 @@ pub fn run(
     let mut step = state.as_ref().map_or(0, |s| s.step);
     let (mut first_loss, mut last_loss) = (None, None);
     let progress = super::progress::bar(total_steps as u64, step as u64, "sft", "updates");
-    let config_toml = toml::to_string(config)?;
+    let config_toml = toml::to_string(&config.with_absolute_paths()?)?;
     // Examples whose reference was cut at sft.max_completion_length.
     let mut cut = std::collections::BTreeSet::new();
     while step < total_steps {

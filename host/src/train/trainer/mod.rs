@@ -12,7 +12,7 @@ use super::metrics::{
     mean_by_name, ClipRatio, CompletionLength, DynamicSampling, JsonlLog, MeanStd, ObjectiveStats,
     StepMetrics,
 };
-use super::optimizer::AdamW;
+use super::optimizer::{learning_rate, AdamW};
 use super::resume::StartMode;
 use super::reward::RunReward;
 use super::rollouts::{sample_groups, Group, Rollouts};
@@ -92,6 +92,9 @@ struct Writers {
 /// A step's rollouts and what collecting them took.
 struct Collected {
     rollouts: Rollouts,
+    /// When dynamic sampling dropped every group: the last round's (all tied), which the
+    /// step's statistics and samples then describe (they were zeros and nothing).
+    all_dropped: Option<Rollouts>,
     dynamic_sampling: DynamicSampling,
     kv_cache_bytes: usize,
 }
@@ -252,6 +255,31 @@ impl Trainer {
                 stats.kl
             );
         }
+        // What the statistics describe: the groups trained on, or every one dropped.
+        let observed = collected.all_dropped.as_ref().unwrap_or(rollouts);
+        let observed_rows = match &collected.all_dropped {
+            Some(dropped) => Some((
+                dropped.advantages(&weights, &self.config.algorithm)?,
+                dropped.sequences().1,
+            )),
+            None => None,
+        };
+        let (observed_advantages, observed_completions) = match &observed_rows {
+            Some((advantages, completions)) => (advantages.as_slice(), completions.as_slice()),
+            None => (advantages.as_slice(), completions.as_slice()),
+        };
+        let current_lr = if stats.updates > 0 {
+            stats.lr
+        } else {
+            // No update this step: the schedule's rate where it stands (it read 0).
+            learning_rate(
+                self.config.algorithm.learning_rate,
+                self.config.algorithm.lr_scheduler_type,
+                self.config.algorithm.warmup_steps,
+                self.optimizer.steps as usize,
+                nominal_updates,
+            )
+        };
         let record = StepMetrics {
             step: self.step,
             objectives: self
@@ -261,22 +289,22 @@ impl Trainer {
                 .zip(&weights)
                 .enumerate()
                 .map(|(k, (name, &weight))| {
-                    let MeanStd { mean, std } = MeanStd::of(&rollouts.objective(k));
+                    let MeanStd { mean, std } = MeanStd::of(&observed.objective(k));
                     (name, ObjectiveStats { mean, std, weight })
                 })
                 .collect(),
             diagnostics: mean_by_name(
-                rollouts
+                observed
                     .groups
                     .iter()
                     .flat_map(|g| g.scores.diagnostics.iter().map(Vec::as_slice)),
             ),
-            reward: MeanStd::of(&rollouts.totals),
-            advantage: MeanStd::of(&advantages),
-            frac_reward_zero_std: if rollouts.groups.is_empty() {
+            reward: MeanStd::of(&observed.totals),
+            advantage: MeanStd::of(observed_advantages),
+            frac_reward_zero_std: if observed.groups.is_empty() {
                 1.0
             } else {
-                rollouts.tied_groups() as f64 / rollouts.groups.len() as f64
+                observed.tied_groups() as f64 / observed.groups.len() as f64
             },
             dynamic_sampling: collected.dynamic_sampling,
             kl: stats.kl,
@@ -286,11 +314,11 @@ impl Trainer {
             },
             entropy: stats.entropy,
             loss: stats.loss,
-            completion_length: completion_lengths(&completions, rollouts),
-            learning_rate: stats.lr,
+            completion_length: completion_lengths(observed_completions, observed),
+            learning_rate: current_lr,
             grad_norm: stats.grad_norm,
             optimizer_updates: self.optimizer.steps,
-            rollout_tokens_per_s: completions.iter().map(Vec::len).sum::<usize>() as f64
+            rollout_tokens_per_s: observed_completions.iter().map(Vec::len).sum::<usize>() as f64
                 / rollout_seconds.max(1e-9),
             train_tokens_per_s: stats.tokens as f64 / train_seconds.max(1e-9),
             step_time_s: started.elapsed().as_secs_f64(),
@@ -300,7 +328,7 @@ impl Trainer {
             gpu_memory: memory_stats::gpu_memory(self.policy.device),
             nonfinite_update_skipped: stats.nonfinite,
             nonfinite_steps: self.nonfinite_steps,
-            prompts_truncated: rollouts.groups.iter().filter(|g| g.prompt_truncated).count(),
+            prompts_truncated: observed.groups.iter().filter(|g| g.prompt_truncated).count(),
             communication_s: None,
             gradient_all_reduce_s: None,
             eval: None,
@@ -334,7 +362,7 @@ impl Trainer {
         writers.metrics.append(&json)?;
         let every = self.config.run.sample_steps;
         if self.config.run.log_completions && every > 0 && step.is_multiple_of(every) {
-            self.write_samples(rollouts, &advantages)?;
+            self.write_samples(observed, observed_advantages)?;
         }
         Ok(record)
     }
@@ -371,6 +399,7 @@ impl Trainer {
         let algorithm = &self.config.algorithm;
         let wanted = algorithm.prompts_per_step;
         let mut kept: Vec<Group> = Vec::new();
+        let mut dropped: Vec<Group> = Vec::new();
         let mut dynamic_sampling = DynamicSampling::default();
         let mut kv_cache_bytes = 0;
         while kept.len() < wanted {
@@ -426,9 +455,11 @@ impl Trainer {
                 kept.extend(groups);
                 break;
             }
+            dropped.clear();
             for group in groups {
                 if group.is_tied() {
                     dynamic_sampling.groups_dropped += 1;
+                    dropped.push(group);
                 } else {
                     kept.push(group);
                 }
@@ -437,8 +468,11 @@ impl Trainer {
                 break;
             }
         }
+        let objectives = self.reward.names().len();
         Ok(Collected {
-            rollouts: Rollouts::new(kept, algorithm.num_generations, self.reward.names().len()),
+            all_dropped: (kept.is_empty() && !dropped.is_empty())
+                .then(|| Rollouts::new(dropped, algorithm.num_generations, objectives)),
+            rollouts: Rollouts::new(kept, algorithm.num_generations, objectives),
             dynamic_sampling,
             kv_cache_bytes,
         })
