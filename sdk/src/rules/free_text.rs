@@ -38,30 +38,44 @@ pub fn normalise_answer(answer: &str) -> String {
 /// fraction `3/4`, `\frac{3}{4}` or `¾`, a mixed number `1 1/2` or `1½`; `None` when it is
 /// not a number.
 pub fn parse_number(answer: &str) -> Option<f64> {
-    let text = normalise_answer(&spaced_vulgar_fractions(answer)).replace('\u{2044}', "/");
-    let text = text.trim_start_matches('$').trim_end_matches('%').trim_end();
-    // LaTeX's `\%`.
-    let text = text.strip_suffix('\\').unwrap_or(text).trim();
+    let text = normalise_answer(&spaced_fractions(answer)).replace('\u{2044}', "/");
+    let text = text.trim_start_matches('$');
+    // `45%`, and LaTeX's `45\%`.
+    let text = match text.strip_suffix('%') {
+        Some(number) => number.trim_end().strip_suffix('\\').unwrap_or(number).trim_end(),
+        None => text,
+    };
+    // `- ½` (NFKC's `- 1/2`): the sign belongs to the number.
+    let signed;
+    let text = match text.strip_prefix("- ") {
+        Some(rest) => {
+            signed = format!("-{rest}");
+            signed.as_str()
+        }
+        None => text,
+    };
     if let Some(value) = latex_fraction(text) {
         return Some(value);
     }
-    if let Some((whole, fraction)) = text.split_once(' ') {
-        // A mixed number: `1 1/2`, `-2 3/4`.
-        let whole = parse_plain(whole)?;
-        let fraction = fraction
-            .contains('/')
-            .then(|| parse_fraction(fraction))
-            .flatten()?;
-        if whole.fract() != 0.0 || fraction < 0.0 {
-            return None;
-        }
-        return Some(if whole.is_sign_negative() {
-            whole - fraction
-        } else {
-            whole + fraction
-        });
+    parse_fraction(text).or_else(|| mixed_number(text))
+}
+
+/// `1 1/2`, `-2 3/4`: a whole number, a space, and a proper fraction.
+fn mixed_number(text: &str) -> Option<f64> {
+    let (whole, fraction) = text.split_once(' ')?;
+    let digits = whole.strip_prefix(['-', '+']).unwrap_or(whole);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || !fraction.contains('/') {
+        return None;
     }
-    parse_fraction(text)
+    let (whole, fraction) = (parse_plain(whole)?, parse_fraction(fraction)?);
+    if !(0.0..1.0).contains(&fraction) {
+        return None;
+    }
+    Some(if whole.is_sign_negative() {
+        whole - fraction
+    } else {
+        whole + fraction
+    })
 }
 
 /// `n/d` or a plain number.
@@ -86,20 +100,6 @@ fn latex_fraction(text: &str) -> Option<f64> {
     let denominator = rest.trim_start().strip_prefix('{')?.strip_suffix('}')?;
     let (n, d) = (parse_plain(numerator.trim())?, parse_plain(denominator.trim())?);
     (d != 0.0).then_some(sign * n / d)
-}
-
-/// A space before each vulgar fraction (`1½` → `1 ½`): NFKC makes `½` `1⁄2`, and without
-/// the space `1½` would read as 11/2.
-fn spaced_vulgar_fractions(answer: &str) -> String {
-    let vulgar = |c: char| matches!(c, '\u{bc}'..='\u{be}' | '\u{2150}'..='\u{215e}' | '\u{2189}');
-    let mut spaced = String::with_capacity(answer.len() + 4);
-    for c in answer.chars() {
-        if vulgar(c) {
-            spaced.push(' ');
-        }
-        spaced.push(c);
-    }
-    spaced
 }
 
 /// Whether `text`'s commas are thousands separators: a first group of one to three digits
@@ -146,6 +146,29 @@ pub fn same_answer(answer: &str, gold: &str, relative_tolerance: f64) -> bool {
             !gold.is_empty() && normalise_answer(answer) == gold
         }
     }
+}
+
+/// A space before each fraction written as one (`1½` → `1 ½`, `1¹⁄₂` → `1 ¹⁄₂`): NFKC makes
+/// `½` `1⁄2` and `¹` `1`, and without the space `1½` would read as 11/2.
+fn spaced_fractions(answer: &str) -> String {
+    let vulgar = |c: char| matches!(c, '\u{bc}'..='\u{be}' | '\u{2150}'..='\u{215e}' | '\u{2189}');
+    let superscript = |c: char| {
+        matches!(
+            c,
+            '\u{b9}' | '\u{b2}' | '\u{b3}' | '\u{2070}' | '\u{2074}'..='\u{2079}'
+        )
+    };
+    let mut spaced = String::with_capacity(answer.len() + 4);
+    let mut previous: Option<char> = None;
+    for c in answer.chars() {
+        let starts_a_fraction = vulgar(c) || (superscript(c) && previous.is_some_and(|p| p.is_ascii_digit()));
+        if starts_a_fraction {
+            spaced.push(' ');
+        }
+        spaced.push(c);
+        previous = Some(c);
+    }
+    spaced
 }
 
 #[cfg(test)]
@@ -204,6 +227,18 @@ mod tests {
         assert_eq!(parse_number("50 \\%"), Some(50.0));
         assert_eq!(parse_number("1.5 2/3"), None, "a whole number before a fraction");
         assert_eq!(parse_number("2 3"), None);
+        assert_eq!(parse_number("1 / 2"), Some(0.5), "spaces around the slash");
+        assert_eq!(parse_number("1/ 2"), Some(0.5));
+        assert_eq!(
+            parse_number("1\u{b9}\u{2044}\u{2082}"),
+            Some(1.5),
+            "1¹⁄₂ is not 11/2"
+        );
+        assert_eq!(parse_number("-\u{bd}"), Some(-0.5));
+        assert_eq!(parse_number("5 3/2"), None, "not a proper fraction");
+        assert_eq!(parse_number("1e3 1/2"), None, "a whole number is digits");
+        assert_eq!(parse_number("5\\"), None, "a backslash alone is not a percent");
+        assert_eq!(parse_number("1/2/2020"), None);
         assert!(same_answer("\u{bd}", "0.5", 1e-6) && same_answer("\\frac{1}{2}", "\u{bd}", 1e-6));
         assert!(same_answer("50\\%", "50%", 1e-6));
         assert!(!same_answer("0.3333", "1/3", 1e-6), "as docs/objectives.md says");
