@@ -174,7 +174,8 @@ pub fn write(path: &Path, bytes: impl AsRef<[u8]>) -> anyhow::Result<()> {
 /// message names it, and the user never asked for it).
 pub fn cannot_create_in(parent: &Path, error: &std::io::Error) -> anyhow::Error {
     let reason = match error.raw_os_error() {
-        _ if !parent.is_dir() => "there is no such directory".to_string(),
+        _ if !parent.exists() => "there is no such directory".to_string(),
+        _ if !parent.is_dir() => "it is a file, not a directory".to_string(),
         Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
         None => error.kind().to_string(),
     };

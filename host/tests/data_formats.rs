@@ -283,7 +283,7 @@ fn data_check_lists_every_malformed_record_and_renders_prompts_with_the_config()
     assert_eq!(tight["cannot_be_asked"], 4, "{tight}");
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(
-        !output.status.success() && said.contains("4 examples cannot be asked"),
+        !output.status.success() && said.contains("4 example(s) cannot be asked"),
         "{said}"
     );
     let prompt = tight["shown"][0]["prompt"].as_str().unwrap();

@@ -72,6 +72,14 @@ beta = 0.0
     std::fs::write(dir.join("run.toml"), config).unwrap();
 }
 
+/// Replaces the first `from` in `dir/run.toml` (as `setup` wrote it) with `to`.
+fn edit_config(dir: &Path, from: &str, to: &str) {
+    let path = dir.join("run.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    assert!(config.contains(from), "run.toml has no `{from}`");
+    std::fs::write(&path, config.replacen(from, to, 1)).unwrap();
+}
+
 fn steps_recorded(run_dir: &Path) -> Vec<u64> {
     std::fs::read_to_string(run_dir.join("metrics.jsonl"))
         .unwrap()
@@ -407,9 +415,11 @@ fn a_resume_refuses_config_changes_that_change_the_run_unless_allowed() {
     );
     assert_eq!(steps_recorded(&dir.path().join("run")), vec![1], "nothing ran");
     // LoRA added to a full fine-tuning run: named as a change, the checkpoint kept usable.
-    let config = std::fs::read_to_string(dir.path().join("run.toml")).unwrap();
-    let lora = config.replace("[data]", "[model.lora]\nr = 2\nlora_alpha = 4\n[data]");
-    std::fs::write(dir.path().join("run.toml"), lora).unwrap();
+    edit_config(
+        dir.path(),
+        "[data]",
+        "[model.lora]\nr = 2\nlora_alpha = 4\n[data]",
+    );
     let text = stderr(&run(dir.path(), &["train", "--config", "run.toml", "--resume"]));
     assert!(
         text.contains("model.lora") && text.contains("in the checkpoint"),
@@ -714,9 +724,7 @@ fn a_tokenizer_beyond_the_models_vocabulary_is_refused_at_load() {
 #[test]
 fn budgets_beyond_the_models_positions_and_sampling_without_temperature_are_refused() {
     let dir = setup("max_steps = 1", "");
-    let config = std::fs::read_to_string(dir.path().join("run.toml")).unwrap();
-    let long = config.replace("[reward]", "max_prompt_length = 100000\n[reward]");
-    std::fs::write(dir.path().join("run.toml"), long).unwrap();
+    edit_config(dir.path(), "[reward]", "max_prompt_length = 100000\n[reward]");
     let output = run(dir.path(), &["train", "--config", "run.toml"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(
@@ -732,12 +740,7 @@ fn budgets_beyond_the_models_positions_and_sampling_without_temperature_are_refu
         stderr(&output)
     );
     write_config(dir.path(), "max_steps = 1", "");
-    let config = std::fs::read_to_string(dir.path().join("run.toml")).unwrap();
-    std::fs::write(
-        dir.path().join("run.toml"),
-        config.replace("num_generations = 2", "num_generations = 0"),
-    )
-    .unwrap();
+    edit_config(dir.path(), "num_generations = 2", "num_generations = 0");
     let output = run(dir.path(), &["train", "--config", "run.toml"]);
     assert!(
         stderr(&output).contains("num_generations must be at least 2 (it is 0)"),
@@ -1248,9 +1251,11 @@ fn mask_truncated_completions_leaves_cut_completions_out_of_the_loss() {
 #[test]
 fn a_step_with_every_completion_masked_says_nothing_was_trained() {
     let dir = setup("max_steps = 1", "mask_truncated_completions = true");
-    let config = std::fs::read_to_string(dir.path().join("run.toml")).unwrap();
-    let config = config.replace("max_completion_length = 8", "max_completion_length = 1");
-    std::fs::write(dir.path().join("run.toml"), config).unwrap();
+    edit_config(
+        dir.path(),
+        "max_completion_length = 8",
+        "max_completion_length = 1",
+    );
     let output = run(dir.path(), &["train", "--config", "run.toml"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let says = stderr(&output);
@@ -1266,12 +1271,7 @@ fn a_step_whose_groups_were_all_dropped_records_what_was_sampled() {
         "max_steps = 1",
         "dynamic_sampling = true\nmax_resample_rounds = 1\nlearning_rate = 1e-3",
     );
-    let config = std::fs::read_to_string(dir.path().join("run.toml")).unwrap();
-    std::fs::write(
-        dir.path().join("run.toml"),
-        config.replace("preset = \"crpo\"", "preset = \"grpo\""),
-    )
-    .unwrap();
+    edit_config(dir.path(), "preset = \"crpo\"", "preset = \"grpo\"");
     let output = run(dir.path(), &["train", "--config", "run.toml"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
@@ -1298,12 +1298,7 @@ fn a_step_whose_groups_were_all_dropped_records_what_was_sampled() {
 #[test]
 fn a_run_into_the_model_directory_is_refused() {
     let dir = setup("max_steps = 1", "");
-    let config = std::fs::read_to_string(dir.path().join("run.toml")).unwrap();
-    std::fs::write(
-        dir.path().join("run.toml"),
-        config.replace("output_dir = \"run\"", "output_dir = \"model\""),
-    )
-    .unwrap();
+    edit_config(dir.path(), "output_dir = \"run\"", "output_dir = \"model\"");
     let before: Vec<_> = std::fs::read_dir(dir.path().join("model")).unwrap().collect();
     let output = run(dir.path(), &["train", "--config", "run.toml"]);
     let says = stderr(&output);

@@ -142,8 +142,10 @@ pub fn run(dirs: &[PathBuf], args: &DataArgs) -> anyhow::Result<()> {
         let first = reports
             .iter()
             .find_map(|r| r.cannot_be_asked_examples.first())
-            .map_or(String::new(), |reason| format!(": {reason}"));
-        bail!("{unaskable} examples cannot be asked as a run would render them (a run refuses them){first}");
+            .map_or(String::new(), |reason| format!(": {}", visible(reason)));
+        bail!(
+            "{unaskable} example(s) cannot be asked as a run would render them (a run refuses them){first}"
+        );
     }
     if let Some(empty) = reports.iter().find(|r| r.examples == 0) {
         bail!(

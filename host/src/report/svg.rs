@@ -28,7 +28,7 @@ pub fn escape(text: &str) -> String {
             '<' => escaped.push_str("&lt;"),
             '>' => escaped.push_str("&gt;"),
             '"' => escaped.push_str("&quot;"),
-            _ => escaped.push(crate::control_chars::picture(c).unwrap_or(c)),
+            _ => crate::control_chars::push_visible(&mut escaped, c),
         }
     }
     escaped

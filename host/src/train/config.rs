@@ -713,11 +713,13 @@ impl RunConfig {
     /// This config with every relative path made absolute from the working directory: what a
     /// checkpoint's config.toml records, so that it names the same files from anywhere (as
     /// `--config` from its checkpoint, it had read `model` inside the checkpoint).
-    pub fn with_absolute_paths(&self) -> anyhow::Result<Self> {
+    /// (A working directory that was deleted leaves them as they are.)
+    pub fn with_absolute_paths(&self) -> Self {
         let mut absolute = self.clone();
-        let cwd = std::env::current_dir().context("cannot read the working directory")?;
-        absolute.resolve_paths(&cwd);
-        Ok(absolute)
+        if let Ok(cwd) = std::env::current_dir() {
+            absolute.resolve_paths(&cwd);
+        }
+        absolute
     }
 
     /// Parses and validates TOML text (paths left as written).

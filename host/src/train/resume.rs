@@ -72,6 +72,12 @@ pub struct Resumed<T> {
 /// Keys that may differ on resume: they change how long the run goes and what it records,
 /// not what a step computes.
 const SAFE_KEYS: &[&str] = &[
+    // Where the inputs are: what they hold is compared by sha256 (the fingerprints), and a
+    // resumed run takes its weights from the checkpoint, so a moved project still resumes.
+    "model.path",
+    "data.path",
+    "data.eval_path",
+    "model.lora.adapter",
     "run.output_dir",
     "run.max_steps",
     "run.save_steps",
@@ -284,10 +290,11 @@ fn consistent(state: TrainerState, named_step: usize) -> anyhow::Result<TrainerS
 /// or reshaped in the config would be recorded but not applied, so no flag allows it.
 fn refuse_lora_changes(checkpoint_dir: &Path, saved: &RunConfig, config: &RunConfig) -> anyhow::Result<()> {
     let changes = config_changes(saved, config)?;
-    if let Some(change) = changes
-        .iter()
-        .find(|c| c.key.starts_with("model.lora.") && c.key != "model.lora.lora_dropout")
-    {
+    if let Some(change) = changes.iter().find(|c| {
+        // The adapter a run started from: its checkpoint holds the adapters it continues with.
+        c.key.starts_with("model.lora.")
+            && !matches!(c.key.as_str(), "model.lora.lora_dropout" | "model.lora.adapter")
+    }) {
         bail!(
             "--resume: {} is {} in the checkpoint ({}) and {} now, but a run continues with the weights or adapters its checkpoint holds, even with --allow-config-change: restore it (to train other adapters, start a new run, with model.lora.adapter naming this one's)",
             change.key,
@@ -473,9 +480,24 @@ mod tests {
     }
 
     #[test]
+    fn where_the_inputs_are_is_a_safe_change() {
+        let was = RunConfig::parse(CONFIG).unwrap().with_absolute_paths();
+        let mut moved = was.clone();
+        moved.model.path = PathBuf::from("/elsewhere/m");
+        moved.data.path = PathBuf::from("/elsewhere/d.jsonl");
+        let changes = config_changes(&was, &moved).unwrap();
+        assert_eq!(changes.len(), 2);
+        assert!(
+            changes.iter().all(|c| is_safe(&c.key, "train")),
+            "{:?}",
+            changes.len()
+        );
+    }
+
+    #[test]
     fn a_checkpoints_absolute_paths_equal_the_relative_ones_they_came_from() {
         let was = RunConfig::parse(&format!("{CONFIG}\n[run]\nplugin_dirs = [\"p\"]\n")).unwrap();
-        let recorded = was.with_absolute_paths().unwrap();
+        let recorded = was.with_absolute_paths();
         assert!(recorded.model.path.is_absolute() && recorded.run.output_dir.is_absolute());
         assert!(recorded.run.plugin_dirs[0].is_absolute());
         assert!(config_changes(&recorded, &was).unwrap().is_empty());

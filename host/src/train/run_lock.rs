@@ -3,6 +3,7 @@
 //! for the same checkpoint names. The lock is `flock`'s, so it goes with the process however
 //! it ends (a SIGKILLed run resumes without anyone removing a stale lock).
 
+use super::config::RunConfig;
 use anyhow::{bail, Context};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -72,9 +73,51 @@ pub fn refuse_a_file(run_dir: &Path, setting: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A run writes metrics, run_info.json and checkpoints/ into its directory (`key` names it):
+/// never into the model it starts from (they would sit among the model's files, whose checksum
+/// `--resume` compares, so the run could not be resumed).
+pub fn refuse_a_model_as_run_dir(config: &RunConfig, run_dir: &Path, key: &str) -> anyhow::Result<()> {
+    let Ok(run_dir_path) = run_dir.canonicalize() else {
+        return Ok(());
+    };
+    let adapter = config.model.lora.as_ref().and_then(|lora| lora.adapter.as_ref());
+    for (model, model_key) in [
+        (Some(&config.model.path), "model.path"),
+        (adapter, "model.lora.adapter"),
+    ] {
+        if model
+            .and_then(|m| m.canonicalize().ok())
+            .is_some_and(|m| m == run_dir_path)
+        {
+            bail!(
+                "{key} {} is the model directory {model_key}: a run writes its metrics and checkpoints there, among the model's files; choose another {key}",
+                run_dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_directory_is_no_run_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RunConfig::parse(&format!(
+            "[model]\npath = \"{}\"\n[data]\npath = \"d\"\n[reward]\npreset = \"crpo\"\n",
+            dir.path().display()
+        ))
+        .unwrap();
+        let error = refuse_a_model_as_run_dir(&config, &dir.path().join("."), "sft.output_dir").unwrap_err();
+        assert!(error.to_string().contains("sft.output_dir"), "{error}");
+        assert!(
+            error.to_string().contains("is the model directory model.path"),
+            "{error}"
+        );
+        assert!(refuse_a_model_as_run_dir(&config, &dir.path().join("run"), "run.output_dir").is_ok());
+    }
 
     #[test]
     fn a_second_holder_is_refused_until_the_first_lets_go() {

@@ -62,6 +62,7 @@ pub fn run(
     tracing::info!("{}", super::startup::line(MODE, config, &work, &run_dir));
     super::memory_plan::check_run(config, super::memory_plan::Phase::Sft)?;
     config.check_lora_dropout("sft.gradient_checkpointing", config.sft.gradient_checkpointing)?;
+    super::run_lock::refuse_a_model_as_run_dir(config, &run_dir, "sft.output_dir")?;
     refuse_replacing_saved_models(config, &run_dir, start)?;
     let (state, policy, mut optimizer, _run_lock, inputs) = resume::policy_and_optimizer(
         registry,
@@ -122,7 +123,7 @@ pub fn run(
     let mut step = state.as_ref().map_or(0, |s| s.step);
     let (mut first_loss, mut last_loss) = (None, None);
     let progress = super::progress::bar(total_steps as u64, step as u64, "sft", "updates");
-    let config_toml = toml::to_string(&config.with_absolute_paths()?)?;
+    let config_toml = toml::to_string(&config.with_absolute_paths())?;
     // Examples whose reference was cut at sft.max_completion_length.
     let mut cut = std::collections::BTreeSet::new();
     while step < total_steps {

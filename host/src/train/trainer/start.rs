@@ -52,7 +52,7 @@ impl Trainer {
                 let inputs = InputFingerprints::of_data(&config, MODE)?;
                 return Ok((reward, None, policy, optimizer, None, inputs));
             }
-            refuse_a_model_as_run_dir(&config)?;
+            crate::train::run_lock::refuse_a_model_as_run_dir(&config, &run_dir, "run.output_dir")?;
             let (state, policy, optimizer, lock, inputs) = resume::policy_and_optimizer(
                 registry,
                 &config,
@@ -142,7 +142,7 @@ impl Trainer {
         }
         splits.train = format.admit(&policy.tokenizer, std::mem::take(&mut splits.train), "training")?;
         let keep_through = state.as_ref().map(|s| s.step);
-        let config_toml = toml::to_string(&config.with_absolute_paths()?)?;
+        let config_toml = toml::to_string(&config.with_absolute_paths())?;
         let writers = if is_main {
             Some(Writers {
                 metrics: JsonlLog::open(&run_dir, METRICS_FILE, keep_through)?,
@@ -174,29 +174,4 @@ impl Trainer {
             format,
         })
     }
-}
-
-/// A run writes metrics, samples, run_info.json and checkpoints/ into its directory: never
-/// into the model it starts from (they would sit among the model's files, whose checksum
-/// `--resume` compares, so the run could not be resumed).
-fn refuse_a_model_as_run_dir(config: &RunConfig) -> anyhow::Result<()> {
-    let Ok(run_dir) = config.run.output_dir.canonicalize() else {
-        return Ok(());
-    };
-    let adapter = config.model.lora.as_ref().and_then(|lora| lora.adapter.as_ref());
-    for (model, key) in [
-        (Some(&config.model.path), "model.path"),
-        (adapter, "model.lora.adapter"),
-    ] {
-        if model
-            .and_then(|m| m.canonicalize().ok())
-            .is_some_and(|m| m == run_dir)
-        {
-            bail!(
-                "run.output_dir {} is the model directory {key}: a run writes its metrics and checkpoints there, among the model's files; choose another run.output_dir",
-                config.run.output_dir.display()
-            );
-        }
-    }
-    Ok(())
 }
