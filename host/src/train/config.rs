@@ -787,6 +787,12 @@ impl RunConfig {
             if self.run.eval_decodings.is_empty() {
                 bail!("run.eval_decodings needs \"greedy\", \"sampled\" or both when run.eval_steps is set");
             }
+            if self.data.eval_path.is_none() && self.data.eval_fraction == 0.0 {
+                bail!(
+                    "run.eval_steps = {} evaluates the held-out set, but there is none: set data.eval_path, or data.eval_fraction above 0",
+                    self.run.eval_steps
+                );
+            }
             if let Some(twice) = (1..self.run.eval_decodings.len())
                 .find(|&i| self.run.eval_decodings[..i].contains(&self.run.eval_decodings[i]))
             {
@@ -1110,6 +1116,17 @@ mod tests {
         let text = format!("{MINIMAL}\n[algorithm]\n\"num_generations\u{200b}\" = 4\n");
         let err = format!("{:#}", RunConfig::parse(&text).unwrap_err());
         assert!(err.contains("holds an invisible character (U+200B)"), "{err}");
+    }
+
+    #[test]
+    fn evaluation_during_training_needs_a_held_out_set() {
+        let text =
+            format!("{MINIMAL}\n[run]\neval_steps = 5\n").replace("[data]", "[data]\neval_fraction = 0.0");
+        let err = format!("{:#}", RunConfig::parse(&text).unwrap_err());
+        assert!(
+            err.contains("run.eval_steps = 5 evaluates the held-out set, but there is none"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -138,6 +138,12 @@ impl Trainer {
         )?;
         if config.run.eval_steps > 0 {
             // Checked now, not at the first evaluation hours into the run.
+            if splits.eval.is_empty() {
+                bail!(
+                    "run.eval_steps = {} evaluates the held-out set, but there is none (data.eval_path, or data.eval_fraction of the training file)",
+                    config.run.eval_steps
+                );
+            }
             reward.check_answers_fit(&splits.eval, "the held-out data (run.eval_steps evaluates it)")?;
         }
         splits.train = format.admit(&policy.tokenizer, std::mem::take(&mut splits.train), "training")?;
