@@ -2,6 +2,7 @@
 //! read the same in all three), wrapped to the terminal's width when there is one.
 
 use comfy_table::{presets, ColumnConstraint, ContentArrangement, Table, Width};
+use unicode_width::UnicodeWidthStr;
 
 /// A column is never narrower than its longest word up to this width, so a number or a name
 /// is never split across lines; a longer word (a path) may be.
@@ -49,14 +50,15 @@ fn build(header: &[String], rows: &[Vec<String>], width: Option<u16>) -> Table {
     table
 }
 
-/// Each column's longest word (header included), capped at [`UNSPLIT_WORD`].
+/// Each column's longest word in terminal columns (header included), capped at [`UNSPLIT_WORD`].
 fn least_widths(header: &[String], rows: &[Vec<String>]) -> Vec<usize> {
     (0..header.len())
         .map(|column| {
             std::iter::once(&header[column])
                 .chain(rows.iter().filter_map(|row| row.get(column)))
                 .flat_map(|cell| cell.split_whitespace())
-                .map(|word| word.chars().count().min(UNSPLIT_WORD))
+                // Terminal columns, not chars: a CJK character takes two.
+                .map(|word| word.width().min(UNSPLIT_WORD))
                 .max()
                 .unwrap_or(0)
         })
@@ -151,5 +153,16 @@ mod tests {
         let table = render(&header, &rows, Some(60));
         every_number_whole(&table);
         assert!(table.lines().next().unwrap().starts_with("| model"), "{table}");
+    }
+
+    #[test]
+    fn wide_characters_are_measured_in_terminal_columns() {
+        // Four CJK characters take eight columns: counted as four, comfy-table split them.
+        let header: Vec<String> = ["a", "b", "c", "d", "e", "f"].map(String::from).into();
+        let rows = vec![vec!["心肌梗死".to_string(); 6]; 8];
+        let table = render(&header, &rows, Some(40));
+        for line in table.lines().skip(2) {
+            assert_eq!(line.matches("心肌梗死").count(), 6, "split in\n{table}");
+        }
     }
 }

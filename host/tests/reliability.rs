@@ -951,6 +951,24 @@ fn a_long_prompt_loses_the_start_of_its_question_never_the_template_or_system_pr
         format(PromptTruncation::Skip).render(tokenizer, &huge).unwrap(),
         None
     );
+    // Measuring (data check) tokenizes a prompt once, and a question of megabytes not at all:
+    // its length is known from below.
+    use crpo_host::train::data::PromptLength;
+    let measured = format(PromptTruncation::Error)
+        .measure(tokenizer, &example)
+        .unwrap();
+    let full = tokenizer.encode(&uncut).unwrap().len();
+    assert_eq!(measured.length, PromptLength::Exact(full));
+    assert!(full > 80 && measured.rendered.is_err());
+    let measured = format(PromptTruncation::Left).measure(tokenizer, &huge).unwrap();
+    assert!(
+        matches!(measured.length, PromptLength::AtLeast(n) if n > 80 && n <= 2_000_000 / 256 + 1),
+        "{:?}",
+        measured.length
+    );
+    assert_eq!(measured.rendered.unwrap().unwrap(), cut_huge);
+    let measured = format(PromptTruncation::Skip).measure(tokenizer, &huge).unwrap();
+    assert!(matches!(measured.length, PromptLength::AtLeast(_)) && measured.rendered.unwrap().is_none());
     let short = Example {
         prompt: Prompt::Text("Chest pain.".into()),
         id: "q-short".into(),

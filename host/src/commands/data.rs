@@ -6,7 +6,7 @@ use crate::control_chars::visible;
 use crate::plugins::PluginRegistry;
 use crate::rollout::tokenizer::ChatTokenizer;
 use crate::train::config::{default_prompt_template, PromptTruncation, DEFAULT_MAX_PROMPT_LENGTH};
-use crate::train::data::{messages, PromptFormat};
+use crate::train::data::{messages, PromptFormat, PromptLength};
 use anyhow::{bail, Context};
 use crpo_policy_sdk::lora;
 use crpo_sdk::{DatasetSource, Example, RecordError};
@@ -94,6 +94,8 @@ pub struct LengthSummary {
     pub median: usize,
     pub p95: usize,
     pub max: usize,
+    /// The longest prompt was too long to tokenize whole: `max` is a lower bound.
+    pub max_is_lower_bound: bool,
     pub limit: usize,
     pub over_limit: usize,
 }
@@ -247,19 +249,12 @@ fn report(
     }
     let mut answers: Vec<(String, usize)> = answers.into_iter().collect();
     answers.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let prompt_tokens = match &rendering.tokenizer {
-        Some(tokenizer) => Some(prompt_lengths(tokenizer, &rendering.format, examples)?),
-        None => None,
-    };
-    let unaskable: Vec<String> = match &rendering.tokenizer {
-        Some(tokenizer) => examples
-            .iter()
-            .filter_map(|example| {
-                let error = rendering.format.render(tokenizer, example).err()?;
-                Some(format!("example `{}`: {error:#}", example.id))
-            })
-            .collect(),
-        None => Vec::new(),
+    let (prompt_tokens, unaskable) = match &rendering.tokenizer {
+        Some(tokenizer) => {
+            let (summary, unaskable) = measure_prompts(tokenizer, &rendering.format, examples)?;
+            (Some(summary), unaskable)
+        }
+        None => (None, Vec::new()),
     };
     let shown = examples
         .iter()
@@ -287,32 +282,40 @@ fn report(
     })
 }
 
-/// Every example's full prompt length (before any truncation) against the limit.
-fn prompt_lengths(
+/// Every example's full prompt length (before any truncation) against the limit, and why a
+/// run would refuse the examples it cannot ask: one rendering each.
+fn measure_prompts(
     tokenizer: &ChatTokenizer,
     format: &PromptFormat,
     examples: &[Example],
-) -> anyhow::Result<LengthSummary> {
-    let mut lengths = examples
-        .iter()
-        .map(|example| {
-            let chat = messages(example, &format.template, format.system.as_deref());
-            Ok(tokenizer.encode(&tokenizer.render_chat(&chat, true)?)?.len())
-        })
-        .collect::<anyhow::Result<Vec<usize>>>()?;
-    lengths.sort_unstable();
+) -> anyhow::Result<(LengthSummary, Vec<String>)> {
+    let mut lengths = Vec::with_capacity(examples.len());
+    let mut unaskable = Vec::new();
+    for example in examples {
+        let measured = format.measure(tokenizer, example)?;
+        lengths.push(measured.length);
+        if let Err(error) = measured.rendered {
+            unaskable.push(format!("example `{}`: {error:#}", example.id));
+        }
+    }
+    Ok((length_summary(lengths, format.max_tokens), unaskable))
+}
+
+fn length_summary(mut lengths: Vec<PromptLength>, limit: usize) -> LengthSummary {
+    lengths.sort_unstable_by_key(|length| length.tokens());
     let at = |share: f64| {
         let index = ((lengths.len() as f64 - 1.0) * share).round() as usize;
-        lengths.get(index).copied().unwrap_or(0)
+        lengths.get(index).map_or(0, |length| length.tokens())
     };
-    Ok(LengthSummary {
+    LengthSummary {
         min: at(0.0),
         median: at(0.5),
         p95: at(0.95),
         max: at(1.0),
-        limit: format.max_tokens,
-        over_limit: lengths.iter().filter(|&&l| l > format.max_tokens).count(),
-    })
+        max_is_lower_bound: matches!(lengths.last(), Some(PromptLength::AtLeast(_))),
+        limit,
+        over_limit: lengths.iter().filter(|length| length.tokens() > limit).count(),
+    }
 }
 
 /// The prompt text the model is given: the chat template applied (and truncation, as the
@@ -393,8 +396,14 @@ fn print_report(report: &FileReport) {
     }
     match &report.prompt_tokens {
         Some(l) => println!(
-            "  prompt tokens            min {}, median {}, p95 {}, max {}; {} over max_prompt_length = {}",
-            l.min, l.median, l.p95, l.max, l.over_limit, l.limit
+            "  prompt tokens            min {}, median {}, p95 {}, max {}{}; {} over max_prompt_length = {}",
+            l.min,
+            l.median,
+            l.p95,
+            if l.max_is_lower_bound { "at least " } else { "" },
+            l.max,
+            l.over_limit,
+            l.limit
         ),
         None => println!("  prompt tokens            (no tokenizer: give --model or --config)"),
     }
@@ -422,4 +431,30 @@ fn print_report(report: &FileReport) {
         }
     }
     println!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_ranks_lengths_and_says_when_the_longest_is_a_lower_bound() {
+        let exact = [7, 3, 90, 12].map(PromptLength::Exact).to_vec();
+        let summary = length_summary(exact.clone(), 50);
+        assert_eq!(
+            (summary.min, summary.median, summary.max, summary.over_limit),
+            (3, 12, 90, 1)
+        );
+        assert!(!summary.max_is_lower_bound);
+        let mut with_huge = exact;
+        with_huge.push(PromptLength::AtLeast(4_000));
+        let summary = length_summary(with_huge, 50);
+        assert_eq!((summary.max, summary.over_limit), (4_000, 2));
+        assert!(summary.max_is_lower_bound);
+        let none = length_summary(Vec::new(), 50);
+        assert_eq!(
+            (none.max, none.over_limit, none.max_is_lower_bound),
+            (0, 0, false)
+        );
+    }
 }

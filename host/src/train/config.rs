@@ -514,6 +514,17 @@ impl AlgorithmConfig {
         self.epsilon_high.unwrap_or(self.epsilon)
     }
 
+    /// The schedule's learning rate before optimizer update `update` of `total_updates`.
+    pub fn learning_rate_at(&self, update: usize, total_updates: usize) -> f64 {
+        super::optimizer::learning_rate(
+            self.learning_rate,
+            self.lr_scheduler_type,
+            self.warmup_steps,
+            update,
+            total_updates,
+        )
+    }
+
     /// Prompts generated together: whole groups within `rollout_batch_size`, at least one.
     pub fn prompts_per_rollout_batch(&self) -> usize {
         (self.rollout_batch_size / self.num_generations.max(1)).max(1)
@@ -618,6 +629,12 @@ impl AlgorithmConfig {
         }
         if !self.adam_epsilon.is_finite() || self.adam_epsilon <= 0.0 {
             bail!("algorithm.adam_epsilon must be a finite number > 0");
+        }
+        if self.epsilon > 1.0 {
+            bail!(
+                "algorithm.epsilon must be at most 1 (it is {}): the ratio's lower clip is 1 - epsilon, and a ratio is never below 0",
+                self.epsilon
+            );
         }
         if !self.epsilon_high().is_finite() || self.epsilon_high() < 0.0 {
             bail!("algorithm.epsilon_high must be a finite number ≥ 0");
@@ -1330,6 +1347,9 @@ mod tests {
         let text = format!("{MINIMAL}\n[algorithm]\nnum_generations = 1\n");
         let err = RunConfig::parse(&text).unwrap_err().to_string();
         assert!(err.contains("algorithm.num_generations"), "{err}");
+        let text = format!("{MINIMAL}\n[algorithm]\nepsilon = 1.5\n");
+        let err = RunConfig::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("algorithm.epsilon must be at most 1"), "{err}");
         let no_reward = MINIMAL.replace("preset = \"crpo\"", "");
         assert!(RunConfig::parse(&no_reward)
             .unwrap_err()

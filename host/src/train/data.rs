@@ -196,6 +196,28 @@ pub struct RenderedPrompt {
     pub truncated: bool,
 }
 
+/// A prompt's full length in tokens, before any cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PromptLength {
+    Exact(usize),
+    /// A user content too long to tokenize whole: at least this many tokens.
+    AtLeast(usize),
+}
+
+impl PromptLength {
+    pub fn tokens(self) -> usize {
+        match self {
+            PromptLength::Exact(n) | PromptLength::AtLeast(n) => n,
+        }
+    }
+}
+
+/// An example's full prompt length, and what a run would ask (or why it would refuse it).
+pub struct MeasuredPrompt {
+    pub length: PromptLength,
+    pub rendered: anyhow::Result<Option<RenderedPrompt>>,
+}
+
 impl PromptFormat {
     pub fn from_config(config: &RunConfig, registry: &PluginRegistry) -> anyhow::Result<Self> {
         Ok(PromptFormat {
@@ -214,42 +236,74 @@ impl PromptFormat {
         tokenizer: &ChatTokenizer,
         example: &Example,
     ) -> anyhow::Result<Option<RenderedPrompt>> {
+        self.measure(tokenizer, example)?.rendered
+    }
+
+    /// The example's full prompt length and its rendering (as [`Self::render`]), from one
+    /// tokenization where the prompt fits. The outer error is the tokenizer's; the rendering's
+    /// error says why a run would refuse the example.
+    pub fn measure(&self, tokenizer: &ChatTokenizer, example: &Example) -> anyhow::Result<MeasuredPrompt> {
         let mut chat = messages(example, &self.template, self.system.as_deref());
         // A user content far longer than any prompt that fits is cut (or skipped, or refused)
         // before it is tokenized: the tokenizer takes ~230 bytes a character, and a 20 MB
-        // record took 4.5 GB.
-        let mut precut = false;
+        // record took 4.5 GB. Its length is then known only from below.
+        let mut precut = None;
         if let Some(user) = chat.iter().rposition(|m| m.role == "user") {
             let bound = self.max_tokens.saturating_mul(MAX_CHARS_PER_TOKEN);
             let chars = chat[user].content.chars().count();
             if chars > bound {
-                match self.truncation {
-                    PromptTruncation::Skip => return Ok(None),
-                    PromptTruncation::Error => bail!(
+                let length = PromptLength::AtLeast(chars.div_ceil(MAX_CHARS_PER_TOKEN));
+                let rendered = match self.truncation {
+                    PromptTruncation::Skip => Ok(None),
+                    PromptTruncation::Error => Err(anyhow::anyhow!(
                         "example `{}`: its user content is {chars} characters, far over algorithm.max_prompt_length = {} tokens (set data.prompt_truncation = \"left\" or \"skip\", or raise the limit)",
                         example.id,
                         self.max_tokens
-                    ),
+                    )),
                     PromptTruncation::Left => {
                         chat[user].content = chat[user].content.chars().skip(chars - bound).collect();
-                        precut = true;
+                        precut = Some(length);
+                        Ok(None)
                     }
+                };
+                if precut.is_none() {
+                    return Ok(MeasuredPrompt { length, rendered });
                 }
             }
         }
-        let length = match self.fitting(tokenizer, &chat, precut)? {
-            Ok(prompt) => return Ok(Some(prompt)),
+        let length = match self.fitting(tokenizer, &chat, precut.is_some())? {
+            Ok(prompt) => {
+                return Ok(MeasuredPrompt {
+                    length: precut.unwrap_or(PromptLength::Exact(prompt.ids.len())),
+                    rendered: Ok(Some(prompt)),
+                })
+            }
             Err(length) => length,
         };
-        match self.truncation {
-            PromptTruncation::Skip => return Ok(None),
-            PromptTruncation::Error => bail!(
+        let measured = |rendered| MeasuredPrompt {
+            length: precut.unwrap_or(PromptLength::Exact(length)),
+            rendered,
+        };
+        Ok(match self.truncation {
+            PromptTruncation::Skip => measured(Ok(None)),
+            PromptTruncation::Error => measured(Err(anyhow::anyhow!(
                 "example `{}`: its prompt is {length} tokens, over algorithm.max_prompt_length = {} (set data.prompt_truncation = \"left\" or \"skip\", or raise the limit)",
                 example.id,
                 self.max_tokens
-            ),
-            PromptTruncation::Left => {}
-        }
+            ))),
+            PromptTruncation::Left => measured(self.cut_to_fit(tokenizer, example, chat, length)),
+        })
+    }
+
+    /// `chat` (of `length` tokens, over `max_tokens`) with the start of its last user
+    /// message's content cut until it fits.
+    fn cut_to_fit(
+        &self,
+        tokenizer: &ChatTokenizer,
+        example: &Example,
+        mut chat: Vec<Message>,
+        length: usize,
+    ) -> anyhow::Result<Option<RenderedPrompt>> {
         let user = chat.iter().rposition(|m| m.role == "user").with_context(|| {
             format!(
                 "example `{}`: a prompt over algorithm.max_prompt_length has no user message to cut",

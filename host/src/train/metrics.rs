@@ -122,6 +122,7 @@ pub struct StepMetrics {
     pub learning_rate: f64,
     pub grad_norm: f64,
     pub optimizer_updates: i64,
+    /// Completion tokens sampled (dropped groups' too) per second of the rollout.
     pub rollout_tokens_per_s: f64,
     pub train_tokens_per_s: f64,
     pub step_time_s: f64,

@@ -5,7 +5,7 @@
 use super::config::AlgorithmConfig;
 use super::loss::{pass_loss, LossStats};
 use super::micro_batches::{padded_tokens, plan_across, Rows};
-use super::optimizer::{learning_rate, AdamW};
+use super::optimizer::AdamW;
 use crate::distributed::{shard, World};
 use crate::rollout::Policy;
 use anyhow::bail;
@@ -221,13 +221,7 @@ pub fn update_policy(
             }
             stats.grad_norm = grad_norm;
             stats.loss += update_loss;
-            stats.lr = learning_rate(
-                algorithm.learning_rate,
-                algorithm.lr_scheduler_type,
-                algorithm.warmup_steps,
-                optimizer.steps as usize,
-                nominal_updates,
-            );
+            stats.lr = algorithm.learning_rate_at(optimizer.steps as usize, nominal_updates);
             if !optimizer.step(stats.lr) {
                 bail!(
                     "step {step}: the update made weights non-finite (learning rate {:.3e}); the run stops before anything is checkpointed: lower algorithm.learning_rate",

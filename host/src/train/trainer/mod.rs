@@ -12,7 +12,7 @@ use super::metrics::{
     mean_by_name, ClipRatio, CompletionLength, DynamicSampling, JsonlLog, MeanStd, ObjectiveStats,
     StepMetrics,
 };
-use super::optimizer::{learning_rate, AdamW};
+use super::optimizer::AdamW;
 use super::resume::StartMode;
 use super::reward::RunReward;
 use super::rollouts::{sample_groups, Group, Rollouts};
@@ -97,6 +97,9 @@ struct Collected {
     all_dropped: Option<Rollouts>,
     dynamic_sampling: DynamicSampling,
     kv_cache_bytes: usize,
+    /// Completion tokens sampled in every round, dropped groups' too: what the rollout's time
+    /// was spent on.
+    generated_tokens: usize,
 }
 
 impl Trainer {
@@ -272,13 +275,9 @@ impl Trainer {
             stats.lr
         } else {
             // No update this step: the schedule's rate where it stands (it read 0).
-            learning_rate(
-                self.config.algorithm.learning_rate,
-                self.config.algorithm.lr_scheduler_type,
-                self.config.algorithm.warmup_steps,
-                self.optimizer.steps as usize,
-                nominal_updates,
-            )
+            self.config
+                .algorithm
+                .learning_rate_at(self.optimizer.steps as usize, nominal_updates)
         };
         let record = StepMetrics {
             step: self.step,
@@ -318,8 +317,7 @@ impl Trainer {
             learning_rate: current_lr,
             grad_norm: stats.grad_norm,
             optimizer_updates: self.optimizer.steps,
-            rollout_tokens_per_s: observed_completions.iter().map(Vec::len).sum::<usize>() as f64
-                / rollout_seconds.max(1e-9),
+            rollout_tokens_per_s: collected.generated_tokens as f64 / rollout_seconds.max(1e-9),
             train_tokens_per_s: stats.tokens as f64 / train_seconds.max(1e-9),
             step_time_s: started.elapsed().as_secs_f64(),
             epoch: self.cursor.epoch,
@@ -402,6 +400,7 @@ impl Trainer {
         let mut dropped: Vec<Group> = Vec::new();
         let mut dynamic_sampling = DynamicSampling::default();
         let mut kv_cache_bytes = 0;
+        let mut generated_tokens = 0;
         while kept.len() < wanted {
             let count = if dynamic_sampling.rounds == 0 {
                 wanted
@@ -450,6 +449,11 @@ impl Trainer {
             if let Some(world) = &self.world {
                 groups = gather_groups(world, groups)?;
             }
+            generated_tokens += groups
+                .iter()
+                .flat_map(|group| &group.completions)
+                .map(Vec::len)
+                .sum::<usize>();
             dynamic_sampling.rounds += 1;
             if !algorithm.dynamic_sampling {
                 kept.extend(groups);
@@ -475,6 +479,7 @@ impl Trainer {
             rollouts: Rollouts::new(kept, algorithm.num_generations, objectives),
             dynamic_sampling,
             kv_cache_bytes,
+            generated_tokens,
         })
     }
 

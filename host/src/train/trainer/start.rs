@@ -147,6 +147,13 @@ impl Trainer {
             reward.check_answers_fit(&splits.eval, "the held-out data (run.eval_steps evaluates it)")?;
         }
         splits.train = format.admit(&policy.tokenizer, std::mem::take(&mut splits.train), "training")?;
+        if is_main && config.algorithm.prompts_per_step > splits.train.len() {
+            tracing::warn!(
+                "algorithm.prompts_per_step = {} is more than the {} training examples: every step asks some prompts in more than one group",
+                config.algorithm.prompts_per_step,
+                splits.train.len()
+            );
+        }
         let keep_through = state.as_ref().map(|s| s.step);
         let config_toml = toml::to_string(&config.with_absolute_paths())?;
         let writers = if is_main {
