@@ -21,13 +21,15 @@ fn crpo(dir: &Path, args: &[&str]) {
     );
 }
 
+/// Run "a" has a KL penalty (beta 0.01), so a reference and a logged `kl`; the others none.
 fn train(dir: &Path, name: &str, seed: u64) {
+    let beta = if name == "a" { 0.01 } else { 0.0 };
     let data = support::workspace_root().join("data/demo/train.jsonl");
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(
         &config,
         format!(
-            "[run]\noutput_dir = \"{name}\"\nseed = {seed}\nmax_steps = 4\nsave_steps = 4\nsample_steps = 2\neval_steps = 2\neval_decodings = [\"greedy\", \"sampled\"]\n[eval]\nlimit = 4\nmax_completion_length = 8\ntemperature = 1.0\nnum_generations_eval = 2\n[model]\npath = \"model\"\n[data]\npath = \"{}\"\n[reward]\npreset = \"crpo\"\n[algorithm]\nnum_generations = 4\nprompts_per_step = 2\nper_device_train_batch_size = 8\ngradient_accumulation_steps = 1\nmax_completion_length = 8\nbeta = 0.0\nlearning_rate = 1e-3\n",
+            "[run]\noutput_dir = \"{name}\"\nseed = {seed}\nmax_steps = 4\nsave_steps = 4\nsample_steps = 2\neval_steps = 2\neval_decodings = [\"greedy\", \"sampled\"]\n[eval]\nlimit = 4\nmax_completion_length = 8\ntemperature = 1.0\nnum_generations_eval = 2\n[model]\npath = \"model\"\n[data]\npath = \"{}\"\n[reward]\npreset = \"crpo\"\n[algorithm]\nnum_generations = 4\nprompts_per_step = 2\nper_device_train_batch_size = 8\ngradient_accumulation_steps = 1\nmax_completion_length = 8\nbeta = {beta}\nlearning_rate = 1e-3\n",
             data.display()
         ),
     )
@@ -66,6 +68,14 @@ fn the_report_draws_every_step_of_every_run_and_opens_clean_in_a_browser() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success() && stderr.contains(says), "{stderr}");
+    }
+    // kl is measured only with a KL penalty (no reference runs without one), as TRL logs it.
+    for (run, measured) in [("a", true), ("b", false)] {
+        let metrics = std::fs::read_to_string(dir.path().join(run).join("metrics.jsonl")).unwrap();
+        for line in metrics.lines() {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(record.get("kl").is_some(), measured, "run {run}: {record}");
+        }
     }
     let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
     for objective in ["accuracy", "clinical_reasoning", "consistency"] {

@@ -121,7 +121,9 @@ fn assert_equals_metrics(run_dir: &Path, read: &serde_json::Value) {
         }
     }
     assert!(expected.contains_key("train/objectives/accuracy/mean"));
-    assert!(expected.contains_key("train/kl"));
+    // beta = 0: no reference runs, so no KL is measured or written (TRL's too).
+    assert!(!expected.contains_key("train/kl"));
+    assert!(expected.contains_key("train/clip_ratio/low"));
     let scalars = read["scalars"].as_object().unwrap();
     assert_eq!(
         scalars.keys().collect::<Vec<_>>(),

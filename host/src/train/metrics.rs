@@ -114,7 +114,10 @@ pub struct StepMetrics {
     /// Share of groups whose totals all tie (no learning signal).
     pub frac_reward_zero_std: f64,
     pub dynamic_sampling: DynamicSampling,
-    pub kl: f64,
+    /// The per-token KL to the reference; measured only when `algorithm.beta` > 0 (TRL too
+    /// leaves it out then: no reference is run) and the step trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl: Option<f64>,
     pub clip_ratio: ClipRatio,
     pub entropy: f64,
     pub loss: f64,

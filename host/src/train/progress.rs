@@ -64,13 +64,13 @@ pub fn summary_line(record: &StepMetrics) -> String {
         .iter()
         .map(|(name, stats)| format!("{name} {:.3}", stats.mean))
         .collect();
+    let kl = record.kl.map(|kl| format!(" | kl {kl:.4}")).unwrap_or_default();
     format!(
-        "step {}: reward {:.3} ± {:.3} | {} | kl {:.4} | len {:.0} | {:.2} s",
+        "step {}: reward {:.3} ± {:.3} | {}{kl} | len {:.0} | {:.2} s",
         record.step,
         record.reward.mean,
         record.reward.std,
         objectives.join(" "),
-        record.kl,
         record.completion_length.mean,
         record.step_time_s,
     )

@@ -306,7 +306,7 @@ impl Trainer {
                 observed.tied_groups() as f64 / observed.groups.len() as f64
             },
             dynamic_sampling: collected.dynamic_sampling,
-            kl: stats.kl,
+            kl: (self.config.algorithm.beta > 0.0 && !rollouts.is_empty()).then_some(stats.kl),
             clip_ratio: ClipRatio {
                 low: stats.clip_low,
                 high: stats.clip_high,
