@@ -179,7 +179,7 @@ gradient_checkpointing = {checkpointing}
         "gradient_checkpointing": checkpointing,
         "lora": lora,
         "estimated_bytes": estimated,
-        "plan": {"weights": plan.weights, "reference": plan.reference, "gradients": plan.gradients,
+        "plan": {"weights": plan.weights, "adapters": plan.adapters, "reference": plan.reference, "gradients": plan.gradients,
                  "optimizer_state": plan.optimizer_state, "kv_cache": plan.kv_cache,
                  "activations": plan.activations, "gradient_buffers": plan.gradient_buffers,
                  "optimizer_step": plan.optimizer_step, "decode_weights": plan.decode_weights,

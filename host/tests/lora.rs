@@ -143,6 +143,16 @@ fn bad_lora_settings_are_refused_naming_the_key() {
         error.contains("model.lora.layers_to_transform") && error.contains("all-linear"),
         "{error}"
     );
+    // Values of the wrong form say what the key takes (serde said "data did not match any
+    // variant of untagged enum LayerIndices").
+    for (lora, says) in [
+        ("layers_to_transform = [-1]", "a decoder layer's index"),
+        ("target_modules = 3", "a list of module names"),
+        ("layers_pattern = 1", "the name of the module list"),
+    ] {
+        let error = parse(lora, "");
+        assert!(error.contains(says) && !error.contains("untagged"), "{error}");
+    }
     let error = parse("r = 4\nlora_alpha = 8\ntarget_modules = \"everything\"", "");
     assert!(error.contains("model.lora.target_modules"), "{error}");
     // PEFT adapts these; crpo does not, and said "selects none of the linear layers" or warned.
@@ -585,4 +595,103 @@ fn an_adapter_s_own_dropout_is_refused_with_checkpointing() {
     assert!(policy
         .set_gradient_checkpointing("sft.gradient_checkpointing", false)
         .is_ok());
+}
+
+/// `file` rewritten with `change` applied to its tensors.
+fn rewrite_tensors(file: &Path, change: impl FnOnce(&mut Vec<(String, Tensor)>)) {
+    let mut tensors = Tensor::read_safetensors(file).unwrap();
+    change(&mut tensors);
+    Tensor::write_safetensors(&tensors, file).unwrap();
+}
+
+#[test]
+fn non_finite_or_integer_weights_under_lora_are_refused_naming_their_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    crpo_plugins_policy::presets::write_tiny(&model, 0).unwrap();
+    let policy = load(&model, Some(lora_config()));
+    randomize_b(&policy);
+    let adapter = dir.path().join("adapter");
+    policy.save(&adapter).unwrap();
+    let generate = |adapter: &Path| {
+        let output = crpo(
+            dir.path(),
+            &[
+                "generate",
+                "--model",
+                adapter.to_str().unwrap(),
+                "--prompt",
+                "hi",
+                "--greedy",
+            ],
+        );
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).to_string()
+    };
+    // NaN in an adapter is named in the adapter's file (it was blamed on the base model).
+    let copy = |name: &str| {
+        let to = dir.path().join(name);
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(&adapter).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+        to
+    };
+    let nan_adapter = copy("nan-adapter");
+    rewrite_tensors(&nan_adapter.join("adapter_model.safetensors"), |tensors| {
+        let (_, b) = tensors.iter_mut().find(|(n, _)| n.contains("lora_B")).unwrap();
+        *b = b.fill(f64::NAN);
+    });
+    let said = generate(&nan_adapter);
+    assert!(
+        said.contains("nan-adapter/adapter_model.safetensors") && said.contains("NaN or infinite"),
+        "{said}"
+    );
+    // Integers would be truncated into the model: refused as merge-lora refuses them.
+    let int_adapter = copy("int-adapter");
+    rewrite_tensors(&int_adapter.join("adapter_model.safetensors"), |tensors| {
+        let (_, a) = tensors.iter_mut().find(|(n, _)| n.contains("lora_A")).unwrap();
+        *a = a.to_kind(Kind::Int);
+    });
+    let said = generate(&int_adapter);
+    assert!(said.contains("not floating-point numbers"), "{said}");
+    // NaN in the frozen base: refused at load, as without LoRA (sft failed at its first
+    // gradient, "try a lower learning rate"), and merge-lora will not write it.
+    let nan_base = dir.path().join("nan-model");
+    crpo_plugins_policy::presets::write_tiny(&nan_base, 0).unwrap();
+    rewrite_tensors(&nan_base.join("model.safetensors"), |tensors| {
+        let (_, w) = tensors
+            .iter_mut()
+            .find(|(n, _)| n.ends_with("up_proj.weight"))
+            .unwrap();
+        let _ = w.get(0).get(0).fill_(f64::NAN);
+    });
+    let section = section(&nan_base, Some(lora_config()));
+    let error = Policy::load(&PluginRegistry::builtin_only(), &section, &nan_base)
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap();
+    assert!(
+        error.contains("up_proj.weight` holds non-finite values"),
+        "{error}"
+    );
+    let output = crpo(
+        dir.path(),
+        &[
+            "merge-lora",
+            "--adapter",
+            "adapter",
+            "--base",
+            "nan-model",
+            "--out",
+            "merged",
+        ],
+    );
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && said.contains("up_proj.weight` holds non-finite values"),
+        "{said}"
+    );
+    assert!(!dir.path().join("merged").exists());
 }

@@ -422,7 +422,7 @@ fn a_resume_refuses_config_changes_that_change_the_run_unless_allowed() {
     );
     let text = stderr(&run(dir.path(), &["train", "--config", "run.toml", "--resume"]));
     assert!(
-        text.contains("model.lora") && text.contains("in the checkpoint"),
+        text.contains("trained the whole model and this config adds [model.lora]"),
         "{text}"
     );
     // Not even when allowed: the run would go on with the checkpoint's weights while its

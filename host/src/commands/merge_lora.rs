@@ -71,9 +71,17 @@ pub fn run(args: &MergeLoraArgs) -> anyhow::Result<()> {
     let adapters: HashMap<String, Tensor> = lora::read_adapter_weights(&args.adapter)?.into_iter().collect();
     let mut weights = Vec::new();
     for file in weight_files(&base)? {
-        weights.extend(
-            Tensor::read_safetensors(&file).with_context(|| format!("cannot read {}", file.display()))?,
-        );
+        let tensors =
+            Tensor::read_safetensors(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        for (name, tensor) in &tensors {
+            if tensor.is_floating_point() && tensor.isfinite().all().int64_value(&[]) == 0 {
+                bail!(
+                    "{}: weight `{name}` holds non-finite values (NaN or ±inf): the base model diverged in training or its file is damaged, and the merged model would hold them too",
+                    file.display()
+                );
+            }
+        }
+        weights.extend(tensors);
     }
     let merged = merge(weights, &adapters, &config, &args.adapter)?;
     atomic_file::publish_dir(&args.out, |temp| {
@@ -161,18 +169,8 @@ fn merge(
                     [outputs, inputs]
                 );
             }
-            if !tensor.is_floating_point() {
-                bail!(
-                    "{}: `{name}` holds {:?}, not floating-point numbers",
-                    file.display(),
-                    tensor.kind()
-                );
-            }
-            let values = tensor.to_kind(Kind::Float);
-            if values.isfinite().all().int64_value(&[]) == 0 {
-                bail!("{}: `{name}` holds NaN or infinite values", file.display());
-            }
-            Ok(values)
+            lora::check_adapter_matrix(&file, &name, tensor)?;
+            Ok(tensor.to_kind(Kind::Float))
         };
         let a = matrix("lora_A", [r, inputs])?;
         let b = matrix("lora_B", [outputs, r])?;

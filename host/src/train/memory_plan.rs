@@ -394,7 +394,10 @@ fn on_cpu(config: &RunConfig) -> bool {
 /// The plan: bytes by part, the peak, and what is free.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MemoryPlan {
+    /// The model's own weights (under LoRA the frozen base).
     pub weights: u64,
+    /// The LoRA adapters (0 without LoRA).
+    pub adapters: u64,
     pub reference: u64,
     /// f32 copies of weights kept in a lower precision (the optimizer's).
     pub master_weights: u64,
@@ -471,13 +474,13 @@ impl MemoryPlan {
         } else {
             (trained + largest) * b
         };
-        let weights = if settings.lora.is_some() {
-            weights + trained * b
-        } else {
-            weights
-        };
         MemoryPlan {
             weights: weights.0,
+            adapters: if settings.lora.is_some() {
+                (trained * b).0
+            } else {
+                0
+            },
             reference: if settings.reference && settings.lora.is_none() {
                 weights.0
             } else {
@@ -523,6 +526,7 @@ impl MemoryPlan {
     /// What stays for the whole run (the decode weights too: crpo_plugins_policy::packed).
     pub fn resident(&self) -> u64 {
         [
+            self.adapters,
             self.reference,
             self.master_weights,
             self.gradients,
@@ -545,6 +549,15 @@ impl MemoryPlan {
         let s = &self.settings;
         let rows = [
             ("weights", self.weights, String::new()),
+            (
+                "adapters",
+                self.adapters,
+                match &s.lora {
+                    Some(lora) if lora.rank_pattern.is_empty() => format!("LoRA r = {}", lora.r),
+                    Some(lora) => format!("LoRA r = {}, other ranks by rank_pattern", lora.r),
+                    None => "none (no LoRA)".into(),
+                },
+            ),
             (
                 "reference",
                 self.reference,
@@ -707,9 +720,14 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
     }
     let gib = |bytes: u64| bytes as f64 / GIB;
     let mut remedies = Vec::new();
-    let trained_state = [plan.gradients, plan.optimizer_state, plan.master_weights]
-        .into_iter()
-        .fold(plan.weights, u64::saturating_add);
+    let trained_state = [
+        plan.adapters,
+        plan.gradients,
+        plan.optimizer_state,
+        plan.master_weights,
+    ]
+    .into_iter()
+    .fold(plan.weights, u64::saturating_add);
     if trained_state > free {
         remedies.push(format!(
             "a smaller model or a larger device (its weights, gradients and AdamW state alone take {:.1} GiB)",
@@ -970,7 +988,9 @@ mod tests {
         );
         let full = MemoryPlan::new(&shape, settings());
         assert_eq!(plan.reference, 0, "the base with adapters off");
-        assert_eq!(plan.weights, full.weights + 17_596_416 * 4);
+        assert_eq!(plan.weights, full.weights, "the base");
+        assert_eq!((plan.adapters, full.adapters), (17_596_416 * 4, 0));
+        assert!(plan.table().contains("adapters") && plan.table().contains("LoRA r = 32"));
         assert_eq!(plan.gradients, 17_596_416 * 4);
         assert_eq!(plan.optimizer_state, 17_596_416 * 8);
         // The largest adapter matrix: down_proj's A or gate/up's B, 32 × 4,864.

@@ -289,6 +289,18 @@ fn consistent(state: TrainerState, named_step: usize) -> anyhow::Result<TrainerS
 /// The checkpoint's weights or adapters are what a run continues with: LoRA added, removed
 /// or reshaped in the config would be recorded but not applied, so no flag allows it.
 fn refuse_lora_changes(checkpoint_dir: &Path, saved: &RunConfig, config: &RunConfig) -> anyhow::Result<()> {
+    let continues = "but a run continues with the weights or adapters its checkpoint holds, even with --allow-config-change";
+    match (&saved.model.lora, &config.model.lora) {
+        (Some(_), None) => bail!(
+            "--resume: the checkpoint ({}) trained LoRA adapters ([model.lora]) and this config has no [model.lora], {continues}: restore the table (to train the whole model, start a new run from a model merged with crpo-host merge-lora)",
+            checkpoint_dir.display()
+        ),
+        (None, Some(_)) => bail!(
+            "--resume: the checkpoint ({}) trained the whole model and this config adds [model.lora], {continues}: remove the table (to train adapters, start a new run with model.path naming the checkpoint's model/)",
+            checkpoint_dir.display()
+        ),
+        _ => {}
+    }
     let changes = config_changes(saved, config)?;
     if let Some(change) = changes.iter().find(|c| {
         // The adapter a run started from: its checkpoint holds the adapters it continues with.
@@ -296,7 +308,7 @@ fn refuse_lora_changes(checkpoint_dir: &Path, saved: &RunConfig, config: &RunCon
             && !matches!(c.key.as_str(), "model.lora.lora_dropout" | "model.lora.adapter")
     }) {
         bail!(
-            "--resume: {} is {} in the checkpoint ({}) and {} now, but a run continues with the weights or adapters its checkpoint holds, even with --allow-config-change: restore it (to train other adapters, start a new run, with model.lora.adapter naming this one's)",
+            "--resume: {} is {} in the checkpoint ({}) and {} now, {continues}: restore it (to train other adapters, start a new run, with model.lora.adapter naming this one's)",
             change.key,
             change.was,
             checkpoint_dir.display(),
@@ -477,6 +489,31 @@ mod tests {
             !is_safe("sft.num_train_epochs", "sft"),
             "sft reads its own section"
         );
+    }
+
+    #[test]
+    fn lora_added_or_removed_is_named_as_such() {
+        let full = RunConfig::parse(CONFIG).unwrap();
+        let mut adapted = full.clone();
+        adapted.model.lora = Some(crpo_policy_sdk::lora::LoraConfig::new(4, 8.0));
+        let dir = Path::new("run/checkpoints/step-000001");
+        let removed = refuse_lora_changes(dir, &adapted, &full).unwrap_err().to_string();
+        assert!(
+            removed.contains("trained LoRA adapters") && removed.contains("has no [model.lora]"),
+            "{removed}"
+        );
+        let added = refuse_lora_changes(dir, &full, &adapted).unwrap_err().to_string();
+        assert!(added.contains("adds [model.lora]"), "{added}");
+        let mut reshaped = adapted.clone();
+        reshaped.model.lora.as_mut().unwrap().r = 8;
+        let reshaped = refuse_lora_changes(dir, &adapted, &reshaped)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            reshaped.contains("model.lora.r is 4 in the checkpoint"),
+            "{reshaped}"
+        );
+        assert!(refuse_lora_changes(dir, &adapted, &adapted).is_ok());
     }
 
     #[test]

@@ -83,7 +83,10 @@ impl RopeParameters {
 
 /// `eos_token_id` is a number or a list of numbers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected a token id (a whole number from 0) or a list of them"
+)]
 pub enum TokenIds {
     One(u32),
     Many(Vec<u32>),

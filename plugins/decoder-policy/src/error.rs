@@ -23,6 +23,9 @@ pub enum PolicyError {
         file: PathBuf,
         dtype: String,
     },
+    /// Reading an adapter failed; the sdk's message names the file.
+    #[error("{0}")]
+    Adapter(String),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }

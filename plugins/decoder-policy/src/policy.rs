@@ -71,6 +71,10 @@ impl Policy {
         let lora = match lora {
             None => None,
             Some(settings) => {
+                // The host checks the trainable parameters, which under LoRA are the adapters
+                // alone: the frozen base is checked here (NaN in it failed at the first
+                // gradient, blamed on the learning rate).
+                check_finite(&vs, dir)?;
                 for (_, variable) in vs.variables() {
                     let _ = variable.set_requires_grad(false);
                 }
@@ -133,12 +137,30 @@ impl Policy {
     }
 }
 
+/// Every weight in `vs` finite, else an error naming the first that is not.
+fn check_finite(vs: &VarStore, dir: &Path) -> Result<()> {
+    let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    variables.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, variable) in variables {
+        let finite = tch::no_grad(|| variable.f_isfinite()?.f_all())?.int64_value(&[]) == 1;
+        if !finite {
+            return Err(invalid(
+                dir,
+                format!(
+                    "weight `{name}` holds non-finite values (NaN or ±inf): the model diverged in training or its file is damaged"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Copies an adapter directory's matrices into `adapters` (by PEFT name), refusing missing,
 /// extra or misshapen ones.
 fn load_adapter(adapters: &[(String, Tensor)], dir: &Path) -> Result<()> {
     let file = dir.join(lora::ADAPTER_WEIGHTS);
     let mut saved: std::collections::HashMap<String, Tensor> = lora::read_adapter_weights(dir)
-        .map_err(|e| invalid(&file, e))?
+        .map_err(|e| PolicyError::Adapter(e.to_string()))?
         .into_iter()
         .collect();
     for (name, tensor) in adapters {

@@ -77,6 +77,14 @@ const UNSUPPORTED: [(&str, &str); 15] = [
 /// so B·A over the unchanged base would be another model.
 const BASE_KEEPING_INITS: [&str; 3] = ["gaussian", "eva", "orthogonal"];
 
+/// PEFT's `init_lora_weights` values that rewrite the base weights when an adapter loads.
+fn rewrites_the_base(init: &str) -> bool {
+    matches!(init, "pissa" | "olora" | "corda" | "loftq" | "lora_ga")
+        || init
+            .strip_prefix("pissa_niter_")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn is_set(value: &serde_json::Value) -> bool {
     match value {
         serde_json::Value::Null | serde_json::Value::Bool(false) => false,
@@ -140,9 +148,19 @@ pub fn read_adapter_config(dir: &Path) -> Result<(LoraConfig, PathBuf)> {
     match json.get("init_lora_weights") {
         None | Some(serde_json::Value::Null | serde_json::Value::Bool(_)) => {}
         Some(serde_json::Value::String(init)) if BASE_KEEPING_INITS.contains(&init.as_str()) => {}
-        Some(other) => {
+        Some(serde_json::Value::String(init)) if !rewrites_the_base(init) => {
+            return Err(failed(format!(
+                "`init_lora_weights` is \"{init}\", which PEFT does not know (true, false, \"gaussian\", \"eva\", \"orthogonal\", or the base-rewriting \"pissa\", \"pissa_niter_N\", \"olora\", \"corda\", \"loftq\", \"lora_ga\")"
+            )))
+        }
+        Some(other @ serde_json::Value::String(_)) => {
             return Err(failed(format!(
                 "`init_lora_weights` is {other}: PEFT rewrites the base model's weights when it loads such an adapter (PiSSA, OLoRA, CorDA, LoftQ), which crpo does not do, so it would compute another model; save it as a plain LoRA adapter (PEFT's `path_initial_model_for_weight_conversion`) or merge it with PEFT"
+            )))
+        }
+        Some(other) => {
+            return Err(failed(format!(
+                "`init_lora_weights` is {other}, which PEFT does not know: true, false or the name of an init (\"gaussian\", \"eva\", \"orthogonal\", …)"
             )))
         }
     }
@@ -281,11 +299,19 @@ mod tests {
             r#""olora""#,
             r#""corda""#,
             r#""loftq""#,
+            r#""lora_ga""#,
         ] {
             let error = read_with(dir.path(), &format!(r#", "init_lora_weights": {init}"#));
             assert!(
                 error.contains("`init_lora_weights`") && error.contains("rewrites the base"),
                 "{error}"
+            );
+        }
+        for init in [r#""bogus""#, r#""pissa_niter_""#, "3"] {
+            let error = read_with(dir.path(), &format!(r#", "init_lora_weights": {init}"#));
+            assert!(
+                error.contains("which PEFT does not know") && !error.contains("rewrites"),
+                "{init}: {error}"
             );
         }
         for key in ["kasa_config", "velora_config", "monteclora_config"] {

@@ -207,8 +207,33 @@ pub fn read_adapter_weights(dir: &Path) -> Result<Vec<(String, Tensor)>> {
             dir.display()
         )));
     }
-    Tensor::read_safetensors(&path)
-        .map_err(|e| PluginError::failed(format!("cannot read {}: {e}", path.display())))
+    let tensors = Tensor::read_safetensors(&path)
+        .map_err(|e| PluginError::failed(format!("cannot read {}: {e}", path.display())))?;
+    for (name, tensor) in &tensors {
+        check_adapter_matrix(&path, name, tensor)?;
+    }
+    Ok(tensors)
+}
+
+/// An adapter matrix must hold finite floating-point numbers: integers would be truncated
+/// into the model, and NaN would spread through every pass (and be blamed on the base).
+pub fn check_adapter_matrix(file: &Path, name: &str, tensor: &Tensor) -> Result<()> {
+    if !tensor.is_floating_point() {
+        return Err(PluginError::failed(format!(
+            "{}: `{name}` holds {:?}, not floating-point numbers",
+            file.display(),
+            tensor.kind()
+        )));
+    }
+    let finite = tch::no_grad(|| tensor.f_isfinite().and_then(|f| f.f_all()))
+        .map_err(|e| PluginError::failed(format!("cannot check `{name}` of {}: {e}", file.display())))?;
+    if finite.int64_value(&[]) == 0 {
+        return Err(PluginError::failed(format!(
+            "{}: `{name}` holds NaN or infinite values: the adapter diverged in training or its file is damaged",
+            file.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Writes `adapters` (PEFT names) and the config over `base` as an adapter directory `dir`.

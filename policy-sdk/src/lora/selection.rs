@@ -26,7 +26,10 @@ pub const ALL_LINEAR: &str = "all-linear";
 /// Which linear layers get adapters (`target_modules`): names or a string (`"all-linear"` or a
 /// regular expression over the full module name).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected a list of module names, or a string: \"all-linear\" or a regular expression over module names"
+)]
 pub enum TargetModules {
     Names(Vec<String>),
     Pattern(String),
@@ -62,7 +65,10 @@ impl TargetModules {
 
 /// `layers_to_transform`: one decoder layer's index or several.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected a decoder layer's index (a whole number from 0) or a list of them"
+)]
 pub enum LayerIndices {
     One(usize),
     Many(Vec<usize>),
@@ -83,7 +89,10 @@ impl LayerIndices {
 
 /// `layers_pattern`: the name (or names) of the module list holding the decoder layers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected the name of the module list holding the decoder layers (\"layers\") or a list of names"
+)]
 pub enum LayersPattern {
     One(String),
     Many(Vec<String>),
