@@ -34,7 +34,8 @@ impl Interrupt {
             signal: Arc::new(AtomicUsize::new(0)),
         };
         for signal in [SIGTERM, SIGINT] {
-            // Registered first, so it sees the flag as the previous signal left it.
+            // Registered first, so they see the flag as the previous signal left it.
+            say_what_a_signal_does(signal, Arc::clone(&interrupt.requested))?;
             flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&interrupt.requested))?;
             flag::register_usize(signal, Arc::clone(&interrupt.signal), signal as usize)?;
             flag::register(signal, Arc::clone(&interrupt.requested))?;
@@ -49,6 +50,35 @@ impl Interrupt {
             .load(Ordering::SeqCst)
             .then(|| self.signal.load(Ordering::SeqCst) as i32)
     }
+}
+
+/// Writes to standard error what `signal` does now: the first finishes the step (which may
+/// wait on a slow objective or a hung plugin, so the user knows a second one is the way
+/// out), a second stops at once without a checkpoint of the step.
+fn say_what_a_signal_does(signal: i32, requested: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let name = Interrupted::name(signal);
+    let first = format!(
+        "\n{name} received: the run stops after the step in progress, writing a checkpoint (send {name} again to stop at once, without it)\n"
+    )
+    .into_bytes();
+    let second =
+        format!("\n{name} received again: stopping at once; the step in progress is not checkpointed\n")
+            .into_bytes();
+    let handler = move || {
+        let text = if requested.load(Ordering::SeqCst) {
+            &second
+        } else {
+            &first
+        };
+        // SAFETY: write(2) is async-signal-safe; the texts were made before the handler was
+        // installed and are only read here.
+        unsafe {
+            libc::write(2, text.as_ptr().cast(), text.len());
+        }
+    };
+    // SAFETY: the handler only loads an atomic and calls write(2) (above).
+    unsafe { signal_hook::low_level::register(signal, handler) }?;
+    Ok(())
 }
 
 /// For a command that needs no clean-up (each file it writes is written whole): the first

@@ -11,6 +11,7 @@ pub mod demo_task;
 pub mod device;
 pub mod distributed;
 pub mod error_report;
+pub mod exit_guard;
 pub mod interrupt;
 pub mod memory;
 pub mod memory_stats;

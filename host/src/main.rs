@@ -1,4 +1,4 @@
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use crpo_host::commands;
 use crpo_host::plugins::{PluginLoadError, PluginRegistry};
 use std::path::PathBuf;
@@ -87,9 +87,21 @@ fn main() -> ExitCode {
                 && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         )
         .init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let command_name = matches.subcommand_name().unwrap_or_default().to_string();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     let resumable = matches!(cli.command, Command::Train(_) | Command::Sft(_));
-    match run(cli) {
+    // A reward worker's exit is its host's to report (it names the objective).
+    if !matches!(cli.command, Command::RewardWorker) {
+        crpo_host::exit_guard::install(&command_name);
+    }
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli)));
+    crpo_host::exit_guard::finished();
+    let Ok(result) = result else {
+        // The panic hook has said what happened.
+        return ExitCode::from(101);
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", crpo_host::error_report::describe(&err, resumable));
@@ -117,12 +129,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// A plugin directory that cannot be read and came from CRPO_PLUGIN_PATH (not --plugins)
 /// says so: a stale variable in a shell profile is otherwise hard to find.
 fn name_the_plugin_path_variable(err: anyhow::Error, from_environment: &[PathBuf]) -> anyhow::Error {
-    let unreadable = err
-        .chain()
-        .find_map(|cause| match cause.downcast_ref::<PluginLoadError>() {
-            Some(PluginLoadError::Directory { dir, .. }) => Some(dir.clone()),
-            _ => None,
-        });
+    let directory = |error: &PluginLoadError| match error {
+        PluginLoadError::Directory { dir, .. } => Some(dir.clone()),
+        _ => None,
+    };
+    let unreadable = err.chain().find_map(|cause| {
+        if let Some(error) = cause.downcast_ref::<PluginLoadError>() {
+            return directory(error);
+        }
+        let listing = cause.downcast_ref::<commands::plugins::DidNotLoad>()?;
+        listing.0.iter().find_map(directory)
+    });
     match unreadable {
         Some(dir) if from_environment.contains(&dir) => {
             err.context("a plugin directory of CRPO_PLUGIN_PATH (colon-separated) cannot be read")

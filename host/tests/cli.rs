@@ -105,6 +105,18 @@ fn plugins_lists_builtins_and_loaded_libraries_with_origin() {
     assert_eq!(sdk_of("contraindication_safety"), crpo_sdk::SDK_VERSION);
     assert_eq!(sdk_of(" non_empty "), "1.0.0");
     assert_eq!(sdk_of(" accuracy "), crpo_sdk::SDK_VERSION);
+
+    // A library that does not load: the others are still listed, then it is named, exit 1
+    // (it stopped the whole listing, the one command meant for finding it).
+    std::fs::write(dir.path().join("libbroken.so"), b"not a library").unwrap();
+    let output = crpo_host(&["--plugins", dir.path().to_str().unwrap(), "plugins"]);
+    assert!(!output.status.success());
+    assert!(stdout(&output).contains("contraindication_safety"));
+    let err = stderr(&output);
+    assert!(
+        err.contains("1 plugin library(ies)") && err.contains("libbroken.so"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -222,24 +222,27 @@ fn data_check_lists_every_malformed_record_and_renders_prompts_with_the_config()
         "{}",
         shown.len()
     );
-    let not_an_object = crpo_host(
-        d,
-        &[
-            "data",
-            "check",
-            "--dataset",
-            "jsonl",
-            "--path",
-            "train.jsonl",
-            "--options",
-            "[1]",
-        ],
-    );
-    let said = String::from_utf8_lossy(&not_an_object.stderr);
-    assert!(
-        !not_an_object.status.success() && said.contains("--options must be a JSON object"),
-        "{said}"
-    );
+    // `--dataset-options`, score's name for the reader's options, is taken too.
+    for flag in ["--options", "--dataset-options"] {
+        let not_an_object = crpo_host(
+            d,
+            &[
+                "data",
+                "check",
+                "--dataset",
+                "jsonl",
+                "--path",
+                "train.jsonl",
+                flag,
+                "[1]",
+            ],
+        );
+        let said = String::from_utf8_lossy(&not_an_object.stderr);
+        assert!(
+            !not_an_object.status.success() && said.contains("--options must be a JSON object"),
+            "{flag}: {said}"
+        );
+    }
 
     // With a config: the model's chat template, the preset's system prompt, token lengths.
     crpo_plugins_policy::presets::write_tiny(&d.join("model"), 0).unwrap();

@@ -205,6 +205,27 @@ fn panicking_plugin_fails_the_call_and_the_host_goes_on() {
         stderr.contains("panicked at ") && stderr.contains("src/lib.rs:") && !stderr.contains("thread '"),
         "{stderr}"
     );
+
+    // A plugin that calls exit(0) mid-command: a failure that says so, not a silent success
+    // with no output written.
+    let output_file = dir.path().join("scored.jsonl");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_crpo-host"))
+        .args(["--plugins", dir.path().to_str().unwrap(), "score"])
+        .args(["--objectives", "misbehaving"])
+        .args(["--options", r#"{"misbehaving": {"fault": "exit"}}"#, "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output_file)
+        .env_remove("CRPO_PLUGIN_PATH")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("ended by a call to exit() before `score` finished"),
+        "{stderr}"
+    );
+    assert!(!output_file.exists());
 }
 
 #[test]

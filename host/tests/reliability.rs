@@ -837,6 +837,11 @@ fn sigterm_finishes_the_step_writes_a_checkpoint_and_the_run_resumes() {
     let text = String::from_utf8_lossy(&output.stderr).to_string();
     assert_eq!(output.status.code(), Some(128 + libc::SIGTERM), "{text}");
     assert!(text.contains("stopped by SIGTERM after step"), "{text}");
+    // Said when it arrives, not only at the step's end (a step may wait on a hung plugin).
+    assert!(
+        text.contains("SIGTERM received: the run stops after the step in progress"),
+        "{text}"
+    );
     let steps = steps_recorded(&run_dir);
     let last = *steps.last().unwrap();
     assert!(last < 400, "the run stopped early");
@@ -1179,6 +1184,12 @@ fn a_second_signal_exits_at_once() {
         !text.contains("stopped by"),
         "the step was not waited for: {text}"
     );
+    // Each said as it arrives (a step waiting on a hung in-process objective said nothing).
+    assert!(
+        text.contains("SIGINT received: the run stops after the step in progress")
+            && text.contains("SIGINT received again: stopping at once"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -1363,4 +1374,35 @@ fn a_broken_chat_template_is_named_with_its_file() {
             "{text}"
         );
     }
+}
+
+/// A plugin's refusal of its options (or an unknown plugin) names where the config gives the
+/// objective, and a misspelt plugin name gets the close one.
+#[test]
+fn an_objective_a_plugin_refuses_is_named_by_file_and_line() {
+    let dir = setup("max_steps = 1", "");
+    edit_config(
+        dir.path(),
+        "preset = \"crpo\"",
+        "preset = \"crpo\"\n\n[[reward.objectives]]\nplugin = \"length_penalty\"\noptions = { bogus = 1 }",
+    );
+    let text = std::fs::read_to_string(dir.path().join("run.toml")).unwrap();
+    let line = text.lines().position(|l| l == "[[reward.objectives]]").unwrap() + 1;
+    let said = stderr(&run(dir.path(), &["train", "--config", "run.toml"]));
+    assert!(
+        said.contains(&format!(
+            "run.toml:{line}: [[reward.objectives]] with plugin = \"length_penalty\""
+        )) && said.contains("bogus"),
+        "{said}"
+    );
+    edit_config(
+        dir.path(),
+        "plugin = \"length_penalty\"\noptions = { bogus = 1 }",
+        "plugin = \"lenght_penalty\"",
+    );
+    let said = stderr(&run(dir.path(), &["train", "--config", "run.toml"]));
+    assert!(
+        said.contains(&format!("run.toml:{line}:")) && said.contains("(did you mean `length_penalty`?)"),
+        "{said}"
+    );
 }

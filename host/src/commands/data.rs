@@ -39,7 +39,7 @@ pub struct CheckArgs {
     #[arg(long, requires = "dataset")]
     pub path: Option<PathBuf>,
     /// The reader's options as a JSON object, with --dataset.
-    #[arg(long, value_name = "JSON")]
+    #[arg(long, value_name = "JSON", visible_alias = "dataset-options")]
     pub options: Option<String>,
     /// A model directory whose tokenizer and chat template render the prompts, with
     /// --dataset (without one, no token lengths and no chat template).
@@ -209,13 +209,11 @@ pub fn check(dirs: &[PathBuf], args: &CheckArgs) -> anyhow::Result<Vec<FileRepor
     files
         .iter()
         .map(|file| {
-            let read = plugin
-                .plugin()
-                .read(&DatasetSource {
-                    path: file.clone(),
-                    options: options.clone(),
-                })
-                .with_context(|| format!("dataset `{dataset}` reading {}", file.display()))?;
+            let source = DatasetSource {
+                path: file.clone(),
+                options: options.clone(),
+            };
+            let read = crate::plugins::dataset_read::read_through(plugin, &source)?;
             report(&dataset, file, &read.examples, &read.malformed, &rendering, args)
         })
         .collect()

@@ -1,6 +1,6 @@
 //! `crpo-host plugins`: every plugin this run could use, and where it came from.
 
-use crate::plugins::{loader, trust, PluginRegistry};
+use crate::plugins::{loader, trust, PluginLoadError, PluginRegistry};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -15,9 +15,30 @@ pub fn run(dirs: &[PathBuf], args: &PluginsArgs) -> anyhow::Result<()> {
     if args.verify {
         return verify(dirs);
     }
-    list(&PluginRegistry::load(dirs)?);
+    let (registry, problems) = PluginRegistry::load_what_loads(dirs);
+    list(&registry);
+    if !problems.is_empty() {
+        return Err(DidNotLoad(problems).into());
+    }
     Ok(())
 }
+
+/// What kept plugins out of the listing.
+#[derive(Debug)]
+pub struct DidNotLoad(pub Vec<PluginLoadError>);
+
+impl std::fmt::Display for DidNotLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} plugin library(ies) or directory(ies) did not load, and a run naming them would stop:",
+            self.0.len()
+        )?;
+        self.0.iter().try_for_each(|problem| write!(f, "\n  {problem}"))
+    }
+}
+
+impl std::error::Error for DidNotLoad {}
 
 /// The pins of every library in `dirs`: what a config names to trust exactly these files.
 fn verify(dirs: &[PathBuf]) -> anyhow::Result<()> {
@@ -50,6 +71,7 @@ fn list(registry: &PluginRegistry) {
             crate::plugins::Origin::Builtin => crpo_sdk::SDK_VERSION,
             crate::plugins::Origin::Library { sdk, .. } => sdk,
         };
+        // What a library says of itself is shown, never sent to the terminal as controls.
         [
             kind,
             cost,
@@ -59,7 +81,7 @@ fn list(registry: &PluginRegistry) {
             &origin.to_string(),
             &info.description,
         ]
-        .map(String::from)
+        .map(crate::control_chars::visible)
     };
     let mut rows: Vec<[String; 7]> = Vec::new();
     for p in registry.rewards() {

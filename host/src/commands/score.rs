@@ -231,13 +231,12 @@ fn read_records(
             })
             .collect();
     }
-    let read = reader
-        .plugin()
-        .read(&DatasetSource {
-            path: path.to_path_buf(),
-            options: dataset_options,
-        })
-        .with_context(|| format!("dataset `{dataset}` cannot read {input}"))?;
+    let source = DatasetSource {
+        path: path.to_path_buf(),
+        options: dataset_options,
+    };
+    let read = crate::plugins::dataset_read::read_through(reader, &source)
+        .with_context(|| format!("cannot read {input}"))?;
     if let Some(first) = read.malformed.first() {
         bail!("malformed record {first} (read with --dataset {dataset})");
     }

@@ -169,11 +169,57 @@ pub fn load_library(path: &Path) -> Result<LoadedLibrary, LoadError> {
             )
         })
         .collect();
-    Ok(LoadedLibrary {
+    let library = LoadedLibrary {
         rewards,
         datasets,
         policies,
-    })
+    };
+    for info in library.infos() {
+        check_info(info).map_err(fail)?;
+    }
+    Ok(library)
+}
+
+impl LoadedLibrary {
+    fn infos(&self) -> impl Iterator<Item = &crpo_sdk::PluginInfo> {
+        let rewards = self.rewards.iter().map(|p| &p.info);
+        let datasets = self.datasets.iter().map(|p| &p.info);
+        rewards
+            .chain(datasets)
+            .chain(self.policies.iter().map(|p| &p.info))
+    }
+}
+
+/// What a plugin says of itself: the sdk names a plugin whose `info()` panicked so (the
+/// panic's message as its description); configs could not name it.
+fn check_info(info: &crpo_sdk::PluginInfo) -> Result<(), String> {
+    if info.name == "<info panicked>" {
+        return Err(format!(
+            "a plugin's info() panicked: {}",
+            crate::control_chars::visible(&info.description)
+        ));
+    }
+    check_name(&info.name)
+}
+
+/// A plugin's name is what configs write: it must be one word a TOML string can hold and a
+/// terminal shows as it is.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a plugin's info() gives an empty name: configs could not name it".into());
+    }
+    if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "plugin `{}`'s name holds {}: a name must be one word without control characters",
+            crate::control_chars::visible(name),
+            if c.is_control() {
+                format!("the control character U+{:04X}", u32::from(c))
+            } else {
+                "whitespace".to_string()
+            }
+        ));
+    }
+    Ok(())
 }
 
 /// The library's root module, its types checked against the host's. abi_stable's own check
@@ -252,5 +298,22 @@ mod tests {
         assert!(check_policy_build("", "")
             .unwrap_err()
             .contains("not crpo_policy_sdk's"));
+    }
+
+    #[test]
+    fn a_plugin_name_must_be_one_visible_word() {
+        assert!(check_name("option_coverage").is_ok() && check_name("med-qa.v2").is_ok());
+        assert!(check_name("").unwrap_err().contains("empty name"));
+        assert!(check_name("two words").unwrap_err().contains("whitespace"));
+        let error = check_name("red\u{1b}[31m").unwrap_err();
+        assert!(error.contains("U+001B") && !error.contains('\u{1b}'), "{error}");
+        let panicked = crpo_sdk::PluginInfo {
+            name: "<info panicked>".into(),
+            version: String::new(),
+            description: "panicked at src/lib.rs:9: no".into(),
+        };
+        assert!(check_info(&panicked)
+            .unwrap_err()
+            .contains("info() panicked: panicked at src/lib.rs:9"));
     }
 }

@@ -1,6 +1,7 @@
 //! The plugin runtime: built-in plugins (inventory) and libraries from `--plugins DIR`
 //! (abi_stable), seen through the same sdk traits.
 
+pub mod dataset_read;
 pub mod isolation;
 pub mod loader;
 mod objective;
@@ -62,7 +63,10 @@ pub enum PluginLoadError {
         first: String,
         second: String,
     },
-    #[error("no {kind} plugin named `{name}`; available: {available}")]
+    #[error(
+        "no {kind} plugin named `{name}`{}; available: {available}",
+        did_you_mean(name, available)
+    )]
     Unknown {
         kind: &'static str,
         name: String,
@@ -148,6 +152,27 @@ impl PluginRegistry {
             }
         }
         Ok(registry)
+    }
+
+    /// For `crpo-host plugins`, the command that diagnoses: the built-ins and every library
+    /// that loads, with what kept each of the others out (one bad library stopped the listing).
+    pub fn load_what_loads(dirs: &[PathBuf]) -> (Self, Vec<PluginLoadError>) {
+        let mut registry = PluginRegistry::builtin_only();
+        registry.dirs = trust::distinct_dirs(dirs);
+        let mut problems = Vec::new();
+        for dir in registry.dirs.clone() {
+            match loader::library_files(&dir) {
+                Ok(libraries) => {
+                    for path in libraries {
+                        if let Err(problem) = registry.add_library(&path) {
+                            problems.push(problem);
+                        }
+                    }
+                }
+                Err(problem) => problems.push(problem),
+            }
+        }
+        (registry, problems)
     }
 
     pub fn builtin_only() -> Self {
@@ -249,6 +274,18 @@ impl PluginRegistry {
     }
 }
 
+/// ` (did you mean `x`?)` when one of the comma-separated `available` names is close to
+/// `name` (a typo), else nothing.
+fn did_you_mean(name: &str, available: &str) -> String {
+    available
+        .split(", ")
+        .map(|candidate| (strsim::jaro_winkler(name, candidate), candidate))
+        .filter(|(similarity, _)| *similarity >= 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, candidate)| format!(" (did you mean `{candidate}`?)"))
+        .unwrap_or_default()
+}
+
 fn push_unique<T: ?Sized>(
     list: &mut Vec<Registered<T>>,
     plugin: Registered<T>,
@@ -300,5 +337,20 @@ mod tests {
         assert!(!library("1.10.0").built_before(1, 4), "10 > 4 as numbers");
         assert!(library("0.9.1").built_before(1, 4));
         assert!(!Origin::Builtin.built_before(1, 4), "built-ins are current");
+    }
+
+    #[test]
+    fn an_unknown_plugin_name_suggests_a_close_one() {
+        let available = "accuracy, clinical_reasoning, consistency, faithfulness";
+        assert_eq!(
+            super::did_you_mean("acuracy", available),
+            " (did you mean `accuracy`?)"
+        );
+        assert_eq!(
+            super::did_you_mean("clinical_reasonning", available),
+            " (did you mean `clinical_reasoning`?)"
+        );
+        assert_eq!(super::did_you_mean("option_coverage", available), "");
+        assert_eq!(super::did_you_mean("x", ""), "");
     }
 }

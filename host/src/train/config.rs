@@ -327,6 +327,32 @@ pub struct ObjectiveConfig {
     /// With `isolation = "process"`: fresh workers tried after one crashed or hung.
     #[serde(default)]
     pub retries: usize,
+    /// Where the config file gives this entry (`run.toml:23`), for errors that come later,
+    /// from the plugin (its options); not a setting.
+    #[serde(skip)]
+    pub place: Option<String>,
+}
+
+impl RewardSection {
+    /// Each `[[reward.objectives]]` entry's file and line, when the file writes each as a
+    /// table header of its own (an inline array is left unplaced).
+    fn mark_places(&mut self, path: &Path, text: &str) {
+        let headers: Vec<usize> = text
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| {
+                line.trim_start()
+                    .strip_prefix("[[")
+                    .is_some_and(|rest| rest.trim_start().starts_with("reward.objectives"))
+            })
+            .map(|(index, _)| index + 1)
+            .collect();
+        if headers.len() == self.objectives.len() {
+            for (objective, line) in self.objectives.iter_mut().zip(headers) {
+                objective.place = Some(format!("{}:{line}", path.display()));
+            }
+        }
+    }
 }
 
 impl ObjectiveConfig {
@@ -722,6 +748,7 @@ impl RunConfig {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let mut config = Self::parse(&text).with_context(|| format!("in {}", path.display()))?;
+        config.reward.mark_places(path, &text);
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         Ok(config)

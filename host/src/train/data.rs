@@ -24,10 +24,7 @@ pub fn read_examples(
         path: path.to_path_buf(),
         options: serde_json::to_value(&config.data.options)?,
     };
-    let read = plugin
-        .plugin()
-        .read(&source)
-        .with_context(|| format!("dataset `{}` reading {}", config.data.dataset, path.display()))?;
+    let read = crate::plugins::dataset_read::read_through(plugin, &source)?;
     if let Some(first) = read.malformed.first() {
         if !config.data.skip_malformed {
             bail!(

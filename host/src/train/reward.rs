@@ -42,6 +42,29 @@ impl RunReward {
             None => Vec::new(),
         };
         for objective in &config.reward.objectives {
+            let spec = ObjectiveSpec {
+                name: objective.name.clone(),
+                plugin: objective.plugin.clone(),
+                weight: objective.weight,
+                options: serde_json::to_value(&objective.options)?,
+                execution: objective.execution(),
+            };
+            if let Err(error) = ConfiguredObjective::create(registry, &spec) {
+                let entry = format!("[[reward.objectives]] with plugin = \"{}\"", objective.plugin);
+                return Err(anyhow::Error::new(error).context(match &objective.place {
+                    Some(place) => format!("{place}: {entry}"),
+                    None => entry,
+                }));
+            }
+        }
+        // Where the config file gives each entry: a plugin's refusal (a misspelt option) names it.
+        let mut places: Vec<Option<String>> = vec![None; specs.len()];
+        for objective in &config.reward.objectives {
+            let entry = format!("[[reward.objectives]] with plugin = \"{}\"", objective.plugin);
+            places.push(Some(match &objective.place {
+                Some(place) => format!("{place}: {entry}"),
+                None => entry,
+            }));
             specs.push(ObjectiveSpec {
                 name: objective.name.clone(),
                 plugin: objective.plugin.clone(),
@@ -50,7 +73,7 @@ impl RunReward {
                 execution: objective.execution(),
             });
         }
-        Self::from_specs(registry, &specs, &config.algorithm)
+        Self::build(registry, &specs, &places, &config.algorithm)
     }
 
     /// The given objectives, plus the algorithm's overlong penalty.
@@ -59,10 +82,29 @@ impl RunReward {
         specs: &[ObjectiveSpec],
         algorithm: &AlgorithmConfig,
     ) -> anyhow::Result<Self> {
+        Self::build(registry, specs, &[], algorithm)
+    }
+
+    /// As [`Self::from_specs`]; an objective that cannot be made is named by its `places`
+    /// entry when it has one.
+    fn build(
+        registry: &PluginRegistry,
+        specs: &[ObjectiveSpec],
+        places: &[Option<String>],
+        algorithm: &AlgorithmConfig,
+    ) -> anyhow::Result<Self> {
         let objectives = specs
             .iter()
-            .map(|spec| ConfiguredObjective::create(registry, spec))
-            .collect::<Result<Vec<_>, _>>()?;
+            .enumerate()
+            .map(|(index, spec)| {
+                ConfiguredObjective::create(registry, spec).map_err(|error| {
+                    match places.get(index).cloned().flatten() {
+                        Some(place) => anyhow::Error::new(error).context(place),
+                        None => anyhow::Error::new(error),
+                    }
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let overlong = (algorithm.overlong_buffer_length > 0).then_some((
             algorithm.overlong_buffer_length,
             algorithm.max_completion_length,
