@@ -295,7 +295,7 @@ pub const MAX_ROWS: usize = 1 << 20;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RewardSection {
-    /// A reward preset of the built-in crates: `crpo`, `crpo-full`, `grpo`, `crpo-code`,
+    /// A reward preset of the built-in crates: `crpo`, `crpo-paper`, `crpo-full`, `grpo`, `crpo-code`,
     /// `grpo-baseline` (docs/objectives.md).
     #[serde(default)]
     pub preset: Option<String>,

@@ -8,7 +8,10 @@ use anyhow::{bail, Context};
 use crpo_sdk::{overlong_penalty, Example, ScoreRequest};
 
 /// Built-in objectives that compare a completion with the example's gold answer.
-const GOLD_OBJECTIVES: [&str; 2] = ["accuracy", "exact_match"];
+const GOLD_OBJECTIVES: [&str; 3] = ["accuracy", "accuracy_binary", "exact_match"];
+
+/// The built-in objectives that score an option's letter (free-text answers cannot score).
+const LETTER_OBJECTIVES: [&str; 2] = ["accuracy", "accuracy_binary"];
 
 /// The name the overlong penalty is reported under.
 pub const OVERLONG: &str = "overlong";
@@ -130,7 +133,7 @@ impl RunReward {
         let Some(accuracy) = self
             .objectives
             .iter()
-            .find(|o| o.plugin == "accuracy" && o.weight != 0.0)
+            .find(|o| LETTER_OBJECTIVES.contains(&o.plugin.as_str()) && o.weight != 0.0)
         else {
             return Ok(());
         };
@@ -140,14 +143,16 @@ impl RunReward {
         }
         if free == examples.len() {
             bail!(
-                "objective `{}` (plugin accuracy) scores the letter of an option, and none of the {free} examples of {what} has options (free-text answers): no completion could score; use the `exact_match` objective for free text (docs/objectives.md)",
-                accuracy.name
+                "objective `{}` (plugin {}) scores the letter of an option, and none of the {free} examples of {what} has options (free-text answers): no completion could score; use the `exact_match` objective for free text (docs/objectives.md)",
+                accuracy.name,
+                accuracy.plugin
             );
         }
         tracing::warn!(
-            "{free} of the {} examples of {what} have no options (free-text answers), which objective `{}` (plugin accuracy) cannot score right: use `exact_match` for them",
+            "{free} of the {} examples of {what} have no options (free-text answers), which objective `{}` (plugin {}) cannot score right: use `exact_match` for them",
             examples.len(),
-            accuracy.name
+            accuracy.name,
+            accuracy.plugin
         );
         Ok(())
     }
@@ -314,6 +319,11 @@ mod tests {
             "{error}"
         );
         assert!(reward("exact_match").check_answers_fit(&free, "d").is_ok());
+        let error = reward("accuracy_binary")
+            .check_answers_fit(&free, "d")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("(plugin accuracy_binary)"), "{error}");
         let mixed = [example(&["x", "y"]), example(&[])];
         assert!(
             reward("accuracy").check_answers_fit(&mixed, "d").is_ok(),
@@ -329,7 +339,7 @@ mod tests {
         without.answer = None;
         without.id = "d.jsonl:2".into();
         let data = [example(&[]), without];
-        for plugin in ["accuracy", "exact_match"] {
+        for plugin in ["accuracy", "accuracy_binary", "exact_match"] {
             let error = reward(plugin)
                 .check_answers_fit(&data, "data.path d.jsonl")
                 .unwrap_err()

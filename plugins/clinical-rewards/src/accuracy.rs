@@ -5,10 +5,15 @@
 //! ASCII letter scores 1 if it is the gold letter and 0 otherwise, anything else −0.5.
 //! Examples (gold `B`): `\boxed{B}` → 1, `\boxed{C}` → 0, `\boxed{b}` → −0.5,
 //! `\boxed B` → −1, `\boxed{B} \boxed{B}` → −2, no box → 0.
+//!
+//! `accuracy_binary` is the paper's (CRPO.md: "1 if the chosen option is the gold option, else
+//! 0"): 1 exactly where `accuracy` is 1, else 0, with no penalties. How the released code's
+//! penalties combine with the paper's format is not specified (REWARD_RULES §5): the `crpo`
+//! preset takes `accuracy`, `crpo-paper` this one.
 
 use crate::rule::RuleObjective;
 use crpo_sdk::rules::{boxed_answer, chosen_letter, BoxedAnswer};
-use crpo_sdk::{PluginError, Score};
+use crpo_sdk::{Example, PluginError, Score};
 
 /// The accuracy score of one completion against the gold option letter.
 pub fn accuracy(completion: &str, gold: &str) -> f32 {
@@ -28,19 +33,40 @@ pub fn accuracy(completion: &str, gold: &str) -> f32 {
     }
 }
 
+/// The paper's accuracy: 1 if the single `\boxed{X}` is the gold letter, else 0.
+pub fn binary_accuracy(completion: &str, gold: &str) -> f32 {
+    if accuracy(completion, gold) == 1.0 {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// `score` against the example's gold letter, carrying the chosen letter as the answer
+/// evaluation votes on.
+fn scored(example: &Example, completion: &str, score: fn(&str, &str) -> f32) -> Result<Score, PluginError> {
+    let gold = example
+        .answer
+        .as_deref()
+        .ok_or_else(|| PluginError::failed(format!("example `{}` has no gold answer", example.id)))?;
+    Ok(Score::new(score(completion, gold)).with_answer(chosen_letter(completion).map(String::from)))
+}
+
 pub static ACCURACY: RuleObjective = RuleObjective {
     name: "accuracy",
     description: "1 if the single \\boxed{X} is the gold letter, 0 if another letter; -0.5 non-letter, -1 unreadable box, -n for n boxes (n != 1)",
     default_weight: 10.0,
-    rule: |example, completion| {
-        let gold = example.answer.as_deref().ok_or_else(|| {
-            PluginError::failed(format!("example `{}` has no gold answer", example.id))
-        })?;
-        // The chosen letter is the answer evaluation votes on.
-        Ok(Score::new(accuracy(completion, gold)).with_answer(chosen_letter(completion).map(String::from)))
-    },
+    rule: |example, completion| scored(example, completion, accuracy),
 };
 crpo_sdk::register_reward!(ACCURACY);
+
+pub static ACCURACY_BINARY: RuleObjective = RuleObjective {
+    name: "accuracy_binary",
+    description: "the paper's accuracy: 1 if the single \\boxed{X} is the gold letter, else 0 (no penalties)",
+    default_weight: 10.0,
+    rule: |example, completion| scored(example, completion, binary_accuracy),
+};
+crpo_sdk::register_reward!(ACCURACY_BINARY);
 
 #[cfg(test)]
 mod tests {
@@ -106,6 +132,27 @@ mod tests {
             "text after EOS is ignored"
         );
         assert_eq!(accuracy("   \n\\boxed{B}\n  ", "B"), 1.0);
+    }
+
+    #[test]
+    fn the_paper_s_accuracy_is_one_or_zero() {
+        for (completion, expected) in [
+            ("\\boxed{B}", 1.0),
+            ("\\boxed{C}", 0.0),
+            ("\\boxed{b}", 0.0),
+            ("\\boxed B", 0.0),
+            ("\\boxed{B} \\boxed{B}", 0.0),
+            ("no box", 0.0),
+            ("\\boxed{B}<|im_end|>\\boxed{C}", 1.0),
+        ] {
+            assert_eq!(binary_accuracy(completion, "B"), expected, "{completion}");
+        }
+        let example = crpo_sdk::Example {
+            answer: Some("B".into()),
+            ..crpo_sdk::Example::default()
+        };
+        let score = (ACCURACY_BINARY.rule)(&example, "\\boxed{b}").unwrap();
+        assert_eq!((score.value, score.answer), (0.0, None));
     }
 
     #[test]

@@ -20,7 +20,7 @@
 
 use crate::reasoning::{endorses_among, final_answer};
 use crate::rule::RuleObjective;
-use crpo_sdk::rules::{clauses, names_option, reasoning};
+use crpo_sdk::rules::{clauses, names_option, preprocess, reasoning};
 use crpo_sdk::{Example, Score};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,7 +58,8 @@ pub fn faithfulness(example: &Example, completion: &str) -> Option<Faithfulness>
                 .iter()
                 .any(|o| o.key != answer && names_option(c, o))
     });
-    let other_boxes = completion.matches("\\boxed").count() > 1;
+    // Boxes after `<|im_end|>` are not the completion's (REWARD_RULES §0).
+    let other_boxes = preprocess(completion).matches("\\boxed").count() > 1;
     Some(Faithfulness {
         discussed,
         argued_for: singled_out && !endorsed_other,
@@ -162,6 +163,13 @@ mod tests {
             0.0,
             "two boxes: no final answer"
         );
+        // What follows `<|im_end|>` is not the completion's, its boxes neither.
+        assert_eq!(
+            score("Heparin fits the findings. \\boxed{B}<|im_end|>\\boxed{C}"),
+            1.0
+        );
+        // "a (" is the article here, not option A endorsed.
+        assert_eq!(score("Heparin fits a (newly formed) clot. \\boxed{B}"), 1.0);
     }
 
     #[test]

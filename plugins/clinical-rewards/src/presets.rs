@@ -24,6 +24,19 @@ pub static CRPO: RewardPreset = RewardPreset {
     system_prompt: CRPO_SYSTEM,
 };
 
+/// The paper, Eq. 4, with the paper's accuracy (1 or 0) in place of the released code's
+/// (which penalises malformed boxes); listed first, so evaluation reads its answers.
+pub static CRPO_PAPER: RewardPreset = RewardPreset {
+    name: "crpo-paper",
+    description: "the paper's reward (Eq. 4) with the paper's 1/0 accuracy",
+    objectives: &[
+        ("accuracy_binary", 10.0),
+        ("clinical_reasoning", 1.0),
+        ("consistency", 0.5),
+    ],
+    system_prompt: CRPO_SYSTEM,
+};
+
 /// The paper's reward plus the beyond-paper faithfulness and comprehensiveness: what the
 /// demo's CRPO arm trains (docs/objectives.md says why).
 pub static CRPO_FULL: RewardPreset = RewardPreset {
@@ -71,6 +84,7 @@ pub static GRPO_BASELINE: RewardPreset = RewardPreset {
 };
 
 crpo_sdk::register_preset!(CRPO);
+crpo_sdk::register_preset!(CRPO_PAPER);
 crpo_sdk::register_preset!(CRPO_FULL);
 crpo_sdk::register_preset!(GRPO);
 crpo_sdk::register_preset!(CRPO_CODE);
@@ -89,7 +103,7 @@ mod tests {
             })
             .map(|n| Box::leak(n.into_boxed_str()) as &str)
             .collect();
-        for preset in [&CRPO, &CRPO_FULL, &GRPO, &CRPO_CODE, &GRPO_BASELINE] {
+        for preset in [&CRPO, &CRPO_PAPER, &CRPO_FULL, &GRPO, &CRPO_CODE, &GRPO_BASELINE] {
             for (objective, _) in preset.objectives {
                 assert!(names.contains(objective), "{}: {objective}", preset.name);
             }
@@ -100,5 +114,9 @@ mod tests {
             "10·accuracy + clinical_reasoning + 0.5·consistency"
         );
         assert_eq!(GRPO.formula(), "10·accuracy");
+        assert_eq!(
+            CRPO_PAPER.formula(),
+            "10·accuracy_binary + clinical_reasoning + 0.5·consistency"
+        );
     }
 }

@@ -28,14 +28,44 @@ pub fn reasoning(completion: &str) -> &str {
 }
 
 /// The reasoning's clauses (split at `.`, `;`, `!`, `?` followed by a space or the end, and
-/// at line breaks), normalised (lower case, single spaces), blank ones dropped.
+/// at line breaks, but not after an abbreviation: [`ends_an_abbreviation`]), normalised
+/// (lower case, single spaces), blank ones dropped.
 pub fn clauses(reasoning: &str) -> Vec<String> {
-    CLAUSE_END
-        .split(reasoning)
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    for stop in CLAUSE_END.find_iter(reasoning) {
+        if !ends_an_abbreviation(reasoning, stop.start(), stop.end()) {
+            pieces.push(&reasoning[start..stop.start()]);
+            start = stop.end();
+        }
+    }
+    pieces.push(&reasoning[start..]);
+    pieces
+        .into_iter()
         .map(normalise)
         .map(|c| c.trim().to_string())
         .filter(|c| !c.is_empty())
         .collect()
+}
+
+/// Whether the stop `text[start..end]` is a full stop ending an abbreviation, not a clause:
+/// a capital letter alone (`C. difficile`, `E. coli`, `S. aureus`: options name organisms so)
+/// or `e.g.`, `i.e.`, `vs.`, before a lower-case word on the same line.
+fn ends_an_abbreviation(text: &str, start: usize, end: usize) -> bool {
+    let stop = &text[start..end];
+    if !stop.starts_with('.') || stop.trim_end() != "." || stop.contains('\n') {
+        return false;
+    }
+    if !text[end..].chars().next().is_some_and(char::is_lowercase) {
+        return false;
+    }
+    let word = text[..start]
+        .rsplit(|c: char| c.is_whitespace() || c == '(')
+        .next()
+        .unwrap_or("");
+    let mut letters = word.chars();
+    let capital_alone = letters.next().is_some_and(char::is_uppercase) && letters.next().is_none();
+    capital_alone || matches!(word.to_lowercase().as_str(), "e.g" | "i.e" | "vs")
 }
 
 /// Whether a clause names an option: its text as a whole word ([`super::is_named`]), or its
@@ -44,7 +74,9 @@ pub fn clauses(reasoning: &str) -> Vec<String> {
 pub fn names_option(clause: &str, option: &AnswerOption) -> bool {
     let clause = normalised(clause);
     let clause = clause.as_ref();
-    if is_named_in_normalised(&option.text, clause) {
+    // An option's own closing stop ("All of the above.") was cut off the clause with it.
+    let text = option.text.trim_end_matches(['.', ';', '!', '?']);
+    if is_named_in_normalised(text, clause) {
         return true;
     }
     KEY_PATTERNS.with_borrow_mut(|patterns| {
@@ -68,11 +100,18 @@ thread_local! {
     static KEY_PATTERNS: RefCell<HashMap<String, Option<Regex>>> = RefCell::new(HashMap::new());
 }
 
-/// `option b`, `choice b`, `answer b`, `(b)` or `b (` for the lower-cased `key`.
+/// `option b`, `choice b`, `answer b`, `(b)` or `b (` for the lower-cased `key`. The keys `a`
+/// and `i` are words too ("fits a (newly formed) clot"): their `k (` counts only at the
+/// clause's start or after `,`, `;` or `:`.
 fn key_pattern(key: &str) -> Option<Regex> {
+    let before = if matches!(key, "a" | "i") {
+        r"(^|[,;:])\s*"
+    } else {
+        r"(^|[\s,;:])"
+    };
     let key = regex::escape(key);
     Regex::new(&format!(
-        r"\b(option|choice|answer)\s+{key}\b|\({key}\)|(^|[\s,;:]){key}\s*\("
+        r"\b(option|choice|answer)\s+{key}\b|\({key}\)|{before}{key}\s*\("
     ))
     .ok()
 }
@@ -126,5 +165,40 @@ mod tests {
         assert!(names_option("see Option  C", &option("C", "Asthma")));
         assert!(names_option(&clauses[2], &option("B", "Heparin")));
         assert!(!names_option("a 45-year-old man", &option("A", "Asthma")));
+    }
+
+    #[test]
+    fn abbreviations_stay_in_their_clause_and_an_option_s_own_stop_is_no_bar() {
+        let split = clauses(
+            "C. difficile colitis fits the antibiotics; E. coli is less likely. Option C. Then e.g. sepsis.",
+        );
+        assert_eq!(
+            split,
+            [
+                "c. difficile colitis fits the antibiotics",
+                "e. coli is less likely",
+                "option c",
+                "then e.g. sepsis"
+            ]
+        );
+        assert!(names_option(&split[0], &option("A", "C. difficile colitis")));
+        // Lower-case letters and a capital before a capitalised word still end clauses.
+        assert_eq!(clauses("not b. c fits").len(), 2);
+        let all = option("D", "All of the above.");
+        let said = clauses("All of the above fits because each is possible.");
+        assert!(names_option(&said[0], &all));
+    }
+
+    #[test]
+    fn the_letters_a_and_i_as_words_name_no_option() {
+        let a = option("A", "Aspirin");
+        assert!(!names_option("heparin fits a (newly formed) clot", &a));
+        assert!(names_option("a (aspirin) is contraindicated", &a));
+        assert!(names_option("heparin fits; a (aspirin) does not", &a));
+        assert!(names_option("(a) is wrong", &a));
+        let i = option("I", "Ischemia");
+        assert!(!names_option("as i (the student) think", &i));
+        assert!(names_option("b (heparin) fits", &option("B", "Heparin")));
+        assert!(names_option("it fits b (heparin)", &option("B", "Heparin")));
     }
 }
