@@ -226,6 +226,36 @@ fn panicking_plugin_fails_the_call_and_the_host_goes_on() {
         "{stderr}"
     );
     assert!(!output_file.exists());
+
+    // Isolated, the worker's exit and a hang are failures that name the objective.
+    let isolated = |fault: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_crpo-host"))
+            .args(["--plugins", dir.path().to_str().unwrap(), "score"])
+            .args([
+                "--objectives",
+                "misbehaving",
+                "--isolation",
+                "process",
+                "--timeout-s",
+                "3",
+            ])
+            .arg("--options")
+            .arg(format!(r#"{{"misbehaving": {{"fault": "{fault}"}}}}"#))
+            .arg("--input")
+            .arg(&input)
+            .env_remove("CRPO_PLUGIN_PATH")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        String::from_utf8_lossy(&output.stderr).to_string()
+    };
+    let exited = isolated("exit");
+    assert!(
+        exited.contains("misbehaving") && exited.contains("worker process exited"),
+        "{exited}"
+    );
+    let hung = isolated("hang");
+    assert!(hung.contains("no answer within 3 s"), "{hung}");
 }
 
 #[test]

@@ -5,12 +5,14 @@
 //! never over the input.
 
 use crate::atomic_file::AtomicFile;
+use crate::plugins::isolation::{Execution, Isolation};
 use crate::plugins::{ConfiguredObjective, ObjectiveSpec, PluginRegistry};
 use anyhow::{bail, Context};
 use crpo_sdk::{DatasetSource, Example, ScoreRequest};
 use serde_json::{json, Map, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct ScoreArgs {
@@ -32,6 +34,21 @@ pub struct ScoreArgs {
     /// Where to write the scored JSONL (default: standard output); never the input.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Run each objective in a worker process (`process`), so a plugin that crashes, exits
+    /// or hangs fails the command naming it: a config's `isolation`.
+    #[arg(long, value_enum, default_value = "in-process")]
+    pub isolation: IsolationArg,
+    /// Per-call limit in seconds (a config's `timeout_s`; default 300 in a worker or for a
+    /// plugin not marked cheap, none for a cheap one in process).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout_s: Option<f64>,
+}
+
+/// `--isolation`'s values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum IsolationArg {
+    InProcess,
+    Process,
 }
 
 pub fn run(registry: &PluginRegistry, args: &ScoreArgs) -> anyhow::Result<()> {
@@ -53,6 +70,18 @@ pub fn run(registry: &PluginRegistry, args: &ScoreArgs) -> anyhow::Result<()> {
             args.objectives.join(",")
         );
     }
+    let execution = Execution {
+        isolation: match args.isolation {
+            IsolationArg::InProcess => Isolation::InProcess,
+            IsolationArg::Process => Isolation::Process,
+        },
+        timeout: match args.timeout_s {
+            Some(s) if s.is_finite() && s > 0.0 && s <= 1e9 => Some(Duration::from_secs_f64(s)),
+            Some(s) => bail!("--timeout-s must be a number of seconds above 0 and at most 1e9 (it is {s})"),
+            None => None,
+        },
+        retries: 0,
+    };
     if let Some(twice) = args
         .objectives
         .iter()
@@ -70,7 +99,7 @@ pub fn run(registry: &PluginRegistry, args: &ScoreArgs) -> anyhow::Result<()> {
                 plugin: plugin.clone(),
                 weight: None,
                 options: options.remove(plugin).unwrap_or(Value::Null),
-                ..ObjectiveSpec::default()
+                execution: execution.clone(),
             };
             ConfiguredObjective::create(registry, &spec)
         })
