@@ -6,7 +6,7 @@ setup:
 
 # The main job: what CRPO does, on the bundled clinical task, on CPU (a small model it makes,
 # a cold start, GRPO and CRPO arms from it, held-out tables; docs/demo.md). Output in
-# runs/demo. Optimised: the demo then takes about a minute and a half on two cores.
+# runs/demo. Optimised: the demo then takes 1.5–2.5 minutes on two cores.
 demo: setup
 	cargo build --release -p crpo-host --bins
 	target/release/crpo-host demo --out runs/demo --overwrite
