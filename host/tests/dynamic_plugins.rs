@@ -186,19 +186,20 @@ fn panicking_plugin_fails_the_call_and_the_host_goes_on() {
     let input = dir.path().join("completions.jsonl");
     let record = serde_json::json!({"example": {"id": "q1", "prompt": {"text": "Which?"}, "answer": "A"}, "completion": "\\boxed{A}"});
     std::fs::write(&input, format!("{record}\n")).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_crpo-host"))
-        .args([
-            "--plugins",
-            dir.path().to_str().unwrap(),
-            "score",
-            "--objectives",
-            "misbehaving",
-        ])
-        .args(["--options", r#"{"misbehaving": {"fault": "panic"}}"#, "--input"])
-        .arg(&input)
-        .env_remove("CRPO_PLUGIN_PATH")
-        .output()
-        .unwrap();
+    // `score` with the plugin at `fault`, and `extra` arguments.
+    let score_cli = |fault: &str, extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_crpo-host"))
+            .args(["--plugins", dir.path().to_str().unwrap(), "score"])
+            .args(["--objectives", "misbehaving", "--options"])
+            .arg(format!(r#"{{"misbehaving": {{"fault": "{fault}"}}}}"#))
+            .arg("--input")
+            .arg(&input)
+            .args(extra)
+            .env_remove("CRPO_PLUGIN_PATH")
+            .output()
+            .unwrap()
+    };
+    let output = score_cli("panic", &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
@@ -209,16 +210,7 @@ fn panicking_plugin_fails_the_call_and_the_host_goes_on() {
     // A plugin that calls exit(0) mid-command: a failure that says so, not a silent success
     // with no output written.
     let output_file = dir.path().join("scored.jsonl");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_crpo-host"))
-        .args(["--plugins", dir.path().to_str().unwrap(), "score"])
-        .args(["--objectives", "misbehaving"])
-        .args(["--options", r#"{"misbehaving": {"fault": "exit"}}"#, "--input"])
-        .arg(&input)
-        .arg("--output")
-        .arg(&output_file)
-        .env_remove("CRPO_PLUGIN_PATH")
-        .output()
-        .unwrap();
+    let output = score_cli("exit", &["--output", output_file.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
@@ -229,23 +221,7 @@ fn panicking_plugin_fails_the_call_and_the_host_goes_on() {
 
     // Isolated, the worker's exit and a hang are failures that name the objective.
     let isolated = |fault: &str| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_crpo-host"))
-            .args(["--plugins", dir.path().to_str().unwrap(), "score"])
-            .args([
-                "--objectives",
-                "misbehaving",
-                "--isolation",
-                "process",
-                "--timeout-s",
-                "3",
-            ])
-            .arg("--options")
-            .arg(format!(r#"{{"misbehaving": {{"fault": "{fault}"}}}}"#))
-            .arg("--input")
-            .arg(&input)
-            .env_remove("CRPO_PLUGIN_PATH")
-            .output()
-            .unwrap();
+        let output = score_cli(fault, &["--isolation", "process", "--timeout-s", "3"]);
         assert_eq!(output.status.code(), Some(1));
         String::from_utf8_lossy(&output.stderr).to_string()
     };
