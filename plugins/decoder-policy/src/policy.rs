@@ -67,7 +67,16 @@ impl Policy {
         if kind != Kind::Float {
             vs.set_kind(kind);
         }
-        weights::load(&mut vs, dir)?;
+        let unused = weights::load(&mut vs, dir)?;
+        if let Some(first) = unused.first() {
+            // As transformers says it ("Some weights of the model checkpoint were not used"):
+            // a bias config.json leaves out (attention_bias) changes what the model computes.
+            tracing::warn!(
+                "{}: {} tensor(s) in its weights are not used by the model config.json describes (first: `{first}`): check config.json (attention_bias, mlp_bias, tie_word_embeddings)",
+                dir.display(),
+                unused.len()
+            );
+        }
         let lora = match lora {
             None => None,
             Some(settings) => {

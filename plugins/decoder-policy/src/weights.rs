@@ -61,7 +61,11 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
 /// tensor of the file's dtype, else into a scratch tensor of its own size that `copy_`
 /// converts. The file itself is only mapped to parse its header: copying out of a mapping
 /// of the whole file kept every page read resident, so loading held the weights twice.
-pub fn load(vs: &mut VarStore, dir: &Path) -> Result<()> {
+///
+/// Returns the tensors the model has no place for (sorted), for the caller to report as
+/// transformers does; a rotary table some old checkpoints keep is not counted.
+pub fn load(vs: &mut VarStore, dir: &Path) -> Result<Vec<String>> {
+    let mut unused = Vec::new();
     let mut wanted: HashMap<String, Tensor> = vs.variables();
     let model_layers: std::collections::BTreeSet<usize> =
         wanted.keys().filter_map(|name| layer_of(name)).collect();
@@ -101,6 +105,9 @@ pub fn load(vs: &mut VarStore, dir: &Path) -> Result<()> {
                             model_layers.len()
                         ),
                     });
+                }
+                if !name.ends_with("rotary_emb.inv_freq") {
+                    unused.push(name);
                 }
                 continue;
             };
@@ -151,7 +158,8 @@ pub fn load(vs: &mut VarStore, dir: &Path) -> Result<()> {
             });
         }
     }
-    Ok(())
+    unused.sort();
+    Ok(unused)
 }
 
 const HEAD: &str = "lm_head.weight";
@@ -247,7 +255,8 @@ mod tests {
         let _a = vs.root().zeros("a", &[2, 3]);
         let _b = vs.root().zeros("b", &[4]);
         vs.set_kind(kind);
-        load(&mut vs, dir)?;
+        let unused = load(&mut vs, dir)?;
+        assert!(unused.iter().all(|name| name == "unused"), "{unused:?}");
         Ok(vs.variables())
     }
 
@@ -269,6 +278,13 @@ mod tests {
         save_tensors(&two, &dir.path().join("two.safetensors")).unwrap();
         let index = r#"{"weight_map": {"a": "one.safetensors", "b": "two.safetensors", "unused": "two.safetensors"}}"#;
         std::fs::write(dir.path().join(SHARD_INDEX), index).unwrap();
+        let mut vs = VarStore::new(Device::Cpu);
+        let (_a, _b) = (vs.root().zeros("a", &[2, 3]), vs.root().zeros("b", &[4]));
+        assert_eq!(
+            load(&mut vs, dir.path()).unwrap(),
+            ["unused"],
+            "named for the caller"
+        );
         for kind in [Kind::Float, Kind::BFloat16] {
             let vars = loaded(dir.path(), kind).unwrap();
             assert!(vars["a"].equal(&a.to_kind(kind)), "{kind:?}");
