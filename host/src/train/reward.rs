@@ -44,22 +44,6 @@ impl RunReward {
             Some(name) => preset_objectives(registry.preset(name).context("reward.preset")?),
             None => Vec::new(),
         };
-        for objective in &config.reward.objectives {
-            let spec = ObjectiveSpec {
-                name: objective.name.clone(),
-                plugin: objective.plugin.clone(),
-                weight: objective.weight,
-                options: serde_json::to_value(&objective.options)?,
-                execution: objective.execution(),
-            };
-            if let Err(error) = ConfiguredObjective::create(registry, &spec) {
-                let entry = format!("[[reward.objectives]] with plugin = \"{}\"", objective.plugin);
-                return Err(anyhow::Error::new(error).context(match &objective.place {
-                    Some(place) => format!("{place}: {entry}"),
-                    None => entry,
-                }));
-            }
-        }
         // Where the config file gives each entry: a plugin's refusal (a misspelt option) names it.
         let mut places: Vec<Option<String>> = vec![None; specs.len()];
         for objective in &config.reward.objectives {
