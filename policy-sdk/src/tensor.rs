@@ -4,6 +4,11 @@ use crpo_sdk::ffi::policy::{FfiDevice, FfiKind};
 use crpo_sdk::{PluginError, Result};
 use tch::{Device, Kind, Tensor};
 
+/// Whether every value of `tensor` is finite (no NaN, no ±inf), computed without autograd.
+pub fn all_finite(tensor: &Tensor) -> std::result::Result<bool, tch::TchError> {
+    tch::no_grad(|| Ok(tensor.f_isfinite()?.f_all()?.f_int64_value(&[])? == 1))
+}
+
 /// Lends a tensor to the other side for the duration of a call.
 pub fn lend_tensor(tensor: &Tensor) -> usize {
     tensor.as_ptr() as usize

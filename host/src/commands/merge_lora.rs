@@ -7,6 +7,7 @@ use crate::atomic_file;
 use anyhow::{bail, Context};
 use crpo_plugins_policy::weights::{save_tensors, weight_files, SINGLE_FILE};
 use crpo_policy_sdk::lora;
+use crpo_policy_sdk::tensor::all_finite;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
@@ -74,7 +75,7 @@ pub fn run(args: &MergeLoraArgs) -> anyhow::Result<()> {
         let tensors =
             Tensor::read_safetensors(&file).with_context(|| format!("cannot read {}", file.display()))?;
         for (name, tensor) in &tensors {
-            if tensor.is_floating_point() && tensor.isfinite().all().int64_value(&[]) == 0 {
+            if tensor.is_floating_point() && !all_finite(tensor)? {
                 bail!(
                     "{}: weight `{name}` holds non-finite values (NaN or ±inf): the base model diverged in training or its file is damaged, and the merged model would hold them too",
                     file.display()

@@ -119,7 +119,9 @@ fn decode(
     let mut done: Vec<bool> = (0..completions.len()).map(|i| config.budget(i) == 0).collect();
     for generated in 0..config.max_new_tokens {
         let scores = logits.to_kind(Kind::Float);
-        if scores.isfinite().all().int64_value(&[]) == 0 {
+        let finite = crpo_policy_sdk::tensor::all_finite(&scores)
+            .map_err(|e| crpo_sdk::PluginError::failed(format!("cannot check the model's logits: {e}")))?;
+        if !finite {
             return Err(crpo_sdk::PluginError::failed(format!(
                 "the model's logits are not finite (NaN or ±inf) at generated token {}: its weights have diverged or overflow in this dtype",
                 generated + 1

@@ -12,6 +12,7 @@ use crate::plugins::{Origin, PluginRegistry};
 use crate::train::config::ModelSection;
 use anyhow::{bail, Context};
 use crpo_policy_sdk::lora;
+use crpo_policy_sdk::tensor::all_finite;
 use crpo_policy_sdk::{PolicyLoad, PolicyModel};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -392,12 +393,8 @@ fn check_contract(model: &dyn PolicyModel, plugin: &str, origin: &Origin) -> any
 /// A model with NaN or infinite weights cannot give a meaningful completion or score: refuse it
 /// at load rather than print empty completions and accuracy 0.
 fn check_weights_are_finite(model: &dyn PolicyModel, dir: &Path) -> anyhow::Result<()> {
-    let _guard = tch::no_grad_guard();
     for (name, parameter) in model.parameters() {
-        let finite = parameter
-            .f_isfinite()
-            .and_then(|f| f.f_all())
-            .map(|all| all.int64_value(&[]) == 1)
+        let finite = all_finite(&parameter)
             .with_context(|| format!("cannot check weight `{name}` of {}", dir.display()))?;
         if !finite {
             bail!(

@@ -151,8 +151,7 @@ fn check_finite(vs: &VarStore, dir: &Path) -> Result<()> {
     let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     variables.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, variable) in variables {
-        let finite = tch::no_grad(|| variable.f_isfinite()?.f_all())?.int64_value(&[]) == 1;
-        if !finite {
+        if !crpo_policy_sdk::tensor::all_finite(&variable)? {
             return Err(invalid(
                 dir,
                 format!(

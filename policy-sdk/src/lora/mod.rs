@@ -225,9 +225,9 @@ pub fn check_adapter_matrix(file: &Path, name: &str, tensor: &Tensor) -> Result<
             tensor.kind()
         )));
     }
-    let finite = tch::no_grad(|| tensor.f_isfinite().and_then(|f| f.f_all()))
+    let finite = crate::tensor::all_finite(tensor)
         .map_err(|e| PluginError::failed(format!("cannot check `{name}` of {}: {e}", file.display())))?;
-    if finite.int64_value(&[]) == 0 {
+    if !finite {
         return Err(PluginError::failed(format!(
             "{}: `{name}` holds NaN or infinite values: the adapter diverged in training or its file is damaged",
             file.display()

@@ -494,7 +494,7 @@ impl Trainer {
         let scored = self
             .policy
             .logprobs(&prompts[row..=row], &completions[row..=row], false)?;
-        if scored.logprobs.isfinite().all().int64_value(&[]) == 0 {
+        if !crpo_policy_sdk::tensor::all_finite(&scored.logprobs)? {
             let last = checkpoint::latest(&self.config.run.output_dir)?;
             bail!(
                 "step {}: after the update the policy's log-probs are not finite: training diverged (lower algorithm.learning_rate); these weights are not checkpointed{}",
