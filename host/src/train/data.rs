@@ -194,7 +194,7 @@ pub struct RenderedPrompt {
 }
 
 /// A prompt's full length in tokens, before any cut.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PromptLength {
     Exact(usize),
     /// A user content too long to tokenize whole: at least this many tokens.
@@ -250,21 +250,22 @@ impl PromptFormat {
             let chars = chat[user].content.chars().count();
             if chars > bound {
                 let length = PromptLength::AtLeast(chars.div_ceil(MAX_CHARS_PER_TOKEN));
-                let rendered = match self.truncation {
-                    PromptTruncation::Skip => Ok(None),
-                    PromptTruncation::Error => Err(anyhow::anyhow!(
-                        "example `{}`: its user content is {chars} characters, far over algorithm.max_prompt_length = {} tokens (set data.prompt_truncation = \"left\" or \"skip\", or raise the limit)",
-                        example.id,
-                        self.max_tokens
-                    )),
+                match self.truncation {
+                    PromptTruncation::Skip => return Ok(MeasuredPrompt { length, rendered: Ok(None) }),
+                    PromptTruncation::Error => {
+                        return Ok(MeasuredPrompt {
+                            length,
+                            rendered: Err(anyhow::anyhow!(
+                                "example `{}`: its user content is {chars} characters, far over algorithm.max_prompt_length = {} tokens (set data.prompt_truncation = \"left\" or \"skip\", or raise the limit)",
+                                example.id,
+                                self.max_tokens
+                            )),
+                        })
+                    }
                     PromptTruncation::Left => {
                         chat[user].content = chat[user].content.chars().skip(chars - bound).collect();
                         precut = Some(length);
-                        Ok(None)
                     }
-                };
-                if precut.is_none() {
-                    return Ok(MeasuredPrompt { length, rendered });
                 }
             }
         }
