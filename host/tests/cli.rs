@@ -117,6 +117,26 @@ fn plugins_lists_builtins_and_loaded_libraries_with_origin() {
         err.contains("1 plugin library(ies)") && err.contains("libbroken.so"),
         "{err}"
     );
+    // The listing keeps the default trust: a library others can write to is refused, not
+    // opened (so none of its code runs), and the others are still listed.
+    std::fs::remove_file(dir.path().join("libbroken.so")).unwrap();
+    let safety = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("contraindication_safety"))
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&safety, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let output = crpo_host(&["--plugins", dir.path().to_str().unwrap(), "plugins"]);
+    let (listed, err) = (stdout(&output), stderr(&output));
+    assert!(
+        !output.status.success() && err.contains("contraindication_safety"),
+        "{err}"
+    );
+    assert!(
+        !listed.contains("contraindication_safety") && listed.contains("csv_mcq"),
+        "{listed}"
+    );
 }
 
 #[test]

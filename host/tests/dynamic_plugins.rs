@@ -232,6 +232,12 @@ fn panicking_plugin_fails_the_call_and_the_host_goes_on() {
     );
     let hung = isolated("hang");
     assert!(hung.contains("no answer within 3 s"), "{hung}");
+    let refused = score_cli("none", &["--timeout-s", "0"]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--timeout-s must be a number of seconds above 0"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 }
 
 #[test]

@@ -5,14 +5,13 @@
 //! never over the input.
 
 use crate::atomic_file::AtomicFile;
-use crate::plugins::isolation::{Execution, Isolation};
+use crate::plugins::isolation::{timeout_of, Execution, Isolation};
 use crate::plugins::{ConfiguredObjective, ObjectiveSpec, PluginRegistry};
 use anyhow::{bail, Context};
 use crpo_sdk::{DatasetSource, Example, ScoreRequest};
 use serde_json::{json, Map, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct ScoreArgs {
@@ -76,8 +75,9 @@ pub fn run(registry: &PluginRegistry, args: &ScoreArgs) -> anyhow::Result<()> {
             IsolationArg::Process => Isolation::Process,
         },
         timeout: match args.timeout_s {
-            Some(s) if s.is_finite() && s > 0.0 && s <= 1e9 => Some(Duration::from_secs_f64(s)),
-            Some(s) => bail!("--timeout-s must be a number of seconds above 0 and at most 1e9 (it is {s})"),
+            Some(s) => Some(timeout_of(s).with_context(|| {
+                format!("--timeout-s must be a number of seconds above 0 and at most 1e9 (it is {s})")
+            })?),
             None => None,
         },
         retries: 0,

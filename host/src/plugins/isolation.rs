@@ -38,6 +38,12 @@ pub struct Execution {
     pub retries: usize,
 }
 
+/// `seconds` as a per-call limit, when it can be one: finite, above 0 and at most 1e9 (a
+/// longer one is no limit, and overflows what a deadline can hold).
+pub fn timeout_of(seconds: f64) -> Option<Duration> {
+    (seconds.is_finite() && seconds > 0.0 && seconds <= 1e9).then(|| Duration::from_secs_f64(seconds))
+}
+
 /// The per-call limit when the config sets none (a model call or a remote check may be slow).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 

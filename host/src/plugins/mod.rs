@@ -128,19 +128,61 @@ impl PluginRegistry {
     /// The built-ins plus every library in each of `dirs` (each directory once) that `trust`
     /// admits; checked before a library is opened, so a refused one runs no code.
     pub fn load_trusted(dirs: &[PathBuf], trust: &Trust) -> Result<Self, PluginLoadError> {
+        Self::load_each(dirs, trust, Err)
+    }
+
+    /// For `crpo-host plugins`, the command that diagnoses: under the default trust, the
+    /// built-ins and every library that loads, with what kept each of the others out (one
+    /// bad library stopped the listing).
+    pub fn load_what_loads(dirs: &[PathBuf]) -> (Self, Vec<PluginLoadError>) {
+        let mut problems = Vec::new();
+        let registry = Self::load_each(dirs, &Trust::default(), |problem| {
+            problems.push(problem);
+            Ok(())
+        });
+        // Every problem went to the list, so the load itself cannot fail.
+        (
+            registry.unwrap_or_else(|_| PluginRegistry::builtin_only()),
+            problems,
+        )
+    }
+
+    /// As [`Self::load_trusted`]; a directory or library that cannot be read, is not trusted
+    /// or does not load goes to `problem`, which stops the load by returning it or passes it
+    /// over (that directory's, or that library's, plugins left out).
+    fn load_each(
+        dirs: &[PathBuf],
+        trust: &Trust,
+        mut problem: impl FnMut(PluginLoadError) -> Result<(), PluginLoadError>,
+    ) -> Result<Self, PluginLoadError> {
         let mut registry = PluginRegistry::builtin_only();
         registry.dirs = trust::distinct_dirs(dirs);
         registry.trust = trust.clone();
         let mut seen = std::collections::BTreeSet::new();
         for dir in registry.dirs.clone() {
-            let libraries = loader::library_files(&dir)?;
+            let libraries = match loader::library_files(&dir) {
+                Ok(libraries) => libraries,
+                Err(error) => {
+                    problem(error)?;
+                    continue;
+                }
+            };
             if !libraries.is_empty() {
-                trust.check_directory(&dir)?;
+                if let Err(error) = trust.check_directory(&dir) {
+                    problem(error)?;
+                    continue;
+                }
             }
             for path in libraries {
-                trust.check_library(&dir, &path)?;
-                registry.add_library(&path)?;
-                seen.insert(path.file_name().map(|n| n.to_string_lossy().into_owned()));
+                match trust
+                    .check_library(&dir, &path)
+                    .and_then(|()| registry.add_library(&path))
+                {
+                    Ok(()) => {
+                        seen.insert(path.file_name().map(|n| n.to_string_lossy().into_owned()));
+                    }
+                    Err(error) => problem(error)?,
+                }
             }
         }
         for pin in &trust.pins {
@@ -152,27 +194,6 @@ impl PluginRegistry {
             }
         }
         Ok(registry)
-    }
-
-    /// For `crpo-host plugins`, the command that diagnoses: the built-ins and every library
-    /// that loads, with what kept each of the others out (one bad library stopped the listing).
-    pub fn load_what_loads(dirs: &[PathBuf]) -> (Self, Vec<PluginLoadError>) {
-        let mut registry = PluginRegistry::builtin_only();
-        registry.dirs = trust::distinct_dirs(dirs);
-        let mut problems = Vec::new();
-        for dir in registry.dirs.clone() {
-            match loader::library_files(&dir) {
-                Ok(libraries) => {
-                    for path in libraries {
-                        if let Err(problem) = registry.add_library(&path) {
-                            problems.push(problem);
-                        }
-                    }
-                }
-                Err(problem) => problems.push(problem),
-            }
-        }
-        (registry, problems)
     }
 
     pub fn builtin_only() -> Self {

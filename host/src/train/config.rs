@@ -896,7 +896,7 @@ impl RunConfig {
                 );
             }
             if let Some(timeout) = objective.timeout_s {
-                if !timeout.is_finite() || timeout <= 0.0 || timeout > 1e9 {
+                if crate::plugins::isolation::timeout_of(timeout).is_none() {
                     bail!(
                         "[[reward.objectives]] `{}`: timeout_s must be a number of seconds above 0 and at most 1e9 (it is {timeout:e})",
                         objective.plugin
