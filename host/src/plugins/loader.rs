@@ -193,7 +193,7 @@ impl LoadedLibrary {
 /// What a plugin says of itself: the sdk names a plugin whose `info()` panicked so (the
 /// panic's message as its description); configs could not name it.
 fn check_info(info: &crpo_sdk::PluginInfo) -> Result<(), String> {
-    if info.name == "<info panicked>" {
+    if info.name == crpo_sdk::ffi::INFO_PANICKED {
         return Err(format!(
             "a plugin's info() panicked: {}",
             crate::control_chars::visible(&info.description)
@@ -308,7 +308,7 @@ mod tests {
         let error = check_name("red\u{1b}[31m").unwrap_err();
         assert!(error.contains("U+001B") && !error.contains('\u{1b}'), "{error}");
         let panicked = crpo_sdk::PluginInfo {
-            name: "<info panicked>".into(),
+            name: crpo_sdk::ffi::INFO_PANICKED.into(),
             version: String::new(),
             description: "panicked at src/lib.rs:9: no".into(),
         };

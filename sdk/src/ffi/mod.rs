@@ -66,13 +66,17 @@ impl From<FfiPluginInfo> for crate::PluginInfo {
     }
 }
 
+/// The name a plugin whose `info()` panicked is given (the panic's message its description):
+/// no config can name it, and the host refuses its library.
+pub const INFO_PANICKED: &str = "<info panicked>";
+
 /// A plugin's info; a panic in `info()` cannot be returned as an error, so the name says so.
 #[doc(hidden)]
 pub fn exported_info(info: impl FnOnce() -> crate::PluginInfo) -> FfiPluginInfo {
     match catch_panic("info", || Ok(info())) {
         RResult::ROk(info) => info.into(),
         RResult::RErr(message) => FfiPluginInfo {
-            name: "<info panicked>".into(),
+            name: INFO_PANICKED.into(),
             version: RString::new(),
             description: message,
         },
