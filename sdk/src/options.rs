@@ -12,6 +12,8 @@ pub struct NoOptions {}
 /// Parses a plugin's options into its own options struct (use `#[serde(deny_unknown_fields)]`
 /// on it). The error names the offending option by its path, e.g. `budget` or `drugs[2].name`.
 /// A missing table (`null`) parses as an empty one so that all-default options work.
+/// A number beyond an `f32`'s range (±3.4e38) is refused by name: serde would read it into an
+/// `f32` option as infinity, and no option needs one so large.
 pub fn parse_options<T: DeserializeOwned>(options: &serde_json::Value) -> Result<T, PluginError> {
     let empty = serde_json::Value::Object(Default::default());
     let options = if options.is_null() { &empty } else { options };
@@ -20,6 +22,12 @@ pub fn parse_options<T: DeserializeOwned>(options: &serde_json::Value) -> Result
         return Err(PluginError::failed(format!(
             "options must be a table of option names (a JSON object or TOML table), not `{options}`"
         )));
+    }
+    if let Some((option, number)) = beyond_f32(options, String::new()) {
+        return Err(PluginError::InvalidOption {
+            option,
+            message: format!("{number:e} is beyond the range an option can hold (±3.4e38)"),
+        });
     }
     serde_path_to_error::deserialize(options).map_err(|err| {
         let path = err.path().to_string();
@@ -31,6 +39,30 @@ pub fn parse_options<T: DeserializeOwned>(options: &serde_json::Value) -> Result
             message: inner,
         }
     })
+}
+
+/// The first number in `value` too large for an `f32`, with its path (`drugs[2].dose`).
+fn beyond_f32(value: &serde_json::Value, path: String) -> Option<(String, f64)> {
+    use serde_json::Value;
+    match value {
+        Value::Number(number) => number
+            .as_f64()
+            .filter(|n| n.abs() > f32::MAX as f64)
+            .map(|n| (path, n)),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| beyond_f32(item, format!("{path}[{i}]"))),
+        Value::Object(entries) => entries.iter().find_map(|(key, item)| {
+            let inner = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            beyond_f32(item, inner)
+        }),
+        _ => None,
+    }
 }
 
 fn quoted_key(message: &str) -> Option<String> {
@@ -94,6 +126,24 @@ mod tests {
     fn ill_typed_option_is_named() {
         let err = parse_options::<LengthOptions>(&json!({"budget": "long"})).unwrap_err();
         assert!(matches!(err, PluginError::InvalidOption { ref option, .. } if option == "budget"));
+    }
+
+    #[test]
+    fn a_number_an_f32_would_read_as_infinity_is_refused_by_its_path() {
+        let err = parse_options::<LengthOptions>(&json!({"budget": 3, "penalty": 1e50})).unwrap_err();
+        assert!(
+            matches!(err, PluginError::InvalidOption { ref option, ref message } if option == "penalty" && message.contains("1e50")),
+            "{err:?}"
+        );
+        let nested = beyond_f32(&json!({"drugs": [{"dose": 1.0}, {"dose": -4e38}]}), String::new());
+        assert_eq!(nested, Some(("drugs[1].dose".to_string(), -4e38)));
+        assert_eq!(
+            beyond_f32(
+                &json!({"budget": 9_000_000_000_000_000_000u64, "p": 3.4e38}),
+                String::new()
+            ),
+            None
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod dataset_read;
 pub mod isolation;
 pub mod loader;
 mod objective;
+mod slow_call;
 pub mod trust;
 
 pub use objective::{ConfiguredObjective, ObjectiveSpec};

@@ -5,6 +5,7 @@
 use super::isolation::{
     Execution, IsolatedObjective, Isolation, TimedObjective, WorkerInit, DEFAULT_TIMEOUT,
 };
+use super::slow_call::Watchdog;
 use super::{Origin, PluginRegistry};
 use crpo_sdk::{check_scores, RewardObjective, Score, ScoreRequest};
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub struct ConfiguredObjective {
     pub origin: Origin,
     pub weight: f32,
     objective: Box<dyn RewardObjective>,
+    /// How the watchdog names this objective, when its calls have no time limit.
+    unlimited: Option<Arc<str>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,7 @@ impl ConfiguredObjective {
         }
         let plugin = registered.plugin();
         let execution = &spec.execution;
+        let mut unlimited = None;
         let objective: Box<dyn RewardObjective> = match execution.isolation {
             Isolation::Process => {
                 let (dirs, trust) = registry.sources();
@@ -85,7 +89,13 @@ impl ConfiguredObjective {
                         inner: Arc::from(objective),
                         timeout,
                     }),
-                    None => objective,
+                    None => {
+                        unlimited = Some(Arc::from(format!(
+                            "objective `{name}` (plugin `{}` from {})",
+                            spec.plugin, registered.origin
+                        )));
+                        objective
+                    }
                 }
             }
         };
@@ -95,11 +105,13 @@ impl ConfiguredObjective {
             origin: registered.origin.clone(),
             weight,
             objective,
+            unlimited,
         })
     }
 
     /// Scores a group, checking one finite score per completion.
     pub fn score_group(&self, request: &ScoreRequest<'_>) -> Result<Vec<Score>, ObjectiveError> {
+        let _watched = self.unlimited.as_ref().map(|what| Watchdog::global().watch(what));
         let mut scores = self
             .objective
             .score_group(request)
@@ -121,5 +133,34 @@ impl ConfiguredObjective {
             origin: self.origin.to_string(),
             message,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn create(timeout: Option<Duration>) -> ConfiguredObjective {
+        let spec = ObjectiveSpec {
+            plugin: "accuracy".into(),
+            execution: Execution {
+                timeout,
+                ..Execution::default()
+            },
+            ..ObjectiveSpec::default()
+        };
+        ConfiguredObjective::create(&PluginRegistry::builtin_only(), &spec).unwrap()
+    }
+
+    #[test]
+    fn only_calls_without_a_time_limit_are_watched() {
+        let cheap = create(None);
+        assert!(cheap
+            .unlimited
+            .as_deref()
+            .unwrap()
+            .contains("objective `accuracy`"));
+        assert!(create(Some(Duration::from_secs(5))).unlimited.is_none());
     }
 }
