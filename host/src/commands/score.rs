@@ -249,8 +249,14 @@ fn read_records(
                 let example = line
                     .example
                     .with_context(|| format!("{input}:{number}: field `example`: missing"))?;
-                let example: Example = serde_json::from_value(example)
-                    .with_context(|| format!("{input}:{number}: field `example`"))?;
+                // The path inside the example (`example.options`), as the readers name fields.
+                let example: Example = serde_path_to_error::deserialize(example).map_err(|e| {
+                    let field = match e.path().to_string() {
+                        root if root == "." => "example".to_string(),
+                        path => format!("example.{path}"),
+                    };
+                    anyhow::anyhow!("{input}:{number}: field `{field}`: {}", e.inner())
+                })?;
                 Ok(Record {
                     line: number,
                     example,
@@ -378,5 +384,30 @@ mod tests {
             .map(<[Record]>::len)
             .collect();
         assert_eq!(groups, [2, 1]);
+    }
+
+    /// A malformed example in crpo's own form names the field inside it, as readers do.
+    #[test]
+    fn a_malformed_own_form_example_names_the_field_inside_it() {
+        let registry = PluginRegistry::builtin_only();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("samples.jsonl");
+        let read = |example: Value| {
+            std::fs::write(&path, json!({"example": example, "completion": "x"}).to_string()).unwrap();
+            read_records(&registry, "medqa", Value::Null, &path)
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        let options = read(json!({"id": "q", "question": "Q?", "options": {"A": "x"}}));
+        assert!(
+            options.contains("samples.jsonl:1: field `example.options`"),
+            "{options}"
+        );
+        let not_an_object = read(json!(5));
+        assert!(
+            not_an_object.contains("samples.jsonl:1: field `example`: invalid type"),
+            "{not_an_object}"
+        );
     }
 }

@@ -68,7 +68,7 @@ impl Watchdog {
                 Duration::from_secs(1),
                 Box::new(|what, running| {
                     tracing::warn!(
-                        "{what} has been scoring one group for {} s and has no time limit (a cheap in-process plugin runs without one); if it is stuck, stop crpo (Ctrl-C twice) and give its [[reward.objectives]] entry `timeout_s` or `isolation = \"process\"`",
+                        "{what} has been scoring one group for {} s and has no time limit (a cheap in-process plugin runs without one); if it is stuck, stop crpo and give it a limit: `timeout_s` or `isolation = \"process\"` in its [[reward.objectives]] entry (score: --timeout-s, --isolation process)",
                         running.as_secs()
                     )
                 }),
