@@ -91,6 +91,38 @@ const SPECIAL_TOKENS: [&str; 7] = [
     "mask_token",
 ];
 
+/// Says, once per directory, that prompts are written in ChatML because the model ships no
+/// template (transformers refuses `apply_chat_template` there).
+fn warn_of_default_template(dir: &Path, tokenizer: &Tokenizer) {
+    static WARNED: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !warned.iter().any(|seen| seen == dir) {
+        warned.push(dir.to_path_buf());
+        tracing::warn!("{}", default_template_warning(dir, tokenizer));
+    }
+}
+
+/// The warning for a model without a chat template: louder when ChatML's markers are not
+/// tokens of its tokenizer (a base Llama's), for the model then reads them as plain text.
+fn default_template_warning(dir: &Path, tokenizer: &Tokenizer) -> String {
+    let missing: Vec<&str> = ["<|im_start|>", "<|im_end|>"]
+        .into_iter()
+        .filter(|marker| tokenizer.token_to_id(marker).is_none())
+        .collect();
+    let lacking = format!(
+        "{} has no chat template (chat_template.jinja or tokenizer_config.json's chat_template)",
+        dir.display()
+    );
+    if missing.is_empty() {
+        format!("{lacking}: prompts are written in ChatML, as Qwen's")
+    } else {
+        format!(
+            "{lacking}, so prompts are written in ChatML, but {} is no token of its tokenizer: the model reads ChatML's markers as plain text; give the model the chat template it was trained with (chat_template.jinja)",
+            missing.join(" and ")
+        )
+    }
+}
+
 /// tokenizer_config.json's `chat_template`: a string, or transformers' named templates
 /// (`[{"name": …, "template": …}]`), of which a chat uses the one named "default".
 fn config_template(value: Option<&serde_json::Value>, file: &Path) -> Result<Option<String>> {
@@ -193,10 +225,13 @@ impl ChatTokenizer {
         } else {
             match config_template(tokenizer_config.get("chat_template"), &config_file)? {
                 Some(text) => (text, format!("{}'s chat_template", config_file.display())),
-                None => (
-                    CHATML_TEMPLATE.to_string(),
-                    format!("ChatML (the default: {} has none)", dir.display()),
-                ),
+                None => {
+                    warn_of_default_template(dir, &tokenizer);
+                    (
+                        CHATML_TEMPLATE.to_string(),
+                        format!("ChatML (the default: {} has none)", dir.display()),
+                    )
+                }
             }
         };
         if chat_template.trim().is_empty() {
@@ -350,6 +385,37 @@ mod tests {
             config.as_object_mut().unwrap().remove("bos_token");
         });
         tokenizer?.render_chat(&[Message::new("user", "hi")], true)
+    }
+
+    #[test]
+    fn a_model_without_a_template_is_warned_of_louder_when_chatml_is_no_token_of_it() {
+        let (dir, tokenizer) = tokenizer_with(|config| {
+            config.as_object_mut().unwrap().remove("chat_template");
+        });
+        let tokenizer = tokenizer.unwrap();
+        assert!(tokenizer.template_source.starts_with("ChatML"));
+        let quiet = default_template_warning(dir.path(), &tokenizer.tokenizer);
+        assert!(
+            quiet.contains("no chat template") && !quiet.contains("plain text"),
+            "{quiet}"
+        );
+        // A base model's tokenizer: the same, without ChatML's tokens.
+        let path = dir.path().join("tokenizer.json");
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        json["added_tokens"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|token| !token["content"].as_str().unwrap().starts_with("<|im_"));
+        let vocab = json["model"]["vocab"].as_object_mut().unwrap();
+        vocab.retain(|token, _| !token.starts_with("<|im_"));
+        std::fs::write(&path, json.to_string()).unwrap();
+        let base = Tokenizer::from_file(&path).unwrap();
+        let loud = default_template_warning(dir.path(), &base);
+        assert!(
+            loud.contains("<|im_start|> and <|im_end|> is no token") && loud.contains("plain text"),
+            "{loud}"
+        );
     }
 
     #[test]

@@ -194,9 +194,10 @@ impl DecoderConfig {
                 self.model_type
             ));
         }
-        if self.hidden_act != "silu" {
+        // transformers' ACT2FN maps "swish" to SiLU too.
+        if !matches!(self.hidden_act.as_str(), "silu" | "swish") {
             return Err(format!(
-                "hidden_act `{}` is not supported (silu)",
+                "hidden_act `{}` is not supported (silu, swish)",
                 self.hidden_act
             ));
         }
@@ -280,6 +281,8 @@ mod tests {
         config.num_attention_heads = 2;
         config.hidden_act = "gelu".into();
         assert!(config.validate().unwrap_err().contains("hidden_act"));
+        config.hidden_act = "swish".into();
+        assert!(config.validate().is_ok());
         config.hidden_act = "silu".into();
         config.extra.insert("use_sliding_window".into(), true.into());
         assert!(config.validate().unwrap_err().contains("use_sliding_window"));

@@ -8,8 +8,9 @@ pub enum PolicyError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{}: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
-    #[error("tensor `{name}` is missing from the weights in {}", dir.display())]
-    MissingTensor { name: String, dir: PathBuf },
+    /// `from`: the files looked in, e.g. "m/model.safetensors" or "m's 3 shards (…index.json)".
+    #[error("tensor `{name}` is missing from {from}")]
+    MissingTensor { name: String, from: String },
     #[error("tensor `{name}` in {} has shape {found:?}, the config needs {expected:?}", file.display())]
     Shape {
         name: String,

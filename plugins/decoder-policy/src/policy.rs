@@ -174,7 +174,7 @@ fn load_adapter(adapters: &[(String, Tensor)], dir: &Path) -> Result<()> {
     for (name, tensor) in adapters {
         let found = saved.remove(name).ok_or_else(|| PolicyError::MissingTensor {
             name: name.clone(),
-            dir: dir.to_path_buf(),
+            from: file.display().to_string(),
         })?;
         if found.size() != tensor.size() {
             return Err(PolicyError::Shape {

@@ -74,7 +74,9 @@ pub fn load(vs: &mut VarStore, dir: &Path) -> Result<Vec<String>> {
         .then(|| wanted.get(EMBEDDING).map(Tensor::shallow_clone))
         .flatten();
     let mut stored_head: Option<(Tensor, PathBuf)> = None;
-    for file in weight_files(dir)? {
+    let files = weight_files(dir)?;
+    for file in &files {
+        let file = file.clone();
         let handle = std::fs::File::open(&file).map_err(io(&file))?;
         // SAFETY: the file is only read; a concurrent writer could change what we read, as
         // with any reader, but cannot cause undefined behaviour beyond wrong values.
@@ -139,10 +141,15 @@ pub fn load(vs: &mut VarStore, dir: &Path) -> Result<Vec<String>> {
     let mut missing: Vec<String> = wanted.into_keys().collect();
     missing.sort();
     if let Some(name) = missing.into_iter().next() {
-        return Err(PolicyError::MissingTensor {
-            name,
-            dir: dir.to_path_buf(),
-        });
+        let from = match files.as_slice() {
+            [one] => one.display().to_string(),
+            shards => format!(
+                "the {} shards {} lists",
+                shards.len(),
+                dir.join(SHARD_INDEX).display()
+            ),
+        };
+        return Err(PolicyError::MissingTensor { name, from });
     }
     if let (Some(embedding), Some((head, file))) = (embedding, stored_head) {
         let same = head.size() == embedding.size()
@@ -290,6 +297,32 @@ mod tests {
             assert!(vars["a"].equal(&a.to_kind(kind)), "{kind:?}");
             assert!(vars["b"].equal(&b.to_kind(kind)), "{kind:?}");
         }
+    }
+
+    /// A tensor the model needs and no file holds names the files looked in.
+    #[test]
+    fn a_missing_tensor_names_the_file_or_the_shards_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let only_a = [("a".into(), values(6, Kind::Float).view([2, 3]))];
+        save_tensors(&only_a, &dir.path().join(SINGLE_FILE)).unwrap();
+        let error = loaded(dir.path(), Kind::Float).err().unwrap().to_string();
+        assert!(
+            error.contains("tensor `b` is missing from") && error.ends_with(SINGLE_FILE),
+            "{error}"
+        );
+        std::fs::rename(dir.path().join(SINGLE_FILE), dir.path().join("one.safetensors")).unwrap();
+        save_tensors(
+            &[("c".into(), values(2, Kind::Float))],
+            &dir.path().join("two.safetensors"),
+        )
+        .unwrap();
+        let index = r#"{"weight_map": {"a": "one.safetensors", "b": "two.safetensors"}}"#;
+        std::fs::write(dir.path().join(SHARD_INDEX), index).unwrap();
+        let error = loaded(dir.path(), Kind::Float).err().unwrap().to_string();
+        assert!(
+            error.contains("tensor `b` is missing from the 2 shards") && error.contains(SHARD_INDEX),
+            "{error}"
+        );
     }
 
     /// transformers' order: a `save_pretrained` over a sharded save leaves the old index,
