@@ -127,6 +127,17 @@ impl Interrupted {
         }
     }
 
+    /// A rank other than 0 stopped by `signal` after `step`: rank 0 writes the checkpoints.
+    pub fn on_rank(signal: i32, step: &str, rank: usize) -> Self {
+        Interrupted {
+            signal,
+            message: format!(
+                "rank {rank} stopped by {} after {step} (rank 0 writes the checkpoint, and says whether it did)",
+                Self::name(signal)
+            ),
+        }
+    }
+
     pub fn name(signal: i32) -> &'static str {
         match signal {
             SIGTERM => "SIGTERM",

@@ -327,6 +327,11 @@ fn a_killed_rank_zero_stops_the_other_which_names_it_without_cpp_stacks() {
 fn a_rank_that_stalls_stops_the_other_within_the_timeout() {
     let (messages, took) = run_and_break_rank_one(libc::SIGSTOP);
     assert!(messages.contains("rank 1 stopped responding"), "{messages}");
+    // The launcher's last word does not blame rank 0, the first to end (it found the stall).
+    assert!(
+        messages.contains("rank(s) 1 still ran") && !messages.contains("worker rank 0 of 2 failed"),
+        "{messages}"
+    );
     // ddp_timeout = 8 s, the stale heartbeat's wait, the launcher's grace of 18 s.
     assert!(took < Duration::from_secs(45), "{took:?}");
 }
@@ -756,6 +761,28 @@ fn spawn_rank(config: &Path, rank: usize, world_size: usize, port: u16) -> Child
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+/// A rank that never starts is named by every rank that did (rank 1 blamed rank 0, which was
+/// waiting for it inside libtorch's store, and rank 0 only counted the clients).
+#[test]
+fn a_rank_that_never_starts_is_named_by_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "run", 1, "max_steps = 1\nddp_timeout = 3");
+    let port = free_port();
+    let started = Instant::now();
+    let ranks = [spawn_rank(&config, 0, 3, port), spawn_rank(&config, 1, 3, port)];
+    for child in ranks {
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("rank 2 of 3 did not join within 3 s"), "{stderr}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// Ranks told different WORLD_SIZEs: each stops within the timeout saying so (rank 0 used to

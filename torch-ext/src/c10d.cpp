@@ -185,10 +185,12 @@ c10::intrusive_ptr<c10d::Store> connect_store(const char* host, const c10d::TCPS
 
 // Every rank states its WORLD_SIZE in the store and reads every other's before the group is
 // made: a rank launched with another WORLD_SIZE would otherwise leave the group waiting for a
-// rank that never comes, past any timeout. A rank that does not come is named. The rank that
-// hosts the store lingers a moment before failing, so the others can read what it wrote.
+// rank that never comes, past any timeout. Ranks that do not come by `deadline` are named, all
+// of them (the store's host no longer waits for its clients inside TCPStore, where it could
+// only count them, and the others blamed rank 0 for being busy there). The rank that hosts the
+// store lingers a moment before failing, so the others can read what it wrote.
 void agree_on_world_size(c10d::Store& store, int rank, int world_size, bool hosts_store,
-                         std::chrono::milliseconds timeout) {
+                         std::chrono::steady_clock::time_point deadline, std::chrono::milliseconds timeout) {
   const QuietC10Log quiet;
   // Two processes told the same RANK (RANK set from SLURM_LOCALID on several nodes): the second
   // is refused here, naming the mistake, instead of failing the group with a peer's error.
@@ -199,22 +201,41 @@ void agree_on_world_size(c10d::Store& store, int rank, int world_size, bool host
   }
   const auto key = [](int r) { return "crpo/world_size/" + std::to_string(r); };
   const std::string mine = std::to_string(world_size);
+  const auto linger = [&] {
+    if (hosts_store) std::this_thread::sleep_for(std::min(timeout, std::chrono::milliseconds(3000)));
+  };
   store.set(key(rank), std::vector<uint8_t>(mine.begin(), mine.end()));
+  // In rank order, so a WORLD_SIZE that differs is seen as soon as that rank's key is there.
   for (int other = 0; other < world_size; ++other) {
     if (other == rank) continue;
-    std::string theirs;
     try {
-      store.wait({key(other)}, timeout);
-      const auto value = store.get(key(other));
-      theirs.assign(value.begin(), value.end());
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      store.wait({key(other)}, std::max(left, std::chrono::milliseconds(1)));
     } catch (const std::exception&) {
-      throw std::runtime_error("rank " + std::to_string(other) + " of " + mine + " did not join within " +
-                               std::to_string(timeout.count() / 1000) +
-                               " s, or the rendezvous ended (is it started, with the same MASTER_ADDR, "
-                               "MASTER_PORT and WORLD_SIZE? a rank that stopped says why)");
+      std::string missing;
+      int count = 0;
+      try {
+        for (int late = other; late < world_size; ++late) {
+          if (late != rank && !store.check({key(late)})) missing += (count++ ? ", " : "") + std::to_string(late);
+        }
+      } catch (const std::exception&) {
+        throw std::runtime_error("the rendezvous ended before every rank joined: rank 0, which hosts it, stopped "
+                                 "(its messages say why)");
+      }
+      // None missing: the key came as the wait gave up.
+      if (count > 0) {
+        linger();
+        throw std::runtime_error(std::string(count > 1 ? "ranks " : "rank ") + missing + " of " + mine +
+                                 " did not join within " + std::to_string(timeout.count() / 1000) +
+                                 " s (run.ddp_timeout): is each started, with the same MASTER_ADDR, MASTER_PORT and "
+                                 "WORLD_SIZE? a rank that stopped says why");
+      }
     }
+    const auto value = store.get(key(other));
+    const std::string theirs(value.begin(), value.end());
     if (theirs != mine) {
-      if (hosts_store) std::this_thread::sleep_for(std::min(timeout, std::chrono::milliseconds(3000)));
+      linger();
       throw std::runtime_error("WORLD_SIZE differs between ranks: " + theirs + " on rank " + std::to_string(other) +
                                ", " + mine + " on this rank (" + std::to_string(rank) +
                                "): start every rank with the same WORLD_SIZE");
@@ -250,15 +271,18 @@ int crpo_c10d_new(const char* host, uint16_t port, int host_store, const char* p
   return guarded(
       [&] {
         const auto timeout = std::chrono::milliseconds(timeout_ms);
+        // One bound for connecting and joining together.
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
         c10d::TCPStoreOptions options;
         options.port = port;
         options.isServer = host_store != 0;
         options.numWorkers = world_size;
-        options.waitWorkers = true;
+        // The ranks' own keys say who joined (agree_on_world_size), naming who did not.
+        options.waitWorkers = false;
         options.timeout = timeout;
         c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::PrefixStore>(
             std::string(prefix), connect_store(host, options));
-        agree_on_world_size(*store, rank, world_size, host_store != 0, timeout);
+        agree_on_world_size(*store, rank, world_size, host_store != 0, deadline, timeout);
         c10::intrusive_ptr<c10d::Backend> group;
         if (backend == 0) {
 #ifdef CRPO_C10D_GLOO

@@ -219,6 +219,8 @@ pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> an
     let mut stopped_on: Option<i32> = None;
     let mut only_stopped = true;
     let mut failed_at: Option<Instant> = None;
+    // Ranks still running `grace` after the first failure, killed: most likely stalled.
+    let mut killed: Vec<usize> = Vec::new();
     while !workers.is_empty() {
         for signal in signals.pending() {
             received = Some(signal);
@@ -252,11 +254,12 @@ pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> an
         if failed_at.is_some_and(|at| at.elapsed() > grace) {
             for (rank, child) in &mut workers {
                 tracing::warn!(
-                    "worker rank {rank} did not stop within {grace:?} of rank {}'s failure; killing it",
+                    "worker rank {rank} still runs {grace:?} after rank {} ended; killing it",
                     first_failure.as_ref().map_or(0, |(r, _)| *r)
                 );
                 let _ = child.kill();
                 let _ = child.wait();
+                killed.push(*rank);
                 only_stopped = false;
             }
             break;
@@ -270,11 +273,19 @@ pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> an
         (Some(_), Some(signal)) => Err(Interrupted {
             signal,
             message: format!(
-                "the {nproc} workers stopped on {}: rank 0's message above says whether it wrote a checkpoint (continue with --resume --nproc {nproc})",
+                "the {nproc} workers stopped on {}: rank 0's message above says whether it wrote a checkpoint (if it did, continue with --resume --nproc {nproc})",
                 Interrupted::name(signal)
             ),
         }
         .into()),
+        (Some((rank, status)), None) if !killed.is_empty() => {
+            // The first to end is often the one that found a peer stalled, not the culprit.
+            let ranks: Vec<String> = killed.iter().map(usize::to_string).collect();
+            bail!(
+                "worker rank {rank} of {nproc} ended first ({status}; its message above says why), and rank(s) {} still ran {grace:?} later and were killed (a rank that stalls is named in rank {rank}'s message)",
+                ranks.join(", ")
+            )
+        }
         (Some((rank, status)), None) => {
             bail!("worker rank {rank} of {nproc} failed ({status}); see its messages above")
         }

@@ -118,6 +118,8 @@ pub struct PluginPin {
 
 /// The most fresh workers a call may be retried on.
 const MAX_RETRIES: usize = 10;
+/// The longest `run.ddp_timeout`: a week.
+const MAX_DDP_TIMEOUT_S: u64 = 7 * 24 * 3600;
 
 /// Pins that cannot mean anything are refused by key: a sha256 that is not 64 hex digits
 /// (it read as "the file changed since it was pinned"), one file pinned to two hashes (the
@@ -859,6 +861,14 @@ impl RunConfig {
         if self.run.ddp_timeout == 0 {
             bail!("run.ddp_timeout must be at least 1 (seconds a collective may wait for the other ranks)");
         }
+        // libtorch holds the timeout in nanoseconds in an i64: a larger value overflowed it
+        // (a start that failed at once, or hung).
+        if self.run.ddp_timeout > MAX_DDP_TIMEOUT_S {
+            bail!(
+                "run.ddp_timeout is {}, at most {MAX_DDP_TIMEOUT_S} seconds (a week): longer overflows libtorch's timeouts; a rank that waits that long is lost anyway",
+                self.run.ddp_timeout
+            );
+        }
         if let Some(lora) = &self.model.lora {
             lora.validate().map_err(|e| match e {
                 crpo_sdk::PluginError::InvalidOption { option, message } => {
@@ -1377,6 +1387,12 @@ mod tests {
         let text = format!("{MINIMAL}\n[algorithm]\nepsilon = 1.5\n");
         let err = RunConfig::parse(&text).unwrap_err().to_string();
         assert!(err.contains("algorithm.epsilon must be at most 1"), "{err}");
+        let text = format!("{MINIMAL}\n[run]\nddp_timeout = 18446744073709551615\n");
+        let err = RunConfig::parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("run.ddp_timeout is 18446744073709551615, at most 604800"),
+            "{err}"
+        );
         let no_reward = MINIMAL.replace("preset = \"crpo\"", "");
         assert!(RunConfig::parse(&no_reward)
             .unwrap_err()

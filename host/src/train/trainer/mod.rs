@@ -173,9 +173,13 @@ impl Trainer {
             }
             if let Some(signal) = signal {
                 progress.finish_and_clear();
-                return Err(
-                    Interrupted::after(signal, &format!("step {}", self.step), save_steps > 0).into(),
-                );
+                let step = format!("step {}", self.step);
+                return Err(match self.world.as_ref().filter(|world| world.rank > 0) {
+                    // Rank 0 says whether it wrote one: this rank's word would only repeat it.
+                    Some(world) => Interrupted::on_rank(signal, &step, world.rank),
+                    None => Interrupted::after(signal, &step, save_steps > 0),
+                }
+                .into());
             }
         }
         progress.finish_and_clear();

@@ -154,6 +154,17 @@ impl Trainer {
                 splits.train.len()
             );
         }
+        let ranks = world.as_ref().map_or(1, |world| world.size);
+        if is_main && config.algorithm.prompts_per_step < ranks {
+            let first_idle = config.algorithm.prompts_per_step;
+            let idle = match ranks - first_idle {
+                1 => format!("rank {first_idle} gets"),
+                _ => format!("ranks {first_idle} to {} get", ranks - 1),
+            };
+            tracing::warn!(
+                "algorithm.prompts_per_step = {first_idle} is less than the {ranks} ranks: {idle} no prompts and only share in the gradient average; set it to at least {ranks}"
+            );
+        }
         let keep_through = state.as_ref().map(|s| s.step);
         let config_toml = toml::to_string(&config.with_absolute_paths())?;
         let writers = if is_main {
