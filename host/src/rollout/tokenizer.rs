@@ -162,6 +162,9 @@ const CHAT_TEMPLATE: &str = "chat_template";
 
 /// An environment holding `template`, with transformers' rendering settings and functions:
 /// trim_blocks, lstrip_blocks, Python's string methods, `raise_exception`, `strftime_now`.
+/// The most work (minijinja's instructions) one render of a chat template may take.
+const TEMPLATE_FUEL: u64 = 10_000_000;
+
 fn template_environment(
     template: String,
 ) -> std::result::Result<minijinja::Environment<'static>, minijinja::Error> {
@@ -171,6 +174,9 @@ fn template_environment(
         .lstrip_blocks(true)
         .build()?;
     env.set_syntax(syntax);
+    // A chat template is code from the model's files: nested loops rendered gigabytes. A real
+    // template spends hundreds of steps on a prompt.
+    env.set_fuel(Some(TEMPLATE_FUEL));
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_function("strftime_now", strftime_now);
     env.add_function(
@@ -320,7 +326,13 @@ impl ChatTokenizer {
                 add_generation_prompt => add_generation_prompt,
                 ..minijinja::Value::from_pairs(self.special_tokens.clone())
             })
-            .map_err(|e| anyhow!("chat template of {}: {e}", self.template_source))
+            .map_err(|e| match e.kind() {
+                minijinja::ErrorKind::OutOfFuel => anyhow!(
+                    "chat template of {}: rendering one prompt took more than {TEMPLATE_FUEL} steps (a loop that runs without end, or over a huge range?)",
+                    self.template_source
+                ),
+                _ => anyhow!("chat template of {}: {e}", self.template_source),
+            })
     }
 
     pub fn eos_ids(&self) -> &[u32] {
@@ -415,6 +427,17 @@ mod tests {
         assert!(
             loud.contains("<|im_start|> and <|im_end|> is no token") && loud.contains("plain text"),
             "{loud}"
+        );
+    }
+
+    #[test]
+    fn a_template_that_runs_on_is_stopped_naming_its_file() {
+        let nested =
+            "{% for i in range(10000) %}{% for j in range(10000) %}xxxxxxxxxx{% endfor %}{% endfor %}";
+        let error = rendered(nested.into()).unwrap_err().to_string();
+        assert!(
+            error.contains("tokenizer_config.json") && error.contains("took more than"),
+            "{error}"
         );
     }
 

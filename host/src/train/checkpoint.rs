@@ -166,6 +166,22 @@ pub fn save(
     File::open(&dir)?.sync_all()?;
     let all = list(run_dir)?;
     for (step, old) in &all[..all.len().saturating_sub(keep)] {
+        // A report or an evaluation saved into a checkpoint is the user's, not ours to delete.
+        let foreign = files_not_written_by_crpo(old)?;
+        if !foreign.is_empty() {
+            static TOLD: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+            let mut told = TOLD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if told.contains(old) {
+                continue;
+            }
+            told.push(old.clone());
+            tracing::warn!(
+                "kept the old checkpoint {} beyond run.save_total_limit = {keep}: it holds files crpo did not write ({}); delete it yourself once they are safe",
+                old.display(),
+                foreign.join(", ")
+            );
+            continue;
+        }
         let trash = dir.join(format!("{TRASH_PREFIX}{}", step_name(*step)));
         std::fs::rename(old, &trash)
             .with_context(|| format!("cannot retire the old checkpoint {}", old.display()))?;
@@ -203,16 +219,24 @@ fn file_lengths(root: &Path) -> anyhow::Result<std::collections::BTreeMap<String
     Ok(found)
 }
 
+/// Files under `checkpoint` that its manifest does not list: put there since (none for a
+/// checkpoint of a version without a manifest).
+fn files_not_written_by_crpo(checkpoint: &Path) -> anyhow::Result<Vec<String>> {
+    let Some(written) = read_manifest(checkpoint)? else {
+        return Ok(Vec::new());
+    };
+    Ok(file_lengths(checkpoint)?
+        .into_keys()
+        .filter(|file| file != MANIFEST_FILE && !written.contains_key(file))
+        .collect())
+}
+
 /// Whether every file the checkpoint was written with is there at its length (checkpoints
 /// of versions without a manifest pass).
 pub fn check_manifest(checkpoint: &Path) -> anyhow::Result<()> {
-    let path = checkpoint.join(MANIFEST_FILE);
-    if !path.exists() {
+    let Some(written) = read_manifest(checkpoint)? else {
         return Ok(());
-    }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let written: std::collections::BTreeMap<String, u64> = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a checkpoint manifest", path.display()))?;
+    };
     for (file, length) in written {
         let file = checkpoint.join(&file);
         match std::fs::metadata(&file) {
@@ -229,6 +253,19 @@ pub fn check_manifest(checkpoint: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The files a checkpoint was written with and their lengths (`None`: no manifest, a
+/// checkpoint of an earlier version).
+fn read_manifest(checkpoint: &Path) -> anyhow::Result<Option<std::collections::BTreeMap<String, u64>>> {
+    let path = checkpoint.join(MANIFEST_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .with_context(|| format!("{} is not a checkpoint manifest", path.display()))
 }
 
 /// fsyncs every file and directory under `root` so the rename publishes durable contents.
@@ -279,6 +316,31 @@ mod tests {
         assert_eq!(step, 6);
         assert_eq!(read_state(&dir).unwrap(), state(6));
         assert!(dir.join("weights.bin").exists());
+    }
+
+    /// A report or an evaluation the user saved into a checkpoint keeps that checkpoint.
+    #[test]
+    fn an_old_checkpoint_holding_the_user_s_files_is_kept() {
+        let run = tempfile::tempdir().unwrap();
+        let first = save(run.path(), &state(2), "", 1, write_weights).unwrap();
+        std::fs::create_dir_all(first.join("model/merged")).unwrap();
+        std::fs::write(first.join("model/merged/config.json"), "{}").unwrap();
+        std::fs::write(first.join("report.html"), "mine").unwrap();
+        assert_eq!(
+            files_not_written_by_crpo(&first).unwrap(),
+            ["model/merged/config.json", "report.html"]
+        );
+        save(run.path(), &state(4), "", 1, write_weights).unwrap();
+        let steps: Vec<usize> = list(run.path()).unwrap().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(steps, [2, 4]);
+        assert_eq!(
+            std::fs::read_to_string(first.join("report.html")).unwrap(),
+            "mine"
+        );
+        // One of crpo's own is deleted as before.
+        save(run.path(), &state(6), "", 1, write_weights).unwrap();
+        let steps: Vec<usize> = list(run.path()).unwrap().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(steps, [2, 6]);
     }
 
     #[test]
