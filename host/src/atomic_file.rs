@@ -182,20 +182,48 @@ pub fn cannot_create_in(parent: &Path, error: &std::io::Error) -> anyhow::Error 
     anyhow::anyhow!("cannot create a file in {}: {reason}", parent.display())
 }
 
-/// Writes a directory whole or not at all: `write` fills a temporary sibling, which then
-/// replaces `target` (the old one is renamed aside first and removed last).
-pub fn publish_dir(target: &Path, write: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
+/// Held while [`publish_dir`] moves directories into place: a stop on a signal waits for it
+/// (`interrupt::exit_removing`), so the user's old directory is never left moved aside.
+pub static PUBLISHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Where [`publish_dir`] writes `target` before it is published: a hidden sibling of the
+/// directory it replaces (through a link, of the link's target, which is replaced and the link
+/// kept), and where it moves the old one aside.
+pub fn staging_dirs(target: &Path) -> (PathBuf, PathBuf) {
+    let target = link_target(target);
     let parent = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let temp = parent.join(format!(".tmp-{name}"));
-    let old = parent.join(format!(".old-{name}"));
+    (
+        parent.join(format!(".tmp-{name}")),
+        parent.join(format!(".old-{name}")),
+    )
+}
+
+/// What a link at `path` points to (relative targets from the link's directory), else `path`.
+fn link_target(path: &Path) -> PathBuf {
+    match std::fs::read_link(path) {
+        Ok(pointed) => match path.parent() {
+            Some(parent) if pointed.is_relative() => parent.join(pointed),
+            _ => pointed,
+        },
+        Err(_) => path.to_path_buf(),
+    }
+}
+
+/// Writes a directory whole or not at all: `write` fills a temporary sibling, which then
+/// replaces `target` (the old one is renamed aside first and removed last). A `target` that
+/// is a link keeps it: the directory it points to is the one replaced.
+pub fn publish_dir(target: &Path, write: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let (temp, old) = staging_dirs(target);
+    let target = &link_target(target);
+    let parent = temp.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     for stale in [&temp, &old] {
         if stale.exists() {
             std::fs::remove_dir_all(stale)
@@ -207,10 +235,20 @@ pub fn publish_dir(target: &Path, write: impl FnOnce(&Path) -> anyhow::Result<()
         let _ = std::fs::remove_dir_all(&temp);
         return Err(error);
     }
-    if target.exists() {
-        std::fs::rename(target, &old).with_context(|| format!("cannot move {} aside", target.display()))?;
+    {
+        let _moving = PUBLISHING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if target.exists() {
+            std::fs::rename(target, &old)
+                .with_context(|| format!("cannot move {} aside", target.display()))?;
+        }
+        if let Err(error) = std::fs::rename(&temp, target) {
+            // The old one back where it was.
+            if old.exists() {
+                let _ = std::fs::rename(&old, target);
+            }
+            return Err(error).with_context(|| format!("cannot publish {}", target.display()));
+        }
     }
-    std::fs::rename(&temp, target).with_context(|| format!("cannot publish {}", target.display()))?;
     if old.exists() {
         std::fs::remove_dir_all(&old).with_context(|| format!("cannot remove {}", old.display()))?;
     }
@@ -457,5 +495,33 @@ mod tests {
         publish_dir(&target, |temp| Ok(std::fs::write(temp.join("weights"), "new")?)).unwrap();
         assert_eq!(std::fs::read_to_string(target.join("weights")).unwrap(), "new");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// Through a link, the directory it points to is replaced, beside itself, and the link kept.
+    #[test]
+    fn a_directory_published_through_a_link_keeps_the_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let (elsewhere, links) = (dir.path().join("disk"), dir.path().join("links"));
+        std::fs::create_dir_all(elsewhere.join("model")).unwrap();
+        std::fs::create_dir_all(&links).unwrap();
+        std::os::unix::fs::symlink("../disk/model", links.join("model")).unwrap();
+        let (staged, _) = staging_dirs(&links.join("model"));
+        assert_eq!(staged, links.join("../disk/.tmp-model"));
+        publish_dir(&links.join("model"), |temp| {
+            Ok(std::fs::write(temp.join("weights"), "new")?)
+        })
+        .unwrap();
+        assert!(std::fs::symlink_metadata(links.join("model"))
+            .unwrap()
+            .is_symlink());
+        assert_eq!(
+            std::fs::read_to_string(elsewhere.join("model/weights")).unwrap(),
+            "new"
+        );
+        assert_eq!(
+            std::fs::read_dir(&elsewhere).unwrap().count(),
+            1,
+            "no temporary left"
+        );
     }
 }

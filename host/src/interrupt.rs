@@ -101,6 +101,29 @@ pub fn exit_saying(next: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// For a command that writes a directory through `atomic_file::publish_dir`: the first SIGINT
+/// or SIGTERM removes `staged` (the hidden directory being written; it held a half-written
+/// model) once no directory is being moved into place, then ends the process with 128 +
+/// signal, saying `next`.
+pub fn exit_removing(staged: std::path::PathBuf, next: String) -> anyhow::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("stop-removing".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                let _moving = crate::atomic_file::PUBLISHING
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let _ = std::fs::remove_dir_all(&staged);
+                eprintln!("\nerror: stopped by {}: {next}", Interrupted::name(signal));
+                // SAFETY: ends the process now, as the signal's default action would; the main
+                // thread may be mid-write, so exit handlers are not run under it.
+                unsafe { libc::_exit(128 + signal) };
+            }
+        })?;
+    Ok(())
+}
+
 /// The error a run ends with after a signal: the process exits with 128 + `signal`.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]

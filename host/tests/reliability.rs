@@ -122,6 +122,33 @@ fn init_model_never_replaces_a_model_without_overwrite() {
     assert_ne!(std::fs::read(&weights).unwrap(), before);
 }
 
+/// Ctrl-C while init-model writes: nothing half-written is left, not even hidden.
+#[test]
+fn init_model_stopped_midway_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // The 0.5B shape takes seconds to write (2 GB): the signal lands while it does.
+    let child = crpo()
+        .current_dir(dir.path())
+        .args(["init-model", "--out", "big", "--preset", "qwen2.5-0.5b-shape"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let staged = dir.path().join(".tmp-big");
+    let started = Instant::now();
+    while !staged.exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "nothing was staged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let output = child.wait_with_output().unwrap();
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(130), "{text}");
+    assert!(text.contains("stopped by SIGINT: big was not written"), "{text}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 /// An output named like an input (by another spelling, or a directory holding it) is refused
 /// before anything is written, `--overwrite` or not: the input would be lost.
 #[test]

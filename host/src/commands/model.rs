@@ -49,6 +49,13 @@ pub fn init_model(registry: &PluginRegistry, args: &InitModelArgs) -> anyhow::Re
         );
     }
     crate::model_output::check_model_output(&args.out, "--out", args.overwrite)?;
+    crate::interrupt::exit_removing(
+        atomic_file::staging_dirs(&args.out).0,
+        format!(
+            "{} was not written (nothing half-written is left)",
+            args.out.display()
+        ),
+    )?;
     atomic_file::publish_dir(&args.out, |temp| {
         Ok(plugin.write_preset(&args.preset, temp, args.seed)?)
     })

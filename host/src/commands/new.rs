@@ -251,7 +251,16 @@ pub fn run(plugin_dirs: &[PathBuf], args: &NewArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(path.parent().unwrap_or(staging.path()))?;
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    std::fs::rename(staging.keep(), &dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Renamed from its path, so a failure drops (removes) the staging directory.
+    std::fs::rename(staging.path(), &dir).with_context(|| match std::fs::read_link(&dir) {
+        Ok(pointed) => format!(
+            "cannot create {}: it is a link to {}, which does not exist",
+            dir.display(),
+            pointed.display()
+        ),
+        Err(_) => format!("cannot create {}", dir.display()),
+    })?;
+    let _ = staging.keep();
     println!(
         "wrote {} ({} plugin `{ident}`): cd {} && cargo test && cargo build --release; README.md says how to load it",
         dir.display(),
