@@ -86,6 +86,22 @@ impl AtomicFile {
         writeln!(self.sink, "{value}").with_context(|| format!("cannot write {}", self.path.display()))
     }
 
+    /// Flushes and syncs what was written, where a full disk shows, without publishing it.
+    fn finish(&mut self) -> anyhow::Result<()> {
+        let path = &self.path;
+        self.sink
+            .flush()
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        if let Sink::Temporary(writer) = &self.sink {
+            writer
+                .get_ref()
+                .as_file()
+                .sync_all()
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(())
+    }
+
     /// Flushes, syncs and renames the file into place (a device or pipe: flushes).
     pub fn commit(self) -> anyhow::Result<()> {
         let path = self.path;
@@ -159,6 +175,24 @@ fn regular_target(path: &Path) -> anyhow::Result<PathBuf> {
             std::fs::read_link(path).unwrap_or_default().display()
         )
     })
+}
+
+/// Writes files that belong together: all are written and synced before any is renamed into
+/// place, so a failure (a full disk) replaces none of them.
+pub fn write_together(files: &[(&Path, &[u8])]) -> anyhow::Result<()> {
+    let mut written = Vec::with_capacity(files.len());
+    for (path, bytes) in files {
+        let mut file = AtomicFile::create(path)?;
+        file.writer()
+            .write_all(bytes)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        file.finish()?;
+        written.push(file);
+    }
+    for file in written {
+        file.commit()?;
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` atomically.
@@ -495,6 +529,25 @@ mod tests {
         publish_dir(&target, |temp| Ok(std::fs::write(temp.join("weights"), "new")?)).unwrap();
         assert_eq!(std::fs::read_to_string(target.join("weights")).unwrap(), "new");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// Files written together: one that cannot be written leaves every one as it was.
+    #[test]
+    fn files_written_together_are_all_replaced_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let (train, eval) = (dir.path().join("train.jsonl"), dir.path().join("eval.jsonl"));
+        std::fs::write(&train, "old").unwrap();
+        let nowhere = dir.path().join("missing/eval.jsonl");
+        assert!(write_together(&[(&train, b"new"), (&nowhere, b"new")]).is_err());
+        assert_eq!(std::fs::read_to_string(&train).unwrap(), "old");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+        write_together(&[(&train, b"new"), (&eval, b"new")]).unwrap();
+        assert_eq!(std::fs::read_to_string(&train).unwrap(), "new");
+        assert_eq!(std::fs::read_to_string(&eval).unwrap(), "new");
     }
 
     /// Through a link, the directory it points to is replaced, beside itself, and the link kept.

@@ -122,6 +122,35 @@ fn init_model_never_replaces_a_model_without_overwrite() {
     assert_ne!(std::fs::read(&weights).unwrap(), before);
 }
 
+/// Settings that cannot work are refused before any work: every weight 0 (a reward of 0 for
+/// every completion trained for nothing), and a demo's `--eval-samples 0` (it trained every
+/// arm first).
+#[test]
+fn settings_that_learn_nothing_are_refused_before_any_step() {
+    let dir = setup("max_steps = 1", "");
+    edit_config(
+        dir.path(),
+        "preset = \"crpo\"",
+        "[[reward.objectives]]\nplugin = \"consistency\"\nweight = 0.0",
+    );
+    let output = run(dir.path(), &["train", "--config", "run.toml"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("every objective's weight is 0 (consistency)"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!dir.path().join("run/metrics.jsonl").exists());
+    let demo = run(dir.path(), &["demo", "--out", "demo", "--eval-samples", "0"]);
+    assert_eq!(demo.status.code(), Some(1), "{}", stderr(&demo));
+    assert!(
+        stderr(&demo).contains("--eval-samples must be at least 1"),
+        "{}",
+        stderr(&demo)
+    );
+    assert!(!dir.path().join("demo").exists());
+}
+
 /// Ctrl-C while init-model writes: nothing half-written is left, not even hidden.
 #[test]
 fn init_model_stopped_midway_leaves_nothing() {

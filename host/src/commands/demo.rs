@@ -96,7 +96,12 @@ pub fn run(dirs: &[PathBuf], args: &DemoArgs) -> anyhow::Result<()> {
     if !["tiny", "small"].contains(&args.model.as_str()) {
         bail!("--model {}: expected tiny or small", args.model);
     }
-    for (flag, value) in [("--steps", args.steps), ("--sft-epochs", args.sft_epochs)] {
+    // Checked now, not after every arm has trained.
+    for (flag, value) in [
+        ("--steps", args.steps),
+        ("--sft-epochs", args.sft_epochs),
+        ("--eval-samples", args.eval_samples),
+    ] {
         if value == 0 {
             bail!("{flag} must be at least 1");
         }

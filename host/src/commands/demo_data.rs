@@ -93,9 +93,25 @@ pub fn write_task(task: &DemoTask, dir: &Path, overwrite: bool) -> anyhow::Resul
             );
         }
     }
+    let created = !dir.exists();
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for (path, records) in &outputs {
-        atomic_file::write(path, demo::to_jsonl(records))?;
+    // Both or neither: a new train.jsonl beside an old eval.jsonl is a held-out set of
+    // another task.
+    let texts: Vec<String> = outputs
+        .iter()
+        .map(|(_, records)| demo::to_jsonl(records))
+        .collect();
+    let files: Vec<(&Path, &[u8])> = outputs
+        .iter()
+        .zip(&texts)
+        .map(|((path, _), text)| (path.as_path(), text.as_bytes()))
+        .collect();
+    if let Err(error) = atomic_file::write_together(&files) {
+        if created {
+            // Only when empty: nothing of the user's is in a directory this call made.
+            let _ = std::fs::remove_dir(dir);
+        }
+        return Err(error);
     }
     Ok(outputs.into_iter().map(|(path, _)| path).collect())
 }

@@ -35,6 +35,12 @@ impl Trainer {
             // Built first (a plugin or Python file that fails, fails on every rank together),
             // and said at once: loading a large model takes a while before step 1.
             let reward = RunReward::from_config(registry, &config)?;
+            if reward.weights().iter().all(|&weight| weight == 0.0) {
+                anyhow::bail!(
+                    "every objective's weight is 0 ({}): the reward is 0 for every completion and nothing is learned; give one a weight in [[reward.objectives]]",
+                    reward.names().join(", ")
+                );
+            }
             if is_main {
                 let work = crate::train::startup::train_work(&reward.names(), &reward.weights(), &config);
                 tracing::info!("{}", crate::train::startup::line(MODE, &config, &work, &run_dir));
