@@ -141,6 +141,13 @@ fn settings_that_learn_nothing_are_refused_before_any_step() {
         stderr(&output)
     );
     assert!(!dir.path().join("run/metrics.jsonl").exists());
+    edit_config(dir.path(), "max_steps = 1", "max_steps = 0");
+    let output = run(dir.path(), &["train", "--config", "run.toml"]);
+    assert!(
+        stderr(&output).contains("run.max_steps is 0"),
+        "{}",
+        stderr(&output)
+    );
     let demo = run(dir.path(), &["demo", "--out", "demo", "--eval-samples", "0"]);
     assert_eq!(demo.status.code(), Some(1), "{}", stderr(&demo));
     assert!(

@@ -54,6 +54,8 @@ pub fn run(dirs: &[PathBuf], args: &EvalArgs) -> anyhow::Result<()> {
         settings.limit = limit;
     }
     crate::train::eval::check_settings(settings)?;
+    super::refuse_naming_twice(&args.model, "model directory", "--model")?;
+    super::refuse_naming_twice(&args.data, "data file", "--data")?;
     refuse_replacing_inputs(args, &config)?;
     let mut completions = args
         .output_completions

@@ -44,29 +44,11 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
             );
         }
     }
-    refuse_the_same_run_twice(&runs)?;
+    super::refuse_naming_twice(&runs, "run directory", "run")?;
     let out = args.out.clone().unwrap_or_else(|| first.join("report.html"));
     refuse_replacing_other_files(&out)?;
     crate::report::write_report(&runs, &out)?;
     println!("report: {}", out.display());
-    Ok(())
-}
-
-/// A run named twice (`a`, `a/`, `./a`, its absolute path, a link to it) would be drawn as
-/// two runs with identical curves.
-fn refuse_the_same_run_twice(runs: &[PathBuf]) -> anyhow::Result<()> {
-    let mut seen: Vec<(PathBuf, &PathBuf)> = Vec::new();
-    for run in runs {
-        let canonical = run.canonicalize().unwrap_or_else(|_| run.clone());
-        if let Some((_, earlier)) = seen.iter().find(|(c, _)| *c == canonical) {
-            bail!(
-                "{} and {} are the same run directory: name each run once",
-                earlier.display(),
-                run.display()
-            );
-        }
-        seen.push((canonical, run));
-    }
     Ok(())
 }
 

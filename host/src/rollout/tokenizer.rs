@@ -72,11 +72,26 @@ fn token_string(value: Option<&serde_json::Value>) -> Option<String> {
     }
 }
 
-fn ids(value: Option<&serde_json::Value>) -> Vec<u32> {
+/// `eos_token_id` as transformers reads it: an id, a list of ids, or null (none). Anything
+/// else is refused naming `file`: an EOS that is never recognised lets every completion run
+/// to its budget.
+fn ids(value: Option<&serde_json::Value>, file: &Path) -> Result<Vec<u32>> {
+    use serde_json::Value;
+    let id = |value: &Value| {
+        value
+            .as_u64()
+            .and_then(|id| u32::try_from(id).ok())
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: eos_token_id holds {value}: expected a token id (a whole number ≥ 0) or a list of them",
+                    file.display()
+                )
+            })
+    };
     match value {
-        Some(serde_json::Value::Number(n)) => n.as_u64().map(|n| vec![n as u32]).unwrap_or_default(),
-        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_u64()).map(|n| n as u32).collect(),
-        _ => Vec::new(),
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(list)) => list.iter().map(id).collect(),
+        Some(one) => Ok(vec![id(one)?]),
     }
 }
 
@@ -252,12 +267,19 @@ impl ChatTokenizer {
             .collect();
         let mut eos_ids = Vec::new();
         for file in ["generation_config.json", "config.json"] {
-            if let Some(json) = read_json(&dir.join(file))? {
-                eos_ids.extend(ids(json.get("eos_token_id")));
+            let path = dir.join(file);
+            if let Some(json) = read_json(&path)? {
+                eos_ids.extend(ids(json.get("eos_token_id"), &path)?);
             }
         }
         if let Some(eos_token) = special_tokens.get("eos_token") {
-            eos_ids.extend(tokenizer.token_to_id(eos_token));
+            match tokenizer.token_to_id(eos_token) {
+                Some(id) => eos_ids.push(id),
+                None => tracing::warn!(
+                    "{}: eos_token `{eos_token}` is no token of tokenizer.json: it is not an EOS",
+                    config_file.display()
+                ),
+            }
         }
         eos_ids.sort_unstable();
         eos_ids.dedup();
@@ -439,6 +461,22 @@ mod tests {
             error.contains("tokenizer_config.json") && error.contains("took more than"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn an_eos_token_id_that_is_no_id_is_refused_naming_its_file() {
+        let (dir, _) = tokenizer_with(|_| {});
+        let path = dir.path().join("generation_config.json");
+        for bad in [r#""abc""#, "[2, -1]", "1.5"] {
+            std::fs::write(&path, format!(r#"{{"eos_token_id": {bad}}}"#)).unwrap();
+            let error = ChatTokenizer::from_dir(dir.path()).err().unwrap().to_string();
+            assert!(
+                error.contains("generation_config.json: eos_token_id holds"),
+                "{bad}: {error}"
+            );
+        }
+        std::fs::write(&path, r#"{"eos_token_id": null}"#).unwrap();
+        assert!(ChatTokenizer::from_dir(dir.path()).is_ok());
     }
 
     #[test]

@@ -313,9 +313,10 @@ pub struct ObjectiveConfig {
     /// The name in metrics (defaults to the plugin's); lets one plugin serve twice.
     #[serde(default)]
     pub name: Option<String>,
-    /// Defaults to the plugin's default weight.
+    /// Defaults to the plugin's default weight. Read as f64 so a value an f32 cannot hold is
+    /// refused as written (it read as ±inf).
     #[serde(default)]
-    pub weight: Option<f32>,
+    pub weight: Option<f64>,
     #[serde(default)]
     pub options: toml::Table,
     /// `in_process` (default) or `process`: run the plugin in a child `crpo-host` worker, so a
@@ -588,7 +589,13 @@ impl AlgorithmConfig {
                 self.learning_rate
             );
         }
-        if !self.temperature.is_finite() || self.temperature <= 0.0 {
+        if !self.temperature.is_finite() {
+            bail!(
+                "algorithm.temperature must be a finite number > 0 (it is {}): sampling divides the logits by it",
+                self.temperature
+            );
+        }
+        if self.temperature <= 0.0 {
             bail!(
                 "algorithm.temperature must be > 0 (it is {}): at 0 every completion of a group is the same, every group ties and nothing is learned",
                 self.temperature
@@ -747,8 +754,22 @@ impl Default for EvalSection {
 impl RunConfig {
     /// Reads and checks a config; relative paths are taken from the config's directory.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = String::from_utf8(bytes).map_err(|error| {
+            let bytes = error.as_bytes();
+            // Windows editors save "Unicode" as UTF-16: a byte-order mark, or every other byte 0.
+            let utf16 = bytes.starts_with(&[0xff, 0xfe])
+                || bytes.starts_with(&[0xfe, 0xff])
+                || bytes.iter().take(64).filter(|&&b| b == 0).count() >= 8;
+            let line = 1 + bytes[..error.utf8_error().valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            match utf16 {
+                true => anyhow::anyhow!("{} is UTF-16 text: save it as UTF-8", path.display()),
+                false => anyhow::anyhow!("{}:{line}: not UTF-8 text", path.display()),
+            }
+        })?;
         let mut config = Self::parse(&text).with_context(|| format!("in {}", path.display()))?;
         config.reward.mark_places(path, &text);
         let base = path.parent().unwrap_or(Path::new("."));
@@ -904,6 +925,14 @@ impl RunConfig {
                     "[[reward.objectives]] `{}`: name is blank; it names the objective in metrics, the report and TensorBoard (leave it out for the plugin's name)",
                     objective.plugin
                 );
+            }
+            if let Some(weight) = objective.weight {
+                if !weight.is_finite() || weight.abs() > f32::MAX as f64 {
+                    bail!(
+                        "[[reward.objectives]] `{}`: weight {weight:e} is not a finite number within ±3.4e38",
+                        objective.plugin
+                    );
+                }
             }
             if let Some(timeout) = objective.timeout_s {
                 if crate::plugins::isolation::timeout_of(timeout).is_none() {
@@ -1380,6 +1409,23 @@ mod tests {
     }
 
     #[test]
+    fn a_config_saved_as_utf16_is_named_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.toml");
+        let mut utf16 = vec![0xff, 0xfe];
+        utf16.extend(MINIMAL.encode_utf16().flat_map(u16::to_le_bytes));
+        std::fs::write(&path, utf16).unwrap();
+        let err = RunConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.ends_with("run.toml is UTF-16 text: save it as UTF-8"),
+            "{err}"
+        );
+        std::fs::write(&path, b"[run]\nseed = 1\n\xff\n").unwrap();
+        let err = RunConfig::load(&path).unwrap_err().to_string();
+        assert!(err.ends_with("run.toml:3: not UTF-8 text"), "{err}");
+    }
+
+    #[test]
     fn bad_values_are_refused_with_their_key() {
         let text = format!("{MINIMAL}\n[algorithm]\nnum_generations = 1\n");
         let err = RunConfig::parse(&text).unwrap_err().to_string();
@@ -1387,6 +1433,12 @@ mod tests {
         let text = format!("{MINIMAL}\n[algorithm]\nepsilon = 1.5\n");
         let err = RunConfig::parse(&text).unwrap_err().to_string();
         assert!(err.contains("algorithm.epsilon must be at most 1"), "{err}");
+        let text = format!("{MINIMAL}\n[algorithm]\ntemperature = inf\n");
+        let err = RunConfig::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("must be a finite number > 0 (it is inf)"), "{err}");
+        let text = format!("{MINIMAL}\n[[reward.objectives]]\nplugin = \"accuracy\"\nweight = -1e39\n");
+        let err = RunConfig::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("weight -1e39 is not a finite number"), "{err}");
         let text = format!("{MINIMAL}\n[run]\nddp_timeout = 18446744073709551615\n");
         let err = RunConfig::parse(&text).unwrap_err().to_string();
         assert!(

@@ -55,7 +55,7 @@ impl RunReward {
             specs.push(ObjectiveSpec {
                 name: objective.name.clone(),
                 plugin: objective.plugin.clone(),
-                weight: objective.weight,
+                weight: objective.weight.map(|weight| weight as f32),
                 options: serde_json::to_value(&objective.options)?,
                 execution: objective.execution(),
             });

@@ -112,6 +112,12 @@ pub fn run(
         );
     }
     let total_steps = sft.epochs * examples.len().div_ceil(sft.batch_size);
+    if sft.warmup_steps >= total_steps {
+        tracing::warn!(
+            "sft.warmup_steps = {} is not below the {total_steps} updates of this fine-tuning: the learning rate never reaches sft.learning_rate",
+            sft.warmup_steps
+        );
+    }
     let eos = *policy
         .tokenizer
         .eos_ids()

@@ -34,6 +34,9 @@ impl Trainer {
         let started = (|| {
             // Built first (a plugin or Python file that fails, fails on every rank together),
             // and said at once: loading a large model takes a while before step 1.
+            if config.run.max_steps == 0 {
+                anyhow::bail!("run.max_steps is 0: no step would train (give the number of CRPO steps)");
+            }
             let reward = RunReward::from_config(registry, &config)?;
             if reward.weights().iter().all(|&weight| weight == 0.0) {
                 anyhow::bail!(
