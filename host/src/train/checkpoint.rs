@@ -151,12 +151,19 @@ pub fn save(
         std::fs::remove_dir_all(&temp)?;
     }
     std::fs::create_dir_all(&temp)?;
-    write_contents(&temp)?;
-    std::fs::write(temp.join(STATE_FILE), serde_json::to_string_pretty(state)?)?;
-    std::fs::write(temp.join(CONFIG_FILE), config_toml)?;
-    let manifest = serde_json::to_string_pretty(&file_lengths(&temp)?)?;
-    std::fs::write(temp.join(MANIFEST_FILE), manifest)?;
-    sync_tree(&temp)?;
+    let written = (|| {
+        write_contents(&temp)?;
+        std::fs::write(temp.join(STATE_FILE), serde_json::to_string_pretty(state)?)?;
+        std::fs::write(temp.join(CONFIG_FILE), config_toml)?;
+        let manifest = serde_json::to_string_pretty(&file_lengths(&temp)?)?;
+        std::fs::write(temp.join(MANIFEST_FILE), manifest)?;
+        sync_tree(&temp)
+    })();
+    if let Err(error) = written {
+        // A full disk: what was written of this checkpoint is freed, not left to fill it.
+        let _ = std::fs::remove_dir_all(&temp);
+        return Err(error);
+    }
     let target = dir.join(&name);
     if target.exists() {
         bail!("checkpoint {} already exists", target.display());
@@ -346,13 +353,16 @@ mod tests {
     #[test]
     fn a_failed_write_leaves_no_checkpoint_and_temporaries_are_cleared() {
         let run = tempfile::tempdir().unwrap();
-        let failed = save(run.path(), &state(2), "", 2, |_| anyhow::bail!("disk full"));
+        let failed = save(run.path(), &state(2), "", 2, |dir| {
+            std::fs::write(dir.join("weights.bin"), b"half")?;
+            anyhow::bail!("disk full")
+        });
         assert!(failed.is_err());
         assert!(
             latest(run.path()).unwrap().is_none(),
             "a partial checkpoint is never listed"
         );
-        remove_temporaries(run.path()).unwrap();
+        // Freed at once (a full disk stayed full until the next start).
         assert_eq!(std::fs::read_dir(checkpoints_dir(run.path())).unwrap().count(), 0);
     }
 

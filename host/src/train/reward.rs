@@ -98,13 +98,29 @@ impl RunReward {
             algorithm.overlong_penalty_factor,
         ));
         let reward = RunReward { objectives, overlong };
-        let mut names = reward.names();
-        names.sort();
-        if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
-            bail!(
-                "two objectives are named `{}`: give one a distinct `name` in [[reward.objectives]]",
-                pair[0]
+        let names = reward.names();
+        for (second, name) in names.iter().enumerate() {
+            let Some(first) = names[..second].iter().position(|earlier| earlier == name) else {
+                continue;
+            };
+            // The config's line of the later entry (or the earlier: a preset's have none).
+            let place = places
+                .get(second)
+                .cloned()
+                .flatten()
+                .or_else(|| places.get(first).cloned().flatten());
+            let message = format!(
+                "two objectives are named `{name}`: give one a distinct `name` in [[reward.objectives]]{}",
+                if !places.is_empty() && places.get(first).is_some_and(Option::is_none) {
+                    " (the first comes from reward.preset)"
+                } else {
+                    ""
+                }
             );
+            return Err(match place {
+                Some(place) => anyhow::anyhow!("{message}").context(place),
+                None => anyhow::anyhow!("{message}"),
+            });
         }
         Ok(reward)
     }
@@ -288,6 +304,33 @@ mod tests {
             &AlgorithmConfig::default(),
         )
         .unwrap()
+    }
+
+    /// An objective named twice is named with the config line of the later entry, and a
+    /// preset's own is said to come from it.
+    #[test]
+    fn an_objective_named_twice_names_the_config_line() {
+        let config = |objectives: &str| {
+            let text = format!("[model]\npath = \"m\"\n[data]\npath = \"d.jsonl\"\n[reward]\n{objectives}");
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("run.toml");
+            std::fs::write(&path, text).unwrap();
+            let config = crate::train::config::RunConfig::load(&path).unwrap();
+            RunReward::from_config(&PluginRegistry::builtin_only(), &config)
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default()
+        };
+        let twice = config("[[reward.objectives]]\nplugin = \"consistency\"\n[[reward.objectives]]\nplugin = \"consistency\"\n");
+        assert!(
+            twice.contains("run.toml:8: [[reward.objectives]] with plugin = \"consistency\": two objectives are named `consistency`"),
+            "{twice}"
+        );
+        let with_preset = config("preset = \"crpo\"\n[[reward.objectives]]\nplugin = \"accuracy\"\n");
+        assert!(
+            with_preset.contains("(the first comes from reward.preset)"),
+            "{with_preset}"
+        );
     }
 
     /// `accuracy` reads an option's letter: over free-text answers no completion could score.
