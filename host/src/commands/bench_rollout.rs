@@ -76,9 +76,16 @@ pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result
         }
     }
     // A rollout batch beyond any GPU's (and far beyond this machine's memory).
-    let rows = args.prompts.saturating_mul(args.group);
-    if rows > MAX_BENCH_ROWS {
-        bail!("--prompts × --group = {rows} rows: at most {MAX_BENCH_ROWS} in one rollout batch");
+    if args
+        .prompts
+        .checked_mul(args.group)
+        .is_none_or(|rows| rows > MAX_BENCH_ROWS)
+    {
+        bail!(
+            "--prompts × --group = {} × {} rows, more than the {MAX_BENCH_ROWS} one rollout batch may hold",
+            args.prompts,
+            args.group
+        );
     }
     if args.min_length == 0 || args.min_length > args.max_length {
         bail!(

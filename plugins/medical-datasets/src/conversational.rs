@@ -82,6 +82,15 @@ impl Fields {
         if !messages.iter().any(|m| m.role == "user") {
             return Err((field.to_string(), "no `user` turn to answer".into()));
         }
+        if messages
+            .iter()
+            .all(|m| m.role != "user" || m.content.trim().is_empty())
+        {
+            return Err((
+                field.to_string(),
+                "every `user` turn is empty: there is no question".into(),
+            ));
+        }
         let options = optional_options(record, &self.options)?;
         let answer = match record.get(&self.answer) {
             None | Some(Value::Null) => None,
@@ -284,6 +293,10 @@ mod tests {
             "messages"
         );
         assert_eq!(bad(json!({"messages": "hi"})), "messages");
+        assert_eq!(
+            bad(json!({"messages": [{"role": "system", "content": "x"}, {"role": "user", "content": "  "}]})),
+            "messages"
+        );
         assert_eq!(bad(json!({"question": "hi"})), "prompt");
         let wrong_key =
             json!({"messages": [{"role": "user", "content": "q"}], "options": ["a"], "answer": "C"});

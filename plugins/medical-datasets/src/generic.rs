@@ -18,7 +18,7 @@
 //!   completion for the supervised cold start.
 
 use crate::records::{
-    integer_value, metadata_without, optional_options, read_records, record_id, string_field,
+    integer_value, metadata_without, optional_options, question_field, read_records, record_id,
 };
 use crate::FieldError;
 use crpo_sdk::{
@@ -67,7 +67,7 @@ fn default_answer() -> String {
 
 impl FieldMapping {
     pub fn parse(&self, record: &Map<String, Value>, id: &str) -> Result<Example, FieldError> {
-        let question = string_field(record, &self.question)?;
+        let question = question_field(record, &self.question)?;
         let options = optional_options(record, &self.options)?;
         let answer = self.answer(record, &options)?;
         let id = record_id(record, self.id.as_deref(), id);
@@ -103,7 +103,13 @@ impl FieldMapping {
             return Ok(None);
         };
         let fail = |message: String| (field.to_string(), message);
-        let key = match self.answer_format {
+        // A record without options has a free-text answer whatever the format says of option
+        // answers (a file may mix both kinds).
+        let format = match options.is_empty() {
+            true => AnswerFormat::Key,
+            false => self.answer_format,
+        };
+        let key = match format {
             AnswerFormat::Key => match raw {
                 Value::String(s) => s.clone(),
                 Value::Number(n) => n.to_string(),
@@ -111,11 +117,7 @@ impl FieldMapping {
                 _ => return Err(fail("not a string".into())),
             },
             AnswerFormat::Index0 | AnswerFormat::Index1 => {
-                let base = if self.answer_format == AnswerFormat::Index1 {
-                    1
-                } else {
-                    0
-                };
+                let base = if format == AnswerFormat::Index1 { 1 } else { 0 };
                 let index = integer_value(raw).ok_or_else(|| fail(format!("{raw} is not an integer")))?;
                 let option = index
                     .checked_sub(base)
@@ -146,7 +148,12 @@ impl FieldMapping {
             }
         };
         if !options.is_empty() && !options.iter().any(|o| o.key == key) {
-            return Err(fail(format!("`{key}` is not one of the option keys")));
+            // An option's position given as the answer: the format says how to read it.
+            let hint = match raw {
+                Value::Number(_) => " (an option's position? set answer_format = \"index0\" or \"index1\")",
+                _ => "",
+            };
+            return Err(fail(format!("`{key}` is not one of the option keys{hint}")));
         }
         Ok(Some(key))
     }
@@ -289,6 +296,16 @@ mod tests {
                 .as_deref(),
             Some("yes")
         );
+        // Free-text rows beside option rows, whatever answer_format says of the latter.
+        for format in ["index0", "index1", "text"] {
+            let mixed = mapping(json!({"answer_format": format}));
+            let free = json!({"question": "Dose?", "answer": 140});
+            let parsed = mixed.parse(free.as_object().unwrap(), "f:2").unwrap();
+            assert_eq!(parsed.answer.as_deref(), Some("140"), "{format}");
+        }
+        let position = json!({"question": "Which?", "options": ["x", "y", "z"], "answer": 2});
+        let (_, why) = m.parse(position.as_object().unwrap(), "f:1").unwrap_err();
+        assert!(why.contains("answer_format = \"index0\""), "{why}");
     }
 
     /// TRL's prompt-only form: a prompt and nothing else is a question without a gold.

@@ -7,7 +7,9 @@
 //! reference completion (an explanation is not a completion in the format a preset trains), so
 //! `sft` needs another source (the `jsonl` reader's `reference_completion` field mapping).
 
-use crate::records::{file_records, integer_value, metadata_without, parse_records, string_field, Records};
+use crate::records::{
+    file_records, integer_value, metadata_without, parse_records, question_field, string_field, Records,
+};
 use crate::FieldError;
 use crpo_sdk::{
     parse_options, AnswerOption, DatasetPlugin, DatasetRead, DatasetSource, Example, PluginError, PluginInfo,
@@ -45,7 +47,7 @@ fn cop(record: &Map<String, Value>) -> Result<i64, FieldError> {
 }
 
 fn parse(record: &Map<String, Value>, id: &str, base: i64) -> Result<Example, FieldError> {
-    let question = string_field(record, "question")?;
+    let question = question_field(record, "question")?;
     let mut options = Vec::with_capacity(4);
     for (key, field) in OPTION_FIELDS {
         options.push(AnswerOption {

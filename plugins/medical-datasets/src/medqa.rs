@@ -3,7 +3,7 @@
 //! (`options` a list of `{"key", "value"}`). crpo's own extension: an
 //! optional `"reference_completion"` string, the target of the supervised cold start.
 
-use crate::records::{metadata_without, options_from_object, string_field};
+use crate::records::{metadata_without, options_from_object, question_field, string_field};
 use crate::FieldError;
 use crpo_sdk::rules::python_strip;
 use crpo_sdk::{Example, Prompt};
@@ -18,7 +18,7 @@ pub fn looks_like(record: &Map<String, Value>) -> bool {
 }
 
 pub fn parse(record: &Map<String, Value>, id: &str) -> Result<Example, FieldError> {
-    let question = string_field(record, "question")?;
+    let question = question_field(record, "question")?;
     let options = options_from_object(record, "options")?;
     let answer = string_field(record, "answer_idx")?;
     let Some(gold) = options.iter().find(|o| o.key == answer) else {

@@ -3,7 +3,7 @@
 //! text already lists the options, so the prompt template's `{options}` should be left out
 //! for this reader (docs/datasets.md); the options are still given to the objectives.
 
-use crate::records::{metadata_without, options_from_object, read_records, string_field};
+use crate::records::{metadata_without, options_from_object, question_field, read_records, string_field};
 use crate::FieldError;
 use crpo_sdk::{
     parse_options, DatasetPlugin, DatasetRead, DatasetSource, Example, PluginError, PluginInfo, Prompt,
@@ -11,7 +11,7 @@ use crpo_sdk::{
 use serde_json::{Map, Value};
 
 pub fn parse(record: &Map<String, Value>, id: &str) -> Result<Example, FieldError> {
-    let question = string_field(record, "question")?;
+    let question = question_field(record, "question")?;
     let options = options_from_object(record, "options")?;
     let label = string_field(record, "label")?;
     if !options.iter().any(|o| o.key == label) {

@@ -11,7 +11,8 @@
 //! abstract contexts unless the option `include_context = false`.
 
 use crate::records::{
-    file_records, member_value_lines, metadata_without, parse_records, read_text, records, string_field,
+    file_records, member_value_lines, metadata_without, parse_records, question_field, read_text, records,
+    string_field,
 };
 use crate::FieldError;
 use crpo_sdk::{
@@ -111,7 +112,7 @@ fn parse_row(record: &Map<String, Value>, id: &str, include_context: bool) -> Re
         };
         return parse_original(&id, record, include_context);
     }
-    let question = string_field(record, "question")?;
+    let question = question_field(record, "question")?;
     // `context` as the export nests it, as a string or list, or flattened into
     // `context.contexts` (`Dataset.flatten()`, `pandas.json_normalize`).
     let contexts = match (record.get("context"), record.get(FLAT_CONTEXTS)) {
@@ -146,7 +147,7 @@ fn parse_original(
     record: &Map<String, Value>,
     include_context: bool,
 ) -> Result<Example, FieldError> {
-    let question = string_field(record, "QUESTION")?;
+    let question = question_field(record, "QUESTION")?;
     let contexts = contexts(record.get("CONTEXTS"), "CONTEXTS")?;
     require_context(&contexts, include_context, "CONTEXTS")?;
     let decision = string_field(record, "final_decision")?;

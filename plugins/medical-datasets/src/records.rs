@@ -109,15 +109,33 @@ pub fn parse_records(
     mut parse: impl FnMut(&Map<String, Value>, &str) -> Result<Example, FieldError>,
 ) -> DatasetRead {
     let mut read = DatasetRead::default();
+    // Records that share a line (a JSON array written on one line, as pandas and datasets
+    // write it) are told apart by their place on it: `file:1#3`.
+    let mut per_line: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    for (line_no, _) in &records {
+        *per_line.entry(*line_no).or_default() += 1;
+    }
+    let mut seen_on_line: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
     for (line_no, record) in records {
+        let place = seen_on_line.entry(line_no).or_default();
+        *place += 1;
+        let shared = per_line[&line_no] > 1;
+        let (id, which) = if shared {
+            (
+                format!("{file_name}:{line_no}#{place}"),
+                format!("record {place} of the line: "),
+            )
+        } else {
+            (format!("{file_name}:{line_no}"), String::new())
+        };
         let malformed = |field: String, message: String| RecordError {
             file: file_name.to_string(),
             line: line_no,
             field,
-            message,
+            message: format!("{which}{message}"),
         };
         match record {
-            Ok(Value::Object(record)) => match parse(&record, &format!("{file_name}:{line_no}")) {
+            Ok(Value::Object(record)) => match parse(&record, &id) {
                 Ok(mut example) => {
                     // Columns no reader used: an image, a hash, a NaN score.
                     example.metadata.retain(|_, value| unreadable_in(value).is_none());
@@ -169,7 +187,12 @@ fn unreadable_in(value: &Value) -> Option<&str> {
 /// The records of a JSONL text or a JSON array, each with the line it starts on.
 pub fn records(text: &str) -> Records {
     if text.trim_start().starts_with('[') {
-        return match serde_json::from_str::<Vec<Value>>(text) {
+        let parsed = serde_json::from_str::<Vec<Value>>(text).or_else(|error| {
+            python_numbers_as_null(text)
+                .and_then(|text| serde_json::from_str(&text).ok())
+                .ok_or(error)
+        });
+        return match parsed {
             Ok(values) => {
                 let starts = array_element_lines(text);
                 values
@@ -185,12 +208,47 @@ pub fn records(text: &str) -> Records {
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(i, line)| {
-            (
-                i + 1,
-                serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}")),
-            )
+            let parsed = serde_json::from_str(line).or_else(|error| {
+                // Python's json.dumps writes NaN and ±Infinity by default: read as null, as
+                // pandas writes them (a NaN gold is then no gold, like a Parquet NaN).
+                python_numbers_as_null(line)
+                    .and_then(|line| serde_json::from_str(&line).ok())
+                    .ok_or(error)
+            });
+            (i + 1, parsed.map_err(|e| format!("invalid JSON: {e}")))
         })
         .collect()
+}
+
+/// `line` with Python's `NaN`, `Infinity` and `-Infinity` outside strings as `null`; `None`
+/// when it has none.
+fn python_numbers_as_null(line: &str) -> Option<String> {
+    let (mut out, mut in_string, mut escaped, mut changed) =
+        (String::with_capacity(line.len()), false, false, false);
+    let mut rest = line;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if let Some(token) = ["-Infinity", "Infinity", "NaN"]
+            .into_iter()
+            .find(|t| rest.starts_with(t))
+        {
+            out.push_str("null");
+            rest = &rest[token.len()..];
+            changed = true;
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    changed.then_some(out)
 }
 
 /// The characters of a JSON text outside its strings (a string's opening quote included), each
@@ -264,6 +322,16 @@ pub fn string_field<'a>(record: &'a Map<String, Value>, field: &str) -> Result<&
         Some(_) => Err((field.into(), "not a string".into())),
         None => Err((field.into(), "missing".into())),
     }
+}
+
+/// A record's question: a string with words in it (an empty one is no example: malformed, so
+/// counted and skippable like any other record).
+pub fn question_field<'a>(record: &'a Map<String, Value>, field: &str) -> Result<&'a str, FieldError> {
+    let question = string_field(record, field)?;
+    if question.trim().is_empty() {
+        return Err((field.into(), "empty".into()));
+    }
+    Ok(question)
 }
 
 /// The options of a record's `field` holding an object of key → text, sorted by key. A null
@@ -429,6 +497,36 @@ mod tests {
         let bad = &read.malformed[0];
         assert_eq!((bad.line, bad.field.as_str()), (2, "question"));
         assert_eq!(bad.message, "column `question`: binary data, not text");
+    }
+
+    /// A JSON array on one line (pandas' and datasets' `to_json` without `lines`): each record
+    /// its own id and place; an empty question is a malformed record, not the whole file's end.
+    #[test]
+    fn records_sharing_a_line_are_told_apart_and_an_empty_question_is_malformed() {
+        let text = r#"[{"question": "Q1?"}, {"question": "  "}, {"question": "Q3?"}]"#;
+        let read = parse_records("a.json", records(text), |record, id| {
+            Ok(Example {
+                id: id.to_string(),
+                prompt: crpo_sdk::Prompt::Text(question_field(record, "question")?.to_string()),
+                ..Example::default()
+            })
+        });
+        let ids: Vec<&str> = read.examples.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["a.json:1#1", "a.json:1#3"]);
+        let bad = &read.malformed[0];
+        assert_eq!((bad.line, bad.field.as_str()), (1, "question"));
+        assert_eq!(bad.message, "record 2 of the line: empty");
+    }
+
+    #[test]
+    fn python_s_nan_and_infinity_read_as_null_outside_strings() {
+        let line = r#"{"a": NaN, "b": -Infinity, "c": "NaN \" Infinity", "d": [Infinity]}"#;
+        let parsed = &records(line)[0].1;
+        assert_eq!(
+            parsed.as_ref().unwrap(),
+            &serde_json::json!({"a": null, "b": null, "c": "NaN \" Infinity", "d": [null]})
+        );
+        assert!(records("{\"a\": nan}")[0].1.is_err(), "only Python's spelling");
     }
 
     #[test]
