@@ -12,14 +12,13 @@
 
 use crate::records::{
     file_records, member_value_lines, metadata_without, parse_records, question_field, read_text, records,
-    string_field,
+    string_field, Members,
 };
 use crate::FieldError;
 use crpo_sdk::{
     parse_options, AnswerOption, DatasetPlugin, DatasetRead, DatasetSource, Example, PluginError, PluginInfo,
     Prompt, RecordError,
 };
-use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -183,17 +182,25 @@ impl DatasetPlugin for PubMedQaReader {
         let text = read_text(&source.path)?;
         // The original is one object whose values are records with a QUESTION; anything else
         // is rows.
-        let by_pmid = serde_json::from_str::<IndexMap<String, Value>>(&text)
+        let by_pmid = serde_json::from_str::<Members>(&text)
             .ok()
-            .filter(|map| map.values().any(|v| v.get("QUESTION").is_some()));
-        let Some(by_pmid) = by_pmid else {
+            .filter(|members| members.0.iter().any(|(_, v)| v.get("QUESTION").is_some()));
+        let Some(Members(by_pmid)) = by_pmid else {
             return Ok(parse_records(&file, records(&text), parse));
         };
         let lines = member_value_lines(&text);
         let mut read = DatasetRead::default();
+        let mut first_line: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for (index, (pmid, value)) in by_pmid.iter().enumerate() {
             let line = lines.get(index).copied().unwrap_or(1);
             let parsed = match value {
+                _ if first_line.contains_key(pmid.as_str()) => Err((
+                    pmid.clone(),
+                    format!(
+                        "PMID {pmid} is given again (first on line {}): each question once",
+                        first_line[pmid.as_str()]
+                    ),
+                )),
                 Value::Object(record) => parse_original(pmid, record, options.include_context)
                     .map_err(|(field, message)| (format!("{pmid}.{field}"), message)),
                 _ => Err((
@@ -201,6 +208,7 @@ impl DatasetPlugin for PubMedQaReader {
                     format!("not a JSON object of QUESTION, CONTEXTS, final_decision (it is {value})"),
                 )),
             };
+            first_line.entry(pmid).or_insert(line);
             match parsed {
                 Ok(example) => read.examples.push(example),
                 Err((field, message)) => read.malformed.push(RecordError {
@@ -257,6 +265,26 @@ mod tests {
             [(4, "16418930.final_decision"), (5, "11111111.CONTEXTS")],
             "a question without its abstract is malformed"
         );
+    }
+
+    /// A PMID given twice: the second is malformed, naming the first's line (serde_json's map
+    /// kept the second in silence, in the first's place).
+    #[test]
+    fn a_pmid_given_twice_is_malformed_naming_the_first() {
+        let text = r#"{
+  "111": {"QUESTION": "Does X help?", "CONTEXTS": ["a"], "final_decision": "yes"},
+  "222": {"QUESTION": "Does Y help?", "CONTEXTS": ["b"], "final_decision": "no"},
+  "111": {"QUESTION": "Dup PMID", "CONTEXTS": ["c"], "final_decision": "no"}
+}"#;
+        let read = read(text, Value::Null);
+        let questions: Vec<&str> = read.examples.iter().map(|e| e.prompt.question()).collect();
+        assert!(
+            questions[0].ends_with("Does X help?") && questions.len() == 2,
+            "{questions:?}"
+        );
+        let bad = &read.malformed[0];
+        assert_eq!((bad.line, bad.field.as_str()), (4, "111"));
+        assert!(bad.message.contains("first on line 2"), "{}", bad.message);
     }
 
     /// BigBio's source layout: the original's fields, one row a line.

@@ -315,6 +315,30 @@ pub fn member_value_lines(text: &str) -> Vec<usize> {
     lines
 }
 
+/// A JSON object's members in file order, a repeated key kept (serde_json's maps keep the
+/// last in silence: a PMID given twice lost its first question).
+pub struct Members(pub Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
 /// A string field of a record.
 pub fn string_field<'a>(record: &'a Map<String, Value>, field: &str) -> Result<&'a str, FieldError> {
     match record.get(field) {
