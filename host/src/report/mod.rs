@@ -354,8 +354,22 @@ fn samples_section(runs: &[RunData], names: &[String]) -> String {
         v.and_then(Value::as_f64)
             .map_or("-".into(), |v| format!("{v:.3}"))
     };
+    let mut not_shown = Vec::new();
     for run in runs {
-        for sample in &run.samples {
+        let hidden = run
+            .samples
+            .iter()
+            .filter(|sample| sample.get(runs::NOT_SHOWN).is_some())
+            .count();
+        if hidden > 0 {
+            not_shown.push(format!(
+                "{}: the last {} of {} samples",
+                escape(&run.label),
+                run.samples.len() - hidden,
+                run.samples.len()
+            ));
+        }
+        for sample in run.samples.iter().filter(|s| s.get(runs::NOT_SHOWN).is_none()) {
             let _ = write!(
                 html,
                 "<tr data-step=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
@@ -386,11 +400,18 @@ fn samples_section(runs: &[RunData], names: &[String]) -> String {
         }
     }
     html.push_str("</tbody></table>");
+    if !not_shown.is_empty() {
+        let _ = write!(
+            html,
+            "<p class=\"note\">Listed: {} (all are in each run's samples.jsonl; the trade-offs use them all).</p>",
+            not_shown.join("; ")
+        );
+    }
     html
 }
 
 /// A sample's example id (samples.jsonl holds the whole example; earlier runs only its id).
-fn example_id(sample: &Value) -> String {
+pub(crate) fn example_id(sample: &Value) -> String {
     match sample.get("example") {
         Some(Value::Object(example)) => example
             .get("id")

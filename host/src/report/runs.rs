@@ -43,13 +43,25 @@ pub fn load_run(dir: &Path) -> anyhow::Result<RunData> {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         Ok(run_records(path, &bytes))
     };
+    let samples_path = dir.join(SAMPLES_FILE);
+    let samples = if samples_path.exists() {
+        let bytes = std::fs::read(&samples_path)
+            .with_context(|| format!("cannot read {}", samples_path.display()))?;
+        let read = parse_records_keeping(&bytes, SAMPLES_SHOWN);
+        for warning in skipped_lines_warnings(&samples_path, &read) {
+            tracing::warn!("{warning}");
+        }
+        read.records
+    } else {
+        Vec::new()
+    };
     let config = checkpoint::latest(dir)?
         .and_then(|(_, checkpoint)| std::fs::read_to_string(checkpoint.join(checkpoint::CONFIG_FILE)).ok());
     Ok(RunData {
         label: run_labels(&[dir.to_path_buf()]).remove(0),
         dir: dir.to_path_buf(),
         metrics: read(&metrics_path)?,
-        samples: read(&dir.join(SAMPLES_FILE))?,
+        samples,
         config,
         environment: std::fs::read_to_string(dir.join(crate::train::run_info::RUN_INFO_FILE))
             .ok()
@@ -117,6 +129,21 @@ struct ReadRecords {
     foreign: Vec<usize>,
 }
 
+/// A sample reduced to its step, example id and scores (marked `shown: false`).
+fn scores_only(sample: &mut Value) {
+    let Value::Object(fields) = sample else {
+        return;
+    };
+    let example = fields.get("example").cloned().unwrap_or(Value::Null);
+    let id = crate::report::example_id(&serde_json::json!({ "example": example }));
+    fields.retain(|key, _| matches!(key.as_str(), "step" | "scores"));
+    fields.insert("example".into(), Value::String(id));
+    fields.insert(NOT_SHOWN.into(), Value::Bool(true));
+}
+
+/// The key [`scores_only`] marks a sample with: the report counts it but does not list it.
+pub const NOT_SHOWN: &str = "crpo:not_shown";
+
 /// The records of a run's JSONL file, with a warning for each kind of line left out.
 fn run_records(path: &Path, bytes: &[u8]) -> Vec<Value> {
     let read = parse_records(bytes);
@@ -131,9 +158,21 @@ fn run_records(path: &Path, bytes: &[u8]) -> Vec<Value> {
 /// inside a multi-byte character) is not yet written and left out quietly; earlier lines
 /// that are not UTF-8 or not records (edited, corrupted) are counted as left out.
 fn parse_records(bytes: &[u8]) -> ReadRecords {
+    parse_records_keeping(bytes, usize::MAX)
+}
+
+/// The samples a report shows in full: the last of a run's (a run of 50,000 steps wrote
+/// hundreds of megabytes, an 80 MB page a browser took minutes to open).
+pub const SAMPLES_SHOWN: usize = 2000;
+
+/// As [`parse_records`], keeping whole only the records of the last `whole` lines: earlier
+/// ones keep their step, example id and scores (what the trade-offs read), as they are read,
+/// so the text of the others is never held.
+fn parse_records_keeping(bytes: &[u8], whole: usize) -> ReadRecords {
     let mut read = ReadRecords::default();
     let lines: Vec<&[u8]> = bytes.split(|&byte| byte == b'\n').collect();
     let unfinished = lines.len() - 1; // what follows the last newline ("" when it ends with one)
+    let whole_from = lines.len().saturating_sub(whole.saturating_add(1));
     for (index, line) in lines.iter().enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Ok(text) = std::str::from_utf8(line) else {
@@ -146,7 +185,12 @@ fn parse_records(bytes: &[u8]) -> ReadRecords {
             continue;
         }
         match serde_json::from_str::<Value>(text) {
-            Ok(record) if record.get("step").is_some_and(Value::is_u64) => read.records.push(record),
+            Ok(mut record) if record.get("step").is_some_and(Value::is_u64) => {
+                if index < whole_from {
+                    scores_only(&mut record);
+                }
+                read.records.push(record)
+            }
             Err(_) if index == unfinished => {}
             _ => read.foreign.push(index + 1),
         }
@@ -206,6 +250,26 @@ mod tests {
             .map(|r| r["step"].as_u64().unwrap())
             .collect();
         assert_eq!(steps, [1, 2]);
+    }
+
+    /// Samples before the last `whole` lines keep only what the trade-offs read.
+    #[test]
+    fn earlier_samples_keep_their_step_example_and_scores_only() {
+        let sample = |step: u64| {
+            format!(
+                "{}\n",
+                serde_json::json!({"step": step, "example": {"id": format!("q{step}"), "question": "long"},
+                    "completion": "text", "scores": {"accuracy": 1.0}})
+            )
+        };
+        let text: String = (1..=3).map(sample).collect();
+        let read = parse_records_keeping(text.as_bytes(), 1);
+        assert_eq!(
+            read.records[0],
+            serde_json::json!({"step": 1, "example": "q1", "scores": {"accuracy": 1.0}, NOT_SHOWN: true})
+        );
+        assert!(read.records[1].get(NOT_SHOWN).is_some());
+        assert_eq!(read.records[2]["completion"], "text", "the last is whole");
     }
 
     #[test]

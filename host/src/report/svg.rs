@@ -72,6 +72,12 @@ pub fn chart(title: &str, key: &str, series: &[Series<'_>]) -> String {
         s = HEIGHT - 8.0,
     );
     for s in series {
+        let points = thinned(&s.points);
+        let s = &Series {
+            label: s.label,
+            color: s.color,
+            points,
+        };
         if s.points.iter().any(|p| p.2.is_some()) {
             let upper: Vec<String> = s
                 .points
@@ -108,6 +114,17 @@ pub fn chart(title: &str, key: &str, series: &[Series<'_>]) -> String {
             line.join(" "),
             escape(s.label)
         );
+        // A path of one point draws nothing: a run of one step is a dot.
+        if let [only] = s.points.as_slice() {
+            let _ = write!(
+                svg,
+                r#"<circle class="dot" fill="{}" cx="{:.1}" cy="{:.1}" r="3"><title>{}</title></circle>"#,
+                s.color,
+                x(only.0),
+                y(only.1),
+                escape(s.label)
+            );
+        }
     }
     svg.push_str("</svg>");
     if series.len() > 1 {
@@ -124,6 +141,25 @@ pub fn chart(title: &str, key: &str, series: &[Series<'_>]) -> String {
     }
     svg.push_str("</figure>");
     svg
+}
+
+/// The most points a line is drawn with: a run of 50,000 steps drew 50,000-point paths that
+/// a browser took minutes to show, for a chart 460 pixels wide.
+const MAX_POINTS: usize = 1000;
+
+/// `points`, every k-th of them (and the last) when there are more than [`MAX_POINTS`].
+fn thinned(points: &[(f64, f64, Option<f64>)]) -> Vec<(f64, f64, Option<f64>)> {
+    if points.len() <= MAX_POINTS {
+        return points.to_vec();
+    }
+    let stride = points.len().div_ceil(MAX_POINTS);
+    let last = points.len() - 1;
+    points
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % stride == 0 || *i == last)
+        .map(|(_, p)| *p)
+        .collect()
 }
 
 /// How a flat range (one value) is widened so its points have a place.
@@ -212,6 +248,23 @@ mod tests {
         let path = svg.split("d=\"").nth(1).unwrap().split('"').next().unwrap();
         assert_eq!(path.matches(['M', 'L']).count(), 3);
         assert!(chart("empty", "k", &[]).contains("no data yet"));
+    }
+
+    /// One step is a dot (a path of one point drew nothing); a long run is drawn with at most
+    /// MAX_POINTS points, its last among them.
+    #[test]
+    fn one_point_is_a_dot_and_a_long_run_is_thinned() {
+        let one = [Series {
+            label: "run",
+            color: "#c33",
+            points: vec![(1.0, 0.5, None)],
+        }];
+        assert_eq!(chart("a", "k", &one).matches("<circle").count(), 1);
+        let long: Vec<_> = (0..50_000).map(|i| (i as f64, i as f64, None)).collect();
+        let drawn = thinned(&long);
+        assert!(drawn.len() <= MAX_POINTS + 1, "{}", drawn.len());
+        assert_eq!(drawn.last(), long.last());
+        assert_eq!(drawn[0], long[0]);
     }
 
     /// Every number in the SVG's coordinates (`points`, `d`) and axes parses as finite.

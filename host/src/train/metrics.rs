@@ -20,28 +20,31 @@ pub struct JsonlLog {
 
 impl JsonlLog {
     /// Opens `run_dir/name`; `keep_through` = Some(step) drops records with a later `step`,
-    /// None starts the file afresh.
+    /// None starts the file afresh. Only those records go, and a cut last line (a record the
+    /// kill interrupted): any other line, one that is no step's record, is kept as it was,
+    /// with a warning (it was deleted in silence).
     pub fn open(run_dir: &Path, name: &str, keep_through: Option<usize>) -> anyhow::Result<Self> {
         let path = run_dir.join(name);
         let kept = match (keep_through, path.exists()) {
             (Some(step), true) => {
-                let text = std::fs::read_to_string(&path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                text.lines()
-                    .filter(|line| {
-                        serde_json::from_str::<Value>(line)
-                            .ok()
-                            .and_then(|v| v.get("step").and_then(Value::as_u64))
-                            .is_some_and(|s| s as usize <= step)
-                    })
-                    .map(|line| format!("{line}\n"))
-                    .collect::<String>()
+                let bytes =
+                    std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                let (kept, odd) = records_through(&bytes, step);
+                if !odd.is_empty() {
+                    let lines: Vec<String> = odd.iter().take(5).map(usize::to_string).collect();
+                    tracing::warn!(
+                        "{}: kept {} line(s) that are no step's record as they were (line {}{})",
+                        path.display(),
+                        odd.len(),
+                        lines.join(", "),
+                        if odd.len() > 5 { ", …" } else { "" }
+                    );
+                }
+                kept
             }
-            _ => String::new(),
+            _ => Vec::new(),
         };
-        let temp = path.with_extension("jsonl.tmp");
-        std::fs::write(&temp, kept).with_context(|| format!("cannot write {}", temp.display()))?;
-        std::fs::rename(&temp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+        crate::atomic_file::write(&path, kept)?;
         Ok(JsonlLog { path })
     }
 
@@ -60,6 +63,35 @@ impl JsonlLog {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// The lines of a JSONL log to keep on a resume to `step`: every line but the records of
+/// later steps and a cut last line (no newline, no JSON). Returns them, and the 1-based
+/// numbers of the kept lines that are no step's record.
+fn records_through(bytes: &[u8], step: usize) -> (Vec<u8>, Vec<usize>) {
+    let (mut kept, mut odd) = (Vec::with_capacity(bytes.len()), Vec::new());
+    let mut lines = bytes.split_inclusive(|&b| b == b'\n').enumerate().peekable();
+    while let Some((index, line)) = lines.next() {
+        let ended = line.ends_with(b"\n");
+        let record = serde_json::from_slice::<Value>(line).ok();
+        match record
+            .as_ref()
+            .and_then(|r| r.get("step"))
+            .and_then(Value::as_u64)
+        {
+            Some(recorded) if recorded as usize > step => continue,
+            Some(_) => {}
+            // A record the kill cut short.
+            None if !ended && lines.peek().is_none() => continue,
+            None if line.iter().all(u8::is_ascii_whitespace) => {}
+            None => odd.push(index + 1),
+        }
+        kept.extend_from_slice(line);
+        if !ended {
+            kept.push(b'\n');
+        }
+    }
+    (kept, odd)
 }
 
 /// A JSON value's leaves by path, keys joined by `separator`: `{"a": {"b": 1}}` → `{"a.b": 1}`
@@ -261,6 +293,26 @@ mod tests {
         JsonlLog::open(run.path(), METRICS_FILE, Some(3)).unwrap();
         let text = std::fs::read_to_string(run.path().join(METRICS_FILE)).unwrap();
         assert_eq!(text, "{\"step\":1}\n{\"step\":2}\n{\"step\":3}\n");
+    }
+
+    /// A resume drops later steps' records and a cut last line, nothing else: a damaged line
+    /// before the checkpoint, a note, a line that is not UTF-8 stay as they were.
+    #[test]
+    fn resuming_keeps_every_line_that_is_no_later_step() {
+        let text =
+            b"{\"step\":1}\n{\"step\":2, CORRUPT\nnote \xff\n\n{\"step\":3}\n{\"step\":4}\n{\"step\":5, \"cu";
+        let (kept, odd) = records_through(text, 3);
+        assert_eq!(
+            kept,
+            b"{\"step\":1}\n{\"step\":2, CORRUPT\nnote \xff\n\n{\"step\":3}\n"
+        );
+        assert_eq!(odd, [2, 3]);
+        let (kept, odd) = records_through(b"{\"step\":1}", 3);
+        assert_eq!(
+            (kept.as_slice(), odd.len()),
+            (&b"{\"step\":1}\n"[..], 0),
+            "a whole last record without its newline"
+        );
     }
 
     #[test]

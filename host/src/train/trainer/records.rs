@@ -19,9 +19,10 @@ impl Trainer {
         let Some(writers) = &mut self.writers else {
             return Ok(());
         };
+        let header: Vec<String> = names.iter().map(|name| markdown_cell(name)).collect();
         let mut table = format!(
             "| completion | gold | answer | reward | advantage | {} |\n|---|---|---|---|---|{}\n",
-            names.join(" | "),
+            header.join(" | "),
             "---|".repeat(names.len())
         );
         for (index, (group, i)) in rollouts.rows().enumerate().take(self.config.run.sample_count) {
@@ -48,12 +49,11 @@ impl Trainer {
                 "reward": group.scores.totals[i],
                 "advantage": advantages[index],
             }))?;
-            let cell = |text: &str| text.replace('|', "\\|").replace('\n', "<br>");
             table.push_str(&format!(
                 "| {} | {} | {} | {:.3} | {:.3} | {} |\n",
-                cell(&group.texts[i]),
-                cell(example.answer.as_deref().unwrap_or("-")),
-                cell(group.scores.answers[i].as_deref().unwrap_or("-")),
+                markdown_cell(&group.texts[i]),
+                markdown_cell(example.answer.as_deref().unwrap_or("-")),
+                markdown_cell(group.scores.answers[i].as_deref().unwrap_or("-")),
                 group.scores.totals[i],
                 advantages[index],
                 group.scores.values[i]
@@ -130,5 +130,39 @@ impl Trainer {
         )?;
         tracing::info!("checkpoint {}", path.display());
         Ok(path)
+    }
+}
+
+/// `text` as a cell of TensorBoard's markdown table, shown as written: markdown's marks
+/// escaped (`2*3*4` lost its stars to italics), HTML as entities (a completion's `</table>`
+/// ended the table), line ends as `<br>`.
+fn markdown_cell(text: &str) -> String {
+    let mut cell = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '&' => cell.push_str("&amp;"),
+            '<' => cell.push_str("&lt;"),
+            '>' => cell.push_str("&gt;"),
+            '\n' => cell.push_str("<br>"),
+            '\r' => {}
+            '\\' | '`' | '*' | '_' | '[' | ']' | '|' | '#' | '~' => {
+                cell.push('\\');
+                cell.push(c);
+            }
+            _ => cell.push(c),
+        }
+    }
+    cell
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cell_shows_its_text_as_written() {
+        assert_eq!(super::markdown_cell("2*3*4 \\| a_b"), "2\\*3\\*4 \\\\\\| a\\_b");
+        assert_eq!(
+            super::markdown_cell("</td></table>\n<h1>X"),
+            "&lt;/td&gt;&lt;/table&gt;<br>&lt;h1&gt;X"
+        );
     }
 }
