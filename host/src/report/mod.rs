@@ -96,6 +96,14 @@ pub fn render(runs: &[RunData]) -> String {
         escape(&title)
     );
     html.push_str(&summary(runs));
+    let left_out: Vec<&String> = runs.iter().flat_map(|run| &run.left_out).collect();
+    if !left_out.is_empty() {
+        html.push_str("<div class=\"note\"><b>Left out of this report:</b><ul>");
+        for line in left_out {
+            let _ = write!(html, "<li>{}</li>", escape(line));
+        }
+        html.push_str("</ul></div>");
+    }
     html.push_str("<h2>Objectives (mean ± std over each step's completions)</h2><div class=\"grid\">");
     html.push_str(&chart(
         "reward (the weighted total)",
@@ -264,7 +272,11 @@ fn tradeoff_section(runs: &[RunData], names: &[String]) -> String {
         let grouped = grouped_scores(run);
         let _ = write!(html, "<h3>{}</h3>", escape(&run.label));
         let found = conflicts(&trends, 0.05);
-        if found.is_empty() {
+        let steps = trends.values().map(Vec::len).max().unwrap_or(0);
+        if steps < 2 {
+            // One step has no trend: "none fell" would claim what cannot be seen yet.
+            let _ = write!(html, "<p>Not enough steps to compare yet ({steps} recorded).</p>");
+        } else if found.is_empty() {
             html.push_str("<p class=\"ok\">No objective fell while another rose.</p>");
         }
         for conflict in &found {
@@ -400,6 +412,9 @@ fn samples_section(runs: &[RunData], names: &[String]) -> String {
         }
     }
     html.push_str("</tbody></table>");
+    if runs.iter().all(|run| run.samples.is_empty()) {
+        html.push_str("<p class=\"note\">No completions were sampled: a run writes them every <code>run.sample_steps</code> steps while <code>run.log_completions</code> is true.</p>");
+    }
     if !not_shown.is_empty() {
         let _ = write!(
             html,
@@ -490,6 +505,19 @@ mod tests {
         let html = render(&[run]);
         assert!(html.contains("data-series=\"objective/accuracy\""));
         assert!(html.contains("data-points=\"2\""));
+        assert!(
+            !html.contains("Left out of this report"),
+            "a cut last line is not yet written"
+        );
+        assert!(html.contains("Not enough steps") || html.contains("No objective fell"));
+        // A damaged line in the middle is named on the page, not only in the log.
+        let damaged = format!("{}not json\n{}", record(1), record(2));
+        std::fs::write(dir.path().join(METRICS_FILE), damaged).unwrap();
+        let html = render(&[load_run(dir.path()).unwrap()]);
+        assert!(
+            html.contains("Left out of this report") && html.contains("line 2"),
+            "{html}"
+        );
         let err = load_run(&dir.path().join("nothing")).err().unwrap().to_string();
         assert!(err.contains("not a run directory"), "{err}");
         // Started (run_info.json written) but no step logged yet: a run with no data.
@@ -529,6 +557,7 @@ mod tests {
             samples: Vec::new(),
             config: None,
             environment: None,
+            left_out: Vec::new(),
         };
         let html = render(&[
             run("grpo", &[("accuracy", 0.5), ("format", 0.2)]),

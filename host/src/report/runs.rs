@@ -20,6 +20,8 @@ pub struct RunData {
     pub config: Option<String>,
     /// What it ran on (`run_info.json`), if it says.
     pub environment: Option<Value>,
+    /// Lines of its files left out, in words (also logged), for the page to say too.
+    pub left_out: Vec<String>,
 }
 
 /// Reads a run directory; a half-written last line (a run still going) is left out.
@@ -36,36 +38,35 @@ pub fn load_run(dir: &Path) -> anyhow::Result<RunData> {
     }
     // Bytes, not text: a run still writing may end mid-character, and that line is not yet
     // written rather than a reason to fail the whole report.
-    let read = |path: &Path| -> anyhow::Result<Vec<Value>> {
+    let mut left_out = Vec::new();
+    let mut read = |path: &Path, whole: usize| -> anyhow::Result<Vec<Value>> {
         if !path.exists() {
             return Ok(Vec::new());
         }
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        Ok(run_records(path, &bytes))
-    };
-    let samples_path = dir.join(SAMPLES_FILE);
-    let samples = if samples_path.exists() {
-        let bytes = std::fs::read(&samples_path)
-            .with_context(|| format!("cannot read {}", samples_path.display()))?;
-        let read = parse_records_keeping(&bytes, SAMPLES_SHOWN);
-        for warning in skipped_lines_warnings(&samples_path, &read) {
+        let read = parse_records(&bytes, whole);
+        for warning in skipped_lines_warnings(path, &read) {
             tracing::warn!("{warning}");
+            left_out.push(warning);
         }
-        read.records
-    } else {
-        Vec::new()
+        Ok(read.records)
     };
+    let metrics = read(&metrics_path, usize::MAX)?;
+    // Only the last SAMPLES_SHOWN samples are kept whole: the others keep what the
+    // trade-offs read.
+    let samples = read(&dir.join(SAMPLES_FILE), SAMPLES_SHOWN)?;
     let config = checkpoint::latest(dir)?
         .and_then(|(_, checkpoint)| std::fs::read_to_string(checkpoint.join(checkpoint::CONFIG_FILE)).ok());
     Ok(RunData {
         label: run_labels(&[dir.to_path_buf()]).remove(0),
         dir: dir.to_path_buf(),
-        metrics: read(&metrics_path)?,
+        metrics,
         samples,
         config,
         environment: std::fs::read_to_string(dir.join(crate::train::run_info::RUN_INFO_FILE))
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok()),
+        left_out,
     })
 }
 
@@ -144,31 +145,17 @@ fn scores_only(sample: &mut Value) {
 /// The key [`scores_only`] marks a sample with: the report counts it but does not list it.
 pub const NOT_SHOWN: &str = "crpo:not_shown";
 
-/// The records of a run's JSONL file, with a warning for each kind of line left out.
-fn run_records(path: &Path, bytes: &[u8]) -> Vec<Value> {
-    let read = parse_records(bytes);
-    for warning in skipped_lines_warnings(path, &read) {
-        tracing::warn!("{warning}");
-    }
-    read.records
-}
-
-/// The records of a JSONL file's bytes: JSON objects with a whole `step` ≥ 0. A last line
-/// without its newline that does not read (a run still writing, or killed mid-line, maybe
-/// inside a multi-byte character) is not yet written and left out quietly; earlier lines
-/// that are not UTF-8 or not records (edited, corrupted) are counted as left out.
-fn parse_records(bytes: &[u8]) -> ReadRecords {
-    parse_records_keeping(bytes, usize::MAX)
-}
-
 /// The samples a report shows in full: the last of a run's (a run of 50,000 steps wrote
 /// hundreds of megabytes, an 80 MB page a browser took minutes to open).
 pub const SAMPLES_SHOWN: usize = 2000;
 
-/// As [`parse_records`], keeping whole only the records of the last `whole` lines: earlier
-/// ones keep their step, example id and scores (what the trade-offs read), as they are read,
-/// so the text of the others is never held.
-fn parse_records_keeping(bytes: &[u8], whole: usize) -> ReadRecords {
+/// The records of a JSONL file's bytes: JSON objects with a whole `step` ≥ 0. A last line
+/// without its newline that does not read (a run still writing, or killed mid-line, maybe
+/// inside a multi-byte character) is not yet written and left out quietly; earlier lines
+/// that are not UTF-8 or not records (edited, corrupted) are counted as left out. Only the
+/// records of the last `whole` lines are kept whole: earlier ones keep their step, example
+/// id and scores (what the trade-offs read), as they are read, so their text is never held.
+fn parse_records(bytes: &[u8], whole: usize) -> ReadRecords {
     let mut read = ReadRecords::default();
     let lines: Vec<&[u8]> = bytes.split(|&byte| byte == b'\n').collect();
     let unfinished = lines.len() - 1; // what follows the last newline ("" when it ends with one)
@@ -245,7 +232,8 @@ mod tests {
     fn only_records_with_a_whole_step_are_read() {
         let text =
             "{\"step\": 1}\nnot json\n{\"step\": \"x\"}\n{\"step\": -2}\n{\"step\": 2}\n{\"step\": 3, \"ha";
-        let steps: Vec<u64> = run_records(Path::new("m.jsonl"), text.as_bytes())
+        let steps: Vec<u64> = parse_records(text.as_bytes(), usize::MAX)
+            .records
             .iter()
             .map(|r| r["step"].as_u64().unwrap())
             .collect();
@@ -263,7 +251,7 @@ mod tests {
             )
         };
         let text: String = (1..=3).map(sample).collect();
-        let read = parse_records_keeping(text.as_bytes(), 1);
+        let read = parse_records(text.as_bytes(), 1);
         assert_eq!(
             read.records[0],
             serde_json::json!({"step": 1, "example": "q1", "scores": {"accuracy": 1.0}, NOT_SHOWN: true})
@@ -294,7 +282,7 @@ mod tests {
     fn a_last_line_cut_inside_a_character_is_not_yet_written() {
         let mut bytes = metrics_line(1).into_bytes();
         bytes.extend_from_slice(b"{\"step\":2,\"note\":\"caf\xC3");
-        let read = parse_records(&bytes);
+        let read = parse_records(&bytes, usize::MAX);
         assert_eq!(read.records.len(), 1);
         assert!(read.not_utf8.is_empty() && read.foreign.is_empty(), "{read:?}");
         let dir = tempfile::tempdir().unwrap();
@@ -314,7 +302,7 @@ mod tests {
         bytes.extend_from_slice(b"{\"step\":2,\"x\":\"\xFF\"}\r\n");
         bytes.extend_from_slice(metrics_line(3).as_bytes());
         bytes.extend_from_slice(b"not json\n");
-        let read = parse_records(&bytes);
+        let read = parse_records(&bytes, usize::MAX);
         let steps: Vec<u64> = read.records.iter().map(|r| r["step"].as_u64().unwrap()).collect();
         assert_eq!(steps, [1, 3]);
         assert_eq!(
