@@ -69,6 +69,15 @@ fn the_report_draws_every_step_of_every_run_and_opens_clean_in_a_browser() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success() && stderr.contains(says), "{stderr}");
     }
+    // `--out -` is standard output: the page alone, no file named `-`.
+    let output = Command::new(env!("CARGO_BIN_EXE_crpo-host"))
+        .args(["report", "a", "--out", "-"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let page = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && page.starts_with("<!doctype html>") && page.ends_with("</html>"));
+    assert!(!dir.path().join("-").exists());
     // kl is measured only with a KL penalty (no reference runs without one), as TRL logs it.
     for (run, measured) in [("a", true), ("b", false)] {
         let metrics = std::fs::read_to_string(dir.path().join(run).join("metrics.jsonl")).unwrap();

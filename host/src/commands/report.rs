@@ -10,7 +10,8 @@ pub struct ReportArgs {
     /// More runs to overlay (`report A --compare B C` is `report A B C`).
     #[arg(long, num_args = 1.., value_name = "RUN")]
     pub compare: Vec<PathBuf>,
-    /// Where to write the HTML (default: report.html in the first run's directory).
+    /// Where to write the HTML (default: report.html in the first run's directory; `-`:
+    /// standard output).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
 }
@@ -45,10 +46,18 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
         }
     }
     super::refuse_naming_twice(&runs, "run directory", "run")?;
-    let out = args.out.clone().unwrap_or_else(|| first.join("report.html"));
+    // `-` is standard output, as most tools read it (it wrote a file named `-`).
+    let to_stdout = args.out.as_deref() == Some(Path::new("-"));
+    let out = match &args.out {
+        _ if to_stdout => PathBuf::from("/dev/stdout"),
+        Some(out) => out.clone(),
+        None => first.join("report.html"),
+    };
     refuse_replacing_other_files(&out)?;
     crate::report::write_report(&runs, &out)?;
-    println!("report: {}", out.display());
+    if !to_stdout {
+        println!("report: {}", out.display());
+    }
     Ok(())
 }
 
