@@ -85,14 +85,7 @@ pub fn run(args: &MergeLoraArgs) -> anyhow::Result<()> {
         weights.extend(tensors);
     }
     let merged = merge(weights, &adapters, &config, &args.adapter)?;
-    crate::interrupt::exit_removing(
-        atomic_file::staging_dirs(&args.out).0,
-        format!(
-            "{} was not written (nothing half-written is left)",
-            args.out.display()
-        ),
-    )?;
-    atomic_file::publish_dir(&args.out, |temp| {
+    crate::model_output::write_model_dir(&args.out, |temp| {
         save_tensors(&merged, &temp.join(SINGLE_FILE))?;
         for file in COPIED {
             let source = base.join(file);

@@ -1,6 +1,5 @@
 //! `crpo-host init-model` and `crpo-host generate`, through the policy plugins of the registry.
 
-use crate::atomic_file;
 use crate::device::{parse_device, parse_dtype};
 use crate::plugins::PluginRegistry;
 use crate::rollout::sampling::SamplingConfig;
@@ -49,14 +48,7 @@ pub fn init_model(registry: &PluginRegistry, args: &InitModelArgs) -> anyhow::Re
         );
     }
     crate::model_output::check_model_output(&args.out, "--out", args.overwrite)?;
-    crate::interrupt::exit_removing(
-        atomic_file::staging_dirs(&args.out).0,
-        format!(
-            "{} was not written (nothing half-written is left)",
-            args.out.display()
-        ),
-    )?;
-    atomic_file::publish_dir(&args.out, |temp| {
+    crate::model_output::write_model_dir(&args.out, |temp| {
         Ok(plugin.write_preset(&args.preset, temp, args.seed)?)
     })
     .with_context(|| {

@@ -223,23 +223,15 @@ pub fn records(text: &str) -> Records {
 /// `line` with Python's `NaN`, `Infinity` and `-Infinity` outside strings as `null`; `None`
 /// when it has none.
 fn python_numbers_as_null(line: &str) -> Option<String> {
-    let (mut out, mut in_string, mut escaped, mut changed) =
-        (String::with_capacity(line.len()), false, false, false);
+    let (mut out, mut strings, mut changed) = (String::with_capacity(line.len()), Strings::default(), false);
     let mut rest = line;
     while let Some(c) = rest.chars().next() {
-        if in_string {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-        } else if c == '"' {
-            in_string = true;
-        } else if let Some(token) = ["-Infinity", "Infinity", "NaN"]
-            .into_iter()
-            .find(|t| rest.starts_with(t))
-        {
+        let token = strings.outside(c).then(|| {
+            ["-Infinity", "Infinity", "NaN"]
+                .into_iter()
+                .find(|t| rest.starts_with(t))
+        });
+        if let Some(token) = token.flatten() {
             out.push_str("null");
             rest = &rest[token.len()..];
             changed = true;
@@ -251,26 +243,41 @@ fn python_numbers_as_null(line: &str) -> Option<String> {
     changed.then_some(out)
 }
 
+/// Where a scan of a JSON text is: inside a string (after an escape) or not.
+#[derive(Default)]
+struct Strings {
+    inside: bool,
+    escaped: bool,
+}
+
+impl Strings {
+    /// Takes the next character: whether it is outside every string (a string's opening
+    /// quote counts as outside, its closing one as inside).
+    fn outside(&mut self, c: char) -> bool {
+        if self.inside {
+            match (self.escaped, c) {
+                (true, _) => self.escaped = false,
+                (false, '\\') => self.escaped = true,
+                (false, '"') => self.inside = false,
+                _ => {}
+            }
+            return false;
+        }
+        self.inside = c == '"';
+        true
+    }
+}
+
 /// The characters of a JSON text outside its strings (a string's opening quote included), each
 /// with its 1-based line.
 fn structure(text: &str) -> impl Iterator<Item = (usize, char)> + '_ {
-    let (mut line, mut in_string, mut escaped) = (1, false, false);
+    let (mut line, mut strings) = (1, Strings::default());
     text.chars().filter_map(move |c| {
         let at = line;
         if c == '\n' {
             line += 1;
         }
-        if in_string {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-            return None;
-        }
-        in_string = c == '"';
-        Some((at, c))
+        strings.outside(c).then_some((at, c))
     })
 }
 
