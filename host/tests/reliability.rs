@@ -128,6 +128,20 @@ fn init_model_never_replaces_a_model_without_overwrite() {
 #[test]
 fn settings_that_learn_nothing_are_refused_before_any_step() {
     let dir = setup("max_steps = 1", "");
+    let nothing = run(
+        dir.path(),
+        &[
+            "generate",
+            "--model",
+            "model",
+            "--prompt",
+            "hi",
+            "--max-new-tokens",
+            "0",
+        ],
+    );
+    assert_eq!(nothing.status.code(), Some(1), "{}", stderr(&nothing));
+    assert!(stderr(&nothing).contains("--max-new-tokens must be at least 1"));
     edit_config(
         dir.path(),
         "preset = \"crpo\"",

@@ -176,6 +176,9 @@ pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result
     // Arithmetic: 2 FLOPs per parameter per token (prefill once per distinct prompt, decode
     // per live row per step); attention over the cache is left out (small at these lengths).
     let prefill_tokens = args.prompts * args.prompt_tokens;
+    // The whole rollout's time over its decode steps: the prefill is spread over them. None
+    // without a decode step (every row ended at its first token: the time is the prefill's).
+    let ms_per_decode_step = (stats.decode_steps > 0).then(|| 1e3 * seconds / stats.decode_steps as f64);
     let flops = 2.0 * parameters as f64 * (prefill_tokens + stats.row_steps + prompts.len()) as f64;
     let mut record = json!({
         "device": format!("{device:?}"), "dtype": format!("{kind:?}"), "parameters": parameters,
@@ -185,7 +188,7 @@ pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result
         "tokens_per_s": generated as f64 / seconds,
         "decode_steps": stats.decode_steps, "row_steps": stats.row_steps,
         "rows_if_none_left": stats.decode_steps * prompts.len(),
-        "ms_per_decode_step": 1e3 * seconds / stats.decode_steps.max(1) as f64,
+        "ms_per_decode_step": ms_per_decode_step,
         "gflop_per_s": flops / seconds / 1e9,
         "kv_cache_bytes": stats.kv_cache_bytes,
         "peak_rss_bytes": crate::memory_stats::peak_rss_bytes(),
@@ -197,9 +200,9 @@ pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result
         generated as f64 / seconds
     );
     println!(
-        "  {} decode steps, {:.2} ms each; {} row-steps of {} if no row left ({:.0}%); {:.1} GFLOP/s of model arithmetic",
+        "  {} decode steps, {} each (the prefill spread over them); {} row-steps of {} if no row left ({:.0}%); {:.1} GFLOP/s of model arithmetic",
         stats.decode_steps,
-        1e3 * seconds / stats.decode_steps.max(1) as f64,
+        ms_per_decode_step.map_or_else(|| "no time".to_string(), |ms| format!("{ms:.2} ms")),
         stats.row_steps,
         stats.decode_steps * prompts.len(),
         100.0 * stats.row_steps as f64 / (stats.decode_steps * prompts.len()).max(1) as f64,

@@ -109,6 +109,9 @@ pub fn generate(registry: &PluginRegistry, args: &GenerateArgs) -> anyhow::Resul
     if args.system.is_some() && !args.chat {
         bail!("--system needs --chat: a system message is part of the chat template");
     }
+    if args.max_new_tokens == 0 {
+        bail!("--max-new-tokens must be at least 1 (as transformers' generate: 0 generates nothing)");
+    }
     if args.prompt.is_empty() && !args.chat {
         bail!("--prompt is empty: there is nothing to continue (give text, or --chat to wrap it in the chat template)");
     }

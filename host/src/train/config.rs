@@ -595,7 +595,13 @@ impl AlgorithmConfig {
                 self.temperature
             );
         }
-        if self.temperature <= 0.0 {
+        if self.temperature < 0.0 {
+            bail!(
+                "algorithm.temperature must be > 0 (it is {}): logits are divided by it",
+                self.temperature
+            );
+        }
+        if self.temperature == 0.0 {
             bail!(
                 "algorithm.temperature must be > 0 (it is {}): at 0 every completion of a group is the same, every group ties and nothing is learned",
                 self.temperature
