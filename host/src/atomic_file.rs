@@ -216,9 +216,10 @@ pub fn cannot_create_in(parent: &Path, error: &std::io::Error) -> anyhow::Error 
     anyhow::anyhow!("cannot create a file in {}: {reason}", parent.display())
 }
 
-/// Held while [`publish_dir`] moves directories into place: a stop on a signal waits for it
-/// (`interrupt::exit_removing`), so the user's old directory is never left moved aside.
-pub static PUBLISHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Held while [`publish_dir`] moves directories into place, so a stop on a signal waits for it
+/// (`interrupt::exit_removing`) and the user's old directory is never left moved aside; true
+/// once the new one is in place.
+pub static PUBLISHED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
 
 /// Where [`publish_dir`] writes `target` before it is published: a hidden sibling of the
 /// directory it replaces (through a link, of the link's target, which is replaced and the link
@@ -270,7 +271,7 @@ pub fn publish_dir(target: &Path, write: impl FnOnce(&Path) -> anyhow::Result<()
         return Err(error);
     }
     {
-        let _moving = PUBLISHING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut published = PUBLISHED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if target.exists() {
             std::fs::rename(target, &old)
                 .with_context(|| format!("cannot move {} aside", target.display()))?;
@@ -282,6 +283,7 @@ pub fn publish_dir(target: &Path, write: impl FnOnce(&Path) -> anyhow::Result<()
             }
             return Err(error).with_context(|| format!("cannot publish {}", target.display()));
         }
+        *published = true;
     }
     if old.exists() {
         std::fs::remove_dir_all(&old).with_context(|| format!("cannot remove {}", old.display()))?;

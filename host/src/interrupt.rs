@@ -101,21 +101,35 @@ pub fn exit_saying(next: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// For a command that writes a directory through `atomic_file::publish_dir`: the first SIGINT
-/// or SIGTERM removes `staged` (the hidden directory being written; it held a half-written
-/// model) once no directory is being moved into place, then ends the process with 128 +
-/// signal, saying `next`.
-pub fn exit_removing(staged: std::path::PathBuf, next: String) -> anyhow::Result<()> {
+/// For a command that writes the directory `out` through `atomic_file::publish_dir`: the
+/// first SIGINT or SIGTERM, once no directory is being moved into place, removes what was
+/// staged (it held a half-written model) and ends the process with 128 + signal, saying
+/// whether `out` was written.
+pub fn exit_removing(out: &std::path::Path) -> anyhow::Result<()> {
+    let (staged, old) = crate::atomic_file::staging_dirs(out);
+    let out = out.display().to_string();
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     std::thread::Builder::new()
         .name("stop-removing".into())
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
-                let _moving = crate::atomic_file::PUBLISHING
+                let published = crate::atomic_file::PUBLISHED
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
-                let _ = std::fs::remove_dir_all(&staged);
-                eprintln!("\nerror: stopped by {}: {next}", Interrupted::name(signal));
+                let name = Interrupted::name(signal);
+                if *published {
+                    eprintln!(
+                        "\nerror: stopped by {name} after {out} was written (its old copy may be left as {}; the next write removes it)",
+                        old.display()
+                    );
+                } else {
+                    // Moved away first: files the main thread still creates then fail instead
+                    // of refilling the directory being removed.
+                    let trash = staged.with_extension("stopped");
+                    let removing = if std::fs::rename(&staged, &trash).is_ok() { &trash } else { &staged };
+                    let _ = std::fs::remove_dir_all(removing);
+                    eprintln!("\nerror: stopped by {name}: {out} was not written (nothing half-written is left)");
+                }
                 // SAFETY: ends the process now, as the signal's default action would; the main
                 // thread may be mid-write, so exit handlers are not run under it.
                 unsafe { libc::_exit(128 + signal) };

@@ -22,6 +22,7 @@ pub mod rollout;
 pub mod text_table;
 pub mod torch_info;
 pub mod train;
+pub mod warn_once;
 
 // Built-in plugin crates register themselves with `inventory`; naming them here keeps the
 // linker from dropping their registrations.

@@ -82,10 +82,7 @@ pub fn check_model_output(out: &Path, flag: &str, overwrite: bool) -> anyhow::Re
 /// Writes the model directory `out` whole with `write` (crate::atomic_file::publish_dir),
 /// the first SIGINT or SIGTERM removing what was staged (a cut-off model was left hidden).
 pub fn write_model_dir(out: &Path, write: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
-    crate::interrupt::exit_removing(
-        crate::atomic_file::staging_dirs(out).0,
-        format!("{} was not written (nothing half-written is left)", out.display()),
-    )?;
+    crate::interrupt::exit_removing(out)?;
     crate::atomic_file::publish_dir(out, write)
 }
 

@@ -41,14 +41,17 @@ pub fn parse_options<T: DeserializeOwned>(options: &serde_json::Value) -> Result
     })
 }
 
+/// Whether `number` is finite and within an `f32`'s range (±3.4e38): a config number an `f32`
+/// can hold as written.
+pub fn fits_f32(number: f64) -> bool {
+    number.is_finite() && number.abs() <= f32::MAX as f64
+}
+
 /// The first number in `value` too large for an `f32`, with its path (`drugs[2].dose`).
 fn beyond_f32(value: &serde_json::Value, path: String) -> Option<(String, f64)> {
     use serde_json::Value;
     match value {
-        Value::Number(number) => number
-            .as_f64()
-            .filter(|n| n.abs() > f32::MAX as f64)
-            .map(|n| (path, n)),
+        Value::Number(number) => number.as_f64().filter(|n| !fits_f32(*n)).map(|n| (path, n)),
         Value::Array(items) => items
             .iter()
             .enumerate()

@@ -53,7 +53,10 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
         Some(out) => out.clone(),
         None => first.join("report.html"),
     };
-    refuse_replacing_other_files(&out)?;
+    // Standard output goes where the shell was told: its file is already open (and truncated).
+    if !to_stdout {
+        refuse_replacing_other_files(&out)?;
+    }
     crate::report::write_report(&runs, &out)?;
     if !to_stdout {
         println!("report: {}", out.display());

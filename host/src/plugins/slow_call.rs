@@ -3,7 +3,7 @@
 //! A cheap in-process objective is a plain function call, with no per-call timeout: a thread
 //! per call would cost more than the objective. If one hangs, the run would wait in silence.
 //! One watchdog thread, started at the first watched call, looks at the calls in flight
-//! every second and says once, for each call past [`SLOW_CALL_AFTER`], which objective it is
+//! every second and says, once for each objective whose call runs past [`SLOW_CALL_AFTER`], which it is
 //! and how to give it a limit. Watching a call costs two uncontended lock operations.
 
 use std::collections::HashMap;
@@ -66,11 +66,12 @@ impl Watchdog {
             Watchdog::start(
                 SLOW_CALL_AFTER,
                 Duration::from_secs(1),
+                // Once per objective: one that is slow rather than stuck would say it every group.
                 Box::new(|what, running| {
-                    tracing::warn!(
+                    crate::warn_once::warn_once(&format!("slow call {what}"), || format!(
                         "{what} has been scoring one group for {} s and has no time limit (a cheap in-process plugin runs without one); if it is stuck, stop crpo and give it a limit: `timeout_s` or `isolation = \"process\"` in its [[reward.objectives]] entry (score: --timeout-s, --isolation process)",
                         running.as_secs()
-                    )
+                    ))
                 }),
             )
         })

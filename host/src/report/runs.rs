@@ -154,7 +154,7 @@ pub const SAMPLES_SHOWN: usize = 2000;
 /// inside a multi-byte character) is not yet written and left out quietly; earlier lines
 /// that are not UTF-8 or not records (edited, corrupted) are counted as left out. Only the
 /// records of the last `whole` lines are kept whole: earlier ones keep their step, example
-/// id and scores (what the trade-offs read), as they are read, so their text is never held.
+/// id and scores (what the trade-offs read), as they are read, so their text is not kept.
 fn parse_records(bytes: &[u8], whole: usize) -> ReadRecords {
     let mut read = ReadRecords::default();
     let lines: Vec<&[u8]> = bytes.split(|&byte| byte == b'\n').collect();

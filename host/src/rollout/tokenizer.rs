@@ -47,6 +47,8 @@ pub struct ChatTokenizer {
     templates: std::result::Result<minijinja::Environment<'static>, String>,
     /// Where the template came from, for its errors ("M/tokenizer_config.json's chat_template").
     template_source: String,
+    /// Said at the first chat rendered, when the model ships no template (ChatML is used).
+    default_template: Option<String>,
     /// `bos_token`, `eos_token`, `pad_token`, … as tokenizer_config.json sets them.
     special_tokens: std::collections::BTreeMap<String, String>,
     eos_ids: Vec<u32>,
@@ -72,27 +74,30 @@ fn token_string(value: Option<&serde_json::Value>) -> Option<String> {
     }
 }
 
-/// `eos_token_id` as transformers reads it: an id, a list of ids, or null (none). Anything
-/// else is refused naming `file`: an EOS that is never recognised lets every completion run
-/// to its budget.
-fn ids(value: Option<&serde_json::Value>, file: &Path) -> Result<Vec<u32>> {
+/// `eos_token_id` as transformers reads it: an id, a list of ids, or null (none). An entry
+/// that is no id (`"abc"`, `-1`) is left out with a warning naming `file`, as transformers
+/// warns; with no EOS left at all the tokenizer is refused (completions would run to their
+/// budget).
+fn ids(value: Option<&serde_json::Value>, file: &Path) -> Vec<u32> {
     use serde_json::Value;
-    let id = |value: &Value| {
-        value
-            .as_u64()
-            .and_then(|id| u32::try_from(id).ok())
-            .ok_or_else(|| {
-                anyhow!(
-                    "{}: eos_token_id holds {value}: expected a token id (a whole number ≥ 0) or a list of them",
-                    file.display()
-                )
-            })
+    let entries: Vec<&Value> = match value {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => list.iter().collect(),
+        Some(one) => vec![one],
     };
-    match value {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(list)) => list.iter().map(id).collect(),
-        Some(one) => Ok(vec![id(one)?]),
-    }
+    entries
+        .into_iter()
+        .filter_map(|entry| {
+            let id = entry.as_u64().and_then(|id| u32::try_from(id).ok());
+            if id.is_none() {
+                tracing::warn!(
+                    "{}: eos_token_id holds {entry}, which is no token id (a whole number ≥ 0): left out",
+                    file.display()
+                );
+            }
+            id
+        })
+        .collect()
 }
 
 /// The special tokens transformers passes to a chat template (its `special_tokens_map`).
@@ -105,17 +110,6 @@ const SPECIAL_TOKENS: [&str; 7] = [
     "cls_token",
     "mask_token",
 ];
-
-/// Says, once per directory, that prompts are written in ChatML because the model ships no
-/// template (transformers refuses `apply_chat_template` there).
-fn warn_of_default_template(dir: &Path, tokenizer: &Tokenizer) {
-    static WARNED: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
-    let mut warned = WARNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if !warned.iter().any(|seen| seen == dir) {
-        warned.push(dir.to_path_buf());
-        tracing::warn!("{}", default_template_warning(dir, tokenizer));
-    }
-}
 
 /// The warning for a model without a chat template: louder when ChatML's markers are not
 /// tokens of its tokenizer (a base Llama's), for the model then reads them as plain text.
@@ -132,8 +126,9 @@ fn default_template_warning(dir: &Path, tokenizer: &Tokenizer) -> String {
         format!("{lacking}: prompts are written in ChatML, as Qwen's")
     } else {
         format!(
-            "{lacking}, so prompts are written in ChatML, but {} is no token of its tokenizer: the model reads ChatML's markers as plain text; give the model the chat template it was trained with (chat_template.jinja)",
-            missing.join(" and ")
+            "{lacking}, so prompts are written in ChatML, but {} {} of its tokenizer: the model reads ChatML's markers as plain text; give the model the chat template it was trained with (chat_template.jinja)",
+            missing.join(" and "),
+            if missing.len() > 1 { "are no tokens" } else { "is no token" }
         )
     }
 }
@@ -239,6 +234,7 @@ impl ChatTokenizer {
         let tokenizer_config = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or_default();
         let template_file = dir.join("chat_template.jinja");
         let config_file = dir.join("tokenizer_config.json");
+        let mut default_template = None;
         let (chat_template, template_source) = if template_file.exists() {
             let text = std::fs::read_to_string(&template_file)
                 .with_context(|| format!("cannot read {}", template_file.display()))?;
@@ -247,7 +243,7 @@ impl ChatTokenizer {
             match config_template(tokenizer_config.get("chat_template"), &config_file)? {
                 Some(text) => (text, format!("{}'s chat_template", config_file.display())),
                 None => {
-                    warn_of_default_template(dir, &tokenizer);
+                    default_template = Some(default_template_warning(dir, &tokenizer));
                     (
                         CHATML_TEMPLATE.to_string(),
                         format!("ChatML (the default: {} has none)", dir.display()),
@@ -269,7 +265,7 @@ impl ChatTokenizer {
         for file in ["generation_config.json", "config.json"] {
             let path = dir.join(file);
             if let Some(json) = read_json(&path)? {
-                eos_ids.extend(ids(json.get("eos_token_id"), &path)?);
+                eos_ids.extend(ids(json.get("eos_token_id"), &path));
             }
         }
         if let Some(eos_token) = special_tokens.get("eos_token") {
@@ -297,6 +293,7 @@ impl ChatTokenizer {
             tokenizer,
             templates,
             template_source,
+            default_template,
             special_tokens,
             eos_ids,
             pad_id,
@@ -333,6 +330,9 @@ impl ChatTokenizer {
 
     /// Renders messages with the chat template, as `apply_chat_template(..., tokenize=False)`.
     pub fn render_chat(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        if let Some(warning) = &self.default_template {
+            crate::warn_once::warn_once(warning, || warning.clone());
+        }
         let template = self
             .templates
             .as_ref()
@@ -447,7 +447,7 @@ mod tests {
         let base = Tokenizer::from_file(&path).unwrap();
         let loud = default_template_warning(dir.path(), &base);
         assert!(
-            loud.contains("<|im_start|> and <|im_end|> is no token") && loud.contains("plain text"),
+            loud.contains("<|im_start|> and <|im_end|> are no tokens") && loud.contains("plain text"),
             "{loud}"
         );
     }
@@ -464,19 +464,17 @@ mod tests {
     }
 
     #[test]
-    fn an_eos_token_id_that_is_no_id_is_refused_naming_its_file() {
-        let (dir, _) = tokenizer_with(|_| {});
+    fn an_eos_token_id_that_is_no_id_is_left_out_and_none_left_is_refused() {
+        let (dir, _) = tokenizer_with(|config| {
+            config.as_object_mut().unwrap().remove("eos_token");
+        });
+        let _ = std::fs::remove_file(dir.path().join("config.json"));
         let path = dir.path().join("generation_config.json");
-        for bad in [r#""abc""#, "[2, -1]", "1.5"] {
-            std::fs::write(&path, format!(r#"{{"eos_token_id": {bad}}}"#)).unwrap();
-            let error = ChatTokenizer::from_dir(dir.path()).err().unwrap().to_string();
-            assert!(
-                error.contains("generation_config.json: eos_token_id holds"),
-                "{bad}: {error}"
-            );
-        }
-        std::fs::write(&path, r#"{"eos_token_id": null}"#).unwrap();
-        assert!(ChatTokenizer::from_dir(dir.path()).is_ok());
+        std::fs::write(&path, r#"{"eos_token_id": [2, -1, "abc"]}"#).unwrap();
+        assert_eq!(ChatTokenizer::from_dir(dir.path()).unwrap().eos_ids(), [2]);
+        std::fs::write(&path, r#"{"eos_token_id": [-1, 1.5]}"#).unwrap();
+        let error = ChatTokenizer::from_dir(dir.path()).err().unwrap().to_string();
+        assert!(error.contains("no EOS token"), "{error}");
     }
 
     #[test]

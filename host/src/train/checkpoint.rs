@@ -174,19 +174,16 @@ pub fn save(
     let all = list(run_dir)?;
     for (step, old) in &all[..all.len().saturating_sub(keep)] {
         // A report or an evaluation saved into a checkpoint is the user's, not ours to delete.
-        let foreign = files_not_written_by_crpo(old)?;
+        // A checkpoint that cannot be checked is kept too: the run goes on either way.
+        let foreign = files_not_written_by_crpo(old).unwrap_or_else(|error| vec![format!("{error:#}")]);
         if !foreign.is_empty() {
-            static TOLD: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-            let mut told = TOLD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if told.contains(old) {
-                continue;
-            }
-            told.push(old.clone());
-            tracing::warn!(
-                "kept the old checkpoint {} beyond run.save_total_limit = {keep}: it holds files crpo did not write ({}); delete it yourself once they are safe",
-                old.display(),
-                foreign.join(", ")
-            );
+            crate::warn_once::warn_once(&format!("kept checkpoint {}", old.display()), || {
+                format!(
+                    "kept the old checkpoint {} beyond run.save_total_limit = {keep}: it holds files crpo did not write ({}); delete it yourself once they are safe",
+                    old.display(),
+                    foreign.join(", ")
+                )
+            });
             continue;
         }
         let trash = dir.join(format!("{TRASH_PREFIX}{}", step_name(*step)));

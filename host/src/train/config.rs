@@ -888,11 +888,11 @@ impl RunConfig {
         if self.run.ddp_timeout == 0 {
             bail!("run.ddp_timeout must be at least 1 (seconds a collective may wait for the other ranks)");
         }
-        // libtorch holds the timeout in nanoseconds in an i64: a larger value overflowed it
-        // (a start that failed at once, or hung).
+        // A chosen cap: far larger values overflowed libtorch's nanosecond timeouts (a start
+        // that failed at once, or hung), and a rank that waits a week is lost anyway.
         if self.run.ddp_timeout > MAX_DDP_TIMEOUT_S {
             bail!(
-                "run.ddp_timeout is {}, at most {MAX_DDP_TIMEOUT_S} seconds (a week): longer overflows libtorch's timeouts; a rank that waits that long is lost anyway",
+                "run.ddp_timeout is {}, at most {MAX_DDP_TIMEOUT_S} seconds (a week): a rank silent that long is lost, and far larger values overflow libtorch's timeouts",
                 self.run.ddp_timeout
             );
         }
@@ -933,7 +933,7 @@ impl RunConfig {
                 );
             }
             if let Some(weight) = objective.weight {
-                if !weight.is_finite() || weight.abs() > f32::MAX as f64 {
+                if !crpo_sdk::options::fits_f32(weight) {
                     bail!(
                         "[[reward.objectives]] `{}`: weight {weight:e} is not a finite number within ±3.4e38",
                         objective.plugin

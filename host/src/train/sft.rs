@@ -112,9 +112,10 @@ pub fn run(
         );
     }
     let total_steps = sft.epochs * examples.len().div_ceil(sft.batch_size);
-    if sft.warmup_steps >= total_steps {
+    // The warm-up reaches the full rate at update `warmup_steps`.
+    if sft.warmup_steps > total_steps {
         tracing::warn!(
-            "sft.warmup_steps = {} is not below the {total_steps} updates of this fine-tuning: the learning rate never reaches sft.learning_rate",
+            "sft.warmup_steps = {} is more than the {total_steps} updates of this fine-tuning: the learning rate never reaches sft.learning_rate",
             sft.warmup_steps
         );
     }

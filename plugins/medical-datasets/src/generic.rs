@@ -172,7 +172,25 @@ impl DatasetPlugin for GenericJsonlReader {
 
     fn read(&self, source: &DatasetSource) -> Result<DatasetRead, PluginError> {
         let mapping: FieldMapping = parse_options(&source.options)?;
-        read_records(&source.path, |record, id| mapping.parse(record, id))
+        let read = read_records(&source.path, |record, id| mapping.parse(record, id))?;
+        // Free-text rows read under any format; but a format for option answers over a file
+        // where no row has options is a missing `options` mapping, not free text.
+        let answered = read.examples.iter().any(|e| e.answer.is_some());
+        if mapping.answer_format != AnswerFormat::Key
+            && answered
+            && read.examples.iter().all(|e| e.options.is_empty())
+        {
+            return Err(PluginError::InvalidOption {
+                option: "answer_format".into(),
+                message: format!(
+                    "\"{}\" reads answers as options, but no record of {} has options under `{}`: map the field that holds them (options = \"choices\"), or leave answer_format out for free-text answers",
+                    format!("{:?}", mapping.answer_format).to_lowercase(),
+                    source.path.display(),
+                    mapping.options
+                ),
+            });
+        }
+        Ok(read)
     }
 }
 
@@ -296,6 +314,31 @@ mod tests {
                 .as_deref(),
             Some("yes")
         );
+        // A format for option answers over a file where no row has options is a missing
+        // options mapping: refused, not read as free text.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.jsonl");
+        std::fs::write(
+            &path,
+            "{\"question\": \"Which?\", \"choices\": [\"x\", \"y\"], \"answer\": 1}\n",
+        )
+        .unwrap();
+        let source = |options: Value| DatasetSource {
+            path: path.clone(),
+            options,
+        };
+        let err = GENERIC_JSONL
+            .read(&source(json!({"answer_format": "index0"})))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no record of") && err.contains("options = \"choices\""),
+            "{err}"
+        );
+        let mapped = GENERIC_JSONL
+            .read(&source(json!({"answer_format": "index0", "options": "choices"})))
+            .unwrap();
+        assert_eq!(mapped.examples[0].answer.as_deref(), Some("B"));
         // Free-text rows beside option rows, whatever answer_format says of the latter.
         for format in ["index0", "index1", "text"] {
             let mixed = mapping(json!({"answer_format": format}));

@@ -187,12 +187,7 @@ fn unreadable_in(value: &Value) -> Option<&str> {
 /// The records of a JSONL text or a JSON array, each with the line it starts on.
 pub fn records(text: &str) -> Records {
     if text.trim_start().starts_with('[') {
-        let parsed = serde_json::from_str::<Vec<Value>>(text).or_else(|error| {
-            python_numbers_as_null(text)
-                .and_then(|text| serde_json::from_str(&text).ok())
-                .ok_or(error)
-        });
-        return match parsed {
+        return match from_json::<Vec<Value>>(text) {
             Ok(values) => {
                 let starts = array_element_lines(text);
                 values
@@ -207,17 +202,19 @@ pub fn records(text: &str) -> Records {
     text.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| {
-            let parsed = serde_json::from_str(line).or_else(|error| {
-                // Python's json.dumps writes NaN and ±Infinity by default: read as null, as
-                // pandas writes them (a NaN gold is then no gold, like a Parquet NaN).
-                python_numbers_as_null(line)
-                    .and_then(|line| serde_json::from_str(&line).ok())
-                    .ok_or(error)
-            });
-            (i + 1, parsed.map_err(|e| format!("invalid JSON: {e}")))
-        })
+        .map(|(i, line)| (i + 1, from_json(line).map_err(|e| format!("invalid JSON: {e}"))))
         .collect()
+}
+
+/// `text` as JSON; Python's `NaN` and `±Infinity`, which json.dumps writes by default, read as
+/// null, as pandas writes them (a NaN gold is then no gold, like a Parquet NaN). The error is
+/// the strict parse's.
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> serde_json::Result<T> {
+    serde_json::from_str(text).or_else(|error| {
+        python_numbers_as_null(text)
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .ok_or(error)
+    })
 }
 
 /// `line` with Python's `NaN`, `Infinity` and `-Infinity` outside strings as `null`; `None`
