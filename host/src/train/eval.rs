@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct EvalReport {
     /// How the table names the model (by default the end of its path).
     pub label: String,
@@ -384,10 +384,13 @@ fn question_record(
     })
 }
 
-/// How a report's decoding reads in a table: `greedy` or `T=1, k=8 (vote)`.
+/// How a report's decoding reads in a table: `greedy`, `T=1, k=1` or `T=1, k=8 (vote)`.
 pub fn decoding(report: &EvalReport) -> String {
     if report.temperature <= 0.0 {
         "greedy".into()
+    } else if report.samples == 1 {
+        // One sample: nothing is voted on.
+        format!("T={}, k=1", report.temperature)
     } else {
         format!("T={}, k={} (vote)", report.temperature, report.samples)
     }
@@ -444,6 +447,20 @@ mod tests {
         );
         assert_eq!(majority_vote(&answers(&[Some("C"), None, Some("B")])), Some("C"));
         assert_eq!(majority_vote(&answers(&[None, None])), None);
+    }
+
+    #[test]
+    fn one_sample_is_not_called_a_vote() {
+        let mut report = EvalReport {
+            samples: 1,
+            temperature: 1.0,
+            ..EvalReport::default()
+        };
+        assert_eq!(decoding(&report), "T=1, k=1");
+        report.samples = 8;
+        assert_eq!(decoding(&report), "T=1, k=8 (vote)");
+        report.temperature = 0.0;
+        assert_eq!(decoding(&report), "greedy");
     }
 
     #[test]
