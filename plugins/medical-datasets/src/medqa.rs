@@ -1,6 +1,7 @@
 //! MedQA (USMLE), JSONL: `{"question", "answer" (text), "options": {"A": …}, "answer_idx": "C",
 //! "meta_info", "metamap_phrases"}`. 4- and 5-option variants alike, and BigBio's source layout
-//! (`options` a list of `{"key", "value"}`). crpo's own extension: an
+//! (`options` a list of `{"key", "value"}`), and the options flattened into `options.A` …
+//! columns (`Dataset.flatten()`, `pandas.json_normalize`, a Parquet export). crpo's own extension: an
 //! optional `"reference_completion"` string, the target of the supervised cold start.
 
 use crate::records::{metadata_without, options_from_object, question_field, string_field};
@@ -9,7 +10,33 @@ use crpo_sdk::rules::python_strip;
 use crpo_sdk::{Example, Prompt};
 use serde_json::{Map, Value};
 
+/// `record` with flattened `options.A`, `options.B` … columns nested back under `options`
+/// (a null one, as a Parquet struct of 4- and 5-option questions has, is no option); `None`
+/// when it has an `options` field or no such column.
+fn with_nested_options(record: &Map<String, Value>) -> Option<Map<String, Value>> {
+    if record.contains_key("options") {
+        return None;
+    }
+    let options: Map<String, Value> = record
+        .iter()
+        .filter_map(|(key, value)| Some((key.strip_prefix("options.")?.to_string(), value.clone())))
+        .collect();
+    if options.is_empty() {
+        return None;
+    }
+    let mut nested: Map<String, Value> = record
+        .iter()
+        .filter(|(key, _)| !key.starts_with("options."))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    nested.insert("options".into(), Value::Object(options));
+    Some(nested)
+}
+
 pub fn looks_like(record: &Map<String, Value>) -> bool {
+    if let Some(nested) = with_nested_options(record) {
+        return looks_like(&nested);
+    }
     record.contains_key("question")
         && record
             .get("options")
@@ -18,6 +45,9 @@ pub fn looks_like(record: &Map<String, Value>) -> bool {
 }
 
 pub fn parse(record: &Map<String, Value>, id: &str) -> Result<Example, FieldError> {
+    if let Some(nested) = with_nested_options(record) {
+        return parse(&nested, id);
+    }
     let question = question_field(record, "question")?;
     let options = options_from_object(record, "options")?;
     let answer = string_field(record, "answer_idx")?;
@@ -92,6 +122,19 @@ mod tests {
         let example = parse(bigbio.as_object().unwrap(), "bigbio.jsonl:1").unwrap();
         assert_eq!(example.answer.as_deref(), Some("B"));
         assert_eq!(example.options[1].text, "Heparin");
+    }
+
+    /// `Dataset.flatten()` or a Parquet export: `options.A` … columns, a null one no option.
+    #[test]
+    fn flattened_option_columns_are_the_options() {
+        let flat = json!({"question": "Which?", "answer": "Heparin", "answer_idx": "B",
+            "options.A": "Aspirin", "options.B": "Heparin", "options.E": null, "meta_info": "step1"});
+        assert!(looks_like(flat.as_object().unwrap()));
+        let example = parse(flat.as_object().unwrap(), "flat.jsonl:1").unwrap();
+        assert_eq!(example.answer.as_deref(), Some("B"));
+        let keys: String = example.options.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, "AB");
+        assert!(!example.metadata.contains_key("options.A"));
     }
 
     /// Plugin authors build test examples with the sdk's `example_from_json`: it must read
