@@ -227,8 +227,8 @@ fn read_records(
         let line_no = index + 1;
         let record: Value =
             serde_json::from_str(line).with_context(|| format!("{input}:{line_no}: not valid JSON"))?;
-        let Some(completion) = record.get("completion").and_then(Value::as_str) else {
-            bail!("{input}:{line_no}: field `completion`: missing or not a string");
+        let Some(completion) = completion_text(record.get("completion")) else {
+            bail!("{input}:{line_no}: field `completion`: missing, or neither a string nor a list of messages ending with the assistant's");
         };
         lines.push(Line {
             number: line_no,
@@ -298,6 +298,20 @@ fn read_records(
             }
         })
         .collect())
+}
+
+/// The completion to score: a string, or TRL's conversational form (a list of messages whose
+/// last is the assistant's, its content a string).
+fn completion_text(value: Option<&Value>) -> Option<&str> {
+    match value? {
+        Value::String(text) => Some(text),
+        Value::Array(turns) => {
+            let last = turns.last()?;
+            (last.get("role")?.as_str()? == "assistant").then_some(())?;
+            last.get("content")?.as_str()
+        }
+        _ => None,
+    }
 }
 
 /// A line of the input, before its example is read.
@@ -384,6 +398,26 @@ mod tests {
             .map(<[Record]>::len)
             .collect();
         assert_eq!(groups, [2, 1]);
+    }
+
+    /// TRL's conversational prompt-completion rows, and a conversational prompt beside the
+    /// assistant's text: the completion to score is the assistant's.
+    #[test]
+    fn trl_s_conversational_rows_score_the_assistant_s_turn() {
+        let registry = PluginRegistry::builtin_only();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("conv.jsonl");
+        let prompt = json!([{"role": "user", "content": "Dose?"}]);
+        let lines = [
+            json!({"prompt": prompt, "completion": [{"role": "assistant", "content": "\\boxed{140}"}], "answer": 140.0}),
+            json!({"prompt": prompt, "completion": "\\boxed{7}", "answer": 140.0}),
+        ];
+        let text: Vec<String> = lines.iter().map(Value::to_string).collect();
+        std::fs::write(&path, text.join("\n")).unwrap();
+        let records = read_records(&registry, "conversational", Value::Null, &path).unwrap();
+        let completions: Vec<&str> = records.iter().map(|r| r.completion.as_str()).collect();
+        assert_eq!(completions, ["\\boxed{140}", "\\boxed{7}"]);
+        assert_eq!(records[0].example.answer.as_deref(), Some("140.0"));
     }
 
     /// A malformed example in crpo's own form names the field inside it, as readers do.

@@ -67,7 +67,11 @@ impl Fields {
         };
         // TRL's conversational prompt-completion form: the reference is `completion`'s turn.
         let completion = (field == "prompt").then(|| record.get(COMPLETION)).flatten();
-        if let Some(value) = completion.filter(|v| !v.is_null()) {
+        if let Some(Value::String(text)) = completion {
+            // The assistant's text alone (what `crpo-host score` reads as the completion to
+            // score, beside a conversational prompt).
+            reference_completion = Some(text.clone());
+        } else if let Some(value) = completion.filter(|v| !v.is_null()) {
             let turns = chat_messages(record, COMPLETION)?;
             match turns.as_slice() {
                 [turn] if turn.role == "assistant" => reference_completion = Some(turn.content.clone()),
@@ -259,6 +263,10 @@ mod tests {
         let two = json!({"prompt": [{"role": "user", "content": "Which?"}],
             "completion": [{"role": "user", "content": "x"}]});
         assert_eq!(parse(two, json!(null)).unwrap_err().0, "completion");
+        // The assistant's text alone, as `score` files give the output to score.
+        let text = json!({"prompt": [{"role": "user", "content": "Which?"}], "completion": "\\boxed{140}"});
+        let example = parse(text, json!(null)).unwrap();
+        assert_eq!(example.reference_completion.as_deref(), Some("\\boxed{140}"));
     }
 
     /// OpenAI-style content parts, as multimodal chat datasets write text too.
