@@ -109,6 +109,7 @@ pub fn render(runs: &[RunData]) -> String {
         "reward (the weighted total)",
         "reward",
         &series(runs, "/reward/mean", Some("/reward/std")),
+        runs.len() > 1,
     ));
     for name in &names {
         html.push_str(&chart(
@@ -119,6 +120,7 @@ pub fn render(runs: &[RunData]) -> String {
                 &json_pointer(&["objectives", name, "mean"]),
                 Some(&json_pointer(&["objectives", name, "std"])),
             ),
+            runs.len() > 1,
         ));
     }
     html.push_str("</div>");
@@ -146,7 +148,7 @@ pub fn render(runs: &[RunData]) -> String {
     ] {
         let drawn = series(runs, pointer, None);
         if !drawn.is_empty() {
-            html.push_str(&chart(title, &pointer[1..], &drawn));
+            html.push_str(&chart(title, &pointer[1..], &drawn, runs.len() > 1));
         }
     }
     html.push_str("</div>");
@@ -182,11 +184,13 @@ fn held_out_section(runs: &[RunData], names: &[String], decoding: &str) -> Strin
         &format!("held-out acc (share right), {decoding}"),
         &format!("eval/{decoding}/accuracy"),
         &held_out,
+        runs.len() > 1,
     ));
     html.push_str(&chart(
         &format!("held-out reward (mean), {decoding}"),
         &format!("eval/{decoding}/reward"),
         &series(runs, &json_pointer(&["eval", decoding, "reward"]), None),
+        runs.len() > 1,
     ));
     for name in names {
         let drawn = series(runs, &json_pointer(&["eval", decoding, "objectives", name]), None);
@@ -195,6 +199,7 @@ fn held_out_section(runs: &[RunData], names: &[String], decoding: &str) -> Strin
                 &format!("held-out {name} obj (mean), {decoding}"),
                 &held_out_objective_series_id(decoding, name),
                 &drawn,
+                runs.len() > 1,
             ));
         }
     }

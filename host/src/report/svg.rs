@@ -34,8 +34,9 @@ pub fn escape(text: &str) -> String {
     escaped
 }
 
-/// A chart titled `title`; `key` names its series in `data-series`.
-pub fn chart(title: &str, key: &str, series: &[Series<'_>]) -> String {
+/// A chart titled `title`; `key` names its series in `data-series`. `legend`: name the runs
+/// under it (a report of several runs does, even where only one has this series).
+pub fn chart(title: &str, key: &str, series: &[Series<'_>], legend: bool) -> String {
     let all: Vec<&(f64, f64, Option<f64>)> = series.iter().flat_map(|s| &s.points).collect();
     let mut svg = String::new();
     let _ = write!(
@@ -127,7 +128,7 @@ pub fn chart(title: &str, key: &str, series: &[Series<'_>]) -> String {
         }
     }
     svg.push_str("</svg>");
-    if series.len() > 1 {
+    if legend || series.len() > 1 {
         svg.push_str(r#"<div class="legend">"#);
         for s in series {
             let _ = write!(
@@ -236,7 +237,7 @@ mod tests {
                 points: vec![(1.0, 0.2, None), (2.0, 0.2, None)],
             },
         ];
-        let svg = chart("accuracy", "objective/accuracy", &series);
+        let svg = chart("accuracy", "objective/accuracy", &series, false);
         assert_eq!(svg.matches("data-series=\"objective/accuracy\"").count(), 2);
         assert!(svg.contains("data-points=\"3\"") && svg.contains("data-points=\"2\""));
         assert!(svg.contains("crpo &lt;full&gt;"), "labels are escaped");
@@ -247,7 +248,7 @@ mod tests {
         );
         let path = svg.split("d=\"").nth(1).unwrap().split('"').next().unwrap();
         assert_eq!(path.matches(['M', 'L']).count(), 3);
-        assert!(chart("empty", "k", &[]).contains("no data yet"));
+        assert!(chart("empty", "k", &[], false).contains("no data yet"));
     }
 
     /// One step is a dot (a path of one point drew nothing); a long run is drawn with at most
@@ -259,7 +260,12 @@ mod tests {
             color: "#c33",
             points: vec![(1.0, 0.5, None)],
         }];
-        assert_eq!(chart("a", "k", &one).matches("<circle").count(), 1);
+        assert_eq!(chart("a", "k", &one, false).matches("<circle").count(), 1);
+        assert!(!chart("a", "k", &one, false).contains("legend"));
+        assert!(
+            chart("a", "k", &one, true).contains("class=\"legend\""),
+            "one run's series in a report of several"
+        );
         let long: Vec<_> = (0..50_000).map(|i| (i as f64, i as f64, None)).collect();
         let drawn = thinned(&long);
         assert!(drawn.len() <= MAX_POINTS + 1, "{}", drawn.len());
@@ -293,14 +299,14 @@ mod tests {
                 (3.0, f64::MAX, Some(f64::MAX)),
             ],
         };
-        let svg = chart("extreme", "k", &[extreme]);
+        let svg = chart("extreme", "k", &[extreme], false);
         assert_coordinates_finite(&svg);
         let flat_at_the_end = Series {
             label: "run",
             color: "#c33",
             points: vec![(1.0, f64::MAX, None), (2.0, f64::MAX, None)],
         };
-        assert_coordinates_finite(&chart("flat", "k", &[flat_at_the_end]));
+        assert_coordinates_finite(&chart("flat", "k", &[flat_at_the_end], false));
         assert_eq!(fraction(f64::INFINITY, -1.0, 1.0), 1.0);
         assert_eq!(fraction(f64::NEG_INFINITY, -1.0, 1.0), 0.0);
         assert_eq!(fraction(f64::NAN, -1.0, 1.0), 0.5);
