@@ -162,6 +162,19 @@ fn settings_that_learn_nothing_are_refused_before_any_step() {
         "{}",
         stderr(&output)
     );
+    // A plugin directory the config names that is no directory is named as the config's.
+    edit_config(
+        dir.path(),
+        "max_steps = 0",
+        "max_steps = 1\nplugin_dirs = [\"notes.txt\"]",
+    );
+    std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+    let output = run(dir.path(), &["train", "--config", "run.toml"]);
+    assert!(
+        stderr(&output).contains("run.toml: run.plugin_dirs") && stderr(&output).contains("notes.txt"),
+        "{}",
+        stderr(&output)
+    );
     let demo = run(dir.path(), &["demo", "--out", "demo", "--eval-samples", "0"]);
     assert_eq!(demo.status.code(), Some(1), "{}", stderr(&demo));
     assert!(

@@ -43,15 +43,23 @@ impl RunArgs {
 }
 
 /// Reads the config and loads the plugins of `--plugins`, CRPO_PLUGIN_PATH and the config.
-pub fn load(dirs: &[PathBuf], config: &Path) -> anyhow::Result<(RunConfig, PluginRegistry)> {
-    let config = RunConfig::load(config)?;
+pub fn load(dirs: &[PathBuf], config_path: &Path) -> anyhow::Result<(RunConfig, PluginRegistry)> {
+    let config = RunConfig::load(config_path)?;
     let mut all = dirs.to_vec();
     all.extend(config.run.plugin_dirs.iter().cloned());
     let trust = Trust {
         pins: config.run.plugin_pins.clone(),
         allow_insecure: config.run.allow_insecure_plugins,
     };
-    let registry = PluginRegistry::load_trusted(&all, &trust)?;
+    // A directory the config names is named as the config's (`--plugins` ones as the flag's).
+    let registry = PluginRegistry::load_trusted(&all, &trust).map_err(|error| match error {
+        crate::plugins::PluginLoadError::Directory { ref dir, .. }
+            if !dirs.contains(dir) && config.run.plugin_dirs.contains(dir) =>
+        {
+            anyhow::Error::new(error).context(format!("{}: run.plugin_dirs", config_path.display()))
+        }
+        other => anyhow::Error::new(other),
+    })?;
     Ok((config, registry))
 }
 

@@ -30,10 +30,11 @@ struct Options {
 
 fn cop(record: &Map<String, Value>) -> Result<i64, FieldError> {
     match record.get("cop") {
-        None | Some(Value::Null) => Err((
+        None => Err((
             "cop".into(),
             "missing: no answer (the test split has none)".into(),
         )),
+        Some(Value::Null) => Err(("cop".into(), "null: no answer (a gap in the column)".into())),
         Some(value) => match integer_value(value) {
             // The Hugging Face test split marks its unreleased answers so.
             Some(-1) => Err((
@@ -225,12 +226,18 @@ mod tests {
     fn test_split_records_without_answers_are_malformed_with_their_line() {
         let mut no_answer = record(json!(1));
         no_answer.as_object_mut().unwrap().remove("cop");
-        let (_d, src) = source(&[record(json!(4)), no_answer], Value::Null);
+        let (_d, src) = source(&[record(json!(4)), no_answer, record(Value::Null)], Value::Null);
         let read = MEDMCQA.read(&src).unwrap();
         assert_eq!(read.examples.len(), 1);
         assert_eq!(
             (read.malformed[0].line, read.malformed[0].field.as_str()),
             (2, "cop")
+        );
+        // A null (a pandas gap) is said as it is, not as a missing field.
+        assert!(
+            read.malformed[1].message.starts_with("null"),
+            "{}",
+            read.malformed[1].message
         );
     }
 }
