@@ -187,13 +187,13 @@ fn unreadable_in(value: &Value) -> Option<&str> {
 /// The records of a JSONL text or a JSON array, each with the line it starts on.
 pub fn records(text: &str) -> Records {
     if text.trim_start().starts_with('[') {
-        return match from_json::<Vec<Value>>(text) {
+        return match from_json::<Vec<UniqueKeys>>(text) {
             Ok(values) => {
                 let starts = array_element_lines(text);
                 values
                     .into_iter()
                     .enumerate()
-                    .map(|(i, v)| (starts.get(i).copied().unwrap_or(1), Ok(v)))
+                    .map(|(i, v)| (starts.get(i).copied().unwrap_or(1), Ok(v.0)))
                     .collect()
             }
             Err(e) => vec![(e.line(), Err(format!("invalid JSON: {e}")))],
@@ -202,7 +202,10 @@ pub fn records(text: &str) -> Records {
     text.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| (i + 1, from_json(line).map_err(|e| format!("invalid JSON: {e}"))))
+        .map(|(i, line)| {
+            let parsed = from_json::<UniqueKeys>(line).map(|v| v.0);
+            (i + 1, parsed.map_err(|e| format!("invalid JSON: {e}")))
+        })
         .collect()
 }
 
@@ -340,6 +343,66 @@ impl<'de> serde::Deserialize<'de> for Members {
             }
         }
         deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// A JSON value in which no object gives one key twice: serde_json keeps the last in silence,
+/// so `"answer_idx": "B", …, "answer_idx": "A"` read as A.
+pub struct UniqueKeys(pub Value);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = UniqueKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(Value::Bool(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(Value::from(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(Value::from(v)))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(Value::from(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(Value::String(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(Value::String(v)))
+            }
+            fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(Value::Null))
+            }
+            fn visit_none<E>(self) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(Value::Null))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+                let mut items = Vec::new();
+                while let Some(UniqueKeys(item)) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(UniqueKeys(Value::Array(items)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+                let mut fields = Map::new();
+                while let Some((key, UniqueKeys(value))) = map.next_entry::<String, UniqueKeys>()? {
+                    if fields.contains_key(&key) {
+                        return Err(serde::de::Error::custom(format!(
+                            "key `{key}` is given twice in one object (which is meant?)"
+                        )));
+                    }
+                    fields.insert(key, value);
+                }
+                Ok(UniqueKeys(Value::Object(fields)))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
     }
 }
 
@@ -544,6 +607,20 @@ mod tests {
         let bad = &read.malformed[0];
         assert_eq!((bad.line, bad.field.as_str()), (1, "question"));
         assert_eq!(bad.message, "record 2 of the line: empty");
+    }
+
+    #[test]
+    fn a_key_given_twice_in_one_object_is_invalid_at_any_depth() {
+        let line = r#"{"answer_idx": "B", "q": {"a": 1}, "answer_idx": "A"}"#;
+        let error = records(line)[0].1.clone().unwrap_err();
+        assert!(error.contains("key `answer_idx` is given twice"), "{error}");
+        let nested = r#"[{"options": {"A": "x", "A": "y"}}]"#;
+        assert!(records(nested)[0].1.clone().unwrap_err().contains("key `A`"));
+        let fine = r#"{"a": [1, -2, 2.5, true, null, "s", {"b": {}}]}"#;
+        assert_eq!(
+            records(fine)[0].1.clone().unwrap(),
+            serde_json::from_str::<Value>(fine).unwrap()
+        );
     }
 
     #[test]
