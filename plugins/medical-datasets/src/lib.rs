@@ -9,6 +9,7 @@ pub mod medxpertqa;
 mod parquet_rows;
 pub mod pubmedqa;
 pub mod records;
+mod whole_object;
 
 use crpo_sdk::{DatasetPlugin, DatasetRead, DatasetSource, Example, PluginError, PluginInfo};
 use serde_json::{Map, Value};

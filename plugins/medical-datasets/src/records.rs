@@ -1,5 +1,6 @@
 //! Reading a file of records: JSONL (one object a line), a whole-file JSON array of objects
-//! (as `datasets` exports save them too), or Parquet (`.parquet`: how Hugging Face stores
+//! (as `datasets` exports save them too), a whole-file object (pandas' `to_json` layouts,
+//! `whole_object`), or Parquet (`.parquet`: how Hugging Face stores
 //! datasets; a record's "line" is then its 1-based row). Each record goes through a parser;
 //! a bad one becomes a malformed entry with file, line and field.
 
@@ -199,6 +200,18 @@ pub fn records(text: &str) -> Records {
             Err(e) => vec![(e.line(), Err(format!("invalid JSON: {e}")))],
         };
     }
+    if is_one_object(text) {
+        return match from_json::<UniqueKeys>(text) {
+            Ok(UniqueKeys(Value::Object(object))) => {
+                crate::whole_object::records_of(object, &member_value_lines(text))
+                    .into_iter()
+                    .map(|(line, record)| (line, Ok(record)))
+                    .collect()
+            }
+            Ok(UniqueKeys(other)) => vec![(1, Ok(other))],
+            Err(e) => vec![(e.line(), Err(format!("invalid JSON: {e}")))],
+        };
+    }
     text.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
@@ -207,6 +220,31 @@ pub fn records(text: &str) -> Records {
             (i + 1, parsed.map_err(|e| format!("invalid JSON: {e}")))
         })
         .collect()
+}
+
+/// Whether `text` is one JSON object and nothing after it (a pandas `to_json` file, or one
+/// record over several lines), not JSONL: the scan stops at the second record's first brace.
+fn is_one_object(text: &str) -> bool {
+    let mut level = 0usize;
+    let mut closed = false;
+    for (_, c) in structure(text) {
+        if c.is_whitespace() {
+            continue;
+        }
+        if closed {
+            return false;
+        }
+        match c {
+            '{' | '[' => level += 1,
+            '}' | ']' => {
+                level = level.saturating_sub(1);
+                closed = level == 0;
+            }
+            _ if level == 0 => return false,
+            _ => {}
+        }
+    }
+    closed && text.trim_start().starts_with('{')
 }
 
 /// `text` as JSON; Python's `NaN` and `±Infinity`, which json.dumps writes by default, read as
@@ -648,6 +686,39 @@ mod tests {
         let mixed = "[\n{\"a\": 1},\n\"str\",\n[1, 2],\n{\"a\": \"]\"},\nnull,\n{\"a\": 3}\n]";
         let lines: Vec<usize> = records(mixed).iter().map(|(l, _)| *l).collect();
         assert_eq!(lines, vec![2, 3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn a_whole_file_object_is_read_as_pandas_writes_it_or_as_one_record() {
+        // pandas' default `to_json` for a DataFrame: on one line, a column per field.
+        let columns = r#"{"question":{"0":"Q1?","1":"Q2?"},"answer_idx":{"0":"A","1":NaN}}"#;
+        let parsed = records(columns);
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[1].1.as_ref().unwrap()["question"], "Q2?");
+        assert!(
+            parsed[1].1.as_ref().unwrap()["answer_idx"].is_null(),
+            "NaN as null"
+        );
+        // `orient="index"` over several lines: each record on its own line.
+        let index = "{\n \"0\": {\"question\": \"Q1?\"},\n \"1\": {\"question\": \"Q2?\"}\n}\n";
+        let lines: Vec<usize> = records(index).iter().map(|(l, _)| *l).collect();
+        assert_eq!(lines, vec![2, 3]);
+        // One record written over several lines.
+        let pretty = "{\n  \"question\": \"Q1?\",\n  \"options\": {\"A\": \"x\"}\n}";
+        let parsed = records(pretty);
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].1.as_ref().unwrap()["options"]["A"], "x");
+        // Its error is the whole object's, where the parser found it (not line 1's "EOF").
+        let twice = "{\n  \"a\": 1,\n  \"a\": 2\n}";
+        let parsed = records(twice);
+        assert!(parsed[0].0 >= 3, "{parsed:?}");
+        assert!(
+            parsed[0].1.as_ref().unwrap_err().contains("`a` is given twice"),
+            "{parsed:?}"
+        );
+        // JSONL stays JSONL, however its first record looks.
+        let jsonl = "{\"0\": {\"question\": \"Q1?\"}}\n{\"0\": {\"question\": \"Q2?\"}}\n";
+        assert_eq!(records(jsonl).len(), 2);
     }
 
     #[test]
