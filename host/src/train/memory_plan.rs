@@ -596,7 +596,11 @@ impl MemoryPlan {
             (
                 "decode weights",
                 self.decode_weights,
-                "large weights packed for the rollout's decoding (f32 on the CPU), kept".into(),
+                if self.decode_weights > 0 {
+                    "large frozen weights packed for the rollout's decoding, kept".into()
+                } else {
+                    "none (LoRA in f32 on the CPU packs them)".into()
+                },
             ),
             (
                 "activations",
@@ -707,7 +711,8 @@ pub fn check_run(config: &RunConfig, phase: Phase) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refuses a plan whose peak is above `free`, naming the settings that would bring it under.
+/// Refuses a plan whose peak is above `free`, naming the settings that would bring it under,
+/// and saying so when no one of them does (or not even all of them together).
 pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str) -> anyhow::Result<()> {
     // Supervised fine-tuning has no rollout: its keys are [sft]'s.
     let section = if plan.settings.rollout_rows == 0 {
@@ -719,7 +724,10 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
         return Ok(());
     }
     let gib = |bytes: u64| bytes as f64 / GIB;
-    let mut remedies = Vec::new();
+    let with = |settings: Settings| MemoryPlan::new(shape, settings);
+    // Each remedy with the peak it gives where known; `combined` makes every change at once.
+    let mut remedies: Vec<(String, Option<u64>)> = Vec::new();
+    let mut combined = plan.settings.clone();
     let trained_state = [
         plan.adapters,
         plan.gradients,
@@ -728,27 +736,25 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
     ]
     .into_iter()
     .fold(plan.weights, u64::saturating_add);
-    if trained_state > free {
-        remedies.push(format!(
-            "a smaller model or a larger device (its weights, gradients and AdamW state alone take {:.1} GiB)",
-            gib(trained_state)
-        ));
-    }
-    let with = |settings: Settings| MemoryPlan::new(shape, settings);
     if !plan.settings.gradient_checkpointing {
+        combined.gradient_checkpointing = true;
         let checkpointed = with(Settings {
             gradient_checkpointing: true,
             ..plan.settings.clone()
         });
         // Offered only where it lowers the peak (with absurd settings it need not).
         if checkpointed.peak() < plan.peak() {
-            remedies.push(format!(
-                "set {section}.gradient_checkpointing = true (peak {:.1} GiB)",
-                gib(checkpointed.peak())
+            remedies.push((
+                format!(
+                    "set {section}.gradient_checkpointing = true (peak {:.1} GiB)",
+                    gib(checkpointed.peak())
+                ),
+                Some(checkpointed.peak()),
             ));
         }
     }
     let mut micro_batch = plan.settings.micro_batch;
+    combined.micro_batch = combined.micro_batch.min(1);
     while micro_batch > 1 {
         micro_batch /= 2;
         let smaller = with(Settings {
@@ -756,33 +762,70 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
             ..plan.settings.clone()
         });
         if smaller.peak() <= free || micro_batch == 1 {
-            remedies.push(format!(
-                "lower {section}.per_device_train_batch_size to {micro_batch} (peak {:.1} GiB)",
-                gib(smaller.peak())
+            remedies.push((
+                format!(
+                    "lower {section}.per_device_train_batch_size to {micro_batch} (peak {:.1} GiB)",
+                    gib(smaller.peak())
+                ),
+                Some(smaller.peak()),
             ));
             break;
         }
     }
+    if plan.settings.weight_bytes == 4 {
+        // bf16 weights: half the bytes, and no packed f32 copies for decoding.
+        let halved = Settings {
+            weight_bytes: 2,
+            decode_packing: false,
+            ..plan.settings.clone()
+        };
+        combined.weight_bytes = 2;
+        combined.decode_packing = false;
+        let halved = with(halved);
+        if halved.peak() < plan.peak() {
+            let slow = if plan.settings.on_cpu {
+                ", slow on most CPUs"
+            } else {
+                ""
+            };
+            remedies.push((
+                format!(
+                    "set model.dtype = \"bf16\" (peak {:.1} GiB{slow})",
+                    gib(halved.peak())
+                ),
+                Some(halved.peak()),
+            ));
+        }
+    }
     if plan.settings.lora.is_none() {
+        // As the run would: LoRA in f32 on the CPU decodes through packed weights.
+        let packs =
+            |settings: &Settings| settings.on_cpu && settings.weight_bytes == 4 && settings.rollout_rows > 0;
         let adapted = with(Settings {
             lora: Some(LoraConfig::new(32, 16.0)),
-            // As the run would: LoRA in f32 on the CPU decodes through packed weights.
-            decode_packing: plan.settings.on_cpu
-                && plan.settings.weight_bytes == 4
-                && plan.settings.rollout_rows > 0,
+            decode_packing: packs(&plan.settings),
             ..plan.settings.clone()
         });
+        combined.lora = Some(LoraConfig::new(32, 16.0));
+        combined.decode_packing = packs(&combined);
         if adapted.peak() < plan.peak() {
-            remedies.push(format!(
-                "train LoRA adapters instead of every weight ([model.lora] r = 32, lora_alpha = 16: peak {:.1} GiB)",
-                gib(adapted.peak())
+            remedies.push((
+                format!(
+                    "train LoRA adapters instead of every weight ([model.lora] r = 32, lora_alpha = 16: peak {:.1} GiB)",
+                    gib(adapted.peak())
+                ),
+                Some(adapted.peak()),
             ));
         }
     }
     if plan.reference > 0 {
-        remedies.push(format!(
-            "set algorithm.beta = 0, which loads no reference (−{:.1} GiB)",
-            gib(plan.reference)
+        combined.reference = false;
+        remedies.push((
+            format!(
+                "set algorithm.beta = 0, which loads no reference (−{:.1} GiB)",
+                gib(plan.reference)
+            ),
+            Some(plan.peak() - plan.reference),
         ));
     }
     if plan.rollout() > plan.update() && plan.rollout() >= plan.evaluation {
@@ -801,28 +844,65 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
                 break;
             }
         }
+        combined.rollout_rows = combined.rollout_rows.min(group);
         match offered {
-            Some((rows, peak)) => remedies.push(format!(
-                "lower algorithm.rollout_batch_size to {rows} (the rollout's KV cache; peak {:.1} GiB)",
-                gib(peak)
+            Some((rows, peak)) => remedies.push((
+                format!(
+                    "lower algorithm.rollout_batch_size to {rows} (the rollout's KV cache; peak {:.1} GiB)",
+                    gib(peak)
+                ),
+                Some(peak),
             )),
-            None => remedies
-                .push("lower algorithm.max_completion_length (one group's KV cache is the rollout's)".into()),
+            None => remedies.push((
+                "lower algorithm.max_completion_length (one group's KV cache is the rollout's)".into(),
+                None,
+            )),
         }
     }
     if plan.evaluation > plan.update() && plan.evaluation > plan.rollout() {
-        remedies.push(
+        remedies.push((
             "lower eval.batch_size or eval.num_generations_eval (an evaluation batch's KV cache during training)"
                 .into(),
+            None,
+        ));
+    }
+    let together = with(combined).peak();
+    let mut advice: Vec<String> = remedies.iter().map(|(what, _)| what.clone()).collect();
+    if together > free {
+        // What stays whatever the settings: only another model or device helps.
+        advice.insert(
+            0,
+            format!(
+                "a smaller model or a larger device (with every change below at once this run still needs {:.1} GiB)",
+                gib(together)
+            ),
+        );
+    } else if trained_state > free {
+        advice.insert(
+            0,
+            format!(
+                "a smaller model or a larger device (its weights, gradients and AdamW state alone take {:.1} GiB)",
+                gib(trained_state)
+            ),
         );
     }
-    remedies.push("set run.memory_check = false to start anyway".into());
+    advice.push("set run.memory_check = false to start anyway".into());
+    let mut to_fit = advice.join("; or ");
+    if together <= free
+        && !remedies
+            .iter()
+            .any(|(_, peak)| peak.is_some_and(|peak| peak <= free))
+    {
+        to_fit.push_str(&format!(
+            "\nNo one of these fits alone: all of them at once bring the peak to {:.1} GiB.",
+            gib(together)
+        ));
+    }
     bail!(
-        "this run needs about {:.1} GiB at its peak but {:.1} GiB are {where_}:\n{}\nTo fit: {}",
+        "this run needs about {:.1} GiB at its peak but {:.1} GiB are {where_}:\n{}\nTo fit: {to_fit}",
         gib(plan.peak()),
         gib(free),
         plan.table(),
-        remedies.join("; or ")
     )
 }
 
@@ -1262,6 +1342,82 @@ mod tests {
             error.contains(&format!("peak {:.1} GiB)", lora_cpu.peak() as f64 / GIB)),
             "the LoRA offer is the plan a LoRA run gets: {error}"
         );
+    }
+
+    /// A LoRA run of the 3B shape on the CPU in f32 holds its weights and their packed decode
+    /// copies whatever its batches: the refusal says no setting of the run fits, before its
+    /// remedies, and offers bf16 (no packed copies); where each remedy alone falls short but
+    /// all together fit, it says so.
+    #[test]
+    fn a_refusal_says_when_no_remedy_fits_alone_or_together() {
+        let lora_3b = Settings {
+            lora: Some(LoraConfig::new(32, 16.0)),
+            decode_packing: true,
+            gradient_checkpointing: true,
+            micro_batch: 1,
+            ..settings()
+        };
+        let plan = MemoryPlan::new(&qwen_3b(), lora_3b.clone());
+        // Weights and packed copies over the free memory: bf16 (no packed copies) fits.
+        let free = plan.weights + plan.decode_weights / 2;
+        let error = check_fits(&plan, &qwen_3b(), free, "free")
+            .unwrap_err()
+            .to_string();
+        let in_bf16 = MemoryPlan::new(
+            &qwen_3b(),
+            Settings {
+                weight_bytes: 2,
+                decode_packing: false,
+                ..lora_3b
+            },
+        );
+        assert!(in_bf16.peak() <= free);
+        assert!(
+            error.contains(&format!(
+                "set model.dtype = \"bf16\" (peak {:.1} GiB, slow on most CPUs)",
+                in_bf16.peak() as f64 / GIB
+            )),
+            "{error}"
+        );
+        // Below even the bf16 weights: no setting of this run fits, said first.
+        let error = check_fits(&plan, &qwen_3b(), in_bf16.weights / 2, "free")
+            .unwrap_err()
+            .to_string();
+        let to_fit = error.split("To fit: ").nth(1).unwrap();
+        assert!(
+            to_fit.starts_with("a smaller model or a larger device (with every change below at once"),
+            "{error}"
+        );
+
+        let full = MemoryPlan::new(&qwen_half_b(), settings());
+        let (checkpointed, lora) = (
+            MemoryPlan::new(
+                &qwen_half_b(),
+                Settings {
+                    gradient_checkpointing: true,
+                    ..settings()
+                },
+            ),
+            MemoryPlan::new(
+                &qwen_half_b(),
+                Settings {
+                    lora: Some(LoraConfig::new(32, 16.0)),
+                    decode_packing: true,
+                    ..settings()
+                },
+            ),
+        );
+        let free = checkpointed.peak().min(lora.peak()) - 1;
+        let error = check_fits(&full, &qwen_half_b(), free, "free")
+            .unwrap_err()
+            .to_string();
+        let together: f64 = error
+            .split("all of them at once bring the peak to ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{error}"));
+        assert!(together * GIB <= free as f64, "{error}");
     }
 
     #[test]
