@@ -1511,6 +1511,26 @@ mod tests {
         assert!(error.contains("pins liba.so twice"), "{error}");
     }
 
+    /// PEFT gives a layer the rank of the first `rank_pattern` key that ends its name, in
+    /// the order written: the config's order is kept (a TOML table read sorted gave layer 1's
+    /// q_proj rank 8 where the config, and PEFT with the same dict, give 2).
+    #[test]
+    fn rank_and_alpha_patterns_keep_the_order_written() {
+        let config = RunConfig::parse(&format!(
+            "{MINIMAL}\n[model.lora]\nr = 4\nlora_alpha = 8\nrank_pattern = {{ q_proj = 2, \"layers.1.self_attn.q_proj\" = 8 }}\nalpha_pattern = {{ v_proj = 1.0, \"layers.0.self_attn.v_proj\" = 3.0 }}\n"
+        ))
+        .unwrap();
+        let lora = config.model.lora.unwrap();
+        assert_eq!(
+            lora.rank_pattern.keys().collect::<Vec<_>>(),
+            ["q_proj", "layers.1.self_attn.q_proj"]
+        );
+        assert_eq!(
+            lora.alpha_pattern.keys().collect::<Vec<_>>(),
+            ["v_proj", "layers.0.self_attn.v_proj"]
+        );
+    }
+
     #[test]
     fn lora_dropout_is_refused_by_the_command_that_checkpoints() {
         let config = RunConfig::parse(&format!(

@@ -302,17 +302,26 @@ fn refuse_lora_changes(checkpoint_dir: &Path, saved: &RunConfig, config: &RunCon
         _ => {}
     }
     let changes = config_changes(saved, config)?;
-    if let Some(change) = changes.iter().find(|c| {
-        // The adapter a run started from: its checkpoint holds the adapters it continues with.
-        c.key.starts_with("model.lora.")
-            && !matches!(c.key.as_str(), "model.lora.lora_dropout" | "model.lora.adapter")
-    }) {
+    let reshaped: Vec<String> = changes
+        .iter()
+        .filter(|c| {
+            // The adapter a run started from: its checkpoint holds the adapters it continues with.
+            c.key.starts_with("model.lora.")
+                && !matches!(c.key.as_str(), "model.lora.lora_dropout" | "model.lora.adapter")
+        })
+        .map(|change| {
+            format!(
+                "{} is {} in the checkpoint and {} now",
+                change.key, change.was, change.now
+            )
+        })
+        .collect();
+    if !reshaped.is_empty() {
         bail!(
-            "--resume: {} is {} in the checkpoint ({}) and {} now, {continues}: restore it (to train other adapters, start a new run, with model.lora.adapter naming this one's)",
-            change.key,
-            change.was,
+            "--resume: {} (checkpoint {}), {continues}: restore {} (to train other adapters, start a new run, with model.lora.adapter naming this one's)",
+            reshaped.join("; "),
             checkpoint_dir.display(),
-            change.now
+            if reshaped.len() == 1 { "it" } else { "them" }
         );
     }
     Ok(())
@@ -425,6 +434,21 @@ pub fn config_changes(was: &RunConfig, now: &RunConfig) -> anyhow::Result<Vec<Co
         for path in optional.into_iter().flatten() {
             *path = canonical(path);
         }
+        // A list of modules or layers selects a set (PEFT makes it one): its order is no change.
+        if let Some(lora) = config.model.lora.as_mut() {
+            use crpo_policy_sdk::lora::{LayerIndices, TargetModules};
+            let names = [Some(&mut lora.target_modules), lora.exclude_modules.as_mut()];
+            for modules in names.into_iter().flatten() {
+                if let TargetModules::Names(names) = modules {
+                    names.sort();
+                    names.dedup();
+                }
+            }
+            if let Some(LayerIndices::Many(layers)) = lora.layers_to_transform.as_mut() {
+                layers.sort_unstable();
+                layers.dedup();
+            }
+        }
     }
     let (was, now) = (
         flatten(&serde_json::to_value(&was)?, "."),
@@ -514,6 +538,32 @@ mod tests {
             "{reshaped}"
         );
         assert!(refuse_lora_changes(dir, &adapted, &adapted).is_ok());
+        // Every key changed is named, not the first alone.
+        let mut rescaled = adapted.clone();
+        let lora = rescaled.model.lora.as_mut().unwrap();
+        (lora.lora_alpha, lora.use_rslora) = (16.0, true);
+        let rescaled = refuse_lora_changes(dir, &adapted, &rescaled)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            rescaled.contains("model.lora.lora_alpha is 8.0 in the checkpoint and 16.0 now")
+                && rescaled.contains("model.lora.use_rslora is false in the checkpoint and true now"),
+            "{rescaled}"
+        );
+        // A list of modules or layers is a set: its order is no change.
+        let listed = |modules: &[&str], layers: Vec<usize>| {
+            let mut config = adapted.clone();
+            let lora = config.model.lora.as_mut().unwrap();
+            lora.target_modules =
+                crpo_policy_sdk::lora::TargetModules::Names(modules.iter().map(|m| m.to_string()).collect());
+            lora.layers_to_transform = Some(crpo_policy_sdk::lora::LayerIndices::Many(layers));
+            config
+        };
+        let was = listed(&["q_proj", "v_proj", "down_proj"], vec![0, 1]);
+        assert!(
+            refuse_lora_changes(dir, &was, &listed(&["down_proj", "v_proj", "q_proj"], vec![1, 0])).is_ok()
+        );
+        assert!(refuse_lora_changes(dir, &was, &listed(&["q_proj", "v_proj"], vec![0, 1])).is_err());
     }
 
     #[test]
