@@ -198,6 +198,27 @@ fn the_cold_start_trains_an_adapter() {
     );
     let adapter = dir.path().join("run/sft/model");
     assert!(adapter.join("adapter_config.json").exists() && !adapter.join("model.safetensors").exists());
+    // Started from over its own base, in silence; over another model of the same shape (the
+    // shapes cannot tell), with a warning naming both.
+    crpo_plugins_policy::presets::write_tiny(&dir.path().join("other"), 1).unwrap();
+    for (base, warned) in [("model", false), ("other", true)] {
+        let config = config
+            .replace("output_dir = \"run\"", &format!("output_dir = \"{base}-run\""))
+            .replace("path = \"model\"", &format!("path = \"{base}\""))
+            .replace(
+                "lora_alpha = 8\n",
+                "lora_alpha = 8\nadapter = \"run/sft/model\"\n",
+            );
+        std::fs::write(dir.path().join("again.toml"), config).unwrap();
+        let output = crpo(dir.path(), &["sft", "--config", "again.toml"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        assert_eq!(
+            stderr.contains("was trained on") && stderr.contains("not on model.path"),
+            warned,
+            "{base}: {stderr}"
+        );
+    }
     // The adapter directory is a model directory: generate from it.
     let output = crpo(
         dir.path(),

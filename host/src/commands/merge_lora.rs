@@ -42,21 +42,7 @@ const COPIED: [&str; 6] = [
 pub fn run(args: &MergeLoraArgs) -> anyhow::Result<()> {
     let (config, recorded_base) = lora::read_adapter_config(&args.adapter)?;
     if let Some(given) = &args.base {
-        // A shape check cannot tell another seed's or an already merged model from the
-        // adapter's own base: say when --base is not the directory the adapter names.
-        let same = |a: &Path, b: &Path| {
-            a.canonicalize()
-                .ok()
-                .zip(b.canonicalize().ok())
-                .is_some_and(|(a, b)| a == b)
-        };
-        if recorded_base.join("config.json").exists() && !same(given, &recorded_base) {
-            tracing::warn!(
-                "the adapter was trained on {} (base_model_name_or_path in its adapter_config.json), not on --base {}: merging into another model gives a model the adapter was not trained for",
-                recorded_base.display(),
-                given.display()
-            );
-        }
+        crate::rollout::policy::warn_if_another_base(&args.adapter, &recorded_base, given, "--base");
     }
     let base = args.base.clone().unwrap_or(recorded_base);
     if !base.join("config.json").exists() {

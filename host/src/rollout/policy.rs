@@ -47,6 +47,14 @@ impl Policy {
         let mut loaded_lora = None;
         if let (Some(lora), Some(map)) = (&section.lora, options.as_object_mut()) {
             lora.validate().context("model.lora")?;
+            if let Some(adapter) = &lora.adapter {
+                // `dir` is the base unless it is itself an adapter (a checkpoint resumed).
+                if !dir.join(lora::ADAPTER_CONFIG).exists() {
+                    let (_, recorded_base) =
+                        lora::read_adapter_config(adapter).context("model.lora.adapter")?;
+                    warn_if_another_base(adapter, &recorded_base, dir, "model.path");
+                }
+            }
             let loaded = lora_as_loaded(lora)?;
             warn_where_overridden(lora, &loaded);
             map.insert("lora".into(), serde_json::to_value(&loaded)?);
@@ -311,6 +319,25 @@ impl Policy {
             let _ = parameter.set_requires_grad(false);
         }
         self
+    }
+}
+
+/// Warns when the base an adapter is put on is not the local model directory its
+/// adapter_config.json names: shapes alone cannot tell another seed's model, or one the
+/// adapter was already merged into, from its own base (PEFT is silent here too).
+pub fn warn_if_another_base(adapter: &Path, recorded_base: &Path, base: &Path, base_key: &str) {
+    let same = recorded_base
+        .canonicalize()
+        .ok()
+        .zip(base.canonicalize().ok())
+        .is_some_and(|(a, b)| a == b);
+    if recorded_base.join("config.json").exists() && !same {
+        tracing::warn!(
+            "the adapter {} was trained on {} (base_model_name_or_path in its adapter_config.json), not on {base_key} {}: on another model it is an adapter that model was not trained with",
+            adapter.display(),
+            recorded_base.display(),
+            base.display()
+        );
     }
 }
 
