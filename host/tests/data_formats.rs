@@ -90,10 +90,24 @@ fn data_check_reads_every_readers_real_layouts() {
         [("B".into(), 1), ("D".into(), 1)]
     );
     let hf = write_lines(d, "medmcqa_hf.jsonl", &[medmcqa(0), medmcqa(2)]);
+    let hf_report = ok("medmcqa", &hf, &[]);
+    assert_eq!(answers(&hf_report), [("A".into(), 1), ("C".into(), 1)]);
+    // Both rows are `m1`: said in the report (it was a log warning only).
     assert_eq!(
-        answers(&ok("medmcqa", &hf, &[])),
-        [("A".into(), 1), ("C".into(), 1)]
+        (&hf_report["repeated_ids"], &hf_report["first_repeated_id"]),
+        (&json!(1), &json!("m1"))
     );
+    // MedQA as pandas' `DataFrame.to_json()` writes it by default: a column per field.
+    let columns = d.join("medqa_pandas.json");
+    let rows = json!({
+        "question": {"0": "Fever and cough?", "1": "Chest pain?"},
+        "options": {"0": {"A": "flu", "B": "cold"}, "1": {"A": "angina", "B": "reflux"}},
+        "answer_idx": {"0": "A", "1": "B"}
+    });
+    std::fs::write(&columns, rows.to_string()).unwrap();
+    let pandas = ok("medqa", &columns, &[]);
+    assert_eq!(answers(&pandas), [("A".into(), 1), ("B".into(), 1)]);
+    assert_eq!(pandas["repeated_ids"], 0);
     // PubMedQA: ori_pqal.json (one object keyed by PMID) and the Hugging Face rows.
     let original = d.join("ori_pqal.json");
     std::fs::write(

@@ -77,6 +77,10 @@ pub struct FileReport {
     /// Number of answer options → number of examples.
     pub options_per_example: BTreeMap<usize, usize>,
     pub with_reference_completion: usize,
+    /// Examples that repeat an earlier one's id (samples and evaluations name examples by
+    /// id), and the first such id.
+    pub repeated_ids: usize,
+    pub first_repeated_id: Option<String>,
     /// Prompt lengths in tokens (chat template and system prompt included), when a tokenizer
     /// is known.
     pub prompt_tokens: Option<LengthSummary>,
@@ -259,6 +263,7 @@ fn report(
         .take(args.show)
         .map(|example| shown(rendering, example))
         .collect::<anyhow::Result<_>>()?;
+    let repeated = crate::plugins::dataset_read::repeated_ids(examples);
     Ok(FileReport {
         file: file.display().to_string(),
         dataset: dataset.to_string(),
@@ -273,6 +278,8 @@ fn report(
         answers,
         options_per_example,
         with_reference_completion: examples.iter().filter(|e| e.usable_reference().is_some()).count(),
+        repeated_ids: repeated.as_ref().map_or(0, |(count, _)| *count),
+        first_repeated_id: repeated.map(|(_, first)| first),
         prompt_tokens,
         cannot_be_asked: unaskable.len(),
         cannot_be_asked_examples: unaskable.into_iter().take(args.max_errors).collect(),
@@ -373,6 +380,13 @@ fn print_report(report: &FileReport) {
         "  with a reference completion  {}",
         report.with_reference_completion
     );
+    if let Some(first) = &report.first_repeated_id {
+        println!(
+            "  repeated ids             {} (first: `{}`)",
+            report.repeated_ids,
+            visible(first)
+        );
+    }
     let options: Vec<String> = report
         .options_per_example
         .iter()

@@ -39,10 +39,21 @@ pub fn read_through(
     Ok(read)
 }
 
-/// Why the first unusable example is unusable; otherwise how many ids repeat, and the first.
-fn check_examples(examples: &[Example]) -> Result<Option<(usize, String)>, String> {
+/// How many examples repeat an earlier one's id, and the first of those ids.
+pub fn repeated_ids(examples: &[Example]) -> Option<(usize, String)> {
     let mut ids = HashSet::new();
     let (mut repeated, mut first_repeated) = (0, None);
+    for example in examples {
+        if !ids.insert(example.id.as_str()) {
+            repeated += 1;
+            first_repeated.get_or_insert_with(|| example.id.clone());
+        }
+    }
+    first_repeated.map(|first| (repeated, first))
+}
+
+/// Why the first unusable example is unusable; otherwise how many ids repeat, and the first.
+fn check_examples(examples: &[Example]) -> Result<Option<(usize, String)>, String> {
     for (index, example) in examples.iter().enumerate() {
         if example.id.trim().is_empty() {
             return Err(format!("example {} (counting from 1) has an empty id", index + 1));
@@ -75,12 +86,8 @@ fn check_examples(examples: &[Example]) -> Result<Option<(usize, String)>, Strin
                 ));
             }
         }
-        if !ids.insert(example.id.as_str()) {
-            repeated += 1;
-            first_repeated.get_or_insert_with(|| example.id.clone());
-        }
     }
-    Ok(first_repeated.map(|first| (repeated, first)))
+    Ok(repeated_ids(examples))
 }
 
 #[cfg(test)]
