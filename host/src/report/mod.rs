@@ -276,7 +276,12 @@ fn tradeoff_section(runs: &[RunData], names: &[String]) -> String {
             .collect();
         let grouped = grouped_scores(run);
         let _ = write!(html, "<h3>{}</h3>", escape(&run.label));
-        let found = conflicts(&trends, 0.05);
+        // A pair whose rising objective the reward does not weigh is no reward won at the
+        // other's expense (in GRPO both may drift beside accuracy).
+        let found: Vec<_> = conflicts(&trends, 0.05)
+            .into_iter()
+            .filter(|conflict| objective_weight(run, &conflict.rising) != Some(0.0))
+            .collect();
         let steps = trends.values().map(Vec::len).max().unwrap_or(0);
         if steps < 2 {
             // One step has no trend: "none fell" would claim what cannot be seen yet.
@@ -325,6 +330,14 @@ fn tradeoff_section(runs: &[RunData], names: &[String]) -> String {
 }
 
 /// An objective's mean at each step of `run` that logged it (the latest record of a step).
+/// The weight the run's reward gives objective `name`, where its metrics say.
+fn objective_weight(run: &RunData, name: &str) -> Option<f64> {
+    let pointer = json_pointer(&["objectives", name, "weight"]);
+    run.metrics
+        .iter()
+        .find_map(|record| record.pointer(&pointer)?.as_f64())
+}
+
 fn objective_step_means(run: &RunData, name: &str) -> BTreeMap<u64, f64> {
     let pointer = json_pointer(&["objectives", name, "mean"]);
     run.metrics
@@ -577,6 +590,41 @@ mod tests {
             .unwrap();
         assert!(grpo.contains("<td>accuracy</td><td>format</td>"), "{grpo}");
         assert!(!grpo.contains("faithfulness"), "{grpo}");
+    }
+
+    /// A rising objective at weight 0 (GRPO's faithfulness) wins no reward: its pair is not
+    /// flagged; a weighted one's is.
+    #[test]
+    fn only_a_weighted_objective_rising_is_flagged_as_winning_the_reward() {
+        let line = |step: u64, rising: f64, falling: f64, weight: f64| {
+            let mut record: Value = serde_json::from_str(&metrics_line(
+                step,
+                &[("accuracy", rising), ("reasoning", falling)],
+                None,
+            ))
+            .unwrap();
+            record["objectives"]["accuracy"]["weight"] = weight.into();
+            record
+        };
+        for (weight, flagged) in [(0.0, false), (10.0, true)] {
+            let run = RunData {
+                label: "arm".into(),
+                dir: PathBuf::from("arm"),
+                metrics: (0..20)
+                    .map(|step| line(step, 0.2 + 0.03 * step as f64, 0.9 - 0.03 * step as f64, weight))
+                    .collect(),
+                samples: Vec::new(),
+                config: None,
+                environment: None,
+                left_out: Vec::new(),
+            };
+            let html = render(&[run]);
+            assert_eq!(
+                html.contains("<b>reasoning</b> fell"),
+                flagged,
+                "weight {weight}: {html}"
+            );
+        }
     }
 
     /// Every `data-series` id on the page of one run, in order.
