@@ -45,6 +45,12 @@ fn a_shortened_demo_shows_crpo_and_grpo_part_ways() {
     println!("{stdout}");
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert!(
+        report["evaluation_reward"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("crpo-full: 10")),
+        "the one weighting every row's reward uses is named: {report}"
+    );
     let cold = objective(&report, "cold start (SFT)", true, "acc");
     for arm in ["GRPO", "CRPO"] {
         let acc = objective(&report, arm, true, "acc");

@@ -78,6 +78,9 @@ struct Entrant {
 struct DemoReport {
     seed: u64,
     steps: usize,
+    /// The weighting every evaluation's `reward` uses, whichever reward the model trained
+    /// with: one scale for every row.
+    evaluation_reward: String,
     evaluations: Vec<EvalReport>,
     training: Vec<TrainingTrend>,
 }
@@ -211,6 +214,7 @@ pub fn run(dirs: &[PathBuf], args: &DemoArgs) -> anyhow::Result<()> {
     let report = DemoReport {
         seed: args.seed,
         steps: args.steps,
+        evaluation_reward: format!("{REPORTED}: {}", reported.formula()),
         evaluations,
         training,
     };
