@@ -50,7 +50,15 @@ fn main() -> ExitCode {
     }
     // exec replaces this process: signals, exit status and stdio are the runtime's own.
     let err = command.exec();
-    eprintln!("error: cannot start {}: {err}", runtime.display());
+    if err.kind() == std::io::ErrorKind::NotFound {
+        // A copied `crpo-host` alone: it is this launcher, the work is the runtime's.
+        eprintln!(
+            "error: cannot start {}: it is not there. crpo-host starts crpo-host-runtime from its own directory: copy both binaries (target/release/crpo-host and target/release/crpo-host-runtime) together",
+            runtime.display()
+        );
+    } else {
+        eprintln!("error: cannot start {}: {err}", runtime.display());
+    }
     ExitCode::FAILURE
 }
 

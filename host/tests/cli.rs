@@ -445,6 +445,22 @@ fn a_missing_libtorch_is_a_clear_error_not_a_loader_failure() {
     assert!(stderr(&output).contains("libtorch_cpu.so"), "{}", stderr(&output));
 }
 
+/// `crpo-host` copied without `crpo-host-runtime` (to carry it to another machine) says to
+/// copy both.
+#[test]
+fn the_launcher_copied_alone_says_to_copy_the_runtime_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let alone = dir.path().join("crpo-host");
+    std::fs::copy(env!("CARGO_BIN_EXE_crpo-host"), &alone).unwrap();
+    let output = Command::new(&alone).arg("doctor").output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("copy both binaries"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 #[test]
 fn the_launcher_passes_arguments_and_exit_status_through() {
     let output = crpo_host(&["no-such-command"]);
