@@ -361,7 +361,7 @@ fn a_lora_run_checkpoints_peft_adapters_resumes_and_merges() {
     );
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(
-        output.status.success() && err.contains("the adapter was trained on"),
+        output.status.success() && err.contains("was trained on") && err.contains("not on --base merged"),
         "{err}"
     );
 }
