@@ -329,7 +329,6 @@ fn tradeoff_section(runs: &[RunData], names: &[String]) -> String {
     html
 }
 
-/// An objective's mean at each step of `run` that logged it (the latest record of a step).
 /// The weight the run's reward gives objective `name`, where its metrics say.
 fn objective_weight(run: &RunData, name: &str) -> Option<f64> {
     let pointer = json_pointer(&["objectives", name, "weight"]);
@@ -338,6 +337,7 @@ fn objective_weight(run: &RunData, name: &str) -> Option<f64> {
         .find_map(|record| record.pointer(&pointer)?.as_f64())
 }
 
+/// An objective's mean at each step of `run` that logged it (the latest record of a step).
 fn objective_step_means(run: &RunData, name: &str) -> BTreeMap<u64, f64> {
     let pointer = json_pointer(&["objectives", name, "mean"]);
     run.metrics
