@@ -47,15 +47,13 @@ impl Policy {
         let mut loaded_lora = None;
         if let (Some(lora), Some(map)) = (&section.lora, options.as_object_mut()) {
             lora.validate().context("model.lora")?;
-            if let Some(adapter) = &lora.adapter {
-                // `dir` is the base unless it is itself an adapter (a checkpoint resumed).
+            let (loaded, recorded_base) = lora_as_loaded(lora)?;
+            // `dir` is the base unless it is itself an adapter (a checkpoint resumed).
+            if let (Some(adapter), Some(recorded_base)) = (&lora.adapter, recorded_base) {
                 if !dir.join(lora::ADAPTER_CONFIG).exists() {
-                    let (_, recorded_base) =
-                        lora::read_adapter_config(adapter).context("model.lora.adapter")?;
                     warn_if_another_base(adapter, &recorded_base, dir, "model.path");
                 }
             }
-            let loaded = lora_as_loaded(lora)?;
             warn_where_overridden(lora, &loaded);
             map.insert("lora".into(), serde_json::to_value(&loaded)?);
             loaded_lora = Some(loaded);
@@ -342,14 +340,15 @@ pub fn warn_if_another_base(adapter: &Path, recorded_base: &Path, base: &Path, b
 }
 
 /// The LoRA settings a run's `model.lora` loads with: an adapter to start from keeps its own
-/// (see [`adapter_settings`]). The memory plan counts these too.
-pub fn lora_as_loaded(configured: &lora::LoraConfig) -> anyhow::Result<lora::LoraConfig> {
+/// (see [`adapter_settings`]); and the base model that adapter's adapter_config.json names.
+/// The memory plan counts these settings too.
+pub fn lora_as_loaded(configured: &lora::LoraConfig) -> anyhow::Result<(lora::LoraConfig, Option<PathBuf>)> {
     match &configured.adapter {
         Some(dir) => {
-            let (adapter, _) = lora::read_adapter_config(dir).context("model.lora.adapter")?;
-            Ok(adapter_settings(configured, adapter, dir))
+            let (adapter, recorded_base) = lora::read_adapter_config(dir).context("model.lora.adapter")?;
+            Ok((adapter_settings(configured, adapter, dir), Some(recorded_base)))
         }
-        None => Ok(configured.clone()),
+        None => Ok((configured.clone(), None)),
     }
 }
 

@@ -206,9 +206,6 @@ pub struct Settings {
     pub gradient_checkpointing: bool,
     /// Under LoRA: its settings as loaded (which layers it adapts, at which ranks).
     pub lora: Option<LoraConfig>,
-    /// LoRA in f32 on the CPU: the rollout decodes through packed copies of the frozen base's
-    /// large weights (crpo_plugins_policy::packed).
-    pub decode_packing: bool,
     /// The run is on the CPU (where LoRA in f32 decodes through packed weights).
     pub on_cpu: bool,
     /// Rows of an evaluation batch during training (`run.eval_steps`; 0 without), and their
@@ -246,7 +243,8 @@ fn lora_of(config: &RunConfig) -> Option<LoraConfig> {
         return Some(adapter);
     }
     config.model.lora.as_ref().map(|configured| {
-        crate::rollout::policy::lora_as_loaded(configured).unwrap_or_else(|_| configured.clone())
+        crate::rollout::policy::lora_as_loaded(configured)
+            .map_or_else(|_| configured.clone(), |(loaded, _)| loaded)
     })
 }
 
@@ -318,6 +316,12 @@ pub enum Phase {
 }
 
 impl Settings {
+    /// LoRA in f32 on the CPU: the rollout decodes through packed copies of the frozen base's
+    /// large weights (crpo_plugins_policy::packed).
+    pub fn decodes_through_packed_weights(&self) -> bool {
+        self.lora.is_some() && self.weight_bytes == 4 && self.on_cpu && self.rollout_rows > 0
+    }
+
     /// The settings of `config`'s `phase` with weights in `kind`.
     pub fn for_phase(config: &RunConfig, kind: Kind, phase: Phase) -> Self {
         match phase {
@@ -332,7 +336,6 @@ impl Settings {
                 completion_tokens: config.sft.max_completion_length as u64,
                 gradient_checkpointing: config.sft.gradient_checkpointing,
                 lora: lora_of(config),
-                decode_packing: false,
                 on_cpu: on_cpu(config),
                 eval_rows: 0,
                 eval_completion_tokens: 0,
@@ -343,7 +346,6 @@ impl Settings {
     pub fn of(config: &RunConfig, kind: Kind) -> Self {
         let algorithm = &config.algorithm;
         let lora = lora_of(config);
-        let decode_packing = lora.is_some() && kind == Kind::Float && on_cpu(config);
         // Evaluation between steps samples batches of whole questions (eval.rs), the sampled
         // decoding with the most rows.
         let samples = if config.run.eval_decodings.contains(&EvalDecoding::Sampled) {
@@ -379,7 +381,6 @@ impl Settings {
             completion_tokens: algorithm.max_completion_length as u64,
             gradient_checkpointing: algorithm.gradient_checkpointing,
             lora,
-            decode_packing,
             on_cpu: on_cpu(config),
             eval_rows,
             eval_completion_tokens: config.eval.max_completion_length as u64,
@@ -498,7 +499,7 @@ impl MemoryPlan {
                 );
                 (layers * n(2) * kv_width * eval_rows * eval_sequence * b + eval_rows * vocab * n(4 * 3)).0
             },
-            decode_weights: if settings.decode_packing && settings.rollout_rows > 0 {
+            decode_weights: if settings.decodes_through_packed_weights() {
                 (n(shape.packed_for_decoding()) * n(4)).0
             } else {
                 0
@@ -776,11 +777,9 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
         // bf16 weights: half the bytes, and no packed f32 copies for decoding.
         let halved = Settings {
             weight_bytes: 2,
-            decode_packing: false,
             ..plan.settings.clone()
         };
         combined.weight_bytes = 2;
-        combined.decode_packing = false;
         let halved = with(halved);
         if halved.peak() < plan.peak() {
             let slow = if plan.settings.on_cpu {
@@ -798,16 +797,11 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
         }
     }
     if plan.settings.lora.is_none() {
-        // As the run would: LoRA in f32 on the CPU decodes through packed weights.
-        let packs =
-            |settings: &Settings| settings.on_cpu && settings.weight_bytes == 4 && settings.rollout_rows > 0;
         let adapted = with(Settings {
             lora: Some(LoraConfig::new(32, 16.0)),
-            decode_packing: packs(&plan.settings),
             ..plan.settings.clone()
         });
         combined.lora = Some(LoraConfig::new(32, 16.0));
-        combined.decode_packing = packs(&combined);
         if adapted.peak() < plan.peak() {
             remedies.push((
                 format!(
@@ -1044,7 +1038,6 @@ mod tests {
             completion_tokens: 64,
             gradient_checkpointing: false,
             lora: None,
-            decode_packing: false,
             on_cpu: true,
             eval_rows: 0,
             eval_completion_tokens: 0,
@@ -1110,17 +1103,22 @@ mod tests {
         // head; q and o (896 × 896) and k and v stay as they are.
         let shape = qwen_half_b();
         assert_eq!(shape.packed_for_decoding(), 3 * 4864 * 896 * 24 + 151_936 * 896);
-        let packing = MemoryPlan::new(
+        let lora_cpu = Settings {
+            lora: Some(LoraConfig::new(32, 16.0)),
+            ..settings()
+        };
+        let packing = MemoryPlan::new(&shape, lora_cpu.clone());
+        assert_eq!(packing.decode_weights, shape.packed_for_decoding() * 4);
+        // Not on a GPU, nor without LoRA (the full weights train in place).
+        let on_gpu = MemoryPlan::new(
             &shape,
             Settings {
-                decode_packing: true,
-                ..settings()
+                on_cpu: false,
+                ..lora_cpu
             },
         );
-        assert_eq!(packing.decode_weights, shape.packed_for_decoding() * 4);
-        let plain = MemoryPlan::new(&shape, settings());
-        assert_eq!(packing.resident(), plain.resident() + packing.decode_weights);
-        assert_eq!(plain.decode_weights, 0);
+        assert_eq!(packing.resident(), on_gpu.resident() + packing.decode_weights);
+        assert_eq!(MemoryPlan::new(&shape, settings()).decode_weights, 0);
     }
 
     #[test]
@@ -1334,7 +1332,6 @@ mod tests {
             &qwen_half_b(),
             Settings {
                 lora: Some(LoraConfig::new(32, 16.0)),
-                decode_packing: true,
                 ..settings()
             },
         );
@@ -1352,7 +1349,6 @@ mod tests {
     fn a_refusal_says_when_no_remedy_fits_alone_or_together() {
         let lora_3b = Settings {
             lora: Some(LoraConfig::new(32, 16.0)),
-            decode_packing: true,
             gradient_checkpointing: true,
             micro_batch: 1,
             ..settings()
@@ -1367,7 +1363,6 @@ mod tests {
             &qwen_3b(),
             Settings {
                 weight_bytes: 2,
-                decode_packing: false,
                 ..lora_3b
             },
         );
@@ -1402,7 +1397,6 @@ mod tests {
                 &qwen_half_b(),
                 Settings {
                     lora: Some(LoraConfig::new(32, 16.0)),
-                    decode_packing: true,
                     ..settings()
                 },
             ),

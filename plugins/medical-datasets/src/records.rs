@@ -203,7 +203,7 @@ pub fn records(text: &str) -> Records {
     if is_one_object(text) {
         return match from_json::<UniqueKeys>(text) {
             Ok(UniqueKeys(Value::Object(object))) => {
-                crate::whole_object::records_of(object, &member_value_lines(text))
+                crate::whole_object::records_of(object, || member_value_lines(text))
                     .into_iter()
                     .map(|(line, record)| (line, Ok(record)))
                     .collect()

@@ -6,10 +6,13 @@
 
 use serde_json::{Map, Value};
 
-/// The records of `object`, the whole file, each with its line (`member_lines`: the line of
-/// each member's value, for the `index` layout's records; the others are placed on line 1 and
-/// told apart as `file:1#N`).
-pub fn records_of(object: Map<String, Value>, member_lines: &[usize]) -> Vec<(usize, Value)> {
+/// The records of `object`, the whole file, each with its line (`member_lines` gives the line
+/// of each member's value, for the `index` layout's records, and is only worked out for them;
+/// the others are placed on line 1 and told apart as `file:1#N`).
+pub fn records_of(
+    object: Map<String, Value>,
+    member_lines: impl FnOnce() -> Vec<usize>,
+) -> Vec<(usize, Value)> {
     if let Some(rows) = split_layout(&object) {
         return rows.into_iter().map(|row| (1, row)).collect();
     }
@@ -20,6 +23,7 @@ pub fn records_of(object: Map<String, Value>, member_lines: &[usize]) -> Vec<(us
         return rows.into_iter().map(|row| (1, row)).collect();
     }
     if index_layout(&object) {
+        let member_lines = member_lines();
         return object
             .into_iter()
             .enumerate()
@@ -125,7 +129,10 @@ mod tests {
 
     fn rows(value: Value) -> Vec<Value> {
         let Value::Object(object) = value else { panic!() };
-        records_of(object, &[]).into_iter().map(|(_, row)| row).collect()
+        records_of(object, Vec::new)
+            .into_iter()
+            .map(|(_, row)| row)
+            .collect()
     }
 
     fn expected() -> Vec<Value> {
