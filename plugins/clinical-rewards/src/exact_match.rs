@@ -8,33 +8,45 @@
 //! `42.0` and `42` vote together and count as right), else the normalised answer.
 //! Gold `42`: `\boxed{42.0}` → 1, `\boxed{41}` → 0, `the answer is 42` → 0 (not stated).
 
-use crpo_sdk::rules::{free_text_answer, normalise_answer, same_answer};
+use crpo_sdk::rules::{free_text_answer, normalise_answer, parse_number, same_answer};
 use crpo_sdk::{Example, PluginError, RewardFn, Score};
 use serde::{Deserialize, Deserializer};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExactMatchOptions {
     /// How far a number may be from the gold, relative to the gold (absolute for a gold of 0).
+    /// Unset: [`DEFAULT_TOLERANCE`], and whole numbers compare exactly.
     #[serde(deserialize_with = "non_negative")]
-    pub tolerance: f64,
+    pub tolerance: Option<f64>,
+}
+
+/// The relative tolerance when none is set: room for how a decimal is written or rounded
+/// (`0.1` as `0.1000000001`), none for a count (`1000001` is not `1000000`).
+pub const DEFAULT_TOLERANCE: f64 = 1e-6;
+
+impl ExactMatchOptions {
+    /// The tolerance `answer` is compared to `gold` with: the one set, else whole numbers
+    /// exactly (as math_verify compares integers) and others within [`DEFAULT_TOLERANCE`].
+    fn tolerance_for(&self, answer: &str, gold: &str) -> f64 {
+        let whole = |text: &str| parse_number(text).is_some_and(|n| n.fract() == 0.0);
+        match self.tolerance {
+            Some(set) => set,
+            None if whole(answer) && whole(gold) => 0.0,
+            None => DEFAULT_TOLERANCE,
+        }
+    }
 }
 
 /// Refused when the run starts (the error names `tolerance`), not at the first score.
-fn non_negative<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+fn non_negative<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
     let value = f64::deserialize(deserializer)?;
     if value >= 0.0 && value.is_finite() {
-        Ok(value)
+        Ok(Some(value))
     } else {
         Err(serde::de::Error::custom(format!(
             "{value}: must be a finite number ≥ 0"
         )))
-    }
-}
-
-impl Default for ExactMatchOptions {
-    fn default() -> Self {
-        ExactMatchOptions { tolerance: 1e-6 }
     }
 }
 
@@ -50,7 +62,7 @@ pub fn exact_match(
     let Some(answer) = free_text_answer(completion) else {
         return Ok(Score::new(0.0).with("answered", 0.0));
     };
-    let right = same_answer(answer, gold, options.tolerance);
+    let right = same_answer(answer, gold, options.tolerance_for(answer, gold));
     let voted = if right {
         gold.to_string()
     } else {
@@ -108,6 +120,19 @@ mod tests {
         );
     }
 
+    /// At the default, 1e-6 of a million is one unit: a count one off matched.
+    #[test]
+    fn whole_numbers_compare_exactly_unless_a_tolerance_is_set() {
+        assert_eq!(score("1000000", "\\boxed{1000001}").value, 0.0);
+        assert_eq!(score("250000", "\\boxed{250,001}").value, 0.0);
+        assert_eq!(score("1000000", "\\boxed{1,000,000}").value, 1.0);
+        assert_eq!(score("1000000", "\\boxed{1e6}").value, 1.0);
+        assert_eq!(score("1000000", "\\boxed{1000000.0}").value, 1.0);
+        // A decimal keeps the default's room for rounding.
+        assert_eq!(score("0.3", "\\boxed{0.30000000001}").value, 1.0);
+        assert_eq!(score("1000000", "\\boxed{1000000.5}").value, 1.0);
+    }
+
     #[test]
     fn tolerance_is_an_option() {
         let loose = score_one(
@@ -117,6 +142,14 @@ mod tests {
             "\\boxed{100.5}",
         );
         assert_eq!(loose.unwrap().value, 1.0);
+        // A tolerance set applies to whole numbers too (a dose of 500 mg within 1%).
+        let dose = score_one(
+            &EXACT_MATCH,
+            &json!({"tolerance": 0.01}),
+            &example("500"),
+            "\\boxed{504}",
+        );
+        assert_eq!(dose.unwrap().value, 1.0);
         // Refused when the objective is made, before any scoring.
         let bad = EXACT_MATCH.create(&json!({"tolerance": -1.0})).err().unwrap();
         assert!(matches!(bad, PluginError::InvalidOption { ref option, .. } if option == "tolerance"));
