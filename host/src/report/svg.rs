@@ -115,15 +115,20 @@ pub fn chart(title: &str, key: &str, series: &[Series<'_>], legend: bool) -> Str
             line.join(" "),
             escape(s.label)
         );
-        // A path of one point draws nothing: a run of one step is a dot.
-        if let [only] = s.points.as_slice() {
+        // Each point shows its numbers on hover. A path of one point draws nothing: a run of
+        // one step is a dot, always shown.
+        let class = if s.points.len() == 1 { "dot" } else { "point" };
+        for &(step, mean, std) in &s.points {
+            let spread = std.map(|std| format!(" ± {}", number(std))).unwrap_or_default();
             let _ = write!(
                 svg,
-                r#"<circle class="dot" fill="{}" cx="{:.1}" cy="{:.1}" r="3"><title>{}</title></circle>"#,
+                r#"<circle class="{class}" fill="{}" cx="{:.1}" cy="{:.1}" r="3"><title>{} · step {}: {}{spread}</title></circle>"#,
                 s.color,
-                x(only.0),
-                y(only.1),
-                escape(s.label)
+                x(step),
+                y(mean),
+                escape(s.label),
+                number(step),
+                number(mean),
             );
         }
     }
@@ -249,6 +254,16 @@ mod tests {
         let path = svg.split("d=\"").nth(1).unwrap().split('"').next().unwrap();
         assert_eq!(path.matches(['M', 'L']).count(), 3);
         assert!(chart("empty", "k", &[], false).contains("no data yet"));
+        // Every point tells its numbers on hover.
+        assert_eq!(svg.matches("class=\"point\"").count(), 5);
+        assert!(
+            svg.contains("<title>grpo · step 2: 0.400 ± 0.100</title>"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("<title>crpo &lt;full&gt; · step 1: 0.200</title>"),
+            "{svg}"
+        );
     }
 
     /// One step is a dot (a path of one point drew nothing); a long run is drawn with at most
