@@ -82,7 +82,7 @@ pub fn load(vs: &mut VarStore, dir: &Path) -> Result<Vec<String>> {
         // with any reader, but cannot cause undefined behaviour beyond wrong values.
         let mmap = unsafe { memmap2::Mmap::map(&handle) }.map_err(io(&file))?;
         // Only the header's pages are touched.
-        let (header, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| invalid(&file, e))?;
+        let (header, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| not_safetensors(&file, e))?;
         // Tensor offsets count from the end of the header and its 8-byte length.
         let data_start = (8 + header) as u64;
         for (name, info) in metadata.tensors() {
@@ -181,6 +181,15 @@ fn layer_of(name: &str) -> Option<usize> {
         .ok()
 }
 
+/// A weight file whose header cannot be read: the safetensors library's words ("incomplete
+/// metadata, file not fully covered") do not say that the file is cut short or damaged.
+fn not_safetensors(file: &Path, error: safetensors::SafeTensorError) -> PolicyError {
+    invalid(
+        file,
+        format!("not a complete safetensors file (cut short by a copy or download that stopped, or damaged): {error}"),
+    )
+}
+
 /// Elements of every tensor the directory's weight files hold, from their headers alone.
 pub fn stored_elements(dir: &Path) -> Result<u128> {
     let mut total = 0u128;
@@ -188,7 +197,7 @@ pub fn stored_elements(dir: &Path) -> Result<u128> {
         let handle = std::fs::File::open(&file).map_err(io(&file))?;
         // SAFETY: as in `load`: only the header's pages are read.
         let mmap = unsafe { memmap2::Mmap::map(&handle) }.map_err(io(&file))?;
-        let (_, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| invalid(&file, e))?;
+        let (_, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| not_safetensors(&file, e))?;
         for (_, info) in metadata.tensors() {
             let elements = info.shape.iter().fold(1u128, |n, &d| n.saturating_mul(d as u128));
             total = total.saturating_add(elements);
@@ -378,6 +387,13 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
         let error = loaded(dir.path(), Kind::Float).err().unwrap().to_string();
-        assert!(error.contains("model.safetensors"), "{error}");
+        assert!(
+            error.contains("model.safetensors") && error.contains("not a complete safetensors file"),
+            "{error}"
+        );
+        // Cut inside the header, as a copy that stopped early leaves it.
+        std::fs::write(&path, &bytes[..6]).unwrap();
+        let error = loaded(dir.path(), Kind::Float).err().unwrap().to_string();
+        assert!(error.contains("not a complete safetensors file"), "{error}");
     }
 }

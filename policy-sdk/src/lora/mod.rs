@@ -207,8 +207,14 @@ pub fn read_adapter_weights(dir: &Path) -> Result<Vec<(String, Tensor)>> {
             dir.display()
         )));
     }
-    let tensors = Tensor::read_safetensors(&path)
-        .map_err(|e| PluginError::failed(format!("cannot read {}: {e}", path.display())))?;
+    let tensors = Tensor::read_safetensors(&path).map_err(|e| {
+        let damaged = if path.exists() {
+            "not a complete safetensors file (cut short by a copy or download that stopped, or damaged): "
+        } else {
+            ""
+        };
+        PluginError::failed(format!("cannot read {}: {damaged}{e}", path.display()))
+    })?;
     for (name, tensor) in &tensors {
         check_adapter_matrix(&path, name, tensor)?;
     }
@@ -279,6 +285,21 @@ mod tests {
         let error = read_adapter_weights(dir.path()).unwrap_err().to_string();
         assert!(
             error.contains("adapter_model.bin") && error.contains("safe_serialization=True"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_cut_short_adapter_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let matrix = Tensor::ones([2, 3], (tch::Kind::Float, tch::Device::Cpu));
+        let path = dir.path().join(ADAPTER_WEIGHTS);
+        Tensor::write_safetensors(&[("a", &matrix)], &path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
+        let error = read_adapter_weights(dir.path()).unwrap_err().to_string();
+        assert!(
+            error.contains(ADAPTER_WEIGHTS) && error.contains("not a complete safetensors file"),
             "{error}"
         );
     }
