@@ -309,6 +309,45 @@ fn a_rank_that_dies_stops_the_other_which_names_it() {
     assert!(took < Duration::from_secs(30), "{took:?}");
 }
 
+/// A rank killed before it joins leaves its peers waiting at the rendezvous for
+/// `ddp_timeout`: the launcher, which saw it die, stops them without waiting that long.
+#[test]
+fn a_rank_killed_before_it_joins_ends_the_run_well_within_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(
+        dir.path(),
+        "run",
+        1,
+        "ddp_timeout = 300\nmax_steps = 1000\nsave_steps = 0",
+    );
+    let mut launcher = crpo_host()
+        .process_group(0)
+        .args(["train", "--nproc", "2", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = worker_pid(&launcher, 1);
+    // SAFETY: signalling a process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let killed = Instant::now();
+    while launcher.try_wait().unwrap().is_none() {
+        if killed.elapsed() > Duration::from_secs(90) {
+            let _ = launcher.kill();
+            panic!("the run still waited 90 s after rank 1 died (ddp_timeout = 300 s)");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = launcher.wait_with_output().unwrap();
+    let messages = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        messages.contains("worker rank 1 of 2 failed (killed by signal 9)"),
+        "{messages}"
+    );
+}
+
 /// Rank 0 hosts the rendezvous store: the other rank names it once, without libtorch's C++
 /// stack for every store call that failed.
 #[test]
@@ -332,8 +371,8 @@ fn a_rank_that_stalls_stops_the_other_within_the_timeout() {
         messages.contains("rank(s) 1 still ran") && !messages.contains("worker rank 0 of 2 failed"),
         "{messages}"
     );
-    // ddp_timeout = 8 s, the stale heartbeat's wait, the launcher's grace of 18 s.
-    assert!(took < Duration::from_secs(45), "{took:?}");
+    // ddp_timeout = 8 s, the stale heartbeat's wait, the launcher's 10 s after rank 0 ended.
+    assert!(took < Duration::from_secs(35), "{took:?}");
 }
 
 /// SIGTERM to one worker (a scheduler signalling a process, not the job): every rank stops
@@ -379,7 +418,7 @@ fn a_stalled_rank_zero_stops_the_other_within_the_timeout() {
         messages.contains("rank 1 of 2") && messages.contains("rank 0, which hosts the rendezvous store"),
         "{messages}"
     );
-    // ddp_timeout = 8 s, the collective's grace of 15 s, the launcher's grace of 20 s.
+    // ddp_timeout = 8 s, the collective's grace of 15 s, the launcher's 10 s after rank 1 ended.
     assert!(took < Duration::from_secs(60), "{took:?}");
 }
 

@@ -161,10 +161,18 @@ pub fn check_local_ranks(nproc: usize, cuda: bool, gpus: usize, cores: usize) ->
     Ok(())
 }
 
+/// How long the other workers get to stop on their own after one failed (exited with an
+/// error, or died): a dead peer's connections close at once and a stopped one's heartbeat is
+/// stale in seconds, so its peers have named it by then. Waiting the whole `ddp_timeout` kept a
+/// job whose rank died at start-up (its peers still at the rendezvous) or stalled for as long
+/// again — half an hour at the default — with nothing left to learn.
+const AFTER_A_FAILURE: Duration = Duration::from_secs(10);
+
 /// Runs this program `nproc` times with `args` (the command line without `--nproc`), as ranks
-/// 0..nproc of one run on this machine. When a worker fails, the others get `grace` to stop on
-/// their own (their next collective fails and names it) and are then killed. Returns the first
-/// failure, naming the rank.
+/// 0..nproc of one run on this machine. When a worker fails, the others get
+/// [`AFTER_A_FAILURE`] to stop on their own (their next collective fails and names it), or
+/// `grace` when the run is stopping on a signal (rank 0 may be writing its checkpoint), and
+/// are then killed. Returns the first failure, naming the rank.
 ///
 /// Signals: the workers run in their own process group, so a signal sent to the job's group
 /// (Ctrl-C, a scheduler's SIGTERM) reaches this launcher alone, which passes each on to every
@@ -214,6 +222,7 @@ pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> an
         workers.push((rank, child));
     }
     let mut first_failure: Option<(usize, String)> = None;
+    let mut died = false;
     // Whether every worker that failed stopped on a signal (128 + SIGTERM or SIGINT): one sent
     // to a worker rather than to this launcher stops every rank after the same step too.
     let mut stopped_on: Option<i32> = None;
@@ -233,7 +242,11 @@ pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> an
         for (rank, mut child) in workers {
             match child.try_wait()? {
                 Some(status) if !status.success() => {
-                    first_failure.get_or_insert((rank, describe(status)));
+                    if first_failure.is_none() {
+                        // Killed (SIGKILL, a crash): it left no message, the others did not end it.
+                        died = std::os::unix::process::ExitStatusExt::signal(&status).is_some();
+                        first_failure = Some((rank, describe(status)));
+                    }
                     failed_at.get_or_insert_with(Instant::now);
                     match status
                         .code()
@@ -251,10 +264,16 @@ pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> an
             }
         }
         workers = still_running;
-        if failed_at.is_some_and(|at| at.elapsed() > grace) {
+        // Every failure so far a stop on a signal: the ranks finish the step and checkpoint.
+        let wait = if received.is_some() || only_stopped {
+            grace
+        } else {
+            grace.min(AFTER_A_FAILURE)
+        };
+        if failed_at.is_some_and(|at| at.elapsed() > wait) {
             for (rank, child) in &mut workers {
                 tracing::warn!(
-                    "worker rank {rank} still runs {grace:?} after rank {} ended; killing it",
+                    "worker rank {rank} still runs {wait:?} after rank {} ended; killing it",
                     first_failure.as_ref().map_or(0, |(r, _)| *r)
                 );
                 let _ = child.kill();
@@ -279,10 +298,16 @@ pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> an
         }
         .into()),
         (Some((rank, status)), None) if !killed.is_empty() => {
-            // The first to end is often the one that found a peer stalled, not the culprit.
             let ranks: Vec<String> = killed.iter().map(usize::to_string).collect();
+            if died {
+                bail!(
+                    "worker rank {rank} of {nproc} failed ({status}); rank(s) {} still ran {AFTER_A_FAILURE:?} later and were killed",
+                    ranks.join(", ")
+                )
+            }
+            // The first to end is often the one that found a peer stalled, not the culprit.
             bail!(
-                "worker rank {rank} of {nproc} ended first ({status}; its message above says why), and rank(s) {} still ran {grace:?} later and were killed (a rank that stalls is named in rank {rank}'s message)",
+                "worker rank {rank} of {nproc} ended first ({status}; its message above says why), and rank(s) {} still ran {AFTER_A_FAILURE:?} later and were killed (a rank that stalls is named in rank {rank}'s message)",
                 ranks.join(", ")
             )
         }
