@@ -148,7 +148,30 @@ fn name_the_plugin_path_variable(err: anyhow::Error, from_environment: &[PathBuf
     }
 }
 
+/// The name of a command that runs in one process (not `train`, nor the read-only `doctor`
+/// and `plugins`, nor the reward worker a training rank starts).
+fn single_process_name(command: &Command) -> Option<&'static str> {
+    Some(match command {
+        Command::Train(_) | Command::Doctor(_) | Command::Plugins(_) | Command::RewardWorker => return None,
+        Command::Data(_) => "data",
+        Command::New(_) => "new",
+        Command::Score(_) => "score",
+        Command::InitModel(_) => "init-model",
+        Command::Generate(_) => "generate",
+        Command::MergeLora(_) => "merge-lora",
+        Command::Sft(_) => "sft",
+        Command::Report(_) => "report",
+        Command::Eval(_) => "eval",
+        Command::Demo(_) => "demo",
+        Command::BenchRollout(_) => "bench-rollout",
+        Command::DemoData(_) => "demo-data",
+    })
+}
+
 fn run_command(command: Command, dirs: &[PathBuf]) -> anyhow::Result<()> {
+    if let Some(name) = single_process_name(&command) {
+        crpo_host::distributed::launch::refuse_a_distributed_launch(name, |var| std::env::var(var).ok())?;
+    }
     match command {
         Command::Doctor(args) => commands::doctor::run(dirs, &args),
         Command::Plugins(args) => commands::plugins::run(dirs, &args),

@@ -309,6 +309,35 @@ fn a_rank_that_dies_stops_the_other_which_names_it() {
     assert!(took < Duration::from_secs(30), "{took:?}");
 }
 
+/// Under torchrun, every command but train (and the read-only doctor and plugins) would run
+/// once per rank: two `eval`s wrote one completions file together, two `demo`s raced for
+/// one directory and left it half written.
+#[test]
+fn single_process_commands_are_refused_as_one_of_several_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "run", 1, "max_steps = 1");
+    let out = dir.path().join("demo");
+    for args in [
+        vec!["eval".into(), "--config".into(), config.display().to_string()],
+        vec!["demo".into(), "--out".into(), out.display().to_string()],
+    ] {
+        let output = crpo_host()
+            .args(&args)
+            .env("RANK", "0")
+            .env("WORLD_SIZE", "2")
+            .output()
+            .unwrap();
+        let message = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(
+            message.contains(&format!("`crpo-host {}` runs in one process", args[0]))
+                && message.contains("WORLD_SIZE=2"),
+            "{message}"
+        );
+    }
+    assert!(!out.exists(), "the refused demo wrote nothing");
+}
+
 /// A rank killed before it joins leaves its peers waiting at the rendezvous for
 /// `ddp_timeout`: the launcher, which saw it die, stops them without waiting that long.
 #[test]

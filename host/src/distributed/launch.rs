@@ -97,6 +97,24 @@ impl LaunchEnv {
     }
 }
 
+/// Refuses `crpo-host {command}`, which runs in one process, started by a launcher (torchrun,
+/// srun) as one of several ranks (WORLD_SIZE > 1): each would do the whole work and write the
+/// same files at once (two `eval`s wrote one completions file together).
+pub fn refuse_a_distributed_launch(
+    command: &str,
+    var: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<()> {
+    let ranks = var("WORLD_SIZE")
+        .and_then(|size| size.trim().parse::<usize>().ok())
+        .filter(|&size| size > 1);
+    if let Some(ranks) = ranks {
+        bail!(
+            "`crpo-host {command}` runs in one process, but this process is one of WORLD_SIZE={ranks} ranks of a distributed launch (torchrun, srun): each would do the whole work and write the same files; run it once, without the launcher (train alone runs across ranks)"
+        );
+    }
+    Ok(())
+}
+
 /// MASTER_PORT's text as a port (1-65535), spaces around it allowed.
 fn port(text: &str) -> Option<u16> {
     text.trim().parse::<u16>().ok().filter(|&p| p > 0)
@@ -338,6 +356,20 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         LaunchEnv::from_vars(|name| table.get(name).cloned())
+    }
+
+    #[test]
+    fn a_single_process_command_is_refused_as_one_of_several_ranks() {
+        let refused = |size: &str| {
+            refuse_a_distributed_launch("eval", |name| (name == "WORLD_SIZE").then(|| size.to_string()))
+        };
+        let error = refused("2").unwrap_err().to_string();
+        assert!(
+            error.contains("`crpo-host eval`") && error.contains("WORLD_SIZE=2"),
+            "{error}"
+        );
+        assert!(refused("1").is_ok(), "one rank is one process");
+        assert!(refuse_a_distributed_launch("eval", |_| None).is_ok());
     }
 
     #[test]
