@@ -276,20 +276,23 @@ impl World {
             .store_set(&position_key(self.rank), position.as_bytes());
         let started = Instant::now();
         let result = f(&self.group);
-        *self.spent.borrow_mut().entry(what.to_string()).or_default() += started.elapsed();
+        let waited = started.elapsed();
+        *self.spent.borrow_mut().entry(what.to_string()).or_default() += waited;
         result.map_err(|error| {
             anyhow::anyhow!(
                 "rank {} of {} ({}, {what}): {}; {error}",
                 self.rank,
                 self.size,
                 self.stage.borrow(),
-                self.blame(entered)
+                self.blame(entered, waited)
             )
         })
     }
 
-    /// Which peers stopped the group: stale heartbeats (dead or stopped), else ranks behind.
-    fn blame(&self, entered: u64) -> String {
+    /// Which peers stopped the group: stale heartbeats (dead or stopped), else ranks behind,
+    /// else — every peer alive and caught up by now — a wait past `run.ddp_timeout` (one rank
+    /// was slower than that to get here) or the transport. `waited`: the collective's time.
+    fn blame(&self, entered: u64, waited: Duration) -> String {
         // A peer that just died still has a fresh heartbeat: let it go stale.
         std::thread::sleep(STALE_AFTER + HEARTBEAT_EVERY);
         if self.group.set_store_timeout(STALE_AFTER * 2).is_err() {
@@ -329,6 +332,10 @@ impl World {
             (true, false) => format!(
                 "{} (waited {:?}: run.ddp_timeout)",
                 behind.join("; "),
+                self.group.timeout
+            ),
+            (true, true) if waited >= self.group.timeout => format!(
+                "every peer is alive and has caught up since: this rank waited {waited:.1?} for one that came later than run.ddp_timeout ({:?}) allows; raise run.ddp_timeout above the longest a rank may take to reach a collective after the others (its rollouts, its checkpoint)",
                 self.group.timeout
             ),
             (true, true) => "no peer is stale or behind: the transport failed".to_string(),
