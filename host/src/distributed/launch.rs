@@ -75,6 +75,16 @@ impl LaunchEnv {
         if world_size > MAX_WORLD_SIZE {
             bail!("distributed launch: WORLD_SIZE={world_size} is more processes than any run has (at most {MAX_WORLD_SIZE})");
         }
+        // Optional (torchrun sets it; a hand-written launch may not): the memory plan divides
+        // the machine's memory by it.
+        if let Some(text) = var("LOCAL_WORLD_SIZE") {
+            let local = number("LOCAL_WORLD_SIZE", text)?;
+            if local == 0 || local > world_size || local_rank >= local {
+                bail!(
+                    "distributed launch: LOCAL_WORLD_SIZE={local} is not the number of ranks on this machine (it must be above LOCAL_RANK={local_rank} and at most WORLD_SIZE={world_size})"
+                );
+            }
+        }
         let master_addr = required("MASTER_ADDR")?.trim().to_string();
         if master_addr.is_empty() {
             bail!("distributed launch: MASTER_ADDR is empty (rank 0's host name or address)");
@@ -474,5 +484,15 @@ mod tests {
         assert!(with("MASTER_PORT", "port").contains("MASTER_PORT=`port`"));
         assert!(with("MASTER_ADDR", " ").contains("MASTER_ADDR is empty"));
         assert!(with("WORLD_SIZE", "4294967297").contains("more processes than any run has"));
+        let local = |value: &str| {
+            let mut vars = full.to_vec();
+            vars.push(("LOCAL_WORLD_SIZE", value));
+            from(&vars)
+        };
+        assert!(local("2").is_ok());
+        for wrong in ["0", "1", "3", "abc"] {
+            let error = local(wrong).unwrap_err().to_string();
+            assert!(error.contains("LOCAL_WORLD_SIZE"), "{wrong}: {error}");
+        }
     }
 }
