@@ -451,6 +451,46 @@ fn train_refuses_an_earlier_runs_files_and_a_resume_with_nothing_to_resume() {
         &["train", "--config", "run.toml", "--output-dir", "left"],
     );
     assert!(started.status.success(), "{}", stderr(&started));
+    // A start killed before its first step (its run_info.json and empty logs, no checkpoint),
+    // resubmitted with --resume as a requeue script does: it starts from the beginning.
+    std::fs::remove_dir_all(left.join("checkpoints")).unwrap();
+    std::fs::write(left.join("metrics.jsonl"), "").unwrap();
+    std::fs::write(left.join("samples.jsonl"), "").unwrap();
+    let requeued = run(
+        dir.path(),
+        &[
+            "train",
+            "--config",
+            "run.toml",
+            "--output-dir",
+            "left",
+            "--resume",
+        ],
+    );
+    assert!(requeued.status.success(), "{}", stderr(&requeued));
+    assert!(
+        stderr(&requeued).contains("starting from the beginning"),
+        "{}",
+        stderr(&requeued)
+    );
+    // Where no run started, --resume is a mistyped directory: refused.
+    let nowhere = run(
+        dir.path(),
+        &[
+            "train",
+            "--config",
+            "run.toml",
+            "--output-dir",
+            "nowhere",
+            "--resume",
+        ],
+    );
+    assert_eq!(nowhere.status.code(), Some(1));
+    assert!(
+        stderr(&nowhere).contains("no run started there"),
+        "{}",
+        stderr(&nowhere)
+    );
 }
 
 #[test]

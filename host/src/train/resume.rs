@@ -120,7 +120,7 @@ pub fn start<T>(
     super::run_lock::refuse_a_file(run_dir, setting)?;
     checkpoint::remove_temporaries(run_dir)?;
     let checkpoints = checkpoint::list(run_dir)?;
-    if !start.resume && checkpoints.is_empty() {
+    if checkpoints.is_empty() {
         remove_empty_run_files(run_dir)?;
     }
     let earlier_files: Vec<&str> = RUN_FILES
@@ -153,14 +153,25 @@ pub fn start<T>(
         return Ok(None);
     }
     if checkpoints.is_empty() {
+        // A run stopped before it logged a step (a job killed at start-up, resubmitted with
+        // --resume as a requeue script does): nothing to continue, nothing to lose.
+        if info.exists() && earlier_files.is_empty() {
+            tracing::warn!(
+                "--resume: {} has no checkpoint and no step logged (the run there stopped before its first): starting from the beginning",
+                run_dir.display()
+            );
+            return Ok(None);
+        }
+        if earlier_files.is_empty() {
+            bail!(
+                "--resume: {} has no checkpoint to resume from (no run started there); start without --resume",
+                run_dir.display()
+            );
+        }
         bail!(
-            "--resume: {} has no checkpoint to resume from{}; start without --resume into an empty directory",
+            "--resume: {} has no checkpoint to resume from, only the steps an earlier start logged before it stopped ({}): remove them to start over (they are kept, not replaced), or choose another {setting}",
             run_dir.display(),
-            if earlier_files.is_empty() {
-                String::new()
-            } else {
-                format!(" (it holds {})", earlier_files.join(" and "))
-            }
+            earlier_files.join(" and ")
         );
     }
     let mut failures: Vec<(PathBuf, String)> = Vec::new();
