@@ -532,6 +532,33 @@ fn a_port_another_program_holds_fails_the_start_within_the_timeout() {
     drop(held);
 }
 
+/// A web server (or a proxy) on MASTER_PORT answers libtorch's ping with its own bytes.
+#[test]
+fn a_port_another_program_answers_on_is_named_as_no_rendezvous() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "http", 1, "max_steps = 1\nddp_timeout = 5");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut connection in listener.incoming().take(64).flatten() {
+            let mut request = [0u8; 64];
+            let _ = connection.read(&mut request);
+            let _ = connection.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        }
+    });
+    let (output, elapsed) = train_as_rank_one_of_two(&config, port);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "what answers at 127.0.0.1:{port} is not a rendezvous store"
+        )),
+        "{stderr}"
+    );
+    assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
+}
+
 #[test]
 fn a_killed_two_process_run_resumes_to_the_uninterrupted_weights() {
     let dir = tempfile::tempdir().unwrap();

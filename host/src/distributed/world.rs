@@ -74,8 +74,14 @@ fn rendezvous_watchdog(env: &LaunchEnv, timeout: Duration) -> Arc<AtomicBool> {
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
+            let question = if rank == 0 {
+                // Rank 0 hosts the store on this machine and reaches it at MASTER_ADDR.
+                "this is rank 0, which hosts the rendezvous: is MASTER_ADDR an address of this machine, is every rank started, and is that port free (not another program's)?"
+            } else {
+                "is rank 0 running there, is every rank started, and is that port rank 0's (not another program's)?"
+            };
             eprintln!(
-                "error: distributed start-up (rank {rank} of {world_size}): no rendezvous at {address} within {:?} (run.ddp_timeout): is rank 0 running there, is every rank started, and is that port rank 0's (not another program's)?",
+                "error: distributed start-up (rank {rank} of {world_size}): no rendezvous at {address} within {:?} (run.ddp_timeout): {question}",
                 timeout
             );
             // SAFETY: ends the process at once; libtorch's threads are mid-call, so exit
@@ -181,8 +187,18 @@ impl World {
             timeout,
         })
         .map_err(|e| {
+            // libtorch's words when a program that is no rendezvous store (a web server, a
+            // proxy) answers at the address.
+            let stranger = if e.contains("Ping failed") {
+                format!(
+                    " (what answers at {}:{} is not a rendezvous store: another program holds that port there; choose another MASTER_PORT, or check MASTER_ADDR)",
+                    env.master_addr, env.master_port
+                )
+            } else {
+                String::new()
+            };
             anyhow::anyhow!(
-                "distributed start-up (rank {} of {}): {e}",
+                "distributed start-up (rank {} of {}): {e}{stranger}",
                 env.rank,
                 env.world_size
             )
