@@ -473,6 +473,22 @@ fn train_refuses_an_earlier_runs_files_and_a_resume_with_nothing_to_resume() {
         "{}",
         stderr(&requeued)
     );
+    // Killed while loading the model: only its lock file is there.
+    let loading = dir.path().join("loading");
+    std::fs::create_dir(&loading).unwrap();
+    std::fs::write(loading.join(".crpo-run.lock"), "").unwrap();
+    let requeued = run(
+        dir.path(),
+        &[
+            "train",
+            "--config",
+            "run.toml",
+            "--output-dir",
+            "loading",
+            "--resume",
+        ],
+    );
+    assert!(requeued.status.success(), "{}", stderr(&requeued));
     // Where no run started, --resume is a mistyped directory: refused.
     let nowhere = run(
         dir.path(),
@@ -522,6 +538,20 @@ fn sft_never_replaces_the_base_model_or_files_a_user_saved() {
         assert!(stderr(&refused).contains(says), "{}", stderr(&refused));
         assert_eq!(std::fs::read_to_string(d.join(file)).unwrap(), "{\"mine\": true}");
     }
+    // --resume where a start stopped before its first step starts from the beginning: it too
+    // may not replace a model it did not write.
+    std::fs::write(d.join("mine/.crpo-run.lock"), "").unwrap();
+    write_config(d, "", "[sft]\noutput_dir = \"mine\"");
+    let resumed = run(d, &["sft", "--config", "run.toml", "--resume"]);
+    assert!(
+        stderr(&resumed).contains("already holds a model"),
+        "{}",
+        stderr(&resumed)
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("mine/model/thesis.tex")).unwrap(),
+        "{\"mine\": true}"
+    );
 }
 
 #[test]

@@ -9,6 +9,23 @@ pub fn all_finite(tensor: &Tensor) -> std::result::Result<bool, tch::TchError> {
     tch::no_grad(|| Ok(tensor.f_isfinite()?.f_all()?.f_int64_value(&[])? == 1))
 }
 
+/// Reads a safetensors file's tensors; an error names the file, and a header or coverage
+/// error says the file is cut short or damaged.
+pub fn read_safetensors_file(path: &std::path::Path) -> std::result::Result<Vec<(String, Tensor)>, String> {
+    Tensor::read_safetensors(path).map_err(|error| {
+        let text = error.to_string();
+        // As the library's Display ("incomplete metadata") or its variant's name
+        // (`MetadataIncompleteBuffer`, `InvalidHeaderLength`), as tch prints it.
+        let lower = text.to_lowercase();
+        let damaged = if ["metadata", "header", "offset"].iter().any(|w| lower.contains(w)) {
+            "not a complete safetensors file (cut short by a copy or download that stopped, or damaged): "
+        } else {
+            ""
+        };
+        format!("cannot read {}: {damaged}{text}", path.display())
+    })
+}
+
 /// Lends a tensor to the other side for the duration of a call.
 pub fn lend_tensor(tensor: &Tensor) -> usize {
     tensor.as_ptr() as usize

@@ -58,8 +58,7 @@ pub fn run(args: &MergeLoraArgs) -> anyhow::Result<()> {
     let adapters: HashMap<String, Tensor> = lora::read_adapter_weights(&args.adapter)?.into_iter().collect();
     let mut weights = Vec::new();
     for file in weight_files(&base)? {
-        let tensors =
-            Tensor::read_safetensors(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        let tensors = crpo_policy_sdk::tensor::read_safetensors_file(&file).map_err(anyhow::Error::msg)?;
         for (name, tensor) in &tensors {
             if tensor.is_floating_point() && !all_finite(tensor)? {
                 bail!(

@@ -38,6 +38,7 @@ impl RunArgs {
         StartMode {
             resume: self.resume,
             allow_config_change: self.allow_config_change,
+            started_before: false,
         }
     }
 }
@@ -102,8 +103,9 @@ pub fn train(dirs: &[PathBuf], args: &RunArgs) -> anyhow::Result<()> {
 }
 
 pub fn sft(dirs: &[PathBuf], args: &RunArgs) -> anyhow::Result<()> {
-    if args.nproc.is_some() || LaunchEnv::from_env()?.is_some_and(|env| env.world_size > 1) {
-        bail!("sft runs in one process: --nproc and a distributed launch (WORLD_SIZE > 1) are for train");
+    // A distributed launch (WORLD_SIZE > 1) of sft is refused before any command runs.
+    if args.nproc.is_some() {
+        bail!("sft runs in one process: --nproc is for train");
     }
     let (mut config, registry) = load(dirs, &args.config)?;
     if let Some(dir) = &args.output_dir {
@@ -156,8 +158,11 @@ fn start_local_workers(nproc: usize, args: &RunArgs) -> anyhow::Result<()> {
             worker_args.push(arg);
         }
     }
-    // A failed worker's peers stop on their own within the timeout (naming it); past that
-    // (and a margin for their message) they are killed.
+    // When the run stops on a signal, or a worker fails while rank 0 writes a checkpoint, the
+    // others get the timeout and a margin to finish; else they are killed soon after.
     let grace = Duration::from_secs(config.run.ddp_timeout) + Duration::from_secs(10);
-    distributed::launch::run_local_workers(nproc, &worker_args, grace)
+    let run_dir = args.output_dir.clone().unwrap_or(config.run.output_dir);
+    distributed::launch::run_local_workers(nproc, &worker_args, grace, || {
+        crate::train::checkpoint::being_written(&run_dir)
+    })
 }

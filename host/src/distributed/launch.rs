@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::ffi::OsString;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -114,13 +114,16 @@ pub fn refuse_a_distributed_launch(
     command: &str,
     var: impl Fn(&str) -> Option<String>,
 ) -> anyhow::Result<()> {
-    let ranks = var("WORLD_SIZE")
-        .and_then(|size| size.trim().parse::<usize>().ok())
-        .filter(|&size| size > 1);
-    if let Some(ranks) = ranks {
-        bail!(
-            "`crpo-host {command}` runs in one process, but this process is one of WORLD_SIZE={ranks} ranks of a distributed launch (torchrun, srun): each would do the whole work and write the same files; run it once, without the launcher (train alone runs across ranks)"
-        );
+    // srun sets no WORLD_SIZE: SLURM_STEP_NUM_TASKS counts its tasks (see local_rendezvous_port).
+    for name in ["WORLD_SIZE", "SLURM_STEP_NUM_TASKS"] {
+        let ranks = var(name)
+            .and_then(|size| size.trim().parse::<usize>().ok())
+            .filter(|&size| size > 1);
+        if let Some(ranks) = ranks {
+            bail!(
+                "`crpo-host {command}` runs in one process, but this process is one of {name}={ranks} started together (torchrun, srun): each would do the whole work and write the same files; run it once, without the launcher (train alone runs across ranks)"
+            );
+        }
     }
     Ok(())
 }
@@ -199,8 +202,9 @@ const AFTER_A_FAILURE: Duration = Duration::from_secs(10);
 /// Runs this program `nproc` times with `args` (the command line without `--nproc`), as ranks
 /// 0..nproc of one run on this machine. When a worker fails, the others get
 /// [`AFTER_A_FAILURE`] to stop on their own (their next collective fails and names it), or
-/// `grace` when the run is stopping on a signal (rank 0 may be writing its checkpoint), and
-/// are then killed. Returns the first failure, naming the rank.
+/// `grace` when the run is stopping on a signal or while `writing_checkpoint` (rank 0's
+/// checkpoint is not cut short), and are then killed. Returns the first failure, naming the
+/// rank.
 ///
 /// Signals: the workers run in their own process group, so a signal sent to the job's group
 /// (Ctrl-C, a scheduler's SIGTERM) reaches this launcher alone, which passes each on to every
@@ -209,7 +213,12 @@ const AFTER_A_FAILURE: Duration = Duration::from_secs(10);
 /// twice — from the group and from the launcher — and the second would stop them before any
 /// checkpoint. A worker whose launcher dies gets SIGTERM (PR_SET_PDEATHSIG), never runs on
 /// alone.
-pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> anyhow::Result<()> {
+pub fn run_local_workers(
+    nproc: usize,
+    args: &[OsString],
+    grace: Duration,
+    writing_checkpoint: impl Fn() -> bool,
+) -> anyhow::Result<()> {
     let port = local_rendezvous_port(|name| std::env::var(name).ok())?;
     let program = std::env::current_exe().context("cannot find this program's path")?;
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot listen for SIGINT and SIGTERM")?;
@@ -251,12 +260,14 @@ pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> an
     }
     let mut first_failure: Option<(usize, String)> = None;
     let mut died = false;
+    // How long the others get after the first failure (see above).
+    let mut wait = grace;
     // Whether every worker that failed stopped on a signal (128 + SIGTERM or SIGINT): one sent
     // to a worker rather than to this launcher stops every rank after the same step too.
     let mut stopped_on: Option<i32> = None;
     let mut only_stopped = true;
     let mut failed_at: Option<Instant> = None;
-    // Ranks still running `grace` after the first failure, killed: most likely stalled.
+    // Ranks still running `wait` after the first failure, killed: most likely stalled.
     let mut killed: Vec<usize> = Vec::new();
     while !workers.is_empty() {
         for signal in signals.pending() {
@@ -272,7 +283,7 @@ pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> an
                 Some(status) if !status.success() => {
                     if first_failure.is_none() {
                         // Killed (SIGKILL, a crash): it left no message, the others did not end it.
-                        died = std::os::unix::process::ExitStatusExt::signal(&status).is_some();
+                        died = status.signal().is_some();
                         first_failure = Some((rank, describe(status)));
                     }
                     failed_at.get_or_insert_with(Instant::now);
@@ -292,8 +303,9 @@ pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> an
             }
         }
         workers = still_running;
-        // Every failure so far a stop on a signal: the ranks finish the step and checkpoint.
-        let wait = if received.is_some() || only_stopped {
+        // Every failure so far a stop on a signal (the ranks finish the step and checkpoint),
+        // or rank 0 writing a checkpoint: the long grace.
+        wait = if received.is_some() || only_stopped || writing_checkpoint() {
             grace
         } else {
             grace.min(AFTER_A_FAILURE)
@@ -329,13 +341,13 @@ pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> an
             let ranks: Vec<String> = killed.iter().map(usize::to_string).collect();
             if died {
                 bail!(
-                    "worker rank {rank} of {nproc} failed ({status}); rank(s) {} still ran {AFTER_A_FAILURE:?} later and were killed",
+                    "worker rank {rank} of {nproc} failed ({status}); rank(s) {} still ran {wait:?} later and were killed",
                     ranks.join(", ")
                 )
             }
             // The first to end is often the one that found a peer stalled, not the culprit.
             bail!(
-                "worker rank {rank} of {nproc} ended first ({status}; its message above says why), and rank(s) {} still ran {AFTER_A_FAILURE:?} later and were killed (a rank that stalls is named in rank {rank}'s message)",
+                "worker rank {rank} of {nproc} ended first ({status}; its message above says why), and rank(s) {} still ran {wait:?} later and were killed (a rank that stalls is named in rank {rank}'s message)",
                 ranks.join(", ")
             )
         }
@@ -347,7 +359,6 @@ pub fn run_local_workers(nproc: usize, args: &[OsString], grace: Duration) -> an
 }
 
 fn describe(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit status {code}"),
         (None, Some(signal)) => format!("killed by signal {signal}"),
@@ -380,6 +391,10 @@ mod tests {
         );
         assert!(refused("1").is_ok(), "one rank is one process");
         assert!(refuse_a_distributed_launch("eval", |_| None).is_ok());
+        let srun = refuse_a_distributed_launch("eval", |name| {
+            (name == "SLURM_STEP_NUM_TASKS").then(|| "2".to_string())
+        });
+        assert!(srun.unwrap_err().to_string().contains("SLURM_STEP_NUM_TASKS=2"));
     }
 
     #[test]

@@ -63,6 +63,8 @@ fn rendezvous_watchdog(env: &LaunchEnv, timeout: Duration) -> Arc<AtomicBool> {
     let joined = Arc::new(AtomicBool::new(false));
     let flag = joined.clone();
     let (rank, world_size) = (env.rank, env.world_size);
+    // Under torchrun's agent store, rank 0 hosts nothing.
+    let hosts_the_store = rank == 0 && !env.agent_store;
     let address = format!("{}:{}", env.master_addr, env.master_port);
     let spawned = std::thread::Builder::new()
         .name("crpo-rendezvous-watchdog".into())
@@ -74,7 +76,7 @@ fn rendezvous_watchdog(env: &LaunchEnv, timeout: Duration) -> Arc<AtomicBool> {
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            let question = if rank == 0 {
+            let question = if hosts_the_store {
                 // Rank 0 hosts the store on this machine and reaches it at MASTER_ADDR.
                 "this is rank 0, which hosts the rendezvous: is MASTER_ADDR an address of this machine, is every rank started, and is that port free (not another program's)?"
             } else {

@@ -73,7 +73,7 @@ pub fn chart(title: &str, key: &str, series: &[Series<'_>], legend: bool) -> Str
         s = HEIGHT - 8.0,
     );
     for s in series {
-        let points = thinned(&s.points);
+        let points = thinned(&s.points, MAX_POINTS);
         let s = &Series {
             label: s.label,
             color: s.color,
@@ -118,7 +118,7 @@ pub fn chart(title: &str, key: &str, series: &[Series<'_>], legend: bool) -> Str
         // Each point shows its numbers on hover. A path of one point draws nothing: a run of
         // one step is a dot, always shown.
         let class = if s.points.len() == 1 { "dot" } else { "point" };
-        for &(step, mean, std) in &s.points {
+        for (step, mean, std) in thinned(&s.points, MAX_HOVER_POINTS) {
             let spread = std.map(|std| format!(" ± {}", number(std))).unwrap_or_default();
             let _ = write!(
                 svg,
@@ -153,12 +153,16 @@ pub fn chart(title: &str, key: &str, series: &[Series<'_>], legend: bool) -> Str
 /// a browser took minutes to show, for a chart 460 pixels wide.
 const MAX_POINTS: usize = 1000;
 
-/// `points`, every k-th of them (and the last) when there are more than [`MAX_POINTS`].
-fn thinned(points: &[(f64, f64, Option<f64>)]) -> Vec<(f64, f64, Option<f64>)> {
-    if points.len() <= MAX_POINTS {
+/// The most points of a line that show their numbers on hover: each is an SVG element, and a
+/// report of long runs compared held tens of thousands.
+const MAX_HOVER_POINTS: usize = 200;
+
+/// `points`, every k-th of them (and the last) when there are more than `most`.
+fn thinned(points: &[(f64, f64, Option<f64>)], most: usize) -> Vec<(f64, f64, Option<f64>)> {
+    if points.len() <= most {
         return points.to_vec();
     }
-    let stride = points.len().div_ceil(MAX_POINTS);
+    let stride = points.len().div_ceil(most);
     let last = points.len() - 1;
     points
         .iter()
@@ -282,10 +286,22 @@ mod tests {
             "one run's series in a report of several"
         );
         let long: Vec<_> = (0..50_000).map(|i| (i as f64, i as f64, None)).collect();
-        let drawn = thinned(&long);
+        let drawn = thinned(&long, MAX_POINTS);
         assert!(drawn.len() <= MAX_POINTS + 1, "{}", drawn.len());
         assert_eq!(drawn.last(), long.last());
         assert_eq!(drawn[0], long[0]);
+        let svg = chart(
+            "a",
+            "k",
+            &[Series {
+                label: "run",
+                color: "#c33",
+                points: long,
+            }],
+            false,
+        );
+        let hover = svg.matches("class=\"point\"").count();
+        assert!(hover <= MAX_HOVER_POINTS + 1, "{hover} hover points");
     }
 
     /// Every number in the SVG's coordinates (`points`, `d`) and axes parses as finite.

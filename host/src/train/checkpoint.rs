@@ -55,6 +55,16 @@ pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
 }
 
+/// Whether a checkpoint of `run_dir` is being written (its temporary directory is there; a
+/// run clears those a kill left before it starts).
+pub fn being_written(run_dir: &Path) -> bool {
+    std::fs::read_dir(checkpoints_dir(run_dir)).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|entry| entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX))
+    })
+}
+
 /// Moves a checkpoint that cannot be loaded out of the way (kept for inspection, never
 /// listed again), so the run can write that step anew.
 pub fn set_aside(checkpoint: &Path) -> anyhow::Result<PathBuf> {

@@ -652,11 +652,15 @@ pub fn free_memory(device: Device) -> Option<(u64, String)> {
                 .parse::<u64>()
                 .ok()?;
             // The ranks of a distributed run on this machine (torchrun and `--nproc` set
-            // LOCAL_WORLD_SIZE) start together and share it.
-            let ranks = std::env::var("LOCAL_WORLD_SIZE")
-                .ok()
-                .and_then(|n| n.trim().parse::<u64>().ok())
-                .filter(|&n| n > 1);
+            // LOCAL_WORLD_SIZE, checked with the launch) start together and share it; a stale
+            // LOCAL_WORLD_SIZE outside a launch (no WORLD_SIZE) is no one's.
+            let count = |name: &str| {
+                std::env::var(name)
+                    .ok()
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .filter(|&n| n > 1)
+            };
+            let ranks = count("WORLD_SIZE").and(count("LOCAL_WORLD_SIZE"));
             Some(match ranks {
                 Some(ranks) => (
                     kib * 1024 / ranks,

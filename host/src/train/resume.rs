@@ -27,12 +27,20 @@ pub fn policy_and_optimizer(
     mode: &str,
     settings: AdamWSettings,
 ) -> anyhow::Result<(Option<TrainerState>, Policy, AdamW, RunLock, InputFingerprints)> {
+    // A start that stopped before it logged a step (killed while loading the model, say)
+    // leaves the lock file, and its run_info.json once past its checks.
+    let started_before = run_dir.join(super::run_lock::LOCK_FILE).exists()
+        || run_dir.join(super::run_info::RUN_INFO_FILE).exists();
     // Taken before anything in the directory is read or tidied: another run may be using it.
     let lock = super::run_lock::lock(run_dir, setting)?;
     let inputs = InputFingerprints::of(config, mode)?;
     // Fresh LoRA adapters are drawn from torch's generator: from the run's seed, as
     // transformers' Trainer seeds before it builds the model, so a run is reproducible.
     tch::manual_seed(config.run.seed as i64);
+    let start_mode = StartMode {
+        started_before,
+        ..start_mode
+    };
     let resumed = start(run_dir, (config, &inputs), start_mode, mode, setting, |dir| {
         let policy = Policy::load(registry, &config.model, &dir.join(checkpoint::MODEL_DIR))?;
         let mut optimizer = AdamW::new(policy.parameters(), settings);
@@ -59,6 +67,10 @@ pub struct StartMode {
     pub resume: bool,
     /// `--allow-config-change`: resume although keys that change the run's meaning differ.
     pub allow_config_change: bool,
+    /// A run had started in the directory before this one (set when the directory is taken):
+    /// `--resume` where it logged no step starts from the beginning, where none started it is
+    /// a mistyped directory.
+    pub started_before: bool,
 }
 
 /// Where the run resumes from.
@@ -155,7 +167,7 @@ pub fn start<T>(
     if checkpoints.is_empty() {
         // A run stopped before it logged a step (a job killed at start-up, resubmitted with
         // --resume as a requeue script does): nothing to continue, nothing to lose.
-        if info.exists() && earlier_files.is_empty() {
+        if start.started_before && earlier_files.is_empty() {
             tracing::warn!(
                 "--resume: {} has no checkpoint and no step logged (the run there stopped before its first): starting from the beginning",
                 run_dir.display()

@@ -287,7 +287,10 @@ fn refuse_replacing_saved_models(config: &RunConfig, run_dir: &Path, start: Star
             crate::atomic_file::refuse_replacing(&model_dir, "sft.output_dir", input, name)?;
         }
     }
-    if !start.resume && crate::atomic_file::is_occupied(&model_dir) {
+    // A resume from a checkpoint replaces the model its own run wrote; a start from the
+    // beginning (--resume where no checkpoint is) replaces nothing.
+    let continues = start.resume && !checkpoint::list(run_dir)?.is_empty();
+    if !continues && crate::atomic_file::is_occupied(&model_dir) {
         bail!(
             "{} already holds a model, which sft would replace with its fine-tuned one: choose another sft.output_dir (it would be lost)",
             run_dir.display()

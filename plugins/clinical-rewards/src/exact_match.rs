@@ -2,7 +2,8 @@
 //!
 //! The completion's answer is its last `\boxed{…}`, else its last `<answer>…</answer>`
 //! (`crpo_sdk::rules::free_text_answer`). It scores 1 when it is the gold answer — numbers
-//! compared as numbers within `tolerance` (relative to the gold; absolute for a gold of 0), anything
+//! compared as numbers within `tolerance` (relative to the gold; absolute for a gold of 0; unset,
+//! 1e-6 of the gold, and no more than 1e-6 for a whole gold: a count one off is wrong), anything
 //! else as normalised text (case, spaces, quotes, final punctuation) — and 0 otherwise or
 //! without an answer. Its answer for evaluation is the gold text when it matches (so that
 //! `42.0` and `42` vote together and count as right), else the normalised answer.
@@ -21,19 +22,23 @@ pub struct ExactMatchOptions {
     pub tolerance: Option<f64>,
 }
 
-/// The relative tolerance when none is set: room for how a decimal is written or rounded
-/// (`0.1` as `0.1000000001`), none for a count (`1000001` is not `1000000`).
+/// The tolerance when none is set: room for how a number is written or rounded (`0.1` as
+/// `0.1000000001`), relative to the gold — but for a whole gold at most this much in all, so
+/// that `1000001` (or `1000000.9`) is not `1000000`, as math_verify, which rounds to six
+/// decimals, does not take them for it either.
 pub const DEFAULT_TOLERANCE: f64 = 1e-6;
 
 impl ExactMatchOptions {
-    /// The tolerance `answer` is compared to `gold` with: the one set, else whole numbers
-    /// exactly (as math_verify compares integers) and others within [`DEFAULT_TOLERANCE`].
-    fn tolerance_for(&self, answer: &str, gold: &str) -> f64 {
-        let whole = |text: &str| parse_number(text).is_some_and(|n| n.fract() == 0.0);
-        match self.tolerance {
-            Some(set) => set,
-            None if whole(answer) && whole(gold) => 0.0,
-            None => DEFAULT_TOLERANCE,
+    /// The relative tolerance an answer is compared to `gold` with: the one set, else
+    /// [`DEFAULT_TOLERANCE`] of the gold, or of 1 for a whole gold. (Beyond 2^53 numbers are
+    /// compared as f64 holds them.)
+    fn tolerance_for(&self, gold: &str) -> f64 {
+        match (self.tolerance, parse_number(gold)) {
+            (Some(set), _) => set,
+            (None, Some(whole)) if whole.fract() == 0.0 && whole.abs() > 1.0 => {
+                DEFAULT_TOLERANCE / whole.abs()
+            }
+            (None, _) => DEFAULT_TOLERANCE,
         }
     }
 }
@@ -62,7 +67,7 @@ pub fn exact_match(
     let Some(answer) = free_text_answer(completion) else {
         return Ok(Score::new(0.0).with("answered", 0.0));
     };
-    let right = same_answer(answer, gold, options.tolerance_for(answer, gold));
+    let right = same_answer(answer, gold, options.tolerance_for(gold));
     let voted = if right {
         gold.to_string()
     } else {
@@ -120,17 +125,19 @@ mod tests {
         );
     }
 
-    /// At the default, 1e-6 of a million is one unit: a count one off matched.
+    /// At the default, 1e-6 of a million was one unit: a count one off matched.
     #[test]
-    fn whole_numbers_compare_exactly_unless_a_tolerance_is_set() {
+    fn a_whole_gold_allows_no_unit_off_unless_a_tolerance_is_set() {
         assert_eq!(score("1000000", "\\boxed{1000001}").value, 0.0);
-        assert_eq!(score("250000", "\\boxed{250,001}").value, 0.0);
+        assert_eq!(score("1000000", "\\boxed{1000000.9}").value, 0.0);
+        assert_eq!(score("-5000000", "\\boxed{-5000003}").value, 0.0);
         assert_eq!(score("1000000", "\\boxed{1,000,000}").value, 1.0);
         assert_eq!(score("1000000", "\\boxed{1e6}").value, 1.0);
-        assert_eq!(score("1000000", "\\boxed{1000000.0}").value, 1.0);
-        // A decimal keeps the default's room for rounding.
+        assert_eq!(score("1000000", "\\boxed{1000000.0000001}").value, 1.0);
+        // Room for rounding stays, relative to a decimal gold.
+        assert_eq!(score("2", "\\boxed{2.0000000001}").value, 1.0);
         assert_eq!(score("0.3", "\\boxed{0.30000000001}").value, 1.0);
-        assert_eq!(score("1000000", "\\boxed{1000000.5}").value, 1.0);
+        assert_eq!(score("123456.5", "\\boxed{123456.6}").value, 1.0);
     }
 
     #[test]

@@ -207,14 +207,7 @@ pub fn read_adapter_weights(dir: &Path) -> Result<Vec<(String, Tensor)>> {
             dir.display()
         )));
     }
-    let tensors = Tensor::read_safetensors(&path).map_err(|e| {
-        let damaged = if path.exists() {
-            "not a complete safetensors file (cut short by a copy or download that stopped, or damaged): "
-        } else {
-            ""
-        };
-        PluginError::failed(format!("cannot read {}: {damaged}{e}", path.display()))
-    })?;
+    let tensors = crate::tensor::read_safetensors_file(&path).map_err(PluginError::failed)?;
     for (name, tensor) in &tensors {
         check_adapter_matrix(&path, name, tensor)?;
     }
