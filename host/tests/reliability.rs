@@ -456,17 +456,20 @@ fn train_refuses_an_earlier_runs_files_and_a_resume_with_nothing_to_resume() {
     std::fs::remove_dir_all(left.join("checkpoints")).unwrap();
     std::fs::write(left.join("metrics.jsonl"), "").unwrap();
     std::fs::write(left.join("samples.jsonl"), "").unwrap();
-    let requeued = run(
-        dir.path(),
-        &[
-            "train",
-            "--config",
-            "run.toml",
-            "--output-dir",
-            "left",
-            "--resume",
-        ],
-    );
+    let resume_into = |output_dir: &str| {
+        run(
+            dir.path(),
+            &[
+                "train",
+                "--config",
+                "run.toml",
+                "--output-dir",
+                output_dir,
+                "--resume",
+            ],
+        )
+    };
+    let requeued = resume_into("left");
     assert!(requeued.status.success(), "{}", stderr(&requeued));
     assert!(
         stderr(&requeued).contains("starting from the beginning"),
@@ -477,30 +480,10 @@ fn train_refuses_an_earlier_runs_files_and_a_resume_with_nothing_to_resume() {
     let loading = dir.path().join("loading");
     std::fs::create_dir(&loading).unwrap();
     std::fs::write(loading.join(".crpo-run.lock"), "").unwrap();
-    let requeued = run(
-        dir.path(),
-        &[
-            "train",
-            "--config",
-            "run.toml",
-            "--output-dir",
-            "loading",
-            "--resume",
-        ],
-    );
+    let requeued = resume_into("loading");
     assert!(requeued.status.success(), "{}", stderr(&requeued));
     // Where no run started, --resume is a mistyped directory: refused.
-    let nowhere = run(
-        dir.path(),
-        &[
-            "train",
-            "--config",
-            "run.toml",
-            "--output-dir",
-            "nowhere",
-            "--resume",
-        ],
-    );
+    let nowhere = resume_into("nowhere");
     assert_eq!(nowhere.status.code(), Some(1));
     assert!(
         stderr(&nowhere).contains("no run started there"),
