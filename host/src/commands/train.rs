@@ -38,7 +38,6 @@ impl RunArgs {
         StartMode {
             resume: self.resume,
             allow_config_change: self.allow_config_change,
-            started_before: false,
         }
     }
 }

@@ -37,16 +37,20 @@ pub fn policy_and_optimizer(
     // Fresh LoRA adapters are drawn from torch's generator: from the run's seed, as
     // transformers' Trainer seeds before it builds the model, so a run is reproducible.
     tch::manual_seed(config.run.seed as i64);
-    let start_mode = StartMode {
+    let resumed = start(
+        run_dir,
+        (config, &inputs),
+        start_mode,
         started_before,
-        ..start_mode
-    };
-    let resumed = start(run_dir, (config, &inputs), start_mode, mode, setting, |dir| {
-        let policy = Policy::load(registry, &config.model, &dir.join(checkpoint::MODEL_DIR))?;
-        let mut optimizer = AdamW::new(policy.parameters(), settings);
-        optimizer.load(&dir.join(checkpoint::OPTIMIZER_FILE))?;
-        Ok((policy, optimizer))
-    })?;
+        mode,
+        setting,
+        |dir| {
+            let policy = Policy::load(registry, &config.model, &dir.join(checkpoint::MODEL_DIR))?;
+            let mut optimizer = AdamW::new(policy.parameters(), settings);
+            optimizer.load(&dir.join(checkpoint::OPTIMIZER_FILE))?;
+            Ok((policy, optimizer))
+        },
+    )?;
     Ok(match resumed {
         Some(resumed) => {
             let (policy, optimizer) = resumed.loaded;
@@ -67,10 +71,6 @@ pub struct StartMode {
     pub resume: bool,
     /// `--allow-config-change`: resume although keys that change the run's meaning differ.
     pub allow_config_change: bool,
-    /// A run had started in the directory before this one (set when the directory is taken):
-    /// `--resume` where it logged no step starts from the beginning, where none started it is
-    /// a mistyped directory.
-    pub started_before: bool,
 }
 
 /// Where the run resumes from.
@@ -120,11 +120,14 @@ const RUN_FILES: &[&str] = &[METRICS_FILE, SAMPLES_FILE];
 /// Prepares `run_dir` for `mode` (`train` or `sft`) and returns the checkpoint to resume
 /// from, if any: newest first, each tried with `load` until one loads (a corrupt one is
 /// passed over with a warning). `setting` names the config key that moves the run; `inputs`
-/// are what the run reads now, compared with what the checkpoint read.
+/// are what the run reads now, compared with what the checkpoint read. `started_before`: a
+/// run had started in `run_dir` before this one — `--resume` where it logged no step starts
+/// from the beginning, where none started it is a mistyped directory.
 pub fn start<T>(
     run_dir: &Path,
     (config, inputs): (&RunConfig, &InputFingerprints),
     start: StartMode,
+    started_before: bool,
     mode: &str,
     setting: &str,
     mut load: impl FnMut(&Path) -> anyhow::Result<T>,
@@ -167,7 +170,7 @@ pub fn start<T>(
     if checkpoints.is_empty() {
         // A run stopped before it logged a step (a job killed at start-up, resubmitted with
         // --resume as a requeue script does): nothing to continue, nothing to lose.
-        if start.started_before && earlier_files.is_empty() {
+        if started_before && earlier_files.is_empty() {
             tracing::warn!(
                 "--resume: {} has no checkpoint and no step logged (the run there stopped before its first): starting from the beginning",
                 run_dir.display()
