@@ -134,6 +134,37 @@ fn a_llama_with_llama3_rotary_scaling_matches_transformers_in_either_config_layo
     assert!(unscaled.is_err(), "rotary scaling made no difference");
 }
 
+#[test]
+fn a_qwen2_sliding_window_over_every_position_is_full_attention_and_a_shorter_one_is_refused() {
+    let Some((dir, expected)) = reference("window") else {
+        return;
+    };
+    let path = dir.path().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(config["use_sliding_window"], true);
+    assert_matches_transformers(dir.path(), &expected, "window over every position");
+    config["sliding_window"] = 4.into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    let error = PluginRegistry::builtin_only()
+        .policy("qwen2")
+        .unwrap()
+        .plugin()
+        .load(&PolicyLoad {
+            dir: dir.path(),
+            device: Device::Cpu,
+            kind: Kind::Float,
+            options: &serde_json::Value::Null,
+        })
+        .err()
+        .expect("a 4-token window was taken")
+        .to_string();
+    assert!(
+        error.contains("windows attention to 4 tokens on 2 of 2 layers"),
+        "{error}"
+    );
+}
+
 /// A Qwen2.5-style template: whitespace control, `loop.first`, indexing, filters, a default
 /// system prompt and Python string methods.
 const QWEN_STYLE_TEMPLATE: &str = "{%- if messages[0]['role'] == 'system' %}\n    {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n{%- else %}\n    {{- '<|im_start|>system\\nYou are a careful clinician.<|im_end|>\\n' }}\n{%- endif %}\n{%- for message in messages %}\n    {%- if (message.role == 'user') or (message.role == 'system' and not loop.first) or (message.role == 'assistant') %}\n        {{- '<|im_start|>' + message.role + '\\n' + message.content.strip() | trim + '<|im_end|>' + '\\n' }}\n    {%- endif %}\n{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}\n";

@@ -1,6 +1,7 @@
 """Makes a tiny random Qwen2 (or Llama with Llama 3.1's rotary scaling) with transformers, saves
-it, and records its logits and greedy output for tests/transformers_parity.rs.
-Usage: python transformers_reference.py OUT_DIR tie|separate|llama3"""
+it, and records its logits and greedy output for tests/transformers_parity.rs. `window`: a Qwen2
+whose every layer has a sliding window as long as its positions.
+Usage: python transformers_reference.py OUT_DIR tie|separate|llama3|window"""
 import json
 import sys
 
@@ -26,6 +27,9 @@ llama3 = dict(rope_type="llama3", rope_theta=10000.0, factor=8.0, low_freq_facto
               high_freq_factor=4.0, original_max_position_embeddings=64)
 if kind == "llama3":
     model = LlamaForCausalLM(LlamaConfig(**shape, rope_parameters=llama3, tie_word_embeddings=False)).eval()
+elif kind == "window":
+    window = dict(use_sliding_window=True, sliding_window=shape["max_position_embeddings"], max_window_layers=0)
+    model = Qwen2ForCausalLM(Qwen2Config(**shape, **window, rope_theta=10000.0)).eval()
 else:
     model = Qwen2ForCausalLM(Qwen2Config(**shape, rope_theta=10000.0, tie_word_embeddings=tie)).eval()
 # Random init gives tiny logits; scale weights up so greedy decoding is not decided by noise.

@@ -146,6 +146,47 @@ impl DecoderConfig {
         self.model_type == "qwen2" || self.attention_bias.unwrap_or(false)
     }
 
+    /// Qwen2's sliding-window attention, which this decoder does not implement, is refused
+    /// only where it would change a result: transformers windows layer i when
+    /// `use_sliding_window` is true, `sliding_window` is set (4096 when absent) and
+    /// `layer_types[i]` is "sliding_attention" (when absent: i ≥ `max_window_layers`, 28 when
+    /// absent), and a window as long as `max_position_embeddings` covers every sequence a
+    /// model may be given (longer ones are refused). Llama's transformers class has no window.
+    fn no_window_in_effect(&self) -> Result<(), String> {
+        let key = |name: &str| self.extra.get(name);
+        if self.model_type != "qwen2" || key("use_sliding_window").and_then(|v| v.as_bool()) != Some(true) {
+            return Ok(());
+        }
+        let window = match key("sliding_window") {
+            Some(serde_json::Value::Null) => return Ok(()),
+            Some(value) => value
+                .as_u64()
+                .ok_or_else(|| format!("sliding_window must be a whole number or null (it is {value})"))?,
+            None => 4096,
+        };
+        if window >= self.max_position_embeddings as u64 {
+            return Ok(());
+        }
+        let windowed: Vec<usize> = match key("layer_types").and_then(|v| v.as_array()) {
+            Some(types) => (0..self.num_hidden_layers)
+                .filter(|&i| types.get(i).and_then(|t| t.as_str()) == Some("sliding_attention"))
+                .collect(),
+            None => {
+                let first = key("max_window_layers").and_then(|v| v.as_u64()).unwrap_or(28) as usize;
+                (first..self.num_hidden_layers).collect()
+            }
+        };
+        match windowed.first() {
+            None => Ok(()),
+            Some(first) => Err(format!(
+                "use_sliding_window = true windows attention to {window} tokens on {} of {} layers (from layer {first}), fewer than max_position_embeddings = {}: sliding-window attention is not supported (with use_sliding_window = false every layer attends to the whole sequence)",
+                windowed.len(),
+                self.num_hidden_layers,
+                self.max_position_embeddings
+            )),
+        }
+    }
+
     /// Only Llama's `attention_bias` puts a bias on the output projection.
     pub fn o_bias(&self) -> bool {
         self.model_type != "qwen2" && self.attention_bias.unwrap_or(false)
@@ -202,12 +243,11 @@ impl DecoderConfig {
             ));
         }
         self.rope_scaling()?;
-        // Switches transformers reads that this decoder does not implement.
-        for key in ["use_sliding_window", "mlp_bias"] {
-            if self.extra.get(key).and_then(|v| v.as_bool()) == Some(true) {
-                return Err(format!("{key} = true is not supported"));
-            }
+        // A switch transformers reads that this decoder does not implement.
+        if self.extra.get("mlp_bias").and_then(|v| v.as_bool()) == Some(true) {
+            return Err("mlp_bias = true is not supported".into());
         }
+        self.no_window_in_effect()?;
         if !self.num_attention_heads.is_multiple_of(self.num_kv_heads()) {
             return Err("num_attention_heads must be a multiple of num_key_value_heads".into());
         }
@@ -284,14 +324,66 @@ mod tests {
         config.hidden_act = "swish".into();
         assert!(config.validate().is_ok());
         config.hidden_act = "silu".into();
-        config.extra.insert("use_sliding_window".into(), true.into());
-        assert!(config.validate().unwrap_err().contains("use_sliding_window"));
-        config.extra.insert("use_sliding_window".into(), false.into());
+        config.extra.insert("mlp_bias".into(), true.into());
+        assert!(config.validate().unwrap_err().contains("mlp_bias"));
+        config.extra.insert("mlp_bias".into(), false.into());
         config.rope_scaling = serde_json::from_str(r#"{"rope_type": "dynamic", "factor": 2.0}"#).unwrap();
         assert!(config
             .validate()
             .unwrap_err()
             .contains("rope_scaling.rope_type `dynamic`"));
+    }
+
+    #[test]
+    fn a_sliding_window_is_refused_only_where_transformers_would_apply_it() {
+        let mut config: DecoderConfig = serde_json::from_str(
+            r#"{"model_type":"qwen2","vocab_size":10,"hidden_size":8,"intermediate_size":16,"num_hidden_layers":4,
+                "num_attention_heads":2,"max_position_embeddings":512,"use_sliding_window":true,"sliding_window":128,
+                "max_window_layers":2}"#,
+        )
+        .unwrap();
+        let error = config.validate().unwrap_err();
+        assert!(
+            error.contains("128 tokens on 2 of 4 layers (from layer 2)"),
+            "{error}"
+        );
+        // No layer from max_window_layers on; a window covering every position; no window.
+        config.extra.insert("max_window_layers".into(), 4.into());
+        assert!(config.validate().is_ok());
+        config.extra.remove("max_window_layers");
+        assert!(config.validate().is_ok(), "max_window_layers is 28 when absent");
+        config.num_hidden_layers = 30;
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .contains("2 of 30 layers (from layer 28)"));
+        config.extra.insert("sliding_window".into(), 512.into());
+        assert!(config.validate().is_ok());
+        config
+            .extra
+            .insert("sliding_window".into(), serde_json::Value::Null);
+        assert!(config.validate().is_ok());
+        // transformers 5 writes layer_types out; they decide which layers are windowed.
+        config.extra.insert("sliding_window".into(), 128.into());
+        config.num_hidden_layers = 2;
+        config.extra.insert(
+            "layer_types".into(),
+            serde_json::json!(["full_attention", "full_attention"]),
+        );
+        assert!(config.validate().is_ok());
+        config.extra.insert(
+            "layer_types".into(),
+            serde_json::json!(["sliding_attention", "full_attention"]),
+        );
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .contains("1 of 2 layers (from layer 0)"));
+        config.extra.insert("use_sliding_window".into(), false.into());
+        assert!(config.validate().is_ok());
+        config.extra.insert("use_sliding_window".into(), true.into());
+        config.model_type = "llama".into();
+        assert!(config.validate().is_ok(), "Llama's class has no window");
     }
 
     #[test]
