@@ -28,14 +28,16 @@ pub struct Interrupt {
 impl Interrupt {
     /// Installs the handlers: from now on the first SIGTERM or SIGINT is recorded here and a
     /// second one ends the process with status 128 + signal.
-    pub fn install() -> anyhow::Result<Self> {
+    /// `checkpoints`: whether the run writes a checkpoint when it stops (run.save_steps > 0),
+    /// as the first signal's message says.
+    pub fn install(checkpoints: bool) -> anyhow::Result<Self> {
         let interrupt = Interrupt {
             requested: Arc::new(AtomicBool::new(false)),
             signal: Arc::new(AtomicUsize::new(0)),
         };
         for signal in [SIGTERM, SIGINT] {
             // Registered first, so they see the flag as the previous signal left it.
-            say_what_a_signal_does(signal, Arc::clone(&interrupt.requested))?;
+            say_what_a_signal_does(signal, checkpoints, Arc::clone(&interrupt.requested))?;
             flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&interrupt.requested))?;
             flag::register_usize(signal, Arc::clone(&interrupt.signal), signal as usize)?;
             flag::register(signal, Arc::clone(&interrupt.requested))?;
@@ -55,11 +57,17 @@ impl Interrupt {
 /// Writes to standard error what `signal` does now: the first finishes the step (which may
 /// wait on a slow objective or a hung plugin, so the user knows a second one is the way
 /// out), a second stops at once without a checkpoint of the step.
-fn say_what_a_signal_does(signal: i32, requested: Arc<AtomicBool>) -> anyhow::Result<()> {
+fn say_what_a_signal_does(signal: i32, checkpoints: bool, requested: Arc<AtomicBool>) -> anyhow::Result<()> {
     let name = Interrupted::name(signal);
-    let first = format!(
-        "\n{name} received: the run stops after the step in progress, writing a checkpoint (send {name} again to stop at once, without it)\n"
-    )
+    let first = if checkpoints {
+        format!(
+            "\n{name} received: the run stops after the step in progress, writing a checkpoint (send {name} again to stop at once, without it)\n"
+        )
+    } else {
+        format!(
+            "\n{name} received: the run stops after the step in progress (run.save_steps = 0: no checkpoint is written; send {name} again to stop at once)\n"
+        )
+    }
     .into_bytes();
     let second =
         format!("\n{name} received again: stopping at once; the step in progress is not checkpointed\n")

@@ -12,6 +12,7 @@ pub mod device;
 pub mod distributed;
 pub mod error_report;
 pub mod exit_guard;
+pub mod home_path;
 pub mod interrupt;
 pub mod memory;
 pub mod memory_stats;

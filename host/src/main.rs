@@ -10,7 +10,7 @@ use std::process::ExitCode;
 struct Cli {
     /// Directory of plugin libraries to load (repeatable). CRPO_PLUGIN_PATH (colon-separated)
     /// adds more.
-    #[arg(long = "plugins", value_name = "DIR", global = true)]
+    #[arg(long = "plugins", value_name = "DIR", global = true, value_parser = crpo_host::home_path::path_argument)]
     plugin_dirs: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,

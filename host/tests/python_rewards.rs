@@ -98,6 +98,11 @@ def solution_reward(completions, solution, **kwargs):
     return [1.0 if "\\boxed{" + str(s) + "}" in c else 0.0 for c, s in zip(completions, solution)]
 
 
+def source_reward(completions, source, **kwargs):
+    """A column only some rows have: None in the others, as `datasets` gives it."""
+    return [0.0 if s is None else 1.0 for s in source]
+
+
 def wrong_length_reward(completions, **kwargs):
     return [1.0] * (len(completions) + 1)
 
@@ -265,6 +270,75 @@ fn trl_reward_functions_score_unchanged_and_fail_naming_function_and_file() {
         rows.iter().map(both).collect::<Vec<_>>(),
         [(1.0, 1.0), (0.0, 0.0)]
     );
+    // A column only the first record has is None in the second's call (it failed there:
+    // "missing 1 required positional argument").
+    let sparse = dir.path().join("sparse.jsonl");
+    let rows = [
+        json!({"question": "Heart rate?", "solution": 70, "source": "ward", "completion": "70"}),
+        json!({"question": "Resting heart rate?", "solution": 70, "completion": "70"}),
+    ];
+    let text: Vec<String> = rows.iter().map(Value::to_string).collect();
+    std::fs::write(&sparse, text.join("\n")).unwrap();
+    let options = json!({"python": {"file": file, "function": "source_reward"}}).to_string();
+    let output = crpo_host(&[
+        "--plugins",
+        plugins.path().to_str().unwrap(),
+        "score",
+        "--objectives",
+        "python",
+        "--options",
+        &options,
+        "--dataset",
+        "jsonl",
+        "--dataset-options",
+        r#"{"answer": "solution"}"#,
+        "--input",
+        sparse.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let sparse_scores: Vec<f64> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["scores"]["python"]["score"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(sparse_scores, [1.0, 0.0]);
+    // TRL's prompt-completion records of one prompt, read by a reader: one group too (the
+    // reader took each `completion` as its record's reference, so none grouped).
+    let conversational = dir.path().join("conversational.jsonl");
+    let prompt = json!([{"role": "user", "content": "Heart rate?"}]);
+    let rows = [
+        json!({"prompt": prompt, "completion": [{"role": "assistant", "content": "70"}]}),
+        json!({"prompt": prompt, "completion": [{"role": "assistant", "content": "80"}]}),
+    ];
+    let text: Vec<String> = rows.iter().map(Value::to_string).collect();
+    std::fs::write(&conversational, text.join("\n")).unwrap();
+    let options = json!({"python": {"file": file, "function": "group_size_reward"}}).to_string();
+    let output = crpo_host(&[
+        "--plugins",
+        plugins.path().to_str().unwrap(),
+        "score",
+        "--objectives",
+        "python",
+        "--options",
+        &options,
+        "--dataset",
+        "conversational",
+        "--input",
+        conversational.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let group_sizes: Vec<f64> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["scores"]["python"]["score"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(group_sizes, [2.0, 2.0]);
     let raised_later = score(plugins.path(), &input, &file, "async_broken_reward").unwrap_err();
     assert!(
         raised_later.contains("`async_broken_reward`") && raised_later.contains("ValueError: no score"),
@@ -345,4 +419,70 @@ options = {{ file = "{file}", function = "token_count_reward" }}
         record["diagnostics"]["token_count/not_applicable"], 0.0,
         "{record}"
     );
+}
+
+/// The plugin resolves a relative `file` against the working directory: a resume from
+/// another directory whose `rewards.py` differs is refused naming the option; from the
+/// directory the run started in it goes on.
+#[test]
+fn a_resume_that_would_read_another_python_file_is_refused() {
+    let plugins = support::python_plugin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rewards.py"), REWARDS).unwrap();
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("rewards.py"), format!("{REWARDS}\n# edited\n")).unwrap();
+    crpo_plugins_policy::presets::write_tiny(&dir.path().join("model"), 0).unwrap();
+    let data = support::workspace_root().join("data/demo/train.jsonl");
+    let config = |steps: usize| {
+        format!(
+            r#"
+[run]
+output_dir = "run"
+max_steps = {steps}
+plugin_dirs = ["{plugins}"]
+[model]
+path = "model"
+[data]
+path = "{data}"
+[[reward.objectives]]
+plugin = "python"
+name = "token_count"
+options = {{ file = "rewards.py", function = "token_count_reward" }}
+[algorithm]
+{algorithm}"#,
+            plugins = plugins.path().display(),
+            algorithm = support::TINY_ALGORITHM,
+            data = data.display(),
+        )
+    };
+    let path = dir.path().join("run.toml");
+    let train = |cwd: &Path, resume: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_crpo-host"));
+        command.args(["train", "--config", path.to_str().unwrap()]);
+        if resume {
+            command.arg("--resume");
+        }
+        command
+            .current_dir(cwd)
+            .env_remove("CRPO_PLUGIN_PATH")
+            .env_remove("VIRTUAL_ENV")
+            .output()
+            .unwrap()
+    };
+    std::fs::write(&path, config(1)).unwrap();
+    let first = train(dir.path(), false);
+    assert!(first.status.success(), "{}", stderr(&first));
+    std::fs::write(&path, config(2)).unwrap();
+    let elsewhere = train(&other, true);
+    assert!(!elsewhere.status.success());
+    assert!(
+        stderr(&elsewhere).contains("reward.objectives[token_count].options.file (its contents)"),
+        "{}",
+        stderr(&elsewhere)
+    );
+    let here = train(dir.path(), true);
+    assert!(here.status.success(), "{}", stderr(&here));
+    let metrics = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2);
 }

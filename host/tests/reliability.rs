@@ -415,6 +415,36 @@ fn model_outputs_replace_only_models() {
     );
 }
 
+/// Data kept where the run writes its samples would be appended to on --resume (and a fresh
+/// start told the user to remove it as an earlier run's).
+#[test]
+fn train_refuses_data_in_the_place_of_its_own_samples() {
+    let dir = setup("max_steps = 1", "");
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    let data = std::fs::read_to_string(repo().join("data/demo/train.jsonl")).unwrap();
+    std::fs::write(run_dir.join("samples.jsonl"), &data).unwrap();
+    edit_config(
+        dir.path(),
+        &repo().join("data/demo/train.jsonl").display().to_string(),
+        "run/samples.jsonl",
+    );
+    for resume in [false, true] {
+        let args = ["train", "--config", "run.toml", "--resume"];
+        let output = run(dir.path(), &args[..3 + resume as usize]);
+        assert_eq!(output.status.code(), Some(1));
+        assert!(
+            stderr(&output).contains("is the samples.jsonl this run writes in its directory"),
+            "{}",
+            stderr(&output)
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(run_dir.join("samples.jsonl")).unwrap(),
+        data
+    );
+}
+
 #[test]
 fn train_refuses_an_earlier_runs_files_and_a_resume_with_nothing_to_resume() {
     let dir = setup("max_steps = 1", "");
@@ -1292,7 +1322,8 @@ fn sigterm_stops_retrying_a_hanging_reward_worker() {
 
 #[test]
 fn a_second_signal_exits_at_once() {
-    let dir = setup("max_steps = 400\nsave_steps = 1000", "");
+    // save_steps = 0: the first signal's message does not promise a checkpoint.
+    let dir = setup("max_steps = 400\nsave_steps = 0", "");
     // Steps of a second or more, so both signals land within one.
     let config = std::fs::read_to_string(dir.path().join("run.toml")).unwrap();
     let slow = config
@@ -1329,7 +1360,7 @@ fn a_second_signal_exits_at_once() {
     );
     // Each said as it arrives (a step waiting on a hung in-process objective said nothing).
     assert!(
-        text.contains("SIGINT received: the run stops after the step in progress")
+        text.contains("SIGINT received: the run stops after the step in progress (run.save_steps = 0: no checkpoint is written")
             && text.contains("SIGINT received again: stopping at once"),
         "{text}"
     );

@@ -69,6 +69,20 @@ fn a_redirected_log_has_no_colour_and_says_what_runs_first() {
         ["1", "2", "4", "5"],
         "every 2nd step, and the first and last: {stderr}"
     );
+    // A run shorter than sample_steps (10) still writes the completions it ends with.
+    let samples = std::fs::read_to_string(dir.path().join("run/samples.jsonl")).unwrap();
+    let sampled: Vec<u64> = samples
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        !sampled.is_empty() && sampled.iter().all(|&step| step == 5),
+        "{sampled:?}"
+    );
 }
 
 #[test]

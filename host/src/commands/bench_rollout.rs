@@ -18,7 +18,7 @@ use std::time::Instant;
 #[derive(clap::Args)]
 pub struct BenchRolloutArgs {
     /// The model directory.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::home_path::path_argument)]
     pub model: PathBuf,
     /// The policy plugin that loads --model.
     #[arg(long, default_value = "qwen2")]
@@ -57,7 +57,7 @@ pub struct BenchRolloutArgs {
     /// Writes the workload — `{"prompts": [[ids] per row], "budgets": [per row], "group",
     /// "seed"}` — to this JSON file, for another engine to run the same rows to the same
     /// lengths (bench/hf_generate.py --workload).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::home_path::path_argument)]
     pub workload_out: Option<PathBuf>,
 }
 

@@ -30,20 +30,20 @@ pub enum DataCommand {
 pub struct CheckArgs {
     /// A run config: its reader, options, files (data.path and data.eval_path), model
     /// (tokenizer and chat template), system prompt, template and max_prompt_length.
-    #[arg(long, conflicts_with_all = ["dataset", "path"])]
+    #[arg(long, conflicts_with_all = ["dataset", "path"], value_parser = crate::home_path::path_argument)]
     pub config: Option<PathBuf>,
     /// The reader (a dataset plugin's name), with --path instead of --config.
     #[arg(long, requires = "path")]
     pub dataset: Option<String>,
     /// The file to read, with --dataset.
-    #[arg(long, requires = "dataset")]
+    #[arg(long, requires = "dataset", value_parser = crate::home_path::path_argument)]
     pub path: Option<PathBuf>,
     /// The reader's options as a JSON object, with --dataset.
     #[arg(long, value_name = "JSON", visible_alias = "dataset-options")]
     pub options: Option<String>,
     /// A model directory whose tokenizer and chat template render the prompts, with
     /// --dataset (without one, no token lengths and no chat template).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::home_path::path_argument)]
     pub model: Option<PathBuf>,
     /// The system prompt, with --dataset.
     #[arg(long)]

@@ -37,7 +37,7 @@ const REPORTED: &str = "crpo-full";
 #[derive(clap::Args)]
 pub struct DemoArgs {
     /// Where the task, the models, the runs and the report go.
-    #[arg(long, default_value = "runs/demo")]
+    #[arg(long, default_value = "runs/demo", value_parser = crate::home_path::path_argument)]
     pub out: PathBuf,
     /// Replace what a previous demo left in --out.
     #[arg(long)]

@@ -58,7 +58,7 @@ impl DemoTaskArgs {
 #[derive(clap::Args)]
 pub struct DemoDataArgs {
     /// Directory to write train.jsonl and eval.jsonl to.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::home_path::path_argument)]
     pub out: PathBuf,
     /// Seeds every draw of the task.
     #[arg(long, default_value_t = 0)]

@@ -19,7 +19,7 @@ use tch::{Device, Kind, Tensor};
 pub struct DoctorArgs {
     /// Also compare this model on --device/--dtype with the CPU in f32: last-position logits
     /// on a few prompts (within the dtype's tolerance) and greedy continuations (equal).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_parser = crate::home_path::path_argument)]
     pub check_model: Option<PathBuf>,
     /// The policy plugin that loads --check-model.
     #[arg(long, default_value = "qwen2")]
@@ -32,7 +32,7 @@ pub struct DoctorArgs {
     pub dtype: String,
     /// Also print the memory plan of this run config (train) against the free memory of its
     /// device, and whether it fits.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = crate::home_path::path_argument)]
     pub config: Option<PathBuf>,
 }
 
@@ -106,6 +106,10 @@ fn memory_plan_of(path: &std::path::Path) -> anyhow::Result<()> {
             memory_plan::Phase::Sft => ("sft.gradient_checkpointing", config.sft.gradient_checkpointing),
         };
         if let Err(refusal) = config.check_lora_dropout(checkpointing.0, checkpointing.1) {
+            println!("refused: {refusal} ({command} would refuse it before loading)");
+            refused.push(command);
+        }
+        if let Err(refusal) = crate::train::position_budget::check_run(&config, phase) {
             println!("refused: {refusal} ({command} would refuse it before loading)");
             refused.push(command);
         }

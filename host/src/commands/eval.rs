@@ -15,14 +15,14 @@ use std::path::{Path, PathBuf};
 #[derive(clap::Args)]
 pub struct EvalArgs {
     /// The run config whose model, prompt format, objectives and `[eval]` settings are used.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::home_path::path_argument)]
     pub config: PathBuf,
     /// Model directories to evaluate (repeatable; default: the config's model).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::home_path::path_argument)]
     pub model: Vec<PathBuf>,
     /// Files to evaluate, read with the config's dataset reader (repeatable; default: the
     /// config's eval split).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::home_path::path_argument)]
     pub data: Vec<PathBuf>,
     /// Samples per question, majority-voted (overrides eval.num_generations_eval; needs a temperature > 0).
     #[arg(long)]
@@ -34,10 +34,10 @@ pub struct EvalArgs {
     #[arg(long)]
     pub limit: Option<usize>,
     /// Write the reports as JSON here.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::home_path::path_argument)]
     pub output: Option<PathBuf>,
     /// Write every question's completions, scores and chosen answer here (JSONL).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = crate::home_path::path_argument)]
     pub output_completions: Option<PathBuf>,
 }
 

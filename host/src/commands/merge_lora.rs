@@ -15,13 +15,13 @@ use tch::{Kind, Tensor};
 #[derive(clap::Args)]
 pub struct MergeLoraArgs {
     /// The adapter directory (adapter_config.json, adapter_model.safetensors).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::home_path::path_argument)]
     pub adapter: PathBuf,
     /// The base model directory (default: the adapter's base_model_name_or_path).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::home_path::path_argument)]
     pub base: Option<PathBuf>,
     /// Where the merged model directory goes.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::home_path::path_argument)]
     pub out: PathBuf,
     /// Replace the model directory at --out (the model there is lost; a directory holding
     /// anything else is refused).
@@ -83,11 +83,11 @@ pub fn run(args: &MergeLoraArgs) -> anyhow::Result<()> {
     })
     .with_context(|| format!("cannot write {}", args.out.display()))?;
     println!(
-        "merged {} ({} adapted layers) into {}: wrote {}",
-        args.adapter.display(),
-        adapters.len() / 2,
+        "wrote {}: the base model {} with the adapter {} ({} adapted layers) merged in (both unchanged)",
+        args.out.display(),
         base.display(),
-        args.out.display()
+        args.adapter.display(),
+        adapters.len() / 2
     );
     Ok(())
 }

@@ -19,7 +19,7 @@ pub struct InitModelArgs {
     #[arg(long, default_value = "tiny")]
     pub preset: String,
     /// Output directory (a Hugging Face model directory).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::home_path::path_argument)]
     pub out: PathBuf,
     /// Seeds the weights: the same seed writes the same files.
     #[arg(long, default_value_t = 0)]
@@ -65,7 +65,7 @@ pub fn init_model(registry: &PluginRegistry, args: &InitModelArgs) -> anyhow::Re
 #[derive(clap::Args)]
 pub struct GenerateArgs {
     /// A model directory the policy plugin reads (for qwen2: a Hugging Face directory).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::home_path::path_argument)]
     pub model: PathBuf,
     /// The policy plugin that loads --model.
     #[arg(long, default_value = "qwen2")]

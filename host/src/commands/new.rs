@@ -11,10 +11,10 @@ pub struct NewArgs {
     /// The crate's name (letters, digits, `-`, `_`); the plugin is named after it with `_`.
     pub name: String,
     /// The directory to create (default: ./NAME). It must not exist.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::home_path::path_argument)]
     pub dir: Option<PathBuf>,
     /// The crpo-sdk source directory to depend on (default: the one this host was built from).
-    #[arg(long, conflicts_with = "sdk_git")]
+    #[arg(long, conflicts_with = "sdk_git", value_parser = crate::home_path::path_argument)]
     pub sdk: Option<PathBuf>,
     /// Depend on crpo-sdk from this git repository instead.
     #[arg(long, value_name = "URL")]

@@ -5,14 +5,15 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct ReportArgs {
+    #[arg(value_parser = crate::home_path::path_argument)]
     /// Run directories (what `train` or `sft` wrote); several are overlaid in each chart.
     pub runs: Vec<PathBuf>,
     /// More runs to overlay (`report A --compare B C` is `report A B C`).
-    #[arg(long, num_args = 1.., value_name = "RUN")]
+    #[arg(long, num_args = 1.., value_name = "RUN", value_parser = crate::home_path::path_argument)]
     pub compare: Vec<PathBuf>,
     /// Where to write the HTML (default: report.html in the first run's directory; `-`:
     /// standard output).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = crate::home_path::path_argument)]
     pub out: Option<PathBuf>,
 }
 

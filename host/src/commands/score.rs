@@ -19,7 +19,7 @@ pub struct ScoreArgs {
     #[arg(long, value_delimiter = ',', required = true)]
     pub objectives: Vec<String>,
     /// JSONL file: one record per line with a `completion` field (a run's samples.jsonl works).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::home_path::path_argument)]
     pub input: PathBuf,
     /// The dataset reader for records that are not crpo's own `{"example": …}` form.
     #[arg(long, default_value = "medqa")]
@@ -31,7 +31,7 @@ pub struct ScoreArgs {
     #[arg(long, value_name = "JSON")]
     pub options: Option<String>,
     /// Where to write the scored JSONL (default: standard output); never the input.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::home_path::path_argument)]
     pub output: Option<PathBuf>,
     /// Run each objective in a worker process (`process`), so a plugin that crashes, exits
     /// or hangs fails the command naming it: a config's `isolation`.
@@ -290,6 +290,12 @@ fn read_records(
             example
                 .metadata
                 .retain(|key, _| key != "completion" && key != "step");
+            // A reader that takes `completion` as the reference (TRL's prompt-completion
+            // form, the conversational reader's) gave the output scored: no reference, or
+            // every record would be an example of its own, never a group.
+            if example.reference_completion.as_deref() == Some(line.completion.as_str()) {
+                example.reference_completion = None;
+            }
             Record {
                 line: line.number,
                 example,

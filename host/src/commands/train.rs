@@ -15,7 +15,7 @@ use std::time::Duration;
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// The run config (TOML; see docs/config.md).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::home_path::path_argument)]
     pub config: PathBuf,
     /// Continue from the run directory's newest usable checkpoint.
     #[arg(long)]
@@ -25,7 +25,7 @@ pub struct RunArgs {
     #[arg(long, requires = "resume")]
     pub allow_config_change: bool,
     /// Write the run here instead of the config's `run.output_dir` (`sft.output_dir` for sft).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_parser = crate::home_path::path_argument)]
     pub output_dir: Option<PathBuf>,
     /// train: start N local worker processes, ranks 0..N of one data-parallel run on this
     /// machine (as `torchrun --nproc-per-node N` would; see docs/distributed.md).
@@ -76,8 +76,9 @@ pub fn train(dirs: &[PathBuf], args: &RunArgs) -> anyhow::Result<()> {
         distributed::same_config::check_same_config(world, &config)?;
     }
     let is_main = world.as_ref().is_none_or(World::is_main);
+    let checkpoints = config.run.save_steps > 0;
     let summary = trainer::Trainer::new_on(&registry, config, args.start_mode(), world)?
-        .interruptible(Interrupt::install()?)
+        .interruptible(Interrupt::install(checkpoints)?)
         .run()?;
     if !is_main {
         return Ok(());
@@ -110,7 +111,7 @@ pub fn sft(dirs: &[PathBuf], args: &RunArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.output_dir {
         config.sft.output_dir = Some(dir.clone());
     }
-    let interrupt = Interrupt::install()?;
+    let interrupt = Interrupt::install(config.run.save_steps > 0)?;
     let summary = sft::run(&registry, &config, args.start_mode(), Some(&interrupt))?;
     println!(
         "fine-tuned {} steps (loss {:.3} → {:.3}); model {}",

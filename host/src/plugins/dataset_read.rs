@@ -36,7 +36,33 @@ pub fn read_through(
             "{count} example(s) of {path} share an id with an earlier one (first: `{first}`): samples and evaluations name examples by id"
         );
     }
+    fill_missing_columns(&mut read.examples);
     Ok(read)
+}
+
+/// Gives every example each metadata column some example of the file has, `null` where its
+/// record lacks it — as `datasets` unifies a file's columns — so a reward reading a column
+/// (a Python function's `solution=`) gets `None` for that row instead of failing when the
+/// row is first drawn, hours into a run.
+fn fill_missing_columns(examples: &mut [Example]) {
+    let mut columns: Vec<String> = Vec::new();
+    let mut seen = HashSet::new();
+    for example in examples.iter() {
+        for key in example.metadata.keys() {
+            if seen.insert(key.as_str()) {
+                columns.push(key.clone());
+            }
+        }
+    }
+    for example in examples.iter_mut() {
+        if example.metadata.len() < columns.len() {
+            for column in &columns {
+                if !example.metadata.contains_key(column) {
+                    example.metadata.insert(column.clone(), serde_json::Value::Null);
+                }
+            }
+        }
+    }
 }
 
 /// How many examples repeat an earlier one's id, and the first of those ids.
@@ -109,6 +135,17 @@ mod tests {
                 .collect(),
             ..Example::default()
         }
+    }
+
+    #[test]
+    fn a_column_some_records_lack_is_null_in_theirs() {
+        let mut examples = vec![example("q1", "Q?", &[], None), example("q2", "Q?", &[], None)];
+        examples[0].metadata.insert("solution".into(), "120".into());
+        examples[1].metadata.insert("source".into(), "ward".into());
+        fill_missing_columns(&mut examples);
+        assert_eq!(examples[0].metadata["source"], serde_json::Value::Null);
+        assert_eq!(examples[1].metadata["solution"], serde_json::Value::Null);
+        assert_eq!(examples[0].metadata["solution"], "120");
     }
 
     #[test]

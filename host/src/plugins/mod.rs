@@ -57,6 +57,9 @@ pub enum PluginLoadError {
     Directory { dir: PathBuf, error: std::io::Error },
     #[error("plugin library {}: {reason}", path.display())]
     Library { path: PathBuf, reason: String },
+    /// A plugin directory unsafe to load from (crate::plugins::trust).
+    #[error("plugin directory {}: {reason}", dir.display())]
+    UnsafeDirectory { dir: PathBuf, reason: String },
     #[error("two {kind} plugins are named `{name}`: one from {first}, one from {second}")]
     DuplicateName {
         kind: &'static str,

@@ -74,8 +74,8 @@ impl Trust {
             dir: dir.to_path_buf(),
             error,
         })?;
-        insecure(&real).map_err(|reason| PluginLoadError::Library {
-            path: dir.to_path_buf(),
+        insecure(&real).map_err(|reason| PluginLoadError::UnsafeDirectory {
+            dir: dir.to_path_buf(),
             reason,
         })
     }
@@ -212,7 +212,11 @@ mod tests {
         };
         allowed.check_library(&plugins, &library).unwrap();
         std::fs::set_permissions(&plugins, std::fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(Trust::default().check_directory(&plugins).is_err());
+        let refused = Trust::default()
+            .check_directory(&plugins)
+            .unwrap_err()
+            .to_string();
+        assert!(refused.starts_with("plugin directory "), "{refused}");
         allowed.check_directory(&plugins).unwrap();
     }
 }

@@ -75,6 +75,7 @@ impl Policy {
         kind: Kind,
         options: &serde_json::Value,
     ) -> anyhow::Result<Self> {
+        require_local_model(dir, "model")?;
         refuse_a_checkpoint_for_its_model(dir)?;
         if !dir.join(lora::ADAPTER_CONFIG).exists() {
             return Self::load_model(registry, plugin, dir, dir, device, kind, options);
@@ -168,7 +169,7 @@ impl Policy {
         Ok(Policy {
             adapters,
             lora_dropout,
-            max_positions: max_positions(dir)?,
+            max_positions: crate::train::position_budget::positions_of(dir)?,
             model,
             tokenizer,
             device,
@@ -181,22 +182,8 @@ impl Policy {
 
     /// Refuses budgets beyond the model's positions: `prompt` + `completion` tokens must fit
     /// in `max_position_embeddings`; each comes with the name of the setting that sets it.
-    pub fn check_positions(
-        &self,
-        (prompt_key, prompt): (&str, usize),
-        (completion_key, completion): (&str, usize),
-    ) -> anyhow::Result<()> {
-        if let Some(positions) = self.max_positions {
-            // Wide: two budgets near usize::MAX must not wrap to a sum that fits.
-            let total = prompt as u128 + completion as u128;
-            if total > positions as u128 {
-                bail!(
-                    "{prompt_key} ({prompt}) + {completion_key} ({completion}) = {total} is beyond the {positions} positions of {} (max_position_embeddings in config.json): lower them",
-                    self.source.display()
-                );
-            }
-        }
-        Ok(())
+    pub fn check_positions(&self, prompt: (&str, usize), completion: (&str, usize)) -> anyhow::Result<()> {
+        crate::train::position_budget::check_budgets(self.max_positions, &self.source, prompt, completion)
     }
 
     fn tokens(&self) -> TokenSpace<'_> {
@@ -456,18 +443,17 @@ fn check_vocabulary(
     Ok(())
 }
 
-fn max_positions(dir: &Path) -> anyhow::Result<Option<usize>> {
-    let path = dir.join("config.json");
-    if !path.exists() {
-        return Ok(None);
+/// A model is read from a local directory: a path that does not exist (often a Hugging Face
+/// hub id, which a TRL user passes to from_pretrained) is named as such, with `key` (the
+/// setting or flag that gave it), before anything reads it.
+pub fn require_local_model(dir: &Path, key: &str) -> anyhow::Result<()> {
+    if !dir.exists() {
+        bail!(
+            "{key} {} does not exist: crpo reads a model from a local directory and downloads nothing (a hub id such as Qwen/Qwen2.5-0.5B-Instruct: fetch it first, e.g. `hf download Qwen/Qwen2.5-0.5B-Instruct --local-dir models/qwen2.5-0.5b-instruct`, and give that directory)",
+            dir.display()
+        );
     }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
-    Ok(json
-        .get("max_position_embeddings")
-        .and_then(serde_json::Value::as_u64)
-        .map(|n| n as usize))
+    Ok(())
 }
 
 /// A checkpoint (or sft's output directory) holds its model in `model/`: naming the
@@ -488,6 +474,19 @@ fn refuse_a_checkpoint_for_its_model(dir: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_path_that_does_not_exist_is_named_as_no_local_directory() {
+        let error = require_local_model(Path::new("Qwen/Qwen2.5-0.5B-Instruct"), "model.path")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("model.path Qwen/Qwen2.5-0.5B-Instruct does not exist")
+                && error.contains("downloads nothing"),
+            "{error}"
+        );
+        assert!(require_local_model(Path::new("."), "model.path").is_ok());
+    }
 
     #[test]
     fn a_checkpoint_named_for_its_model_points_at_the_model() {

@@ -51,8 +51,11 @@ fn one_process() -> usize {
     1
 }
 
+/// The directory of a run's checkpoints, inside its run directory.
+pub const CHECKPOINTS_DIR: &str = "checkpoints";
+
 pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
-    run_dir.join("checkpoints")
+    run_dir.join(CHECKPOINTS_DIR)
 }
 
 /// Whether a checkpoint of `run_dir` is being written (its temporary directory is there; a

@@ -43,7 +43,7 @@ pub struct RunSection {
     /// Write completions with their scores (samples.jsonl, TensorBoard's text) every
     /// `sample_steps` steps (TRL's `log_completions`; false writes none).
     pub log_completions: bool,
-    /// Every N steps (0 = never).
+    /// Every N steps and the last (0 = never).
     pub sample_steps: usize,
     /// Completions written each time (`sample_count` is accepted too).
     #[serde(rename = "num_completions_to_print", alias = "sample_count")]
@@ -381,12 +381,42 @@ pub enum LossType {
     Dapo,
 }
 
+/// TRL's `true` and `false` are read as `group` and `none`, as GRPOConfig reads them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "ScaleRewardsAsWritten")]
 pub enum ScaleRewards {
     Group,
     Batch,
     None,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "expected \"group\", \"batch\" or \"none\" (or TRL's true / false)"
+)]
+enum ScaleRewardsAsWritten {
+    Name(String),
+    Trl(bool),
+}
+
+impl TryFrom<ScaleRewardsAsWritten> for ScaleRewards {
+    type Error = String;
+
+    fn try_from(written: ScaleRewardsAsWritten) -> Result<Self, String> {
+        match written {
+            ScaleRewardsAsWritten::Trl(true) => Ok(ScaleRewards::Group),
+            ScaleRewardsAsWritten::Trl(false) => Ok(ScaleRewards::None),
+            ScaleRewardsAsWritten::Name(name) => match name.as_str() {
+                "group" => Ok(ScaleRewards::Group),
+                "batch" => Ok(ScaleRewards::Batch),
+                "none" => Ok(ScaleRewards::None),
+                _ => Err(format!(
+                    "unknown scale_rewards `{name}`: expected \"group\", \"batch\" or \"none\" (or TRL's true / false)"
+                )),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -529,6 +559,16 @@ impl Default for AlgorithmConfig {
 }
 
 impl AlgorithmConfig {
+    /// Optimizer updates a step makes (per rank: each takes `per_device_train_batch_size` ×
+    /// `gradient_accumulation_steps` of its completions, the last what is left), times
+    /// `num_iterations`.
+    pub fn updates_per_step(&self, world_size: usize) -> usize {
+        (self.prompts_per_step * self.num_generations)
+            .div_ceil(self.mini_batch_size * world_size)
+            .div_ceil(self.gradient_accumulation_steps)
+            * self.num_iterations
+    }
+
     /// The optimizer's settings as these keys give them.
     pub fn adam_settings(&self) -> super::optimizer::AdamWSettings {
         super::optimizer::AdamWSettings {
@@ -608,6 +648,11 @@ impl AlgorithmConfig {
             );
         }
         crate::rollout::sampling::check_temperature(self.temperature, "algorithm.temperature")?;
+        if self.top_k == 1 {
+            bail!(
+                "algorithm.top_k = 1 keeps only the likeliest token: every completion of a group is the same, every group ties and nothing is learned (0 turns the filter off)"
+            );
+        }
         if !self.kl_warning_threshold.is_finite() || self.kl_warning_threshold < 0.0 {
             bail!("algorithm.kl_warning_threshold must be a finite number ≥ 0");
         }
@@ -806,11 +851,9 @@ impl RunConfig {
     /// Relative paths from `base` (the config file's directory); `~/…` from the home
     /// directory, as a shell would expand it (a TOML string is not expanded by any shell).
     fn resolve_paths(&mut self, base: &Path) {
-        let home = std::env::var_os("HOME").map(PathBuf::from);
         let resolve = |p: &mut PathBuf| {
-            if let (Ok(rest), Some(home)) = (p.strip_prefix("~"), &home) {
-                *p = home.join(rest);
-            } else if p.is_relative() && !p.as_os_str().is_empty() {
+            *p = crate::home_path::expand_home(p);
+            if p.is_relative() && !p.as_os_str().is_empty() {
                 *p = base.join(&*p);
             }
         };
@@ -1110,8 +1153,18 @@ fn with_section_hint(error: toml::de::Error) -> anyhow::Error {
     match (key, sections.is_empty(), invisible) {
         (_, _, Some(invisible)) => anyhow::anyhow!("{message}{invisible}: retype the key"),
         (Some(key), false, None) => {
-            anyhow::anyhow!("{message}`{key}` is a key of {}", sections.join(" and "))
+            // TRL's num_train_epochs sizes a GRPO run; here only sft's.
+            let epochs = if key == "num_train_epochs" {
+                " (sft's passes over its data; `train` runs run.max_steps steps)"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("{message}`{key}` is a key of {}{epochs}", sections.join(" and "))
         }
+        (Some(key), true, None) => match super::trl_names::hint(&key) {
+            Some(hint) => anyhow::anyhow!("{message}`{key}` is {hint}"),
+            None => error.into(),
+        },
         _ => error.into(),
     }
 }
@@ -1127,6 +1180,8 @@ fn section_keys() -> Vec<(String, Vec<String>)> {
         ("sft", "lr_scheduler_type"),
         ("sft", "output_dir"),
         ("model.lora", "exclude_modules"),
+        ("model.lora", "task_type"),
+        ("model.lora", "bias"),
         ("model.lora", "layers_to_transform"),
         ("model.lora", "layers_pattern"),
         ("model.lora", "rank_pattern"),
@@ -1267,6 +1322,38 @@ mod tests {
         let text = format!("{MINIMAL}\n[sft]\nmax_steps = 4\n");
         let err = format!("{:#}", RunConfig::parse(&text).unwrap_err());
         assert!(err.contains("`max_steps` is a key of [run]"), "{err}");
+        let text = format!("{MINIMAL}\n[run]\nnum_train_epochs = 3\n");
+        let err = format!("{:#}", RunConfig::parse(&text).unwrap_err());
+        assert!(err.contains("`train` runs run.max_steps steps"), "{err}");
+    }
+
+    #[test]
+    fn a_top_k_of_one_is_refused_as_a_temperature_of_zero_is() {
+        let text = format!("{MINIMAL}\n[algorithm]\ntop_k = 1\n");
+        let err = format!("{:#}", RunConfig::parse(&text).unwrap_err());
+        assert!(err.contains("algorithm.top_k = 1"), "{err}");
+        assert!(RunConfig::parse(&format!("{MINIMAL}\n[algorithm]\ntop_k = 2\n")).is_ok());
+    }
+
+    #[test]
+    fn trl_s_names_say_what_to_write_and_its_scale_rewards_booleans_are_read() {
+        let text = format!("{MINIMAL}\n[algorithm]\nreward_weights = [1.0, 2.0]\n");
+        let err = format!("{:#}", RunConfig::parse(&text).unwrap_err());
+        assert!(
+            err.contains("each [[reward.objectives]] entry has its own `weight`"),
+            "{err}"
+        );
+        for (written, read) in [
+            ("true", ScaleRewards::Group),
+            ("false", ScaleRewards::None),
+            ("\"batch\"", ScaleRewards::Batch),
+        ] {
+            let text = format!("{MINIMAL}\n[algorithm]\nscale_rewards = {written}\n");
+            assert_eq!(RunConfig::parse(&text).unwrap().algorithm.scale_rewards, read);
+        }
+        let text = format!("{MINIMAL}\n[algorithm]\nscale_rewards = \"std\"\n");
+        let err = format!("{:#}", RunConfig::parse(&text).unwrap_err());
+        assert!(err.contains("unknown scale_rewards `std`"), "{err}");
     }
 
     #[test]

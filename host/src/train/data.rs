@@ -73,6 +73,16 @@ pub fn load_splits(registry: &PluginRegistry, config: &RunConfig) -> anyhow::Res
                     train.len()
                 );
             }
+            if held_out > 0 {
+                // TRL trains on the whole file: say what is kept out, and how not to.
+                tracing::info!(
+                    "{held_out} of the {} examples of {} are held out as the evaluation set (data.eval_fraction = {}, seeded; what `crpo-host eval --config` scores): {} to train on; data.eval_fraction = 0 trains on all",
+                    train.len(),
+                    config.data.path.display(),
+                    config.data.eval_fraction,
+                    train.len() - held_out
+                );
+            }
             train.split_off(train.len() - held_out)
         }
     };

@@ -2,13 +2,16 @@
 //! re-initialised in place, a data file regenerated, a machine's stale copy — and a resumed run
 //! or another rank would then compute something else under the same config, in silence. Each
 //! checkpoint records these fingerprints; `--resume` compares them as it compares the config,
-//! and the ranks of a distributed run compare their data.
+//! and the ranks of a distributed run compare their data. The files a reward objective's
+//! options name (a Python reward's `file`) count too: a plugin resolves a relative one against
+//! the working directory, so a resume from another directory could read another file.
 
 use super::config::RunConfig;
 use super::resume::ConfigChange;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
@@ -25,6 +28,10 @@ pub struct InputFingerprints {
     /// `data.eval_path`, when `train` evaluates on it (`run.eval_steps`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_data: Option<String>,
+    /// `train`'s reward objectives' options that name a file (as the working directory
+    /// resolves them), by key: `reward.objectives[NAME].options.file`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub objective_files: BTreeMap<String, String>,
 }
 
 /// The files of a directory that are hashed: weights, configs, tokenizers, templates, data.
@@ -44,6 +51,11 @@ impl InputFingerprints {
                 (Some(path), true) => Some(sha256_of(path).context("data.eval_path")?),
                 _ => None,
             },
+            objective_files: if mode == "train" {
+                objective_files(config)?
+            } else {
+                BTreeMap::new()
+            },
         })
     }
 
@@ -53,21 +65,43 @@ impl InputFingerprints {
         let mut data_only = config.clone();
         data_only.model.lora = None;
         data_only.algorithm.beta = 0.0;
+        // Another machine's working directory holds the files its own plugins read.
+        data_only.reward.objectives.clear();
         Self::of(&data_only, mode)
     }
 
     /// Each input whose fingerprint differs from `was`'s, as a change of its config key (an
     /// input either side did not record is not compared).
     pub fn changes_since(&self, was: &Self) -> Vec<ConfigChange> {
+        let objective_files = self.objective_files.iter().map(|(key, now)| {
+            (
+                format!("{key} (its contents)"),
+                was.objective_files.get(key).cloned(),
+                Some(now.clone()),
+            )
+        });
         [
-            ("model.path (its files)", &was.model, &self.model),
-            ("data.path (its contents)", &was.data, &self.data),
-            ("data.eval_path (its contents)", &was.eval_data, &self.eval_data),
+            (
+                "model.path (its files)".to_string(),
+                was.model.clone(),
+                self.model.clone(),
+            ),
+            (
+                "data.path (its contents)".to_string(),
+                was.data.clone(),
+                self.data.clone(),
+            ),
+            (
+                "data.eval_path (its contents)".to_string(),
+                was.eval_data.clone(),
+                self.eval_data.clone(),
+            ),
         ]
         .into_iter()
+        .chain(objective_files)
         .filter_map(|(key, was, now)| match (was, now) {
             (Some(was), Some(now)) if was != now => Some(ConfigChange {
-                key: key.to_string(),
+                key,
                 was: format!("sha256 {}…", &was[..12.min(was.len())]).into(),
                 now: format!("sha256 {}…", &now[..12.min(now.len())]).into(),
             }),
@@ -75,6 +109,36 @@ impl InputFingerprints {
         })
         .collect()
     }
+}
+
+/// Each string in the reward objectives' options that names a file, hashed, by its key.
+fn objective_files(config: &RunConfig) -> anyhow::Result<BTreeMap<String, String>> {
+    fn walk(key: String, value: &toml::Value, found: &mut Vec<(String, String)>) {
+        match value {
+            toml::Value::String(text) if Path::new(text).is_file() => found.push((key, text.clone())),
+            toml::Value::Table(table) => {
+                for (name, value) in table {
+                    walk(format!("{key}.{name}"), value, found);
+                }
+            }
+            toml::Value::Array(items) => {
+                for (i, value) in items.iter().enumerate() {
+                    walk(format!("{key}[{i}]"), value, found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    for objective in &config.reward.objectives {
+        let name = objective.name.as_deref().unwrap_or(&objective.plugin);
+        let options = toml::Value::Table(objective.options.clone());
+        walk(format!("reward.objectives[{name}].options"), &options, &mut found);
+    }
+    found
+        .into_iter()
+        .map(|(key, file)| Ok((key.clone(), sha256_of(Path::new(&file)).context(key)?)))
+        .collect()
 }
 
 /// sha256 of a file's bytes, or of a directory's hashed files (each by name, length and
@@ -152,6 +216,7 @@ mod tests {
             model: Some("aa".repeat(32)),
             data: Some("bb".repeat(32)),
             eval_data: None,
+            objective_files: BTreeMap::from([("reward.objectives[ok].options.file".into(), "ee".repeat(32))]),
         };
         let mut now = was.clone();
         assert!(now.changes_since(&was).is_empty());
@@ -162,5 +227,16 @@ mod tests {
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].key, "model.path (its files)");
         assert_eq!(changes[0].was, "sha256 aaaaaaaaaaaa…");
+        now.model = was.model.clone();
+        now.objective_files
+            .insert("reward.objectives[ok].options.file".into(), "ff".repeat(32));
+        now.objective_files
+            .insert("reward.objectives[new].options.file".into(), "ff".repeat(32));
+        let changes = now.changes_since(&was);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(
+            changes[0].key,
+            "reward.objectives[ok].options.file (its contents)"
+        );
     }
 }

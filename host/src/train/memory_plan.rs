@@ -228,7 +228,7 @@ const PROJECTIONS: [&str; 7] = [
 /// The model directory whose weights a run loads and the adapter it starts from, if any:
 /// `model.path` itself, or when that is an adapter directory its base and its own settings
 /// (as the load takes them; an unreadable adapter is the load's error to name).
-fn planned_model(config: &RunConfig) -> (std::path::PathBuf, Option<LoraConfig>) {
+pub(crate) fn planned_model(config: &RunConfig) -> (std::path::PathBuf, Option<LoraConfig>) {
     match crpo_policy_sdk::lora::read_adapter_config(&config.model.path) {
         Ok((adapter, base)) => (base, Some(adapter)),
         Err(_) => (config.model.path.clone(), None),

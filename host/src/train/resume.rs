@@ -132,7 +132,8 @@ pub fn start<T>(
     setting: &str,
     mut load: impl FnMut(&Path) -> anyhow::Result<T>,
 ) -> anyhow::Result<Option<Resumed<T>>> {
-    super::run_lock::refuse_a_file(run_dir, setting)?;
+    super::run_lock::refuse_an_unfit_run_dir(run_dir, setting)?;
+    refuse_inputs_among_run_files(config, run_dir, setting)?;
     checkpoint::remove_temporaries(run_dir)?;
     let checkpoints = checkpoint::list(run_dir)?;
     if checkpoints.is_empty() {
@@ -251,6 +252,34 @@ pub fn start<T>(
         run_dir.display(),
         list.join("\n")
     )
+}
+
+/// A data file where the run writes its metrics or samples would be appended to (or, were it
+/// taken for an earlier run's, the user told to remove it).
+fn refuse_inputs_among_run_files(config: &RunConfig, run_dir: &Path, setting: &str) -> anyhow::Result<()> {
+    let inputs = [
+        ("data.path", Some(&config.data.path)),
+        ("data.eval_path", config.data.eval_path.as_ref()),
+    ];
+    for (key, path) in inputs {
+        let Some(input) = path.and_then(|p| p.canonicalize().ok()) else {
+            continue;
+        };
+        for file in RUN_FILES {
+            if run_dir
+                .join(file)
+                .canonicalize()
+                .is_ok_and(|written| written == input)
+            {
+                bail!(
+                    "{key} {} is the {file} this run writes in its directory {}: move the data elsewhere or choose another {setting}",
+                    input.display(),
+                    run_dir.display()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Removes metrics and samples files a run left empty (it stopped before its first step was

@@ -172,7 +172,7 @@ impl RunReward {
         let mut without = examples.iter().filter(|e| e.answer.is_none());
         if let Some(first) = without.next() {
             bail!(
-                "{} of the {} examples of {what} have no gold answer (the first: `{}`), which objective `{}` (plugin {}) compares completions with: give the answer's field (the jsonl reader's `answer` option names it) or leave the objective out",
+                "{} of the {} examples of {what} have no gold answer (the first: `{}`), which objective `{}` (plugin {}) compares completions with: give the answer's field (data.options.answer names it for the jsonl and conversational readers, e.g. TRL's `solution`) or leave the objective out",
                 1 + without.count(),
                 examples.len(),
                 first.id,

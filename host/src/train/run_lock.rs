@@ -21,7 +21,7 @@ pub struct RunLock {
 /// Takes `run_dir` (made if new) for this process, or names the process that holds it.
 /// `setting` names the config key that moves the run, for the message.
 pub fn lock(run_dir: &Path, setting: &str) -> anyhow::Result<RunLock> {
-    refuse_a_file(run_dir, setting)?;
+    refuse_an_unfit_run_dir(run_dir, setting)?;
     std::fs::create_dir_all(run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
     let path = run_dir.join(LOCK_FILE);
     let mut file = std::fs::OpenOptions::new()
@@ -62,13 +62,39 @@ pub fn lock(run_dir: &Path, setting: &str) -> anyhow::Result<RunLock> {
     Ok(RunLock { _file: file })
 }
 
-/// A run directory's path that names a file is refused (`setting` names its key).
-pub fn refuse_a_file(run_dir: &Path, setting: &str) -> anyhow::Result<()> {
+/// A run directory is refused (`setting` names its key) where it names a file; where it is
+/// the filesystem's root or the home directory (a run's files and checkpoints would sit among
+/// everything else there); and inside another run's checkpoints/, which that run rotates
+/// away (`run.save_total_limit`) with whatever is inside.
+pub fn refuse_an_unfit_run_dir(run_dir: &Path, setting: &str) -> anyhow::Result<()> {
     if run_dir.exists() && !run_dir.is_dir() {
         bail!(
             "{setting} {} is a file: a run writes a directory there (choose another {setting})",
             run_dir.display()
         );
+    }
+    let absolute = std::path::absolute(run_dir).unwrap_or_else(|_| run_dir.to_path_buf());
+    let resolved = absolute.canonicalize().unwrap_or(absolute);
+    let home = std::env::var_os("HOME").and_then(|home| Path::new(&home).canonicalize().ok());
+    if resolved.parent().is_none() || home.is_some_and(|home| home == resolved) {
+        bail!(
+            "{setting} {} is {}: a run writes its metrics, samples and checkpoints into its own directory; name one (e.g. runs/NAME)",
+            run_dir.display(),
+            if resolved.parent().is_none() { "the filesystem's root" } else { "the home directory" }
+        );
+    }
+    for checkpoints in resolved.ancestors().skip(1) {
+        let Some(run) = checkpoints.parent() else { break };
+        if checkpoints.file_name() == Some(super::checkpoint::CHECKPOINTS_DIR.as_ref())
+            && (run.join(LOCK_FILE).exists() || run.join(super::run_info::RUN_INFO_FILE).exists())
+        {
+            bail!(
+                "{setting} {} is inside {}, the checkpoints of the run in {}: that run removes old checkpoints with what they hold; choose a directory outside it",
+                run_dir.display(),
+                checkpoints.display(),
+                run.display()
+            );
+        }
     }
     Ok(())
 }
@@ -101,6 +127,32 @@ pub fn refuse_a_model_as_run_dir(config: &RunConfig, run_dir: &Path, key: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_root_the_home_directory_and_a_run_s_checkpoints_are_no_run_directory() {
+        assert!(refuse_an_unfit_run_dir(Path::new("/"), "run.output_dir")
+            .unwrap_err()
+            .to_string()
+            .contains("the filesystem's root"));
+        let home = std::env::var_os("HOME").unwrap();
+        assert!(refuse_an_unfit_run_dir(Path::new(&home), "run.output_dir")
+            .unwrap_err()
+            .to_string()
+            .contains("the home directory"));
+        let dir = tempfile::tempdir().unwrap();
+        let inner = dir.path().join("checkpoints/step-000002/model");
+        std::fs::create_dir_all(&inner).unwrap();
+        assert!(
+            refuse_an_unfit_run_dir(&inner, "run.output_dir").is_ok(),
+            "no run there"
+        );
+        std::fs::write(dir.path().join(LOCK_FILE), "").unwrap();
+        let error = refuse_an_unfit_run_dir(&inner, "run.output_dir")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("the checkpoints of the run in"), "{error}");
+        assert!(refuse_an_unfit_run_dir(&dir.path().join("other"), "run.output_dir").is_ok());
+    }
 
     #[test]
     fn a_model_directory_is_no_run_directory() {

@@ -60,6 +60,11 @@ pub fn run(
         config.sft.batch_size
     );
     tracing::info!("{}", super::startup::line(MODE, config, &work, &run_dir));
+    // A resume takes its weights from the checkpoint: model.path may have moved.
+    if !start.resume {
+        crate::rollout::policy::require_local_model(&config.model.path, "model.path")?;
+    }
+    super::position_budget::check_run(config, super::memory_plan::Phase::Sft)?;
     super::memory_plan::check_run(config, super::memory_plan::Phase::Sft)?;
     config.check_lora_dropout("sft.gradient_checkpointing", config.sft.gradient_checkpointing)?;
     super::run_lock::refuse_a_model_as_run_dir(config, &run_dir, "sft.output_dir")?;
@@ -75,10 +80,6 @@ pub fn run(
     if config.sft.gradient_checkpointing {
         policy.set_gradient_checkpointing("sft.gradient_checkpointing", true)?;
     }
-    policy.check_positions(
-        ("algorithm.max_prompt_length", config.max_prompt_length()),
-        ("sft.max_completion_length", config.sft.max_completion_length),
-    )?;
     std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
     super::run_info::write(&run_dir, MODE, &policy, registry, 1)?;
     let train = load_splits(registry, config)?.train;
@@ -104,8 +105,16 @@ pub fn run(
     let examples = format.admit(&policy.tokenizer, examples, "fine-tuning")?;
     let sft = &config.sft;
     if sft.batch_size > examples.len() {
+        let held_out = if config.data.eval_path.is_none() && config.data.eval_fraction > 0.0 {
+            format!(
+                " (data.eval_fraction = {} of the file is held out for evaluation)",
+                config.data.eval_fraction
+            )
+        } else {
+            String::new()
+        };
         bail!(
-            "sft.per_device_train_batch_size = {} is more than the {} examples to fine-tune on: a batch would hold each of them several times; set it to at most {}",
+            "sft.per_device_train_batch_size = {} is more than the {} examples to fine-tune on{held_out}: a batch would hold each of them several times; set it to at most {}",
             sft.batch_size,
             examples.len(),
             examples.len()

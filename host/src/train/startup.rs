@@ -26,19 +26,26 @@ pub fn line(mode: &str, config: &RunConfig, what: &str, writing: &std::path::Pat
 }
 
 /// What `train` runs: the weighted objectives and the steps.
-pub fn train_work(names: &[String], weights: &[f32], config: &RunConfig) -> String {
+pub fn train_work(names: &[String], weights: &[f32], config: &RunConfig, world_size: usize) -> String {
     let objectives: Vec<String> = names
         .iter()
         .zip(weights)
         .map(|(name, weight)| format!("{weight}·{name}"))
         .collect();
     let algorithm = &config.algorithm;
+    // TRL makes one update per generation by default; here a step may make several, the
+    // later ones from rollouts of an older policy: said, so a TRL user's batch sizes show.
+    let updates = algorithm.updates_per_step(world_size);
     format!(
-        "reward {}; {} steps of {} prompts × {} completions",
+        "reward {}; {} steps of {} prompts × {} completions, each making {updates} optimizer update{} of {} × {} completions{}",
         objectives.join(" + "),
         config.run.max_steps,
         algorithm.prompts_per_step,
-        algorithm.num_generations
+        algorithm.num_generations,
+        if updates == 1 { "" } else { "s" },
+        algorithm.mini_batch_size,
+        algorithm.gradient_accumulation_steps,
+        if world_size > 1 { " on each rank" } else { "" }
     )
 }
 
@@ -53,9 +60,23 @@ mod tests {
         )
         .unwrap();
         config.algorithm.prompts_per_step = 2;
-        let work = train_work(&["accuracy".into(), "format".into()], &[1.0, 0.5], &config);
+        let work = train_work(&["accuracy".into(), "format".into()], &[1.0, 0.5], &config, 1);
         let line = line("train", &config, &work, std::path::Path::new("runs/x"));
         assert!(line.starts_with("train: m (policy `qwen2`) on cpu in f32; reward 1·accuracy + 0.5·format; 7 steps of 2 prompts"), "{line}");
         assert!(line.ends_with("writing runs/x"), "{line}");
+        assert!(
+            line.contains("each making 1 optimizer update of 16 × 4 completions"),
+            "{line}"
+        );
+        // TRL's per-device batch of 4 without accumulation: 4 updates from one rollout.
+        (
+            config.algorithm.mini_batch_size,
+            config.algorithm.gradient_accumulation_steps,
+        ) = (4, 1);
+        let work = train_work(&["accuracy".into()], &[1.0], &config, 1);
+        assert!(
+            work.ends_with("each making 4 optimizer updates of 4 × 1 completions"),
+            "{work}"
+        );
     }
 }

@@ -133,6 +133,12 @@ const COMPLETION: &str = "completion";
 /// The record's message list, each turn checked.
 fn chat_messages(record: &Map<String, Value>, field: &str) -> Result<Vec<ChatMessage>, FieldError> {
     let Some(Value::Array(turns)) = record.get(field) else {
+        if let Some(Value::String(_)) = record.get(field) {
+            return Err((
+                field.into(),
+                "a string, TRL's standard (not conversational) form: read such a file with dataset = \"jsonl\" and options = { question = \"prompt\" } (the answer's column as `answer`)".into(),
+            ));
+        }
         return Err((field.into(), "missing or not a list of messages".into()));
     };
     if turns.is_empty() {
@@ -306,6 +312,8 @@ mod tests {
             "messages"
         );
         assert_eq!(bad(json!({"question": "hi"})), "prompt");
+        let standard = parse(json!({"prompt": "The capital of France is"}), json!(null)).unwrap_err();
+        assert!(standard.1.contains("dataset = \"jsonl\""), "{}", standard.1);
         let wrong_key =
             json!({"messages": [{"role": "user", "content": "q"}], "options": ["a"], "answer": "C"});
         assert_eq!(bad(wrong_key), "answer");

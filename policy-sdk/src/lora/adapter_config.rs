@@ -185,6 +185,8 @@ pub fn read_adapter_config(dir: &Path) -> Result<(LoraConfig, PathBuf)> {
         rank_pattern: file.rank_pattern.unwrap_or_default(),
         alpha_pattern: file.alpha_pattern.unwrap_or_default(),
         adapter: Some(dir.to_path_buf()),
+        task_type: None,
+        bias: None,
     };
     config.validate().map_err(|e| failed(e.to_string()))?;
     let base = file

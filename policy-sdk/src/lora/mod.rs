@@ -68,6 +68,13 @@ pub struct LoraConfig {
     /// An adapter directory (PEFT's files) to start from instead of fresh adapters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapter: Option<PathBuf>,
+    /// PEFT's boilerplate, taken as written from a LoraConfig: only `"CAUSAL_LM"` (what
+    /// crpo trains, and what it writes to adapter_config.json).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_type: Option<String>,
+    /// Likewise: only `"none"` (crpo's adapters train no biases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bias: Option<String>,
 }
 
 impl LoraConfig {
@@ -85,6 +92,8 @@ impl LoraConfig {
             rank_pattern: IndexMap::new(),
             alpha_pattern: IndexMap::new(),
             adapter: None,
+            task_type: None,
+            bias: None,
         }
     }
 
@@ -105,6 +114,18 @@ impl LoraConfig {
             return Err(PluginError::invalid_option(
                 "lora.lora_dropout",
                 "must be in [0, 1)",
+            ));
+        }
+        if let Some(task) = self.task_type.as_deref().filter(|&t| t != "CAUSAL_LM") {
+            return Err(PluginError::invalid_option(
+                "lora.task_type",
+                format!("is `{task}`: crpo trains causal language models (\"CAUSAL_LM\"), or leave it out"),
+            ));
+        }
+        if let Some(bias) = self.bias.as_deref().filter(|&b| b != "none") {
+            return Err(PluginError::invalid_option(
+                "lora.bias",
+                format!("is `{bias}`: crpo's adapters train no biases (\"none\", PEFT's default), or leave it out"),
             ));
         }
         if let Some(module) = self.target_modules.unsupported() {
@@ -270,6 +291,23 @@ fn test_config(targets: TargetModules) -> LoraConfig {
 mod tests {
     use super::test_config as config;
     use super::*;
+
+    #[test]
+    fn peft_s_boilerplate_is_taken_where_it_means_what_crpo_does() {
+        let mut lora = config(TargetModules::default());
+        lora.task_type = Some("CAUSAL_LM".into());
+        lora.bias = Some("none".into());
+        assert!(lora.validate().is_ok());
+        lora.bias = Some("lora_only".into());
+        assert!(lora.validate().unwrap_err().to_string().contains("lora.bias"));
+        lora.bias = None;
+        lora.task_type = Some("SEQ_CLS".into());
+        assert!(lora
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("lora.task_type"));
+    }
 
     #[test]
     fn a_pickled_adapter_is_named_with_how_to_convert_it() {

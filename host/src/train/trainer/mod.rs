@@ -132,6 +132,7 @@ impl Trainer {
         let mut last_checkpoint = checkpoint::latest(&self.config.run.output_dir)?.map(|(_, p)| p);
         let mut last_metrics = None;
         let mut streak = NonfiniteStreak::new(self.config.run.max_nonfinite_steps);
+        let mut no_signal = super::no_signal::NoSignalWatch::new(self.step, max_steps);
         let mut first_step = true;
         while self.step < max_steps {
             let step = self.step + 1;
@@ -150,6 +151,11 @@ impl Trainer {
             if std::mem::take(&mut first_step) {
                 // The first step carries the start-up costs: the ETA starts after it.
                 progress.reset_eta();
+            }
+            if let Some(warning) = no_signal.record(self.step, record.frac_reward_zero_std) {
+                if self.writers.is_some() {
+                    tracing::warn!("{warning}");
+                }
             }
             let skipped = record.nonfinite_update_skipped;
             last_metrics = Some(record);
@@ -362,8 +368,10 @@ impl Trainer {
             json["eval"] = eval;
         }
         writers.metrics.append(&json)?;
+        // And the last step: a run shorter than sample_steps still shows what it ends with.
         let every = self.config.run.sample_steps;
-        if self.config.run.log_completions && every > 0 && step.is_multiple_of(every) {
+        let last = step == self.config.run.max_steps;
+        if self.config.run.log_completions && every > 0 && (step.is_multiple_of(every) || last) {
             self.write_samples(observed, observed_advantages)?;
         }
         Ok(record)
@@ -371,13 +379,8 @@ impl Trainer {
 
     /// The run's planned optimizer updates: the length of the learning-rate schedule.
     fn nominal_updates(&self) -> usize {
-        let algorithm = &self.config.algorithm;
         let world_size = self.world.as_ref().map_or(1, |w| w.size);
-        self.config.run.max_steps
-            * (algorithm.prompts_per_step * algorithm.num_generations)
-                .div_ceil(algorithm.mini_batch_size * world_size)
-                .div_ceil(algorithm.gradient_accumulation_steps)
-            * algorithm.num_iterations
+        self.config.run.max_steps * self.config.algorithm.updates_per_step(world_size)
     }
 
     fn sampling(&self, seed: u64) -> SamplingConfig {

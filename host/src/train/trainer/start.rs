@@ -45,9 +45,20 @@ impl Trainer {
                 );
             }
             if is_main {
-                let work = crate::train::startup::train_work(&reward.names(), &reward.weights(), &config);
+                let work = crate::train::startup::train_work(
+                    &reward.names(),
+                    &reward.weights(),
+                    &config,
+                    world_size,
+                );
                 tracing::info!("{}", crate::train::startup::line(MODE, &config, &work, &run_dir));
             }
+            // A resume takes its weights from the checkpoint: model.path may have moved.
+            if !start.resume {
+                crate::rollout::policy::require_local_model(&config.model.path, "model.path")?;
+            }
+            // Evaluation's budget too: checked now, not at the first evaluation steps into the run.
+            crate::train::position_budget::check_run(&config, Phase::Train)?;
             crate::train::memory_plan::check_run(&config, Phase::Train)?;
             config.check_lora_dropout(
                 "algorithm.gradient_checkpointing",
@@ -112,20 +123,6 @@ impl Trainer {
         }
         if config.algorithm.gradient_checkpointing {
             policy.set_gradient_checkpointing("algorithm.gradient_checkpointing", true)?;
-        }
-        policy.check_positions(
-            ("algorithm.max_prompt_length", config.max_prompt_length()),
-            (
-                "algorithm.max_completion_length",
-                config.algorithm.max_completion_length,
-            ),
-        )?;
-        if config.run.eval_steps > 0 {
-            // Checked now, not at the first evaluation steps into the run.
-            policy.check_positions(
-                ("algorithm.max_prompt_length", config.max_prompt_length()),
-                ("eval.max_completion_length", config.eval.max_completion_length),
-            )?;
         }
         if is_main {
             std::fs::create_dir_all(&run_dir)

@@ -1,0 +1,118 @@
+//! A run's token budgets against its model's positions (`max_position_embeddings`), checked
+//! from config.json before anything is loaded or written: `train`, `sft` and `doctor
+//! --config` reach the same verdict, and a refused run leaves no directory behind.
+
+use super::config::RunConfig;
+use super::memory_plan::{planned_model, Phase};
+use std::path::Path;
+
+/// Refuses budgets beyond `positions` (none known: nothing to check): `prompt` + `completion`
+/// tokens, each with the setting that sets it; `model` names the directory in the message.
+pub fn check_budgets(
+    positions: Option<usize>,
+    model: &Path,
+    (prompt_key, prompt): (&str, usize),
+    (completion_key, completion): (&str, usize),
+) -> anyhow::Result<()> {
+    let Some(positions) = positions else {
+        return Ok(());
+    };
+    // Wide: two budgets near usize::MAX must not wrap to a sum that fits.
+    let total = prompt as u128 + completion as u128;
+    if total > positions as u128 {
+        anyhow::bail!(
+            "{prompt_key} ({prompt}) + {completion_key} ({completion}) = {total} is beyond the {positions} positions of {} (max_position_embeddings in config.json): lower them",
+            model.display()
+        );
+    }
+    Ok(())
+}
+
+/// `max_position_embeddings` of the model directory `dir` (none without a config.json or
+/// the key: a policy plugin of another kind).
+pub fn positions_of(dir: &Path) -> anyhow::Result<Option<usize>> {
+    let path = dir.join("config.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))?;
+    Ok(json
+        .get("max_position_embeddings")
+        .and_then(serde_json::Value::as_u64)
+        .map(|n| n as usize))
+}
+
+/// The budgets `phase` runs with under `config`, against the model it loads (an adapter
+/// directory's base).
+pub fn check_run(config: &RunConfig, phase: Phase) -> anyhow::Result<()> {
+    let model = planned_model(config).0;
+    let positions = positions_of(&model)?;
+    let prompt = ("algorithm.max_prompt_length", config.max_prompt_length());
+    let completions: Vec<(&str, usize)> = match phase {
+        Phase::Sft => vec![("sft.max_completion_length", config.sft.max_completion_length)],
+        Phase::Train => {
+            let mut budgets = vec![(
+                "algorithm.max_completion_length",
+                config.algorithm.max_completion_length,
+            )];
+            if config.run.eval_steps > 0 {
+                budgets.push(("eval.max_completion_length", config.eval.max_completion_length));
+            }
+            budgets
+        }
+    };
+    for completion in completions {
+        check_budgets(positions, &model, prompt, completion)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_beyond_the_positions_are_refused_naming_both_settings() {
+        let model = Path::new("m");
+        let fits = check_budgets(Some(2048), model, ("p", 512), ("c", 1536));
+        assert!(fits.is_ok());
+        let error = check_budgets(Some(2048), model, ("p", 512), ("c", 1537))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("p (512) + c (1537) = 2049 is beyond the 2048 positions of m"),
+            "{error}"
+        );
+        assert!(check_budgets(Some(8), model, ("p", usize::MAX), ("c", usize::MAX)).is_err());
+        assert!(check_budgets(None, model, ("p", usize::MAX), ("c", 1)).is_ok());
+    }
+
+    #[test]
+    fn evaluation_during_training_is_checked_with_its_own_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"max_position_embeddings": 600}"#,
+        )
+        .unwrap();
+        let config = |extra: &str| {
+            RunConfig::parse(&format!(
+                "[model]\npath = \"{}\"\n[data]\npath = \"d\"\neval_path = \"e\"\n[reward]\npreset = \"crpo\"\n[algorithm]\nmax_prompt_length = 256\nmax_completion_length = 256\n{extra}",
+                dir.path().display()
+            ))
+            .unwrap()
+        };
+        assert!(check_run(&config(""), Phase::Train).is_ok());
+        let evaluating = config("[run]\neval_steps = 5\n[eval]\nmax_completion_length = 512\n");
+        let error = check_run(&evaluating, Phase::Train).unwrap_err().to_string();
+        assert!(error.contains("eval.max_completion_length (512)"), "{error}");
+        let sft = config("[sft]\nmax_completion_length = 400\n");
+        assert!(check_run(&sft, Phase::Sft)
+            .unwrap_err()
+            .to_string()
+            .contains("sft.max_completion_length"));
+    }
+}
