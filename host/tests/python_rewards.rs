@@ -152,6 +152,41 @@ fn score(plugins: &Path, input: &Path, file: &Path, function: &str) -> Result<Ve
         .collect())
 }
 
+/// `crpo-host score` of `rows` (written as a JSONL file beside `file`) read by the dataset
+/// reader `dataset` (its name, then any flags), with `objectives`, the objective `python`
+/// calling `function`: the output rows.
+fn score_rows(
+    plugins: &Path,
+    file: &Path,
+    (function, objectives): (&str, &str),
+    dataset: &[&str],
+    rows: &[Value],
+) -> Vec<Value> {
+    let input = file.with_file_name(format!("{function}.jsonl"));
+    let text: Vec<String> = rows.iter().map(Value::to_string).collect();
+    std::fs::write(&input, text.join("\n")).unwrap();
+    let options = json!({"python": {"file": file, "function": function}}).to_string();
+    let mut args = vec![
+        "--plugins",
+        plugins.to_str().unwrap(),
+        "score",
+        "--objectives",
+        objectives,
+        "--options",
+        &options,
+        "--input",
+        input.to_str().unwrap(),
+        "--dataset",
+    ];
+    args.extend_from_slice(dataset);
+    let output = crpo_host(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn line_of(source: &str, code: &str) -> usize {
     1 + source.lines().position(|l| l.contains(code)).unwrap()
 }
@@ -232,34 +267,18 @@ fn trl_reward_functions_score_unchanged_and_fail_naming_function_and_file() {
     );
     assert_eq!(scores("async_reward"), [0.25, 0.25, 0.25]);
     // A column a reader maps as the gold (`solution`, TRL's name) still reaches the function.
-    let standard = dir.path().join("standard.jsonl");
+    let jsonl = ["jsonl", "--dataset-options", r#"{"answer": "solution"}"#];
     let rows = [
         json!({"question": "Normal adult heart rate at rest, per minute?", "solution": 70, "completion": "\\boxed{70}"}),
         json!({"question": "Normal adult heart rate at rest, per minute?", "solution": 70, "completion": "\\boxed{120}"}),
     ];
-    let text: Vec<String> = rows.iter().map(Value::to_string).collect();
-    std::fs::write(&standard, text.join("\n")).unwrap();
-    let options = json!({"python": {"file": file, "function": "solution_reward"}}).to_string();
-    let output = crpo_host(&[
-        "--plugins",
-        plugins.path().to_str().unwrap(),
-        "score",
-        "--objectives",
-        "python,exact_match",
-        "--options",
-        &options,
-        "--dataset",
-        "jsonl",
-        "--dataset-options",
-        r#"{"answer": "solution"}"#,
-        "--input",
-        standard.to_str().unwrap(),
-    ]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let rows: Vec<Value> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let scored = score_rows(
+        plugins.path(),
+        &file,
+        ("solution_reward", "python,exact_match"),
+        &jsonl,
+        &rows,
+    );
     let both = |row: &Value| {
         (
             row["scores"]["python"]["score"].as_f64().unwrap(),
@@ -267,78 +286,37 @@ fn trl_reward_functions_score_unchanged_and_fail_naming_function_and_file() {
         )
     };
     assert_eq!(
-        rows.iter().map(both).collect::<Vec<_>>(),
+        scored.iter().map(both).collect::<Vec<_>>(),
         [(1.0, 1.0), (0.0, 0.0)]
     );
+    let python = |rows: Vec<Value>| -> Vec<f64> {
+        rows.iter()
+            .map(|row| row["scores"]["python"]["score"].as_f64().unwrap())
+            .collect()
+    };
     // A column only the first record has is None in the second's call (it failed there:
     // "missing 1 required positional argument").
-    let sparse = dir.path().join("sparse.jsonl");
     let rows = [
         json!({"question": "Heart rate?", "solution": 70, "source": "ward", "completion": "70"}),
         json!({"question": "Resting heart rate?", "solution": 70, "completion": "70"}),
     ];
-    let text: Vec<String> = rows.iter().map(Value::to_string).collect();
-    std::fs::write(&sparse, text.join("\n")).unwrap();
-    let options = json!({"python": {"file": file, "function": "source_reward"}}).to_string();
-    let output = crpo_host(&[
-        "--plugins",
-        plugins.path().to_str().unwrap(),
-        "score",
-        "--objectives",
-        "python",
-        "--options",
-        &options,
-        "--dataset",
-        "jsonl",
-        "--dataset-options",
-        r#"{"answer": "solution"}"#,
-        "--input",
-        sparse.to_str().unwrap(),
-    ]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let sparse_scores: Vec<f64> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["scores"]["python"]["score"]
-                .as_f64()
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(sparse_scores, [1.0, 0.0]);
+    let sparse = score_rows(plugins.path(), &file, ("source_reward", "python"), &jsonl, &rows);
+    assert_eq!(python(sparse), [1.0, 0.0]);
     // TRL's prompt-completion records of one prompt, read by a reader: one group too (the
     // reader took each `completion` as its record's reference, so none grouped).
-    let conversational = dir.path().join("conversational.jsonl");
     let prompt = json!([{"role": "user", "content": "Heart rate?"}]);
     let rows = [
         json!({"prompt": prompt, "completion": [{"role": "assistant", "content": "70"}]}),
         json!({"prompt": prompt, "completion": [{"role": "assistant", "content": "80"}]}),
     ];
-    let text: Vec<String> = rows.iter().map(Value::to_string).collect();
-    std::fs::write(&conversational, text.join("\n")).unwrap();
-    let options = json!({"python": {"file": file, "function": "group_size_reward"}}).to_string();
-    let output = crpo_host(&[
-        "--plugins",
-        plugins.path().to_str().unwrap(),
-        "score",
-        "--objectives",
-        "python",
-        "--options",
-        &options,
-        "--dataset",
-        "conversational",
-        "--input",
-        conversational.to_str().unwrap(),
-    ]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let group_sizes: Vec<f64> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["scores"]["python"]["score"]
-                .as_f64()
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(group_sizes, [2.0, 2.0]);
+    let grouped = score_rows(
+        plugins.path(),
+        &file,
+        ("group_size_reward", "python"),
+        &["conversational"],
+        &rows,
+    );
+    assert_eq!(python(grouped), [2.0, 2.0]);
     let raised_later = score(plugins.path(), &input, &file, "async_broken_reward").unwrap_err();
     assert!(
         raised_later.contains("`async_broken_reward`") && raised_later.contains("ValueError: no score"),
