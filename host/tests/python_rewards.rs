@@ -359,29 +359,8 @@ fn a_python_objective_trains_under_its_own_name() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("rewards.py"), REWARDS).unwrap();
     crpo_plugins_policy::presets::write_tiny(&dir.path().join("model"), 0).unwrap();
-    let data = support::workspace_root().join("data/demo/train.jsonl");
-    let config = format!(
-        r#"
-[run]
-output_dir = "run"
-max_steps = 1
-plugin_dirs = ["{plugins}"]
-[model]
-path = "model"
-[data]
-path = "{data}"
-[[reward.objectives]]
-plugin = "python"
-name = "token_count"
-weight = 0.5
-options = {{ file = "{file}", function = "token_count_reward" }}
-[algorithm]
-{algorithm}"#,
-        plugins = plugins.path().display(),
-        algorithm = support::TINY_ALGORITHM,
-        data = data.display(),
-        file = dir.path().join("rewards.py").display(),
-    );
+    let file = dir.path().join("rewards.py");
+    let config = token_count_run(plugins.path(), 1, file.to_str().unwrap());
     let path = dir.path().join("run.toml");
     std::fs::write(&path, config).unwrap();
     let output = crpo_host(&["train", "--config", path.to_str().unwrap()]);
@@ -399,6 +378,32 @@ options = {{ file = "{file}", function = "token_count_reward" }}
     );
 }
 
+/// A run config of `steps` steps into `run` from `model` (beside the config) whose reward is
+/// `token_count_reward` of `file` (weight 0.5), under the name `token_count`.
+fn token_count_run(plugins: &Path, steps: usize, file: &str) -> String {
+    format!(
+        r#"
+[run]
+output_dir = "run"
+max_steps = {steps}
+plugin_dirs = ["{plugins}"]
+[model]
+path = "model"
+[data]
+path = "{data}"
+[[reward.objectives]]
+plugin = "python"
+name = "token_count"
+weight = 0.5
+options = {{ file = "{file}", function = "token_count_reward" }}
+[algorithm]
+{algorithm}"#,
+        plugins = plugins.display(),
+        algorithm = support::TINY_ALGORITHM,
+        data = support::workspace_root().join("data/demo/train.jsonl").display(),
+    )
+}
+
 /// The plugin resolves a relative `file` against the working directory: a resume from
 /// another directory whose `rewards.py` differs is refused naming the option; from the
 /// directory the run started in it goes on.
@@ -411,29 +416,7 @@ fn a_resume_that_would_read_another_python_file_is_refused() {
     std::fs::create_dir(&other).unwrap();
     std::fs::write(other.join("rewards.py"), format!("{REWARDS}\n# edited\n")).unwrap();
     crpo_plugins_policy::presets::write_tiny(&dir.path().join("model"), 0).unwrap();
-    let data = support::workspace_root().join("data/demo/train.jsonl");
-    let config = |steps: usize| {
-        format!(
-            r#"
-[run]
-output_dir = "run"
-max_steps = {steps}
-plugin_dirs = ["{plugins}"]
-[model]
-path = "model"
-[data]
-path = "{data}"
-[[reward.objectives]]
-plugin = "python"
-name = "token_count"
-options = {{ file = "rewards.py", function = "token_count_reward" }}
-[algorithm]
-{algorithm}"#,
-            plugins = plugins.path().display(),
-            algorithm = support::TINY_ALGORITHM,
-            data = data.display(),
-        )
-    };
+    let config = |steps: usize| token_count_run(plugins.path(), steps, "rewards.py");
     let path = dir.path().join("run.toml");
     let train = |cwd: &Path, resume: bool| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_crpo-host"));
