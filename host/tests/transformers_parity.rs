@@ -184,6 +184,8 @@ fn chat_templates_render_as_transformers_renders_them() {
             ("assistant", "B"),
             ("user", "Why?"),
         ],
+        // A prefill the completion continues; the Qwen-style template trims it.
+        vec![("user", "Which drug?"), ("assistant", "  <think>\nFirst, ")],
     ];
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/chat_template_reference.py");
     for template in [None, Some(QWEN_STYLE_TEMPLATE)] {
@@ -220,6 +222,7 @@ fn chat_templates_render_as_transformers_renders_them() {
                 .collect();
             assert_eq!(tokenizer.render_chat(&messages, true).unwrap(), expected[0]);
             assert_eq!(tokenizer.render_chat(&messages, false).unwrap(), expected[1]);
+            assert_eq!(tokenizer.render_prompt(&messages).unwrap(), expected[2]);
         }
     }
 }

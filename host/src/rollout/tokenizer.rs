@@ -7,7 +7,7 @@
 //! templates gives the one named "default"; a model without one gets ChatML. EOS ids are the union of
 //! `generation_config.json`, `config.json` and the tokenizer config's `eos_token`.
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use std::path::Path;
 use tokenizers::Tokenizer;
 
@@ -355,6 +355,34 @@ impl ChatTokenizer {
                 ),
                 _ => anyhow!("chat template of {}: {e}", self.template_source),
             })
+    }
+
+    /// A prompt to generate from, as TRL renders it: the assistant's turn opened after the
+    /// messages — or, where the last message is the assistant's (a prefill such as
+    /// `<think>`), the text ending inside that turn after its content, which the completion
+    /// continues (transformers' `continue_final_message`, found by the same tag).
+    pub fn render_prompt(&self, messages: &[Message]) -> Result<String> {
+        const TAG: &str = "CONTINUE_FINAL_MESSAGE_TAG ";
+        if messages.last().is_none_or(|last| last.role != "assistant") {
+            return self.render_chat(messages, true);
+        }
+        let mut tagged = messages.to_vec();
+        if let Some(last) = tagged.last_mut() {
+            last.content.push_str(TAG);
+        }
+        let rendered = self.render_chat(&tagged, false)?;
+        let Some(at) = rendered.rfind(TAG.trim_end()) else {
+            bail!(
+                "chat template of {}: the prompt ends with an assistant message to continue, but the template does not write that message's content",
+                self.template_source
+            );
+        };
+        // A template that trims the content trims the tag's space, and what came before it.
+        Ok(if rendered[at..].starts_with(TAG) {
+            rendered[..at].to_string()
+        } else {
+            rendered[..at].trim_end().to_string()
+        })
     }
 
     pub fn eos_ids(&self) -> &[u32] {

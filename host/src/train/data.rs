@@ -344,7 +344,7 @@ impl PromptFormat {
         chat: &[Message],
         truncated: bool,
     ) -> anyhow::Result<Result<RenderedPrompt, usize>> {
-        let text = tokenizer.render_chat(chat, true)?;
+        let text = tokenizer.render_prompt(chat)?;
         let ids = tokenizer.encode(&text)?;
         Ok(if ids.len() <= self.max_tokens {
             Ok(RenderedPrompt { text, ids, truncated })

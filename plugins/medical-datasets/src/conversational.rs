@@ -11,7 +11,9 @@
 //!
 //! - `messages` (default: the record's `messages`, else its `prompt`): the field holding the
 //!   message list. A final `assistant` turn is the reference completion (the supervised cold
-//!   start's target) and is not part of the prompt; the prompt needs a `user` turn.
+//!   start's target) and is not part of the prompt — but in `prompt` (TRL's prompt-only and
+//!   prompt-completion forms) it is a prefill the completion continues, as TRL renders it;
+//!   the prompt needs a `user` turn.
 //! - `answer` (default `"answer"`): the gold answer, a string or a number (free text; compared
 //!   by `exact_match`), or an option key when the record has options. A record without the
 //!   field has no gold answer (objectives that need one fail naming the example).
@@ -61,8 +63,10 @@ impl Fields {
             None => "prompt",
         };
         let mut messages = chat_messages(record, field)?;
+        // A final assistant turn of `messages` (TRL's language-modelling form) is the answer;
+        // of `prompt`, the start of one to continue (a prefill, as TRL renders it).
         let mut reference_completion = match messages.last() {
-            Some(last) if last.role == "assistant" => messages.pop().map(|m| m.content),
+            Some(last) if last.role == "assistant" && field != "prompt" => messages.pop().map(|m| m.content),
             _ => None,
         };
         // TRL's conversational prompt-completion form: the reference is `completion`'s turn.
@@ -246,6 +250,24 @@ mod tests {
         assert_eq!(example.answer.as_deref(), Some("5"));
         assert_eq!(example.metadata["source"], "notes");
         assert!(!example.metadata.contains_key("messages"));
+    }
+
+    /// TRL continues a `prompt` that ends with the assistant's turn (a prefill); only a
+    /// `messages` list's final turn is the answer.
+    #[test]
+    fn a_final_assistant_turn_of_a_prompt_is_a_prefill() {
+        let prompt =
+            json!([{"role": "user", "content": "Dose?"}, {"role": "assistant", "content": "<think>"}]);
+        let example = parse(json!({"prompt": prompt}), json!(null)).unwrap();
+        let Prompt::Messages(messages) = &example.prompt else {
+            panic!("not messages")
+        };
+        assert_eq!(messages.last().unwrap().content, "<think>");
+        assert_eq!(example.reference_completion, None);
+        let completed = json!({"prompt": prompt, "completion": [{"role": "assistant", "content": "5 mg"}]});
+        let example = parse(completed, json!(null)).unwrap();
+        assert_eq!(example.reference_completion.as_deref(), Some("5 mg"));
+        assert!(matches!(&example.prompt, Prompt::Messages(m) if m.len() == 2));
     }
 
     #[test]
