@@ -124,6 +124,23 @@ fn a_run_that_fits_trains_with_gradient_checkpointing_and_logs_its_plan() {
         stdout.contains("model.lora selects none") && !stdout.contains("fits:"),
         "{stdout}"
     );
+    // Budgets beyond the model's positions: doctor refuses as train does, before it loads
+    // anything (train left an empty run directory; doctor said "fits").
+    write_config(dir.path(), "max_prompt_length = 4096");
+    std::fs::remove_dir_all(dir.path().join("run")).unwrap();
+    let output = crpo(dir.path(), &["doctor", "--config", "run.toml"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("refused: algorithm.max_prompt_length (4096)"),
+        "{stdout}"
+    );
+    let output = crpo(dir.path(), &["train", "--config", "run.toml"]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("positions of"));
+    assert!(
+        !dir.path().join("run").exists(),
+        "a refused run leaves no directory"
+    );
 }
 
 #[test]

@@ -147,6 +147,7 @@ fn memory_plan_of(path: &std::path::Path) -> anyhow::Result<()> {
         }
     }
     // A check's verdict is its exit status too, as `train` would end.
+    refused.dedup();
     if !refused.is_empty() {
         bail!(
             "{}: {} would refuse this config (why: above)",

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct ReportArgs {
-    #[arg(value_parser = crate::home_path::path_argument)]
     /// Run directories (what `train` or `sft` wrote); several are overlaid in each chart.
+    #[arg(value_parser = crate::home_path::path_argument)]
     pub runs: Vec<PathBuf>,
     /// More runs to overlay (`report A --compare B C` is `report A B C`).
     #[arg(long, num_args = 1.., value_name = "RUN", value_parser = crate::home_path::path_argument)]

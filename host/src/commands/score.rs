@@ -282,7 +282,7 @@ fn read_records(
             lines.len()
         );
     }
-    Ok(lines
+    let mut records: Vec<Record> = lines
         .into_iter()
         .zip(read.examples)
         .map(|(line, mut example)| {
@@ -290,12 +290,6 @@ fn read_records(
             example
                 .metadata
                 .retain(|key, _| key != "completion" && key != "step");
-            // A reader that takes `completion` as the reference (TRL's prompt-completion
-            // form, the conversational reader's) gave the output scored: no reference, or
-            // every record would be an example of its own, never a group.
-            if example.reference_completion.as_deref() == Some(line.completion.as_str()) {
-                example.reference_completion = None;
-            }
             Record {
                 line: line.number,
                 example,
@@ -303,7 +297,19 @@ fn read_records(
                 step: line.step,
             }
         })
-        .collect())
+        .collect();
+    // A reader that takes `completion` as the reference (TRL's prompt-completion form, the
+    // conversational reader's) gave each record the output scored as its reference: then no
+    // record has one, or every record would be an example of its own, never in a group.
+    if records
+        .iter()
+        .all(|r| r.example.reference_completion.as_deref() == Some(r.completion.as_str()))
+    {
+        for record in &mut records {
+            record.example.reference_completion = None;
+        }
+    }
+    Ok(records)
 }
 
 /// The completion to score: a string, or TRL's conversational form (a list of messages whose

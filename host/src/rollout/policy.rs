@@ -75,7 +75,7 @@ impl Policy {
         kind: Kind,
         options: &serde_json::Value,
     ) -> anyhow::Result<Self> {
-        require_local_model(dir, "model")?;
+        require_local_model(dir, "the model directory")?;
         refuse_a_checkpoint_for_its_model(dir)?;
         if !dir.join(lora::ADAPTER_CONFIG).exists() {
             return Self::load_model(registry, plugin, dir, dir, device, kind, options);
@@ -360,6 +360,8 @@ fn warn_where_overridden(configured: &lora::LoraConfig, loaded: &lora::LoraConfi
     let placement = |c: &lora::LoraConfig| lora::LoraConfig {
         lora_dropout: 0.0,
         adapter: None,
+        task_type: None,
+        bias: None,
         ..c.clone()
     };
     let (configured, loaded_placement) = (placement(configured), placement(loaded));
@@ -449,7 +451,7 @@ fn check_vocabulary(
 pub fn require_local_model(dir: &Path, key: &str) -> anyhow::Result<()> {
     if !dir.exists() {
         bail!(
-            "{key} {} does not exist: crpo reads a model from a local directory and downloads nothing (a hub id such as Qwen/Qwen2.5-0.5B-Instruct: fetch it first, e.g. `hf download Qwen/Qwen2.5-0.5B-Instruct --local-dir models/qwen2.5-0.5b-instruct`, and give that directory)",
+            "{key} {} does not exist: crpo reads a model from a local directory and downloads nothing (for a hub id, fetch it first, e.g. `hf download ORG/NAME --local-dir DIR`, and give DIR)",
             dir.display()
         );
     }

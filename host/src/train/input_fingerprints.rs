@@ -2,9 +2,9 @@
 //! re-initialised in place, a data file regenerated, a machine's stale copy — and a resumed run
 //! or another rank would then compute something else under the same config, in silence. Each
 //! checkpoint records these fingerprints; `--resume` compares them as it compares the config,
-//! and the ranks of a distributed run compare their data. The files a reward objective's
-//! options name (a Python reward's `file`) count too: a plugin resolves a relative one against
-//! the working directory, so a resume from another directory could read another file.
+//! and the ranks of a distributed run compare their data. A reward objective's `file` option
+//! (a Python reward's) counts too: a plugin resolves a relative one against the working
+//! directory, so a resume from another directory could read another file.
 
 use super::config::RunConfig;
 use super::resume::ConfigChange;
@@ -28,8 +28,9 @@ pub struct InputFingerprints {
     /// `data.eval_path`, when `train` evaluates on it (`run.eval_steps`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_data: Option<String>,
-    /// `train`'s reward objectives' options that name a file (as the working directory
-    /// resolves them), by key: `reward.objectives[NAME].options.file`.
+    /// `train`'s reward objectives' `file` options that name a file (as the working directory
+    /// resolves them), by key: `reward.objectives[NAME].options.file`. Only `file`: another
+    /// option may name what a plugin writes (a cache, a log), which changes as the run goes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub objective_files: BTreeMap<String, String>,
 }
@@ -52,7 +53,7 @@ impl InputFingerprints {
                 _ => None,
             },
             objective_files: if mode == "train" {
-                objective_files(config)?
+                objective_files(config)
             } else {
                 BTreeMap::new()
             },
@@ -111,33 +112,19 @@ impl InputFingerprints {
     }
 }
 
-/// Each string in the reward objectives' options that names a file, hashed, by its key.
-fn objective_files(config: &RunConfig) -> anyhow::Result<BTreeMap<String, String>> {
-    fn walk(key: String, value: &toml::Value, found: &mut Vec<(String, String)>) {
-        match value {
-            toml::Value::String(text) if Path::new(text).is_file() => found.push((key, text.clone())),
-            toml::Value::Table(table) => {
-                for (name, value) in table {
-                    walk(format!("{key}.{name}"), value, found);
-                }
-            }
-            toml::Value::Array(items) => {
-                for (i, value) in items.iter().enumerate() {
-                    walk(format!("{key}[{i}]"), value, found);
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut found = Vec::new();
-    for objective in &config.reward.objectives {
-        let name = objective.name.as_deref().unwrap_or(&objective.plugin);
-        let options = toml::Value::Table(objective.options.clone());
-        walk(format!("reward.objectives[{name}].options"), &options, &mut found);
-    }
-    found
-        .into_iter()
-        .map(|(key, file)| Ok((key.clone(), sha256_of(Path::new(&file)).context(key)?)))
+/// The reward objectives' `file` options that name a readable file, hashed, by key (one that
+/// cannot be read is its plugin's error to name).
+fn objective_files(config: &RunConfig) -> BTreeMap<String, String> {
+    config
+        .reward
+        .objectives
+        .iter()
+        .filter_map(|objective| {
+            let file = Path::new(objective.options.get("file")?.as_str()?);
+            let hash = sha256_of(file).ok().filter(|_| file.is_file())?;
+            let name = objective.name.as_deref().unwrap_or(&objective.plugin);
+            Some((format!("reward.objectives[{name}].options.file"), hash))
+        })
         .collect()
 }
 

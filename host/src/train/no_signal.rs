@@ -15,10 +15,12 @@ pub struct NoSignalWatch {
 }
 
 impl NoSignalWatch {
-    /// For a run at `start_step` (0 when fresh) of `max_steps`.
-    pub fn new(start_step: usize, max_steps: usize) -> Self {
+    /// For a run at `start_step` (0 when fresh) of `max_steps`; `totals_decide`: a group
+    /// whose rewards tie has no advantages (not under `normalize_then_sum`, which normalises
+    /// each objective in its group before the sum).
+    pub fn new(start_step: usize, max_steps: usize, totals_decide: bool) -> Self {
         NoSignalWatch {
-            watching: start_step == 0,
+            watching: start_step == 0 && totals_decide,
             tied: 0,
             needed: STEPS.min(max_steps).max(1),
         }
@@ -50,21 +52,23 @@ mod tests {
 
     #[test]
     fn only_a_fresh_run_tied_from_its_first_step_is_warned_once() {
-        let mut watch = NoSignalWatch::new(0, 100);
+        let mut watch = NoSignalWatch::new(0, 100, true);
         for step in 1..STEPS {
             assert_eq!(watch.record(step, 1.0), None);
         }
         assert!(watch.record(STEPS, 1.0).unwrap().starts_with("steps 1-5:"));
         assert_eq!(watch.record(STEPS + 1, 1.0), None, "once");
-        let mut learning = NoSignalWatch::new(0, 100);
+        let mut learning = NoSignalWatch::new(0, 100, true);
         assert_eq!(learning.record(1, 0.5), None);
         assert!(
             (2..20).all(|step| learning.record(step, 1.0).is_none()),
             "it learned at first"
         );
-        let mut resumed = NoSignalWatch::new(40, 100);
+        let mut resumed = NoSignalWatch::new(40, 100, true);
         assert!((41..60).all(|step| resumed.record(step, 1.0).is_none()));
-        let mut short = NoSignalWatch::new(0, 2);
+        let mut resumed = NoSignalWatch::new(0, 100, false);
+        assert!((41..60).all(|step| resumed.record(step, 1.0).is_none()));
+        let mut short = NoSignalWatch::new(0, 2, true);
         assert_eq!(short.record(1, 1.0), None);
         assert!(short.record(2, 1.0).is_some());
     }

@@ -45,13 +45,9 @@ pub fn positions_of(dir: &Path) -> anyhow::Result<Option<usize>> {
         .map(|n| n as usize))
 }
 
-/// The budgets `phase` runs with under `config`, against the model it loads (an adapter
-/// directory's base).
-pub fn check_run(config: &RunConfig, phase: Phase) -> anyhow::Result<()> {
-    let model = planned_model(config).0;
-    let positions = positions_of(&model)?;
-    let prompt = ("algorithm.max_prompt_length", config.max_prompt_length());
-    let completions: Vec<(&str, usize)> = match phase {
+/// The completion budgets `phase` runs with under `config`, each with its setting.
+fn completion_budgets(config: &RunConfig, phase: Phase) -> Vec<(&'static str, usize)> {
+    match phase {
         Phase::Sft => vec![("sft.max_completion_length", config.sft.max_completion_length)],
         Phase::Train => {
             let mut budgets = vec![(
@@ -63,9 +59,27 @@ pub fn check_run(config: &RunConfig, phase: Phase) -> anyhow::Result<()> {
             }
             budgets
         }
-    };
-    for completion in completions {
+    }
+}
+
+/// The budgets `phase` runs with under `config`, against the model it loads from model.path
+/// (an adapter directory's base): before anything loads.
+pub fn check_run(config: &RunConfig, phase: Phase) -> anyhow::Result<()> {
+    let model = planned_model(config).0;
+    let positions = positions_of(&model)?;
+    let prompt = ("algorithm.max_prompt_length", config.max_prompt_length());
+    for completion in completion_budgets(config, phase) {
         check_budgets(positions, &model, prompt, completion)?;
+    }
+    Ok(())
+}
+
+/// The same against the policy loaded: a resumed run's is its checkpoint's, which may be all
+/// there is (model.path may have moved since).
+pub fn check_loaded(policy: &crate::rollout::Policy, config: &RunConfig, phase: Phase) -> anyhow::Result<()> {
+    let prompt = ("algorithm.max_prompt_length", config.max_prompt_length());
+    for completion in completion_budgets(config, phase) {
+        policy.check_positions(prompt, completion)?;
     }
     Ok(())
 }

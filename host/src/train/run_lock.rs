@@ -62,6 +62,26 @@ pub fn lock(run_dir: &Path, setting: &str) -> anyhow::Result<RunLock> {
     Ok(RunLock { _file: file })
 }
 
+/// `path` absolute with its symbolic links resolved, as far as it exists (a run directory is
+/// often still to be made): its longest existing ancestor canonicalized, the rest appended.
+fn resolved(path: &Path) -> std::path::PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut rest = Vec::new();
+    let mut existing = absolute.as_path();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return rest.iter().rev().fold(real, |path, part| path.join(part));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return absolute,
+        }
+    }
+}
+
 /// A run directory is refused (`setting` names its key) where it names a file; where it is
 /// the filesystem's root or the home directory (a run's files and checkpoints would sit among
 /// everything else there); and inside another run's checkpoints/, which that run rotates
@@ -73,8 +93,10 @@ pub fn refuse_an_unfit_run_dir(run_dir: &Path, setting: &str) -> anyhow::Result<
             run_dir.display()
         );
     }
-    let absolute = std::path::absolute(run_dir).unwrap_or_else(|_| run_dir.to_path_buf());
-    let resolved = absolute.canonicalize().unwrap_or(absolute);
+    if run_dir.as_os_str().is_empty() {
+        bail!("{setting} is empty: name the run's directory");
+    }
+    let resolved = resolved(run_dir);
     let home = std::env::var_os("HOME").and_then(|home| Path::new(&home).canonicalize().ok());
     if resolved.parent().is_none() || home.is_some_and(|home| home == resolved) {
         bail!(
@@ -83,10 +105,10 @@ pub fn refuse_an_unfit_run_dir(run_dir: &Path, setting: &str) -> anyhow::Result<
             if resolved.parent().is_none() { "the filesystem's root" } else { "the home directory" }
         );
     }
-    for checkpoints in resolved.ancestors().skip(1) {
+    for checkpoints in resolved.ancestors() {
         let Some(run) = checkpoints.parent() else { break };
         if checkpoints.file_name() == Some(super::checkpoint::CHECKPOINTS_DIR.as_ref())
-            && (run.join(LOCK_FILE).exists() || run.join(super::run_info::RUN_INFO_FILE).exists())
+            && run.join(LOCK_FILE).exists()
         {
             bail!(
                 "{setting} {} is inside {}, the checkpoints of the run in {}: that run removes old checkpoints with what they hold; choose a directory outside it",
@@ -135,10 +157,12 @@ mod tests {
             .to_string()
             .contains("the filesystem's root"));
         let home = std::env::var_os("HOME").unwrap();
-        assert!(refuse_an_unfit_run_dir(Path::new(&home), "run.output_dir")
-            .unwrap_err()
-            .to_string()
-            .contains("the home directory"));
+        if Path::new(&home) != Path::new("/") {
+            assert!(refuse_an_unfit_run_dir(Path::new(&home), "run.output_dir")
+                .unwrap_err()
+                .to_string()
+                .contains("the home directory"));
+        }
         let dir = tempfile::tempdir().unwrap();
         let inner = dir.path().join("checkpoints/step-000002/model");
         std::fs::create_dir_all(&inner).unwrap();
@@ -147,11 +171,37 @@ mod tests {
             "no run there"
         );
         std::fs::write(dir.path().join(LOCK_FILE), "").unwrap();
-        let error = refuse_an_unfit_run_dir(&inner, "run.output_dir")
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("the checkpoints of the run in"), "{error}");
-        assert!(refuse_an_unfit_run_dir(&dir.path().join("other"), "run.output_dir").is_ok());
+        // The directory itself, one inside, one still to be made, one reached by a link.
+        let checkpoints = dir.path().join("checkpoints");
+        std::os::unix::fs::symlink(&checkpoints, dir.path().join("link")).unwrap();
+        for refused in [
+            checkpoints.clone(),
+            inner,
+            checkpoints.join("new/run"),
+            dir.path().join("link/new"),
+        ] {
+            let error = refuse_an_unfit_run_dir(&refused, "run.output_dir")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("the checkpoints of the run in"),
+                "{}: {error}",
+                refused.display()
+            );
+        }
+        for fine in [
+            dir.path().join("other"),
+            checkpoints.join("../other/new"),
+            dir.path().to_path_buf(),
+        ] {
+            assert!(
+                refuse_an_unfit_run_dir(&fine, "run.output_dir").is_ok(),
+                "{}",
+                fine.display()
+            );
+        }
+        let empty = refuse_an_unfit_run_dir(Path::new(""), "run.output_dir").unwrap_err();
+        assert!(empty.to_string().contains("is empty"), "{empty}");
     }
 
     #[test]

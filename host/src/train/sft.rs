@@ -60,7 +60,8 @@ pub fn run(
         config.sft.batch_size
     );
     tracing::info!("{}", super::startup::line(MODE, config, &work, &run_dir));
-    // A resume takes its weights from the checkpoint: model.path may have moved.
+    // A resume from a checkpoint needs no model.path (a full fine-tuning: it may have moved);
+    // what does need it names it as it reads it.
     if !start.resume {
         crate::rollout::policy::require_local_model(&config.model.path, "model.path")?;
     }
@@ -79,6 +80,9 @@ pub fn run(
     )?;
     if config.sft.gradient_checkpointing {
         policy.set_gradient_checkpointing("sft.gradient_checkpointing", true)?;
+    }
+    if state.is_some() {
+        super::position_budget::check_loaded(&policy, config, super::memory_plan::Phase::Sft)?;
     }
     std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
     super::run_info::write(&run_dir, MODE, &policy, registry, 1)?;

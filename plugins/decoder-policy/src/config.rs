@@ -179,7 +179,7 @@ impl DecoderConfig {
         match windowed.first() {
             None => Ok(()),
             Some(first) => Err(format!(
-                "use_sliding_window = true windows attention to {window} tokens on {} of {} layers (from layer {first}), fewer than max_position_embeddings = {}: sliding-window attention is not supported (with use_sliding_window = false every layer attends to the whole sequence)",
+                "use_sliding_window = true windows attention to {window} tokens on {} of {} layers (from layer {first}), fewer than max_position_embeddings = {}: sliding-window attention is not supported (use_sliding_window = false attends to the whole sequence: the same results only for sequences within the window)",
                 windowed.len(),
                 self.num_hidden_layers,
                 self.max_position_embeddings

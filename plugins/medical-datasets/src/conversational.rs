@@ -137,7 +137,7 @@ const COMPLETION: &str = "completion";
 /// The record's message list, each turn checked.
 fn chat_messages(record: &Map<String, Value>, field: &str) -> Result<Vec<ChatMessage>, FieldError> {
     let Some(Value::Array(turns)) = record.get(field) else {
-        if let Some(Value::String(_)) = record.get(field) {
+        if let (Some(Value::String(_)), "prompt") = (record.get(field), field) {
             return Err((
                 field.into(),
                 "a string, TRL's standard (not conversational) form: read such a file with dataset = \"jsonl\" and options = { question = \"prompt\" } (the answer's column as `answer`)".into(),

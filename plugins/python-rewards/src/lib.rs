@@ -301,18 +301,26 @@ fn arguments<'py>(py: Python<'py>, request: &ScoreRequest<'_>) -> PyResult<Bound
 /// example has options), unless metadata already has a column of that name.
 pub fn columns(example: &Example) -> Vec<(String, Value)> {
     let metadata = &example.metadata;
+    // A column other records have and this one lacks is null here (crpo-host fills them, as
+    // `datasets` does): for `answer` and `options` the example's own stand in for it.
+    let has = |key: &str| metadata.get(key).is_some_and(|value| !value.is_null());
+    let stand_in = |key: &str| match key {
+        "answer" => !has("answer"),
+        "options" => !has("options") && !example.options.is_empty(),
+        _ => false,
+    };
     let mut columns: Vec<(String, Value)> = metadata
         .iter()
-        .filter(|(key, _)| !RESERVED.contains(&key.as_str()))
+        .filter(|(key, _)| !RESERVED.contains(&key.as_str()) && !stand_in(key))
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect();
-    if !metadata.contains_key("answer") {
+    if stand_in("answer") {
         columns.push((
             "answer".into(),
             example.answer.clone().map_or(Value::Null, Value::String),
         ));
     }
-    if !example.options.is_empty() && !metadata.contains_key("options") {
+    if stand_in("options") {
         let options = example
             .options
             .iter()
@@ -593,6 +601,22 @@ crpo_sdk::export_plugin_library! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A column the record lacked (null) reaches the function as None, but for `answer` and
+    /// `options`, whose places the example's own gold and options take.
+    #[test]
+    fn a_null_answer_column_gives_way_to_the_gold() {
+        let mut example = Example {
+            answer: Some("B".into()),
+            ..Example::default()
+        };
+        example.metadata.insert("answer".into(), Value::Null);
+        example.metadata.insert("source".into(), Value::Null);
+        let columns: std::collections::HashMap<String, Value> = columns(&example).into_iter().collect();
+        assert_eq!(columns["answer"], "B");
+        assert_eq!(columns["source"], Value::Null);
+        assert!(!columns.contains_key("options"), "no options to stand in");
+    }
 
     /// A PYTHONHOME without a standard library is refused before the interpreter starts (it
     /// would end the process); one with it, or none, passes.

@@ -69,11 +69,12 @@ pub struct LoraConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapter: Option<PathBuf>,
     /// PEFT's boilerplate, taken as written from a LoraConfig: only `"CAUSAL_LM"` (what
-    /// crpo trains, and what it writes to adapter_config.json).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// crpo trains, and what it writes to adapter_config.json). Checked, never written on:
+    /// a policy plugin built on an earlier sdk refuses keys it does not know.
+    #[serde(default, skip_serializing)]
     pub task_type: Option<String>,
     /// Likewise: only `"none"` (crpo's adapters train no biases).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing)]
     pub bias: Option<String>,
 }
 
@@ -298,6 +299,12 @@ mod tests {
         lora.task_type = Some("CAUSAL_LM".into());
         lora.bias = Some("none".into());
         assert!(lora.validate().is_ok());
+        // Checked, not passed on: a policy plugin on an earlier sdk refuses unknown keys.
+        let written = serde_json::to_value(&lora).unwrap();
+        assert!(
+            written.get("task_type").is_none() && written.get("bias").is_none(),
+            "{written}"
+        );
         lora.bias = Some("lora_only".into());
         assert!(lora.validate().unwrap_err().to_string().contains("lora.bias"));
         lora.bias = None;

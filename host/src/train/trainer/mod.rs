@@ -132,7 +132,8 @@ impl Trainer {
         let mut last_checkpoint = checkpoint::latest(&self.config.run.output_dir)?.map(|(_, p)| p);
         let mut last_metrics = None;
         let mut streak = NonfiniteStreak::new(self.config.run.max_nonfinite_steps);
-        let mut no_signal = super::no_signal::NoSignalWatch::new(self.step, max_steps);
+        let totals_decide = self.config.algorithm.aggregation == super::config::Aggregation::SumThenNormalize;
+        let mut no_signal = super::no_signal::NoSignalWatch::new(self.step, max_steps, totals_decide);
         let mut first_step = true;
         while self.step < max_steps {
             let step = self.step + 1;

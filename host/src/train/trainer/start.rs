@@ -53,7 +53,8 @@ impl Trainer {
                 );
                 tracing::info!("{}", crate::train::startup::line(MODE, &config, &work, &run_dir));
             }
-            // A resume takes its weights from the checkpoint: model.path may have moved.
+            // A resume from a checkpoint needs no model.path (a full fine-tuning without a
+            // reference: it may have moved); what does need it names it as it reads it.
             if !start.resume {
                 crate::rollout::policy::require_local_model(&config.model.path, "model.path")?;
             }
@@ -123,6 +124,9 @@ impl Trainer {
         }
         if config.algorithm.gradient_checkpointing {
             policy.set_gradient_checkpointing("algorithm.gradient_checkpointing", true)?;
+        }
+        if state.is_some() {
+            crate::train::position_budget::check_loaded(&policy, &config, Phase::Train)?;
         }
         if is_main {
             std::fs::create_dir_all(&run_dir)
