@@ -73,6 +73,10 @@ def huge_reward(completions, **kwargs):
     return [1e300 for _ in completions]
 
 
+def huge_int_reward(completions, **kwargs):
+    return [10**400 for _ in completions]
+
+
 _judge_loop = None
 
 
@@ -327,6 +331,8 @@ fn trl_reward_functions_score_unchanged_and_fail_naming_function_and_file() {
     assert_eq!(scores("chatty_reward"), [1.0, 1.0, 1.0]);
     let huge = score(plugins.path(), &input, &file, "huge_reward").unwrap_err();
     assert!(huge.contains("beyond the range of a reward"), "{huge}");
+    let huge_int = score(plugins.path(), &input, &file, "huge_int_reward").unwrap_err();
+    assert!(huge_int.contains("beyond the range of a reward"), "{huge_int}");
     let missing = score(plugins.path(), &input, &file, "no_such_reward").unwrap_err();
     assert!(
         missing.contains("option `function`")

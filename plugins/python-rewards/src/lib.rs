@@ -409,7 +409,14 @@ fn rewards(result: &Bound<'_, PyAny>, n: usize) -> Result<Vec<Option<f32>>, Stri
             if item.is_instance_of::<PyString>() || item.is_instance_of::<PyBytes>() {
                 return Err(bad("not a float or None"));
             }
-            let value: f64 = item.extract().map_err(|_| bad("not a float or None"))?;
+            let value: f64 = item.extract::<f64>().map_err(|error: PyErr| {
+                // float(10**400) overflows: a number, but no float holds it.
+                if error.is_instance_of::<pyo3::exceptions::PyOverflowError>(item.py()) {
+                    bad("beyond the range of a reward (a 32-bit float)")
+                } else {
+                    bad("not a float or None")
+                }
+            })?;
             if value.is_finite() && !(value as f32).is_finite() {
                 return Err(bad("beyond the range of a reward (a 32-bit float)"));
             }
