@@ -71,18 +71,24 @@ fn a_redirected_log_has_no_colour_and_says_what_runs_first() {
     );
     // A run shorter than sample_steps (10) still writes the completions it ends with.
     let samples = std::fs::read_to_string(dir.path().join("run/samples.jsonl")).unwrap();
-    let sampled: Vec<u64> = samples
+    let sampled: Vec<serde_json::Value> = samples
         .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
-                .as_u64()
-                .unwrap()
-        })
+        .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert!(
-        !sampled.is_empty() && sampled.iter().all(|&step| step == 5),
-        "{sampled:?}"
+        !sampled.is_empty() && sampled.iter().all(|s| s["step"] == 5),
+        "{samples}"
     );
+    // Each with its length in tokens (the budget is 8) and whether it was cut there.
+    for sample in &sampled {
+        let tokens = sample["completion_tokens"].as_u64().unwrap();
+        assert!((1..=8).contains(&tokens), "{sample}");
+        assert_eq!(
+            sample["truncated"].as_bool(),
+            Some(tokens == 8 && sample["truncated"] == true),
+            "{sample}"
+        );
+    }
 }
 
 #[test]

@@ -169,6 +169,19 @@ fn a_qwen2_sliding_window_over_every_position_is_full_attention_and_a_shorter_on
 /// system prompt and Python string methods.
 const QWEN_STYLE_TEMPLATE: &str = "{%- if messages[0]['role'] == 'system' %}\n    {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n{%- else %}\n    {{- '<|im_start|>system\\nYou are a careful clinician.<|im_end|>\\n' }}\n{%- endif %}\n{%- for message in messages %}\n    {%- if (message.role == 'user') or (message.role == 'system' and not loop.first) or (message.role == 'assistant') %}\n        {{- '<|im_start|>' + message.role + '\\n' + message.content.strip() | trim + '<|im_end|>' + '\\n' }}\n    {%- endif %}\n{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}\n";
 
+/// Features real templates use that minijinja has otherwise: `{% generation %}` (assistant-only
+/// loss templates), `tools is not none` (transformers passes None), `tojson` as Python's
+/// json.dumps (no HTML escapes, keys in order, indent), a message's keys in order.
+const FEATURES_TEMPLATE: &str = r#"{%- if tools is not none %}TOOLS{% endif -%}
+{%- for message in messages %}
+{{- '<|im_start|>' + message['role'] + '\n' }}
+{%- if message['role'] == 'assistant' %}{% generation %}{{ message['content'] }}{% endgeneration %}{% else %}{{ message['content'] | tojson }}{% endif %}
+{{- '<|im_end|>\n' }}
+{%- endfor %}
+{{- {'b': 1, 'a': '<é>'} | tojson }}{{ {'b': [1, 2]} | tojson(indent=2) }}
+{%- for key, value in messages[0].items() %}{{ key }}={{ value | length }};{% endfor %}
+{%- if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"#;
+
 #[test]
 fn chat_templates_render_as_transformers_renders_them() {
     let Some(python) = transformers_or_skip() else {
@@ -186,9 +199,10 @@ fn chat_templates_render_as_transformers_renders_them() {
         ],
         // A prefill the completion continues; the Qwen-style template trims it.
         vec![("user", "Which drug?"), ("assistant", "  <think>\nFirst, ")],
+        vec![("user", "Is <b> & 'c' \"quoted\"?")],
     ];
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/chat_template_reference.py");
-    for template in [None, Some(QWEN_STYLE_TEMPLATE)] {
+    for template in [None, Some(QWEN_STYLE_TEMPLATE), Some(FEATURES_TEMPLATE)] {
         if let Some(template) = template {
             let path = dir.path().join("tokenizer_config.json");
             let mut config: serde_json::Value =

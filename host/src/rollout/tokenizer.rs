@@ -198,8 +198,110 @@ fn template_environment(
             ))
         },
     );
-    env.add_template_owned(CHAT_TEMPLATE, template)?;
+    env.add_filter("tojson", tojson);
+    env.add_template_owned(CHAT_TEMPLATE, without_generation_tags(&template))?;
     Ok(env)
+}
+
+/// transformers' `{% generation %}…{% endgeneration %}` marks the assistant's text for
+/// assistant-only losses and renders its body as it is: an `if` that always holds, keeping
+/// the tags' whitespace control.
+fn without_generation_tags(template: &str) -> String {
+    static TAG: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\{%(-|\+)?\s*(end)?generation\s*(-|\+)?%\}").unwrap()
+    });
+    TAG.replace_all(template, |tag: &regex::Captures| {
+        let (open, close) = (
+            tag.get(1).map_or("", |m| m.as_str()),
+            tag.get(3).map_or("", |m| m.as_str()),
+        );
+        let statement = if tag.get(2).is_some() { "endif" } else { "if true" };
+        format!("{{%{open} {statement} {close}%}}")
+    })
+    .into_owned()
+}
+
+/// transformers' `tojson`: Python's `json.dumps` — keys in their order, `<`, `>`, `&` and `'`
+/// as they are (minijinja's own escapes them for HTML), `indent` and `sort_keys` as Python's.
+fn tojson(
+    value: minijinja::Value,
+    indent: Option<minijinja::Value>,
+    kwargs: minijinja::value::Kwargs,
+) -> std::result::Result<minijinja::Value, minijinja::Error> {
+    let invalid = |why: String| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, why);
+    let indent = match indent.or(kwargs.get::<Option<minijinja::Value>>("indent")?) {
+        Some(indent) if !indent.is_none() => Some(usize::try_from(indent)?),
+        _ => None,
+    };
+    let sort_keys = kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false);
+    let ensure_ascii = kwargs.get::<Option<bool>>("ensure_ascii")?.unwrap_or(false);
+    let _ = kwargs.get::<Option<minijinja::Value>>("separators")?;
+    kwargs.assert_all_used()?;
+    let mut json = serde_json::to_value(&value).map_err(|e| invalid(format!("tojson: {e}")))?;
+    if sort_keys {
+        json.sort_all_objects();
+    }
+    let mut out = Vec::new();
+    let written = match indent {
+        Some(width) => {
+            let spaces = " ".repeat(width);
+            let formatter = serde_json::ser::PrettyFormatter::with_indent(spaces.as_bytes());
+            serde::Serialize::serialize(
+                &json,
+                &mut serde_json::Serializer::with_formatter(&mut out, formatter),
+            )
+        }
+        None => serde::Serialize::serialize(
+            &json,
+            &mut serde_json::Serializer::with_formatter(&mut out, PythonSeparators),
+        ),
+    };
+    written.map_err(|e| invalid(format!("tojson: {e}")))?;
+    let text = String::from_utf8(out).map_err(|e| invalid(format!("tojson: {e}")))?;
+    let text = if ensure_ascii {
+        text.encode_utf16()
+            .map(|unit| match unit {
+                0..=0x7f => char::from(unit as u8).to_string(),
+                _ => format!("\\u{unit:04x}"),
+            })
+            .collect()
+    } else {
+        text
+    };
+    Ok(minijinja::Value::from_safe_string(text))
+}
+
+/// `json.dumps`' default separators: `", "` between items, `": "` after a key.
+struct PythonSeparators;
+
+impl serde_json::ser::Formatter for PythonSeparators {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        writer.write_all(b": ")
+    }
 }
 
 /// transformers' `strftime_now(format)`: the local time now, for templates that state today's
@@ -341,11 +443,15 @@ impl ChatTokenizer {
             .map_err(|e| anyhow!("chat template of {}: {e}", self.template_source))?;
         template
             .render(minijinja::context! {
+                // In a dict's order, as Python's: role, then content.
                 messages => messages
                     .iter()
-                    .map(|m| std::collections::BTreeMap::from([("role", m.role.clone()), ("content", m.content.clone())]))
+                    .map(|m| minijinja::Value::from_pairs([("role", m.role.clone()), ("content", m.content.clone())]))
                     .collect::<Vec<_>>(),
                 add_generation_prompt => add_generation_prompt,
+                // transformers passes them as None: `tools is not none` holds for neither.
+                tools => (),
+                documents => (),
                 ..minijinja::Value::from_pairs(self.special_tokens.clone())
             })
             .map_err(|e| match e.kind() {
@@ -383,6 +489,31 @@ impl ChatTokenizer {
         } else {
             rendered[..at].trim_end().to_string()
         })
+    }
+
+    /// The token a reference completion ends with in supervised fine-tuning: the one the chat
+    /// template closes an assistant turn with, where it is an end-of-sequence token (Qwen's
+    /// `<|im_end|>`, Llama 3's `<|eot_id|>`), as TRL trains a templated completion; else the
+    /// tokenizer config's `eos_token`; else the lowest EOS id. (The lowest alone gave a
+    /// Qwen2.5-Instruct `<|endoftext|>`, which its template never ends a turn with.)
+    pub fn turn_end_id(&self) -> u32 {
+        const MARK: &str = "\u{2063}crpo reference\u{2063}";
+        let chat = [Message::new("user", "?"), Message::new("assistant", MARK)];
+        let templated = self
+            .render_chat(&chat, false)
+            .ok()
+            .and_then(|text| text.find(MARK).map(|at| text[at + MARK.len()..].to_string()))
+            .and_then(|after| self.encode(&after).ok())
+            .and_then(|ids| ids.first().map(|&id| id as u32))
+            .filter(|id| self.eos_ids.contains(id));
+        templated
+            .or_else(|| {
+                let token = self.special_tokens.get("eos_token")?;
+                self.tokenizer
+                    .token_to_id(token)
+                    .filter(|id| self.eos_ids.contains(id))
+            })
+            .unwrap_or(self.eos_ids[0])
     }
 
     pub fn eos_ids(&self) -> &[u32] {
@@ -503,6 +634,33 @@ mod tests {
         std::fs::write(&path, r#"{"eos_token_id": [-1, 1.5]}"#).unwrap();
         let error = ChatTokenizer::from_dir(dir.path()).err().unwrap().to_string();
         assert!(error.contains("no EOS token"), "{error}");
+    }
+
+    /// Two EOS tokens, the lower one not what the template ends a turn with: sft's reference
+    /// ends with the template's (`<|im_end|>`), or without a template's help the tokenizer
+    /// config's `eos_token`.
+    #[test]
+    fn a_reference_ends_with_the_token_that_ends_the_template_s_turn() {
+        let (dir, tokenizer) = tokenizer_with(|_| {});
+        let im_end = tokenizer.unwrap().turn_end_id();
+        let path = dir.path().join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let tokenizer = ChatTokenizer::from_dir(dir.path()).unwrap();
+        let end_of_text = tokenizer.tokenizer.token_to_id("<|endoftext|>").unwrap();
+        assert!(end_of_text < im_end);
+        config["eos_token_id"] = serde_json::json!([end_of_text, im_end]);
+        std::fs::write(&path, config.to_string()).unwrap();
+        let two = ChatTokenizer::from_dir(dir.path()).unwrap();
+        assert_eq!(two.eos_ids(), [end_of_text, im_end]);
+        assert_eq!(two.turn_end_id(), im_end);
+        // A template that ends a turn with no EOS: the tokenizer config's eos_token.
+        let path = dir.path().join("tokenizer_config.json");
+        let mut tokenizer_config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        tokenizer_config["chat_template"] = "{% for m in messages %}{{ m.content }}\n{% endfor %}".into();
+        std::fs::write(&path, tokenizer_config.to_string()).unwrap();
+        assert_eq!(ChatTokenizer::from_dir(dir.path()).unwrap().turn_end_id(), im_end);
     }
 
     #[test]

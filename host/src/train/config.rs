@@ -1070,9 +1070,11 @@ impl RunConfig {
     }
 
     /// The system message: the config's, else the preset's.
+    /// `data.system_prompt = ""` asks without one (a template that refuses a system turn,
+    /// Gemma's, needs that).
     pub fn system_prompt(&self, registry: &crate::plugins::PluginRegistry) -> anyhow::Result<Option<String>> {
         if let Some(system) = &self.data.system_prompt {
-            return Ok(Some(system.clone()));
+            return Ok(Some(system.clone()).filter(|s| !s.is_empty()));
         }
         match &self.reward.preset {
             Some(name) => Ok(Some(
@@ -1325,6 +1327,15 @@ mod tests {
         let text = format!("{MINIMAL}\n[run]\nnum_train_epochs = 3\n");
         let err = format!("{:#}", RunConfig::parse(&text).unwrap_err());
         assert!(err.contains("`train` runs run.max_steps steps"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_system_prompt_asks_without_one() {
+        let registry = crate::plugins::PluginRegistry::builtin_only();
+        let preset = RunConfig::parse(MINIMAL).unwrap();
+        assert!(preset.system_prompt(&registry).unwrap().is_some(), "the preset's");
+        let none = RunConfig::parse(&MINIMAL.replace("[data]\n", "[data]\nsystem_prompt = \"\"\n")).unwrap();
+        assert_eq!(none.system_prompt(&registry).unwrap(), None);
     }
 
     #[test]

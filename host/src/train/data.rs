@@ -279,7 +279,10 @@ impl PromptFormat {
                 }
             }
         }
-        let length = match self.fitting(tokenizer, &chat, precut.is_some())? {
+        let length = match self
+            .fitting(tokenizer, &chat, precut.is_some())
+            .map_err(|error| self.named(error, example))?
+        {
             Ok(prompt) => {
                 return Ok(MeasuredPrompt {
                     length: precut.unwrap_or(PromptLength::Exact(prompt.ids.len())),
@@ -301,6 +304,19 @@ impl PromptFormat {
             ))),
             PromptTruncation::Left => measured(self.cut_to_fit(tokenizer, example, chat, length)),
         })
+    }
+
+    /// A rendering error with the example it came from, and where crpo added a system turn
+    /// (a template may refuse one: Gemma's), how to leave it out.
+    fn named(&self, error: anyhow::Error, example: &Example) -> anyhow::Error {
+        let added_system = self.system.is_some()
+            && !matches!(&example.prompt, Prompt::Messages(given) if given.iter().any(|m| m.role == "system"));
+        let hint = if added_system {
+            " (crpo adds a system turn: data.system_prompt, or the reward preset's; data.system_prompt = \"\" leaves it out)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("example `{}`: {error:#}{hint}", example.id)
     }
 
     /// `chat` (of `length` tokens, over `max_tokens`) with the start of its last user
@@ -424,6 +440,43 @@ mod tests {
         let mut again = saved;
         parts.extend(next_indices(&mut again, 7, 7, 3, true));
         assert_eq!(all, parts);
+    }
+
+    /// A template that refuses a system turn (Gemma's) names the example and, where crpo
+    /// added the turn, how to leave it out; `data.system_prompt = ""` does.
+    #[test]
+    fn a_template_refusing_the_system_turn_crpo_adds_says_how_to_leave_it_out() {
+        let dir = tempfile::tempdir().unwrap();
+        crpo_plugins_policy::presets::write_tiny(dir.path(), 0).unwrap();
+        let _ = std::fs::remove_file(dir.path().join("chat_template.jinja"));
+        let path = dir.path().join("tokenizer_config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        config["chat_template"] = "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{{ m.content }}{% endfor %}".into();
+        std::fs::write(&path, config.to_string()).unwrap();
+        let tokenizer = ChatTokenizer::from_dir(dir.path()).unwrap();
+        let example = Example {
+            id: "q1".into(),
+            prompt: Prompt::Text("Which drug?".into()),
+            ..Example::default()
+        };
+        let format = |system: Option<&str>| PromptFormat {
+            template: "{question}".into(),
+            system: system.map(String::from),
+            max_tokens: 512,
+            truncation: PromptTruncation::Left,
+        };
+        let error = format(Some("Be brief."))
+            .render(&tokenizer, &example)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("example `q1`")
+                && error.contains("System role not supported")
+                && error.contains("data.system_prompt = \"\""),
+            "{error}"
+        );
+        assert!(format(None).render(&tokenizer, &example).unwrap().is_some());
     }
 
     #[test]

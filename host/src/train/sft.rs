@@ -132,11 +132,7 @@ pub fn run(
             sft.warmup_steps
         );
     }
-    let eos = *policy
-        .tokenizer
-        .eos_ids()
-        .first()
-        .context("the tokenizer has no end-of-sequence token")? as i64;
+    let eos = policy.tokenizer.turn_end_id() as i64;
     let metrics = JsonlLog::open(&run_dir, METRICS_FILE, state.as_ref().map(|s| s.step))?;
     let mut events = EventWriter::create(&run_dir, state.as_ref().map(|s| s.step + 1))?;
     let mut cursor = state.as_ref().map_or_else(DataCursor::default, |s| s.cursor);

@@ -42,6 +42,10 @@ impl Trainer {
                 "example": example,
                 "prompt": group.prompt_text,
                 "completion": group.texts[i],
+                // What completion_length counts (the EOS included) and truncated_fraction,
+                // which the decoded text cannot give back.
+                "completion_tokens": group.completions[i].len(),
+                "truncated": !group.finished[i],
                 "gold": example.answer,
                 "answer": group.scores.answers[i],
                 "scores": scores,
