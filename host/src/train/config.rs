@@ -43,7 +43,7 @@ pub struct RunSection {
     /// Write completions with their scores (samples.jsonl, TensorBoard's text) every
     /// `sample_steps` steps (TRL's `log_completions`; false writes none).
     pub log_completions: bool,
-    /// Every N steps and the last (0 = never).
+    /// Every N steps, and the last of a run shorter than N (0 = never).
     pub sample_steps: usize,
     /// Completions written each time (`sample_count` is accepted too).
     #[serde(rename = "num_completions_to_print", alias = "sample_count")]

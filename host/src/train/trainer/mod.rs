@@ -369,10 +369,13 @@ impl Trainer {
             json["eval"] = eval;
         }
         writers.metrics.append(&json)?;
-        // And the last step: a run shorter than sample_steps still shows what it ends with.
+        // A run shorter than sample_steps still shows what it ends with. (Only there: a last
+        // step that a longer resumed run redoes would leave its text in TensorBoard, whose
+        // readers do not all purge text on a resume.)
         let every = self.config.run.sample_steps;
-        let last = step == self.config.run.max_steps;
-        if self.config.run.log_completions && every > 0 && (step.is_multiple_of(every) || last) {
+        let max_steps = self.config.run.max_steps;
+        let short_run_ends = step == max_steps && max_steps < every;
+        if self.config.run.log_completions && every > 0 && (step.is_multiple_of(every) || short_run_ends) {
             self.write_samples(observed, observed_advantages)?;
         }
         Ok(record)
