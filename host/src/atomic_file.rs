@@ -360,19 +360,24 @@ pub fn first_line_json(bytes: &[u8]) -> Option<serde_json::Value> {
     serde_json::from_slice(line).ok()
 }
 
-/// Where `path` points once its directory's links and `..` are resolved, whether or not the
-/// file exists yet: two outputs with the same `written_path` are one file.
+/// Where `path` points once its links and `..` are resolved, as far as it exists: its longest
+/// existing ancestor canonicalized, the rest (a file or directories not made yet) appended.
+/// Two outputs with the same `written_path` are one file.
 pub fn written_path(path: &Path) -> PathBuf {
-    if let Ok(existing) = path.canonicalize() {
-        return existing;
-    }
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    match (parent.canonicalize(), path.file_name()) {
-        (Ok(parent), Some(name)) => parent.join(name),
-        _ => path.to_path_buf(),
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut rest = Vec::new();
+    let mut existing = absolute.as_path();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return rest.iter().rev().fold(real, |path, part| path.join(part));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return absolute,
+        }
     }
 }
 

@@ -62,26 +62,6 @@ pub fn lock(run_dir: &Path, setting: &str) -> anyhow::Result<RunLock> {
     Ok(RunLock { _file: file })
 }
 
-/// `path` absolute with its symbolic links resolved, as far as it exists (a run directory is
-/// often still to be made): its longest existing ancestor canonicalized, the rest appended.
-fn resolved(path: &Path) -> std::path::PathBuf {
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut rest = Vec::new();
-    let mut existing = absolute.as_path();
-    loop {
-        if let Ok(real) = existing.canonicalize() {
-            return rest.iter().rev().fold(real, |path, part| path.join(part));
-        }
-        match (existing.parent(), existing.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name.to_os_string());
-                existing = parent;
-            }
-            _ => return absolute,
-        }
-    }
-}
-
 /// A run directory is refused (`setting` names its key) where it names a file; where it is
 /// the filesystem's root or the home directory (a run's files and checkpoints would sit among
 /// everything else there); and inside another run's checkpoints/, which that run rotates
@@ -96,7 +76,7 @@ pub fn refuse_an_unfit_run_dir(run_dir: &Path, setting: &str) -> anyhow::Result<
     if run_dir.as_os_str().is_empty() {
         bail!("{setting} is empty: name the run's directory");
     }
-    let resolved = resolved(run_dir);
+    let resolved = crate::atomic_file::written_path(run_dir);
     let home = std::env::var_os("HOME").and_then(|home| Path::new(&home).canonicalize().ok());
     if resolved.parent().is_none() || home.is_some_and(|home| home == resolved) {
         bail!(
