@@ -75,12 +75,20 @@ fn a_run_that_cannot_fit_is_refused_before_loading_naming_what_would_fit() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     // Its verdict is its exit status, as train's (it exited 0).
     assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("train and sft would refuse this config"));
+    // sft's verdict counts only where the config has an [sft] section.
+    assert!(String::from_utf8_lossy(&output.stderr).contains("run.toml: train would refuse this config"));
+    assert!(stdout.contains("sft's verdict is on its defaults"), "{stdout}");
     assert!(stdout.contains("memory plan of run.toml (train)"), "{stdout}");
     assert!(stdout.contains("memory plan of run.toml (sft)"), "{stdout}");
     assert!(stdout.contains("does NOT fit"), "{stdout}");
     // 70B parameters counted from the header.
     assert!(stdout.contains("69501714432 parameters"), "{stdout}");
+    write_config(
+        dir.path(),
+        "per_device_train_batch_size = 16\nbeta = 0.04\n[sft]\nmax_completion_length = 8",
+    );
+    let output = crpo(dir.path(), &["doctor", "--config", "run.toml"]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("train and sft would refuse this config"));
 
     // A model directory that is not there is named, not planned for.
     std::fs::rename(dir.path().join("model"), dir.path().join("moved")).unwrap();
@@ -140,6 +148,17 @@ fn a_run_that_fits_trains_with_gradient_checkpointing_and_logs_its_plan() {
     assert!(
         !dir.path().join("run").exists(),
         "a refused run leaves no directory"
+    );
+    // A train-only config that sft's 512-token default would take past the 2048 positions
+    // is train's to judge: sft's refusal is printed, not counted.
+    write_config(dir.path(), "max_prompt_length = 1600");
+    let output = crpo(dir.path(), &["doctor", "--config", "run.toml"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("refused: algorithm.max_prompt_length (1600) + sft.max_completion_length (512)")
+            && stdout.contains("not counted"),
+        "{stdout}"
     );
 }
 

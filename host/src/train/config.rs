@@ -843,7 +843,11 @@ impl RunConfig {
     /// Parses and validates TOML text (paths left as written).
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         refuse_synonyms_together(text)?;
-        let config: RunConfig = toml::from_str(text).map_err(with_section_hint)?;
+        let config: RunConfig =
+            toml::from_str(text).map_err(|error| match negative_count_hint(&error, text) {
+                Some(hint) => anyhow::anyhow!("{error}{hint}"),
+                None => with_section_hint(error),
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -1120,6 +1124,25 @@ fn refuse_synonyms_together(text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A negative number for a setting that counts: which key, and for TRL's `max_steps = -1`
+/// ("train for num_train_epochs") that `train` runs a number of steps.
+fn negative_count_hint(error: &toml::de::Error, text: &str) -> Option<String> {
+    let message = error.message();
+    if !(message.starts_with("invalid value: integer `-") && message.contains("expected u")) {
+        return None;
+    }
+    let start = error.span()?.start;
+    // The text before the value on its line ends in `key =` (also inside an inline table).
+    let before = text[..start].rsplit('\n').next()?.trim_end().strip_suffix('=')?;
+    let key = before.rsplit(['{', ',']).next()?.trim().trim_matches('"');
+    let trl = if key.rsplit('.').next() == Some("max_steps") {
+        " (TRL's -1, to train for num_train_epochs, has no counterpart: `train` runs run.max_steps steps)"
+    } else {
+        ""
+    };
+    Some(format!("`{key}` is a count: 0 or more{trl}"))
+}
+
 /// An unknown key that another section knows: say where it belongs.
 fn with_section_hint(error: toml::de::Error) -> anyhow::Error {
     let message = error.to_string();
@@ -1314,6 +1337,27 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn a_negative_count_names_its_key_and_trl_s_minus_one_steps() {
+        let err = RunConfig::parse(&format!("{MINIMAL}\n[run]\nmax_steps = -1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`max_steps` is a count: 0 or more (TRL's -1"),
+            "{err}"
+        );
+        let err = RunConfig::parse(&format!("{MINIMAL}\n[algorithm]\nnum_generations = -4\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("`num_generations` is a count: 0 or more"), "{err}");
+        let err = RunConfig::parse(&format!(
+            "sft = {{ per_device_train_batch_size = 2, num_train_epochs = -1 }}\n{MINIMAL}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.ends_with("`num_train_epochs` is a count: 0 or more"), "{err}");
     }
 
     #[test]

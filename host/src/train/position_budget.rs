@@ -21,15 +21,16 @@ pub fn check_budgets(
     let total = prompt as u128 + completion as u128;
     if total > positions as u128 {
         anyhow::bail!(
-            "{prompt_key} ({prompt}) + {completion_key} ({completion}) = {total} is beyond the {positions} positions of {} (max_position_embeddings in config.json): lower them",
+            "{prompt_key} ({prompt}) + {completion_key} ({completion}) = {total} is beyond the {positions} positions of {} (max_position_embeddings in config.json, or transformers' default for its model_type where it has none): lower them",
             model.display()
         );
     }
     Ok(())
 }
 
-/// `max_position_embeddings` of the model directory `dir` (none without a config.json or
-/// the key: a policy plugin of another kind).
+/// `max_position_embeddings` of the model directory `dir`, or where config.json lacks it the
+/// default of transformers' class for its `model_type` (none without a config.json or for a
+/// model type of another kind).
 pub fn positions_of(dir: &Path) -> anyhow::Result<Option<usize>> {
     let path = dir.join("config.json");
     if !path.exists() {
@@ -39,10 +40,12 @@ pub fn positions_of(dir: &Path) -> anyhow::Result<Option<usize>> {
         std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let json: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))?;
+    let model_type = json.get("model_type").and_then(serde_json::Value::as_str);
     Ok(json
         .get("max_position_embeddings")
         .and_then(serde_json::Value::as_u64)
-        .map(|n| n as usize))
+        .map(|n| n as usize)
+        .or_else(|| model_type.and_then(crpo_plugins_policy::config::default_positions)))
 }
 
 /// The completion budgets `phase` runs with under `config`, each with its setting.
@@ -128,5 +131,19 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("sft.max_completion_length"));
+    }
+
+    #[test]
+    fn a_config_without_max_position_embeddings_has_transformers_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |text: &str| std::fs::write(dir.path().join("config.json"), text).unwrap();
+        write(r#"{"model_type": "llama"}"#);
+        assert_eq!(positions_of(dir.path()).unwrap(), Some(2048));
+        write(r#"{"model_type": "qwen2"}"#);
+        assert_eq!(positions_of(dir.path()).unwrap(), Some(32768));
+        write(r#"{"model_type": "llama", "max_position_embeddings": 4096}"#);
+        assert_eq!(positions_of(dir.path()).unwrap(), Some(4096));
+        write(r#"{"model_type": "gpt2"}"#);
+        assert_eq!(positions_of(dir.path()).unwrap(), None);
     }
 }

@@ -29,8 +29,9 @@ pub struct DecoderConfig {
     /// transformers 4's frequency scaling (transformers 5 puts it in `rope_parameters`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_scaling: Option<RopeParameters>,
-    #[serde(default = "default_max_positions")]
-    pub max_position_embeddings: usize,
+    /// Absent: transformers' class default ([`default_positions`]); kept absent on saving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_position_embeddings: Option<usize>,
     #[serde(default)]
     pub tie_word_embeddings: bool,
     /// Llama's switch for q/k/v/o biases; Qwen2 always has q/k/v biases.
@@ -104,14 +105,27 @@ impl TokenIds {
 fn default_rms_norm_eps() -> f64 {
     1e-6
 }
-fn default_max_positions() -> usize {
-    32768
+/// The positions transformers' class for `model_type` gives a config.json without
+/// `max_position_embeddings` (Qwen2Config's 32,768, LlamaConfig's 2,048).
+pub fn default_positions(model_type: &str) -> Option<usize> {
+    match model_type {
+        "qwen2" => Some(32768),
+        "llama" => Some(2048),
+        _ => None,
+    }
 }
 fn default_hidden_act() -> String {
     "silu".into()
 }
 
 impl DecoderConfig {
+    /// The positions the model takes: `max_position_embeddings`, else transformers' default.
+    pub fn max_positions(&self) -> usize {
+        self.max_position_embeddings
+            .or_else(|| default_positions(&self.model_type))
+            .unwrap_or(32768)
+    }
+
     pub fn num_kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
     }
@@ -164,7 +178,7 @@ impl DecoderConfig {
                 .ok_or_else(|| format!("sliding_window must be a whole number or null (it is {value})"))?,
             None => 4096,
         };
-        if window >= self.max_position_embeddings as u64 {
+        if window >= self.max_positions() as u64 {
             return Ok(());
         }
         let windowed: Vec<usize> = match key("layer_types").and_then(|v| v.as_array()) {
@@ -182,7 +196,7 @@ impl DecoderConfig {
                 "use_sliding_window = true windows attention to {window} tokens on {} of {} layers (from layer {first}), fewer than max_position_embeddings = {}: sliding-window attention is not supported (use_sliding_window = false attends to the whole sequence: the same results only for sequences within the window)",
                 windowed.len(),
                 self.num_hidden_layers,
-                self.max_position_embeddings
+                self.max_positions()
             )),
         }
     }
