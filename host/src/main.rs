@@ -126,24 +126,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     run_command(cli.command, &dirs).map_err(|err| name_the_plugin_path_variable(err, &from_environment))
 }
 
-/// A plugin directory that cannot be read and came from CRPO_PLUGIN_PATH (not --plugins)
-/// says so: a stale variable in a shell profile is otherwise hard to find.
+/// A plugin directory that cannot be read or is unsafe to load from and came from
+/// CRPO_PLUGIN_PATH (not --plugins) says so: a stale variable in a shell profile is otherwise
+/// hard to find.
 fn name_the_plugin_path_variable(err: anyhow::Error, from_environment: &[PathBuf]) -> anyhow::Error {
     let directory = |error: &PluginLoadError| match error {
-        PluginLoadError::Directory { dir, .. } => Some(dir.clone()),
+        PluginLoadError::Directory { dir, .. } => Some((dir.clone(), "cannot be read")),
+        PluginLoadError::UnsafeDirectory { dir, .. } => Some((dir.clone(), "is unsafe to load from")),
         _ => None,
     };
-    let unreadable = err.chain().find_map(|cause| {
+    let refused = err.chain().find_map(|cause| {
         if let Some(error) = cause.downcast_ref::<PluginLoadError>() {
             return directory(error);
         }
         let listing = cause.downcast_ref::<commands::plugins::DidNotLoad>()?;
         listing.0.iter().find_map(directory)
     });
-    match unreadable {
-        Some(dir) if from_environment.contains(&dir) => {
-            err.context("a plugin directory of CRPO_PLUGIN_PATH (colon-separated) cannot be read")
-        }
+    match refused {
+        Some((dir, why)) if from_environment.contains(&dir) => err.context(format!(
+            "a plugin directory of CRPO_PLUGIN_PATH (colon-separated) {why}"
+        )),
         _ => err,
     }
 }

@@ -77,6 +77,24 @@ fn doctor_loads_the_plugin_directories_as_a_run_would() {
     assert!(!output.status.success());
     let err = stderr(&output);
     assert!(err.contains("CRPO_PLUGIN_PATH") && err.contains("gone"), "{err}");
+
+    // So is one anyone can write to (holding a library: an empty one loads nothing).
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::write(open.join("libreward.so"), b"").unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_crpo-host"))
+        .arg("plugins")
+        .env("CRPO_PLUGIN_PATH", &open)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(
+        err.contains("CRPO_PLUGIN_PATH (colon-separated) is unsafe")
+            && err.contains("writable by every user"),
+        "{err}"
+    );
 }
 
 #[test]
