@@ -356,24 +356,42 @@ fn adapter_settings(
 
 /// A warning when an adapter's own settings replace what the run's `model.lora` says.
 fn warn_where_overridden(configured: &lora::LoraConfig, loaded: &lora::LoraConfig) {
-    // What places and scales the adapters (the dropout is the run's, the directory the adapter's).
-    let placement = |c: &lora::LoraConfig| lora::LoraConfig {
-        lora_dropout: 0.0,
-        adapter: None,
-        task_type: None,
-        bias: None,
-        ..c.clone()
-    };
-    let (configured, loaded_placement) = (placement(configured), placement(loaded));
-    if configured != loaded_placement {
-        let described = |c: &lora::LoraConfig| serde_json::to_string(c).unwrap_or_default();
+    let overridden = overridden_settings(configured, loaded);
+    if !overridden.is_empty() {
         tracing::warn!(
-            "{} is a LoRA adapter with {}: it is loaded with these settings, not model.lora's ({})",
+            "{} is a LoRA adapter loaded with its own settings, not model.lora's: {}",
             loaded.adapter.as_deref().unwrap_or(Path::new("")).display(),
-            described(&loaded_placement),
-            described(&configured),
+            overridden.join(", ")
         );
     }
+}
+
+/// The placement settings (rank, scale, layers) `configured` sets away from PEFT's defaults
+/// that the adapter's own `loaded` ones replace, as `key X (model.lora's Y)`. A key left at
+/// its default was not asked for (as far as a parsed config can tell); the dropout is the
+/// run's and the directory the adapter's, so neither is replaced.
+fn overridden_settings(configured: &lora::LoraConfig, loaded: &lora::LoraConfig) -> Vec<String> {
+    let fields = |c: &lora::LoraConfig| match serde_json::to_value(c) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let defaults = serde_json::from_str::<lora::LoraConfig>("{}")
+        .map(|d| fields(&d))
+        .unwrap_or_default();
+    let (configured, loaded) = (fields(configured), fields(loaded));
+    let unset = serde_json::Value::Null;
+    let mut keys: Vec<&String> = configured.keys().chain(loaded.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|key| !matches!(key.as_str(), "lora_dropout" | "adapter"))
+        .filter_map(|key| {
+            let mine = configured.get(key).unwrap_or(&unset);
+            let theirs = loaded.get(key).unwrap_or(&unset);
+            let default = defaults.get(key).unwrap_or(&unset);
+            (mine != theirs && mine != default).then(|| format!("{key} {theirs} (model.lora's {mine})"))
+        })
+        .collect()
 }
 
 /// A warning for each `target_modules` name that adapted no layer of the loaded model.
@@ -476,6 +494,24 @@ fn refuse_a_checkpoint_for_its_model(dir: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_adapter_s_settings_are_named_only_where_model_lora_asked_for_others() {
+        let parse = |text: &str| serde_json::from_str::<lora::LoraConfig>(text).unwrap();
+        let adapter =
+            parse(r#"{"r": 4, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": ["q_proj"]}"#);
+        // Only `adapter = DIR`: every other key at its default, nothing asked for.
+        assert!(overridden_settings(&parse("{}"), &adapter).is_empty());
+        assert!(overridden_settings(&parse(r#"{"lora_dropout": 0.05}"#), &adapter).is_empty());
+        let asked = parse(r#"{"r": 32, "target_modules": ["q_proj", "v_proj"]}"#);
+        assert_eq!(
+            overridden_settings(&asked, &adapter),
+            vec![
+                "r 4 (model.lora's 32)".to_string(),
+                r#"target_modules ["q_proj"] (model.lora's ["q_proj","v_proj"])"#.to_string()
+            ]
+        );
+    }
 
     #[test]
     fn a_model_path_that_does_not_exist_is_named_as_no_local_directory() {

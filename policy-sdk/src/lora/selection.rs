@@ -187,15 +187,22 @@ impl LoraConfig {
     }
 
     /// The `target_modules` names that select none of `adapted` (the layers that got
-    /// adapters): a misspelt name beside good ones.
+    /// adapters): a misspelt name beside good ones. A name `exclude_modules` takes out is not
+    /// one (PEFT saves an adapter made with both as the full list, excluded names included).
     pub fn unmatched_target_names(&self, adapted: &[&str]) -> Vec<String> {
+        let excluded = |name: &str| {
+            self.exclude_modules
+                .as_ref()
+                .is_some_and(|excluded| excluded.matches(name))
+        };
         match &self.target_modules {
             TargetModules::Names(names) => names
                 .iter()
                 .filter(|name| {
-                    !adapted
-                        .iter()
-                        .any(|module| names_match(std::slice::from_ref(name), module))
+                    !excluded(name)
+                        && !adapted
+                            .iter()
+                            .any(|module| names_match(std::slice::from_ref(name), module))
                 })
                 .cloned()
                 .collect(),
@@ -335,6 +342,12 @@ mod tests {
             vec!["mlp.down_proj".to_string()]
         );
         assert!(config(names(&[Q0])).targets(Q0));
+        // Names exclude_modules takes out adapt nothing by design: no warning for them.
+        let with_excluded = LoraConfig {
+            exclude_modules: Some(ExcludedModules::Names(vec!["down_proj".into()])),
+            ..config(names(&[Q0, "model.layers.0.mlp.down_proj"]))
+        };
+        assert!(with_excluded.unmatched_target_names(&[Q0]).is_empty());
         let all = config(TargetModules::default());
         assert!(all.targets(UP1) && !all.targets("lm_head"));
     }
