@@ -52,18 +52,28 @@ impl ModelShape {
         };
         let json: Value =
             serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
-        let field = |key: &str| json.get(key).and_then(Value::as_u64);
+        // A size written as anything but a whole number from 1 is the loader's refusal too.
+        let field = |key: &str| match json.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => match value.as_u64().filter(|&n| n >= 1) {
+                Some(n) => Ok(Some(n)),
+                None => Err(anyhow::anyhow!(
+                    "{}: {key} = {value} is not a whole number from 1",
+                    path.display()
+                )),
+            },
+        };
         let (Some(hidden), Some(intermediate), Some(layers), Some(heads), Some(vocab)) = (
-            field("hidden_size"),
-            field("intermediate_size"),
-            field("num_hidden_layers"),
-            field("num_attention_heads"),
-            field("vocab_size"),
+            field("hidden_size")?,
+            field("intermediate_size")?,
+            field("num_hidden_layers")?,
+            field("num_attention_heads")?,
+            field("vocab_size")?,
         ) else {
             return Ok(None);
         };
-        let head_dim = field("head_dim").unwrap_or(hidden / heads.max(1));
-        let kv_heads = field("num_key_value_heads").unwrap_or(heads);
+        let head_dim = field("head_dim")?.unwrap_or(hidden / heads);
+        let kv_heads = field("num_key_value_heads")?.unwrap_or(heads);
         let q_width = heads.saturating_mul(head_dim);
         let kv_width = kv_heads.saturating_mul(head_dim);
         for (key, value, most) in [
@@ -651,17 +661,7 @@ pub fn free_memory(device: Device) -> Option<(u64, String)> {
                 .trim()
                 .parse::<u64>()
                 .ok()?;
-            // The ranks of a distributed run on this machine (torchrun and `--nproc` set
-            // LOCAL_WORLD_SIZE, checked with the launch) start together and share it; a stale
-            // LOCAL_WORLD_SIZE outside a launch (no WORLD_SIZE) is no one's.
-            let count = |name: &str| {
-                std::env::var(name)
-                    .ok()
-                    .and_then(|n| n.trim().parse::<u64>().ok())
-                    .filter(|&n| n > 1)
-            };
-            let ranks = count("WORLD_SIZE").and(count("LOCAL_WORLD_SIZE"));
-            Some(match ranks {
+            Some(match ranks_sharing_this_machine() {
                 Some(ranks) => (
                     kib * 1024 / ranks,
                     format!(
@@ -672,6 +672,25 @@ pub fn free_memory(device: Device) -> Option<(u64, String)> {
             })
         }
     }
+}
+
+/// The ranks of a distributed run on this machine, where more than one: torchrun and
+/// `--nproc` set LOCAL_WORLD_SIZE (checked with the launch), and they start together and share
+/// its memory; a stale LOCAL_WORLD_SIZE outside a launch (no WORLD_SIZE) is no one's.
+fn ranks_sharing_this_machine() -> Option<u64> {
+    let count = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .filter(|&n| n > 1)
+    };
+    count("WORLD_SIZE").and(count("LOCAL_WORLD_SIZE"))
+}
+
+/// Whether a remedy's peak is worth offering: more than 1% below `peak` (LoRA on a model of
+/// a few thousand parameters, or a reference of kilobytes, saves nothing that shows).
+fn lowers(peak: u64, remedy: u64) -> bool {
+    remedy < peak - peak / 100
 }
 
 /// The plan of `config`'s `phase` on its device (None for a model without a decoder's
@@ -719,6 +738,17 @@ pub fn check_run(config: &RunConfig, phase: Phase) -> anyhow::Result<()> {
 /// Refuses a plan whose peak is above `free`, naming the settings that would bring it under,
 /// and saying so when no one of them does (or not even all of them together).
 pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str) -> anyhow::Result<()> {
+    check_fits_among(plan, shape, free, where_, ranks_sharing_this_machine())
+}
+
+/// [`check_fits`] where `ranks` processes share the machine's memory (`free` is each one's).
+fn check_fits_among(
+    plan: &MemoryPlan,
+    shape: &ModelShape,
+    free: u64,
+    where_: &str,
+    ranks: Option<u64>,
+) -> anyhow::Result<()> {
     // Supervised fine-tuning has no rollout: its keys are [sft]'s.
     let section = if plan.settings.rollout_rows == 0 {
         "sft"
@@ -748,7 +778,7 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
             ..plan.settings.clone()
         });
         // Offered only where it lowers the peak (with absurd settings it need not).
-        if checkpointed.peak() < plan.peak() {
+        if lowers(plan.peak(), checkpointed.peak()) {
             remedies.push((
                 format!(
                     "set {section}.gradient_checkpointing = true (peak {:.1} GiB)",
@@ -785,7 +815,7 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
         };
         combined.weight_bytes = 2;
         let halved = with(halved);
-        if halved.peak() < plan.peak() {
+        if lowers(plan.peak(), halved.peak()) {
             let slow = if plan.settings.on_cpu {
                 ", slow on most CPUs"
             } else {
@@ -806,7 +836,7 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
             ..plan.settings.clone()
         });
         combined.lora = Some(LoraConfig::new(32, 16.0));
-        if adapted.peak() < plan.peak() {
+        if lowers(plan.peak(), adapted.peak()) {
             remedies.push((
                 format!(
                     "train LoRA adapters instead of every weight ([model.lora] r = 32, lora_alpha = 16: peak {:.1} GiB)",
@@ -818,12 +848,14 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
     }
     if plan.reference > 0 {
         combined.reference = false;
+    }
+    if lowers(plan.peak(), plan.peak().saturating_sub(plan.reference)) {
         remedies.push((
             format!(
                 "set algorithm.beta = 0, which loads no reference (−{:.1} GiB)",
                 gib(plan.reference)
             ),
-            Some(plan.peak() - plan.reference),
+            Some(plan.peak().saturating_sub(plan.reference)),
         ));
     }
     if plan.rollout() > plan.update() && plan.rollout() >= plan.evaluation {
@@ -864,29 +896,46 @@ pub fn check_fits(plan: &MemoryPlan, shape: &ModelShape, free: u64, where_: &str
             None,
         ));
     }
+    // Ranks sharing a CPU machine's memory: as many fewer as would each fit this plan.
+    let fewer_ranks = ranks
+        .filter(|_| plan.settings.on_cpu)
+        .map(|ranks| (ranks, free.saturating_mul(ranks) / plan.peak().max(1)))
+        .filter(|&(ranks, fitting)| fitting >= 1 && fitting < ranks);
+    if let Some((_, fitting)) = fewer_ranks {
+        remedies.push((
+            format!(
+                "run {fitting} rank{} on this machine (--nproc {fitting}, or torchrun's --nproc-per-node {fitting}), which share its memory",
+                if fitting == 1 { "" } else { "s" }
+            ),
+            None,
+        ));
+    }
     let together = with(combined).peak();
     let mut advice: Vec<String> = remedies.iter().map(|(what, _)| what.clone()).collect();
-    if together > free {
-        // What stays whatever the settings: only another model or device helps.
-        advice.insert(
-            0,
-            format!(
-                "a smaller model or a larger device (with every change below at once this run still needs {:.1} GiB)",
-                gib(together)
-            ),
-        );
+    // What stays whatever the settings: only another model or device helps (unless fewer
+    // ranks do).
+    let beyond_the_settings = if fewer_ranks.is_some() {
+        None
+    } else if together > free {
+        Some(format!(
+            "with every change below at once this run still needs {:.1} GiB",
+            gib(together)
+        ))
     } else if trained_state > free {
-        advice.insert(
-            0,
-            format!(
-                "a smaller model or a larger device (its weights, gradients and AdamW state alone take {:.1} GiB)",
-                gib(trained_state)
-            ),
-        );
+        Some(format!(
+            "its weights, gradients and AdamW state alone take {:.1} GiB",
+            gib(trained_state)
+        ))
+    } else {
+        None
+    };
+    if let Some(why) = beyond_the_settings {
+        advice.insert(0, format!("a smaller model or a larger device ({why})"));
     }
     advice.push("set run.memory_check = false to start anyway".into());
     let mut to_fit = advice.join("; or ");
     if together <= free
+        && fewer_ranks.is_none()
         && !remedies
             .iter()
             .any(|(_, peak)| peak.is_some_and(|peak| peak <= free))
@@ -1345,6 +1394,44 @@ mod tests {
         );
     }
 
+    /// A model of a few thousand parameters whose rollout KV cache is the peak: LoRA and
+    /// beta = 0 save nothing that shows and are not offered; ranks sharing the machine are
+    /// told how many would fit.
+    #[test]
+    fn remedies_that_save_nothing_are_not_offered_and_fewer_ranks_are() {
+        let tiny = ModelShape {
+            parameters: 50_000,
+            hidden: 64,
+            q_width: 64,
+            intermediate: 128,
+            layers: 2,
+            kv_width: 32,
+            vocab: 128,
+            counted: true,
+        };
+        let long = Settings {
+            rollout_rows: 16,
+            completion_tokens: 1 << 20,
+            ..settings()
+        };
+        let plan = MemoryPlan::new(&tiny, long);
+        let error = check_fits_among(&plan, &tiny, plan.peak() / 2, "free", None)
+            .unwrap_err()
+            .to_string();
+        let to_fit = error.split("To fit: ").nth(1).unwrap();
+        assert!(to_fit.contains("gradient_checkpointing"), "{error}");
+        assert!(
+            !to_fit.contains("LoRA") && !to_fit.contains("beta = 0"),
+            "{error}"
+        );
+        // Two ranks sharing the machine, each given half of it: one alone fits.
+        let error = check_fits_among(&plan, &tiny, plan.peak() * 3 / 4, "each rank's", Some(2))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("run 1 rank on this machine (--nproc 1"), "{error}");
+        assert!(!error.contains("a smaller model or a larger device"), "{error}");
+    }
+
     /// A LoRA run of the 3B shape on the CPU in f32 holds its weights and their packed decode
     /// copies whatever its batches: the refusal says no setting of the run fits, before its
     /// remedies, and offers bf16 (no packed copies); where each remedy alone falls short but
@@ -1458,6 +1545,24 @@ mod tests {
             std::fs::write(&config_path, config.to_string()).unwrap();
             let error = ModelShape::of_dir(dir.path()).unwrap_err().to_string();
             assert!(error.contains(key) && error.contains("config.json"), "{error}");
+        }
+        // Sizes no loader takes (it said "no decoder shape", and `doctor` passed the config).
+        for (key, value) in [
+            ("hidden_size", serde_json::json!(-64)),
+            ("hidden_size", serde_json::json!(64.5)),
+            ("vocab_size", serde_json::json!(0)),
+            ("num_attention_heads", serde_json::json!("8")),
+        ] {
+            let mut config = original.clone();
+            config[key] = value.clone();
+            std::fs::write(&config_path, config.to_string()).unwrap();
+            let error = ModelShape::of_dir(dir.path()).unwrap_err().to_string();
+            assert!(
+                error.ends_with(&format!(
+                    "config.json: {key} = {value} is not a whole number from 1"
+                )),
+                "{error}"
+            );
         }
         // Sizes within the bounds with settings no machine holds: the plan saturates.
         let settings = Settings {
