@@ -69,7 +69,10 @@ impl LaunchEnv {
             Some(text) => number("LOCAL_RANK", text)?,
             None => bail!("distributed launch: LOCAL_RANK is not set (the rank's index on its machine: which GPU it uses)"),
         };
-        if world_size == 0 || rank >= world_size {
+        if world_size == 0 {
+            bail!("distributed launch: WORLD_SIZE=0: a run has at least one process");
+        }
+        if rank >= world_size {
             bail!("distributed launch: RANK={rank} is not below WORLD_SIZE={world_size}");
         }
         if world_size > MAX_WORLD_SIZE {
@@ -494,6 +497,7 @@ mod tests {
             .to_string()
         };
         assert!(with("RANK", "2").contains("not below WORLD_SIZE"));
+        assert!(with("WORLD_SIZE", "0").contains("WORLD_SIZE=0: a run has at least one process"));
         assert!(with("RANK", "-1").contains("RANK=`-1`"));
         assert!(with("MASTER_PORT", "0").contains("not a port"));
         assert!(with("MASTER_PORT", "port").contains("MASTER_PORT=`port`"));
