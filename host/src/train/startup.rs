@@ -49,6 +49,29 @@ pub fn train_work(names: &[String], weights: &[f32], config: &RunConfig, world_s
     )
 }
 
+/// A warning where a step's completions do not fill its updates evenly: the last update of
+/// each step then takes fewer, and each of them weighs more in it (TRL refuses such sizes;
+/// here a step's completions are all used).
+pub fn uneven_last_update(config: &RunConfig, world_size: usize) -> Option<String> {
+    let algorithm = &config.algorithm;
+    let completions = algorithm.prompts_per_step * algorithm.num_generations;
+    let per_update = algorithm.mini_batch_size * algorithm.gradient_accumulation_steps * world_size.max(1);
+    let last = completions % per_update.max(1);
+    if last == 0 || completions < per_update {
+        return None;
+    }
+    Some(format!(
+        "prompts_per_step × num_generations = {completions} completions do not fill a step's updates of {per_update} (per_device_train_batch_size {} × gradient_accumulation_steps {}{}): the last update of each step takes {last}, each of them weighing more in it; make the completions a multiple of {per_update} for even updates",
+        algorithm.mini_batch_size,
+        algorithm.gradient_accumulation_steps,
+        if world_size > 1 {
+            format!(" × {world_size} ranks")
+        } else {
+            String::new()
+        }
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +101,28 @@ mod tests {
             work.ends_with("each making 4 optimizer updates of 4 × 1 completions"),
             "{work}"
         );
+    }
+
+    #[test]
+    fn a_step_whose_completions_leave_a_short_last_update_is_named() {
+        let mut config: RunConfig = toml::from_str(
+            "[model]\npath = \"m\"\n[data]\npath = \"d.jsonl\"\n[reward]\npreset = \"crpo\"\n[algorithm]\nprompts_per_step = 5\nnum_generations = 4\nper_device_train_batch_size = 8\ngradient_accumulation_steps = 1\n",
+        )
+        .unwrap();
+        let warning = uneven_last_update(&config, 1).unwrap();
+        assert!(
+            warning.starts_with(
+                "prompts_per_step × num_generations = 20 completions do not fill a step's updates of 8"
+            ) && warning.contains("the last update of each step takes 4"),
+            "{warning}"
+        );
+        // Even on one rank, short on two (24 completions, 8 × 2 = 16 per update: the last takes 8).
+        config.algorithm.prompts_per_step = 6;
+        assert_eq!(uneven_last_update(&config, 1), None);
+        let warning = uneven_last_update(&config, 2).unwrap();
+        assert!(warning.contains("× 2 ranks"), "{warning}");
+        // Fewer completions than one update: a single update, nothing uneven.
+        config.algorithm.prompts_per_step = 1;
+        assert_eq!(uneven_last_update(&config, 1), None);
     }
 }

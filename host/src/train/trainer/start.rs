@@ -52,6 +52,9 @@ impl Trainer {
                     world_size,
                 );
                 tracing::info!("{}", crate::train::startup::line(MODE, &config, &work, &run_dir));
+                if let Some(warning) = crate::train::startup::uneven_last_update(&config, world_size) {
+                    tracing::warn!("{warning}");
+                }
             }
             // A resume from a checkpoint needs no model.path (a full fine-tuning without a
             // reference: it may have moved); what does need it names it as it reads it.
