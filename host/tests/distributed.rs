@@ -302,6 +302,11 @@ fn run_and_break_rank(broken_rank: usize, signal: i32) -> (String, Duration) {
 fn a_rank_that_dies_stops_the_other_which_names_it() {
     let (messages, took) = run_and_break_rank_one(libc::SIGKILL);
     assert!(messages.contains("rank 1 stopped responding"), "{messages}");
+    // Where it was is the last collective it entered: it may have died in the work after it.
+    assert!(
+        messages.contains("the last collective it entered: step "),
+        "{messages}"
+    );
     assert!(
         messages.contains("worker rank 1 of 2 failed (killed by signal 9)"),
         "{messages}"

@@ -337,11 +337,13 @@ impl World {
                 .map(|at| now_ms().saturating_sub(at));
             if age_ms.is_none_or(|age| age > STALE_AFTER.as_millis()) {
                 stale.push(format!(
-                    "rank {rank} stopped responding (no heartbeat for {}; it was at {where_})",
+                    "rank {rank} stopped responding (no heartbeat for {}; the last collective it entered: {where_})",
                     age_ms.map_or("ever".to_string(), |ms| format!("{:.1} s", ms as f64 / 1000.0))
                 ));
             } else if their_entered < entered {
-                behind.push(format!("rank {rank} is still at {where_}"));
+                behind.push(format!(
+                    "rank {rank} has not reached this collective (the last it entered: {where_})"
+                ));
             }
         }
         let _ = self.group.set_store_timeout(self.group.timeout);
