@@ -68,14 +68,16 @@ fn doctor_loads_the_plugin_directories_as_a_run_would() {
     );
 
     // A stale CRPO_PLUGIN_PATH is named as the place the directory came from.
-    let missing = dir.path().join("gone");
-    let output = Command::new(env!("CARGO_BIN_EXE_crpo-host"))
-        .arg("plugins")
-        .env("CRPO_PLUGIN_PATH", &missing)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let err = stderr(&output);
+    let plugins_failing_with_path = |path: &std::path::Path| {
+        let output = Command::new(env!("CARGO_BIN_EXE_crpo-host"))
+            .arg("plugins")
+            .env("CRPO_PLUGIN_PATH", path)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        stderr(&output)
+    };
+    let err = plugins_failing_with_path(&dir.path().join("gone"));
     assert!(err.contains("CRPO_PLUGIN_PATH") && err.contains("gone"), "{err}");
 
     // So is one anyone can write to (holding a library: an empty one loads nothing).
@@ -83,13 +85,7 @@ fn doctor_loads_the_plugin_directories_as_a_run_would() {
     std::fs::create_dir(&open).unwrap();
     std::fs::write(open.join("libreward.so"), b"").unwrap();
     std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_crpo-host"))
-        .arg("plugins")
-        .env("CRPO_PLUGIN_PATH", &open)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let err = stderr(&output);
+    let err = plugins_failing_with_path(&open);
     assert!(
         err.contains("CRPO_PLUGIN_PATH (colon-separated) is unsafe")
             && err.contains("writable by every user"),
