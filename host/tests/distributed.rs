@@ -477,6 +477,28 @@ fn more_local_ranks_than_cores_are_refused_before_any_starts() {
     assert!(!dir.path().join("many/metrics.jsonl").exists());
 }
 
+#[test]
+fn a_config_every_rank_would_refuse_is_refused_once_before_any_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "long", 1, "max_steps = 1");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("max_completion_length = 12", "max_completion_length = 4000"),
+    )
+    .unwrap();
+    let output = crpo_host()
+        .args(["train", "--nproc", "2", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert_eq!(stderr.matches("beyond the 2048 positions").count(), 1, "{stderr}");
+    assert!(!stderr.contains("worker rank"), "{stderr}");
+    assert!(!dir.path().join("long").exists(), "{stderr}");
+}
+
 /// `train --config config` as rank 1 of 2 with rank 0 expected at 127.0.0.1:`port`, and how
 /// long it took to end.
 fn train_as_rank_one_of_two(config: &Path, port: u16) -> (Output, Duration) {

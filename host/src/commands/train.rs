@@ -5,6 +5,7 @@ use crate::interrupt::Interrupt;
 use crate::plugins::trust::Trust;
 use crate::plugins::PluginRegistry;
 use crate::train::config::RunConfig;
+use crate::train::memory_plan::Phase;
 use crate::train::resume::StartMode;
 use crate::train::{metrics, sft, trainer};
 use anyhow::bail;
@@ -149,6 +150,14 @@ fn start_local_workers(nproc: usize, args: &RunArgs) -> anyhow::Result<()> {
         .is_cuda();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     distributed::launch::check_local_ranks(nproc, cuda, tch::Cuda::device_count() as usize, cores)?;
+    // What every rank would refuse before loading, refused once here, before any starts (each
+    // rank printed it and the launcher reported a failed worker).
+    crate::train::position_budget::check_run(&config, Phase::Train)?;
+    config.check_lora_dropout(
+        "algorithm.gradient_checkpointing",
+        config.algorithm.gradient_checkpointing,
+    )?;
+    crate::train::memory_plan::refuse_unfit(&config, Phase::Train, Some(nproc as u64))?;
     let mut worker_args: Vec<OsString> = Vec::new();
     let mut given = std::env::args_os().skip(1);
     while let Some(arg) = given.next() {

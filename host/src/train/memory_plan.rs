@@ -646,8 +646,14 @@ impl MemoryPlan {
     }
 }
 
-/// Memory free for the run on `device`: CUDA's free memory, or the machine's available memory.
+/// Memory free for the run on `device`: CUDA's free memory, or the machine's available memory
+/// (each rank's share where a launch runs several on this machine).
 pub fn free_memory(device: Device) -> Option<(u64, String)> {
+    free_memory_among(device, ranks_sharing_this_machine())
+}
+
+/// [`free_memory`] where `ranks` processes share the machine (on the CPU).
+fn free_memory_among(device: Device, ranks: Option<u64>) -> Option<(u64, String)> {
     match device {
         Device::Cuda(index) => crate::memory_stats::free_and_total(device)
             .map(|(free, _)| (free, format!("free on cuda:{index}"))),
@@ -661,7 +667,7 @@ pub fn free_memory(device: Device) -> Option<(u64, String)> {
                 .trim()
                 .parse::<u64>()
                 .ok()?;
-            Some(match ranks_sharing_this_machine() {
+            Some(match ranks.filter(|&n| n > 1) {
                 Some(ranks) => (
                     kib * 1024 / ranks,
                     format!(
@@ -714,16 +720,9 @@ pub fn plan_run(
 /// Logs the run's plan and, unless `run.memory_check = false`, refuses one that cannot fit:
 /// called before anything is loaded.
 pub fn check_run(config: &RunConfig, phase: Phase) -> anyhow::Result<()> {
-    let Some((plan, shape, device)) = plan_run(config, phase)? else {
+    let Some((plan, device, free)) = refuse_unfit(config, phase, ranks_sharing_this_machine())? else {
         return Ok(());
     };
-    let free = free_memory(device);
-    if let Some((bytes, what)) = &free {
-        if config.run.memory_check {
-            // A refusal carries the table itself.
-            check_fits(&plan, &shape, *bytes, what)?;
-        }
-    }
     tracing::info!(
         "memory plan on {}{}:\n{}",
         crate::device::device_name(device),
@@ -733,6 +732,30 @@ pub fn check_run(config: &RunConfig, phase: Phase) -> anyhow::Result<()> {
         plan.table()
     );
     Ok(())
+}
+
+/// A plan that fits (or was not checked): the plan, its device, and the free memory with
+/// where it is, when known.
+pub type CheckedPlan = (MemoryPlan, Device, Option<(u64, String)>);
+
+/// The run's plan, its device and free memory, refused (the table in the message) when it
+/// does not fit and `run.memory_check` is on; `ranks` processes share this machine. What
+/// `train --nproc` checks once before it starts them.
+pub fn refuse_unfit(
+    config: &RunConfig,
+    phase: Phase,
+    ranks: Option<u64>,
+) -> anyhow::Result<Option<CheckedPlan>> {
+    let Some((plan, shape, device)) = plan_run(config, phase)? else {
+        return Ok(None);
+    };
+    let free = free_memory_among(device, ranks);
+    if let Some((bytes, what)) = &free {
+        if config.run.memory_check {
+            check_fits_among(&plan, &shape, *bytes, what, ranks)?;
+        }
+    }
+    Ok(Some((plan, device, free)))
 }
 
 /// Refuses a plan whose peak is above `free`, naming the settings that would bring it under,
