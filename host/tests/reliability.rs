@@ -864,6 +864,8 @@ fn a_model_with_non_finite_weights_is_refused_at_load() {
             stderr(&output)
         );
     }
+    // A start refused at load leaves no run directory behind (it left one holding its lock).
+    assert!(!dir.path().join("run").exists());
 }
 
 #[test]

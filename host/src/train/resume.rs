@@ -32,7 +32,35 @@ pub fn policy_and_optimizer(
     let started_before = run_dir.join(super::run_lock::LOCK_FILE).exists()
         || run_dir.join(super::run_info::RUN_INFO_FILE).exists();
     // Taken before anything in the directory is read or tidied: another run may be using it.
+    let new_directory = !run_dir.exists();
     let lock = super::run_lock::lock(run_dir, setting)?;
+    let started = start_policy_and_optimizer(
+        registry,
+        config,
+        (run_dir, setting),
+        start_mode,
+        mode,
+        settings,
+        started_before,
+    );
+    if started.is_err() && new_directory {
+        // A start refused before it wrote anything leaves no directory holding a lock alone.
+        super::run_lock::remove_if_only_the_lock(run_dir);
+    }
+    let (state, policy, optimizer, inputs) = started?;
+    Ok((state, policy, optimizer, lock, inputs))
+}
+
+/// [`policy_and_optimizer`] once the run directory is locked.
+fn start_policy_and_optimizer(
+    registry: &PluginRegistry,
+    config: &RunConfig,
+    (run_dir, setting): (&Path, &str),
+    start_mode: StartMode,
+    mode: &str,
+    settings: AdamWSettings,
+    started_before: bool,
+) -> anyhow::Result<(Option<TrainerState>, Policy, AdamW, InputFingerprints)> {
     let inputs = InputFingerprints::of(config, mode)?;
     // Fresh LoRA adapters are drawn from torch's generator: from the run's seed, as
     // transformers' Trainer seeds before it builds the model, so a run is reproducible.
@@ -54,12 +82,12 @@ pub fn policy_and_optimizer(
     Ok(match resumed {
         Some(resumed) => {
             let (policy, optimizer) = resumed.loaded;
-            (Some(resumed.state), policy, optimizer, lock, inputs)
+            (Some(resumed.state), policy, optimizer, inputs)
         }
         None => {
             let policy = Policy::load(registry, &config.model, &config.model.path)?;
             let optimizer = AdamW::new(policy.parameters(), settings);
-            (None, policy, optimizer, lock, inputs)
+            (None, policy, optimizer, inputs)
         }
     })
 }

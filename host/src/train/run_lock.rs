@@ -62,6 +62,21 @@ pub fn lock(run_dir: &Path, setting: &str) -> anyhow::Result<RunLock> {
     Ok(RunLock { _file: file })
 }
 
+/// Removes `run_dir` where it holds nothing but its lock file: a start refused before it
+/// wrote anything, into a directory it made (best effort: what cannot be removed stays).
+pub fn remove_if_only_the_lock(run_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
+        return;
+    };
+    let names: Vec<_> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.file_name()))
+        .collect();
+    if names.iter().all(|name| name == LOCK_FILE) {
+        let _ = std::fs::remove_file(run_dir.join(LOCK_FILE));
+        let _ = std::fs::remove_dir(run_dir);
+    }
+}
+
 /// A run directory is refused (`setting` names its key) where it names a file; where it is
 /// the filesystem's root or the home directory (a run's files and checkpoints would sit among
 /// everything else there); and inside another run's checkpoints/, which that run rotates
