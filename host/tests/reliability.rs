@@ -868,6 +868,46 @@ fn a_model_with_non_finite_weights_is_refused_at_load() {
     assert!(!dir.path().join("run").exists());
 }
 
+/// A model another tool made without any EOS (none in config.json, generation_config.json or
+/// tokenizer_config.json): generation runs each completion to its budget, as transformers'
+/// generate does; sft, which ends each reference with one, refuses before it starts.
+#[test]
+fn a_model_without_an_eos_generates_to_the_budget_and_sft_refuses_it() {
+    let dir = setup("max_steps = 1", "");
+    let model = dir.path().join("model");
+    for file in ["config.json", "generation_config.json", "tokenizer_config.json"] {
+        let path = model.join(file);
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let map = json.as_object_mut().unwrap();
+        map.remove("eos_token_id");
+        map.remove("eos_token");
+        std::fs::write(&path, json.to_string()).unwrap();
+    }
+    let output = run(
+        dir.path(),
+        &[
+            "generate",
+            "--model",
+            "model",
+            "--prompt",
+            "chest pain",
+            "--max-new-tokens",
+            "6",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("no EOS token"), "{}", stderr(&output));
+    let output = run(dir.path(), &["sft", "--config", "run.toml"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("sft ends each reference with one"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!dir.path().join("run").exists());
+}
+
 #[test]
 fn a_tokenizer_beyond_the_models_vocabulary_is_refused_at_load() {
     let dir = setup("max_steps = 1", "");

@@ -383,14 +383,19 @@ impl ChatTokenizer {
         eos_ids.sort_unstable();
         eos_ids.dedup();
         if eos_ids.is_empty() {
-            return Err(anyhow!(
-                "{}: no EOS token (generation_config.json, config.json or tokenizer_config.json)",
-                dir.display()
-            ));
+            // As transformers' generate without one: each completion runs to its budget.
+            crate::warn_once::warn_once(&format!("no EOS {}", dir.display()), || {
+                format!(
+                    "{}: no EOS token (eos_token_id in generation_config.json or config.json, eos_token in tokenizer_config.json): every completion runs to its token budget",
+                    dir.display()
+                )
+            });
         }
+        // Without a pad or EOS token, any id: padding is masked out.
         let pad_id = token_string(tokenizer_config.get("pad_token"))
             .and_then(|t| tokenizer.token_to_id(&t))
-            .unwrap_or(eos_ids[0]);
+            .or(eos_ids.first().copied())
+            .unwrap_or(0);
         let templates = template_environment(chat_template).map_err(|e| e.to_string());
         Ok(ChatTokenizer {
             tokenizer,
@@ -495,9 +500,9 @@ impl ChatTokenizer {
     /// The token a reference completion ends with in supervised fine-tuning: the one the chat
     /// template closes an assistant turn with, where it is an end-of-sequence token (Qwen's
     /// `<|im_end|>`, Llama 3's `<|eot_id|>`), as TRL trains a templated completion; else the
-    /// tokenizer config's `eos_token`; else the lowest EOS id. (The lowest alone gave a
-    /// Qwen2.5-Instruct `<|endoftext|>`, which its template never ends a turn with.)
-    pub fn turn_end_id(&self) -> u32 {
+    /// tokenizer config's `eos_token`; else the lowest EOS id (none without an EOS). (The lowest
+    /// alone gave a Qwen2.5-Instruct `<|endoftext|>`, which its template never ends a turn with.)
+    pub fn turn_end_id(&self) -> Option<u32> {
         const MARK: &str = "\u{2063}crpo reference\u{2063}";
         let chat = [Message::new("user", "?"), Message::new("assistant", MARK)];
         let templated = self
@@ -514,7 +519,7 @@ impl ChatTokenizer {
                     .token_to_id(token)
                     .filter(|id| self.eos_ids.contains(id))
             })
-            .unwrap_or(self.eos_ids[0])
+            .or(self.eos_ids.first().copied())
     }
 
     pub fn eos_ids(&self) -> &[u32] {
@@ -624,7 +629,7 @@ mod tests {
     }
 
     #[test]
-    fn an_eos_token_id_that_is_no_id_is_left_out_and_none_left_is_refused() {
+    fn an_eos_token_id_that_is_no_id_is_left_out_and_none_left_runs_to_the_budget() {
         let (dir, _) = tokenizer_with(|config| {
             config.as_object_mut().unwrap().remove("eos_token");
         });
@@ -633,8 +638,9 @@ mod tests {
         std::fs::write(&path, r#"{"eos_token_id": [2, -1, "abc"]}"#).unwrap();
         assert_eq!(ChatTokenizer::from_dir(dir.path()).unwrap().eos_ids(), [2]);
         std::fs::write(&path, r#"{"eos_token_id": [-1, 1.5]}"#).unwrap();
-        let error = ChatTokenizer::from_dir(dir.path()).err().unwrap().to_string();
-        assert!(error.contains("no EOS token"), "{error}");
+        let none = ChatTokenizer::from_dir(dir.path()).unwrap();
+        assert!(none.eos_ids().is_empty());
+        assert_eq!(none.turn_end_id(), None);
     }
 
     /// Two EOS tokens, the lower one not what the template ends a turn with: sft's reference
@@ -643,7 +649,7 @@ mod tests {
     #[test]
     fn a_reference_ends_with_the_token_that_ends_the_template_s_turn() {
         let (dir, tokenizer) = tokenizer_with(|_| {});
-        let im_end = tokenizer.unwrap().turn_end_id();
+        let im_end = tokenizer.unwrap().turn_end_id().unwrap();
         let path = dir.path().join("config.json");
         let mut config: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -654,14 +660,17 @@ mod tests {
         std::fs::write(&path, config.to_string()).unwrap();
         let two = ChatTokenizer::from_dir(dir.path()).unwrap();
         assert_eq!(two.eos_ids(), [end_of_text, im_end]);
-        assert_eq!(two.turn_end_id(), im_end);
+        assert_eq!(two.turn_end_id(), Some(im_end));
         // A template that ends a turn with no EOS: the tokenizer config's eos_token.
         let path = dir.path().join("tokenizer_config.json");
         let mut tokenizer_config: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         tokenizer_config["chat_template"] = "{% for m in messages %}{{ m.content }}\n{% endfor %}".into();
         std::fs::write(&path, tokenizer_config.to_string()).unwrap();
-        assert_eq!(ChatTokenizer::from_dir(dir.path()).unwrap().turn_end_id(), im_end);
+        assert_eq!(
+            ChatTokenizer::from_dir(dir.path()).unwrap().turn_end_id(),
+            Some(im_end)
+        );
     }
 
     #[test]

@@ -38,6 +38,29 @@ pub fn sft_dir(config: &RunConfig) -> PathBuf {
         .unwrap_or_else(|| config.run.output_dir.join("sft"))
 }
 
+/// Each reference ends with an EOS, so that the model learns to stop: a tokenizer without one
+/// is refused before the run starts (the one the policy loads: an adapter directory's own, else
+/// its base's; one that cannot be read here is the load's to name).
+fn refuse_a_tokenizer_without_eos(config: &RunConfig) -> anyhow::Result<()> {
+    let model = &config.model.path;
+    let dir = if model.join("tokenizer.json").exists() {
+        model.clone()
+    } else {
+        super::memory_plan::planned_model(config).0
+    };
+    match crate::rollout::tokenizer::ChatTokenizer::from_dir(&dir) {
+        Ok(tokenizer) if tokenizer.turn_end_id().is_none() => Err(no_eos(&dir)),
+        _ => Ok(()),
+    }
+}
+
+fn no_eos(dir: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{}: no EOS token (eos_token_id in generation_config.json or config.json, eos_token in tokenizer_config.json): sft ends each reference with one so that the model learns to stop; set eos_token in tokenizer_config.json",
+        dir.display()
+    )
+}
+
 /// Fine-tunes to `sft.epochs`; `interrupt` (SIGTERM, SIGINT) stops it after a step with a
 /// checkpoint.
 pub fn run(
@@ -68,6 +91,7 @@ pub fn run(
     super::position_budget::check_run(config, super::memory_plan::Phase::Sft)?;
     super::memory_plan::check_run(config, super::memory_plan::Phase::Sft)?;
     config.check_lora_dropout("sft.gradient_checkpointing", config.sft.gradient_checkpointing)?;
+    refuse_a_tokenizer_without_eos(config)?;
     super::run_lock::refuse_a_model_as_run_dir(config, &run_dir, "sft.output_dir")?;
     refuse_replacing_saved_models(config, &run_dir, start)?;
     let (state, policy, mut optimizer, _run_lock, inputs) = resume::policy_and_optimizer(
@@ -132,7 +156,10 @@ pub fn run(
             sft.warmup_steps
         );
     }
-    let eos = policy.tokenizer.turn_end_id() as i64;
+    let eos = policy
+        .tokenizer
+        .turn_end_id()
+        .ok_or_else(|| no_eos(&policy.source))? as i64;
     let metrics = JsonlLog::open(&run_dir, METRICS_FILE, state.as_ref().map(|s| s.step))?;
     let mut events = EventWriter::create(&run_dir, state.as_ref().map(|s| s.step + 1))?;
     let mut cursor = state.as_ref().map_or_else(DataCursor::default, |s| s.cursor);
