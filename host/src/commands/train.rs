@@ -157,7 +157,11 @@ fn start_local_workers(nproc: usize, args: &RunArgs) -> anyhow::Result<()> {
         "algorithm.gradient_checkpointing",
         config.algorithm.gradient_checkpointing,
     )?;
-    crate::train::memory_plan::refuse_unfit(&config, Phase::Train, Some(nproc as u64))?;
+    if !cuda {
+        // (On CUDA each rank checks its own GPU: asking here would hold a CUDA context on
+        // GPU 0 in the launcher for the whole run.)
+        crate::train::memory_plan::refuse_unfit(&config, Phase::Train, Some(nproc as u64))?;
+    }
     let mut worker_args: Vec<OsString> = Vec::new();
     let mut given = std::env::args_os().skip(1);
     while let Some(arg) = given.next() {
