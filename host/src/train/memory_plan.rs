@@ -794,14 +794,17 @@ fn check_fits_among(
     ]
     .into_iter()
     .fold(plan.weights, u64::saturating_add);
+    // A remedy is offered where it fits alone or lowers the peak (with absurd settings
+    // checkpointing need not; LoRA on a tiny model saves nothing that shows), and only what
+    // is offered counts in `combined`.
+    let worth = |peak: u64| peak <= free || lowers(plan.peak(), peak);
     if !plan.settings.gradient_checkpointing {
-        combined.gradient_checkpointing = true;
         let checkpointed = with(Settings {
             gradient_checkpointing: true,
             ..plan.settings.clone()
         });
-        // Offered only where it lowers the peak (with absurd settings it need not).
-        if lowers(plan.peak(), checkpointed.peak()) {
+        if worth(checkpointed.peak()) {
+            combined.gradient_checkpointing = true;
             remedies.push((
                 format!(
                     "set {section}.gradient_checkpointing = true (peak {:.1} GiB)",
@@ -836,9 +839,9 @@ fn check_fits_among(
             weight_bytes: 2,
             ..plan.settings.clone()
         };
-        combined.weight_bytes = 2;
         let halved = with(halved);
-        if lowers(plan.peak(), halved.peak()) {
+        if worth(halved.peak()) {
+            combined.weight_bytes = 2;
             let slow = if plan.settings.on_cpu {
                 ", slow on most CPUs"
             } else {
@@ -858,8 +861,8 @@ fn check_fits_among(
             lora: Some(LoraConfig::new(32, 16.0)),
             ..plan.settings.clone()
         });
-        combined.lora = Some(LoraConfig::new(32, 16.0));
-        if lowers(plan.peak(), adapted.peak()) {
+        if worth(adapted.peak()) {
+            combined.lora = Some(LoraConfig::new(32, 16.0));
             remedies.push((
                 format!(
                     "train LoRA adapters instead of every weight ([model.lora] r = 32, lora_alpha = 16: peak {:.1} GiB)",
@@ -869,10 +872,8 @@ fn check_fits_among(
             ));
         }
     }
-    if plan.reference > 0 {
+    if plan.reference > 0 && worth(plan.peak().saturating_sub(plan.reference)) {
         combined.reference = false;
-    }
-    if lowers(plan.peak(), plan.peak().saturating_sub(plan.reference)) {
         remedies.push((
             format!(
                 "set algorithm.beta = 0, which loads no reference (−{:.1} GiB)",
@@ -1447,6 +1448,14 @@ mod tests {
             !to_fit.contains("LoRA") && !to_fit.contains("beta = 0"),
             "{error}"
         );
+        // A remedy that saves little but is all that is missing is offered: with free memory
+        // just under the peak, dropping the reference's kilobytes fits.
+        assert!(plan.reference > 0);
+        let error = check_fits_among(&plan, &tiny, plan.peak() - plan.reference, "free", None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("set algorithm.beta = 0"), "{error}");
+        assert!(!error.contains("No one of these fits alone"), "{error}");
         // Two ranks sharing the machine, each given half of it: one alone fits.
         let error = check_fits_among(&plan, &tiny, plan.peak() * 3 / 4, "each rank's", Some(2))
             .unwrap_err()
