@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// The lock file a run keeps in its directory.
@@ -22,6 +23,26 @@ pub struct RunLock {
 /// `setting` names the config key that moves the run, for the message.
 pub fn lock(run_dir: &Path, setting: &str) -> anyhow::Result<RunLock> {
     refuse_an_unfit_run_dir(run_dir, setting)?;
+    // A start that failed in a directory it made removes it, lock file and all, while it holds
+    // the lock: a lock then taken on that removed file locks nothing, so take the one at the
+    // path again (twice at most: only such a start removes the file).
+    for _ in 0..3 {
+        let lock = lock_file(run_dir, setting)?;
+        let path = run_dir.join(LOCK_FILE);
+        let held = lock._file.metadata().map(|m| (m.dev(), m.ino())).ok();
+        let current = std::fs::metadata(&path).map(|m| (m.dev(), m.ino())).ok();
+        if held.is_some() && held == current {
+            return Ok(lock);
+        }
+    }
+    bail!(
+        "{}: its lock file {LOCK_FILE} keeps being removed by another crpo-host start: try again",
+        run_dir.display()
+    )
+}
+
+/// One try of [`lock`]: the directory made if new, its lock file opened and locked.
+fn lock_file(run_dir: &Path, setting: &str) -> anyhow::Result<RunLock> {
     std::fs::create_dir_all(run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
     let path = run_dir.join(LOCK_FILE);
     let mut file = std::fs::OpenOptions::new()
@@ -231,5 +252,23 @@ mod tests {
         lock(&run, "run.output_dir").unwrap();
         std::fs::write(dir.path().join("file"), "").unwrap();
         assert!(lock(&dir.path().join("file"), "run.output_dir").is_err());
+    }
+
+    /// A failed start removes the directory it made, lock file included, while holding the
+    /// lock: the next start locks a new file at the path, which a third then finds held.
+    #[test]
+    fn a_directory_removed_with_its_lock_is_locked_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let failed = lock(&run, "run.output_dir").unwrap();
+        std::fs::write(run.join("notes.txt"), "mine").unwrap();
+        remove_if_only_the_lock(&run);
+        assert!(run.join("notes.txt").exists(), "a directory holding more is kept");
+        std::fs::remove_file(run.join("notes.txt")).unwrap();
+        remove_if_only_the_lock(&run);
+        assert!(!run.exists());
+        let next = lock(&run, "run.output_dir").unwrap();
+        assert!(lock(&run, "run.output_dir").is_err(), "the new lock holds");
+        drop((failed, next));
     }
 }
