@@ -154,7 +154,9 @@ fn memory_plan_of(path: &std::path::Path) -> anyhow::Result<()> {
     // A check's verdict is its exit status too, as `train` would end.
     refused.dedup();
     if !has_sft_section && refused.contains(&"sft") {
-        println!("(sft's verdict is on its defaults: this config has no [sft] section; not counted)");
+        println!(
+            "(sft's verdict is on its defaults: this config has no [sft] section, so it is not counted; add one to have doctor judge it for sft)"
+        );
         refused.retain(|command| *command != "sft");
     }
     if !refused.is_empty() {

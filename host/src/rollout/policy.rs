@@ -29,8 +29,9 @@ pub struct Policy {
     pub kind: Kind,
     pub source: PathBuf,
     pub plugin: String,
-    /// `max_position_embeddings` of the directory's config.json, where it has one: prompt
-    /// and completion budgets must fit in it.
+    /// The positions of the directory's config.json (`max_position_embeddings`, else
+    /// transformers' default for its model type; none without a config.json): prompt and
+    /// completion budgets must fit in them.
     pub max_positions: Option<usize>,
     /// The tokenizer files as loaded: the source directory may be an old checkpoint that is
     /// pruned while this policy still saves new ones.
@@ -150,6 +151,15 @@ impl Policy {
         check_contract(&*model, plugin, &registered.origin)?;
         let tokenizer = ChatTokenizer::from_dir(tokenizer_dir)
             .with_context(|| format!("cannot read the tokenizer of {}", tokenizer_dir.display()))?;
+        if tokenizer.eos_ids().is_empty() {
+            // As transformers' generate without one: each completion runs to its budget.
+            crate::warn_once::warn_once(&format!("no EOS {}", tokenizer_dir.display()), || {
+                format!(
+                    "{}: no EOS token (eos_token_id in generation_config.json or config.json, eos_token in tokenizer_config.json): every completion runs to its token budget",
+                    tokenizer_dir.display()
+                )
+            });
+        }
         check_weights_are_finite(&*model, dir)?;
         check_vocabulary(&*model, &tokenizer, dir, device)?;
         let mut tokenizer_files = Vec::new();

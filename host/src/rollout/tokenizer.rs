@@ -382,15 +382,6 @@ impl ChatTokenizer {
         }
         eos_ids.sort_unstable();
         eos_ids.dedup();
-        if eos_ids.is_empty() {
-            // As transformers' generate without one: each completion runs to its budget.
-            crate::warn_once::warn_once(&format!("no EOS {}", dir.display()), || {
-                format!(
-                    "{}: no EOS token (eos_token_id in generation_config.json or config.json, eos_token in tokenizer_config.json): every completion runs to its token budget",
-                    dir.display()
-                )
-            });
-        }
         // Without a pad or EOS token, any id: padding is masked out.
         let pad_id = token_string(tokenizer_config.get("pad_token"))
             .and_then(|t| tokenizer.token_to_id(&t))

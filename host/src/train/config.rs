@@ -1140,7 +1140,7 @@ fn negative_count_hint(error: &toml::de::Error, text: &str) -> Option<String> {
     } else {
         ""
     };
-    Some(format!("`{key}` is a count: 0 or more{trl}"))
+    Some(format!("`{key}` counts something: it cannot be negative{trl}"))
 }
 
 /// An unknown key that another section knows: say where it belongs.
@@ -1345,19 +1345,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("`max_steps` is a count: 0 or more (TRL's -1"),
+            err.contains("`max_steps` counts something: it cannot be negative (TRL's -1"),
             "{err}"
         );
         let err = RunConfig::parse(&format!("{MINIMAL}\n[algorithm]\nnum_generations = -4\n"))
             .unwrap_err()
             .to_string();
-        assert!(err.ends_with("`num_generations` is a count: 0 or more"), "{err}");
+        assert!(
+            err.ends_with("`num_generations` counts something: it cannot be negative"),
+            "{err}"
+        );
         let err = RunConfig::parse(&format!(
             "sft = {{ per_device_train_batch_size = 2, num_train_epochs = -1 }}\n{MINIMAL}"
         ))
         .unwrap_err()
         .to_string();
-        assert!(err.ends_with("`num_train_epochs` is a count: 0 or more"), "{err}");
+        assert!(
+            err.ends_with("`num_train_epochs` counts something: it cannot be negative"),
+            "{err}"
+        );
     }
 
     #[test]

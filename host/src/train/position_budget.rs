@@ -41,11 +41,18 @@ pub fn positions_of(dir: &Path) -> anyhow::Result<Option<usize>> {
     let json: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))?;
     let model_type = json.get("model_type").and_then(serde_json::Value::as_str);
-    Ok(json
-        .get("max_position_embeddings")
-        .and_then(serde_json::Value::as_u64)
-        .map(|n| n as usize)
-        .or_else(|| model_type.and_then(crpo_plugins_policy::config::default_positions)))
+    match json.get("max_position_embeddings") {
+        None | Some(serde_json::Value::Null) => {
+            Ok(model_type.and_then(crpo_plugins_policy::config::default_positions))
+        }
+        // Written but no count: the loader refuses it too.
+        Some(value) => value.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: max_position_embeddings = {value} is not a whole number",
+                path.display()
+            )
+        }),
+    }
 }
 
 /// The completion budgets `phase` runs with under `config`, each with its setting.
@@ -145,5 +152,11 @@ mod tests {
         assert_eq!(positions_of(dir.path()).unwrap(), Some(4096));
         write(r#"{"model_type": "gpt2"}"#);
         assert_eq!(positions_of(dir.path()).unwrap(), None);
+        write(r#"{"model_type": "llama", "max_position_embeddings": "4096"}"#);
+        let error = positions_of(dir.path()).unwrap_err().to_string();
+        assert!(
+            error.ends_with(r#"max_position_embeddings = "4096" is not a whole number"#),
+            "{error}"
+        );
     }
 }

@@ -250,8 +250,14 @@ impl Trainer {
             && !rollouts.is_empty()
             && rollouts.groups.iter().all(|g| g.finished.iter().all(|f| !f))
         {
+            // A model with no EOS cuts every completion whatever the budget.
+            let remedy = if self.policy.tokenizer.eos_ids().is_empty() {
+                "the model has no EOS token to end one: give it one (eos_token in tokenizer_config.json) or set mask_truncated_completions = false"
+            } else {
+                "raise max_completion_length"
+            };
             tracing::warn!(
-                "step {}: every completion was cut at algorithm.max_completion_length = {} and mask_truncated_completions leaves them all out of the loss: nothing was trained (its loss, KL and entropy read 0; raise max_completion_length)",
+                "step {}: every completion was cut at algorithm.max_completion_length = {} and mask_truncated_completions leaves them all out of the loss: nothing was trained (its loss, KL and entropy read 0; {remedy})",
                 self.step,
                 self.config.algorithm.max_completion_length
             );
