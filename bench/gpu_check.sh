@@ -2,10 +2,11 @@
 # The GPU check (one run on a machine with a GPU, in a few minutes; nothing is built there):
 #   1. doctor: versions, libtorch, CUDA devices;
 #   2. numerics: a model on CUDA in bf16 against the CPU in f32 (logits within bf16's
-#      tolerance, greedy continuations equal) — the demo's cold start when --check-model names
-#      it, else a fresh tiny model;
+#      tolerance, greedy continuations equal, CUDA's decoded through CUDA graphs) — the demo's
+#      cold start when --check-model names it, else a fresh tiny model;
 #   3. the rollout engine on the Qwen2.5-0.5B shape (random weights): 64 rows, completions of
-#      16–1024 tokens drawn per row, tokens/s and decode steps against the HBM bound;
+#      16–1024 tokens drawn per row, tokens/s and decode steps against the HBM bound, with
+#      decode steps replayed as CUDA graphs and again without (CRPO_CUDA_GRAPHS=0);
 #   4. CRPO steps of the 0.5B shape in bf16 (8 prompts × 8, 512-token completions): s/step,
 #      rollout and training tokens/s, training MFU against the bf16 peak, peak GPU memory;
 #   5. CRPO steps of the Qwen2.5-3B shape (full fine-tuning, AdamW): time and peak memory;
@@ -100,6 +101,12 @@ watch_memory rollout
   "${rollout_args[@]}" ${hbm_gbps:+--memory-gbps $hbm_gbps} | tee "$out/rollout.log"
 echo "peak GPU memory (MiB): $(peak_memory rollout)"
 tail -1 "$out/rollout.log" >> "$results"
+if [ "$device" != cpu ]; then
+  echo "== 3b. the same rollout with its decode steps launched kernel by kernel (CRPO_CUDA_GRAPHS=0)"
+  CRPO_CUDA_GRAPHS=0 "$crpo" bench-rollout --model "$(model_dir "$rollout_model")" --device "$device" --dtype "$dtype" \
+    "${rollout_args[@]}" ${hbm_gbps:+--memory-gbps $hbm_gbps} | tee "$out/rollout-eager.log"
+  tail -1 "$out/rollout-eager.log" >> "$results"
+fi
 
 # CRPO steps of a preset: prompts, generations, completion tokens, steps, and "distributed" to
 # run it as rank 0 of a world of 1.

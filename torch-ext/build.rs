@@ -1,4 +1,4 @@
-//! Compiles `src/ext.cpp` against the headers of the libtorch tch links. Its CUDA half is
+//! Compiles `src/ext.cpp` and `src/cuda_graph.cpp` against the headers of the libtorch tch links. Its CUDA half is
 //! compiled when that libtorch has CUDA (its ATen/cuda headers) and the CUDA runtime headers
 //! are found (CUDA_HOME, /usr/local/cuda, or the nvidia wheels beside a pip torch); otherwise
 //! the shim answers "not built with CUDA", so CPU-only machines still build.
@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=src/ext.cpp");
+    println!("cargo:rerun-if-changed=src/cuda_graph.cpp");
     println!("cargo:rerun-if-env-changed=CUDA_HOME");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     println!("cargo:rerun-if-changed=src/c10d.cpp");
@@ -29,7 +30,7 @@ fn main() {
     let include = root.join("include");
     let mut build = torch_build(&include);
     let mut c10d = torch_build(&include);
-    build.file("src/ext.cpp");
+    build.file("src/ext.cpp").file("src/cuda_graph.cpp");
     c10d.file("src/c10d.cpp");
     let cuda = include.join("ATen/cuda/CUDAContext.h").exists() && lib_dir.join("libc10_cuda.so").exists();
     let cuda_include = cuda.then(|| cuda_runtime_include(&root)).flatten();
@@ -38,6 +39,8 @@ fn main() {
             build.include(cuda_include).define("CRPO_TORCH_EXT_CUDA", None);
             println!("cargo:rustc-link-search=native={}", lib_dir.display());
             println!("cargo:rustc-link-lib=dylib=c10_cuda");
+            // at::cuda::CUDAGraph.
+            println!("cargo:rustc-link-lib=dylib=torch_cuda");
         }
         None => println!(
             "cargo:warning=crpo-torch-ext: no CUDA headers beside libtorch; CUDA memory statistics are off"

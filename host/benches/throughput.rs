@@ -5,7 +5,7 @@
 //! share its prefill and its log-prob pass. Rates count every row's prompt and new tokens, so
 //! a group's rate against group 1 at the same batch is the sharing's gain.
 
-use crpo_host::rollout::generation::{generate, TokenSpace};
+use crpo_host::rollout::generation::{generate, DecodeSteps, TokenSpace};
 use crpo_host::rollout::logprobs::{completion_logprobs, ContinuationBatch};
 use crpo_host::rollout::sampling::SamplingConfig;
 use crpo_plugins_policy::config::DecoderConfig;
@@ -83,8 +83,15 @@ fn main() {
                 ..SamplingConfig::default()
             };
             let start = Instant::now();
-            let (completions, _) =
-                generate(&model, Kind::Float, Device::Cpu, &prompts, &tokens, &sampling).unwrap();
+            let (completions, _) = generate(
+                &model,
+                (Kind::Float, Device::Cpu),
+                &prompts,
+                &tokens,
+                &sampling,
+                DecodeSteps::Eager,
+            )
+            .unwrap();
             let generate_rate = (batch * NEW) as f64 / start.elapsed().as_secs_f64();
             let completion_ids: Vec<Vec<i64>> = completions.into_iter().map(|c| c.ids).collect();
 

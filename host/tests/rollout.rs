@@ -3,7 +3,8 @@
 //! template, generation over the engine's cache, and the log-prob pass.
 
 use crpo_host::plugins::PluginRegistry;
-use crpo_host::rollout::generation::Completion;
+use crpo_host::rollout::fixed_shape_steps::FixedShapes;
+use crpo_host::rollout::generation::{Completion, DecodeSteps};
 use crpo_host::rollout::logprobs::rows;
 use crpo_host::rollout::sampling::SamplingConfig;
 use crpo_host::rollout::tokenizer::Message;
@@ -174,6 +175,66 @@ fn finished_rows_leave_the_batch_without_changing_the_others() {
 }
 
 #[test]
+fn fixed_shape_steps_sample_what_eager_steps_sample() {
+    // The path a GPU replays as CUDA graphs (row buckets, an attention window growing in steps,
+    // live rows moved to the front in place), run eagerly here: the same completions.
+    let dir = tiny_dir();
+    let policy = load(dir.path());
+    let prompts: Vec<Vec<i64>> = [
+        "Gout is",
+        "Gout is",
+        "The best initial test for suspected pulmonary embolism in a stable patient",
+        "Which?",
+        "Fever",
+        "Fever",
+    ]
+    .iter()
+    .map(|p| policy.tokenizer.encode(p).unwrap())
+    .collect();
+    assert_eq!(
+        DecodeSteps::for_model(&*policy.model, Device::Cpu),
+        DecodeSteps::Eager,
+        "no graphs on the CPU"
+    );
+    let fixed = DecodeSteps::Fixed(FixedShapes {
+        capture: false,
+        window_step: 4,
+    });
+    let budgets = SamplingConfig {
+        max_new_tokens: 24,
+        min_new_tokens: 24,
+        temperature: 1.0,
+        seed: 3,
+        row_budgets: vec![2, 24, 5, 11, 1, 17],
+        ..SamplingConfig::default()
+    };
+    let sampled = SamplingConfig {
+        max_new_tokens: 30,
+        temperature: 1.0,
+        seed: 9,
+        ..SamplingConfig::default()
+    };
+    for sampling in [greedy(12), budgets.clone(), sampled] {
+        let (eager, eager_stats) = policy
+            .generate_with(&prompts, &sampling, DecodeSteps::Eager)
+            .unwrap();
+        let (same, stats) = policy.generate_with(&prompts, &sampling, fixed).unwrap();
+        assert_eq!(same, eager, "{sampling:?}");
+        assert_eq!(stats.decode_steps, eager_stats.decode_steps, "{sampling:?}");
+        assert_eq!(stats.graphed_steps, 0);
+    }
+    // Rows leave in buckets of 6, 4, 2 and 1 as the budgets (2, 24, 5, 11, 1, 17) run out:
+    // the step after token 1 runs 6 rows (5 live), the next nine 4 (4, then 3 live), six
+    // run 2 and the last seven 1.
+    let (_, stats) = policy.generate_with(&prompts, &budgets, fixed).unwrap();
+    assert_eq!(
+        (stats.decode_steps, stats.row_steps),
+        (23, 6 + 9 * 4 + 6 * 2 + 7),
+        "{stats:?}"
+    );
+}
+
+#[test]
 fn each_row_stops_at_its_own_budget() {
     let dir = tiny_dir();
     let policy = load(dir.path());
@@ -215,34 +276,41 @@ fn each_sequence_stops_at_its_own_eos() {
         .iter()
         .map(|p| policy.tokenizer.encode(p).unwrap())
         .collect();
-    let run = |eos: &[u32]| {
-        let space = crpo_host::rollout::generation::TokenSpace {
-            eos_ids: eos,
-            pad_id: 0,
-            usable_vocab: 10_000,
+    // Both ways of running decode steps (fixed shapes: what CUDA graphs replay).
+    let fixed = DecodeSteps::Fixed(FixedShapes {
+        capture: false,
+        window_step: 4,
+    });
+    for steps in [DecodeSteps::Eager, fixed] {
+        let run = |eos: &[u32]| {
+            let space = crpo_host::rollout::generation::TokenSpace {
+                eos_ids: eos,
+                pad_id: 0,
+                usable_vocab: 10_000,
+            };
+            crpo_host::rollout::generation::generate(
+                &*policy.model,
+                (Kind::Float, Device::Cpu),
+                &prompts,
+                &space,
+                &greedy(6),
+                steps,
+            )
+            .unwrap()
+            .0
         };
-        crpo_host::rollout::generation::generate(
-            &*policy.model,
-            Kind::Float,
-            Device::Cpu,
-            &prompts,
-            &space,
-            &greedy(6),
-        )
-        .unwrap()
-        .0
-    };
-    let free = run(&[]);
-    // Declare the first prompt's third greedy token an EOS: that sequence stops there, finished,
-    // while the other (if it never produces that token) runs to max_new_tokens.
-    let eos = free[0].ids[2];
-    let stopped = run(&[eos as u32]);
-    let first_eos = free[0].ids.iter().position(|&t| t == eos).unwrap();
-    assert_eq!(stopped[0].ids, free[0].ids[..=first_eos].to_vec());
-    assert!(stopped[0].finished);
-    match free[1].ids.iter().position(|&t| t == eos) {
-        Some(at) => assert_eq!(stopped[1].ids, free[1].ids[..=at].to_vec()),
-        None => assert!(stopped[1].ids == free[1].ids && !stopped[1].finished),
+        let free = run(&[]);
+        // Declare the first prompt's third greedy token an EOS: that sequence stops there, finished,
+        // while the other (if it never produces that token) runs to max_new_tokens.
+        let eos = free[0].ids[2];
+        let stopped = run(&[eos as u32]);
+        let first_eos = free[0].ids.iter().position(|&t| t == eos).unwrap();
+        assert_eq!(stopped[0].ids, free[0].ids[..=first_eos].to_vec());
+        assert!(stopped[0].finished);
+        match free[1].ids.iter().position(|&t| t == eos) {
+            Some(at) => assert_eq!(stopped[1].ids, free[1].ids[..=at].to_vec()),
+            None => assert!(stopped[1].ids == free[1].ids && !stopped[1].finished),
+        }
     }
 }
 

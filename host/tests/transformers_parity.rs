@@ -7,7 +7,8 @@
 mod support;
 
 use crpo_host::plugins::PluginRegistry;
-use crpo_host::rollout::generation::{generate, TokenSpace};
+use crpo_host::rollout::fixed_shape_steps::FixedShapes;
+use crpo_host::rollout::generation::{generate, DecodeSteps, TokenSpace};
 use crpo_host::rollout::sampling::SamplingConfig;
 use crpo_host::rollout::tokenizer::{ChatTokenizer, Message};
 use crpo_host::rollout::Policy;
@@ -79,13 +80,27 @@ fn assert_matches_transformers(dir: &Path, expected: &serde_json::Value, label: 
         pad_id: 0,
         usable_vocab: config["vocab_size"].as_u64().unwrap() as usize,
     };
-    let ours = generate(&*model, Kind::Float, Device::Cpu, &[prompt], &tokens, &greedy)
+    let theirs: Vec<i64> = serde_json::from_value(expected["greedy"].clone()).unwrap();
+    // Both ways of running decode steps: eager, and the fixed shapes a GPU replays as graphs.
+    let fixed = DecodeSteps::Fixed(FixedShapes {
+        capture: false,
+        window_step: 4,
+    });
+    for steps in [DecodeSteps::Eager, fixed] {
+        let ours = generate(
+            &*model,
+            (Kind::Float, Device::Cpu),
+            std::slice::from_ref(&prompt),
+            &tokens,
+            &greedy,
+            steps,
+        )
         .unwrap()
         .0
         .remove(0)
         .ids;
-    let theirs: Vec<i64> = serde_json::from_value(expected["greedy"].clone()).unwrap();
-    assert_eq!(ours, theirs, "{label}: greedy output differs");
+        assert_eq!(ours, theirs, "{label}: greedy output differs ({steps:?})");
+    }
 }
 
 fn compare(tie: bool) {

@@ -71,6 +71,15 @@ pub trait PolicyModel: Send {
         )
     }
 
+    /// Whether a decode step (`forward_cached` of one position per row over a cache with
+    /// fixed shapes, [`KvCache::fix_shapes`]) may be captured as a CUDA graph and replayed:
+    /// a fixed sequence of device operations for fixed shapes, positions and masks taken from
+    /// the cache, no value read back to the host, no branch on the cache's length, and no
+    /// random numbers. The default says no, and the engine then runs every step eagerly.
+    fn decode_step_is_capturable(&self) -> bool {
+        false
+    }
+
     /// Called by the engine when a generation over `cache` ends: a model that keeps its own
     /// cache frees it here.
     fn release_cache(&self, _cache: &mut KvCache) {}

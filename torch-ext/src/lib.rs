@@ -1,10 +1,11 @@
 //! What tch does not expose of libtorch, through `src/ext.cpp` (compiled against the same
 //! torch headers by the build script): activation checkpointing (a custom autograd function),
 //! the CUDA caching allocator's memory statistics and the device's free memory, oneDNN's packed
-//! linear ([`prepacked`]). On a build without CUDA the CUDA calls answer `None`. [`c10d`] is
-//! libtorch's own distributed engine.
+//! linear ([`prepacked`]), CUDA graphs ([`cuda_graph`]). On a build without CUDA the CUDA
+//! calls answer `None` (or an error saying so). [`c10d`] is libtorch's own distributed engine.
 
 pub mod c10d;
+pub mod cuda_graph;
 pub mod prepacked;
 
 use std::ffi::{c_char, c_int, c_void, CStr};
@@ -124,6 +125,15 @@ pub fn checkpoint(
         .iter()
         .map(|&p| unsafe { Tensor::from_ptr(p) })
         .collect())
+}
+
+/// The message a panic carried (tch panics with libtorch's error).
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "a panic with no message".to_owned())
 }
 
 thread_local! {

@@ -187,6 +187,7 @@ pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result
         "generated_tokens": generated, "seconds": seconds,
         "tokens_per_s": generated as f64 / seconds,
         "decode_steps": stats.decode_steps, "row_steps": stats.row_steps,
+        "graphed_steps": stats.graphed_steps,
         "rows_if_none_left": stats.decode_steps * prompts.len(),
         "ms_per_decode_step": ms_per_decode_step,
         "gflop_per_s": flops / seconds / 1e9,
@@ -208,6 +209,12 @@ pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result
         100.0 * stats.row_steps as f64 / (stats.decode_steps * prompts.len()).max(1) as f64,
         flops / seconds / 1e9
     );
+    if stats.graphed_steps > 0 {
+        println!(
+            "  {} of the decode steps replayed as CUDA graphs",
+            stats.graphed_steps
+        );
+    }
     if let Some(gbps) = args.memory_gbps {
         // Every decode step reads all the weights once: the memory-bandwidth bound.
         let bound = weight_bytes as f64 * (stats.decode_steps + 1) as f64 / (gbps * 1e9);

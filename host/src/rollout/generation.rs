@@ -8,11 +8,43 @@
 //!   (a few compactions per generation, each one cache copy).
 //! - A model that keeps its own cache (a library built before sdk 1.4) is fed every row to
 //!   the end, finished ones as padding nothing attends to.
+//! - On a GPU, decode steps run with fixed shapes and replay as CUDA graphs
+//!   ([`super::fixed_shape_steps`]) where the model allows it; `CRPO_CUDA_GRAPHS=0` turns
+//!   that off (each step then launches its kernels one by one, as on the CPU).
 
+use super::fixed_shape_steps::{FixedShapeSteps, FixedShapes, WINDOW_STEP};
 use super::padding::{left_pad, runs};
 use super::sampling::{sample_next, sequence_rngs, SamplingConfig};
 use crpo_policy_sdk::{repeat_index, KeyValues, KvCache, PolicyModel};
 use tch::{Device, Kind, Tensor};
+
+/// How decode steps run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeSteps {
+    /// Each step over the positions written so far, finished rows dropped as they add up.
+    Eager,
+    /// Fixed shapes (row buckets, a growing attention window), captured as CUDA graphs when
+    /// `capture` is set.
+    Fixed(FixedShapes),
+}
+
+impl DecodeSteps {
+    /// CUDA graphs on a GPU for a model whose steps can be captured, unless
+    /// `CRPO_CUDA_GRAPHS` is `0`, `false` or `off`; eager steps otherwise.
+    pub fn for_model(model: &dyn PolicyModel, device: Device) -> Self {
+        let disabled = std::env::var("CRPO_CUDA_GRAPHS")
+            .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "false" | "off"));
+        let capturable = model.decode_step_is_capturable() && model.cache_layout().is_some();
+        if device.is_cuda() && capturable && !disabled {
+            DecodeSteps::Fixed(FixedShapes {
+                capture: true,
+                window_step: WINDOW_STEP,
+            })
+        } else {
+            DecodeSteps::Eager
+        }
+    }
+}
 
 /// One generated completion.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,16 +72,19 @@ pub struct GenerationStats {
     pub row_steps: usize,
     /// Bytes of the key/value cache as allocated.
     pub kv_cache_bytes: usize,
+    /// Decode steps replayed from a CUDA graph.
+    pub graphed_steps: usize,
 }
 
-/// Generates one completion per prompt with `model` (its weights in `kind` on `device`).
+/// Generates one completion per prompt with `model` (its weights in `kind` on `device`),
+/// its decode steps run as `steps` says.
 pub fn generate(
     model: &dyn PolicyModel,
-    kind: Kind,
-    device: Device,
+    (kind, device): (Kind, Device),
     prompts: &[Vec<i64>],
     tokens: &TokenSpace<'_>,
     config: &SamplingConfig,
+    steps: DecodeSteps,
 ) -> crpo_policy_sdk::Result<(Vec<Completion>, GenerationStats)> {
     let _no_grad = tch::no_grad_guard();
     let batch = prompts.len();
@@ -83,8 +118,7 @@ pub fn generate(
         model,
         &mut cache,
         (&ids, &mask, &rows),
-        tokens,
-        config,
+        (tokens, config, steps),
         &mut completions,
         &mut stats,
     );
@@ -97,8 +131,7 @@ fn decode(
     model: &dyn PolicyModel,
     cache: &mut KvCache,
     (ids, mask, rows): (&Tensor, &Tensor, &Tensor),
-    tokens: &TokenSpace<'_>,
-    config: &SamplingConfig,
+    (tokens, config, steps): (&TokenSpace<'_>, &SamplingConfig, DecodeSteps),
     completions: &mut [Completion],
     stats: &mut GenerationStats,
 ) -> crpo_policy_sdk::Result<()> {
@@ -110,6 +143,12 @@ fn decode(
         last.index_select(0, rows)
     } else {
         model.forward_cached(&ids.index_select(0, rows), &mask.index_select(0, rows), cache)?
+    };
+    let mut fixed = match steps {
+        DecodeSteps::Fixed(shapes) if cache.is_owned_by_engine() && config.max_new_tokens > 1 => {
+            Some(FixedShapeSteps::start(shapes, cache, pad_id, device)?)
+        }
+        _ => None,
     };
     let eos: Vec<i64> = tokens.eos_ids.iter().map(|&id| id as i64).collect();
     let usable_vocab = tokens.usable_vocab as i64;
@@ -158,21 +197,37 @@ fn decode(
         if running.is_empty() || generated + 1 == config.max_new_tokens {
             break;
         }
-        let (mut step_ids, mut step_mask) = (step_ids, step_mask);
-        if cache.is_owned_by_engine() && (live.len() - running.len()) * 4 >= live.len() {
-            let keep =
-                Tensor::from_slice(&running.iter().map(|&r| r as i64).collect::<Vec<_>>()).to_device(device);
-            cache.select_rows(&keep);
+        let compacted = match &mut fixed {
+            Some(fixed) => fixed.compact(cache, &running),
+            None if cache.is_owned_by_engine() && (live.len() - running.len()) * 4 >= live.len() => {
+                let keep = running.iter().map(|&r| r as i64).collect::<Vec<_>>();
+                cache.select_rows(&Tensor::from_slice(&keep).to_device(device));
+                true
+            }
+            None => false,
+        };
+        if compacted {
             step_ids = running.iter().map(|&r| step_ids[r]).collect();
             step_mask = running.iter().map(|&r| step_mask[r]).collect();
             live = running.iter().map(|&r| live[r]).collect();
         }
-        let shape = [live.len() as i64, 1];
-        let step_ids = Tensor::from_slice(&step_ids).view(shape).to_device(device);
-        let step_mask = Tensor::from_slice(&step_mask).view(shape).to_device(device);
-        logits = model.forward_cached(&step_ids, &step_mask, cache)?;
+        let rows_run = match &mut fixed {
+            Some(fixed) => {
+                let (step_logits, rows_run, replayed) = fixed.step(model, cache, (&step_ids, &step_mask))?;
+                logits = step_logits;
+                stats.graphed_steps += usize::from(replayed);
+                rows_run as usize
+            }
+            None => {
+                let shape = [live.len() as i64, 1];
+                let step_ids = Tensor::from_slice(&step_ids).view(shape).to_device(device);
+                let step_mask = Tensor::from_slice(&step_mask).view(shape).to_device(device);
+                logits = model.forward_cached(&step_ids, &step_mask, cache)?;
+                live.len()
+            }
+        };
         stats.decode_steps += 1;
-        stats.row_steps += live.len();
+        stats.row_steps += rows_run;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! over a key/value cache the engine allocates, stopping, and the log-prob and entropy passes.
 //! A policy plugin provides config, weights and forward passes, and nothing else.
 
+pub mod fixed_shape_steps;
 pub mod generation;
 pub mod logprobs;
 pub mod padding;

@@ -3,7 +3,7 @@
 //! engine's, over the plugin's forward passes, so a built-in model and a loaded one take the
 //! same path.
 
-use super::generation::{generate, Completion, GenerationStats, TokenSpace};
+use super::generation::{generate, Completion, DecodeSteps, GenerationStats, TokenSpace};
 use super::logprobs::{completion_logprobs, ContinuationBatch, TokenLogProbs};
 use super::sampling::SamplingConfig;
 use super::tokenizer::{ChatTokenizer, TOKENIZER_FILES};
@@ -204,19 +204,34 @@ impl Policy {
         }
     }
 
-    /// Samples one completion per prompt (token ids).
+    /// Samples one completion per prompt (token ids); on a GPU its decode steps replay as
+    /// CUDA graphs where the model allows ([`DecodeSteps::for_model`]).
     pub fn generate(
         &self,
         prompts: &[Vec<i64>],
         sampling: &SamplingConfig,
     ) -> anyhow::Result<(Vec<Completion>, GenerationStats)> {
+        self.generate_with(
+            prompts,
+            sampling,
+            DecodeSteps::for_model(&*self.model, self.device),
+        )
+    }
+
+    /// [`Policy::generate`] with its decode steps run as `steps` says.
+    pub fn generate_with(
+        &self,
+        prompts: &[Vec<i64>],
+        sampling: &SamplingConfig,
+        steps: DecodeSteps,
+    ) -> anyhow::Result<(Vec<Completion>, GenerationStats)> {
         generate(
             &*self.model,
-            self.kind,
-            self.device,
+            (self.kind, self.device),
             prompts,
             &self.tokens(),
             sampling,
+            steps,
         )
         .with_context(|| format!("policy `{}` failed to generate", self.plugin))
     }

@@ -81,6 +81,12 @@ impl PolicyModel for Qwen2Model {
         self.0.model.forward_cached(input_ids, attention_mask, cache)
     }
 
+    /// A step is tensor operations only, its positions and masks the cache's (qwen2.rs); on
+    /// the GPU no projection takes the CPU's packed path.
+    fn decode_step_is_capturable(&self) -> bool {
+        true
+    }
+
     fn forward_from(&self, input_ids: &Tensor, attention_mask: &Tensor, first: i64) -> Result<Tensor> {
         self.0.model.forward_from(input_ids, attention_mask, first)
     }

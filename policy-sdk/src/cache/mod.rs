@@ -12,7 +12,10 @@
 //! alone; a query sees every real key at or before it, and always itself, so no row is fully
 //! masked and padding rows stay finite.
 
+mod fixed_shapes;
+
 use crpo_sdk::{PluginError, Result};
+use fixed_shapes::FixedShapes;
 use tch::{Device, Kind, Tensor};
 
 /// The shape of a model's key/value cache: what the engine allocates for it.
@@ -83,6 +86,8 @@ pub struct KvCache {
     /// Set for a model that keeps its own cache (a library built before sdk 1.4): its id.
     pub(crate) kept_by_model: Option<u64>,
     owned_by_engine: bool,
+    /// Set once the engine fixes the cache's shapes for captured decode steps.
+    fixed: Option<FixedShapes>,
 }
 
 impl KvCache {
@@ -103,6 +108,7 @@ impl KvCache {
             start: 0,
             kept_by_model: None,
             owned_by_engine: true,
+            fixed: None,
         }
     }
 
@@ -115,6 +121,7 @@ impl KvCache {
             start: 0,
             kept_by_model: None,
             owned_by_engine: false,
+            fixed: None,
         }
     }
 
@@ -127,7 +134,89 @@ impl KvCache {
             start: len,
             kept_by_model: None,
             owned_by_engine: true,
+            fixed: None,
         }
+    }
+
+    /// Fixes the cache's shapes from here on, for decode steps captured as CUDA graphs
+    /// (see `fixed_shapes`): the position written is a device tensor each forward advances,
+    /// and attention reads the first `window` positions (more than are written, fewer than
+    /// the capacity). A cache of a model that keeps its own refuses.
+    pub fn fix_shapes(&mut self, window: i64) -> Result<()> {
+        if !self.owned_by_engine {
+            return Err(PluginError::failed(
+                "a cache the model keeps itself cannot have fixed shapes",
+            ));
+        }
+        self.check_window(window)?;
+        self.fixed = Some(FixedShapes::new(self.len, window, self.key_mask.device()));
+        Ok(())
+    }
+
+    /// Sets the positions attention reads in fixed shapes (see [`KvCache::fix_shapes`]).
+    pub fn set_window(&mut self, window: i64) -> Result<()> {
+        self.check_window(window)?;
+        match &mut self.fixed {
+            Some(fixed) => {
+                fixed.window = window;
+                Ok(())
+            }
+            None => Err(PluginError::failed("the cache's shapes are not fixed")),
+        }
+    }
+
+    fn check_window(&self, window: i64) -> Result<()> {
+        if window <= self.len || window > self.capacity() {
+            return Err(PluginError::failed(format!(
+                "an attention window of {window} positions does not fit a cache of {} holding {}",
+                self.capacity(),
+                self.len
+            )));
+        }
+        Ok(())
+    }
+
+    /// The first `rows` rows, as views of this cache's storage with its fixed shapes (the
+    /// cursor shared): a forward through the view writes here. The engine then counts the
+    /// step with [`KvCache::count_step`].
+    pub fn front_rows(&self, rows: i64) -> Result<KvCache> {
+        let Some(fixed) = &self.fixed else {
+            return Err(PluginError::failed(
+                "only a cache with fixed shapes lends views of its rows",
+            ));
+        };
+        Ok(KvCache {
+            layers: self
+                .layers
+                .iter()
+                .map(|(k, v)| (k.narrow(0, 0, rows), v.narrow(0, 0, rows)))
+                .collect(),
+            key_mask: self.key_mask.narrow(0, 0, rows),
+            len: self.len,
+            start: self.len,
+            kept_by_model: None,
+            owned_by_engine: true,
+            fixed: Some(fixed.share()),
+        })
+    }
+
+    /// Records `t` positions a forward through a view of this cache's rows wrote.
+    pub fn count_step(&mut self, t: i64) {
+        self.start = self.len;
+        self.len += t;
+    }
+
+    /// Copies rows `rows[i]` to row `i` in place (int64 `[N]`), leaving the storage where it
+    /// is: the rows after `N` keep stale keys that the engine no longer reads.
+    pub fn move_rows_to_front(&mut self, rows: &Tensor) {
+        let n = rows.size()[0];
+        for (k, v) in &self.layers {
+            k.narrow(0, 0, n).copy_(&k.index_select(0, rows));
+            v.narrow(0, 0, n).copy_(&v.index_select(0, rows));
+        }
+        self.key_mask
+            .narrow(0, 0, n)
+            .copy_(&self.key_mask.index_select(0, rows));
     }
 
     /// The tensors, to lend across the boundary.
@@ -183,19 +272,32 @@ impl KeyValues for KvCache {
                 self.len
             )));
         }
-        self.key_mask
-            .narrow(1, self.len, t)
-            .copy_(&mask.to_kind(Kind::Bool));
-        let key_mask = self.key_mask.narrow(1, 0, self.len + t);
-        let step = step(&key_mask, self.len, t);
+        let step = match &mut self.fixed {
+            Some(fixed) if self.len + t > fixed.window => {
+                return Err(PluginError::failed(format!(
+                    "the attention window holds {} positions; {} more do not fit after {}",
+                    fixed.window, t, self.len
+                )));
+            }
+            Some(fixed) => fixed.extend(&self.key_mask, mask),
+            None => {
+                self.key_mask
+                    .narrow(1, self.len, t)
+                    .copy_(&mask.to_kind(Kind::Bool));
+                step(&self.key_mask.narrow(1, 0, self.len + t), self.len, t)
+            }
+        };
         self.start = self.len;
         self.len += t;
         Ok(step)
     }
 
     fn store(&mut self, layer: usize, keys: &Tensor, values: &Tensor) -> (Tensor, Tensor) {
-        let t = keys.size()[2];
         let (k, v) = &self.layers[layer];
+        if let Some(fixed) = &self.fixed {
+            return fixed.store((k, v), keys, values);
+        }
+        let t = keys.size()[2];
         k.narrow(2, self.start, t).copy_(keys);
         v.narrow(2, self.start, t).copy_(values);
         (k.narrow(2, 0, self.len), v.narrow(2, 0, self.len))
@@ -318,6 +420,79 @@ mod tests {
             vec![true, false, false, false, true, false, false, true, true],
             "the pad sees itself only; real tokens see real keys at or before them"
         );
+    }
+
+    #[test]
+    fn fixed_shapes_give_the_ordinary_positions_masks_and_keys_over_their_window() {
+        let mut ordinary = KvCache::new(LAYOUT, 2, 8, Kind::Float, Device::Cpu);
+        let mut fixed = KvCache::new(LAYOUT, 2, 8, Kind::Float, Device::Cpu);
+        let prompt_mask = Tensor::from_slice(&[0i64, 1, 1, 1, 1, 1]).view([2, 3]);
+        for cache in [&mut ordinary, &mut fixed] {
+            cache.extend(&prompt_mask).unwrap();
+            let _ = cache.store(0, &keys(2, 3, 0.0), &keys(2, 3, 1000.0));
+        }
+        fixed.fix_shapes(6).unwrap();
+        // Row 0 decodes a padding step (a finished row) between two real ones.
+        for (i, row_mask) in [[1i64, 1], [0, 1], [1, 1]].iter().enumerate() {
+            let mask = Tensor::from_slice(row_mask).view([2, 1]);
+            let a = ordinary.extend(&mask).unwrap();
+            let b = fixed.extend(&mask).unwrap();
+            let len = ordinary.len();
+            assert!(a.positions.equal(&b.positions), "step {i}");
+            assert_eq!(b.attention_mask.size(), [2, 1, 1, 6]);
+            assert!(
+                b.attention_mask.narrow(3, 0, len).equal(&a.attention_mask),
+                "step {i}"
+            );
+            assert!(
+                !bool::try_from(b.attention_mask.narrow(3, len, 6 - len).any()).unwrap(),
+                "positions not written yet are hidden"
+            );
+            let (new_k, new_v) = (keys(2, 1, 100.0 * i as f64), keys(2, 1, 5000.0));
+            let (ka, va) = ordinary.store(0, &new_k, &new_v);
+            let (kb, vb) = fixed.store(0, &new_k, &new_v);
+            assert_eq!(kb.size()[2], 6);
+            assert!(kb.narrow(2, 0, len).equal(&ka) && vb.narrow(2, 0, len).equal(&va));
+        }
+        let err = fixed
+            .extend(&Tensor::ones([2, 1], (Kind::Int64, Device::Cpu)))
+            .unwrap_err();
+        assert!(err.to_string().contains("window holds 6"), "{err}");
+        fixed.set_window(8).unwrap();
+        assert!(fixed.set_window(9).is_err() && fixed.set_window(6).is_err());
+    }
+
+    #[test]
+    fn a_view_of_front_rows_writes_into_the_cache_after_rows_move_to_the_front() {
+        let mut cache = KvCache::new(LAYOUT, 3, 4, Kind::Float, Device::Cpu);
+        cache
+            .extend(&Tensor::ones([3, 2], (Kind::Int64, Device::Cpu)))
+            .unwrap();
+        let _ = cache.store(0, &keys(3, 2, 0.0), &keys(3, 2, 0.0));
+        cache.fix_shapes(4).unwrap();
+        let before = cache.layers[0].0.copy();
+        cache.move_rows_to_front(&Tensor::from_slice(&[2i64]));
+        assert!(
+            cache.layers[0].0.get(0).equal(&before.get(2)),
+            "row 2 moved to row 0"
+        );
+        let mut view = cache.front_rows(1).unwrap();
+        view.extend(&Tensor::ones([1, 1], (Kind::Int64, Device::Cpu)))
+            .unwrap();
+        let _ = view.store(0, &keys(1, 1, -50.0), &keys(1, 1, -50.0));
+        cache.count_step(1);
+        assert_eq!(cache.len(), 3);
+        assert!(cache.layers[0]
+            .0
+            .get(0)
+            .narrow(1, 2, 1)
+            .equal(&keys(1, 1, -50.0).get(0)));
+        // The cursor is shared: the cache's next forward writes after the view's.
+        cache
+            .extend(&Tensor::ones([3, 1], (Kind::Int64, Device::Cpu)))
+            .unwrap();
+        let _ = cache.store(0, &keys(3, 1, 7.0), &keys(3, 1, 7.0));
+        assert!(cache.layers[0].0.narrow(2, 3, 1).equal(&keys(3, 1, 7.0)));
     }
 
     #[test]
