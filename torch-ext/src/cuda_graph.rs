@@ -9,7 +9,12 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 extern "C" {
     fn crpo_ext_cuda_graph_new(out: *mut *mut c_void, error: *mut c_char, error_len: usize) -> c_int;
     fn crpo_ext_cuda_graph_free(graph: *mut c_void);
-    fn crpo_ext_cuda_graph_capture_begin(graph: *mut c_void, error: *mut c_char, error_len: usize) -> c_int;
+    fn crpo_ext_cuda_graph_capture_begin(
+        graph: *mut c_void,
+        share_pool_with: *mut c_void,
+        error: *mut c_char,
+        error_len: usize,
+    ) -> c_int;
     fn crpo_ext_cuda_graph_capture_end(graph: *mut c_void, error: *mut c_char, error_len: usize) -> c_int;
     fn crpo_ext_cuda_graph_replay(graph: *mut c_void, error: *mut c_char, error_len: usize) -> c_int;
     fn crpo_ext_cuda_use_side_stream(
@@ -34,16 +39,17 @@ fn shim(f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<(), String> {
     }
 }
 
-/// A stream from libtorch's pool made current on a CUDA device for as long as this lives;
-/// the device is synchronized on entry and on exit, so work on either side of it is ordered.
+/// A CUDA device made current, and its side stream (one from libtorch's pool, the same for
+/// the whole process) current on it, for as long as this lives; the device is synchronized
+/// on entry and on exit, so work on either side of it is ordered.
 pub struct SideStream {
-    previous: [i64; 3],
+    previous: [i64; 4],
 }
 
 impl SideStream {
     pub fn enter(device: usize) -> Result<SideStream, String> {
-        let mut previous = [0i64; 3];
-        // SAFETY: `previous` has room for the 3 values the shim writes.
+        let mut previous = [0i64; 4];
+        // SAFETY: `previous` has room for the 4 values the shim writes.
         shim(|error, len| unsafe {
             crpo_ext_cuda_use_side_stream(device as c_int, previous.as_mut_ptr(), error, len)
         })?;
@@ -69,13 +75,11 @@ impl Drop for SideStream {
     }
 }
 
-/// A captured CUDA graph (empty until [`CudaGraph::capture`] succeeds).
+/// A captured CUDA graph (empty until [`CudaGraph::capture`] succeeds). Not `Send`: a replay
+/// runs on the current thread's current stream, which must be the one it was captured on.
 pub struct CudaGraph {
     graph: *mut c_void,
 }
-
-// SAFETY: the graph is a heap object of libtorch's that any thread may replay or free.
-unsafe impl Send for CudaGraph {}
 
 impl CudaGraph {
     pub fn new() -> Result<CudaGraph, String> {
@@ -86,13 +90,19 @@ impl CudaGraph {
     }
 
     /// Captures the CUDA work `body` queues on the current stream (a side stream), which it
-    /// does not run: [`CudaGraph::replay`] does. Memory the work allocates comes from the
-    /// graph's own pool, and what `body` returns lives there (rewritten by each replay). A
-    /// body that fails, or work that cannot be captured (a copy to the host, a
+    /// does not run: [`CudaGraph::replay`] does. Memory the work allocates comes from the pool
+    /// of `share_pool_with` (a graph captured before and never replayed after this one is
+    /// captured) or the graph's own, and what `body` returns lives there, rewritten by each
+    /// replay. A body that fails, or work that cannot be captured (a copy to the host, a
     /// synchronization), is an error; the graph is then unusable.
-    pub fn capture<T>(&mut self, body: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-        // SAFETY: a live graph of this shim.
-        shim(|error, len| unsafe { crpo_ext_cuda_graph_capture_begin(self.graph, error, len) })?;
+    pub fn capture<T>(
+        &mut self,
+        share_pool_with: Option<&CudaGraph>,
+        body: impl FnOnce() -> Result<T, String>,
+    ) -> Result<T, String> {
+        let pool = share_pool_with.map_or(std::ptr::null_mut(), |other| other.graph);
+        // SAFETY: live graphs of this shim (or null: a pool of its own).
+        shim(|error, len| unsafe { crpo_ext_cuda_graph_capture_begin(self.graph, pool, error, len) })?;
         // A tch call that fails inside the capture panics; the capture must end either way.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body))
             .unwrap_or_else(|panic| Err(crate::panic_message(panic.as_ref())));
@@ -129,7 +139,7 @@ mod tests {
         // A CUDA build on a machine without a GPU: libtorch refuses; a CPU build: the shim.
         assert!(SideStream::enter(0).is_err());
         if let Ok(mut graph) = CudaGraph::new() {
-            let err = graph.capture(|| Ok(())).unwrap_err();
+            let err = graph.capture(None, || Ok(())).unwrap_err();
             assert!(!err.is_empty());
         }
     }

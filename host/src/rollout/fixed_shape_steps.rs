@@ -14,13 +14,23 @@
 //! Rows only shrink and the window only grows, so each (rows, window) pair is met once, for a
 //! stretch of steps: its first step runs eagerly (warming libtorch's lazy state on the side
 //! stream), the next is captured, and the rest replay it. Sampling stays outside the graph.
-//! A capture that fails turns graphs off for the rest of the generation, with a warning.
+//! A capture that fails turns graphs off for the rest of the process, with a warning.
 //! Without capture the same fixed shapes run eagerly: tests compare that path with the
 //! ordinary one on the CPU.
 
 use crpo_policy_sdk::{KeyValues, KvCache, PolicyModel};
 use crpo_torch_ext::cuda_graph::{CudaGraph, SideStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tch::{Device, Kind, Tensor};
+
+/// Set once a capture failed in this process: later generations decode eagerly rather than
+/// fail the same way again (a warm-up and a failed capture each).
+static CAPTURE_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a capture failed earlier in this process.
+pub fn capture_failed_before() -> bool {
+    CAPTURE_FAILED.load(Ordering::Relaxed)
+}
 
 /// Positions by which the attention window grows: a larger step wastes more attention on
 /// positions not written yet, a smaller one captures more graphs.
@@ -73,7 +83,7 @@ impl FixedShapeSteps {
     ) -> crpo_policy_sdk::Result<Self> {
         let batch = cache.batch();
         cache.fix_shapes(window(cache.len(), cache.capacity(), shapes.window_step))?;
-        let graphs = match (shapes.capture, device) {
+        let graphs = match (shapes.capture && !capture_failed_before(), device) {
             (true, Device::Cuda(index)) => {
                 let stream = SideStream::enter(index).map_err(|e| {
                     crpo_sdk::PluginError::failed(format!(
@@ -171,19 +181,23 @@ impl FixedShapeSteps {
             graphs.warmed = Some(key);
             return None;
         }
-        // The pair met before is never met again: its graph and memory go.
-        graphs.current = None;
-        match capture(model, cache, (&self.ids, &self.mask), key) {
+        // The pair met before is never met again: the new graph takes over its memory pool.
+        let previous = graphs.current.take();
+        match capture(model, cache, (&self.ids, &self.mask), key, previous.as_ref()) {
             Ok(captured) => {
+                drop(previous);
                 let logits = replay(&captured);
                 graphs.current = Some(captured);
                 Some(logits)
             }
             Err(e) => {
+                CAPTURE_FAILED.store(true, Ordering::Relaxed);
                 tracing::warn!(
-                    "CUDA graphs are off for the rest of this generation (its decode steps run one kernel at a time): capturing a step of {} rows failed: {e}",
+                    "CUDA graphs are off for the rest of this process (decode steps run one kernel at a time): capturing a step of {} rows failed: {e}",
                     key.0
                 );
+                // Leaving the side stream synchronizes the device: the eager steps after see
+                // the inputs copied on it.
                 self.graphs = None;
                 None
             }
@@ -191,16 +205,20 @@ impl FixedShapeSteps {
     }
 }
 
-/// Captures the step of `rows` over the first `window` positions (nothing runs yet).
+/// Captures the step of `rows` over the first `window` positions (nothing runs yet), in the
+/// memory pool of the graph before it.
 fn capture(
     model: &dyn PolicyModel,
     cache: &KvCache,
     (ids, mask): (&Tensor, &Tensor),
     (rows, window): (i64, i64),
+    previous: Option<&Captured>,
 ) -> Result<Captured, String> {
+    // A pass with grad could draw dropout masks, which a replay would repeat.
+    debug_assert!(!crpo_torch_ext::grad_enabled(), "decode steps run without grad");
     let mut view = cache.front_rows(rows).map_err(|e| e.to_string())?;
     let mut graph = CudaGraph::new()?;
-    let logits = graph.capture(|| {
+    let logits = graph.capture(previous.map(|p| &p.graph), || {
         model
             .forward_cached(&ids.narrow(0, 0, rows), &mask.narrow(0, 0, rows), &mut view)
             .map_err(|e| e.to_string())

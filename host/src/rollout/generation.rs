@@ -35,7 +35,8 @@ impl DecodeSteps {
         let disabled = std::env::var("CRPO_CUDA_GRAPHS")
             .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "false" | "off"));
         let capturable = model.decode_step_is_capturable() && model.cache_layout().is_some();
-        if device.is_cuda() && capturable && !disabled {
+        let failed = super::fixed_shape_steps::capture_failed_before();
+        if device.is_cuda() && capturable && !disabled && !failed {
             DecodeSteps::Fixed(FixedShapes {
                 capture: true,
                 window_step: WINDOW_STEP,
