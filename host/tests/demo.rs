@@ -71,6 +71,11 @@ fn a_shortened_demo_shows_crpo_and_grpo_part_ways() {
             );
         }
     }
+    assert_eq!(report["verdict"]["effect_shown"], true, "{}", report["verdict"]);
+    assert!(
+        stdout.contains("Verdict: CRPO kept the reasoning GRPO gave up"),
+        "the demo says what it showed"
+    );
     // The report shows GRPO's failure mode as a trade-off: an objective falls as accuracy rises.
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     let grpo = html

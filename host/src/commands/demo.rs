@@ -27,6 +27,8 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod verdict;
+
 /// The run config the demo writes for the cold start and for each arm.
 const RUN_TEMPLATE: &str = include_str!("demo/run.toml");
 
@@ -83,6 +85,8 @@ struct DemoReport {
     evaluation_reward: String,
     evaluations: Vec<EvalReport>,
     training: Vec<TrainingTrend>,
+    /// Whether CRPO kept the reasoning GRPO gave up (None for other arms).
+    verdict: Option<verdict::Verdict>,
 }
 
 /// An arm's training means per objective over its first and last steps.
@@ -211,12 +215,18 @@ pub fn run(dirs: &[PathBuf], args: &DemoArgs) -> anyhow::Result<()> {
     }
     println!();
     println!("{}", breakdown_table(&evaluations));
+    let verdict = verdict::verdict(&evaluations);
+    if let Some(verdict) = &verdict {
+        println!();
+        println!("{}", verdict.text);
+    }
     let report = DemoReport {
         seed: args.seed,
         steps: args.steps,
         evaluation_reward: format!("{REPORTED}: {}", reported.formula()),
         evaluations,
         training,
+        verdict,
     };
     let report_path = out.join("report.json");
     atomic_file::write(&report_path, serde_json::to_string_pretty(&report)?)?;
