@@ -103,18 +103,7 @@ fn memory_plan_of(path: &std::path::Path) -> anyhow::Result<()> {
             );
             return Ok(());
         };
-        let checkpointing = match phase {
-            memory_plan::Phase::Train => (
-                "algorithm.gradient_checkpointing",
-                config.algorithm.gradient_checkpointing,
-            ),
-            memory_plan::Phase::Sft => ("sft.gradient_checkpointing", config.sft.gradient_checkpointing),
-        };
-        if let Err(refusal) = config.check_lora_dropout(checkpointing.0, checkpointing.1) {
-            println!("refused: {refusal} ({command} would refuse it before loading)");
-            refused.push(command);
-        }
-        if let Err(refusal) = crate::train::position_budget::check_run(&config, phase) {
+        for refusal in crate::train::preflight::refusals(&config, phase) {
             println!("refused: {refusal} ({command} would refuse it before loading)");
             refused.push(command);
         }

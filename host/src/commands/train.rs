@@ -6,6 +6,7 @@ use crate::plugins::trust::Trust;
 use crate::plugins::PluginRegistry;
 use crate::train::config::RunConfig;
 use crate::train::memory_plan::Phase;
+use crate::train::preflight::MemoryCheck;
 use crate::train::resume::StartMode;
 use crate::train::{metrics, sft, trainer};
 use anyhow::bail;
@@ -152,16 +153,12 @@ fn start_local_workers(nproc: usize, args: &RunArgs) -> anyhow::Result<()> {
     distributed::launch::check_local_ranks(nproc, cuda, tch::Cuda::device_count() as usize, cores)?;
     // What every rank would refuse before loading, refused once here, before any starts (each
     // rank printed it and the launcher reported a failed worker).
-    crate::train::position_budget::check_run(&config, Phase::Train)?;
-    config.check_lora_dropout(
-        "algorithm.gradient_checkpointing",
-        config.algorithm.gradient_checkpointing,
-    )?;
-    if !cuda {
-        // (On CUDA each rank checks its own GPU: asking here would hold a CUDA context on
-        // GPU 0 in the launcher for the whole run.)
-        crate::train::memory_plan::refuse_unfit(&config, Phase::Train, Some(nproc as u64))?;
-    }
+    let memory = if cuda {
+        MemoryCheck::Elsewhere
+    } else {
+        MemoryCheck::Ranks(nproc as u64)
+    };
+    crate::train::preflight::refuse_before_loading(&config, Phase::Train, memory)?;
     let mut worker_args: Vec<OsString> = Vec::new();
     let mut given = std::env::args_os().skip(1);
     while let Some(arg) = given.next() {

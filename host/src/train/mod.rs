@@ -14,6 +14,7 @@ pub mod micro_batches;
 pub mod no_signal;
 pub mod optimizer;
 pub mod position_budget;
+pub mod preflight;
 pub mod progress;
 pub mod resume;
 pub mod reward;

@@ -88,9 +88,11 @@ pub fn run(
     if !start.resume {
         crate::rollout::policy::require_local_model(&config.model.path, "model.path")?;
     }
-    super::position_budget::check_run(config, super::memory_plan::Phase::Sft)?;
-    super::memory_plan::check_run(config, super::memory_plan::Phase::Sft)?;
-    config.check_lora_dropout("sft.gradient_checkpointing", config.sft.gradient_checkpointing)?;
+    super::preflight::refuse_before_loading(
+        config,
+        super::memory_plan::Phase::Sft,
+        super::preflight::MemoryCheck::ThisProcess,
+    )?;
     refuse_a_tokenizer_without_eos(config)?;
     super::run_lock::refuse_a_model_as_run_dir(config, &run_dir, "sft.output_dir")?;
     refuse_replacing_saved_models(config, &run_dir, start)?;

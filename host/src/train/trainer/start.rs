@@ -13,6 +13,7 @@ use crate::train::input_fingerprints::InputFingerprints;
 use crate::train::memory_plan::Phase;
 use crate::train::metrics::{JsonlLog, METRICS_FILE, SAMPLES_FILE};
 use crate::train::optimizer::AdamW;
+use crate::train::preflight::MemoryCheck;
 use crate::train::resume::{self, StartMode};
 use crate::train::reward::RunReward;
 use crate::train::tensorboard::EventWriter;
@@ -62,12 +63,7 @@ impl Trainer {
                 crate::rollout::policy::require_local_model(&config.model.path, "model.path")?;
             }
             // Evaluation's budget too: checked now, not at the first evaluation steps into the run.
-            crate::train::position_budget::check_run(&config, Phase::Train)?;
-            crate::train::memory_plan::check_run(&config, Phase::Train)?;
-            config.check_lora_dropout(
-                "algorithm.gradient_checkpointing",
-                config.algorithm.gradient_checkpointing,
-            )?;
+            crate::train::preflight::refuse_before_loading(&config, Phase::Train, MemoryCheck::ThisProcess)?;
             if !is_main {
                 // Its trainable weights come from rank 0; the seed keeps the rest alike.
                 tch::manual_seed(config.run.seed as i64);
