@@ -32,7 +32,7 @@ pub fn policy_and_optimizer(
     let started_before = run_dir.join(super::run_lock::LOCK_FILE).exists()
         || run_dir.join(super::run_info::RUN_INFO_FILE).exists();
     // Taken before anything in the directory is read or tidied: another run may be using it.
-    let new_directory = !run_dir.exists();
+    let made = super::run_lock::missing_directories(run_dir);
     let lock = super::run_lock::lock(run_dir, setting)?;
     let started = start_policy_and_optimizer(
         registry,
@@ -43,9 +43,10 @@ pub fn policy_and_optimizer(
         settings,
         started_before,
     );
-    if started.is_err() && new_directory {
-        // A start refused before it wrote anything leaves no directory holding a lock alone.
-        super::run_lock::remove_if_only_the_lock(run_dir);
+    if started.is_err() {
+        // A start refused before it wrote anything leaves no directory it made (a lock alone,
+        // an empty parent).
+        super::run_lock::remove_made_directories(&made);
     }
     let (state, policy, optimizer, inputs) = started?;
     Ok((state, policy, optimizer, lock, inputs))

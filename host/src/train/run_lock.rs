@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The lock file a run keeps in its directory.
 pub const LOCK_FILE: &str = ".crpo-run.lock";
@@ -81,6 +81,31 @@ fn lock_file(run_dir: &Path, setting: &str) -> anyhow::Result<RunLock> {
     file.rewind()?;
     write!(file, "{}", std::process::id())?;
     Ok(RunLock { _file: file })
+}
+
+/// The directories a start creates for `run_dir`, innermost first: it and each missing
+/// parent (none when it exists).
+pub fn missing_directories(run_dir: &Path) -> Vec<PathBuf> {
+    run_dir
+        .ancestors()
+        .take_while(|dir| !dir.as_os_str().is_empty() && !dir.exists())
+        .map(Path::to_path_buf)
+        .collect()
+}
+
+/// Removes what a refused start made ([`missing_directories`] before it): the run directory
+/// where it holds nothing but its lock file, then each parent it made that is left empty.
+pub fn remove_made_directories(made: &[PathBuf]) {
+    let Some((run_dir, parents)) = made.split_first() else {
+        return;
+    };
+    remove_if_only_the_lock(run_dir);
+    for parent in parents {
+        // Only an empty directory is removed: anything put there since stays.
+        if std::fs::remove_dir(parent).is_err() {
+            break;
+        }
+    }
 }
 
 /// Removes `run_dir` where it holds nothing but its lock file: a start refused before it
@@ -270,5 +295,35 @@ mod tests {
         let next = lock(&run, "run.output_dir").unwrap();
         assert!(lock(&run, "run.output_dir").is_err(), "the new lock holds");
         drop((failed, next));
+    }
+
+    #[test]
+    fn a_refused_start_removes_the_parents_it_made_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("runs/today/sft");
+        let made = missing_directories(&run);
+        assert_eq!(
+            made,
+            vec![
+                run.clone(),
+                dir.path().join("runs/today"),
+                dir.path().join("runs")
+            ]
+        );
+        let held = lock(&run, "sft.output_dir").unwrap();
+        remove_made_directories(&made);
+        assert!(
+            !dir.path().join("runs").exists(),
+            "every directory it made is gone"
+        );
+        drop(held);
+        // A parent holding something since is kept, and so is what was there before.
+        let made = missing_directories(&run);
+        let _held = lock(&run, "sft.output_dir").unwrap();
+        std::fs::write(dir.path().join("runs/notes.txt"), "mine").unwrap();
+        remove_made_directories(&made);
+        assert!(!dir.path().join("runs/today").exists());
+        assert!(dir.path().join("runs/notes.txt").exists() && dir.path().exists());
+        assert!(missing_directories(dir.path()).is_empty());
     }
 }
