@@ -33,7 +33,7 @@
 #endif
 
 namespace {
-using crpo_shim::write_error;
+using crpo_shim::guarded;
 
 #if defined(CRPO_C10D_GLOO) || defined(CRPO_C10D_NCCL)
 struct Group {
@@ -41,18 +41,6 @@ struct Group {
   c10::intrusive_ptr<c10d::Backend> backend;
   std::chrono::milliseconds timeout;
 };
-
-// Runs `body`, turning any exception into code 2 and its message.
-template <typename F>
-int guarded(F body, char* error, size_t error_len) {
-  try {
-    body();
-    return 0;
-  } catch (const std::exception& e) {
-    write_error(e.what(), error, error_len);
-    return 2;
-  }
-}
 
 std::vector<at::Tensor> tensors_of(at::Tensor** tensors, size_t n) {
   std::vector<at::Tensor> list;

@@ -18,21 +18,10 @@
 #include <dlfcn.h>
 #endif
 
-using crpo_shim::write_error;
+using crpo_shim::guarded;
 
 #ifdef CRPO_TORCH_EXT_CUDA
 namespace {
-template <typename F>
-int guarded(F&& body, char* error, size_t error_len) {
-  try {
-    body();
-    return 0;
-  } catch (const std::exception& e) {
-    write_error(e.what(), error, error_len);
-    return 2;
-  }
-}
-
 // A CUDA runtime call looked up rather than linked (the pip wheels ship the runtime only as
 // libcudart.so.<major>, loaded with libc10_cuda).
 template <typename F>

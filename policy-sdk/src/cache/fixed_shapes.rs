@@ -9,7 +9,7 @@
 //! out equal to [`super::KvCache`]'s ordinary mode, and so do the logits (up to the order of
 //! floating-point sums over the longer, masked key range).
 
-use super::CacheStep;
+use super::{attention_mask, real_positions, CacheStep};
 use tch::{Kind, Tensor};
 
 #[derive(Debug)]
@@ -53,22 +53,12 @@ impl FixedShapes {
             .index_copy_(1, &writing, &mask.to_kind(Kind::Bool));
         let _ = self.cursor.g_add_scalar_(t);
         let window_mask = key_mask.narrow(1, 0, self.window);
-        let positions = (window_mask.to_kind(Kind::Int64).cumsum(1, Kind::Int64) - 1)
-            .clamp_min(0)
-            .index_select(1, &writing);
-        let query_pos = writing.view([t, 1]);
-        let key_pos = Tensor::arange(self.window, (Kind::Int64, device)).view([1, self.window]);
-        let causal = key_pos.le_tensor(&query_pos);
-        let itself = key_pos.eq_tensor(&query_pos);
-        let attention_mask = causal
-            .unsqueeze(0)
-            .logical_and(&window_mask.unsqueeze(1))
-            .logical_or(&itself.unsqueeze(0));
+        let step = CacheStep {
+            positions: real_positions(&window_mask).index_select(1, &writing),
+            attention_mask: attention_mask(&window_mask, &writing),
+        };
         self.writing = Some(writing);
-        CacheStep {
-            positions,
-            attention_mask: attention_mask.unsqueeze(1),
-        }
+        step
     }
 
     /// Writes the new positions' `keys` and `values` (`[B, kv_heads, t, head_dim]`) into a

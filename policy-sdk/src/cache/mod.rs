@@ -54,22 +54,32 @@ pub trait KeyValues {
 /// Positions and attention mask of `t` new positions after `past` ones, from the key mask of
 /// all `past + t` (bool `[B, past + t]`).
 fn step(key_mask: &Tensor, past: i64, t: i64) -> CacheStep {
-    let device = key_mask.device();
-    let positions = (key_mask.to_kind(Kind::Int64).cumsum(1, Kind::Int64) - 1)
-        .clamp_min(0)
-        .narrow(1, past, t);
-    let query_pos = Tensor::arange_start(past, past + t, (Kind::Int64, device)).view([t, 1]);
-    let key_pos = Tensor::arange(past + t, (Kind::Int64, device)).view([1, past + t]);
+    let query_pos = Tensor::arange_start(past, past + t, (Kind::Int64, key_mask.device()));
+    CacheStep {
+        positions: real_positions(key_mask).narrow(1, past, t),
+        attention_mask: attention_mask(key_mask, &query_pos),
+    }
+}
+
+/// The rotary position of every cache position (bool key mask `[B, K]`): the real tokens
+/// before it.
+fn real_positions(key_mask: &Tensor) -> Tensor {
+    (key_mask.to_kind(Kind::Int64).cumsum(1, Kind::Int64) - 1).clamp_min(0)
+}
+
+/// `[B, 1, t, K]` bool: whether the queries at cache positions `query_pos` (`[t]` int64) may
+/// attend each of the `K` keys of `key_mask`: real keys at or before them, and themselves.
+fn attention_mask(key_mask: &Tensor, query_pos: &Tensor) -> Tensor {
+    let keys = key_mask.size()[1];
+    let query_pos = query_pos.view([-1, 1]);
+    let key_pos = Tensor::arange(keys, (Kind::Int64, key_mask.device())).view([1, keys]);
     let causal = key_pos.le_tensor(&query_pos);
     let itself = key_pos.eq_tensor(&query_pos);
-    let mask = causal
+    causal
         .unsqueeze(0)
         .logical_and(&key_mask.unsqueeze(1))
-        .logical_or(&itself.unsqueeze(0));
-    CacheStep {
-        positions,
-        attention_mask: mask.unsqueeze(1),
-    }
+        .logical_or(&itself.unsqueeze(0))
+        .unsqueeze(1)
 }
 
 /// An engine-owned cache: per layer keys and values `[B, kv_heads, capacity, head_dim]` in the
