@@ -6,7 +6,8 @@
 #      cold start when --check-model names it, else a fresh tiny model;
 #   3. the rollout engine on the Qwen2.5-0.5B shape (random weights): 64 rows, completions of
 #      16–1024 tokens drawn per row, tokens/s and decode steps against the HBM bound, with
-#      decode steps replayed as CUDA graphs and again without (CRPO_CUDA_GRAPHS=0);
+#      decode steps replayed as CUDA graphs and again without (CRPO_CUDA_GRAPHS=0), and in f32
+#      how many of 16 sampled completions graphed steps reproduce exactly;
 #   4. CRPO steps of the 0.5B shape in bf16 (8 prompts × 8, 512-token completions): s/step,
 #      rollout and training tokens/s, training MFU against the bf16 peak, peak GPU memory;
 #   5. CRPO steps of the Qwen2.5-3B shape (full fine-tuning, AdamW): time and peak memory;
@@ -107,6 +108,10 @@ if [ "$device" != cpu ]; then
     "${rollout_args[@]}" ${hbm_gbps:+--memory-gbps $hbm_gbps} | tee "$out/rollout-eager.log"
   tail -1 "$out/rollout-eager.log" >> "$results"
 fi
+echo "== 3c. graphed decode steps against eager ones, in f32 (rows leaving, the window growing)"
+"$crpo" bench-rollout --model "$(model_dir "$rollout_model")" --device "$device" --dtype f32 \
+  --prompts 4 --group 4 --prompt-tokens 64 --min-length 8 --max-length 600 --compare-eager | tee "$out/rollout-compare.log"
+tail -1 "$out/rollout-compare.log" >> "$results"
 
 # CRPO steps of a preset: prompts, generations, completion tokens, steps, and "distributed" to
 # run it as rank 0 of a world of 1.

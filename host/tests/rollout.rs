@@ -3,7 +3,7 @@
 //! template, generation over the engine's cache, and the log-prob pass.
 
 use crpo_host::plugins::PluginRegistry;
-use crpo_host::rollout::fixed_shape_steps::FixedShapes;
+use crpo_host::rollout::fixed_shape_steps::FixedShapeSettings;
 use crpo_host::rollout::generation::{Completion, DecodeSteps};
 use crpo_host::rollout::logprobs::rows;
 use crpo_host::rollout::sampling::SamplingConfig;
@@ -196,7 +196,7 @@ fn fixed_shape_steps_sample_what_eager_steps_sample() {
         DecodeSteps::Eager,
         "no graphs on the CPU"
     );
-    let fixed = DecodeSteps::Fixed(FixedShapes {
+    let fixed = DecodeSteps::Fixed(FixedShapeSettings {
         capture: false,
         window_step: 4,
     });
@@ -277,7 +277,7 @@ fn each_sequence_stops_at_its_own_eos() {
         .map(|p| policy.tokenizer.encode(p).unwrap())
         .collect();
     // Both ways of running decode steps (fixed shapes: what CUDA graphs replay).
-    let fixed = DecodeSteps::Fixed(FixedShapes {
+    let fixed = DecodeSteps::Fixed(FixedShapeSettings {
         capture: false,
         window_step: 4,
     });

@@ -7,7 +7,7 @@
 mod support;
 
 use crpo_host::plugins::PluginRegistry;
-use crpo_host::rollout::fixed_shape_steps::FixedShapes;
+use crpo_host::rollout::fixed_shape_steps::FixedShapeSettings;
 use crpo_host::rollout::generation::{generate, DecodeSteps, TokenSpace};
 use crpo_host::rollout::sampling::SamplingConfig;
 use crpo_host::rollout::tokenizer::{ChatTokenizer, Message};
@@ -82,7 +82,7 @@ fn assert_matches_transformers(dir: &Path, expected: &serde_json::Value, label: 
     };
     let theirs: Vec<i64> = serde_json::from_value(expected["greedy"].clone()).unwrap();
     // Both ways of running decode steps: eager, and the fixed shapes a GPU replays as graphs.
-    let fixed = DecodeSteps::Fixed(FixedShapes {
+    let fixed = DecodeSteps::Fixed(FixedShapeSettings {
         capture: false,
         window_step: 4,
     });

@@ -75,7 +75,9 @@ pub trait PolicyModel: Send {
     /// fixed shapes, [`KvCache::fix_shapes`]) may be captured as a CUDA graph and replayed:
     /// a fixed sequence of device operations for fixed shapes, positions and masks taken from
     /// the cache, no value read back to the host, no branch on the cache's length, and no
-    /// random numbers. The default says no, and the engine then runs every step eagerly.
+    /// random numbers. The default says no, and the engine then runs every step eagerly; so
+    /// does it for a model loaded from a library, whatever the library says (the answer does
+    /// not cross the boundary).
     fn decode_step_is_capturable(&self) -> bool {
         false
     }

@@ -125,11 +125,11 @@ int crpo_ext_cuda_graph_capture_begin(void* graph, void* share_pool_with, char* 
   return guarded(
       [&] {
         auto* g = static_cast<Graph*>(graph);
-        if (share_pool_with != nullptr) {
-          g->capture_begin(static_cast<Graph*>(share_pool_with)->pool());
-        } else {
-          g->capture_begin();
-        }
+        const auto pool =
+            share_pool_with != nullptr ? static_cast<Graph*>(share_pool_with)->pool() : c10::MempoolId_t{0, 0};
+        // Thread-local: other threads' CUDA calls (NCCL's watchdog) stay legal while this
+        // thread captures.
+        g->capture_begin(pool, cudaStreamCaptureModeThreadLocal);
       },
       error, error_len);
 #else

@@ -6,6 +6,7 @@
 
 use crate::device::{parse_device, parse_dtype};
 use crate::plugins::PluginRegistry;
+use crate::rollout::generation::{Completion, DecodeSteps};
 use crate::rollout::sampling::SamplingConfig;
 use crate::rollout::Policy;
 use anyhow::{bail, Context};
@@ -59,6 +60,12 @@ pub struct BenchRolloutArgs {
     /// lengths (bench/hf_generate.py --workload).
     #[arg(long, value_parser = crate::home_path::path_argument)]
     pub workload_out: Option<PathBuf>,
+    /// Decodes the rows once more with eager steps (no CUDA graphs, no fixed shapes: what
+    /// CRPO_CUDA_GRAPHS=0 runs) and reports how many completions are identical to the timed
+    /// run's: a check of the graphed path on a GPU (in f32 all but a rare near-tie should be;
+    /// in bf16 the order of sums differs, and sampled rows part after a while).
+    #[arg(long)]
+    pub compare_eager: bool,
 }
 
 /// The most rows a benchmark's rollout batch may have.
@@ -153,6 +160,7 @@ pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result
     let policy = policy.for_inference();
     let mut timings = Vec::new();
     let mut stats = None;
+    let mut last = Vec::new();
     crate::memory_stats::reset_peak(device);
     for repeat in 0..=args.repeats {
         synchronize(device);
@@ -168,6 +176,7 @@ pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result
             timings.push(seconds);
         }
         stats = Some(run_stats);
+        last = completions;
     }
     let stats = stats.unwrap_or_default();
     timings.sort_by(f64::total_cmp);
@@ -226,8 +235,41 @@ pub fn run(registry: &PluginRegistry, args: &BenchRolloutArgs) -> anyhow::Result
         record["memory_bound_seconds"] = json!(bound);
         record["over_memory_bound"] = json!(seconds / bound);
     }
+    if args.compare_eager {
+        let (eager, _) = policy.generate_with(&prompts, &sampling, DecodeSteps::Eager)?;
+        let (identical, first_differences) = agreement(&last, &eager);
+        let median = (!first_differences.is_empty()).then(|| {
+            let mut sorted = first_differences.clone();
+            sorted.sort_unstable();
+            sorted[sorted.len() / 2]
+        });
+        println!(
+            "  against eager decode steps: {identical} of {} completions identical{}",
+            last.len(),
+            median.map_or_else(String::new, |m| format!(
+                " (the others part at token {m}, the median)"
+            ))
+        );
+        record["eager_identical_rows"] = json!(identical);
+        record["eager_first_difference_median"] = json!(median);
+    }
     println!("{record}");
     Ok(())
+}
+
+/// How many completions are identical in `a` and `b`, and for each other the first token at
+/// which they part.
+fn agreement(a: &[Completion], b: &[Completion]) -> (usize, Vec<usize>) {
+    let mut identical = 0;
+    let mut parts = Vec::new();
+    for (x, y) in a.iter().zip(b) {
+        match x.ids.iter().zip(&y.ids).position(|(p, q)| p != q) {
+            None if x.ids.len() == y.ids.len() => identical += 1,
+            None => parts.push(x.ids.len().min(y.ids.len())),
+            Some(at) => parts.push(at),
+        }
+    }
+    (identical, parts)
 }
 
 /// Refuses a `--workload-out` that would replace what the user keeps: the model (or a file of
@@ -250,5 +292,21 @@ fn write_workload(path: &std::path::Path, workload: &serde_json::Value) -> anyho
 fn synchronize(device: tch::Device) {
     if let tch::Device::Cuda(index) = device {
         tch::Cuda::synchronize(index as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agreement_counts_identical_completions_and_where_the_others_part() {
+        let c = |ids: &[i64]| Completion {
+            ids: ids.to_vec(),
+            finished: false,
+        };
+        let a = [c(&[1, 2, 3]), c(&[1, 2, 3]), c(&[4, 5])];
+        let b = [c(&[1, 2, 3]), c(&[1, 9, 3]), c(&[4, 5, 6])];
+        assert_eq!(agreement(&a, &b), (1, vec![1, 2]));
     }
 }

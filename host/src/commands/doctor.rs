@@ -6,6 +6,7 @@ use crate::device::{parse_device, parse_dtype};
 use crate::memory_stats;
 use crate::plugins::trust::Trust;
 use crate::plugins::PluginRegistry;
+use crate::rollout::generation::{DecodeSteps, GenerationStats};
 use crate::rollout::sampling::SamplingConfig;
 use crate::rollout::Policy;
 use crate::torch_info::{cuda_devices, loaded_libtorch_dir, torch_version};
@@ -315,20 +316,32 @@ fn check_model(registry: &PluginRegistry, model: &std::path::Path, args: &Doctor
         let (ours, theirs) = (last_logits(&reference)?, last_logits(&target)?);
         let scale = ours.abs().max().double_value(&[]).max(1.0);
         let diff = (&ours - &theirs).abs().max().double_value(&[]) / scale;
-        let continuation = |policy: &Policy| -> anyhow::Result<Vec<i64>> {
-            Ok(policy
-                .generate(std::slice::from_ref(&ids), &greedy)?
-                .0
-                .remove(0)
-                .ids)
+        let continuation = |policy: &Policy| -> anyhow::Result<(Vec<i64>, GenerationStats)> {
+            let (mut completions, stats) = policy.generate(std::slice::from_ref(&ids), &greedy)?;
+            Ok((completions.remove(0).ids, stats))
         };
-        let same = continuation(&reference)? == continuation(&target)?;
-        let ok = diff <= tolerance && same;
+        // Asked before generating: a capture that fails turns graphs off for the process.
+        let graphs_expected = matches!(
+            DecodeSteps::for_model(&*target.model, target.device),
+            DecodeSteps::Fixed(_)
+        );
+        let (expected, (generated, stats)) = (continuation(&reference)?.0, continuation(&target)?);
+        let same = expected == generated;
+        let graphed = !graphs_expected || stats.graphed_steps > 0;
+        let ok = diff <= tolerance && same && graphed;
         failures += usize::from(!ok);
         println!(
-            "  {:<4} logits max diff {diff:.2e} of scale (tolerance {tolerance:.0e}), greedy 16 tokens {}: {:?}",
+            "  {:<4} logits max diff {diff:.2e} of scale (tolerance {tolerance:.0e}), greedy 16 tokens {}{}: {:?}",
             if ok { "ok" } else { "FAIL" },
             if same { "equal" } else { "differ" },
+            match (graphs_expected, graphed) {
+                (false, _) => String::new(),
+                (true, true) => format!(
+                    " ({} of {} decode steps replayed as CUDA graphs)",
+                    stats.graphed_steps, stats.decode_steps
+                ),
+                (true, false) => " (CUDA graphs did not run: see the warning above)".into(),
+            },
             prompt.chars().take(40).collect::<String>()
         );
     }

@@ -23,11 +23,11 @@ use crpo_torch_ext::cuda_graph::{CudaGraph, SideStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tch::{Device, Kind, Tensor};
 
-/// Set once a capture failed in this process: later generations decode eagerly rather than
-/// fail the same way again (a warm-up and a failed capture each).
+/// Set once graphs failed in this process (a capture, or the side stream): later generations
+/// decode eagerly rather than fail the same way again.
 static CAPTURE_FAILED: AtomicBool = AtomicBool::new(false);
 
-/// Whether a capture failed earlier in this process.
+/// Whether graphs failed earlier in this process.
 pub fn capture_failed_before() -> bool {
     CAPTURE_FAILED.load(Ordering::Relaxed)
 }
@@ -38,7 +38,7 @@ pub const WINDOW_STEP: i64 = 256;
 
 /// How the fixed-shape steps run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FixedShapes {
+pub struct FixedShapeSettings {
     /// Capture each (rows, window) pair's step as a CUDA graph and replay it (CUDA only).
     pub capture: bool,
     pub window_step: i64,
@@ -76,32 +76,37 @@ impl FixedShapeSteps {
     /// Fixes `cache`'s shapes (its rows are the batch, its prompts prefilled) for the steps
     /// that follow.
     pub fn start(
-        shapes: FixedShapes,
+        settings: FixedShapeSettings,
         cache: &mut KvCache,
         pad_id: i64,
         device: Device,
     ) -> crpo_policy_sdk::Result<Self> {
+        if settings.window_step < 1 {
+            return Err(crpo_sdk::PluginError::failed(format!(
+                "the attention window grows in steps of at least 1 position (window_step is {})",
+                settings.window_step
+            )));
+        }
         let batch = cache.batch();
-        cache.fix_shapes(window(cache.len(), cache.capacity(), shapes.window_step))?;
-        let graphs = match (shapes.capture && !capture_failed_before(), device) {
-            (true, Device::Cuda(index)) => {
-                let stream = SideStream::enter(index).map_err(|e| {
-                    crpo_sdk::PluginError::failed(format!(
-                        "cannot start a CUDA stream for decode graphs: {e}"
-                    ))
-                })?;
-                Some(Graphs {
+        cache.fix_shapes(window(cache.len(), cache.capacity(), settings.window_step))?;
+        let graphs = match (settings.capture && !capture_failed_before(), device) {
+            (true, Device::Cuda(index)) => match SideStream::enter(index) {
+                Ok(stream) => Some(Graphs {
                     warmed: None,
                     current: None,
                     _stream: stream,
-                })
-            }
+                }),
+                Err(e) => {
+                    graphs_off(&format!("cannot make a side stream current on cuda:{index}: {e}"));
+                    None
+                }
+            },
             _ => None,
         };
         Ok(FixedShapeSteps {
             buckets: buckets(batch),
             rows: batch,
-            window_step: shapes.window_step,
+            window_step: settings.window_step,
             pad_id,
             ids: Tensor::zeros([batch, 1], (Kind::Int64, device)),
             mask: Tensor::zeros([batch, 1], (Kind::Int64, device)),
@@ -166,7 +171,7 @@ impl FixedShapeSteps {
 
     /// The step replayed from the pair's graph (captured first if the pair has warmed up);
     /// `None` where it runs eagerly: no graphs, the pair's warm-up, or a capture that failed
-    /// (graphs are then off for the rest of the generation).
+    /// (graphs are then off for the rest of the process).
     fn graphed_step(
         &mut self,
         model: &dyn PolicyModel,
@@ -191,17 +196,22 @@ impl FixedShapeSteps {
                 Some(logits)
             }
             Err(e) => {
-                CAPTURE_FAILED.store(true, Ordering::Relaxed);
-                tracing::warn!(
-                    "CUDA graphs are off for the rest of this process (decode steps run one kernel at a time): capturing a step of {} rows failed: {e}",
-                    key.0
-                );
+                graphs_off(&format!("capturing a decode step of {} rows failed: {e}", key.0));
                 // Leaving the side stream synchronizes the device: the eager steps after see
                 // the inputs copied on it.
                 self.graphs = None;
                 None
             }
         }
+    }
+}
+
+/// Turns CUDA graphs off for the rest of the process, saying why once.
+fn graphs_off(why: &str) {
+    if !CAPTURE_FAILED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "CUDA graphs are off for the rest of this process (decode steps run one kernel at a time): {why}"
+        );
     }
 }
 

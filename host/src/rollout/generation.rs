@@ -12,7 +12,7 @@
 //!   ([`super::fixed_shape_steps`]) where the model allows it; `CRPO_CUDA_GRAPHS=0` turns
 //!   that off (each step then launches its kernels one by one, as on the CPU).
 
-use super::fixed_shape_steps::{FixedShapeSteps, FixedShapes, WINDOW_STEP};
+use super::fixed_shape_steps::{FixedShapeSettings, FixedShapeSteps, WINDOW_STEP};
 use super::padding::{left_pad, runs};
 use super::sampling::{sample_next, sequence_rngs, SamplingConfig};
 use crpo_policy_sdk::{repeat_index, KeyValues, KvCache, PolicyModel};
@@ -25,7 +25,7 @@ pub enum DecodeSteps {
     Eager,
     /// Fixed shapes (row buckets, a growing attention window), captured as CUDA graphs when
     /// `capture` is set.
-    Fixed(FixedShapes),
+    Fixed(FixedShapeSettings),
 }
 
 impl DecodeSteps {
@@ -36,8 +36,10 @@ impl DecodeSteps {
             .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "false" | "off"));
         let capturable = model.decode_step_is_capturable() && model.cache_layout().is_some();
         let failed = super::fixed_shape_steps::capture_failed_before();
-        if device.is_cuda() && capturable && !disabled && !failed {
-            DecodeSteps::Fixed(FixedShapes {
+        // A shim built without CUDA's headers has no graphs (its build said so).
+        let built = crpo_torch_ext::built_with_cuda();
+        if device.is_cuda() && capturable && built && !disabled && !failed {
+            DecodeSteps::Fixed(FixedShapeSettings {
                 capture: true,
                 window_step: WINDOW_STEP,
             })

@@ -88,7 +88,9 @@ fn lock_file(run_dir: &Path, setting: &str) -> anyhow::Result<RunLock> {
 pub fn missing_directories(run_dir: &Path) -> Vec<PathBuf> {
     run_dir
         .ancestors()
-        .take_while(|dir| !dir.as_os_str().is_empty() && !dir.exists())
+        .take_while(|dir| !dir.as_os_str().is_empty() && matches!(dir.try_exists(), Ok(false)))
+        // `a/..` names a directory that exists once `a` is made: never one this start made.
+        .filter(|dir| dir.file_name().is_some())
         .map(Path::to_path_buf)
         .collect()
 }
@@ -325,5 +327,12 @@ mod tests {
         assert!(!dir.path().join("runs/today").exists());
         assert!(dir.path().join("runs/notes.txt").exists() && dir.path().exists());
         assert!(missing_directories(dir.path()).is_empty());
+        // `new/../run2`: `new` is made (by create_dir_all) and removed; `new/..` is not touched.
+        let dotted = dir.path().join("new/../run2");
+        let made = missing_directories(&dotted);
+        assert_eq!(made, vec![dotted.clone(), dir.path().join("new")]);
+        let _held = lock(&dotted, "run.output_dir").unwrap();
+        remove_made_directories(&made);
+        assert!(!dir.path().join("new").exists() && !dir.path().join("run2").exists());
     }
 }

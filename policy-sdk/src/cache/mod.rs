@@ -314,6 +314,9 @@ impl KeyValues for KvCache {
     }
 
     fn select_rows(&mut self, rows: &Tensor) {
+        // Fixed shapes keep their storage where captured graphs read it: they move rows to
+        // the front in place instead (`move_rows_to_front`).
+        debug_assert!(self.fixed.is_none(), "select_rows on a cache with fixed shapes");
         for (k, v) in &mut self.layers {
             *k = k.index_select(0, rows);
             *v = v.index_select(0, rows);

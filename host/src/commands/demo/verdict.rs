@@ -44,8 +44,22 @@ pub fn verdict(reports: &[EvalReport]) -> Option<Verdict> {
         .collect::<Vec<_>>()
         .join(", ");
     let accuracy = format!("share right {:.3} against {:.3}", crpo.accuracy, grpo.accuracy);
-    let kept = gaps.iter().all(|(_, c, g)| c - g >= REASONING_MARGIN);
-    let accurate = crpo.accuracy >= grpo.accuracy - ACCURACY_MARGIN;
+    let figures_known = gaps.iter().all(|(_, c, g)| c.is_finite() && g.is_finite())
+        && crpo.accuracy.is_finite()
+        && grpo.accuracy.is_finite();
+    if !figures_known {
+        return Some(Verdict {
+            effect_shown: false,
+            text: format!(
+                "Verdict: none — an evaluation lacks a figure it needs (CRPO against GRPO: {figures}; {accuracy})."
+            ),
+        });
+    }
+    // Judged on the figures as printed (three decimals): 0.6 − 0.5 is 0.0999… in binary, and
+    // a "+0.100" beside "not by 0.1" would contradict itself.
+    let at_least = |value: f64, bound: f64| (value * 1000.0).round() >= (bound * 1000.0).round();
+    let kept = gaps.iter().all(|(_, c, g)| at_least(c - g, REASONING_MARGIN));
+    let accurate = at_least(crpo.accuracy, grpo.accuracy - ACCURACY_MARGIN);
     let text = match (kept, accurate) {
         (true, true) => format!(
             "Verdict: CRPO kept the reasoning GRPO gave up, at about GRPO's accuracy — the effect this demo shows. Held-out, greedy, CRPO against GRPO: {figures}; {accuracy}."
@@ -113,6 +127,23 @@ mod tests {
         // One objective short of the margin is not the effect.
         let half = verdict(&[report("GRPO", 0.9, 0.2, 0.2), report("CRPO", 0.9, 0.6, 0.25)]).unwrap();
         assert!(!half.effect_shown);
+        // Exactly at the margins (0.6 − 0.5 and 0.83 − 0.9 are inexact in binary) is enough.
+        let edge = verdict(&[report("GRPO", 0.9, 0.5, 0.5), report("CRPO", 0.83, 0.6, 0.6)]).unwrap();
+        assert!(edge.effect_shown, "{}", edge.text);
+    }
+
+    #[test]
+    fn a_missing_figure_gives_no_judgement() {
+        let mut crpo = report("CRPO", 0.9, 0.6, 0.6);
+        crpo.objectives.remove("comprehensiveness");
+        let none = verdict(&[report("GRPO", 0.9, 0.2, 0.2), crpo]).unwrap();
+        assert!(
+            !none.effect_shown && none.text.starts_with("Verdict: none"),
+            "{}",
+            none.text
+        );
+        let unknown = verdict(&[report("GRPO", f64::NAN, 0.2, 0.2), report("CRPO", 0.9, 0.6, 0.6)]).unwrap();
+        assert!(unknown.text.starts_with("Verdict: none"), "{}", unknown.text);
     }
 
     #[test]
