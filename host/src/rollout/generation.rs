@@ -30,10 +30,9 @@ pub enum DecodeSteps {
 
 impl DecodeSteps {
     /// CUDA graphs on a GPU for a model whose steps can be captured, unless
-    /// `CRPO_CUDA_GRAPHS` is `0`, `false` or `off`; eager steps otherwise.
+    /// `CRPO_CUDA_GRAPHS` turns them off ([`graphs_disabled_by_env`]); eager steps otherwise.
     pub fn for_model(model: &dyn PolicyModel, device: Device) -> Self {
-        let disabled = std::env::var("CRPO_CUDA_GRAPHS")
-            .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "false" | "off"));
+        let disabled = graphs_disabled_by_env(std::env::var("CRPO_CUDA_GRAPHS").ok().as_deref());
         let capturable = model.decode_step_is_capturable() && model.cache_layout().is_some();
         let failed = super::fixed_shape_steps::capture_failed_before();
         // A shim built without CUDA's headers has no graphs (its build said so).
@@ -45,6 +44,25 @@ impl DecodeSteps {
             })
         } else {
             DecodeSteps::Eager
+        }
+    }
+}
+
+/// Whether `CRPO_CUDA_GRAPHS` (its value, if set) turns CUDA graphs off: `0`, `false`, `off`
+/// or `no`. Any other value but `1`, `true`, `on` or `yes` leaves them on, with a warning that
+/// names it (a typo must not pass for a switch).
+fn graphs_disabled_by_env(value: Option<&str>) -> bool {
+    let Some(value) = value else {
+        return false;
+    };
+    match value.trim().to_ascii_lowercase().as_str() {
+        "0" | "false" | "off" | "no" => true,
+        "1" | "true" | "on" | "yes" | "" => false,
+        _ => {
+            crate::warn_once::warn_once("CRPO_CUDA_GRAPHS", || {
+                format!("CRPO_CUDA_GRAPHS={value:?} is neither on (1, true, on, yes) nor off (0, false, off, no): CUDA graphs stay on")
+            });
+            false
         }
     }
 }
@@ -233,4 +251,20 @@ fn decode(
         stats.row_steps += rows_run;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_turns_graphs_off_by_its_usual_words_only() {
+        for off in ["0", "false", "OFF", " no "] {
+            assert!(graphs_disabled_by_env(Some(off)), "{off}");
+        }
+        for on in ["1", "true", "On", "yes", "", "disable"] {
+            assert!(!graphs_disabled_by_env(Some(on)), "{on}");
+        }
+        assert!(!graphs_disabled_by_env(None));
+    }
 }
