@@ -711,6 +711,7 @@ fn the_gpu_check_dry_runs_on_the_cpu() {
         "== 1. doctor",
         "== 2. numerics",
         "== 3. rollout engine",
+        "== 3c. graphed decode steps against eager ones",
         "== 4. CRPO steps",
         "== 6. the distributed path, world size 1",
     ] {
@@ -721,14 +722,16 @@ fn the_gpu_check_dry_runs_on_the_cpu() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(records.len(), 3, "{results}");
+    assert_eq!(records.len(), 4, "{results}");
     assert!(records[0]["tokens_per_s"].as_f64().unwrap() > 0.0);
-    assert!(records[1]["step_seconds"].as_f64().unwrap() > 0.0);
+    // Step 3c compared the two ways of decoding (both eager on the CPU: every row the same).
+    assert_eq!(records[1]["eager_identical_rows"], 16, "{results}");
+    assert!(records[2]["step_seconds"].as_f64().unwrap() > 0.0);
     // The distributed path ran (Gloo here, NCCL on a GPU) and timed its collectives.
-    assert_eq!(records[2]["distributed_world_size_1"], true, "{results}");
-    assert!(records[2]["communication_s"].as_f64().unwrap() > 0.0, "{results}");
+    assert_eq!(records[3]["distributed_world_size_1"], true, "{results}");
+    assert!(records[3]["communication_s"].as_f64().unwrap() > 0.0, "{results}");
     // metrics.jsonl's peak resident memory reaches the script's record.
-    assert!(records[1]["peak_rss_gib"].as_f64().unwrap() > 0.0, "{results}");
+    assert!(records[2]["peak_rss_gib"].as_f64().unwrap() > 0.0, "{results}");
     assert!(text.contains("attention (SDPA) kernel"), "{text}");
 }
 
