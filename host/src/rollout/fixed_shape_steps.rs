@@ -161,12 +161,7 @@ impl FixedShapeSteps {
     }
 
     fn eager_step(&self, model: &dyn PolicyModel, cache: &KvCache) -> crpo_policy_sdk::Result<Tensor> {
-        let mut view = cache.front_rows(self.rows)?;
-        model.forward_cached(
-            &self.ids.narrow(0, 0, self.rows),
-            &self.mask.narrow(0, 0, self.rows),
-            &mut view,
-        )
+        forward_front_rows(model, cache, (&self.ids, &self.mask), self.rows)
     }
 
     /// The step replayed from the pair's graph (captured first if the pair has warmed up);
@@ -226,18 +221,27 @@ fn capture(
 ) -> Result<Captured, String> {
     // A pass with grad could draw dropout masks, which a replay would repeat.
     debug_assert!(!crpo_torch_ext::grad_enabled(), "decode steps run without grad");
-    let mut view = cache.front_rows(rows).map_err(|e| e.to_string())?;
     let mut graph = CudaGraph::new()?;
     let logits = graph.capture(previous.map(|p| &p.graph), || {
-        model
-            .forward_cached(&ids.narrow(0, 0, rows), &mask.narrow(0, 0, rows), &mut view)
-            .map_err(|e| e.to_string())
+        forward_front_rows(model, cache, (ids, mask), rows).map_err(|e| e.to_string())
     })?;
     Ok(Captured {
         key: (rows, window),
         graph,
         logits,
     })
+}
+
+/// The step of the first `rows` rows: the fixed inputs' rows through a view of the cache's
+/// rows (what runs eagerly and what is captured are the same calls).
+fn forward_front_rows(
+    model: &dyn PolicyModel,
+    cache: &KvCache,
+    (ids, mask): (&Tensor, &Tensor),
+    rows: i64,
+) -> crpo_policy_sdk::Result<Tensor> {
+    let mut view = cache.front_rows(rows)?;
+    model.forward_cached(&ids.narrow(0, 0, rows), &mask.narrow(0, 0, rows), &mut view)
 }
 
 fn replay(captured: &Captured) -> crpo_policy_sdk::Result<Tensor> {
